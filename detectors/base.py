@@ -1,0 +1,81 @@
+"""The detector interface and the finding it emits.
+
+A detector is one module: a ``Config`` model with its thresholds and
+defaults, ``process(event, state) -> findings``, an event-time ``expire``
+hook, and ``RuleMeta`` for each rule it raises. It reads canonical events and
+the shared ``StateStore`` only; turning findings into alerts, and alerts into
+revocations, happens in the pipeline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from detectors.state import StateStore
+from schemas.alerts import Category, EvidenceItem, ResponseAction, Severity
+from schemas.events import CanonicalEvent
+
+
+class DetectorConfig(BaseModel):
+    """Base for detector settings: unknown keys are configuration mistakes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class RuleMeta:
+    id: str
+    name: str
+    category: Category
+    severity: Severity
+    risk_score: int
+    techniques: tuple[tuple[str, str], ...]
+    response: ResponseAction
+    description: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule match. ``key`` scopes folding: findings of a rule with the same
+    key close in time become one alert (usually the token or session id)."""
+
+    rule: RuleMeta
+    event: CanonicalEvent
+    key: str
+    summary: str
+    evidence: tuple[EvidenceItem, ...]
+    family_id: str | None = None
+    severity: Severity | None = None
+    risk_score: int | None = None
+    details: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    rules: ClassVar[tuple[RuleMeta, ...]]
+    Config: ClassVar[type[DetectorConfig]] = DetectorConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @abstractmethod
+    def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        """Findings for ``event`` given the state *before* the event is applied."""
+
+    def expire(self, watermark: float, state: StateStore) -> None:
+        """Forget detector-owned state that event time has moved past (epoch seconds)."""
+        return None
+
+    @classmethod
+    def rule(cls, rule_id: str) -> RuleMeta:
+        for meta in cls.rules:
+            if meta.id == rule_id:
+                return meta
+        raise KeyError(rule_id)

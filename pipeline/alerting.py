@@ -1,0 +1,174 @@
+"""Findings -> alerts: deterministic ids, folding, severity and MITRE mapping.
+
+Repeated findings of one rule for one key (token or session) that arrive
+within ``fold_window_s`` of each other in event time fold into one alert with
+a count. An alert is emitted once its window has closed (event time moved past
+it) or at the end of input, so batch output holds each alert exactly once.
+The id hashes the rule, the key and the first triggering event, so replaying
+the same events after a crash reproduces the same alert ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from detectors.base import Finding
+from schemas.alerts import (
+    SEVERITY_ORDER,
+    Alert,
+    AlertCore,
+    ClientDoc,
+    EvidenceItem,
+    GeoLocation,
+    ResponseDoc,
+    RuleRef,
+    SessionDoc,
+    SourceAs,
+    SourceAsOrg,
+    SourceDoc,
+    SourceGeo,
+    Technique,
+    Threat,
+    TokenDoc,
+    UserDoc,
+)
+
+
+class AlertingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fold_window_s: float = Field(default=3600.0, gt=0, description="Findings closer than this fold")
+    max_evidence: int = Field(default=20, ge=2, description="Evidence items kept per alert")
+
+
+def alert_id(rule_id: str, key: str, first_event_id: str) -> str:
+    digest = hashlib.sha256(f"{rule_id}\x1f{key}\x1f{first_event_id}".encode()).hexdigest()
+    return f"tw-{digest[:24]}"
+
+
+@dataclass
+class _OpenAlert:
+    first: Finding
+    last_seen: datetime
+    count: int = 1
+    severity: str = "low"
+    risk_score: int = 0
+    evidence: list[EvidenceItem] = field(default_factory=list)
+    triggers: set[str] = field(default_factory=set)
+
+
+class Alerter:
+    """Folds findings into alerts and hands out the ones whose window closed."""
+
+    def __init__(self, config: AlertingConfig | None = None) -> None:
+        self.config = config or AlertingConfig()
+        self._open: dict[tuple[str, str], _OpenAlert] = {}
+        self.per_rule: Counter[str] = Counter()
+
+    def add(self, finding: Finding) -> list[Alert]:
+        """Fold ``finding`` in; returns an alert closed because this one started anew."""
+        key = (finding.rule.id, finding.key)
+        current = self._open.get(key)
+        closed: list[Alert] = []
+        time = finding.event.time
+        if current is not None:
+            if finding.event.event_id in current.triggers:
+                return closed
+            if abs((time - current.last_seen).total_seconds()) <= self.config.fold_window_s:
+                self._fold(current, finding)
+                return closed
+            closed.append(self._build(self._open.pop(key)))
+        opened = _OpenAlert(first=finding, last_seen=time)
+        self._fold(opened, finding, first=True)
+        self._open[key] = opened
+        self.per_rule[finding.rule.id] += 1
+        return closed
+
+    def close_ready(self, watermark: float) -> list[Alert]:
+        """Alerts whose fold window ended before ``watermark`` (epoch seconds)."""
+        horizon = watermark - self.config.fold_window_s
+        done = [k for k, a in self._open.items() if a.last_seen.timestamp() < horizon]
+        return [self._build(self._open.pop(k)) for k in done]
+
+    def flush(self) -> list[Alert]:
+        alerts = [self._build(a) for a in self._open.values()]
+        self._open.clear()
+        return alerts
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def _fold(self, target: _OpenAlert, finding: Finding, first: bool = False) -> None:
+        if not first:
+            target.count += 1
+            target.last_seen = max(target.last_seen, finding.event.time)
+        target.triggers.add(finding.event.event_id)
+        severity = finding.severity or finding.rule.severity
+        if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(target.severity, -1) or first:
+            target.severity = severity
+        target.risk_score = max(target.risk_score, finding.risk_score or finding.rule.risk_score)
+        seen = {item.event_id for item in target.evidence}
+        for item in finding.evidence:
+            if item.event_id not in seen and len(target.evidence) < self.config.max_evidence:
+                target.evidence.append(item)
+                seen.add(item.event_id)
+
+    def _build(self, open_alert: _OpenAlert) -> Alert:
+        finding = open_alert.first
+        event, rule = finding.event, finding.rule
+        evidence = sorted(open_alert.evidence, key=lambda item: item.time)
+        first_seen = min([item.time for item in evidence] + [event.time])
+        return Alert(
+            timestamp=event.time,
+            alert=AlertCore(
+                id=alert_id(rule.id, finding.key, event.event_id),
+                severity=open_alert.severity,  # type: ignore[arg-type]
+                risk_score=open_alert.risk_score,
+                summary=finding.summary,
+                first_seen=first_seen,
+                last_seen=max(open_alert.last_seen, first_seen),
+                count=open_alert.count,
+            ),
+            rule=RuleRef(id=rule.id, name=rule.name, category=rule.category),
+            token=TokenDoc(
+                id=event.token.id if event.token else None,
+                family_id=finding.family_id or (event.token.family_id if event.token else None),
+                type=event.token.type.value if event.token else None,
+            ),
+            user=UserDoc(
+                id=event.subject.id if event.subject else None,
+                name=event.subject.name if event.subject else None,
+            ),
+            client=ClientDoc(id=event.client_id),
+            session=SessionDoc(id=event.session_id),
+            source=_source_doc(finding),
+            evidence=evidence,
+            threat=Threat(technique=[Technique(id=i, name=n) for i, n in rule.techniques]),
+            response=ResponseDoc(action=rule.response, state="pending" if rule.response != "none" else "none"),
+            details=dict(finding.details),
+        )
+
+
+def _source_doc(finding: Finding) -> SourceDoc:
+    net = finding.event.network
+    geo = net.geo
+    return SourceDoc(
+        ip=net.ip or net.service,
+        geo=SourceGeo(
+            country_iso_code=geo.country,
+            city_name=geo.city,
+            location=GeoLocation(lat=geo.lat, lon=geo.lon) if geo.lat is not None and geo.lon is not None else None,
+        )
+        if geo
+        else None,
+        as_=SourceAs(number=net.asn, organization=SourceAsOrg(name=net.as_org))
+        if net.asn or net.as_org
+        else None,
+        hosting=net.hosting,
+    )

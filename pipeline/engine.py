@@ -1,0 +1,130 @@
+"""The detection loop: dedup -> enrich -> event-time ordering -> detectors -> alerter.
+
+Events are held in a reorder buffer until the watermark (latest event time
+seen minus ``allowed_lateness_s``) passes them, then released in event-time
+order, so a revocation that arrives a little after a use it precedes is still
+applied first. An event older than the watermark is processed at once and
+counted as late, never dropped. Exact redeliveries (same ``event_id``) inside
+``dedup_window_s`` are counted once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from detectors.base import Detector, Finding
+from detectors.state import StateStore
+from pipeline.alerting import Alerter
+from schemas.alerts import Alert
+from schemas.events import CanonicalEvent
+
+Enrich = Callable[[CanonicalEvent], CanonicalEvent]
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_lateness_s: float = Field(default=5.0, ge=0, description="Out-of-order tolerance")
+    dedup_window_s: float = Field(default=900.0, ge=0, description="How long event ids are remembered")
+    expire_every_s: float = Field(default=60.0, gt=0, description="Event-time interval of state expiry")
+
+
+class Engine:
+    def __init__(
+        self,
+        detectors: Iterable[Detector],
+        state: StateStore | None = None,
+        alerter: Alerter | None = None,
+        config: EngineConfig | None = None,
+        enrich: Enrich | None = None,
+    ) -> None:
+        self.detectors = list(detectors)
+        self.state = state or StateStore()
+        self.alerter = alerter or Alerter()
+        self.config = config or EngineConfig()
+        self.enrich = enrich
+        self.counters: Counter[str] = Counter()
+        self._buffer: list[tuple[float, int, CanonicalEvent]] = []
+        self._seq = itertools.count()
+        self._max_time = float("-inf")
+        self._released_until = float("-inf")
+        self._seen: dict[str, float] = {}
+        self._seen_order: deque[tuple[float, str]] = deque()
+        self._next_expiry = float("-inf")
+
+    @property
+    def watermark(self) -> float:
+        return self._max_time - self.config.allowed_lateness_s
+
+    def submit(self, event: CanonicalEvent) -> list[Alert]:
+        """Take one event; returns alerts whose fold window closed meanwhile."""
+        if self._is_duplicate(event):
+            self.counters["duplicates"] += 1
+            return []
+        if self.enrich is not None:
+            event = self.enrich(event)
+        self.counters["events"] += 1
+        when = event.time.timestamp()
+        if when < self._released_until:
+            self.counters["late_events"] += 1
+            alerts = self._detect(event)
+        else:
+            heapq.heappush(self._buffer, (when, next(self._seq), event))
+            alerts = []
+        if when > self._max_time:
+            self._max_time = when
+        alerts.extend(self._release(self.watermark))
+        return alerts
+
+    def flush(self) -> list[Alert]:
+        """End of input: release everything buffered and close every alert."""
+        alerts = self._release(float("inf"))
+        return alerts + self.alerter.flush()
+
+    def _release(self, until: float) -> list[Alert]:
+        alerts: list[Alert] = []
+        buffer = self._buffer
+        while buffer and buffer[0][0] <= until:
+            when, _, event = heapq.heappop(buffer)
+            self._released_until = max(self._released_until, when)
+            alerts.extend(self._detect(event))
+        if until != float("inf") and until >= self._next_expiry:
+            alerts.extend(self._expire(until))
+        return alerts
+
+    def _detect(self, event: CanonicalEvent) -> list[Alert]:
+        findings: list[Finding] = []
+        for detector in self.detectors:
+            findings.extend(detector.process(event, self.state))
+        self.state.apply(event)
+        alerts: list[Alert] = []
+        for finding in findings:
+            self.counters[f"findings.{finding.rule.id}"] += 1
+            alerts.extend(self.alerter.add(finding))
+        return alerts
+
+    def _expire(self, watermark: float) -> list[Alert]:
+        self._next_expiry = watermark + self.config.expire_every_s
+        self.counters["expired_tokens"] += self.state.expire(watermark)
+        for detector in self.detectors:
+            detector.expire(watermark, self.state)
+        horizon = watermark - self.config.dedup_window_s
+        seen, order = self._seen, self._seen_order
+        while order and order[0][0] < horizon:
+            _, event_id = order.popleft()
+            seen.pop(event_id, None)
+        return self.alerter.close_ready(watermark)
+
+    def _is_duplicate(self, event: CanonicalEvent) -> bool:
+        event_id = event.event_id
+        if event_id in self._seen:
+            return True
+        when = event.time.timestamp()
+        self._seen[event_id] = when
+        self._seen_order.append((max(when, self._max_time), event_id))
+        return False

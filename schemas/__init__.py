@@ -1,0 +1,1 @@
+"""Data contracts: canonical events, alerts, and source-format adapters. No I/O."""

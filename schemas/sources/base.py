@@ -1,0 +1,51 @@
+"""The adapter interface: one module per source format implements it.
+
+An adapter is pure: raw vendor JSON in, canonical events out. It raises
+``InvalidRecord`` (dead-lettered with the reason) for malformed input and
+``UnsupportedEventType`` (counted and skipped) for event types of its format
+that tokenwatch has no use for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from schemas.events import CanonicalEvent
+from schemas.redaction import TokenHasher
+
+
+class InvalidRecord(ValueError):
+    """The record belongs to a format but cannot be mapped; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnsupportedEventType(Exception):
+    """A well-formed event of a known format that no detector needs."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(event_type)
+        self.event_type = event_type
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What adapters need from outside without doing I/O themselves."""
+
+    hash_token: TokenHasher
+
+
+class SourceFormat(Protocol):
+    name: ClassVar[str]
+
+    def matches(self, raw: Mapping[str, Any]) -> bool:
+        """Cheap key test used for per-line auto-detection; must not overlap other formats."""
+        ...
+
+    def to_events(self, raw: Mapping[str, Any], ctx: AdapterContext) -> list[CanonicalEvent]:
+        """Map one raw record to zero or more canonical events."""
+        ...

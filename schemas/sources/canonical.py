@@ -1,0 +1,25 @@
+"""tokenwatch's own canonical events, serialised: we must read our own output."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+from schemas.events import CanonicalEvent
+from schemas.sources.base import AdapterContext, InvalidRecord
+from schemas.sources.common import explain
+
+
+class CanonicalFormat:
+    name: ClassVar[str] = "canonical"
+
+    def matches(self, raw: Mapping[str, Any]) -> bool:
+        return "canonical_version" in raw
+
+    def to_events(self, raw: Mapping[str, Any], ctx: AdapterContext) -> list[CanonicalEvent]:
+        try:
+            return [CanonicalEvent.model_validate(raw)]
+        except ValidationError as exc:
+            raise InvalidRecord(f"canonical: {explain(exc)}") from None

@@ -1,0 +1,52 @@
+"""Small parsing helpers shared by adapters (times, scopes, content ids)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.sources.base import InvalidRecord
+
+MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
+
+
+def content_id(source: str, raw: Mapping[str, Any]) -> str:
+    """Stable id for records whose source gives none: a hash of the content.
+
+    Exact redeliveries hash alike (and are deduplicated); a replayed request
+    with any different field does not.
+    """
+    body = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    return f"{source}:{hashlib.blake2b(body, digest_size=12).hexdigest()}"
+
+
+def epoch_to_utc(value: float, *, millis: bool = False) -> datetime:
+    seconds = value / 1000.0 if millis else float(value)
+    if not 0 <= seconds <= MAX_EPOCH_SECONDS:
+        raise InvalidRecord(f"epoch time out of range: {value!r}")
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def split_scopes(value: str | list[str] | None, sep: str | None = None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        return tuple(s.strip() for s in value if s and s.strip())
+    return tuple(s.strip() for s in value.split(sep) if s.strip())
+
+
+def explain(error: ValidationError, limit: int = 3) -> str:
+    """A one-line reason from a pydantic error, naming the offending fields."""
+    parts = []
+    for item in error.errors()[:limit]:
+        where = ".".join(str(p) for p in item["loc"]) or "record"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - limit
+    if more > 0:
+        parts.append(f"(+{more} more)")
+    return "; ".join(parts)
