@@ -34,7 +34,10 @@ SECRET_KEYS = frozenset(
         "cookie",
     }
 )
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,2}")
+_SECRET_FIELD = re.compile(
+    r'(?i)"(' + "|".join(re.escape(k) for k in sorted(SECRET_KEYS)) + r')"(\s*:\s*)"((?:[^"\\]|\\.)*)"'
+)
 _BEARER = re.compile(r"(?i)\b(bearer|dpop)\s+([A-Za-z0-9._~+/=-]{8,})")
 
 TokenHasher = Callable[[str], str]
@@ -55,7 +58,11 @@ def make_token_hasher(key: bytes) -> TokenHasher:
 
 
 def redact_text(text: str, hash_token: TokenHasher) -> str:
-    """Replace JWTs and ``Bearer <token>`` credentials inside free text."""
+    """Replace JWTs, ``Bearer <token>`` and ``"token": "…"`` fields inside free text
+    (used for lines that are not, or not entirely, valid JSON)."""
+    text = _SECRET_FIELD.sub(
+        lambda m: f'"{m.group(1)}"{m.group(2)}"{hash_token(_strip_scheme(m.group(3)))}"', text
+    )
     text = _BEARER.sub(lambda m: f"{m.group(1)} {hash_token(m.group(2))}", text)
     return _JWT.sub(lambda m: hash_token(m.group(0)), text)
 

@@ -1,0 +1,156 @@
+"""The `tokenwatch` command line.
+
+Exit codes: 0 the run completed (whatever the input held), 2 usage or
+configuration error, 1 could not run (unreadable input, unwritable output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from pipeline.batch import DetectRun, Summary
+from pipeline.config import ConfigError, Settings, defaults_toml, load_settings
+from pipeline.enrich import Enricher
+from pipeline.secrets import SecretError, token_hash_key
+from schemas.redaction import make_token_hasher
+from schemas.sources import FORMATS
+
+SAMPLE_STREAM = Path(__file__).parent / "data" / "sample.jsonl"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (ConfigError, SecretError) as exc:
+        print(f"tokenwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"tokenwatch: cannot run: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenwatch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    detect = sub.add_parser("detect", help="read JSON lines, write alert JSON lines")
+    detect.add_argument("--input", "-i", required=True, help="input file of JSON lines, or - for stdin")
+    detect.add_argument("--output", "-o", default="-", help="alert JSON lines file, or - for stdout")
+    detect.add_argument(
+        "--format", "-f", default="auto", choices=["auto", *sorted(FORMATS)], help="input format (default: auto per line)"
+    )
+    detect.add_argument("--config", "-c", type=Path, help="TOML configuration file")
+    detect.add_argument(
+        "--dead-letter", type=Path, default=Path("tokenwatch-dead-letters.jsonl"),
+        help="where rejected lines go, with their reason (default: %(default)s)",
+    )
+    detect.set_defaults(func=cmd_detect)
+
+    demo = sub.add_parser("demo", help="run detection over the bundled sample stream and show the alerts")
+    demo.add_argument("--output-dir", type=Path, default=Path("demo-output"))
+    demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="validate or print configuration")
+    config_sub = config.add_subparsers(metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a file and print the effective settings")
+    check.add_argument("file", type=Path, nargs="?")
+    check.set_defaults(func=cmd_config_check)
+    defaults = config_sub.add_parser("defaults", help="print every key with its default, as TOML")
+    defaults.set_defaults(func=cmd_config_defaults)
+    return parser
+
+
+def run_detect(
+    settings: Settings, input_name: str, output: IO[bytes], dead_path: Path, fmt: str
+) -> Summary:
+    hasher = make_token_hasher(token_hash_key())
+    with _lazy_writer(dead_path) as dead_out, _open_input(input_name) as lines:
+        run = DetectRun(settings, hasher, output, dead_out, fmt, Enricher(settings.enrich))
+        run.feed(lines, "stdin" if input_name == "-" else input_name)
+        return run.finish()
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    with _open_output(args.output) as output:
+        summary = run_detect(settings, args.input, output, args.dead_letter, args.format)
+    print(summary.render(), file=sys.stderr)
+    if summary.dead_letters:
+        print(f"  dead letters written to {args.dead_letter}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import show_demo
+
+    return show_demo(SAMPLE_STREAM, args.output_dir)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.file)
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_config_defaults(args: argparse.Namespace) -> int:
+    sys.stdout.write(defaults_toml())
+    return 0
+
+
+@contextlib.contextmanager
+def _open_input(name: str) -> Iterator[IO[bytes]]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    with open(name, "rb", buffering=1 << 20) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _open_output(name: str) -> Iterator[IO[bytes]]:
+    if name == "-":
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    with open(name, "wb", buffering=1 << 16) as handle:
+        yield handle
+
+
+class _LazyFile:
+    """Creates the dead-letter file only when the first dead letter arrives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: IO[bytes] | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.handle is None:
+            self.handle = open(self.path, "ab")
+        return self.handle.write(data)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+@contextlib.contextmanager
+def _lazy_writer(path: Path) -> Iterator[IO[bytes]]:
+    writer = _LazyFile(path)
+    try:
+        yield writer  # type: ignore[misc]
+    finally:
+        writer.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

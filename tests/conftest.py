@@ -1,0 +1,20 @@
+"""Shared fixtures: a fixed token-hash key so ids are stable and no key file is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.redaction import make_token_hasher
+
+TEST_HASH_KEY = b"tokenwatch-test-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("TOKENWATCH_TOKEN_HASH_KEY", TEST_HASH_KEY.decode())
+    monkeypatch.setenv("TOKENWATCH_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture
+def hasher():
+    return make_token_hasher(TEST_HASH_KEY)

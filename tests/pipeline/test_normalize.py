@@ -1,0 +1,110 @@
+"""Hostile input never escapes the normalizer: events, a skip, or a dead letter with a reason."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.normalize import InputConfig, Normalizer
+from schemas.redaction import make_token_hasher
+from tests.conftest import TEST_HASH_KEY
+
+GATEWAY = (Path(__file__).resolve().parents[1] / "data" / "formats" / "gateway.jsonl").read_bytes().splitlines()
+FUZZ_HASHER = make_token_hasher(TEST_HASH_KEY)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVl"
+
+
+@pytest.fixture
+def normalizer(hasher) -> Normalizer:
+    return Normalizer(hasher, InputConfig(max_line_bytes=100_000), clock=lambda: NOW)
+
+
+def _line(**changes: object) -> bytes:
+    raw = orjson.loads(GATEWAY[0])
+    raw.update(changes)
+    return orjson.dumps(raw)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"\x00\xff garbage", "not JSON"),
+        (GATEWAY[0][:57], "not JSON"),
+        (b"[1, 2, 3]", "not a JSON object but list"),
+        (b'"just a string"', "not a JSON object but str"),
+        (b'{"hello": "world"}', "unknown format"),
+        (_line(status="two hundred"), "gateway: status"),
+        (_line(timestamp=12), None),
+        (_line(timestamp="2099-01-01T00:00:00Z"), "in the future"),
+        (_line(client_ip="9" * 200_000), "exceeds max_line_bytes"),
+        (_line(request_id="r" * 5000), "request_id"),
+        (_line(jwt="not an object"), "gateway: jwt"),
+    ],
+)
+def test_bad_lines_are_dead_lettered_with_reason(normalizer: Normalizer, line: bytes, reason: str | None) -> None:
+    result = normalizer.normalize(line, "in.jsonl:7")
+    if reason is None:  # epoch 12 is a valid (if odd) timestamp: accepted
+        assert result.dead_letter is None and len(result.events) == 1
+        return
+    assert result.events == []
+    assert result.dead_letter is not None
+    assert reason in result.dead_letter["reason"]
+    assert result.dead_letter["origin"] == "in.jsonl:7"
+    assert result.dead_letter["raw_bytes"] == len(line)
+
+
+def test_dead_letter_keeps_redacted_raw_record(normalizer: Normalizer, hasher) -> None:
+    line = _line(status="bad", authorization=f"Bearer {JWT}")
+    record = normalizer.normalize(line, "x:1").dead_letter
+    assert record is not None
+    assert record["raw"]["authorization"] == hasher(JWT)
+    assert JWT not in orjson.dumps(record).decode()
+
+
+def test_unparsable_line_with_token_is_redacted_in_dead_letter(normalizer: Normalizer) -> None:
+    line = b'{"authorization": "Bearer ' + JWT.encode() + b'", "broken'
+    record = normalizer.normalize(line, "x:1").dead_letter
+    assert record is not None and "raw_text" in record
+    assert JWT not in orjson.dumps(record).decode()
+
+
+def test_forced_format_rejects_other_formats(hasher) -> None:
+    forced = Normalizer(hasher, forced_format="canonical", clock=lambda: NOW)
+    record = forced.normalize(GATEWAY[0], "x:1").dead_letter
+    assert record is not None and "does not look like canonical" in record["reason"]
+
+
+def test_unknown_forced_format_is_a_clear_error(hasher) -> None:
+    with pytest.raises(ValueError, match="unknown format 'splunk'"):
+        Normalizer(hasher, forced_format="splunk")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    result = Normalizer(FUZZ_HASHER, clock=lambda: NOW).normalize(data, "fuzz:1")
+    assert result.events or result.dead_letter is not None or result.skipped_type is not None
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["timestamp", "status", "jwt", "client_ip", "request_id", "required_scope"]), _json))
+def test_mutated_gateway_records_never_raise(changes: dict) -> None:
+    raw = orjson.loads(GATEWAY[1])
+    raw.update(changes)
+    result = Normalizer(FUZZ_HASHER, clock=lambda: NOW).normalize(json.dumps(raw).encode(), "fuzz:1")
+    assert result.events or (result.dead_letter is not None and result.dead_letter["reason"])
