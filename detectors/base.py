@@ -52,6 +52,7 @@ class Finding:
     summary: str
     evidence: tuple[EvidenceItem, ...]
     family_id: str | None = None
+    token_id: str | None = None  # the token the alert is about, when not the trigger's own token
     severity: Severity | None = None
     risk_score: int | None = None
     details: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)

@@ -225,7 +225,7 @@ class StateStore:
             if ref.parent_id:
                 parent = self._token(ref.parent_id, event)
                 parent.family_id = parent.family_id or state.family_id
-                if event.kind is EventKind.REFRESHED and ref.type is TokenType.REFRESH:
+                if event.kind is EventKind.REFRESHED and ref.type is TokenType.REFRESH and obs.success:
                     parent.rotation = _earliest(parent.rotation, obs)
         family_id = state.family_id
         if family_id:

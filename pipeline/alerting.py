@@ -137,7 +137,7 @@ class Alerter:
             ),
             rule=RuleRef(id=rule.id, name=rule.name, category=rule.category),
             token=TokenDoc(
-                id=event.token.id if event.token else None,
+                id=finding.token_id or (event.token.id if event.token else None),
                 family_id=finding.family_id or (event.token.family_id if event.token else None),
                 type=event.token.type.value if event.token else None,
             ),

@@ -1,0 +1,357 @@
+"""Replay rules: each attack beside the benign twin it must not be confused with.
+
+Attack tests switch the other detector families off (``ONLY_REPLAY``) so they
+assert exactly what this family raises; benign twins run every detector and
+expect silence, except where the twin is benign only for replay (a jump
+Berlin -> Hamburg within a minute is geo's business, not ours).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from detectors import DETECTORS
+from detectors.replay import ReplayConfig, ReplayDetector
+from detectors.state import StateStore
+from pipeline.alerting import alert_id
+from schemas.events import Binding, CanonicalEvent
+from tests.factories import (
+    BERLIN_HOME,
+    BERLIN_MOBILE,
+    CORP_VPN_TOKYO,
+    HAMBURG_SAME_ASN,
+    MUNICH_OTHER_ISP,
+    SINGAPORE_VPS,
+    Place,
+    engine,
+    event,
+    rule_hits,
+    run,
+)
+
+ONLY_REPLAY = {name: {"enabled": False} for name in DETECTORS if name != "replay"}
+SCOPES = ("openid", "read")
+DAY = 86_400.0
+AT_LIFE = 3_600.0
+KEY_A = Binding(method="dpop", value="jkt-AAAA")
+KEY_B = Binding(method="dpop", value="jkt-BBBB")
+# A second uplink of the same allowlisted VPN concentrator: other IP and ASN, same egress name.
+CORP_VPN_TOKYO_2 = Place("198.51.100.20", "JP", "Tokyo", 35.69, 139.70, 17676, "SoftBank Corp.", egress="corp-vpn")
+
+
+def login(t: float = 0.0, bound: Binding | None = None, place: Place = BERLIN_HOME) -> list[CanonicalEvent]:
+    """Authorization-code login: a refresh token rt-1 and an access token at-1 in family fam-1."""
+    common = dict(family="fam-1", session="s-1", scopes=SCOPES, grant_type="authorization_code", place=place)
+    return [
+        event("issued", t, token="rt-1", token_type="refresh", expires_in=DAY, **common),
+        event("issued", t, token="at-1", token_type="access", expires_in=AT_LIFE, bound=bound, **common),
+    ]
+
+
+def refresh(t: float, new: str, parent: str = "rt-1", place: Place = BERLIN_HOME, **kw: object) -> CanonicalEvent:
+    """Redeem ``parent``; the IdP rotates it and mints the refresh token ``new``."""
+    return event("refreshed", t, token=new, token_type="refresh", family="fam-1", parent=parent, session="s-1",
+                 scopes=SCOPES, expires_in=DAY, grant_type="refresh_token", place=place, **kw)  # type: ignore[arg-type]
+
+
+def use(t: float, token: str = "at-1", place: Place = BERLIN_HOME, **kw: object) -> CanonicalEvent:
+    """A resource-server request with the access token issued at t=0."""
+    return event("used", t, token=token, family="fam-1", session="s-1", scopes=SCOPES, required=("read",),
+                 expires_in=AT_LIFE - t, place=place, **kw)  # type: ignore[arg-type]
+
+
+# -- metadata and config --------------------------------------------------------------
+
+def test_registered_with_four_rules_and_documented_thresholds() -> None:
+    assert DETECTORS["replay"] is ReplayDetector
+    assert [r.id for r in ReplayDetector.rules] == [
+        "replay.refresh_reuse", "replay.concurrent_use", "replay.binding_mismatch", "replay.duplicate_request",
+    ]
+    reuse = ReplayDetector.rule("replay.refresh_reuse")
+    assert (reuse.severity, reuse.risk_score, reuse.response) == ("high", 80, "revoke_family")
+    assert [t[0] for t in reuse.techniques] == ["T1550.001", "T1528"]
+    config = ReplayConfig()
+    assert (config.refresh_grace_s, config.concurrent_window_s, config.duplicate_request_window_s) == (30, 60, 300)
+    assert all(field.description for name, field in ReplayConfig.model_fields.items() if name != "enabled")
+    with pytest.raises(ValueError):
+        engine({"replay": {"refresh_grace": 10}})
+
+
+def test_irrelevant_kinds_return_nothing_without_touching_state() -> None:
+    detector, state = ReplayDetector(), StateStore()
+    for ev in (*login(), event("revoked", 5, token="at-1", revoke="token"), event("session_ended", 6, session="s-1")):
+        assert detector.process(ev, state) == []
+    assert state.detector_state == {}
+
+
+# -- refresh reuse --------------------------------------------------------------------
+
+def test_reuse_after_grace_from_another_network() -> None:
+    rotation = refresh(60, "rt-2")
+    reuse = refresh(360, "rt-2x", place=SINGAPORE_VPS)
+    alerts = run([*login(), rotation, use(100), reuse], ONLY_REPLAY)
+
+    # token.id is the trigger's token (what the reuse minted); the reused token is the key.
+    assert rule_hits(alerts) == [("replay.refresh_reuse", "rt-1")]
+    alert = alerts[0]
+    assert alert.alert.id == alert_id("replay.refresh_reuse", "rt-1", reuse.event_id)
+    assert alert.details["refresh_token_id"] == "rt-1"
+    assert alert.token.family_id == "fam-1"
+    assert (alert.alert.severity, alert.alert.risk_score, alert.response.action) == ("high", 80, "revoke_family")
+    assert [e.event_id for e in alert.evidence] == [rotation.event_id, reuse.event_id]
+    assert alert.alert.summary == (
+        "Refresh token rt-1 of family fam-1 was redeemed again 5 min after it was rotated, "
+        "from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC) vs 79.200.1.10 (Berlin, DE, Deutsche Telekom AG)"
+    )
+
+
+def test_reuse_after_grace_from_the_same_context_is_still_reuse() -> None:
+    alerts = run([*login(), refresh(60, "rt-2"), refresh(60 + 31, "rt-2b")], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.refresh_reuse", "rt-1")]
+
+
+@pytest.mark.parametrize(
+    ("place", "client", "why"),
+    [
+        (SINGAPORE_VPS, "portal", "from another network"),
+        (BERLIN_HOME, "evil-app", "from client evil-app vs portal"),
+    ],
+)
+def test_reuse_inside_grace_from_another_client_context(place: Place, client: str, why: str) -> None:
+    alerts = run([*login(), refresh(60, "rt-2"), refresh(70, "rt-2x", place=place, client=client)], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.refresh_reuse", "rt-1")]
+    assert f"inside the 30 s grace period, but {why}" in alerts[0].alert.summary
+
+
+@pytest.mark.parametrize("named", ["parent", "token"])
+def test_failed_redemption_of_a_rotated_token_is_reuse(named: str) -> None:
+    if named == "parent":
+        reuse = refresh(600, "rt-none", place=SINGAPORE_VPS, success=False)
+    else:  # the IdP names only the presented token when nothing was minted
+        reuse = event("refreshed", 600, token="rt-1", token_type="refresh", family="fam-1",
+                      place=SINGAPORE_VPS, success=False, grant_type="refresh_token")
+    alerts = run([*login(), refresh(60, "rt-2"), reuse], ONLY_REPLAY)
+    assert [a.rule.id for a in alerts] == ["replay.refresh_reuse"]
+    assert alerts[0].details["refresh_token_id"] == "rt-1"
+    assert "the IdP rejected it, so someone still holds the old token" in alerts[0].alert.summary
+
+
+def test_retry_inside_grace_from_the_same_context_is_benign() -> None:
+    assert run([*login(), refresh(60, "rt-2"), refresh(62, "rt-2b"), use(70)]) == []
+
+
+def test_retry_inside_grace_after_a_nat_change_within_the_asn_is_benign() -> None:
+    assert run([*login(), refresh(60, "rt-2"), refresh(65, "rt-2b", place=BERLIN_MOBILE)]) == []
+
+
+def test_retry_with_clock_skew_arriving_late_is_benign() -> None:
+    # The retry's IdP node clock is 3 s behind: it sorts before the rotation and arrives after it.
+    events = [*login(), refresh(60, "rt-2"), refresh(57, "rt-2b")]
+    assert run(events) == []
+    assert run(events, allowed_lateness_s=0) == []
+
+
+def test_rotation_chain_and_non_rotating_refresh_are_benign() -> None:
+    chain = [*login(), refresh(600, "rt-2"), refresh(1200, "rt-3", parent="rt-2"),
+             refresh(1800, "rt-4", parent="rt-3")]
+    assert run(chain) == []
+    # A refresh that mints only an access token leaves rt-1 valid: redeeming it again is allowed.
+    reusable = [*login(),
+                event("refreshed", 600, token="at-2", family="fam-1", parent="rt-1", session="s-1", scopes=SCOPES,
+                      grant_type="refresh_token"),
+                event("refreshed", 1200, token="at-3", family="fam-1", parent="rt-1", session="s-1", scopes=SCOPES,
+                      grant_type="refresh_token")]
+    assert run(reusable) == []
+
+
+@pytest.mark.parametrize("lateness", [5.0, 0.0])
+def test_reuse_arriving_before_the_rotation_it_follows(lateness: float) -> None:
+    """The attacker's redemption is processed first; the legitimate rotation shows up late."""
+    rotation = refresh(60, "rt-2")
+    reuse = refresh(360, "rt-2x", place=SINGAPORE_VPS)
+    alerts = run([*login(), reuse, rotation], ONLY_REPLAY, allowed_lateness_s=lateness)
+    assert [a.rule.id for a in alerts] == ["replay.refresh_reuse"]
+    assert [e.event_id for e in alerts[0].evidence] == [rotation.event_id, reuse.event_id]
+    assert "redeemed again 5 min after it was rotated, from 139.59.1.1" in alerts[0].alert.summary
+
+
+def test_repeated_reuse_folds_into_one_alert() -> None:
+    rotation = refresh(60, "rt-2")
+    reuses = [refresh(60 + 120 * i, f"rt-x{i}", place=SINGAPORE_VPS) for i in (1, 2, 3)]
+    alerts = run([*login(), rotation, *reuses], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.refresh_reuse", "rt-1")]
+    assert alerts[0].alert.count == 3
+    assert [e.event_id for e in alerts[0].evidence] == [rotation.event_id] + [r.event_id for r in reuses]
+
+
+def test_reuse_delivered_twice_counts_once() -> None:
+    reuse = refresh(360, "rt-2x", place=SINGAPORE_VPS)
+    alerts = run([*login(), refresh(60, "rt-2"), reuse, reuse], ONLY_REPLAY)
+    assert [(a.rule.id, a.alert.count) for a in alerts] == [("replay.refresh_reuse", 1)]
+
+
+def test_grace_is_configurable() -> None:
+    events = [*login(), refresh(60, "rt-2"), refresh(100, "rt-2b")]
+    assert run(events, ONLY_REPLAY) != []
+    assert run(events, {**ONLY_REPLAY, "replay": {"refresh_grace_s": 60}}) == []
+
+
+# -- concurrent use ------------------------------------------------------------------
+
+def test_concurrent_use_berlin_and_singapore() -> None:
+    first, second = use(10), use(30, place=SINGAPORE_VPS)
+    alerts = run([*login(), first, second], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.concurrent_use", "at-1")]
+    alert = alerts[0]
+    assert (alert.alert.severity, alert.alert.risk_score, alert.response.action) == ("high", 70, "revoke_token")
+    assert [e.event_id for e in alert.evidence] == [first.event_id, second.event_id]
+    assert alert.alert.summary == (
+        "Access token at-1 was accepted from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC) 20 s after a use "
+        "from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG); one holder cannot be in both places"
+    )
+
+
+@pytest.mark.parametrize("lateness", [30.0, 0.0])
+def test_concurrent_use_arriving_out_of_order(lateness: float) -> None:
+    """Singapore (t=30) is delivered before Berlin (t=10): within the allowed lateness the engine
+    reorders them; with none, the detector itself compares against the later use."""
+    first, second = use(10), use(30, place=SINGAPORE_VPS)
+    alerts = run([*login(), second, first], ONLY_REPLAY, allowed_lateness_s=lateness)
+    assert rule_hits(alerts) == [("replay.concurrent_use", "at-1")]
+    assert [e.event_id for e in alerts[0].evidence] == [first.event_id, second.event_id]
+    assert "from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC) 20 s after a use from 79.200.1.10" in (
+        alerts[0].alert.summary)
+
+
+def test_concurrent_use_with_two_client_certificates_on_one_network() -> None:
+    cert_a, cert_b = Binding(method="mtls", value="x5t-A"), Binding(method="mtls", value="x5t-B")
+    alerts = run([*login(), use(10, proof=cert_a), use(25, proof=cert_b)], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.concurrent_use", "at-1")]
+    assert "with mtls:x5t-B vs mtls:x5t-A" in alerts[0].alert.summary
+
+
+def test_nat_or_mobile_change_within_one_asn_is_benign() -> None:
+    assert run([*login(), use(10), use(30, place=BERLIN_MOBILE), use(45)]) == []
+
+
+def test_far_jump_within_one_asn_is_not_replay() -> None:
+    # Mobile carriers geolocate loosely; whether this is impossible travel is geo_divergence's call.
+    assert run([*login(), use(10), use(30, place=HAMBURG_SAME_ASN)], ONLY_REPLAY) == []
+
+
+def test_same_allowlisted_vpn_egress_is_benign() -> None:
+    events = [*login(place=CORP_VPN_TOKYO), use(10, place=CORP_VPN_TOKYO), use(20, place=CORP_VPN_TOKYO_2)]
+    assert run(events) == []
+
+
+def test_other_network_outside_the_window_or_failed_is_not_concurrent() -> None:
+    assert run([*login(), use(10), use(10 + 61, place=MUNICH_OTHER_ISP)], ONLY_REPLAY) == []
+    assert run([*login(), use(10), use(20, place=SINGAPORE_VPS, success=False)], ONLY_REPLAY) == []
+
+
+# -- binding mismatch --------------------------------------------------------------------
+
+def test_dpop_key_mismatch() -> None:
+    issue = login(bound=KEY_A)
+    wrong = use(20, proof=KEY_B)
+    alerts = run([*issue, use(10, proof=KEY_A), wrong], ONLY_REPLAY)
+    # Only the binding rule: for a bound token a foreign key is not also "concurrent use".
+    assert rule_hits(alerts) == [("replay.binding_mismatch", "at-1")]
+    alert = alerts[0]
+    assert (alert.alert.severity, alert.alert.risk_score, alert.response.action) == ("high", 85, "revoke_token")
+    assert [e.event_id for e in alert.evidence] == [issue[1].event_id, wrong.event_id]
+    assert alert.alert.summary == (
+        "Access token at-1 is bound to DPoP key jkt-AAAA but was accepted with DPoP key jkt-BBBB, "
+        "from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG)"
+    )
+
+
+def test_bound_token_accepted_without_proof() -> None:
+    alerts = run([*login(bound=KEY_A), use(10)], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.binding_mismatch", "at-1")]
+    assert "bound to DPoP key jkt-AAAA but was accepted without proving that DPoP key" in alerts[0].alert.summary
+    # Resource-server logs that never record the proof: only a wrong key is evidence then.
+    quiet = {**ONLY_REPLAY, "replay": {"alert_on_missing_proof": False}}
+    assert run([*login(bound=KEY_A), use(10)], quiet) == []
+    assert rule_hits(run([*login(bound=KEY_A), use(10, proof=KEY_B)], quiet)) == [("replay.binding_mismatch", "at-1")]
+
+
+def test_binding_known_only_from_the_presented_cnf_claim() -> None:
+    # The issue event never reached us; the token's cnf at use still says which key it needs.
+    alerts = run([use(10, bound=KEY_A, proof=KEY_B)], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.binding_mismatch", "at-1")]
+
+
+def test_network_bound_credential_used_from_another_network() -> None:
+    issued_in = Binding(method="network", value="vpc-0a1")
+    events = [event("issued", 0, token="ak-1", token_type="temporary_credential", bound=issued_in,
+                     expires_in=AT_LIFE),
+              event("used", 10, token="ak-1", token_type="temporary_credential", expires_in=AT_LIFE - 10,
+                    proof=Binding(method="network", value="vpc-0a1")),
+              event("used", 20, token="ak-1", token_type="temporary_credential", expires_in=AT_LIFE - 20,
+                    proof=Binding(method="network", value="ext:139.59.1.1"))]
+    alerts = run(events, ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.binding_mismatch", "ak-1")]
+    assert alerts[0].alert.summary.startswith("Temporary credential ak-1 is bound to network vpc-0a1 but was")
+    # Without network evidence at the request there is nothing to compare.
+    assert run(events[:1] + [event("used", 10, token="ak-1", token_type="temporary_credential",
+                                   expires_in=AT_LIFE - 10)]) == []
+
+
+def test_correct_dpop_proof_is_benign() -> None:
+    assert run([*login(bound=KEY_A), use(10, proof=KEY_A), use(20, proof=KEY_A, place=BERLIN_MOBILE)]) == []
+
+
+def test_failed_use_with_wrong_proof_is_benign() -> None:
+    assert run([*login(bound=KEY_A), use(10, proof=KEY_B, success=False), use(20, success=False)]) == []
+
+
+# -- duplicate request -------------------------------------------------------------------
+
+def test_duplicate_request_id_accepted_twice() -> None:
+    first, replayed = use(10, request_id="req-42"), use(50, request_id="req-42")
+    alerts = run([*login(), first, use(20), replayed], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.duplicate_request", "at-1")]
+    alert = alerts[0]
+    assert (alert.alert.severity, alert.alert.risk_score, alert.response.action) == ("medium", 60, "revoke_token")
+    assert [e.event_id for e in alert.evidence] == [first.event_id, replayed.event_id]
+    assert alert.alert.summary == (
+        "Request req-42 with access token at-1 was accepted twice, 40 s apart, "
+        "both times from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG)"
+    )
+
+
+def test_duplicate_request_arriving_out_of_order_without_the_first_use_in_state() -> None:
+    first, replayed = use(10, request_id="req-42"), use(250, request_id="req-42")
+    # Many uses in between push the first one out of the token's recent-use list.
+    filler = [use(20 + i) for i in range(6)]
+    alerts = run([*login(), replayed, *filler, first], ONLY_REPLAY, allowed_lateness_s=0)
+    assert rule_hits(alerts) == [("replay.duplicate_request", "at-1")]
+    assert [e.event_id for e in alerts[0].evidence] == [first.event_id, replayed.event_id]
+
+
+def test_same_request_delivered_twice_as_the_same_event_is_benign() -> None:
+    once = use(10, request_id="req-42")
+    assert run([*login(), once, once, use(20)]) == []
+
+
+def test_same_request_id_for_other_tokens_or_after_the_window_is_benign() -> None:
+    other = event("issued", 0, token="at-9", family="fam-9", session="s-9", scopes=SCOPES, expires_in=AT_LIFE,
+                  grant_type="authorization_code")
+    assert run([*login(), other, use(10, request_id="req-42"), use(12, token="at-9", request_id="req-42")]) == []
+    assert run([*login(), use(10, request_id="req-42"), use(10 + 301, request_id="req-42")]) == []
+
+
+def test_request_ids_expire_with_event_time_and_are_capped() -> None:
+    eng = engine(ONLY_REPLAY, expire_every_s=1)
+    for ev in [*login(), *(use(t, request_id=f"req-{t}") for t in range(0, 1000, 50))]:
+        eng.submit(ev)
+    # Watermark 945 (t=950 still buffered): ids older than 945 - 300 s are forgotten.
+    requests = eng.state.namespace("replay")["requests"]
+    assert sorted(key[1] for key in requests) == sorted(f"req-{t}" for t in range(650, 950, 50))
+
+    capped = engine({**ONLY_REPLAY, "replay": {"max_tracked_requests": 3}})
+    for ev in [*login(), *(use(t, request_id=f"req-{t}") for t in range(10, 40, 2))]:
+        capped.submit(ev)
+    capped.flush()
+    assert len(capped.state.namespace("replay")["requests"]) == 3
