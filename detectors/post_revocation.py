@@ -1,17 +1,440 @@
-"""Placeholder: being written."""
+"""Post-revocation use: a resource server accepted a token it should have refused.
+
+Revocation, logout and disabling only protect anything if resource servers
+stop accepting the affected tokens, and ``exp`` only if they check it. Each
+rule fires on a *successful* use (a refused one is the system working):
+
+- ``after_revocation`` — after the token, its family, its session or its
+  subject was revoked, or its session ended (logout);
+- ``after_disable`` — after its subject was disabled (takes precedence: one
+  use raises one alert);
+- ``after_expiry`` — after ``exp`` plus clock skew (only when neither of the
+  above fired).
+
+A use within ``propagation_lag_s`` of a revocation is how long revocation
+takes to reach the resource server: it is recorded as the metric
+``revocation_propagation_lag_s``, not alerted. Subject-wide revocation and
+disabling cover only tokens issued before them, so a fresh login after a
+password reset stays quiet.
+
+The engine orders events within its allowed lateness; a revocation later
+than that reaches ``process`` after the uses it should have caught, so a
+``revoked``/``session_ended``/``principal_disabled`` event also checks the
+recorded uses of the tokens it covers (retroactive findings, each cited with
+a ``used`` event rebuilt from the recorded observation so that the alert id
+is the one in-order processing would have produced).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import datetime, timezone
 from typing import ClassVar
 
-from detectors.base import Detector, Finding, RuleMeta
-from detectors.state import StateStore
-from schemas.events import CanonicalEvent
+from pydantic import Field
+
+from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.state import Observation, ScopeState, StateStore, TokenState
+from schemas.alerts import EvidenceItem
+from schemas.events import (
+    Binding,
+    CanonicalEvent,
+    EventKind,
+    Geo,
+    Network,
+    Outcome,
+    Request,
+    Subject,
+    TokenRef,
+    TokenType,
+)
+
+LAG_METRIC = "revocation_propagation_lag_s"
+_ATT_TOKEN = (("T1550.001", "Use Alternate Authentication Material: Application Access Token"),)
+_BINDING_METHODS = frozenset({"dpop", "mtls", "pod", "network"})
+
+AFTER_REVOCATION = RuleMeta(
+    id="post_revocation_use.after_revocation",
+    name="Token used after revocation or logout",
+    category="post_revocation_use",
+    severity="critical",
+    risk_score=90,
+    techniques=_ATT_TOKEN,
+    response="revoke_session",
+    description="A resource server accepted a token after it, its family, its session or its subject "
+    "was revoked or the session ended, beyond the revocation propagation lag.",
+)
+AFTER_DISABLE = RuleMeta(
+    id="post_revocation_use.after_disable",
+    name="Token used after its principal was disabled",
+    category="post_revocation_use",
+    severity="critical",
+    risk_score=95,
+    techniques=_ATT_TOKEN,
+    response="revoke_subject",
+    description="A resource server accepted a token issued before its user or service account was "
+    "disabled, deleted, suspended or had its password reset.",
+)
+AFTER_EXPIRY = RuleMeta(
+    id="post_revocation_use.after_expiry",
+    name="Token used after expiry",
+    category="post_revocation_use",
+    severity="high",
+    risk_score=70,
+    techniques=_ATT_TOKEN,
+    response="none",
+    description="A resource server accepted a token after its exp plus clock skew: it does not validate expiry.",
+)
+
+# (label, id of what was revoked, the revocation observation)
+Fact = tuple[str, str | None, Observation]
+
+
+class PostRevocationConfig(DetectorConfig):
+    propagation_lag_s: float = Field(
+        default=60.0, ge=0, description="Uses this soon after a revocation are propagation lag (a metric), not alerts"
+    )
+    clock_skew_s: float = Field(
+        default=30.0, ge=0, description="Tolerance between issuer and resource-server clocks for exp"
+    )
 
 
 class PostRevocationDetector(Detector):
     name: ClassVar[str] = "post_revocation"
-    rules: ClassVar[tuple[RuleMeta, ...]] = ()
+    rules: ClassVar[tuple[RuleMeta, ...]] = (AFTER_REVOCATION, AFTER_DISABLE, AFTER_EXPIRY)
+    Config: ClassVar[type[DetectorConfig]] = PostRevocationConfig
+    config: PostRevocationConfig
 
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        kind = event.kind
+        if kind is EventKind.USED:
+            if event.token is None or event.outcome.result != "success":
+                return []
+            return self._check_use(event, state)
+        if kind is EventKind.REVOKED or kind is EventKind.SESSION_ENDED or kind is EventKind.PRINCIPAL_DISABLED:
+            return self._retro(event, state)
         return []
+
+    # -- in-order: the revocation is already in state ------------------------
+    def _check_use(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        ref = event.token
+        assert ref is not None
+        ts = state.tokens.get(ref.id)
+        t = event.time.timestamp()
+        lag = self.config.propagation_lag_s
+        subject = event.subject.id if event.subject else (ts.subject_id if ts else None)
+        sub = state.subjects.get(subject) if subject else None
+        issued = ref.issued_at.timestamp() if ref.issued_at else _issued_at(ts)
+        within: float | None = None
+
+        if sub is not None and sub.disabled is not None and _before(issued, sub.disabled.time):
+            delta = t - sub.disabled.time
+            if delta > lag:
+                return [self._finding(AFTER_DISABLE, event, ("disabled", subject, sub.disabled), delta, ts, False)]
+            if delta >= 0:
+                within = delta
+
+        facts = _facts(
+            state,
+            ts,
+            ref.family_id or (ts.family_id if ts else None),
+            event.session_id or (ts.session_id if ts else None),
+            subject,
+            sub,
+            issued,
+        )
+        earliest: Fact | None = None
+        for fact in facts:
+            if fact[2].time <= t and (earliest is None or fact[2].time < earliest[2].time):
+                earliest = fact
+        if earliest is not None:
+            delta = t - earliest[2].time
+            if delta > lag:
+                return [self._finding(AFTER_REVOCATION, event, earliest, delta, ts, False)]
+            within = delta if within is None else min(within, delta)
+        if within is not None:
+            state.observe(LAG_METRIC, within)
+
+        expires = ref.expires_at.timestamp() if ref.expires_at else (ts.expires_at if ts else None)
+        if expires is not None and t > expires + self.config.clock_skew_s:
+            return [self._expiry_finding(event, expires, t, ts)]
+        return []
+
+    # -- late revocation: look back at the uses already processed ------------
+    def _retro(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        rule, label, scope_id, tokens = _targets(event, state)
+        if not tokens:
+            return []
+        when = event.time.timestamp()
+        lag = self.config.propagation_lag_s
+        subject_wide = label in ("subject", "disabled")
+        rev = Observation(event) if any(ts.uses and ts.uses[-1].time >= when for ts in tokens) else None
+        if rev is None:
+            return []
+        findings: list[Finding] = []
+        for ts in tokens:
+            if not ts.uses or ts.uses[-1].time < when:
+                continue
+            if subject_wide and not _before(_issued_at(ts), when):
+                continue
+            for use in ts.uses:
+                if not use.success or use.time < when or self._flagged(state, ts, use.time, rule):
+                    continue
+                delta = use.time - when
+                if delta <= lag:
+                    state.observe(LAG_METRIC, delta)
+                    continue
+                used = use_event(use, ts)
+                findings.append(self._finding(rule, used, (label, scope_id, rev), delta, ts, True, event))
+        return findings
+
+    def _flagged(self, state: StateStore, ts: TokenState, use_time: float, rule: RuleMeta) -> bool:
+        """Whether what state knew before this event already made ``use_time`` an alert."""
+        lag = self.config.propagation_lag_s
+        sub = state.subjects.get(ts.subject_id) if ts.subject_id else None
+        issued = _issued_at(ts)
+        if sub is not None and sub.disabled is not None and _before(issued, sub.disabled.time):
+            if use_time - sub.disabled.time > lag:
+                return True
+        if rule is AFTER_DISABLE:
+            return False
+        facts = _facts(state, ts, ts.family_id, ts.session_id, ts.subject_id, sub, issued)
+        return any(use_time - fact[2].time > lag for fact in facts)
+
+    # -- findings -------------------------------------------------------------
+    def _finding(
+        self,
+        rule: RuleMeta,
+        used: CanonicalEvent,
+        fact: Fact,
+        delta: float,
+        ts: TokenState | None,
+        retro: bool,
+        revocation: CanonicalEvent | None = None,
+    ) -> Finding:
+        label, scope_id, rev = fact
+        ref = used.token
+        assert ref is not None
+        token_id = ref.id
+        rev_item = EvidenceItem.of(revocation) if revocation is not None else rev.evidence(
+            token_id if label == "token" else None
+        )
+        summary = (
+            f"Token {token_id} ({ref.type.value}, subject {_subject(used, ts)}, client {used.client_id or '?'}) "
+            f"was accepted {_place(used)} at {_when(used.time.timestamp())}, {_duration(delta)} after "
+            f"{_what(label, scope_id, used)} at {_when(rev.time)} "
+            f"(allowed propagation lag {self.config.propagation_lag_s:g} s)."
+        )
+        return Finding(
+            rule=rule,
+            event=used,
+            key=token_id,
+            summary=summary,
+            evidence=(rev_item, EvidenceItem.of(used)),
+            family_id=ref.family_id or (ts.family_id if ts else None),
+            details={
+                "revoked": label,
+                "revoked_id": scope_id,
+                "revoked_at": _iso(rev.time),
+                "revocation_event_id": rev.event_id,
+                "seconds_after_revocation": round(delta, 3),
+                "propagation_lag_s": self.config.propagation_lag_s,
+                "retroactive": retro,
+            },
+        )
+
+    def _expiry_finding(self, event: CanonicalEvent, expires: float, t: float, ts: TokenState | None) -> Finding:
+        ref = event.token
+        assert ref is not None
+        evidence = [EvidenceItem.of(event)]
+        if ts is not None and ts.issue is not None:
+            evidence.insert(0, ts.issue.evidence(ref.id))
+        summary = (
+            f"Token {ref.id} ({ref.type.value}, subject {_subject(event, ts)}, client {event.client_id or '?'}) "
+            f"was accepted {_place(event)} at {_when(t)}, {_duration(t - expires)} after it expired at "
+            f"{_when(expires)}: the resource server does not check exp."
+        )
+        return Finding(
+            rule=AFTER_EXPIRY,
+            event=event,
+            key=ref.id,
+            summary=summary,
+            evidence=tuple(evidence),
+            family_id=ref.family_id or (ts.family_id if ts else None),
+            details={
+                "expired_at": _iso(expires),
+                "seconds_after_expiry": round(t - expires, 3),
+                "clock_skew_s": self.config.clock_skew_s,
+            },
+        )
+
+
+# -- state look-ups --------------------------------------------------------------
+def _facts(
+    state: StateStore,
+    ts: TokenState | None,
+    family: str | None,
+    session: str | None,
+    subject: str | None,
+    sub: ScopeState | None,
+    issued: float | None,
+) -> list[Fact]:
+    """Every revocation (not disable) known to cover a token with these ids."""
+    facts: list[Fact] = []
+    if ts is not None and ts.revoked is not None:
+        facts.append(("token", ts.token_id, ts.revoked))
+    fam = state.families.get(family) if family else None
+    if fam is not None and fam.revoked is not None:
+        facts.append(("family", family, fam.revoked))
+    ses = state.sessions.get(session) if session else None
+    if ses is not None:
+        if ses.revoked is not None:
+            facts.append(("session", session, ses.revoked))
+        if ses.ended is not None:
+            facts.append(("logout", session, ses.ended))
+    if sub is not None and sub.revoked is not None and _before(issued, sub.revoked.time):
+        facts.append(("subject", subject, sub.revoked))
+    return facts
+
+
+def _targets(event: CanonicalEvent, state: StateStore) -> tuple[RuleMeta, str, str | None, list[TokenState]]:
+    """(rule, label, id, tokens) covered by a revoking event, from lineage state."""
+    kind = event.kind
+    scope: ScopeState | None = None
+    if kind is EventKind.PRINCIPAL_DISABLED:
+        key = event.subject.id if event.subject else None
+        scope = state.subjects.get(key) if key else None
+        return AFTER_DISABLE, "disabled", key, list(state.linked_tokens(scope))
+    if kind is EventKind.SESSION_ENDED:
+        key = event.session_id
+        scope = state.sessions.get(key) if key else None
+        return AFTER_REVOCATION, "logout", key, list(state.linked_tokens(scope))
+    target = event.revocation.target if event.revocation else "token"
+    if target == "token":
+        ts = state.token(event.token.id if event.token else None)
+        return AFTER_REVOCATION, "token", ts.token_id if ts else None, [ts] if ts else []
+    if target == "family":
+        key = state.family_of(event)
+        scope = state.families.get(key) if key else None
+    elif target == "session":
+        key = event.session_id
+        scope = state.sessions.get(key) if key else None
+    else:
+        key = event.subject.id if event.subject else None
+        scope = state.subjects.get(key) if key else None
+    return AFTER_REVOCATION, target, key, list(state.linked_tokens(scope))
+
+
+def _issued_at(ts: TokenState | None) -> float | None:
+    if ts is None:
+        return None
+    if ts.issued_at is not None:
+        return ts.issued_at
+    return ts.issue.time if ts.issue is not None else None
+
+
+def _before(issued: float | None, revoked: float) -> bool:
+    """A subject-wide revocation covers tokens issued up to it (unknown issue: assume before)."""
+    return issued is None or issued <= revoked
+
+
+# -- rebuilding a use for retroactive findings -----------------------------------
+def use_event(use: Observation, ts: TokenState) -> CanonicalEvent:
+    """A minimal ``used`` event from a recorded use, with its original event id,
+    so a retroactive alert cites (and hashes to) the use it is about."""
+    ip: str | None = use.ip
+    service: str | None = None
+    if ip is not None:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            ip, service = None, ip
+    geo = None
+    if use.country or use.city or use.lat is not None:
+        geo = Geo(country=use.country, city=use.city, lat=use.lat, lon=use.lon, accuracy_km=use.accuracy_km)
+    proof = None
+    if use.binding and ":" in use.binding:
+        method, value = use.binding.split(":", 1)
+        if method in _BINDING_METHODS:
+            proof = Binding(method=method, value=value)  # type: ignore[arg-type]
+    bound = None
+    if ts.binding and ":" in ts.binding:
+        method, value = ts.binding.split(":", 1)
+        if method in _BINDING_METHODS:
+            bound = Binding(method=method, value=value)  # type: ignore[arg-type]
+    try:
+        token_type = TokenType(ts.type)
+    except ValueError:
+        token_type = TokenType.UNKNOWN
+    return CanonicalEvent(
+        event_id=use.event_id,
+        kind=EventKind.USED,
+        time=datetime.fromtimestamp(use.time, tz=timezone.utc),
+        source=use.source,
+        token=TokenRef(
+            id=ts.token_id,
+            type=token_type,
+            family_id=ts.family_id,
+            parent_id=ts.parent_id,
+            expires_at=datetime.fromtimestamp(ts.expires_at, tz=timezone.utc) if ts.expires_at else None,
+            audience=ts.audience,
+            binding=bound,
+        ),
+        subject=Subject(id=ts.subject_id) if ts.subject_id else None,
+        client_id=use.client_id or ts.client_id,
+        session_id=ts.session_id,
+        scopes=use.scopes,
+        network=Network(
+            ip=ip, service=service, geo=geo, asn=use.asn, as_org=use.as_org, hosting=use.hosting, egress=use.egress
+        ),
+        request=Request(id=use.request_id, proof=proof),
+        outcome=Outcome(result="success" if use.success else "failure"),
+    )
+
+
+# -- wording ---------------------------------------------------------------------
+def _what(label: str, scope_id: str | None, used: CanonicalEvent) -> str:
+    return {
+        "token": "the token itself was revoked",
+        "family": f"its token family {scope_id} was revoked",
+        "session": f"its session {scope_id} was revoked",
+        "logout": f"its session {scope_id} ended (logout)",
+        "subject": f"all tokens of subject {scope_id} were revoked",
+        "disabled": f"subject {scope_id} was disabled",
+    }.get(label, f"{label} {scope_id} was revoked")
+
+
+def _subject(event: CanonicalEvent, ts: TokenState | None) -> str:
+    if event.subject is not None:
+        return event.subject.name or event.subject.id
+    return (ts.subject_id if ts else None) or "?"
+
+
+def _place(event: CanonicalEvent) -> str:
+    net = event.network
+    where = [p for p in ((net.geo.city, net.geo.country) if net.geo else ()) if p]
+    if net.asn or net.as_org:
+        where.append(" ".join(p for p in (f"AS{net.asn}" if net.asn else None, net.as_org) if p))
+    origin = net.ip or net.service or "an unknown address"
+    return f"from {origin} ({', '.join(where)})" if where else f"from {origin}"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 120:
+        return f"{minutes} min {sec} s" if sec else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h"

@@ -1,17 +1,377 @@
-"""Placeholder: being written."""
+"""Scope escalation: a token doing, or a grant yielding, more than was granted.
+
+- ``scope_not_granted`` — a resource server accepted a use whose presented or
+  required scopes exceed the scopes granted at issue (when the issue was not
+  seen: the route required scopes the presented token does not carry).
+- ``grant_widening`` — a refresh (RFC 6749 §6: may only narrow) or a token
+  exchange (RFC 8693) returned more scope, or a wider audience, than the
+  grant it came from.
+- ``new_privileged_scope`` — a subject or client obtained a privileged scope
+  it has never held, once a learning period after it was first seen is over.
+
+Privileged scopes held per subject and per client live in
+``state.namespace("scope_escalation")`` as ``[first_seen, last_seen, held]``
+lists with interned frozensets, so they snapshot with the rest of the state.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import fnmatch
+import re
+from datetime import datetime, timezone
+from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, RuleMeta
-from detectors.state import StateStore
-from schemas.events import CanonicalEvent
+from pydantic import Field
+
+from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.state import StateStore, TokenState, intern
+from schemas.alerts import EvidenceItem
+from schemas.events import CanonicalEvent, EventKind
+
+_EMPTY: frozenset[str] = frozenset()
+_SWEEP_EVERY_S = 3600.0
+
+SCOPE_NOT_GRANTED = RuleMeta(
+    id="scope_escalation.scope_not_granted",
+    name="Token used with scopes it was not granted",
+    category="scope_escalation",
+    severity="high",
+    risk_score=80,
+    techniques=(("T1548", "Abuse Elevation Control Mechanism"),),
+    response="revoke_token",
+    description="A resource server accepted a request whose presented or required scopes are not among "
+    "the scopes granted to the token (a forged or tampered token, or a server not enforcing scope).",
+)
+GRANT_WIDENING = RuleMeta(
+    id="scope_escalation.grant_widening",
+    name="Refresh or token exchange widened the grant",
+    category="scope_escalation",
+    severity="high",
+    risk_score=85,
+    techniques=(("T1548", "Abuse Elevation Control Mechanism"),),
+    response="revoke_family",
+    description="A refresh or token exchange returned scopes or audiences beyond the grant it came from; "
+    "a refresh may only keep or narrow the original scope (RFC 6749 §6).",
+)
+NEW_PRIVILEGED_SCOPE = RuleMeta(
+    id="scope_escalation.new_privileged_scope",
+    name="First privileged scope for a subject or client",
+    category="scope_escalation",
+    severity="medium",
+    risk_score=55,
+    techniques=(("T1098", "Account Manipulation"),),
+    response="none",
+    description="A subject or client obtained a privileged scope it had never held before, after its "
+    "learning period.",
+)
+
+DEFAULT_PRIVILEGED_SCOPES: tuple[str, ...] = (
+    # generic admin / write-everything scopes
+    "admin", "admin:*", "*:admin", "*.admin", "*:admin:*", "write:all", "*:write:all",
+    "root", "sudo", "superuser", "iam:*",
+    # Microsoft Graph: tenant-wide write and role management
+    "*.ReadWrite.All", "Directory.*", "RoleManagement.*", "Application.ReadWrite.*",
+    # Google: Workspace admin and full cloud access
+    "https://www.googleapis.com/auth/admin.*", "https://www.googleapis.com/auth/cloud-platform",
+    # GitHub
+    "delete_repo", "site_admin",
+)
+EXCHANGE_GRANT_TYPES: tuple[str, ...] = ("urn:ietf:params:oauth:grant-type:token-exchange", "token_exchange")
+
+
+class ScopeEscalationConfig(DetectorConfig):
+    privileged_scopes: tuple[str, ...] = Field(
+        default=DEFAULT_PRIVILEGED_SCOPES,
+        description="fnmatch patterns (case-sensitive) of privileged scopes; offline_access is deliberately "
+        "not included (too common); add it where refresh tokens are rare",
+    )
+    learning_period_s: float = Field(
+        default=7 * 86_400.0, ge=0,
+        description="After a subject/client is first seen, privileged scopes are learned silently this long",
+    )
+    retention_s: float = Field(
+        default=90 * 86_400.0, gt=0,
+        description="Forget a subject's/client's held privileged scopes after this long unseen",
+    )
+    exchange_grant_types: tuple[str, ...] = Field(
+        default=EXCHANGE_GRANT_TYPES, description="grant_type values of RFC 8693 token exchange"
+    )
 
 
 class ScopeEscalationDetector(Detector):
     name: ClassVar[str] = "scope_escalation"
-    rules: ClassVar[tuple[RuleMeta, ...]] = ()
+    rules: ClassVar[tuple[RuleMeta, ...]] = (SCOPE_NOT_GRANTED, GRANT_WIDENING, NEW_PRIVILEGED_SCOPE)
+    Config: ClassVar[type[DetectorConfig]] = ScopeEscalationConfig
+    config: ScopeEscalationConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        super().__init__(config)
+        patterns = self.config.privileged_scopes
+        self._privileged_re = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+        self._privileged_cache: dict[tuple[str, ...], frozenset[str]] = {}
 
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        kind = event.kind
+        if kind is EventKind.USED:
+            if event.token is None or event.outcome.result != "success":
+                return []
+            self._learn_from_use(event, state)
+            return self._check_use(event, state)
+        if kind is EventKind.ISSUED or kind is EventKind.REFRESHED:
+            if event.token is None or event.outcome.result != "success":
+                return []
+            findings = self._check_widening(event, state)
+            privileged = self._check_privileged(event, state)
+            if privileged is not None:
+                findings.append(privileged)
+            return findings
         return []
+
+    def expire(self, watermark: float, state: StateStore) -> None:
+        ns = state.namespace(self.name)
+        if watermark < ns.get("next_sweep", float("-inf")):
+            return
+        ns["next_sweep"] = watermark + _SWEEP_EVERY_S
+        horizon = watermark - self.config.retention_s
+        for table in (ns.get("subjects"), ns.get("clients")):
+            if table:
+                for key in [k for k, rec in table.items() if rec[1] < horizon]:
+                    del table[key]
+
+    # -- scope_not_granted ----------------------------------------------------
+    def _check_use(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        ref = event.token
+        assert ref is not None
+        ts = state.tokens.get(ref.id)
+        granted = ts.scopes if ts is not None and ts.issue is not None and ts.issue.scopes else None
+        if granted is not None:
+            extra = [s for s in event.scopes if s not in granted]
+            extra += [s for s in event.required_scopes if s not in granted and s not in extra]
+            basis = f"granted at issue ({_scopes(granted)})"
+        elif event.scopes and event.required_scopes:
+            extra = [s for s in event.required_scopes if s not in event.scopes]
+            basis = f"carried by the token ({_scopes(event.scopes)}; its issue was not seen)"
+        else:
+            return []
+        if not extra:
+            return []
+        request = event.request
+        route = ""
+        if request is not None and request.resource:
+            route = f" for {request.method} {request.resource}" if request.method else f" for {request.resource}"
+        summary = (
+            f"Token {ref.id} (subject {_subject(event)}, client {event.client_id or '?'}) was accepted{route} "
+            f"at {_when(event.time.timestamp())} with scope(s) {_scopes(extra)} beyond those {basis}."
+        )
+        evidence = [EvidenceItem.of(event)]
+        if ts is not None and ts.issue is not None:
+            evidence.insert(0, ts.issue.evidence(ref.id))
+        return [
+            Finding(
+                rule=SCOPE_NOT_GRANTED,
+                event=event,
+                key=ref.id,
+                summary=summary,
+                evidence=tuple(evidence),
+                family_id=ref.family_id or (ts.family_id if ts else None),
+                details={
+                    "extra_scopes": " ".join(extra),
+                    "granted_scopes": " ".join(sorted(granted)) if granted is not None else None,
+                    "presented_scopes": " ".join(event.scopes),
+                    "required_scopes": " ".join(event.required_scopes),
+                    "issue_seen": granted is not None,
+                },
+            )
+        ]
+
+    # -- grant_widening -------------------------------------------------------
+    def _check_widening(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        ref = event.token
+        assert ref is not None
+        if not ref.parent_id:
+            return []
+        exchange = event.kind is EventKind.ISSUED
+        if exchange and event.grant_type not in self.config.exchange_grant_types:
+            return []
+        parent = state.tokens.get(ref.parent_id)
+        family_id = ref.family_id or (parent.family_id if parent else None)
+        allowed_scopes, allowed_aud = _grant(state, family_id, parent)
+        extra = [s for s in event.scopes if s not in allowed_scopes] if allowed_scopes else []
+        wider_aud: list[str] = []
+        if ref.audience and allowed_aud:
+            outside = [a for a in ref.audience if a not in allowed_aud]
+            parent_aud = parent.audience if parent else ()
+            if outside and (not exchange or len(set(ref.audience)) > len(set(parent_aud or allowed_aud))):
+                wider_aud = outside
+        if not extra and not wider_aud:
+            return []
+        what = "Token exchange" if exchange else "Refresh"
+        grew = []
+        if extra:
+            grew.append(f"scope(s) {_scopes(extra)} beyond the grant ({_scopes(allowed_scopes)})")
+        if wider_aud:
+            grew.append(f"audience(s) {_scopes(wider_aud)} beyond {_scopes(allowed_aud)}")
+        rule_text = "an exchanged token may not exceed its subject token" if exchange else (
+            "a refresh may only keep or narrow scope (RFC 6749 §6)"
+        )
+        summary = (
+            f"{what} of token {ref.parent_id} (subject {_subject(event)}, client {event.client_id or '?'}, "
+            f"family {family_id or '?'}) at {_when(event.time.timestamp())} minted token {ref.id} with "
+            f"{' and '.join(grew)}; {rule_text}."
+        )
+        evidence = [EvidenceItem.of(event)]
+        if parent is not None and parent.issue is not None:
+            evidence.insert(0, parent.issue.evidence(parent.token_id))
+        return [
+            Finding(
+                rule=GRANT_WIDENING,
+                event=event,
+                key=ref.id,
+                summary=summary,
+                evidence=tuple(evidence),
+                family_id=family_id,
+                details={
+                    "via": "token_exchange" if exchange else "refresh",
+                    "parent_token_id": ref.parent_id,
+                    "extra_scopes": " ".join(extra) or None,
+                    "granted_scopes": " ".join(sorted(allowed_scopes)) or None,
+                    "extra_audience": " ".join(wider_aud) or None,
+                    "granted_audience": " ".join(sorted(allowed_aud)) or None,
+                },
+            )
+        ]
+
+    # -- new_privileged_scope -------------------------------------------------
+    def _privileged(self, scopes: tuple[str, ...]) -> frozenset[str]:
+        """The privileged subset of ``scopes`` (cached: scope sets repeat endlessly)."""
+        if not scopes or self._privileged_re is None:
+            return _EMPTY
+        cache = self._privileged_cache
+        found = cache.get(scopes)
+        if found is None:
+            match = self._privileged_re.match
+            found = intern(frozenset(s for s in scopes if match(s))) or _EMPTY
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[scopes] = found
+        return found
+
+    def _tables(self, state: StateStore) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        ns = state.namespace(self.name)
+        subjects = ns.get("subjects")
+        if subjects is None:
+            subjects = ns["subjects"] = {}
+            ns["clients"] = {}
+        return subjects, ns["clients"]
+
+    def _learn_from_use(self, event: CanonicalEvent, state: StateStore) -> None:
+        """Uses count as sightings, and the privileged scopes a token presents are held."""
+        privileged = self._privileged(event.scopes)
+        t = event.time.timestamp()
+        subjects, clients = self._tables(state)
+        for table, key in ((subjects, event.subject.id if event.subject else None), (clients, event.client_id)):
+            if key is None:
+                continue
+            rec = table.get(key)
+            if rec is None:
+                table[key] = [t, t, privileged]
+                continue
+            if t > rec[1]:
+                rec[1] = t
+            if privileged and not privileged <= rec[2]:
+                rec[2] = intern(rec[2] | privileged)
+
+    def _check_privileged(self, event: CanonicalEvent, state: StateStore) -> Finding | None:
+        privileged = self._privileged(event.scopes)
+        t = event.time.timestamp()
+        learning = self.config.learning_period_s
+        subjects, clients = self._tables(state)
+        subject = event.subject.id if event.subject else None
+        new: dict[str, list[str]] = {}
+        history: dict[str, float] = {}
+        for label, table, key in (("subject", subjects, subject), ("client", clients, event.client_id)):
+            if key is None:
+                continue
+            rec = table.get(key)
+            if rec is None:
+                table[key] = [t, t, privileged]
+                continue
+            rec[0], rec[1] = min(rec[0], t), max(rec[1], t)
+            if not privileged or privileged <= rec[2]:
+                continue
+            if t - rec[0] >= learning:
+                new[label] = sorted(privileged - rec[2])
+                history[label] = t - rec[0]
+            rec[2] = intern(rec[2] | privileged)
+        if not new:
+            return None
+        ref = event.token
+        assert ref is not None
+        scopes = sorted(set().union(*new.values()))
+        who = " and ".join(
+            f"{'subject ' + _subject(event) if label == 'subject' else 'client ' + str(event.client_id)} "
+            f"(seen for {_days(history[label])})"
+            for label in new
+        )
+        how = "refreshed" if event.kind is EventKind.REFRESHED else "issued"
+        summary = (
+            f"Privileged scope(s) {_scopes(scopes)} were {how} "
+            f"in token {ref.id} for subject {_subject(event)} via client {event.client_id or '?'} at "
+            f"{_when(t)}: never held before by {who}."
+        )
+        return Finding(
+            rule=NEW_PRIVILEGED_SCOPE,
+            event=event,
+            key=ref.id,
+            summary=summary,
+            evidence=(EvidenceItem.of(event),),
+            family_id=ref.family_id,
+            details={
+                "new_scopes": " ".join(scopes),
+                "new_for_subject": " ".join(new["subject"]) if "subject" in new else None,
+                "new_for_client": " ".join(new["client"]) if "client" in new else None,
+            },
+        )
+
+
+def _grant(
+    state: StateStore, family_id: str | None, parent: TokenState | None
+) -> tuple[frozenset[str], frozenset[str]]:
+    """Scopes and audiences a refresh/exchange may return: the family's original
+    grant (every token issued into the family) plus the parent token's own."""
+    scopes: set[str] = set()
+    audience: set[str] = set()
+    family = state.families.get(family_id) if family_id else None
+    if family is not None:
+        scopes.update(family.scopes or ())
+        audience.update(family.audience)
+        for ts in state.linked_tokens(family):
+            if ts.issue is not None and ts.issue.kind == "issued":
+                scopes.update(ts.scopes or ())
+                audience.update(ts.audience)
+    if parent is not None:
+        scopes.update(parent.scopes or ())
+        audience.update(parent.audience)
+    return frozenset(scopes), frozenset(audience)
+
+
+def _subject(event: CanonicalEvent) -> str:
+    if event.subject is None:
+        return "?"
+    return event.subject.name or event.subject.id
+
+
+def _scopes(scopes: Any) -> str:
+    return " ".join(sorted(scopes)) or "(none)"
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _days(seconds: float) -> str:
+    if seconds >= 86_400:
+        return f"{seconds / 86_400:.0f} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds:.0f} s"

@@ -1,0 +1,234 @@
+"""Scope escalation: attacks and their benign twins for each rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.scope_escalation import ScopeEscalationDetector
+from detectors.state import StateStore
+from schemas.events import CanonicalEvent, TokenType
+from tests.factories import engine, event, rule_hits, run
+
+NOT_GRANTED = "scope_escalation.scope_not_granted"
+WIDENING = "scope_escalation.grant_widening"
+NEW_PRIVILEGED = "scope_escalation.new_privileged_scope"
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+FAST_LEARNING = {"scope_escalation": {"learning_period_s": 60}}
+
+
+def issue(t: float = 0, token: str = "at-1", **kw: Any) -> CanonicalEvent:
+    kw = {"family": "fam-1", "session": "s-1", "scopes": ("read",), "expires_in": 3600.0, **kw}
+    return event("issued", t, token=token, **kw)
+
+
+def use(t: float, token: str = "at-1", **kw: Any) -> CanonicalEvent:
+    kw = {"family": "fam-1", "session": "s-1", "scopes": ("read",), "required": ("read",), **kw}
+    return event("used", t, token=token, **kw)
+
+
+def refresh(t: float, token: str, parent: str, **kw: Any) -> CanonicalEvent:
+    kw = {"family": "fam-1", "session": "s-1", "scopes": ("read",), "expires_in": 3600.0,
+          "token_type": TokenType.REFRESH, "grant_type": "refresh_token", **kw}
+    return event("refreshed", t, token=token, parent=parent, **kw)
+
+
+def login(t: float = 0, **kw: Any) -> list[CanonicalEvent]:
+    """What a login mints: an access and a refresh token in one family."""
+    return [issue(t, **kw), issue(t, token="rt-1", token_type=TokenType.REFRESH, **kw)]
+
+
+# -- scope_not_granted --------------------------------------------------------------
+def test_use_with_scope_beyond_grant_alerts() -> None:
+    issued = issue(scopes=("read",))
+    trigger = use(10, scopes=("read", "write"), required=("write",))
+    alerts = run([issued, trigger])
+    assert rule_hits(alerts) == [(NOT_GRANTED, "at-1")]
+    alert = alerts[0]
+    assert alert.alert.severity == "high" and alert.alert.risk_score == 80
+    assert alert.response.action == "revoke_token" and alert.threat.technique[0].id == "T1548"
+    assert "scope(s) write beyond those granted at issue (read)" in alert.alert.summary
+    assert "accepted for GET /api" in alert.alert.summary and "at-1" in alert.alert.summary
+    assert alert.details["extra_scopes"] == "write"
+    assert [item.event_id for item in alert.evidence] == [issued.event_id, trigger.event_id]
+
+
+def test_required_scope_beyond_grant_alerts() -> None:
+    assert rule_hits(run([issue(), use(10, scopes=("read",), required=("delete",))])) == [(NOT_GRANTED, "at-1")]
+
+
+def test_without_issue_required_scope_not_carried_by_token_alerts() -> None:
+    alerts = run([use(10, scopes=("read",), required=("write",))])
+    assert rule_hits(alerts) == [(NOT_GRANTED, "at-1")]
+    assert "its issue was not seen" in alerts[0].alert.summary
+
+
+def test_use_with_scopes_equal_to_granted_is_benign() -> None:
+    events = [issue(scopes=("read", "write")), use(10, scopes=("read", "write"), required=("write",)),
+              use(20, scopes=("write", "read"), required=())]
+    assert run(events) == []
+
+
+def test_failed_use_with_extra_scopes_is_benign() -> None:
+    assert run([issue(), use(10, scopes=("read", "write"), required=("write",), success=False)]) == []
+
+
+def test_without_issue_or_presented_scopes_nothing_is_known() -> None:
+    assert run([use(10, scopes=(), required=("write",))]) == []
+    assert run([use(10, scopes=("read", "write"), required=("write",))]) == []
+
+
+def test_extra_scope_uses_fold_and_duplicates_count_once() -> None:
+    second = use(20, scopes=("read", "write"))
+    alerts = run([issue(), use(10, scopes=("read", "write")), second, second])
+    assert rule_hits(alerts) == [(NOT_GRANTED, "at-1")]
+    assert alerts[0].alert.count == 2
+
+
+def test_out_of_order_issue_within_lateness_is_used_as_the_grant() -> None:
+    # the use arrives first; the issue (earlier in event time) still defines the grant
+    events = [use(3, scopes=("read", "write")), issue(0, scopes=("read",))]
+    assert rule_hits(run(events)) == [(NOT_GRANTED, "at-1")]
+    assert run([use(3, scopes=("read",)), issue(0, scopes=("read",))]) == []
+
+
+# -- grant_widening -----------------------------------------------------------------
+def test_refresh_returning_more_scope_alerts() -> None:
+    events = [*login(scopes=("read",)), refresh(100, "rt-2", "rt-1", scopes=("read", "write"))]
+    alerts = run(events)
+    assert rule_hits(alerts) == [(WIDENING, "rt-2")]
+    alert = alerts[0]
+    assert alert.alert.risk_score == 85 and alert.response.action == "revoke_family"
+    assert alert.token.family_id == "fam-1"
+    assert "Refresh of token rt-1" in alert.alert.summary and "scope(s) write beyond the grant (read)" in (
+        alert.alert.summary
+    )
+
+
+def test_refresh_widening_audience_alerts() -> None:
+    events = [*login(audience=("api",)), refresh(100, "at-2", "rt-1", token_type=TokenType.ACCESS,
+                                                  audience=("admin-api", "api"))]
+    alerts = run(events)
+    assert rule_hits(alerts) == [(WIDENING, "at-2")]
+    assert alerts[0].details["extra_audience"] == "admin-api"
+
+
+def test_down_scoping_refresh_is_benign() -> None:
+    events = [*login(scopes=("read", "write")), refresh(100, "rt-2", "rt-1", scopes=("read",)),
+              refresh(200, "at-2", "rt-2", token_type=TokenType.ACCESS, scopes=("read",))]
+    assert run(events) == []
+
+
+def test_refresh_back_up_to_the_original_grant_is_benign() -> None:
+    # RFC 6749 §6: a refresh may ask again for anything originally granted
+    events = [*login(scopes=("read", "write")), refresh(100, "rt-2", "rt-1", scopes=("read",)),
+              refresh(200, "rt-3", "rt-2", scopes=("read", "write"))]
+    assert run(events) == []
+
+
+def test_refresh_of_an_unseen_grant_is_not_judged() -> None:
+    assert run([refresh(100, "rt-2", "rt-1", scopes=("read", "write"))]) == []
+
+
+def test_token_exchange_widening_audience_alerts() -> None:
+    events = [issue(audience=("api",)),
+              issue(10, token="at-x", family=None, grant_type=EXCHANGE, parent="at-1", audience=("api", "billing"))]
+    alerts = run(events)
+    assert rule_hits(alerts) == [(WIDENING, "at-x")]
+    assert "Token exchange of token at-1" in alerts[0].alert.summary
+
+
+def test_token_exchange_widening_scope_alerts() -> None:
+    events = [issue(audience=("api",)), issue(10, token="at-x", family=None, grant_type="token_exchange",
+                                              parent="at-1", audience=("billing",), scopes=("read", "write"))]
+    assert rule_hits(run(events)) == [(WIDENING, "at-x")]
+
+
+def test_token_exchange_to_another_single_audience_is_benign() -> None:
+    events = [issue(audience=("api",)),
+              issue(10, token="at-x", family=None, grant_type=EXCHANGE, parent="at-1", audience=("billing",))]
+    assert run(events) == []
+
+
+# -- new_privileged_scope -----------------------------------------------------------
+def test_first_privileged_scope_after_learning_alerts() -> None:
+    events = [*login(scopes=("read",)), issue(1000, token="at-2", session="s-2", family="fam-2",
+                                              scopes=("read", "admin"))]
+    alerts = run(events, config=FAST_LEARNING)
+    assert rule_hits(alerts) == [(NEW_PRIVILEGED, "at-2")]
+    alert = alerts[0]
+    assert alert.alert.severity == "medium" and alert.alert.risk_score == 55
+    assert alert.response.action == "none" and alert.threat.technique[0].id == "T1098"
+    assert alert.details["new_for_subject"] == "admin" and alert.details["new_for_client"] == "admin"
+    assert "admin" in alert.alert.summary and "alice" in alert.alert.summary and "portal" in alert.alert.summary
+
+
+def test_privileged_scope_new_for_the_subject_only() -> None:
+    events = [issue(0, token="at-b", subject="bob", client="console", session="s-b", family="fam-b",
+                    scopes=("Directory.ReadWrite.All",)),
+              issue(0, client="console", scopes=("read",)),
+              issue(1000, token="at-2", client="console", session="s-2", family="fam-2",
+                    scopes=("Directory.ReadWrite.All",))]
+    alerts = run(events, config=FAST_LEARNING)
+    assert rule_hits(alerts) == [(NEW_PRIVILEGED, "at-2")]
+    assert alerts[0].details["new_for_subject"] == "Directory.ReadWrite.All"
+    assert alerts[0].details["new_for_client"] is None
+
+
+def test_privileged_scope_held_before_is_benign() -> None:
+    events = [issue(0, scopes=("read", "admin")),
+              issue(1000, token="at-2", session="s-2", family="fam-2", scopes=("read", "admin"))]
+    assert run(events, config=FAST_LEARNING) == []
+
+
+def test_privileged_scope_presented_at_use_counts_as_held() -> None:
+    events = [use(0, scopes=("admin",), required=("admin",)),
+              issue(1000, token="at-2", session="s-2", family="fam-2", scopes=("admin",))]
+    assert run(events, config=FAST_LEARNING) == []
+
+
+def test_privileged_scope_during_learning_is_learned_silently() -> None:
+    events = [issue(0, scopes=("read",)),
+              issue(30, token="at-2", session="s-2", family="fam-2", scopes=("read", "admin")),
+              issue(1000, token="at-3", session="s-3", family="fam-3", scopes=("read", "admin"))]
+    assert run(events, config=FAST_LEARNING) == []
+
+
+def test_default_learning_period_is_a_week() -> None:
+    events = [issue(0, scopes=("read",)),
+              issue(1000, token="at-2", session="s-2", family="fam-2", scopes=("read", "admin"))]
+    assert run(events) == []
+
+
+def test_privileged_patterns_are_configurable() -> None:
+    events = [issue(0, scopes=("read",)),
+              issue(1000, token="at-2", session="s-2", family="fam-2", scopes=("read", "billing:refund"))]
+    config = {"scope_escalation": {"learning_period_s": 60, "privileged_scopes": ["billing:*"]}}
+    assert rule_hits(run(events, config=config)) == [(NEW_PRIVILEGED, "at-2")]
+    assert run(events, config=FAST_LEARNING) == []
+
+
+def test_default_privileged_patterns() -> None:
+    detector = ScopeEscalationDetector()
+    scopes = ("admin:org", "delete_repo", "Directory.ReadWrite.All", "Mail.Read", "openid", "offline_access",
+              "orders:write:all", "read", "https://www.googleapis.com/auth/cloud-platform", "user:admin")
+    assert detector._privileged(tuple(sorted(scopes))) == {
+        "admin:org", "delete_repo", "Directory.ReadWrite.All", "orders:write:all",
+        "https://www.googleapis.com/auth/cloud-platform", "user:admin",
+    }
+
+
+def test_held_scopes_are_forgotten_after_retention() -> None:
+    eng = engine({"scope_escalation": {"retention_s": 3600}}, allowed_lateness_s=0)
+    for ev in [issue(0, scopes=("admin",)), issue(20_000, token="at-9", subject="bob", session="s-9",
+                                                  family="fam-9", client="cli")]:
+        eng.submit(ev)
+    tables = eng.state.namespace("scope_escalation")
+    assert "alice" not in tables["subjects"] and "portal" not in tables["clients"]
+    assert "bob" in tables["subjects"]
+
+
+def test_process_ignores_other_kinds() -> None:
+    detector = ScopeEscalationDetector()
+    state = StateStore()
+    assert detector.process(event("revoked", 0, token="at-1", revoke="token"), state) == []
+    assert state.detector_state == {}
