@@ -46,3 +46,19 @@ def travel_horizon_s(max_speed_kmh: float) -> float:
     """How long a location stays interesting: after this, no point on Earth is
     too far to have been reached at ``max_speed_kmh``."""
     return MAX_SURFACE_DISTANCE_KM / max_speed_kmh * 3600.0
+
+
+_KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180.0
+
+
+def closer_than_km(lat1: float, lon1: float, lat2: float, lon2: float, km: float) -> bool:
+    """Cheap certain answer that two points are closer than ``km``, without trig.
+
+    Walking the meridian and then the parallel is never shorter than the great
+    circle, and a parallel is never longer than the equator, so this bound is
+    safe; most pairs (one city, one metro area) are settled here.
+    """
+    dlon = abs(lon1 - lon2) % 360.0
+    if dlon > 180.0:
+        dlon = 360.0 - dlon
+    return (abs(lat1 - lat2) + dlon) * _KM_PER_DEGREE < km

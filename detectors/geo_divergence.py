@@ -1,17 +1,480 @@
-"""Placeholder: being written."""
+"""Geo divergence: a token or session in two places no one could travel between,
+or a token used from a different country or network than it was issued to.
+
+Both rules read the lineage state (``TokenState.issue`` and ``.uses``) before
+the event is applied. Events may arrive out of order, so a new event is
+compared with its predecessor *and* its successor in event time, and an
+``issued`` event that arrives after the token's uses is checked against them.
+Sessions span several tokens, so the detector keeps the last few locations of
+each session in its own namespace of the state.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import ClassVar, NamedTuple, TypeAlias
 
-from detectors.base import Detector, Finding, RuleMeta
-from detectors.state import StateStore
-from schemas.events import CanonicalEvent
+from pydantic import Field
+
+from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.geo import closer_than_km, effective_distance_km, haversine_km, speed_kmh, travel_horizon_s
+from detectors.state import Observation, StateStore, TokenState
+from schemas.alerts import EvidenceItem
+from schemas.events import CanonicalEvent, EventKind, Geo
+
+_TECHNIQUES = (
+    ("T1550.001", "Use Alternate Authentication Material: Application Access Token"),
+    ("T1078", "Valid Accounts"),
+)
+
+IMPOSSIBLE_TRAVEL = RuleMeta(
+    id="geo_divergence.impossible_travel",
+    name="Impossible travel",
+    category="geo_divergence",
+    severity="high",
+    risk_score=75,
+    techniques=_TECHNIQUES,
+    response="revoke_token",
+    description=(
+        "Two consecutive events of one token (issue or use) or of one session are further apart, "
+        "after allowing for geolocation accuracy, than anyone could travel in the time between them."
+    ),
+)
+ISSUE_USE_DIVERGENCE = RuleMeta(
+    id="geo_divergence.issue_use_divergence",
+    name="Token used from a different country or network than issued",
+    category="geo_divergence",
+    severity="medium",
+    risk_score=45,
+    techniques=_TECHNIQUES,
+    response="none",
+    description=(
+        "A successful use comes from another country, or moves to a hosting/VPN/Tor network, compared "
+        "with where the token was issued; scored high when the use network is hosting or anonymising."
+    ),
+)
+HOSTING_SEVERITY = "high"
+HOSTING_RISK_SCORE = 70
+
+_TOKEN_KINDS = frozenset({EventKind.ISSUED, EventKind.REFRESHED, EventKind.USED})
+# (country, ASN, AS organisation, allowlisted egress name, hosting) of one event
+_Context: TypeAlias = tuple[str | None, int | None, str | None, str | None, bool | None]
+_VERB = {"issued": "issued", "refreshed": "issued by a refresh", "used": "used"}
+
+
+class GeoDivergenceConfig(DetectorConfig):
+    max_speed_kmh: float = Field(
+        default=1000.0, gt=0, description="Fastest plausible travel (airliner speed); faster is impossible travel"
+    )
+    min_distance_km: float = Field(
+        default=500.0, ge=0, description="Ignore pairs closer than this (after the accuracy allowance)"
+    )
+    default_accuracy_km: float = Field(
+        default=50.0, ge=0, description="Geolocation error radius assumed when an event carries none"
+    )
+    count_failed_uses: bool = Field(
+        default=False, description="Also use rejected requests as locations for impossible travel"
+    )
+    session_history: int = Field(
+        default=3, ge=1, le=32, description="Located events kept per session to compare across its tokens"
+    )
+    alert_on_country_change: bool = Field(
+        default=True, description="Alert when a token is used from another country than it was issued in"
+    )
+    alert_on_asn_change_to_hosting: bool = Field(
+        default=True, description="Alert when a token issued elsewhere is used from a hosting/VPN/Tor network"
+    )
+    ignore_same_country_isp_change: bool = Field(
+        default=True, description="Treat a change of non-hosting network within one country as benign (mobile users)"
+    )
+
+
+class _Point(NamedTuple):
+    """One located event of a session: compact, yet enough to describe it once
+    the token's own state has forgotten the event."""
+
+    time: float
+    lat: float
+    lon: float
+    accuracy_km: float | None
+    token_id: str
+    event_id: str
+    kind: str
+    source: str
+    country: str | None
+    city: str | None
+    asn: int | None
+    as_org: str | None
+    ip: str | None
+
+
+@dataclass(frozen=True)
+class _Travel:
+    distance_km: float
+    effective_km: float
+    elapsed_s: float
+    speed_kmh: float
 
 
 class GeoDivergenceDetector(Detector):
     name: ClassVar[str] = "geo_divergence"
-    rules: ClassVar[tuple[RuleMeta, ...]] = ()
+    rules: ClassVar[tuple[RuleMeta, ...]] = (IMPOSSIBLE_TRAVEL, ISSUE_USE_DIVERGENCE)
+    Config: ClassVar[type[DetectorConfig]] = GeoDivergenceConfig
+    config: GeoDivergenceConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        super().__init__(config)
+        self._horizon_s = travel_horizon_s(self.config.max_speed_kmh)
 
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
-        return []
+        kind = event.kind
+        if kind not in _TOKEN_KINDS or event.token is None:
+            return []
+        if not event.succeeded and (kind is not EventKind.USED or not self.config.count_failed_uses):
+            return []
+        token = state.tokens.get(event.token.id)
+        findings: list[Finding] = []
+        geo = event.network.geo
+        if geo is not None and geo.lat is not None and geo.lon is not None and event.network.egress is None:
+            when = event.time.timestamp()
+            travel = self._token_travel(event, when, geo, token) if token is not None else None
+            if travel is not None:
+                findings.append(travel)
+            if event.session_id:
+                session_travel = self._session_step(event, when, geo, state, check=travel is None)
+                if session_travel is not None:
+                    findings.append(session_travel)
+        if token is not None and event.succeeded:
+            if kind is EventKind.USED:
+                if token.issue is not None:
+                    divergence = self._use_divergence(event, token)
+                    if divergence is not None:
+                        findings.append(divergence)
+            elif token.issue is None and token.uses:
+                divergence = self._late_issue_divergence(event, token)
+                if divergence is not None:
+                    findings.append(divergence)
+        return findings
+
+    def expire(self, watermark: float, state: StateStore) -> None:
+        """Forget sessions whose newest location is older than any travel could explain.
+
+        Sessions are re-inserted on every update, so the dict is (nearly) in
+        update order and the scan stops at the first live one.
+        """
+        sessions: dict[str, list[_Point]] | None = state.namespace(self.name).get("sessions")
+        if not sessions:
+            return
+        horizon = watermark - self._horizon_s
+        stale: list[str] = []
+        for session_id, points in sessions.items():
+            if points[-1].time >= horizon:
+                break
+            stale.append(session_id)
+        for session_id in stale:
+            del sessions[session_id]
+
+    # -- impossible travel ---------------------------------------------------
+    def _token_travel(self, event: CanonicalEvent, when: float, geo: Geo, token: TokenState) -> Finding | None:
+        event_id = event.event_id
+        before: Observation | None = None
+        after: Observation | None = None
+        failed_ok = self.config.count_failed_uses
+        for point in _token_points(token):
+            if point.event_id == event_id or point.lat is None or point.lon is None or point.egress:
+                continue
+            if not point.success and not failed_ok:
+                continue
+            if point.time <= when:
+                if before is None or point.time >= before.time:
+                    before = point
+            elif after is None or point.time < after.time:
+                after = point
+        for other in (before, after):
+            if other is None:
+                continue
+            travel = self._measure(geo, when, other.lat, other.lon, other.accuracy_km, other.time)
+            if travel is not None:
+                assert event.token is not None
+                return self._travel_finding(
+                    event, other, event.token.id, travel, token.family_id, None, other.evidence(event.token.id)
+                )
+        return None
+
+    def _session_step(
+        self, event: CanonicalEvent, when: float, geo: Geo, state: StateStore, check: bool
+    ) -> Finding | None:
+        """Compare with the session's neighbouring events of *other* tokens (the
+        token's own are covered above), then remember this location."""
+        session_id = event.session_id
+        assert session_id is not None and event.token is not None and geo.lat is not None and geo.lon is not None
+        sessions: dict[str, list[_Point]] = state.namespace(self.name).setdefault("sessions", {})
+        points = sessions.pop(session_id, None) or []  # re-inserted below: keeps update order for expire()
+        event_id, token_id = event.event_id, event.token.id
+        index = len(points)
+        while index > 0 and points[index - 1].time > when:
+            index -= 1
+        duplicate = any(point.event_id == event_id for point in points)
+        finding: Finding | None = None
+        if check and not duplicate:
+            for i in (index - 1, index):
+                if not 0 <= i < len(points) or points[i].token_id == token_id:
+                    continue
+                other = points[i]
+                travel = self._measure(geo, when, other.lat, other.lon, other.accuracy_km, other.time)
+                if travel is not None:
+                    known = _observation(state, other.token_id, other.event_id)
+                    finding = self._travel_finding(
+                        event, known or other, other.token_id, travel, None, session_id,
+                        known.evidence(other.token_id) if known else _point_evidence(other),
+                    )
+                    break
+        if not duplicate:
+            net, city, country, org = event.network, geo.city, geo.country, event.network.as_org
+            points.insert(index, _Point(
+                when, geo.lat, geo.lon, geo.accuracy_km, token_id, event_id, event.kind.value,
+                sys.intern(event.source), sys.intern(country) if country else None,
+                sys.intern(city) if city else None, net.asn, sys.intern(org) if org else None,
+                net.ip or net.service,
+            ))
+            if len(points) > self.config.session_history:
+                del points[0]
+        sessions[session_id] = points
+        return finding
+
+    def _measure(
+        self, geo: Geo, when: float, lat: float | None, lon: float | None, accuracy_km: float | None, then: float
+    ) -> _Travel | None:
+        assert geo.lat is not None and geo.lon is not None and lat is not None and lon is not None
+        cfg = self.config
+        if closer_than_km(geo.lat, geo.lon, lat, lon, cfg.min_distance_km):
+            return None
+        distance = haversine_km(geo.lat, geo.lon, lat, lon)
+        if distance < cfg.min_distance_km:
+            return None
+        default = cfg.default_accuracy_km
+        effective = effective_distance_km(
+            distance,
+            default if geo.accuracy_km is None else geo.accuracy_km,
+            default if accuracy_km is None else accuracy_km,
+        )
+        if effective < cfg.min_distance_km:
+            return None
+        elapsed = abs(when - then)
+        speed = speed_kmh(effective, elapsed)
+        if speed <= cfg.max_speed_kmh:
+            return None
+        return _Travel(distance, effective, elapsed, speed)
+
+    def _travel_finding(
+        self,
+        event: CanonicalEvent,
+        other: Observation | _Point,
+        other_token: str,
+        travel: _Travel,
+        family_id: str | None,
+        session_id: str | None,
+        other_evidence: EvidenceItem,
+    ) -> Finding:
+        assert event.token is not None
+        current = Observation(event)
+        token_id = event.token.id
+        pair: list[tuple[str, Observation | _Point, EvidenceItem]] = [
+            (other_token, other, other_evidence), (token_id, current, EvidenceItem.of(event)),
+        ]
+        pair.sort(key=lambda item: item[1].time)
+        (first_token, first, _), (second_token, second, _) = pair
+        if math.isinf(travel.speed_kmh):
+            pace = "impossible at any speed"
+        else:
+            pace = f"at least {travel.speed_kmh:,.0f} km/h against a plausible {self.config.max_speed_kmh:,.0f} km/h"
+        moved = f"{travel.distance_km:,.0f} km away in {_place(second)} {_later(second.time - first.time)} — {pace}"
+        if session_id is None:
+            summary = (
+                f"Token {token_id} was {_VERB[first.kind]} in {_place(first)}, "
+                f"then {_VERB[second.kind]} {moved}"
+            )
+        else:
+            summary = (
+                f"Session {session_id}: token {first_token} was {_VERB[first.kind]} in {_place(first)}, "
+                f"then token {second_token} was {_VERB[second.kind]} {moved}"
+            )
+        details: dict[str, str | int | float | bool | None] = {
+            "distance_km": round(travel.distance_km, 1),
+            "effective_distance_km": round(travel.effective_km, 1),
+            "elapsed_s": round(travel.elapsed_s, 3),
+            "speed_kmh": None if math.isinf(travel.speed_kmh) else round(travel.speed_kmh, 1),
+            "max_speed_kmh": self.config.max_speed_kmh,
+            "other_event_id": other.event_id,
+            "other_token_id": other_token,
+            "scope": "token" if session_id is None else "session",
+        }
+        if session_id is not None:
+            details["session_id"] = session_id
+        return Finding(
+            rule=IMPOSSIBLE_TRAVEL,
+            event=event,
+            key=token_id if session_id is None else session_id,
+            summary=summary,
+            evidence=tuple(item for _, _, item in pair),
+            family_id=family_id,
+            details=details,
+        )
+
+    # -- issue -> use divergence ---------------------------------------------
+    def _diverges(self, issue: _Context, use: _Context) -> tuple[bool, bool, bool] | None:
+        """(country changed, network changed, use network is hosting) when the
+        change is worth an alert. Networks compare by ASN, by AS name when an
+        ASN is missing, and count as unchanged when either side is unknown."""
+        issue_country, issue_asn, issue_org, issue_egress, _ = issue
+        use_country, use_asn, use_org, use_egress, use_hosting = use
+        if issue_egress or use_egress:
+            return None
+        country_changed = bool(issue_country and use_country and issue_country != use_country)
+        if issue_asn and use_asn:
+            net_changed = issue_asn != use_asn
+        else:
+            net_changed = bool(issue_org and use_org and issue_org != use_org)
+        if not (country_changed or net_changed):
+            return None
+        hosting = use_hosting is True
+        cfg = self.config
+        if (
+            (country_changed and cfg.alert_on_country_change)
+            or (net_changed and hosting and cfg.alert_on_asn_change_to_hosting)
+            or (net_changed and not country_changed and not cfg.ignore_same_country_isp_change)
+        ):
+            return country_changed, net_changed, hosting
+        return None
+
+    def _use_divergence(self, event: CanonicalEvent, token: TokenState) -> Finding | None:
+        issue = token.issue
+        assert issue is not None
+        net, geo = event.network, event.network.geo
+        use_ctx: _Context = (geo.country if geo else None, net.asn, net.as_org, net.egress, net.hosting)
+        verdict = self._diverges(_context(issue), use_ctx)
+        if verdict is None:
+            return None
+        assert event.token is not None
+        use = Observation(event)
+        return self._divergence_finding(
+            event, event.token.id, issue, use, verdict, (issue.evidence(event.token.id), EvidenceItem.of(event)),
+            token.family_id, others=0,
+        )
+
+    def _late_issue_divergence(self, event: CanonicalEvent, token: TokenState) -> Finding | None:
+        """The issue arrived after uses already recorded: judge those uses now,
+        as one finding (the trigger is the issue event, so it can fold only once)."""
+        assert event.token is not None
+        issue = Observation(event)
+        issue_ctx = _context(issue)
+        hits: list[tuple[Observation, tuple[bool, bool, bool]]] = []
+        for use in token.uses:
+            if use.success:
+                verdict = self._diverges(issue_ctx, _context(use))
+                if verdict is not None:
+                    hits.append((use, verdict))
+        if not hits:
+            return None
+        use, verdict = max(hits, key=lambda hit: (hit[1][2], -hit[0].time))  # hosting first, then earliest
+        token_id = event.token.id
+        evidence = (EvidenceItem.of(event), *(hit.evidence(token_id) for hit, _ in hits))
+        return self._divergence_finding(
+            event, token_id, issue, use, verdict, evidence, token.family_id or event.token.family_id,
+            others=len(hits) - 1,
+        )
+
+    def _divergence_finding(
+        self,
+        event: CanonicalEvent,
+        token_id: str,
+        issue: Observation,
+        use: Observation,
+        verdict: tuple[bool, bool, bool],
+        evidence: tuple[EvidenceItem, ...],
+        family_id: str | None,
+        others: int,
+    ) -> Finding:
+        country_changed, net_changed, hosting = verdict
+        changes = []
+        if country_changed:
+            changes.append(f"country {issue.country} → {use.country}")
+        if net_changed:
+            changes.append(f"network {issue.net} → {use.net}")
+        network_kind = ", a hosting/anonymising network," if hosting else ""
+        more = f" (and {others} more such use{'s' if others > 1 else ''})" if others else ""
+        summary = (
+            f"Token {token_id} was {_VERB[issue.kind]} in {_place(issue)} but used from {_place(use)}"
+            f"{network_kind} {_later(use.time - issue.time)}{more} — {', '.join(changes)}"
+        )
+        return Finding(
+            rule=ISSUE_USE_DIVERGENCE,
+            event=event,
+            key=token_id,
+            summary=summary,
+            evidence=tuple(sorted(evidence, key=lambda item: item.time)),
+            family_id=family_id,
+            severity=HOSTING_SEVERITY if hosting else ISSUE_USE_DIVERGENCE.severity,
+            risk_score=HOSTING_RISK_SCORE if hosting else ISSUE_USE_DIVERGENCE.risk_score,
+            details={
+                "issue_country": issue.country,
+                "use_country": use.country,
+                "issue_network": issue.net,
+                "use_network": use.net,
+                "country_changed": country_changed,
+                "network_changed": net_changed,
+                "use_hosting": hosting,
+                "issue_event_id": issue.event_id,
+                "use_event_id": use.event_id,
+            },
+        )
+
+
+def _token_points(token: TokenState) -> list[Observation]:
+    return token.uses if token.issue is None else [token.issue, *token.uses]
+
+
+def _context(obs: Observation) -> _Context:
+    return obs.country, obs.asn, obs.as_org, obs.egress, obs.hosting
+
+
+def _observation(state: StateStore, token_id: str, event_id: str) -> Observation | None:
+    token = state.tokens.get(token_id)
+    if token is not None:
+        for point in _token_points(token):
+            if point.event_id == event_id:
+                return point
+    return None
+
+
+def _point_evidence(point: _Point) -> EvidenceItem:
+    return EvidenceItem(
+        event_id=point.event_id, kind=point.kind, time=datetime.fromtimestamp(point.time, tz=timezone.utc),
+        source=point.source, token_id=point.token_id, ip=point.ip, country=point.country, city=point.city,
+        asn=point.asn, as_org=point.as_org,
+    )
+
+
+def _place(obs: Observation | _Point) -> str:
+    if obs.city and obs.country:
+        where = f"{obs.city}, {obs.country}"
+    else:
+        where = obs.city or obs.country or obs.ip or "an unknown place"
+    network = ", ".join(part for part in (obs.as_org, f"AS{obs.asn}" if obs.asn else None) if part)
+    return f"{where} ({network})" if network else where
+
+
+def _later(seconds: float) -> str:
+    elapsed = abs(seconds)
+    if elapsed < 1:
+        return "in the same second"
+    if elapsed < 120:
+        return f"{elapsed:.0f} seconds later"
+    if elapsed < 7_200:
+        return f"{elapsed / 60:.0f} minutes later"
+    if elapsed < 172_800:
+        return f"{elapsed / 3_600:.1f} hours later".replace(".0 hours", " hours")
+    return f"{elapsed / 86_400:.1f} days later".replace(".0 days", " days")
