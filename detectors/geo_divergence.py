@@ -20,6 +20,7 @@ from typing import ClassVar, NamedTuple, TypeAlias
 from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.describe import duration, place
 from detectors.geo import closer_than_km, effective_distance_km, haversine_km, speed_kmh, travel_horizon_s
 from detectors.state import Observation, StateStore, TokenState
 from schemas.alerts import EvidenceItem
@@ -291,15 +292,13 @@ class GeoDivergenceDetector(Detector):
             pace = "impossible at any speed"
         else:
             pace = f"at least {travel.speed_kmh:,.0f} km/h against a plausible {self.config.max_speed_kmh:,.0f} km/h"
-        moved = f"{travel.distance_km:,.0f} km away in {_place(second)} {_later(second.time - first.time)} — {pace}"
+        first_place, second_place = place(first, address=False, asn=True), place(second, address=False, asn=True)
+        moved = f"{travel.distance_km:,.0f} km away in {second_place} {_later(second.time - first.time)} — {pace}"
         if session_id is None:
-            summary = (
-                f"Token {token_id} was {_VERB[first.kind]} in {_place(first)}, "
-                f"then {_VERB[second.kind]} {moved}"
-            )
+            summary = f"Token {token_id} was {_VERB[first.kind]} in {first_place}, then {_VERB[second.kind]} {moved}"
         else:
             summary = (
-                f"Session {session_id}: token {first_token} was {_VERB[first.kind]} in {_place(first)}, "
+                f"Session {session_id}: token {first_token} was {_VERB[first.kind]} in {first_place}, "
                 f"then token {second_token} was {_VERB[second.kind]} {moved}"
             )
         details: dict[str, str | int | float | bool | None] = {
@@ -406,8 +405,9 @@ class GeoDivergenceDetector(Detector):
             changes.append(f"network {issue.net} → {use.net}")
         network_kind = ", a hosting/anonymising network," if hosting else ""
         more = f" (and {others} more such use{'s' if others > 1 else ''})" if others else ""
+        issue_place, use_place = place(issue, address=False, asn=True), place(use, address=False, asn=True)
         summary = (
-            f"Token {token_id} was {_VERB[issue.kind]} in {_place(issue)} but used from {_place(use)}"
+            f"Token {token_id} was {_VERB[issue.kind]} in {issue_place} but used from {use_place}"
             f"{network_kind} {_later(use.time - issue.time)}{more} — {', '.join(changes)}"
         )
         return Finding(
@@ -458,23 +458,6 @@ def _point_evidence(point: _Point) -> EvidenceItem:
     )
 
 
-def _place(obs: Observation | _Point) -> str:
-    if obs.city and obs.country:
-        where = f"{obs.city}, {obs.country}"
-    else:
-        where = obs.city or obs.country or obs.ip or "an unknown place"
-    network = ", ".join(part for part in (obs.as_org, f"AS{obs.asn}" if obs.asn else None) if part)
-    return f"{where} ({network})" if network else where
-
-
 def _later(seconds: float) -> str:
-    elapsed = abs(seconds)
-    if elapsed < 1:
-        return "in the same second"
-    if elapsed < 120:
-        return f"{elapsed:.0f} seconds later"
-    if elapsed < 7_200:
-        return f"{elapsed / 60:.0f} minutes later"
-    if elapsed < 172_800:
-        return f"{elapsed / 3_600:.1f} hours later".replace(".0 hours", " hours")
-    return f"{elapsed / 86_400:.1f} days later".replace(".0 days", " days")
+    """How long after the earlier of two events the later one happened: "20 minutes later"."""
+    return "in the same second" if abs(seconds) < 1 else f"{duration(seconds, words=True)} later"

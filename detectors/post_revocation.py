@@ -34,6 +34,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.describe import duration, evidence_with_issue, place, subject, when
 from detectors.state import Observation, ScopeState, StateStore, TokenState
 from schemas.alerts import EvidenceItem
 from schemas.events import (
@@ -220,9 +221,9 @@ class PostRevocationDetector(Detector):
             token_id if label == "token" else None
         )
         summary = (
-            f"Token {token_id} ({ref.type.value}, subject {_subject(used, ts)}, client {used.client_id or '?'}) "
-            f"was accepted {_place(used)} at {_when(used.time.timestamp())}, {_duration(delta)} after "
-            f"{_what(label, scope_id, used)} at {_when(rev.time)} "
+            f"Token {token_id} ({ref.type.value}, subject {subject(used, ts)}, client {used.client_id or '?'}) "
+            f"was accepted from {place(used, asn=True)} at {when(used.time.timestamp())}, {duration(delta)} after "
+            f"{_what(label, scope_id, used)} at {when(rev.time)} "
             f"(allowed propagation lag {self.config.propagation_lag_s:g} s)."
         )
         return Finding(
@@ -235,7 +236,7 @@ class PostRevocationDetector(Detector):
             details={
                 "revoked": label,
                 "revoked_id": scope_id,
-                "revoked_at": _iso(rev.time),
+                "revoked_at": when(rev.time, exact=True),
                 "revocation_event_id": rev.event_id,
                 "seconds_after_revocation": round(delta, 3),
                 "propagation_lag_s": self.config.propagation_lag_s,
@@ -246,23 +247,20 @@ class PostRevocationDetector(Detector):
     def _expiry_finding(self, event: CanonicalEvent, expires: float, t: float, ts: TokenState | None) -> Finding:
         ref = event.token
         assert ref is not None
-        evidence = [EvidenceItem.of(event)]
-        if ts is not None and ts.issue is not None:
-            evidence.insert(0, ts.issue.evidence(ref.id))
         summary = (
-            f"Token {ref.id} ({ref.type.value}, subject {_subject(event, ts)}, client {event.client_id or '?'}) "
-            f"was accepted {_place(event)} at {_when(t)}, {_duration(t - expires)} after it expired at "
-            f"{_when(expires)}: the resource server does not check exp."
+            f"Token {ref.id} ({ref.type.value}, subject {subject(event, ts)}, client {event.client_id or '?'}) "
+            f"was accepted from {place(event, asn=True)} at {when(t)}, {duration(t - expires)} after it expired at "
+            f"{when(expires)}: the resource server does not check exp."
         )
         return Finding(
             rule=AFTER_EXPIRY,
             event=event,
             key=ref.id,
             summary=summary,
-            evidence=tuple(evidence),
+            evidence=evidence_with_issue(event, ts),
             family_id=ref.family_id or (ts.family_id if ts else None),
             details={
-                "expired_at": _iso(expires),
+                "expired_at": when(expires, exact=True),
                 "seconds_after_expiry": round(t - expires, 3),
                 "clock_skew_s": self.config.clock_skew_s,
             },
@@ -403,38 +401,3 @@ def _what(label: str, scope_id: str | None, used: CanonicalEvent) -> str:
         "disabled": f"subject {scope_id} was disabled",
     }.get(label, f"{label} {scope_id} was revoked")
 
-
-def _subject(event: CanonicalEvent, ts: TokenState | None) -> str:
-    if event.subject is not None:
-        return event.subject.name or event.subject.id
-    return (ts.subject_id if ts else None) or "?"
-
-
-def _place(event: CanonicalEvent) -> str:
-    net = event.network
-    where = [p for p in ((net.geo.city, net.geo.country) if net.geo else ()) if p]
-    if net.asn or net.as_org:
-        where.append(" ".join(p for p in (f"AS{net.asn}" if net.asn else None, net.as_org) if p))
-    origin = net.ip or net.service or "an unknown address"
-    return f"from {origin} ({', '.join(where)})" if where else f"from {origin}"
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 120:
-        return f"{minutes} min {sec} s" if sec else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} d {hours % 24} h"

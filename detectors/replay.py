@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.describe import duration, evidence_with_issue, place
 from detectors.state import Observation, StateStore, TokenState
 from schemas.alerts import EvidenceItem
 from schemas.events import Binding, CanonicalEvent, EventKind, TokenRef
@@ -168,13 +169,13 @@ class ReplayDetector(Detector):
             other = _other_client_context(rotation, current)
             if other is None:
                 return []  # a retry of the same client after a lost response
-            why = f" (inside the {_span(self._grace)} grace period, but {other})"
+            why = f" (inside the {duration(self._grace)} grace period, but {other})"
         first, second = (rotation, current) if rotation.time <= current.time else (current, rotation)
         family = known.family_id or ref.family_id
         outcome = "; the IdP rejected it, so someone still holds the old token" if failed else ""
         summary = (
             f"Refresh token {redeemed}{f' of family {family}' if family else ''} was redeemed again "
-            f"{_span(gap)} after it was rotated{why}, from {_where(second)} vs {_where(first)}{outcome}"
+            f"{duration(gap)} after it was rotated{why}, from {place(second)} vs {place(first)}{outcome}"
         )
         return [Finding(
             rule=REFRESH_REUSE,
@@ -231,15 +232,11 @@ class ReplayDetector(Detector):
             how = f"with a {_METHOD_LABEL.get(proof.method, proof.method)} ({proof.value}) instead"
         else:
             how = f"with {label} {proof.value}"
-        current = Observation(event)
         summary = (
-            f"{_label(ref, known)} {ref.id} is bound to {label} {value} but was accepted {how}, "
-            f"from {_where(current)}"
+            f"{_label(ref, known)} {ref.id} is bound to {label} {value} but was accepted {how}, from {place(event)}"
         )
-        issue = known.issue if known is not None else None
-        evidence = ((issue.evidence(ref.id),) if issue is not None else ()) + (EvidenceItem.of(event),)
         return Finding(
-            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary, evidence=evidence,
+            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary, evidence=evidence_with_issue(event, known),
             family_id=(known.family_id if known is not None else None) or ref.family_id,
             details={"bound": bound, "proof": f"{proof.method}:{proof.value}" if proof else None},
         )
@@ -277,8 +274,8 @@ class ReplayDetector(Detector):
         first, second = (best, current) if best.time <= current.time else (current, best)
         keys = f" with {second.binding} vs {first.binding}" if reason == "key" else ""
         summary = (
-            f"{_label(ref, known)} {ref.id} was accepted from {_where(second)}{keys} "
-            f"{_span(best_gap)} after a use from {_where(first)}; one holder cannot be in both places"
+            f"{_label(ref, known)} {ref.id} was accepted from {place(second)}{keys} "
+            f"{duration(best_gap)} after a use from {place(first)}; one holder cannot be in both places"
         )
         return Finding(
             rule=CONCURRENT_USE, event=event, key=ref.id, summary=summary,
@@ -318,10 +315,10 @@ class ReplayDetector(Detector):
     ) -> Finding:
         first_time, first_id, first_source = seen
         earlier = next((u for u in known.uses if u.event_id == first_id), None) if known is not None else None
-        last = _where(Observation(event))
+        last = place(event)
         if earlier is not None:
             first_item = earlier.evidence(ref.id)
-            where = f", both times from {last}" if _where(earlier) == last else f", from {_where(earlier)} and {last}"
+            where = f", both times from {last}" if place(earlier) == last else f", from {place(earlier)} and {last}"
         else:
             first_item = EvidenceItem(
                 event_id=first_id, kind=EventKind.USED.value,
@@ -331,7 +328,7 @@ class ReplayDetector(Detector):
             where = f", the second time from {last}"
         summary = (
             f"Request {request_id} with {_label(ref, known).lower()} {ref.id} was accepted twice, "
-            f"{_span(abs(when - first_time))} apart{where}"
+            f"{duration(when - first_time)} apart{where}"
         )
         evidence = sorted((first_item, EvidenceItem.of(event)), key=lambda item: item.time)
         return Finding(
@@ -363,23 +360,3 @@ def _label(ref: TokenRef, known: TokenState | None) -> str:
         kind = known.type
     return _TYPE_LABEL.get(kind, "Token")
 
-
-def _where(obs: Observation) -> str:
-    parts = [part for part in (obs.city, obs.country, obs.as_org) if part]
-    if obs.egress:
-        parts.append(f"egress {obs.egress}")
-    ip = obs.ip or "an unknown address"
-    return f"{ip} ({', '.join(parts)})" if parts else ip
-
-
-def _span(seconds: float) -> str:
-    seconds = abs(seconds)
-    if seconds < 1:
-        return "under a second"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86_400:.1f} days"

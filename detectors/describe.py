@@ -1,0 +1,136 @@
+"""How findings word what they saw: durations, instants, places, subjects and
+scope lists for alert summaries, and the evidence a finding about a token cites.
+
+One function per idea, shared by every detector, so that the same fact reads
+the same way in every alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Protocol
+
+from detectors.state import TokenState
+from schemas.alerts import EvidenceItem
+from schemas.events import CanonicalEvent
+
+# (singular, plural) of seconds, minutes, hours, days
+_Unit = tuple[str, str]
+_SHORT_UNITS: tuple[_Unit, _Unit, _Unit, _Unit] = (("s", "s"), ("min", "min"), ("h", "h"), ("day", "days"))
+_LONG_UNITS: tuple[_Unit, _Unit, _Unit, _Unit] = (
+    ("second", "seconds"), ("minute", "minutes"), ("hour", "hours"), ("day", "days"),
+)
+
+
+class Located(Protocol):
+    """Where an event happened, as recorded: ``detectors.state.Observation`` or
+    any record with the same fields (an optional ``egress`` is read when present)."""
+
+    @property
+    def ip(self) -> str | None: ...
+    @property
+    def city(self) -> str | None: ...
+    @property
+    def country(self) -> str | None: ...
+    @property
+    def as_org(self) -> str | None: ...
+    @property
+    def asn(self) -> int | None: ...
+
+
+def duration(seconds: float, *, words: bool = False) -> str:
+    """A time span in at most its two largest units, sign ignored.
+
+    "under a second", "45 s", "5 min", "2 min 30 s", "2 h 10 min", "3 days 4 h";
+    seconds up to 2 min, minutes up to 2 h, hours up to 2 days. ``words=True``
+    spells the units out: "20 minutes", "1 hour 5 minutes".
+    """
+    seconds = abs(seconds)
+    if seconds < 1:
+        return "under a second"
+    s, m, h, d = _LONG_UNITS if words else _SHORT_UNITS
+    total = int(round(seconds))
+    if total < 120:
+        return _amount(total, s)
+    minutes, rest = divmod(total, 60)
+    if minutes < 120:
+        return _amounts(minutes, m, rest, s)
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return _amounts(hours, h, minutes, m)
+    days, hours = divmod(hours, 24)
+    return _amounts(days, d, hours, h)
+
+
+def when(epoch: float, *, exact: bool = False) -> str:
+    """An instant (epoch seconds) in UTC, ISO 8601: "2026-11-24 09:05:00Z" to the
+    second for a summary; ``exact=True`` gives the RFC 3339 form for alert details,
+    "2026-11-24T09:05:00Z", with fractions of a second when there are any."""
+    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    if exact:
+        return moment.isoformat().replace("+00:00", "Z")
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def place(where: Located | CanonicalEvent, *, address: bool = True, asn: bool = False) -> str:
+    """Where an observation or event came from.
+
+    By default the address leads, as for a request's origin:
+    "79.200.1.10 (Berlin, DE, Deutsche Telekom AG)", "an unknown address" when
+    none was recorded. ``address=False`` leads with the city, as for a traveller's
+    whereabouts, and names the address only when nothing else is known:
+    "Berlin, DE (Deutsche Telekom AG)". ``asn=True`` adds the AS number after the
+    AS name ("Deutsche Telekom AG, AS3320"). An allowlisted egress is always named.
+    """
+    if isinstance(where, CanonicalEvent):
+        net, geo = where.network, where.network.geo
+        ip, as_org, as_number, egress = net.ip or net.service, net.as_org, net.asn, net.egress
+        city, country = (geo.city, geo.country) if geo is not None else (None, None)
+    else:
+        ip, as_org, as_number = where.ip, where.as_org, where.asn
+        city, country, egress = where.city, where.country, getattr(where, "egress", None)
+    network = [part for part in (as_org, f"AS{as_number}" if asn and as_number else None) if part]
+    if egress:
+        network.append(f"egress {egress}")
+    if address:
+        parts = [part for part in (city, country) if part] + network
+        origin = ip or "an unknown address"
+        return f"{origin} ({', '.join(parts)})" if parts else origin
+    if city and country:
+        spot = f"{city}, {country}"
+    else:
+        spot = city or country or ip or "an unknown place"
+    return f"{spot} ({', '.join(network)})" if network else spot
+
+
+def subject(event: CanonicalEvent, token: TokenState | None = None) -> str:
+    """Who a token belongs to: the event's subject by name, else by id, else the
+    subject recorded for the token, else "?"."""
+    if event.subject is not None:
+        return event.subject.name or event.subject.id
+    return (token.subject_id if token is not None else None) or "?"
+
+
+def scope_list(scopes: Iterable[str]) -> str:
+    """Scopes (or audiences) sorted and space-separated, as in an OAuth ``scope``
+    parameter: "admin read"; "(none)" for an empty list."""
+    return " ".join(sorted(scopes)) or "(none)"
+
+
+def evidence_with_issue(event: CanonicalEvent, token: TokenState | None) -> tuple[EvidenceItem, ...]:
+    """Evidence for a finding about what a token did in ``event``: the token's
+    issue first when it was seen (what was granted), then the event itself."""
+    if token is not None and token.issue is not None:
+        return token.issue.evidence(token.token_id), EvidenceItem.of(event)
+    return (EvidenceItem.of(event),)
+
+
+def _amount(count: int, unit: _Unit) -> str:
+    return f"{count} {unit[count != 1]}"
+
+
+def _amounts(count: int, unit: _Unit, rest: int, rest_unit: _Unit) -> str:
+    """Two units, the smaller left out when it counts zero: "2 h 10 min", "2 h"."""
+    head = _amount(count, unit)
+    return f"{head} {_amount(rest, rest_unit)}" if rest else head

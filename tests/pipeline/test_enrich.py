@@ -1,0 +1,369 @@
+"""Enrichment against the data the geo packages ship, plus a tiny .mmdb written here.
+
+The .mmdb writer below is a minimal implementation of the MaxMind DB format
+(IPv4 tree, 24-bit records) so that the optional city/ASN path is tested with
+the real ``maxminddb`` reader rather than a fake.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.enrich import DEFAULT_HOSTING_ASNS, EnrichConfig, Enricher
+from pipeline.geoip import IpLocator, country_positions, geoip2fast_source, parse_ip
+from schemas.events import CanonicalEvent, Geo, Network
+from tests.factories import BERLIN_HOME, event
+
+
+def ev(**network: Any) -> CanonicalEvent:
+    return event("used", 0, token="t1", place=None).model_copy(update={"network": Network(**network)})
+
+
+@pytest.fixture(scope="module")
+def enricher() -> Enricher:
+    return Enricher(EnrichConfig(allowlist=[
+        {"name": "corp-proxy", "cidrs": ["198.51.100.0/24", "2001:db8:42::/48"]},
+        {"name": "corp-vpn", "cidrs": ["10.8.0.0/16"], "asns": [64500]},
+        {"name": "partner", "as_orgs": ["Deutsche Telekom"]},
+    ]))
+
+
+# --- offline lookups -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "country", "as_org", "hosting"),
+    [
+        ("88.198.10.10", "DE", "Hetzner Online GmbH", True),
+        ("79.200.1.10", "DE", "Deutsche Telekom AG", False),
+        ("8.8.8.8", "US", "GOOGLE", True),
+        ("2a01:4f8::1", "DE", "Hetzner Online GmbH", True),
+        ("::ffff:8.8.8.8", "US", "GOOGLE", True),  # IPv4-mapped IPv6 is unwrapped
+        ("185.220.101.1", "DE", "Stiftung Erneuerbare Freiheit", True),  # Tor exits
+        ("139.59.1.1", "IN", "DIGITALOCEAN-ASN", True),
+    ],
+)
+def test_lookup_from_shipped_data(enricher: Enricher, ip: str, country: str, as_org: str, hosting: bool) -> None:
+    net = enricher(ev(ip=ip)).network
+    assert net.geo is not None and net.geo.country == country and net.geo.source == "country_db"
+    assert net.geo.lat is not None and net.geo.lon is not None and net.geo.accuracy_km
+    assert net.as_org == as_org
+    assert net.asn is None  # the shipped data has AS names, not numbers
+    assert net.hosting is hosting
+    assert net.ip == ip  # the event's own string is kept
+
+
+def test_country_position_is_plausible(enricher: Enricher) -> None:
+    geo = enricher(ev(ip="88.198.10.10")).network.geo
+    assert geo is not None and 47 < geo.lat < 55 and 6 < geo.lon < 15  # inside Germany
+    assert 300 < geo.accuracy_km < 400  # about a disk of Germany's area
+    us = enricher(ev(ip="8.8.8.8")).network.geo
+    assert us is not None and us.accuracy_km <= 2500.0
+
+
+def test_country_positions_across_the_antimeridian_and_for_long_countries() -> None:
+    positions = country_positions()
+    assert abs(positions["FJ"].lon) > 170  # Fiji: not averaged to the Greenwich side
+    chile = positions["CL"]
+    assert chile.radius_km is not None and chile.radius_km > math.sqrt(756_102 / math.pi) * 1.3
+
+
+def test_data_vintage_is_reported() -> None:
+    assert "GeoLite2" in geoip2fast_source()
+
+
+@pytest.mark.parametrize("ip", ["10.0.0.1", "127.0.0.1", "::1", "192.168.1.5", "100.64.0.1", "fe80::1%eth0"])
+def test_private_addresses_get_no_geo_and_are_not_hosting(enricher: Enricher, ip: str) -> None:
+    net = enricher(ev(ip=ip)).network
+    assert net.geo is None and net.as_org is None and net.hosting is False
+
+
+@pytest.mark.parametrize("ip", ["ec2.amazonaws.com", "garbage", "", "999.1.1.1", "1.2.3.4:443", "\x00"])
+def test_non_ip_strings_never_raise(enricher: Enricher, ip: str) -> None:
+    e = ev(ip=ip)
+    assert enricher(e) is e  # nothing known: the event comes back untouched
+
+
+def test_service_name_with_source_supplied_asn_is_classified(enricher: Enricher) -> None:
+    net = enricher(ev(ip="ec2.amazonaws.com", asn=16509)).network
+    assert net.geo is None and net.hosting is True
+
+
+def test_parse_ip() -> None:
+    assert str(parse_ip(" ::ffff:1.2.3.4 ")) == "1.2.3.4"
+    assert parse_ip("sts.amazonaws.com") is None
+
+
+# --- what the event already carries ----------------------------------------------
+
+
+def test_event_geo_is_kept_and_missing_fields_are_filled(enricher: Enricher) -> None:
+    okta_geo = Geo(country="DE", city="Falkenstein", lat=50.48, lon=12.37, accuracy_km=10, source="event")
+    e = ev(ip="88.198.10.10", geo=okta_geo, asn=24940, user_agent="okta-test")
+    net = enricher(e).network
+    assert net.geo is okta_geo
+    assert net.asn == 24940 and net.as_org == "Hetzner Online GmbH" and net.hosting is True
+    assert net.user_agent == "okta-test"
+
+
+def test_event_as_org_is_kept(enricher: Enricher) -> None:
+    net = enricher(ev(ip="8.8.8.8", as_org="google llc")).network
+    assert net.as_org == "google llc" and net.hosting is True and net.geo is not None
+
+
+def test_empty_geo_counts_as_missing(enricher: Enricher) -> None:
+    net = enricher(ev(ip="79.200.1.10", geo=Geo(source="event"))).network
+    assert net.geo is not None and net.geo.country == "DE"
+
+
+def test_fully_enriched_event_is_returned_unchanged(enricher: Enricher) -> None:
+    e = event("used", 0, token="t1", place=BERLIN_HOME)  # factory places carry geo, org, hosting
+    e = e.model_copy(update={"network": e.network.model_copy(update={"egress": "home"})})
+    assert enricher(e) is e
+    bare = event("revoked", 0, token="t1", revoke="token", place=None)
+    assert enricher(bare) is bare
+
+
+def test_unchanged_fields_and_event_are_preserved(enricher: Enricher) -> None:
+    e = ev(ip="79.200.1.10", user_agent="Mozilla/5.0", device_id="d1")
+    out = enricher(e)
+    assert out is not e and e.network.geo is None  # the input is not mutated
+    assert out.model_dump(exclude={"network"}) == e.model_dump(exclude={"network"})
+    assert (out.network.user_agent, out.network.device_id) == ("Mozilla/5.0", "d1")
+
+
+# --- hosting classification ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("as_org", "hosting"),
+    [
+        ("AMAZON-02", True),
+        ("Amazon.com, Inc.", True),
+        ("digitalocean llc", True),
+        ("Mullvad VPN AB", True),
+        ("Iron Hosting Centre LTD", True),
+        ("GOOGLE-FIBER", False),  # residential, excluded by default
+        ("AMAZONIA TELECOMUNICACOES LTDA", False),  # whole words only
+        ("AMAZON+ SERVICOS DE INTERNET LTDA", False),
+        ("TELX-TOR", False),  # Toronto, not Tor
+        ("Deutsche Telekom AG", False),
+    ],
+)
+def test_hosting_by_as_org(enricher: Enricher, as_org: str, hosting: bool) -> None:
+    assert enricher(ev(ip="sts.amazonaws.com", as_org=as_org)).network.hosting is hosting
+
+
+def test_hosting_by_configured_cidr_and_asn() -> None:
+    enrich = Enricher(EnrichConfig(hosting_as_orgs=[], hosting_asns=[3320], hosting_cidrs=["79.200.0.0/16"]))
+    assert enrich(ev(ip="79.200.1.10")).network.hosting is True
+    assert enrich(ev(ip="84.150.2.2")).network.hosting is False  # not listed
+    assert enrich(ev(ip="84.150.2.2", asn=3320)).network.hosting is True
+    assert enrich(ev(ip="88.198.10.10")).network.hosting is False  # org list emptied
+
+
+def test_default_hosting_asns_include_the_big_clouds() -> None:
+    assert {16509, 15169, 8075, 14061, 24940}.issubset(DEFAULT_HOSTING_ASNS)
+
+
+# --- allowlisted egress ----------------------------------------------------------
+
+
+def test_allowlist_by_cidr(enricher: Enricher) -> None:
+    assert enricher(ev(ip="198.51.100.7")).network.egress == "corp-proxy"
+    assert enricher(ev(ip="2001:db8:42::9")).network.egress == "corp-proxy"
+    assert enricher(ev(ip="10.8.3.4")).network.egress == "corp-vpn"  # private ranges too
+    assert enricher(ev(ip="10.9.3.4")).network.egress is None
+
+
+def test_allowlist_by_asn_and_by_org(enricher: Enricher) -> None:
+    assert enricher(ev(ip="88.198.10.10", asn=64500)).network.egress == "corp-vpn"
+    assert enricher(ev(ip="79.200.1.10")).network.egress == "partner"  # shipped org name
+    assert enricher(ev(ip="88.198.10.10")).network.egress is None
+
+
+def test_first_allowlist_entry_wins() -> None:
+    enrich = Enricher(EnrichConfig(allowlist=[
+        {"name": "first", "as_orgs": ["Telekom"]},
+        {"name": "second", "cidrs": ["79.200.0.0/16"]},
+    ]))
+    assert enrich(ev(ip="79.200.1.10")).network.egress == "first"
+
+
+# --- configuration ---------------------------------------------------------------
+
+
+def test_bad_cidr_names_the_entry() -> None:
+    with pytest.raises(ValueError, match=r"allowlist entry 'corp-vpn'.*'10\.0\.0\.0/33'"):
+        EnrichConfig(allowlist=[{"name": "corp-vpn", "cidrs": ["10.0.0.0/33"]}])
+    with pytest.raises(ValueError, match=r"hosting_cidrs.*'tor-exits'"):
+        EnrichConfig(hosting_cidrs=["tor-exits"])
+
+
+def test_allowlist_entry_needs_a_matcher_and_unknown_keys_are_refused() -> None:
+    with pytest.raises(ValidationError, match="no cidrs, asns or as_orgs"):
+        EnrichConfig(allowlist=[{"name": "empty"}])
+    with pytest.raises(ValidationError):
+        EnrichConfig(allow_list=[])  # type: ignore[call-arg]
+
+
+def test_every_config_field_is_described() -> None:
+    from pipeline.enrich import AllowlistEntry
+
+    for model in (EnrichConfig, AllowlistEntry):
+        assert all(f.description for f in model.model_fields.values()), model
+
+
+# --- cache -----------------------------------------------------------------------
+
+
+def test_repeated_network_is_served_from_the_caches_and_the_caches_are_bounded() -> None:
+    enrich = Enricher(EnrichConfig(cache_size=2, network_cache_size=2))
+    first = enrich(ev(ip="79.200.1.10", user_agent="a"))
+    second = enrich(ev(ip="79.200.1.10", user_agent="a"))
+    assert second.network is first.network  # whole-network cache: no copy of the network
+    other_agent = enrich(ev(ip="79.200.1.10", user_agent="b"))
+    assert other_agent.network.user_agent == "b" and other_agent.network.geo is first.network.geo
+    assert enrich.cache_info().hits == 1  # per-IP cache served the second user agent
+    for ip in ("8.8.8.8", "88.198.10.10", "139.59.1.1"):
+        enrich(ev(ip=ip))
+    assert enrich.cache_info().currsize == 2
+    assert len(enrich._networks) <= 2
+    no_network_cache = Enricher(EnrichConfig(network_cache_size=0))
+    assert no_network_cache(ev(ip="8.8.8.8")).network.geo is not None
+    assert not no_network_cache._networks
+
+
+# --- optional .mmdb ----------------------------------------------------------------
+
+
+class U16(int):
+    pass
+
+
+class U64(int):
+    pass
+
+
+def _ctrl(type_: int, size: int) -> bytes:
+    head, extra = (size, b"") if size < 29 else (29, bytes([size - 29]))
+    return bytes([(type_ << 5) | head]) + extra if type_ <= 7 else bytes([head, type_ - 7]) + extra
+
+
+def _encode(value: Any) -> bytes:
+    if isinstance(value, str):
+        return _ctrl(2, len(value.encode())) + value.encode()
+    if isinstance(value, float):
+        return _ctrl(3, 8) + struct.pack(">d", value)
+    if isinstance(value, int):
+        raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+        return _ctrl(5 if isinstance(value, U16) else 9 if isinstance(value, U64) else 6, len(raw)) + raw
+    if isinstance(value, dict):
+        return _ctrl(7, len(value)) + b"".join(_encode(k) + _encode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return _ctrl(11, len(value)) + b"".join(_encode(v) for v in value)
+    raise TypeError(value)
+
+
+def write_mmdb(path: Path, records: list[tuple[str, dict[str, Any]]], database_type: str) -> Path:
+    """A valid IPv4-only MaxMind DB holding ``records`` (cidr -> record)."""
+    nodes: list[list[tuple[str, int] | None]] = [[None, None]]
+    data = b""
+    for cidr, record in records:
+        net = ip_network(cidr)
+        offset, data = len(data), data + _encode(record)
+        node, bits = 0, int(net.network_address)
+        for depth in range(net.prefixlen):
+            bit = (bits >> (31 - depth)) & 1
+            if depth == net.prefixlen - 1:
+                nodes[node][bit] = ("data", offset)
+                break
+            if nodes[node][bit] is None:
+                nodes.append([None, None])
+                nodes[node][bit] = ("node", len(nodes) - 1)
+            node = nodes[node][bit][1]  # type: ignore[index]
+    count = len(nodes)
+
+    def pointer(rec: tuple[str, int] | None) -> int:
+        return count if rec is None else rec[1] if rec[0] == "node" else count + 16 + rec[1]
+
+    tree = b"".join(pointer(a).to_bytes(3, "big") + pointer(b).to_bytes(3, "big") for a, b in nodes)
+    meta = {
+        "node_count": count, "record_size": U16(24), "ip_version": U16(4), "database_type": database_type,
+        "languages": ["en"], "binary_format_major_version": U16(2), "binary_format_minor_version": U16(0),
+        "build_epoch": U64(1_700_000_000), "description": {"en": "tokenwatch test"},
+    }
+    path.write_bytes(tree + b"\x00" * 16 + data + b"\xab\xcd\xefMaxMind.com" + _encode(meta))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mmdb_enricher(tmp_path_factory: pytest.TempPathFactory) -> Enricher:
+    tmp = tmp_path_factory.mktemp("mmdb")
+    city = write_mmdb(tmp / "city.mmdb", [
+        ("88.198.0.0/16", {
+            "city": {"names": {"en": "Falkenstein", "de": "Falkenstein"}},
+            "country": {"iso_code": "DE"},
+            "location": {"latitude": 50.4779, "longitude": 12.3713, "accuracy_radius": U16(20)},
+        }),
+        ("79.200.0.0/16", {"city": {"names": {"en": "Berlin"}}, "country": {"iso_code": "DE"},
+                           "location": {"latitude": 52.52, "longitude": 13.405}}),  # DB-IP: no radius
+        ("8.8.8.0/24", {"country": {"iso_code": "US"}}),  # country only
+    ], "GeoLite2-City")
+    asn = write_mmdb(tmp / "asn.mmdb", [
+        ("88.198.0.0/16", {"autonomous_system_number": 24940,
+                           "autonomous_system_organization": "Hetzner Online GmbH"}),
+    ], "GeoLite2-ASN")
+    return Enricher(EnrichConfig(mmdb_path=city, asn_mmdb_path=asn, hosting_as_orgs=[],
+                                 mmdb_default_accuracy_km=50))
+
+
+def test_city_level_geo_from_mmdb(mmdb_enricher: Enricher) -> None:
+    net = mmdb_enricher(ev(ip="88.198.10.10")).network
+    assert net.geo == Geo(country="DE", city="Falkenstein", lat=50.4779, lon=12.3713,
+                          accuracy_km=20.0, source="city_db")
+    assert net.asn == 24940 and net.as_org == "Hetzner Online GmbH"
+    assert net.hosting is True  # by ASN, since the org list is emptied here
+
+
+def test_mmdb_without_radius_and_without_location(mmdb_enricher: Enricher) -> None:
+    berlin = mmdb_enricher(ev(ip="79.200.1.10")).network.geo
+    assert berlin is not None and berlin.city == "Berlin" and berlin.accuracy_km == 50.0
+    us = mmdb_enricher(ev(ip="8.8.8.8")).network.geo
+    assert us is not None and us.source == "country_db" and us.country == "US" and us.lat is not None
+
+
+def test_ip_missing_from_mmdb_falls_back_to_shipped_data(mmdb_enricher: Enricher) -> None:
+    net = mmdb_enricher(ev(ip="139.59.1.1")).network
+    assert net.geo is not None and net.geo.source == "country_db" and net.geo.country == "IN"
+    v6 = mmdb_enricher(ev(ip="2a01:4f8::1")).network  # IPv6 in an IPv4-only file: no crash
+    assert v6.geo is not None and v6.geo.country == "DE" and v6.geo.source == "country_db"
+
+
+def test_event_asn_beats_mmdb_asn(mmdb_enricher: Enricher) -> None:
+    assert mmdb_enricher(ev(ip="88.198.10.10", asn=64500)).network.asn == 64500
+
+
+def test_unreadable_mmdb_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mmdb_path"):
+        Enricher(EnrichConfig(mmdb_path=tmp_path / "missing.mmdb"))
+    (tmp_path / "junk.mmdb").write_bytes(b"not a database")
+    with pytest.raises(ValueError, match="asn_mmdb_path"):
+        Enricher(EnrichConfig(asn_mmdb_path=tmp_path / "junk.mmdb"))
+
+
+def test_reader_can_be_injected() -> None:
+    class Reader:
+        def get(self, ip: str) -> Any:
+            raise RuntimeError("corrupt record")
+
+    locator = IpLocator(city_reader=Reader())
+    info = locator.lookup("88.198.10.10")
+    assert info.geo is not None and info.geo.source == "country_db"
