@@ -19,8 +19,8 @@ from typing import ClassVar, NamedTuple, TypeAlias
 
 from pydantic import Field
 
+from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
-from detectors.describe import duration, place
 from detectors.geo import closer_than_km, effective_distance_km, haversine_km, speed_kmh, travel_horizon_s
 from detectors.state import Observation, StateStore, TokenState
 from schemas.alerts import EvidenceItem
@@ -292,7 +292,8 @@ class GeoDivergenceDetector(Detector):
             pace = "impossible at any speed"
         else:
             pace = f"at least {travel.speed_kmh:,.0f} km/h against a plausible {self.config.max_speed_kmh:,.0f} km/h"
-        first_place, second_place = place(first, address=False, asn=True), place(second, address=False, asn=True)
+        first_place = describe.place(first, address=False, asn=True)
+        second_place = describe.place(second, address=False, asn=True)
         moved = f"{travel.distance_km:,.0f} km away in {second_place} {_later(second.time - first.time)} — {pace}"
         if session_id is None:
             summary = f"Token {token_id} was {_VERB[first.kind]} in {first_place}, then {_VERB[second.kind]} {moved}"
@@ -405,7 +406,8 @@ class GeoDivergenceDetector(Detector):
             changes.append(f"network {issue.net} → {use.net}")
         network_kind = ", a hosting/anonymising network," if hosting else ""
         more = f" (and {others} more such use{'s' if others > 1 else ''})" if others else ""
-        issue_place, use_place = place(issue, address=False, asn=True), place(use, address=False, asn=True)
+        issue_place = describe.place(issue, address=False, asn=True)
+        use_place = describe.place(use, address=False, asn=True)
         summary = (
             f"Token {token_id} was {_VERB[issue.kind]} in {issue_place} but used from {use_place}"
             f"{network_kind} {_later(use.time - issue.time)}{more} — {', '.join(changes)}"
@@ -460,4 +462,4 @@ def _point_evidence(point: _Point) -> EvidenceItem:
 
 def _later(seconds: float) -> str:
     """How long after the earlier of two events the later one happened: "20 minutes later"."""
-    return "in the same second" if abs(seconds) < 1 else f"{duration(seconds, words=True)} later"
+    return "in the same second" if abs(seconds) < 1 else f"{describe.duration(seconds, words=True)} later"

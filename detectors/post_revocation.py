@@ -33,8 +33,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
-from detectors.describe import duration, evidence_with_issue, place, subject, when
 from detectors.state import Observation, ScopeState, StateStore, TokenState
 from schemas.alerts import EvidenceItem
 from schemas.events import (
@@ -221,9 +221,10 @@ class PostRevocationDetector(Detector):
             token_id if label == "token" else None
         )
         summary = (
-            f"Token {token_id} ({ref.type.value}, subject {subject(used, ts)}, client {used.client_id or '?'}) "
-            f"was accepted from {place(used, asn=True)} at {when(used.time.timestamp())}, {duration(delta)} after "
-            f"{_what(label, scope_id, used)} at {when(rev.time)} "
+            f"Token {token_id} ({ref.type.value}, subject {describe.subject(used, ts)}, "
+            f"client {used.client_id or '?'}) was accepted from {describe.place(used, asn=True)} "
+            f"at {describe.when(used.time.timestamp())}, {describe.duration(delta)} after "
+            f"{_what(label, scope_id, used)} at {describe.when(rev.time)} "
             f"(allowed propagation lag {self.config.propagation_lag_s:g} s)."
         )
         return Finding(
@@ -236,7 +237,7 @@ class PostRevocationDetector(Detector):
             details={
                 "revoked": label,
                 "revoked_id": scope_id,
-                "revoked_at": when(rev.time, exact=True),
+                "revoked_at": describe.when(rev.time, exact=True),
                 "revocation_event_id": rev.event_id,
                 "seconds_after_revocation": round(delta, 3),
                 "propagation_lag_s": self.config.propagation_lag_s,
@@ -248,19 +249,20 @@ class PostRevocationDetector(Detector):
         ref = event.token
         assert ref is not None
         summary = (
-            f"Token {ref.id} ({ref.type.value}, subject {subject(event, ts)}, client {event.client_id or '?'}) "
-            f"was accepted from {place(event, asn=True)} at {when(t)}, {duration(t - expires)} after it expired at "
-            f"{when(expires)}: the resource server does not check exp."
+            f"Token {ref.id} ({ref.type.value}, subject {describe.subject(event, ts)}, "
+            f"client {event.client_id or '?'}) was accepted from {describe.place(event, asn=True)} "
+            f"at {describe.when(t)}, {describe.duration(t - expires)} after it expired at "
+            f"{describe.when(expires)}: the resource server does not check exp."
         )
         return Finding(
             rule=AFTER_EXPIRY,
             event=event,
             key=ref.id,
             summary=summary,
-            evidence=evidence_with_issue(event, ts),
+            evidence=describe.evidence_with_issue(event, ts),
             family_id=ref.family_id or (ts.family_id if ts else None),
             details={
-                "expired_at": when(expires, exact=True),
+                "expired_at": describe.when(expires, exact=True),
                 "seconds_after_expiry": round(t - expires, 3),
                 "clock_skew_s": self.config.clock_skew_s,
             },

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
-from detectors.describe import duration, evidence_with_issue, place
 from detectors.state import Observation, StateStore, TokenState
 from schemas.alerts import EvidenceItem
 from schemas.events import Binding, CanonicalEvent, EventKind, TokenRef
@@ -169,13 +169,14 @@ class ReplayDetector(Detector):
             other = _other_client_context(rotation, current)
             if other is None:
                 return []  # a retry of the same client after a lost response
-            why = f" (inside the {duration(self._grace)} grace period, but {other})"
+            why = f" (inside the {describe.duration(self._grace)} grace period, but {other})"
         first, second = (rotation, current) if rotation.time <= current.time else (current, rotation)
         family = known.family_id or ref.family_id
         outcome = "; the IdP rejected it, so someone still holds the old token" if failed else ""
         summary = (
             f"Refresh token {redeemed}{f' of family {family}' if family else ''} was redeemed again "
-            f"{duration(gap)} after it was rotated{why}, from {place(second)} vs {place(first)}{outcome}"
+            f"{describe.duration(gap)} after it was rotated{why}, "
+            f"from {describe.place(second)} vs {describe.place(first)}{outcome}"
         )
         return [Finding(
             rule=REFRESH_REUSE,
@@ -233,10 +234,12 @@ class ReplayDetector(Detector):
         else:
             how = f"with {label} {proof.value}"
         summary = (
-            f"{_label(ref, known)} {ref.id} is bound to {label} {value} but was accepted {how}, from {place(event)}"
+            f"{_label(ref, known)} {ref.id} is bound to {label} {value} but was accepted {how}, "
+            f"from {describe.place(event)}"
         )
         return Finding(
-            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary, evidence=evidence_with_issue(event, known),
+            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary,
+            evidence=describe.evidence_with_issue(event, known),
             family_id=(known.family_id if known is not None else None) or ref.family_id,
             details={"bound": bound, "proof": f"{proof.method}:{proof.value}" if proof else None},
         )
@@ -274,8 +277,9 @@ class ReplayDetector(Detector):
         first, second = (best, current) if best.time <= current.time else (current, best)
         keys = f" with {second.binding} vs {first.binding}" if reason == "key" else ""
         summary = (
-            f"{_label(ref, known)} {ref.id} was accepted from {place(second)}{keys} "
-            f"{duration(best_gap)} after a use from {place(first)}; one holder cannot be in both places"
+            f"{_label(ref, known)} {ref.id} was accepted from {describe.place(second)}{keys} "
+            f"{describe.duration(best_gap)} after a use from {describe.place(first)}; "
+            "one holder cannot be in both places"
         )
         return Finding(
             rule=CONCURRENT_USE, event=event, key=ref.id, summary=summary,
@@ -315,10 +319,11 @@ class ReplayDetector(Detector):
     ) -> Finding:
         first_time, first_id, first_source = seen
         earlier = next((u for u in known.uses if u.event_id == first_id), None) if known is not None else None
-        last = place(event)
+        last = describe.place(event)
         if earlier is not None:
             first_item = earlier.evidence(ref.id)
-            where = f", both times from {last}" if place(earlier) == last else f", from {place(earlier)} and {last}"
+            before = describe.place(earlier)
+            where = f", both times from {last}" if before == last else f", from {before} and {last}"
         else:
             first_item = EvidenceItem(
                 event_id=first_id, kind=EventKind.USED.value,
@@ -328,7 +333,7 @@ class ReplayDetector(Detector):
             where = f", the second time from {last}"
         summary = (
             f"Request {request_id} with {_label(ref, known).lower()} {ref.id} was accepted twice, "
-            f"{duration(when - first_time)} apart{where}"
+            f"{describe.duration(when - first_time)} apart{where}"
         )
         evidence = sorted((first_item, EvidenceItem.of(event)), key=lambda item: item.time)
         return Finding(

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from pydantic import Field
 
+from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.state import StateStore, TokenState, intern
 from schemas.alerts import EvidenceItem
@@ -147,10 +147,10 @@ class ScopeEscalationDetector(Detector):
         if granted is not None:
             extra = [s for s in event.scopes if s not in granted]
             extra += [s for s in event.required_scopes if s not in granted and s not in extra]
-            basis = f"granted at issue ({_scopes(granted)})"
+            basis = f"granted at issue ({describe.scope_list(granted)})"
         elif event.scopes and event.required_scopes:
             extra = [s for s in event.required_scopes if s not in event.scopes]
-            basis = f"carried by the token ({_scopes(event.scopes)}; its issue was not seen)"
+            basis = f"carried by the token ({describe.scope_list(event.scopes)}; its issue was not seen)"
         else:
             return []
         if not extra:
@@ -160,19 +160,17 @@ class ScopeEscalationDetector(Detector):
         if request is not None and request.resource:
             route = f" for {request.method} {request.resource}" if request.method else f" for {request.resource}"
         summary = (
-            f"Token {ref.id} (subject {_subject(event)}, client {event.client_id or '?'}) was accepted{route} "
-            f"at {_when(event.time.timestamp())} with scope(s) {_scopes(extra)} beyond those {basis}."
+            f"Token {ref.id} (subject {describe.subject(event)}, client {event.client_id or '?'}) was accepted{route} "
+            f"at {describe.when(event.time.timestamp())} with scope(s) {describe.scope_list(extra)} "
+            f"beyond those {basis}."
         )
-        evidence = [EvidenceItem.of(event)]
-        if ts is not None and ts.issue is not None:
-            evidence.insert(0, ts.issue.evidence(ref.id))
         return [
             Finding(
                 rule=SCOPE_NOT_GRANTED,
                 event=event,
                 key=ref.id,
                 summary=summary,
-                evidence=tuple(evidence),
+                evidence=describe.evidence_with_issue(event, ts),
                 family_id=ref.family_id or (ts.family_id if ts else None),
                 details={
                     "extra_scopes": " ".join(extra),
@@ -208,27 +206,26 @@ class ScopeEscalationDetector(Detector):
         what = "Token exchange" if exchange else "Refresh"
         grew = []
         if extra:
-            grew.append(f"scope(s) {_scopes(extra)} beyond the grant ({_scopes(allowed_scopes)})")
+            grew.append(
+                f"scope(s) {describe.scope_list(extra)} beyond the grant ({describe.scope_list(allowed_scopes)})"
+            )
         if wider_aud:
-            grew.append(f"audience(s) {_scopes(wider_aud)} beyond {_scopes(allowed_aud)}")
+            grew.append(f"audience(s) {describe.scope_list(wider_aud)} beyond {describe.scope_list(allowed_aud)}")
         rule_text = "an exchanged token may not exceed its subject token" if exchange else (
             "a refresh may only keep or narrow scope (RFC 6749 §6)"
         )
         summary = (
-            f"{what} of token {ref.parent_id} (subject {_subject(event)}, client {event.client_id or '?'}, "
-            f"family {family_id or '?'}) at {_when(event.time.timestamp())} minted token {ref.id} with "
+            f"{what} of token {ref.parent_id} (subject {describe.subject(event)}, client {event.client_id or '?'}, "
+            f"family {family_id or '?'}) at {describe.when(event.time.timestamp())} minted token {ref.id} with "
             f"{' and '.join(grew)}; {rule_text}."
         )
-        evidence = [EvidenceItem.of(event)]
-        if parent is not None and parent.issue is not None:
-            evidence.insert(0, parent.issue.evidence(parent.token_id))
         return [
             Finding(
                 rule=GRANT_WIDENING,
                 event=event,
                 key=ref.id,
                 summary=summary,
-                evidence=tuple(evidence),
+                evidence=describe.evidence_with_issue(event, parent),
                 family_id=family_id,
                 details={
                     "via": "token_exchange" if exchange else "refresh",
@@ -309,15 +306,15 @@ class ScopeEscalationDetector(Detector):
         assert ref is not None
         scopes = sorted(set().union(*new.values()))
         who = " and ".join(
-            f"{'subject ' + _subject(event) if label == 'subject' else 'client ' + str(event.client_id)} "
-            f"(seen for {_days(history[label])})"
+            f"{'subject ' + describe.subject(event) if label == 'subject' else 'client ' + str(event.client_id)} "
+            f"(seen for {describe.duration(history[label])})"
             for label in new
         )
         how = "refreshed" if event.kind is EventKind.REFRESHED else "issued"
         summary = (
-            f"Privileged scope(s) {_scopes(scopes)} were {how} "
-            f"in token {ref.id} for subject {_subject(event)} via client {event.client_id or '?'} at "
-            f"{_when(t)}: never held before by {who}."
+            f"Privileged scope(s) {describe.scope_list(scopes)} were {how} "
+            f"in token {ref.id} for subject {describe.subject(event)} via client {event.client_id or '?'} at "
+            f"{describe.when(t)}: never held before by {who}."
         )
         return Finding(
             rule=NEW_PRIVILEGED_SCOPE,
@@ -354,24 +351,3 @@ def _grant(
         audience.update(parent.audience)
     return frozenset(scopes), frozenset(audience)
 
-
-def _subject(event: CanonicalEvent) -> str:
-    if event.subject is None:
-        return "?"
-    return event.subject.name or event.subject.id
-
-
-def _scopes(scopes: Any) -> str:
-    return " ".join(sorted(scopes)) or "(none)"
-
-
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _days(seconds: float) -> str:
-    if seconds >= 86_400:
-        return f"{seconds / 86_400:.0f} d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds:.0f} s"
