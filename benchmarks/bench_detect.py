@@ -55,21 +55,32 @@ def bench_stages(lines: list[bytes], settings: Settings) -> dict[str, float]:
     return {"parse+validate": parse, "enrich": enrich, "engine (dedup+order+detect+alert)": detect}
 
 
-def bench_memory(lines: list[bytes], settings: Settings) -> tuple[int, float]:
+def bench_memory(lines: list[bytes], settings: Settings) -> tuple[int, dict[str, int]]:
+    """Bytes allocated (and still held) by each part of the engine, by tracemalloc."""
     normalizer = Normalizer(HASHER, settings.input)
     enricher = Enricher(settings.enrich)
     events = [enricher(ev) for line in lines for ev in normalizer.normalize(line, "b").events]
     engine = build_engine(settings, None)
     gc.collect()
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
     for ev in events:
         engine.submit(ev)
     gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
+    snapshot = tracemalloc.take_snapshot()
     tracemalloc.stop()
-    tokens = len(engine.state.tokens)
-    return tokens, (after - before) / max(tokens, 1)
+    parts: dict[str, int] = {}
+    for stat in snapshot.statistics("filename"):
+        name = stat.traceback[0].filename
+        if "detectors/state.py" in name:
+            part = "lineage state (detectors/state.py)"
+        elif "/detectors/" in name:
+            part = "detector-owned state (" + name.rsplit("/", 1)[-1] + ")"
+        elif "pipeline/engine.py" in name:
+            part = "dedup window + reorder buffer (engine)"
+        else:
+            part = "other (alerts, interned values, caches)"
+        parts[part] = parts.get(part, 0) + stat.size
+    return len(engine.state.tokens), parts
 
 
 def main() -> None:
@@ -87,9 +98,12 @@ def main() -> None:
     total = sum(stages.values())
     for stage, spent in stages.items():
         print(f"  {stage:<36} {spent / len(lines) * 1e6:6.2f} µs/event  {spent / total:5.1%}")
-    tokens, per_token = bench_memory(lines[: args.memory_events], settings)
-    print(f"state: {tokens:,} tracked tokens, {per_token:,.0f} bytes per tracked token "
-          "(all engine state incl. dedup window and detector state, by tracemalloc)")
+    tokens, parts = bench_memory(lines[: args.memory_events], settings)
+    total = sum(parts.values())
+    print(f"memory after {args.memory_events:,} events: {tokens:,} tracked tokens, "
+          f"{total / tokens:,.0f} bytes per tracked token in all")
+    for part, size in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"  {part:<48} {size / tokens:7,.0f} bytes/token  ({size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

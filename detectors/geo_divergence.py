@@ -140,7 +140,7 @@ class GeoDivergenceDetector(Detector):
         findings: list[Finding] = []
         geo = event.network.geo
         if geo is not None and geo.lat is not None and geo.lon is not None and event.network.egress is None:
-            when = event.time.timestamp()
+            when = event.epoch
             travel = self._token_travel(event, when, geo, token) if token is not None else None
             if travel is not None:
                 findings.append(travel)

@@ -121,7 +121,7 @@ class PostRevocationDetector(Detector):
         ref = event.token
         assert ref is not None
         ts = state.tokens.get(ref.id)
-        t = event.time.timestamp()
+        t = event.epoch
         lag = self.config.propagation_lag_s
         subject = event.subject.id if event.subject else (ts.subject_id if ts else None)
         sub = state.subjects.get(subject) if subject else None
@@ -166,7 +166,7 @@ class PostRevocationDetector(Detector):
         rule, label, scope_id, tokens = _targets(event, state)
         if not tokens:
             return []
-        when = event.time.timestamp()
+        when = event.epoch
         lag = self.config.propagation_lag_s
         subject_wide = label in ("subject", "disabled")
         rev = Observation(event) if any(ts.uses and ts.uses[-1].time >= when for ts in tokens) else None
@@ -223,7 +223,7 @@ class PostRevocationDetector(Detector):
         summary = (
             f"Token {token_id} ({ref.type.value}, subject {describe.subject(used, ts)}, "
             f"client {used.client_id or '?'}) was accepted from {describe.place(used, asn=True)} "
-            f"at {describe.when(used.time.timestamp())}, {describe.duration(delta)} after "
+            f"at {describe.when(used.epoch)}, {describe.duration(delta)} after "
             f"{_what(label, scope_id, used)} at {describe.when(rev.time)} "
             f"(allowed propagation lag {self.config.propagation_lag_s:g} s)."
         )

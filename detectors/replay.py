@@ -10,7 +10,6 @@ arrives late is judged exactly like one that arrived on time.
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -144,13 +143,13 @@ class ReplayDetector(Detector):
         ns = state.detector_state.get(self.name)
         if not ns:
             return
-        requests: dict[tuple[str, str], tuple[float, str, str]] = ns["requests"]
-        order: deque[tuple[tuple[str, str], tuple[float, str, str]]] = ns["order"]
+        requests: dict[int, tuple[float, str, str]] = ns["requests"]
         horizon = watermark - self._dup_window
-        while order and order[0][1][0] < horizon:
-            key, record = order.popleft()
-            if requests.get(key) == record:
-                del requests[key]
+        while requests:
+            key = next(iter(requests))  # insertion order is arrival order: oldest first
+            if requests[key][0] >= horizon:
+                break
+            del requests[key]
 
     # -- refresh reuse -----------------------------------------------------------
     def _refreshed(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
@@ -199,7 +198,7 @@ class ReplayDetector(Detector):
         bound = known.binding if known is not None else None
         if bound is None and ref.binding is not None:
             bound = f"{ref.binding.method}:{ref.binding.value}"
-        when = event.time.timestamp()
+        when = event.epoch
         findings: list[Finding] = []
         if bound is not None:
             mismatch = self._binding(event, ref, known, bound, proof)
@@ -296,21 +295,19 @@ class ReplayDetector(Detector):
         ns = state.detector_state.get(self.name)
         if ns is None:
             ns = state.namespace(self.name)
-            ns["requests"], ns["order"] = {}, deque()
-        requests: dict[tuple[str, str], tuple[float, str, str]] = ns["requests"]
-        key = (ref.id, request_id)
+            ns["requests"] = {}
+        # Keyed by a hash of (token, request id): a dict entry of ints and floats
+        # instead of two strings per request; kept in arrival order for expiry.
+        requests: dict[int, tuple[float, str, str]] = ns["requests"]
+        key = hash((ref.id, request_id))
         seen = requests.get(key)
         if seen is not None and seen[1] != event.event_id and abs(when - seen[0]) <= self._dup_window:
             return self._duplicate_finding(event, ref, request_id, when, seen, known)
         if seen is None or abs(when - seen[0]) > self._dup_window:
-            record = (when, event.event_id, event.source)
-            requests[key] = record
-            order: deque[Any] = ns["order"]
-            order.append((key, record))
-            while len(requests) > self._cap and order:
-                old_key, old = order.popleft()
-                if requests.get(old_key) == old:
-                    del requests[old_key]
+            requests.pop(key, None)
+            requests[key] = (when, event.event_id, event.source)
+            while len(requests) > self._cap:
+                del requests[next(iter(requests))]
         return None
 
     def _duplicate_finding(

@@ -161,7 +161,7 @@ class ScopeEscalationDetector(Detector):
             route = f" for {request.method} {request.resource}" if request.method else f" for {request.resource}"
         summary = (
             f"Token {ref.id} (subject {describe.subject(event)}, client {event.client_id or '?'}) was accepted{route} "
-            f"at {describe.when(event.time.timestamp())} with scope(s) {describe.scope_list(extra)} "
+            f"at {describe.when(event.epoch)} with scope(s) {describe.scope_list(extra)} "
             f"beyond those {basis}."
         )
         return [
@@ -216,7 +216,7 @@ class ScopeEscalationDetector(Detector):
         )
         summary = (
             f"{what} of token {ref.parent_id} (subject {describe.subject(event)}, client {event.client_id or '?'}, "
-            f"family {family_id or '?'}) at {describe.when(event.time.timestamp())} minted token {ref.id} with "
+            f"family {family_id or '?'}) at {describe.when(event.epoch)} minted token {ref.id} with "
             f"{' and '.join(grew)}; {rule_text}."
         )
         return [
@@ -264,7 +264,7 @@ class ScopeEscalationDetector(Detector):
     def _learn_from_use(self, event: CanonicalEvent, state: StateStore) -> None:
         """Uses count as sightings, and the privileged scopes a token presents are held."""
         privileged = self._privileged(event.scopes)
-        t = event.time.timestamp()
+        t = event.epoch
         subjects, clients = self._tables(state)
         for table, key in ((subjects, event.subject.id if event.subject else None), (clients, event.client_id)):
             if key is None:
@@ -280,7 +280,7 @@ class ScopeEscalationDetector(Detector):
 
     def _check_privileged(self, event: CanonicalEvent, state: StateStore) -> Finding | None:
         privileged = self._privileged(event.scopes)
-        t = event.time.timestamp()
+        t = event.epoch
         learning = self.config.learning_period_s
         subjects, clients = self._tables(state)
         subject = event.subject.id if event.subject else None

@@ -48,28 +48,31 @@ class Observation:
     )
 
     def __init__(self, event: CanonicalEvent) -> None:
-        net, geo = event.network, event.network.geo
-        self.time: float = event.time.timestamp()
+        # Strings from the network come from the enricher's shared objects; only
+        # values built per event (network key, binding, scope tuple) are interned.
+        net, geo, request = event.network, event.network.geo, event.request
+        self.time: float = event.epoch
         self.event_id: str = event.event_id
-        self.kind: str = intern(event.kind.value)
+        self.kind: str = event.kind.value
         self.source: str = intern(event.source)
-        self.ip: str | None = net.ip or intern(net.service)
+        self.ip: str | None = net.ip or net.service
         self.asn: int | None = net.asn
-        self.as_org: str | None = intern(net.as_org)
-        self.net: str | None = intern(f"AS{net.asn}" if net.asn else net.as_org)
-        self.egress: str | None = intern(net.egress)
+        self.as_org: str | None = net.as_org
+        self.net: str | None = _net_key(net.asn) if net.asn else net.as_org
+        self.egress: str | None = net.egress
         self.hosting: bool | None = net.hosting
-        self.country: str | None = intern(geo.country) if geo else None
-        self.city: str | None = intern(geo.city) if geo else None
-        self.lat: float | None = geo.lat if geo else None
-        self.lon: float | None = geo.lon if geo else None
-        self.accuracy_km: float | None = geo.accuracy_km if geo else None
-        proof = event.request.proof if event.request else None
+        if geo is not None:
+            self.country, self.city = geo.country, geo.city
+            self.lat, self.lon, self.accuracy_km = geo.lat, geo.lon, geo.accuracy_km
+        else:
+            self.country = self.city = None
+            self.lat = self.lon = self.accuracy_km = None
+        proof = request.proof if request is not None else None
         self.binding: str | None = intern(f"{proof.method}:{proof.value}") if proof else None
-        self.client_id: str | None = intern(event.client_id)
+        self.client_id: str | None = event.client_id
         self.success: bool = event.outcome.result == "success"
-        self.request_id: str | None = event.request.id if event.request else None
-        self.scopes: tuple[str, ...] = intern(event.scopes)
+        self.request_id: str | None = request.id if request is not None else None
+        self.scopes: tuple[str, ...] = intern(event.scopes) if event.scopes else ()
 
     def evidence(self, token_id: str | None = None) -> EvidenceItem:
         from datetime import datetime, timezone
@@ -99,7 +102,7 @@ class TokenState:
     __slots__ = (
         "token_id", "type", "family_id", "parent_id", "session_id", "subject_id", "client_id",
         "issued_at", "expires_at", "scopes", "audience", "binding", "issue", "uses",
-        "rotation", "revoked", "last_seen",
+        "rotation", "revoked", "last_seen", "wheel_slot",
     )
 
     def __init__(self, token_id: str) -> None:
@@ -120,6 +123,7 @@ class TokenState:
         self.rotation: Observation | None = None  # first redemption that rotated this token
         self.revoked: Observation | None = None
         self.last_seen: float = 0.0
+        self.wheel_slot: int = -1  # expiry-wheel bucket this token is filed under
 
 
 class ScopeState:
@@ -134,7 +138,7 @@ class ScopeState:
         self.scopes: frozenset[str] | None = None  # family: scopes of the original grant
         self.audience: tuple[str, ...] = ()
         self.last_seen: float = 0.0
-        self.tokens: set[str] | None = None  # token ids linked here (for retro checks)
+        self.tokens: list[str] | None = None  # token ids linked here (a list: ~4x smaller than a set)
 
 
 @dataclass
@@ -212,7 +216,9 @@ class StateStore:
         if ref is None:
             return
         state = self._token(ref.id, event)
+        links_before = (state.family_id, state.session_id, state.subject_id)
         _merge_identity(state, event)
+        self._schedule(state)  # the expiry may have just become known
         obs = Observation(event)
         if event.kind is EventKind.USED:
             _insert_use(state.uses, obs, self.limits.recent_uses)
@@ -227,18 +233,18 @@ class StateStore:
                 parent.family_id = parent.family_id or state.family_id
                 if event.kind is EventKind.REFRESHED and ref.type is TokenType.REFRESH and obs.success:
                     parent.rotation = _earliest(parent.rotation, obs)
-        family_id = state.family_id
-        if family_id:
-            family = self._scope(self.families, "family", family_id, event)
-            if family.scopes is None and event.kind is EventKind.ISSUED and event.scopes:
-                family.scopes = state.scopes
-                family.audience = state.audience
-            self._link(family, ref.id)
-        for table, name, key in (
-            (self.sessions, "session", state.session_id),
-            (self.subjects, "subject", state.subject_id),
+            if state.family_id and event.kind is EventKind.ISSUED and event.scopes:
+                family = self._scope(self.families, "family", state.family_id, event)
+                if family.scopes is None:
+                    family.scopes = state.scopes
+                    family.audience = state.audience
+        # Link the token to its family/session/subject once, when first learned.
+        for table, name, key, before in (
+            (self.families, "family", state.family_id, links_before[0]),
+            (self.sessions, "session", state.session_id, links_before[1]),
+            (self.subjects, "subject", state.subject_id, links_before[2]),
         ):
-            if key:
+            if key and key != before:
                 self._link(self._scope(table, name, key, event), ref.id)
 
     def _apply_revocation(self, event: CanonicalEvent) -> None:
@@ -263,23 +269,25 @@ class StateStore:
         state = self.tokens.get(token_id)
         if state is None:
             state = self.tokens[token_id] = TokenState(token_id)
-        state.last_seen = max(state.last_seen, event.time.timestamp())
-        self._schedule(token_id, self._token_deadline(state))
+        if event.epoch > state.last_seen:
+            state.last_seen = event.epoch
+            self._schedule(state)
         return state
 
     def _scope(self, table: dict[str, ScopeState], name: str, key: str, event: CanonicalEvent) -> ScopeState:
         scope = table.get(key)
         if scope is None:
             scope = table[key] = ScopeState()
-            self._scope_wheel[_bucket(event.time.timestamp() + self.limits.revocation_retention_s)].append((name, key))
-        scope.last_seen = max(scope.last_seen, event.time.timestamp())
+            self._scope_wheel[_bucket(event.epoch + self.limits.revocation_retention_s)].append((name, key))
+        scope.last_seen = max(scope.last_seen, event.epoch)
         return scope
 
     def _link(self, scope: ScopeState, token_id: str) -> None:
-        if scope.tokens is None:
-            scope.tokens = set()
-        if len(scope.tokens) < self.limits.max_linked_tokens:
-            scope.tokens.add(token_id)
+        linked = scope.tokens
+        if linked is None:
+            scope.tokens = [token_id]
+        elif len(linked) < self.limits.max_linked_tokens and token_id not in linked:
+            linked.append(token_id)
 
     # -- expiry --------------------------------------------------------------
     def _token_deadline(self, state: TokenState) -> float:
@@ -288,31 +296,42 @@ class StateStore:
             return max(min(idle, state.expires_at + self.limits.expired_retention_s), state.last_seen)
         return idle
 
-    def _schedule(self, token_id: str, deadline: float) -> None:
-        bucket = self._wheel[_bucket(deadline)]
-        if not bucket or bucket[-1] != token_id:
-            bucket.append(token_id)
+    def _schedule(self, state: TokenState) -> None:
+        """File the token under its deadline's bucket, once per bucket change."""
+        slot = _bucket(self._token_deadline(state))
+        if slot != state.wheel_slot:
+            state.wheel_slot = slot
+            self._wheel[slot].append(state.token_id)
 
     def expire(self, watermark: float) -> int:
-        """Drop state whose deadline event time has passed; returns tokens dropped."""
+        """Drop state whose deadline event time has passed; returns tokens dropped.
+
+        A family/session/subject record (and its revocation) is kept while any
+        token linked to it is alive, and ``revocation_retention_s`` after that.
+        """
         dropped = 0
-        for bucket in [b for b in self._wheel if b * _BUCKET_S < watermark]:
-            for token_id in self._wheel.pop(bucket):
+        for slot in [b for b in self._wheel if b * _BUCKET_S < watermark]:
+            for token_id in self._wheel.pop(slot):
                 state = self.tokens.get(token_id)
-                if state is None:
-                    continue
-                deadline = self._token_deadline(state)
-                if deadline < watermark:
+                if state is None or state.wheel_slot != slot:
+                    continue  # gone, or filed under a later bucket since
+                if self._token_deadline(state) < watermark:
                     del self.tokens[token_id]
                     dropped += 1
                 else:
-                    self._schedule(token_id, deadline)
-        for bucket in [b for b in self._scope_wheel if b * _BUCKET_S < watermark]:
-            for name, key in self._scope_wheel.pop(bucket):
-                table = {"family": self.families, "session": self.sessions, "subject": self.subjects}[name]
+                    state.wheel_slot = -1
+                    self._schedule(state)
+        tables = {"family": self.families, "session": self.sessions, "subject": self.subjects}
+        for slot in [b for b in self._scope_wheel if b * _BUCKET_S < watermark]:
+            for name, key in self._scope_wheel.pop(slot):
+                table = tables[name]
                 scope = table.get(key)
                 if scope is None:
                     continue
+                alive = [tid for tid in scope.tokens or () if tid in self.tokens]
+                if alive:
+                    scope.tokens = alive
+                    scope.last_seen = max(scope.last_seen, watermark)
                 deadline = scope.last_seen + self.limits.revocation_retention_s
                 if deadline < watermark:
                     del table[key]
@@ -328,12 +347,33 @@ def _bucket(deadline: float) -> int:
     return int(deadline // _BUCKET_S) + 1
 
 
+_NET_KEYS: dict[int, str] = {}
+
+
+def _net_key(asn: int) -> str:
+    key = _NET_KEYS.get(asn)
+    if key is None:
+        key = _NET_KEYS[asn] = sys.intern(f"AS{asn}")
+    return key
+
+
 def _earliest(current: Observation | None, new: Observation) -> Observation:
     return new if current is None or new.time < current.time else current
 
 
 def _insert_use(uses: list[Observation], obs: Observation, limit: int) -> None:
-    """Keep the ``limit`` most recent uses in event-time order."""
+    """Keep the ``limit`` most recent uses in event-time order.
+
+    A run of uses from one context (address, network, key, client, outcome)
+    keeps only its first and its latest use: repeats add nothing for the rules
+    (no travel, no second context), while the first and latest still bound
+    when the run began and ended for a revocation that arrives late.
+    """
+    if len(uses) >= 2:
+        last = uses[-1]
+        if last.time <= obs.time and _same_context(last, obs) and _same_context(uses[-2], obs):
+            uses[-1] = obs
+            return
     index = len(uses)
     while index > 0 and uses[index - 1].time > obs.time:
         index -= 1
@@ -342,10 +382,26 @@ def _insert_use(uses: list[Observation], obs: Observation, limit: int) -> None:
         del uses[0]
 
 
+def _same_context(a: Observation, b: Observation) -> bool:
+    return (
+        a.ip == b.ip and a.success == b.success and a.binding == b.binding
+        and a.client_id == b.client_id and a.net == b.net
+    )
+
+
 def _merge_identity(state: TokenState, event: CanonicalEvent) -> None:
     """Fill what this event says about the token where the state does not know yet."""
     ref = event.token
     assert ref is not None
+    if event.kind is EventKind.USED and state.issue is not None:
+        # Issuance already told us who the token belongs to; a use only fills gaps.
+        if state.session_id is None and event.session_id:
+            state.session_id = intern(event.session_id)
+        if state.expires_at is None and ref.expires_at:
+            state.expires_at = ref.expires_at.timestamp()
+        if state.binding is None and ref.binding:
+            state.binding = intern(f"{ref.binding.method}:{ref.binding.value}")
+        return
     if ref.type is not TokenType.UNKNOWN and (
         state.type == TokenType.UNKNOWN.value or event.kind is not EventKind.USED
     ):

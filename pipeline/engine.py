@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,8 +53,8 @@ class Engine:
         self._seq = itertools.count()
         self._max_time = float("-inf")
         self._released_until = float("-inf")
-        self._seen: dict[str, float] = {}
-        self._seen_order: deque[tuple[float, str]] = deque()
+        # Event-id hashes in arrival order -> time they may be forgotten after.
+        self._seen: dict[int, float] = {}
         self._next_expiry = float("-inf")
 
     @property
@@ -69,7 +69,7 @@ class Engine:
         if self.enrich is not None:
             event = self.enrich(event)
         self.counters["events"] += 1
-        when = event.time.timestamp()
+        when = event.epoch
         if when < self._released_until:
             self.counters["late_events"] += 1
             alerts = self._detect(event)
@@ -114,17 +114,18 @@ class Engine:
         for detector in self.detectors:
             detector.expire(watermark, self.state)
         horizon = watermark - self.config.dedup_window_s
-        seen, order = self._seen, self._seen_order
-        while order and order[0][0] < horizon:
-            _, event_id = order.popleft()
-            seen.pop(event_id, None)
+        seen = self._seen
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] >= horizon:
+                break
+            del seen[oldest]
         return self.alerter.close_ready(watermark)
 
     def _is_duplicate(self, event: CanonicalEvent) -> bool:
-        event_id = event.event_id
-        if event_id in self._seen:
+        """Exact redelivery check; a 64-bit hash of the id keeps the window small."""
+        key = hash(event.event_id)
+        if key in self._seen:
             return True
-        when = event.time.timestamp()
-        self._seen[event_id] = when
-        self._seen_order.append((max(when, self._max_time), event_id))
+        self._seen[key] = max(event.epoch, self._max_time)
         return False

@@ -95,7 +95,7 @@ class Normalizer:
             return self._dead(line, origin, f"{name or 'adapter'} failed: {type(exc).__name__}: {exc}"[:300], name, raw)
         horizon = self.clock().timestamp() + self.config.max_future_skew_s
         for event in events:
-            if event.time.timestamp() > horizon:
+            if event.epoch > horizon:
                 reason = f"event time {event.time.isoformat()} is in the future (beyond max_future_skew_s)"
                 return self._dead(line, origin, reason, adapter.name, raw)
         return Normalized(events=events, format=adapter.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import StrEnum
+from functools import cached_property
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -148,6 +149,11 @@ class CanonicalEvent(Frozen):
     @classmethod
     def _sorted_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted(set(value)))
+
+    @cached_property
+    def epoch(self) -> float:
+        """Event time as epoch seconds: state and windows compute in floats."""
+        return self.time.timestamp()
 
     @property
     def succeeded(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -13,6 +13,31 @@ from pydantic import ValidationError
 from schemas.sources.base import InvalidRecord
 
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    """Bounded memo for immutable sub-objects that repeat across records.
+
+    The same token, caller and outcome recur in thousands of log lines;
+    building their frozen models once is most of an adapter's cost. Cleared
+    wholesale when full: cheap, and correctness never depends on a hit.
+    """
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self.limit = limit
+        self._items: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def put(self, key: K, value: V) -> V:
+        if len(self._items) >= self.limit:
+            self._items.clear()
+        self._items[key] = value
+        return value
 
 
 def content_id(source: str, raw: Mapping[str, Any]) -> str:

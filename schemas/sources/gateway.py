@@ -27,7 +27,7 @@ from schemas.events import (
     TokenType,
 )
 from schemas.sources.base import AdapterContext, InvalidRecord
-from schemas.sources.common import content_id, epoch_to_utc, explain, split_scopes
+from schemas.sources.common import Memo, content_id, epoch_to_utc, explain, split_scopes
 
 _ID = Field(default=None, max_length=512)
 
@@ -95,20 +95,13 @@ class GatewayFormat:
                     time=time,
                     source=self.name,
                     tenant=claims.iss,
-                    token=TokenRef(
-                        id=token_id,
-                        type=TokenType.ACCESS,
-                        issued_at=epoch_to_utc(claims.iat) if claims.iat is not None else None,
-                        expires_at=epoch_to_utc(claims.exp) if claims.exp is not None else None,
-                        audience=_audience(claims.aud),
-                        binding=_bound_key(claims.cnf),
-                    ),
-                    subject=Subject(id=claims.sub) if claims.sub else None,
+                    token=self._token(token_id, claims),
+                    subject=self._subject(claims.sub),
                     client_id=claims.client_id or claims.azp,
                     session_id=claims.sid,
-                    scopes=split_scopes(claims.scope),
-                    required_scopes=split_scopes(rec.required_scope),
-                    network=Network(ip=rec.client_ip, user_agent=rec.user_agent),
+                    scopes=self._scopes(claims.scope),
+                    required_scopes=self._scopes(rec.required_scope),
+                    network=self._network(rec.client_ip, rec.user_agent),
                     request=Request(
                         id=rec.request_id,
                         method=rec.method,
@@ -116,14 +109,61 @@ class GatewayFormat:
                         status=rec.status,
                         proof=_proof(rec),
                     ),
-                    outcome=Outcome(
-                        result="success" if rec.status < 400 else "failure",
-                        reason=None if rec.status < 400 else f"HTTP {rec.status}",
-                    ),
+                    outcome=self._outcome(rec.status),
                 )
             ]
         except ValidationError as exc:
             raise InvalidRecord(f"gateway: {explain(exc)}") from None
+
+    # Sub-objects repeat across the lines of one token / caller: build each once.
+    def __init__(self) -> None:
+        self._tokens: Memo[tuple[Any, ...], TokenRef] = Memo()
+        self._subjects: Memo[str, Subject] = Memo()
+        self._networks: Memo[tuple[str | None, str | None], Network] = Memo()
+        self._scope_sets: Memo[str, tuple[str, ...]] = Memo(4096)
+        self._outcomes: dict[int, Outcome] = {}
+
+    def _token(self, token_id: str, claims: JwtClaims) -> TokenRef:
+        cnf = claims.cnf
+        aud = claims.aud if not isinstance(claims.aud, list) else tuple(claims.aud)
+        key = (token_id, claims.iat, claims.exp, aud, cnf.jkt if cnf else None, cnf.x5t_s256 if cnf else None)
+        ref = self._tokens.get(key)
+        if ref is None:
+            ref = self._tokens.put(key, TokenRef(
+                id=token_id,
+                type=TokenType.ACCESS,
+                issued_at=epoch_to_utc(claims.iat) if claims.iat is not None else None,
+                expires_at=epoch_to_utc(claims.exp) if claims.exp is not None else None,
+                audience=_audience(claims.aud),
+                binding=_bound_key(cnf),
+            ))
+        return ref
+
+    def _subject(self, sub: str | None) -> Subject | None:
+        if not sub:
+            return None
+        return self._subjects.get(sub) or self._subjects.put(sub, Subject(id=sub))
+
+    def _network(self, ip: str | None, user_agent: str | None) -> Network:
+        key = (ip, user_agent)
+        return self._networks.get(key) or self._networks.put(key, Network(ip=ip, user_agent=user_agent))
+
+    def _scopes(self, value: str | list[str] | None) -> tuple[str, ...]:
+        if not isinstance(value, str):
+            return split_scopes(value)
+        found = self._scope_sets.get(value)
+        if found is None:
+            found = self._scope_sets.put(value, tuple(sorted(set(split_scopes(value)))))
+        return found
+
+    def _outcome(self, status: int) -> Outcome:
+        found = self._outcomes.get(status)
+        if found is None:
+            ok = status < 400
+            found = self._outcomes[status] = Outcome(
+                result="success" if ok else "failure", reason=None if ok else f"HTTP {status}"
+            )
+        return found
 
 
 def _to_utc(value: datetime | float) -> datetime:

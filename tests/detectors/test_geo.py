@@ -54,7 +54,8 @@ def test_symmetric_and_bounded(lat1: float, lon1: float, lat2: float, lon2: floa
 
 @given(lat, lon, lat, lon, lat, lon)
 def test_triangle_inequality(a1: float, o1: float, a2: float, o2: float, a3: float, o3: float) -> None:
-    assert haversine_km(a1, o1, a3, o3) <= haversine_km(a1, o1, a2, o2) + haversine_km(a2, o2, a3, o3) + 1e-6
+    # 1 m of slack: haversine loses a few digits near antipodal points.
+    assert haversine_km(a1, o1, a3, o3) <= haversine_km(a1, o1, a2, o2) + haversine_km(a2, o2, a3, o3) + 1e-3
 
 
 def test_effective_distance_subtracts_both_radii_and_never_goes_negative() -> None:
