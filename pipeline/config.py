@@ -121,6 +121,22 @@ def _first_error(exc: ValidationError) -> str:
 
 # -- documented defaults --------------------------------------------------------
 
+def rules_markdown() -> str:
+    """The rule table of README "Detection rules", from the detectors' metadata."""
+    rows = [
+        "| rule | severity (risk) | response | MITRE ATT&CK | what it means |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for cls in DETECTORS.values():
+        for rule in cls.rules:
+            techniques = ", ".join(tid for tid, _ in rule.techniques)
+            rows.append(
+                f"| `{rule.id}` | {rule.severity} ({rule.risk_score}) | {rule.response} "
+                f"| {techniques} | {rule.description} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
 def defaults_toml() -> str:
     """Every configuration key with its default and description, as TOML."""
     lines = [
