@@ -278,7 +278,7 @@ class StateStore:
         scope = table.get(key)
         if scope is None:
             scope = table[key] = ScopeState()
-            self._scope_wheel[_bucket(event.epoch + self.limits.revocation_retention_s)].append((name, key))
+            self._scope_wheel[_bucket(event.epoch + self.limits.expired_retention_s)].append((name, key))
         scope.last_seen = max(scope.last_seen, event.epoch)
         return scope
 
@@ -306,8 +306,9 @@ class StateStore:
     def expire(self, watermark: float) -> int:
         """Drop state whose deadline event time has passed; returns tokens dropped.
 
-        A family/session/subject record (and its revocation) is kept while any
-        token linked to it is alive, and ``revocation_retention_s`` after that.
+        A family/session/subject record is kept while any token linked to it is
+        alive; after that for ``revocation_retention_s`` if it records a
+        revocation, logout or disable, else for ``expired_retention_s``.
         """
         dropped = 0
         for slot in [b for b in self._wheel if b * _BUCKET_S < watermark]:
@@ -332,7 +333,9 @@ class StateStore:
                 if alive:
                     scope.tokens = alive
                     scope.last_seen = max(scope.last_seen, watermark)
-                deadline = scope.last_seen + self.limits.revocation_retention_s
+                has_fact = scope.revoked or scope.ended or scope.disabled
+                keep = self.limits.revocation_retention_s if has_fact else self.limits.expired_retention_s
+                deadline = scope.last_seen + keep
                 if deadline < watermark:
                     del table[key]
                 else:

@@ -1,0 +1,84 @@
+"""Lineage state: what it records, and that it forgets, so memory stays bounded."""
+
+from __future__ import annotations
+
+from detectors.state import StateLimits, StateStore
+from tests.factories import BERLIN_HOME, BERLIN_MOBILE, T0, event
+
+
+def test_issue_use_and_rotation_are_recorded() -> None:
+    store = StateStore()
+    store.apply(event("issued", 0, token="rt-1", token_type="refresh", family="fam", session="s", scopes=("a",)))
+    store.apply(event("refreshed", 60, token="rt-2", token_type="refresh", parent="rt-1", family="fam", session="s"))
+    store.apply(event("used", 70, token="at-1", family="fam", session="s", scopes=("a",)))
+    assert store.tokens["rt-1"].rotation is not None and store.tokens["rt-1"].rotation.time == T0.timestamp() + 60
+    assert store.tokens["rt-1"].scopes == frozenset({"a"}) and store.tokens["rt-1"].issue is not None
+    assert store.families["fam"].scopes == frozenset({"a"})
+    assert set(store.sessions["s"].tokens or ()) == {"rt-1", "rt-2", "at-1"}
+    assert [u.event_id for u in store.tokens["at-1"].uses] != []
+
+
+def test_failed_redemption_does_not_count_as_rotation() -> None:
+    store = StateStore()
+    store.apply(event("refreshed", 60, token="rt-2", token_type="refresh", parent="rt-1", success=False))
+    assert store.tokens["rt-1"].rotation is None
+
+
+def test_same_context_uses_keep_first_and_latest_only() -> None:
+    store = StateStore(StateLimits(recent_uses=4))
+    for t in range(10):
+        store.apply(event("used", t, token="at-1", place=BERLIN_HOME))
+    store.apply(event("used", 20, token="at-1", place=BERLIN_MOBILE))
+    times = [u.time - T0.timestamp() for u in store.tokens["at-1"].uses]
+    assert times == [0, 9, 20]
+
+
+def test_revocations_keep_the_earliest_time() -> None:
+    store = StateStore()
+    store.apply(event("revoked", 50, token="at-1", revoke="token"))
+    store.apply(event("revoked", 40, token="at-1", revoke="token"))
+    store.apply(event("revoked", 30, token=None, session="s-1", revoke="session"))
+    assert store.tokens["at-1"].revoked.time == T0.timestamp() + 40
+    assert store.sessions["s-1"].revoked.time == T0.timestamp() + 30
+
+
+def test_expired_tokens_are_forgotten_after_retention() -> None:
+    limits = StateLimits(expired_retention_s=600, idle_ttl_s=86_400)
+    store = StateStore(limits)
+    store.apply(event("issued", 0, token="at-1", expires_in=300))
+    assert store.expire(T0.timestamp() + 300 + 590) == 0
+    assert store.expire(T0.timestamp() + 300 + 700) == 1
+    assert "at-1" not in store.tokens
+
+
+def test_idle_tokens_without_expiry_are_forgotten_and_activity_extends_them() -> None:
+    store = StateStore(StateLimits(idle_ttl_s=3600))
+    store.apply(event("used", 0, token="opaque", expires_in=None))
+    store.apply(event("used", 3000, token="opaque", expires_in=None))
+    assert store.expire(T0.timestamp() + 3700) == 0  # last seen at 3000
+    assert store.expire(T0.timestamp() + 6700) == 1
+
+
+def test_revocation_record_outlives_its_last_token_by_the_retention() -> None:
+    store = StateStore(StateLimits(expired_retention_s=60, revocation_retention_s=3600))
+    store.apply(event("issued", 0, token="at-1", family="fam", expires_in=300))
+    store.apply(event("revoked", 10, token="at-1", family="fam", revoke="family"))
+    store.expire(T0.timestamp() + 1000)
+    assert "at-1" not in store.tokens and "fam" in store.families
+    store.expire(T0.timestamp() + 3600 + 1100)
+    assert "fam" not in store.families
+
+
+def test_memory_stays_bounded_on_an_endless_stream() -> None:
+    """Two days of a new token every 10 s: tracked tokens plateau at ~ retention / 10 s."""
+    store = StateStore(StateLimits(expired_retention_s=600))
+    sizes = []
+    for i in range(2 * 86_400 // 10):
+        t = i * 10
+        store.apply(event("issued", t, token=f"at-{i}", family=f"f-{i}", session=f"s-{i}", expires_in=300))
+        store.apply(event("used", t + 5, token=f"at-{i}", session=f"s-{i}"))
+        if i % 60 == 0:
+            store.expire(T0.timestamp() + t)
+            sizes.append((len(store.tokens), len(store.families), len(store.sessions)))
+    assert max(max(s) for s in sizes[-100:]) <= 200  # (300 s life + 600 s retention + wheel) / 10 s, x2
+    assert max(sizes[-100:]) == max(sizes[100:200])  # a plateau, not growth
