@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.traffic import generate  # noqa: E402
-from pipeline.batch import DetectRun, build_engine  # noqa: E402
+from pipeline.batch import DetectRun, build_engine, settle_heap  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.enrich import Enricher  # noqa: E402
 from pipeline.normalize import Normalizer  # noqa: E402
@@ -29,6 +29,8 @@ HASHER = make_token_hasher(b"benchmark-key-0123456789abcdef")
 
 def bench_detect(lines: list[bytes], settings: Settings) -> tuple[float, int]:
     enricher = Enricher(settings.enrich)
+    enricher.warm()
+    settle_heap()
     run = DetectRun(settings, HASHER, io.BytesIO(), io.BytesIO(), None, enricher)
     started = time.perf_counter()
     run.feed(lines, "bench")

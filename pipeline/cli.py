@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from pipeline.batch import DetectRun, Summary
+from pipeline.batch import DetectRun, Summary, settle_heap
 from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, rules_markdown
 from pipeline.enrich import Enricher
 from pipeline.secrets import SecretError, token_hash_key
@@ -80,7 +79,7 @@ def run_detect(
     hasher = make_token_hasher(token_hash_key())
     enricher = Enricher(settings.enrich)
     enricher.warm()
-    _settle_heap()
+    settle_heap()
     with _lazy_writer(dead_path) as dead_out, _open_input(input_name) as lines:
         run = DetectRun(settings, hasher, output, dead_out, fmt, enricher)
         run.feed(lines, "stdin" if input_name == "-" else input_name)
@@ -112,15 +111,6 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_config_defaults(args: argparse.Namespace) -> int:
     sys.stdout.write(defaults_toml())
     return 0
-
-
-def _settle_heap() -> None:
-    """Move the loaded geo tables (~1.5M objects) out of the garbage collector's
-    sight, and collect young objects less often: the detection loop allocates
-    many short-lived objects and few cycles (~10% faster, measured)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 @contextlib.contextmanager
