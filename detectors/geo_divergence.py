@@ -403,7 +403,7 @@ class GeoDivergenceDetector(Detector):
         if country_changed:
             changes.append(f"country {issue.country} → {use.country}")
         if net_changed:
-            changes.append(f"network {issue.net} → {use.net}")
+            changes.append(f"network {_network_name(issue)} → {_network_name(use)}")
         network_kind = ", a hosting/anonymising network," if hosting else ""
         more = f" (and {others} more such use{'s' if others > 1 else ''})" if others else ""
         issue_place = describe.place(issue, address=False, asn=True)
@@ -424,8 +424,8 @@ class GeoDivergenceDetector(Detector):
             details={
                 "issue_country": issue.country,
                 "use_country": use.country,
-                "issue_network": issue.net,
-                "use_network": use.net,
+                "issue_network": _network_name(issue),
+                "use_network": _network_name(use),
                 "country_changed": country_changed,
                 "network_changed": net_changed,
                 "use_hosting": hosting,
@@ -463,3 +463,8 @@ def _point_evidence(point: _Point) -> EvidenceItem:
 def _later(seconds: float) -> str:
     """How long after the earlier of two events the later one happened: "20 minutes later"."""
     return "in the same second" if abs(seconds) < 1 else f"{describe.duration(seconds, words=True)} later"
+
+
+def _network_name(obs: Observation) -> str | None:
+    """How a network reads in a summary: the AS name as the source spelled it, else the AS number."""
+    return obs.as_org or (f"AS{obs.asn}" if obs.asn else None)

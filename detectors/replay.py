@@ -17,7 +17,7 @@ from pydantic import Field
 
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
-from detectors.state import Observation, StateStore, TokenState
+from detectors.state import network_key, Observation, StateStore, TokenState
 from schemas.alerts import EvidenceItem
 from schemas.events import Binding, CanonicalEvent, EventKind, TokenRef
 
@@ -253,8 +253,8 @@ class ReplayDetector(Detector):
         """
         window = self._concurrent
         net = event.network
-        egress, asn = net.egress, net.asn
-        as_net = f"AS{asn}" if asn else net.as_org
+        egress = net.egress
+        as_net = network_key(net.as_org, net.asn)
         proof = event.request.proof if event.request is not None else None
         key = f"{proof.method}:{proof.value}" if proof is not None and check_keys else None
         best: Observation | None = None

@@ -58,7 +58,7 @@ class Observation:
         self.ip: str | None = net.ip or net.service
         self.asn: int | None = net.asn
         self.as_org: str | None = net.as_org
-        self.net: str | None = _net_key(net.asn) if net.asn else net.as_org
+        self.net: str | None = network_key(net.as_org, net.asn)
         self.egress: str | None = net.egress
         self.hosting: bool | None = net.hosting
         if geo is not None:
@@ -350,14 +350,20 @@ def _bucket(deadline: float) -> int:
     return int(deadline // _BUCKET_S) + 1
 
 
-_NET_KEYS: dict[int, str] = {}
+_NET_KEYS: dict[tuple[str | None, int | None], str | None] = {}
 
 
-def _net_key(asn: int) -> str:
-    key = _NET_KEYS.get(asn)
-    if key is None:
-        key = _NET_KEYS[asn] = sys.intern(f"AS{asn}")
-    return key
+def network_key(as_org: str | None, asn: int | None) -> str | None:
+    """The network identity compared across events: the AS organisation name,
+    case-folded (sources spell it differently: "deutsche telekom ag" from Okta,
+    "Deutsche Telekom AG" from the IP data), else the AS number."""
+    key = (as_org, asn)
+    found = _NET_KEYS.get(key, "")
+    if found == "":
+        if len(_NET_KEYS) > 100_000:
+            _NET_KEYS.clear()
+        found = _NET_KEYS[key] = sys.intern(as_org.casefold()) if as_org else (f"AS{asn}" if asn else None)
+    return found
 
 
 def _earliest(current: Observation | None, new: Observation) -> Observation:

@@ -31,6 +31,7 @@ class EventKind(StrEnum):
     SESSION_STARTED = "session_started"
     SESSION_ENDED = "session_ended"
     PRINCIPAL_DISABLED = "principal_disabled"
+    REUSE_REPORTED = "reuse_reported"  # the IdP itself detected refresh-token reuse (Okta detect_reuse)
 
 
 class TokenType(StrEnum):
@@ -92,6 +93,9 @@ class Network(Frozen):
     hosting: bool | None = Field(default=None, description="Hosting, cloud, VPN or Tor network")
     egress: str | None = Field(
         default=None, description="Name of the allowlisted corporate/VPN/cloud egress range matched"
+    )
+    provider: str | None = Field(
+        default=None, description="Cloud provider the address belongs to (aws, gcp, azure, …), if any"
     )
     device_id: str | None = None
 
