@@ -113,6 +113,8 @@ class PostRevocationDetector(Detector):
                 return []
             return self._check_use(event, state)
         if kind is EventKind.REVOKED or kind is EventKind.SESSION_ENDED or kind is EventKind.PRINCIPAL_DISABLED:
+            if event.outcome.result == "failure":
+                return []  # a revocation that failed revoked nothing
             return self._retro(event, state)
         return []
 
@@ -123,7 +125,10 @@ class PostRevocationDetector(Detector):
         ts = state.tokens.get(ref.id)
         t = event.epoch
         lag = self.config.propagation_lag_s
-        subject = event.subject.id if event.subject else (ts.subject_id if ts else None)
+        # The use may name the subject differently from the IdP (a JWT `sub` that is the
+        # login, where IdP events carry the user id): prefer the one the state knows.
+        candidates = [s for s in (event.subject.id if event.subject else None, ts.subject_id if ts else None) if s]
+        subject = next((s for s in candidates if s in state.subjects), candidates[0] if candidates else None)
         sub = state.subjects.get(subject) if subject else None
         issued = ref.issued_at.timestamp() if ref.issued_at else _issued_at(ts)
         within: float | None = None

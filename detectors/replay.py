@@ -1,11 +1,12 @@
 """Replay: one token, two holders.
 
 A bearer token has exactly one legitimate holder. Four rules look for a second
-one: a rotated refresh token redeemed again (RFC 9700 §4.14.2), one token used
-from two networks at once, a proof-of-possession key that does not match the
-token's binding (RFC 9449 DPoP, RFC 8705 mTLS), and one request id accepted
-twice. Every comparison is by absolute event-time distance, so an event that
-arrives late is judged exactly like one that arrived on time.
+one: a rotated refresh token redeemed again (RFC 9700 §4.14.2, or the IdP says
+so itself), one token used from two networks at once, a token used away from
+what it is bound to — a proof-of-possession key (RFC 9449 DPoP, RFC 8705
+mTLS), the cloud it was issued in, the pod it was issued to — and one request
+id accepted twice. Every comparison is by absolute event-time distance, so an
+event that arrives late is judged exactly like one that arrived on time.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.state import network_key, Observation, StateStore, TokenState
 from schemas.alerts import EvidenceItem
-from schemas.events import Binding, CanonicalEvent, EventKind, TokenRef
+from schemas.events import Binding, CanonicalEvent, EventKind, Network, TokenRef
 
 _ALT_AUTH = ("T1550.001", "Use Alternate Authentication Material: Application Access Token")
 _STEAL = ("T1528", "Steal Application Access Token")
@@ -34,7 +35,8 @@ REFRESH_REUSE = RuleMeta(
     response="revoke_family",
     description=(
         "A refresh token that was already rotated was redeemed again after the grace period, "
-        "or inside it from another client or network: two parties hold it (RFC 9700 §4.14.2)."
+        "or inside it from another client or network, or the IdP itself reported its reuse "
+        "(Okta refresh-token reuse detection): two parties hold it (RFC 9700 §4.14.2)."
     ),
 )
 CONCURRENT_USE = RuleMeta(
@@ -59,8 +61,10 @@ BINDING_MISMATCH = RuleMeta(
     techniques=(_ALT_AUTH, _STEAL),
     response="revoke_token",
     description=(
-        "A request was accepted with a key (DPoP/mTLS), pod or network other than the one the "
-        "token is bound to, or a DPoP/mTLS-bound token was accepted without any proof."
+        "A request was accepted with a key (DPoP/mTLS) or pod other than the one the token is bound "
+        "to, or a DPoP/mTLS-bound token without any proof; cloud credentials issued to a provider's "
+        "service were used from outside that provider (credential exfiltration); a pod-bound "
+        "Kubernetes token was used from an address other than its pod's (or its node's)."
     ),
 )
 DUPLICATE_REQUEST = RuleMeta(
@@ -76,6 +80,13 @@ DUPLICATE_REQUEST = RuleMeta(
 
 _PROOF_METHODS = ("dpop", "mtls")  # a bound token of these methods must prove the key on every request
 _METHOD_LABEL = {"dpop": "DPoP key", "mtls": "mTLS certificate", "pod": "pod", "network": "network"}
+# Credentials issued to a cloud service and used away from it: the technique is
+# named in the alert details (a stolen DPoP key is not a metadata-API theft).
+_METADATA_API = "T1552.005 Unsecured Credentials: Cloud Instance Metadata API"
+_PROVIDER_SERVICE = {"aws": "an AWS service", "gcp": "a Google Cloud service", "azure": "an Azure service"}
+_SOURCE_LABEL = {"okta": "Okta", "keycloak": "Keycloak", "entra": "Microsoft Entra ID"}
+# A pod's learned address: (address, first use time, its event id, its token id, its source, last use time)
+_PodAddress = tuple[str, float, str, str, str, float]
 _TYPE_LABEL = {
     "access": "Access token",
     "refresh": "Refresh token",
@@ -108,6 +119,21 @@ class ReplayConfig(DetectorConfig):
         default=1_000_000, ge=1,
         description="Memory cap on remembered (token, request id) pairs; the oldest are forgotten first",
     )
+    cloud_providers: tuple[str, ...] = Field(
+        default=("aws", "gcp", "azure", "oracle", "alibaba", "ibm", "tencent", "huawei"),
+        description="Network-binding values that name a cloud provider, compared with the provider of the "
+        "caller's address (network.provider, as enrichment names it); any other network binding (a VPC id) "
+        "is compared only with network proof recorded at the request",
+    )
+    pod_address_ttl_s: float = Field(
+        default=86_400.0, gt=0,
+        description="How long a pod's learned address is remembered after its last use; a pod keeps its "
+        "address for life, its tokens are rotated hourly",
+    )
+    max_tracked_pods: int = Field(
+        default=200_000, ge=1,
+        description="Memory cap on learned pod addresses; the least recently used are forgotten first",
+    )
 
 
 class ReplayDetector(Detector):
@@ -126,6 +152,9 @@ class ReplayDetector(Detector):
         self._concurrent = cfg.concurrent_window_s
         self._dup_window = cfg.duplicate_request_window_s
         self._cap = cfg.max_tracked_requests
+        self._providers = frozenset(name.lower() for name in cfg.cloud_providers)
+        self._pod_ttl = cfg.pod_address_ttl_s
+        self._pod_cap = cfg.max_tracked_pods
 
     # -- dispatch --------------------------------------------------------------
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
@@ -136,20 +165,39 @@ class ReplayDetector(Detector):
             return self._used(event, event.token, state)
         if kind is EventKind.REFRESHED and event.token is not None:
             return self._refreshed(event, event.token, state)
+        if kind is EventKind.REUSE_REPORTED:
+            return self._reported_reuse(event, event.token, state)
         return []
 
     def expire(self, watermark: float, state: StateStore) -> None:
-        """Forget request ids once event time is past their duplicate window."""
+        """Forget request ids once event time is past their duplicate window, and pod
+        addresses once their pod has been quiet for the pod TTL."""
         ns = state.detector_state.get(self.name)
         if not ns:
             return
+        # Both dicts are kept in (re)insertion order, which follows event time closely: oldest first.
         requests: dict[int, tuple[float, str, str]] = ns["requests"]
         horizon = watermark - self._dup_window
         while requests:
-            key = next(iter(requests))  # insertion order is arrival order: oldest first
+            key = next(iter(requests))
             if requests[key][0] >= horizon:
                 break
             del requests[key]
+        pods: dict[str, _PodAddress] = ns["pods"]
+        horizon = watermark - self._pod_ttl
+        while pods:
+            uid = next(iter(pods))
+            if pods[uid][5] >= horizon:
+                break
+            del pods[uid]
+
+    def _ns(self, state: StateStore) -> dict[str, Any]:
+        ns = state.detector_state.get(self.name)
+        if ns is None:
+            ns = state.namespace(self.name)
+            ns["requests"] = {}
+            ns["pods"] = {}
+        return ns
 
     # -- refresh reuse -----------------------------------------------------------
     def _refreshed(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
@@ -190,6 +238,25 @@ class ReplayDetector(Detector):
                      "reuse_outcome": event.outcome.result},
         )]
 
+    def _reported_reuse(self, event: CanonicalEvent, ref: TokenRef | None, state: StateStore) -> list[Finding]:
+        """The IdP detected the reuse itself (Okta refresh-token reuse detection): take its word.
+
+        Without a token in the report the alert is about the session's token family."""
+        known = state.tokens.get(ref.id) if ref is not None else None
+        family = (ref.family_id if ref is not None else None) or (known.family_id if known is not None else None)
+        family = family or event.session_id
+        if ref is None and family is None:
+            return []
+        reporter = _SOURCE_LABEL.get(event.source, event.source)
+        what = f"refresh token {ref.id}" if ref is not None else "a refresh token"
+        summary = f"{reporter} reported reuse of {what}{f' (family {family})' if family else ''} from {describe.place(event)}"
+        key = ref.id if ref is not None else f"family:{family}"
+        return [Finding(
+            rule=REFRESH_REUSE, event=event, key=key, summary=summary,
+            evidence=describe.evidence_with_issue(event, known), family_id=family,
+            details={"refresh_token_id": ref.id if ref is not None else None, "reported_by": event.source},
+        )]
+
     # -- uses ------------------------------------------------------------------
     def _used(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
         known = state.tokens.get(ref.id)
@@ -200,11 +267,11 @@ class ReplayDetector(Detector):
             bound = f"{ref.binding.method}:{ref.binding.value}"
         when = event.epoch
         findings: list[Finding] = []
-        if bound is not None:
-            mismatch = self._binding(event, ref, known, bound, proof)
-            if mismatch is not None:
-                findings.append(mismatch)
-        if known is not None and known.uses:
+        mismatch = self._binding(event, ref, known, bound, proof, state) if bound is not None else None
+        if mismatch is not None:
+            findings.append(mismatch)
+        elif known is not None and known.uses:
+            # A binding mismatch already says "not the holder"; concurrent use would repeat it.
             concurrent = self._concurrent_use(event, ref, known, when, check_keys=bound is None)
             if concurrent is not None:
                 findings.append(concurrent)
@@ -215,7 +282,8 @@ class ReplayDetector(Detector):
         return findings
 
     def _binding(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, bound: str, proof: Binding | None
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, bound: str, proof: Binding | None,
+        state: StateStore,
     ) -> Finding | None:
         method, _, value = bound.partition(":")
         if method in _PROOF_METHODS:
@@ -224,7 +292,12 @@ class ReplayDetector(Detector):
             if proof is not None and proof.method == method and proof.value == value:
                 return None
         elif proof is None or proof.method != method or proof.value == value:
-            return None  # pod/network evidence comes with the request or not at all
+            # No contradicting pod/network proof at the request: judge by the caller's address.
+            if method == "pod":
+                return self._pod_address(event, ref, known, value, state)
+            if method == "network" and (proof is None or proof.method != method) and value.lower() in self._providers:
+                return self._outside_provider(event, ref, known, value)
+            return None
         label = _METHOD_LABEL.get(method, method)
         if proof is None:
             how = f"without proving that {label}"
@@ -241,6 +314,81 @@ class ReplayDetector(Detector):
             evidence=describe.evidence_with_issue(event, known),
             family_id=(known.family_id if known is not None else None) or ref.family_id,
             details={"bound": bound, "proof": f"{proof.method}:{proof.value}" if proof else None},
+        )
+
+    def _outside_provider(
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, provider: str
+    ) -> Finding | None:
+        """Credentials issued to a cloud service (an EC2 instance profile) used from outside that
+        cloud: GuardDuty's InstanceCredentialExfiltration.OutsideAWS. A non-cloud address counts
+        as outside; an address that was not recorded at all cannot be judged."""
+        net = event.network
+        if net.ip is None and net.service is None:
+            return None
+        used_in = _provider_of(net)
+        if used_in == provider.lower():
+            return None
+        holder = _PROVIDER_SERVICE.get(provider.lower(), f"a {provider} service")
+        if ref.type.value == "temporary_credential" or (known is not None and known.type == "temporary_credential"):
+            what, verb = f"Temporary credentials {ref.id}", "were"
+        else:
+            what, verb = f"{_label(ref, known)} {ref.id}", "was"
+        where = f"a {used_in} address outside {provider}" if used_in else f"outside {provider}"
+        summary = (
+            f"{what} issued to {holder} (bound to {provider}) {verb} used from {describe.place(event)}, "
+            f"{where} — the credential exfiltration pattern"
+        )
+        return Finding(
+            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary,
+            evidence=describe.evidence_with_issue(event, known),
+            family_id=(known.family_id if known is not None else None) or ref.family_id,
+            details={"bound": f"network:{provider}", "used_from_provider": used_in,
+                     "related_technique": _METADATA_API},
+        )
+
+    def _pod_address(
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, uid: str, state: StateStore
+    ) -> Finding | None:
+        """A pod-bound token must be used from its pod's address, learned from the first successful
+        use (trust on first use, per pod uid: the kubelet's rotated tokens share it), or from the
+        address that requested the token — the node's, which is also what hostNetwork pods and
+        SNAT-ed pod traffic show."""
+        ip = event.network.ip
+        if not ip:
+            return None
+        node = known.issue.ip if known is not None and known.issue is not None else None
+        pods: dict[str, _PodAddress] = self._ns(state)["pods"]
+        seen = pods.get(uid)
+        when = event.epoch
+        if seen is None:
+            if ip != node:  # the node's address teaches nothing about the pod's
+                pods[uid] = (ip, when, event.event_id, ref.id, event.source, when)
+                if len(pods) > self._pod_cap:
+                    del pods[next(iter(pods))]
+            return None
+        if ip == seen[0]:
+            if when > seen[5]:  # keep the dict in last-seen order for expiry
+                del pods[uid]
+                pods[uid] = (*seen[:5], when)
+            return None
+        if ip == node:
+            return None
+        address, first_time, first_id, first_token, first_source, _ = seen
+        earlier = next((u for u in known.uses if u.event_id == first_id), None) if known is not None else None
+        first_use = earlier.evidence(ref.id) if earlier is not None else EvidenceItem(
+            event_id=first_id, kind=EventKind.USED.value, time=datetime.fromtimestamp(first_time, tz=timezone.utc),
+            source=first_source, token_id=first_token, ip=address, outcome="success",
+        )
+        evidence = sorted((*describe.evidence_with_issue(event, known), first_use), key=lambda item: item.time)
+        summary = (
+            f"Pod-bound {_label(ref, known).lower()} {ref.id} of pod {uid} was used from {describe.place(event)}, "
+            f"not its pod's address {address}{f' or its node address {node}' if node else ''}"
+        )
+        return Finding(
+            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary, evidence=tuple(evidence),
+            family_id=(known.family_id if known is not None else None) or ref.family_id,
+            details={"bound": f"pod:{uid}", "pod_address": address, "node_address": node,
+                     "pod_address_learned_from": first_id},
         )
 
     def _concurrent_use(
@@ -292,10 +440,7 @@ class ReplayDetector(Detector):
         self, event: CanonicalEvent, ref: TokenRef, request_id: str, when: float,
         known: TokenState | None, state: StateStore,
     ) -> Finding | None:
-        ns = state.detector_state.get(self.name)
-        if ns is None:
-            ns = state.namespace(self.name)
-            ns["requests"] = {}
+        ns = self._ns(state)
         # Keyed by a hash of (token, request id): a dict entry of ints and floats
         # instead of two strings per request; kept in arrival order for expiry.
         requests: dict[int, tuple[float, str, str]] = ns["requests"]
@@ -338,6 +483,19 @@ class ReplayDetector(Detector):
             family_id=(known.family_id if known is not None else None) or ref.family_id,
             details={"request_id": request_id, "first_event_id": first_id, "gap_s": round(abs(when - first_time), 3)},
         )
+
+
+def _provider_of(net: Network) -> str | None:
+    """The cloud provider a request came from: the enriched address's provider, "aws" for
+    AWS services acting on the credential's behalf, None for anything else."""
+    if net.provider:
+        return net.provider.lower()
+    service = net.service
+    if service:
+        service = service.lower()
+        # CloudTrail's sourceIPAddress for calls made by AWS services: "ec2.amazonaws.com", "AWS Internal".
+        return "aws" if service.endswith(".amazonaws.com") or service == "aws internal" else None
+    return None
 
 
 def _other_client_context(a: Observation, b: Observation) -> str | None:

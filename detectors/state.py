@@ -200,6 +200,8 @@ class StateStore:
         kind = event.kind
         if kind in (EventKind.ISSUED, EventKind.REFRESHED, EventKind.USED):
             self._apply_token_event(event)
+        elif event.outcome.result == "failure":
+            return  # a revocation, logout or disable that failed changed nothing
         elif kind is EventKind.REVOKED:
             self._apply_revocation(event)
         elif kind is EventKind.SESSION_ENDED and event.session_id:

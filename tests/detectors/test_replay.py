@@ -14,7 +14,7 @@ from detectors import DETECTORS
 from detectors.replay import ReplayConfig, ReplayDetector
 from detectors.state import StateStore
 from pipeline.alerting import alert_id
-from schemas.events import Binding, CanonicalEvent
+from schemas.events import Binding, CanonicalEvent, Network
 from tests.factories import (
     BERLIN_HOME,
     BERLIN_MOBILE,
@@ -37,6 +37,46 @@ KEY_A = Binding(method="dpop", value="jkt-AAAA")
 KEY_B = Binding(method="dpop", value="jkt-BBBB")
 # A second uplink of the same allowlisted VPN concentrator: other IP and ASN, same egress name.
 CORP_VPN_TOKYO_2 = Place("198.51.100.20", "JP", "Tokyo", 35.69, 139.70, 17676, "SoftBank Corp.", egress="corp-vpn")
+
+
+# Cloud and cluster addresses. Place has no provider field: ``on`` adds it (and other network facts).
+AWS_FRANKFURT = Place("3.120.15.20", "DE", "Frankfurt", 50.11, 8.68, 16509, "AMAZON-02", hosting=True)
+GCP_EEMSHAVEN = Place("34.90.1.1", "NL", "Eemshaven", 53.44, 6.83, 396982, "GOOGLE-CLOUD-PLATFORM", hosting=True)
+ON_AWS = Binding(method="network", value="aws")
+AKID = "ASIAQEXAMPLE7KEY"
+POD_UID = "7d3c1e52-9b1a-4c8e-a0f2-5b6c7d8e9f01"
+POD = Binding(method="pod", value=POD_UID)
+NODE_IP, POD_IP, OTHER_IP = "10.0.1.7", "10.20.3.41", "10.99.0.5"
+SA = "system:serviceaccount:shop:checkout"
+SA_LIFE = 3_607.0
+
+
+def on(ev: CanonicalEvent, place: Place | None = None, **network: object) -> CanonicalEvent:
+    """``ev`` seen from ``place`` (or from no address), with extra network facts such as
+    ``provider`` or ``service`` — what enrichment and the cloud adapters fill in."""
+    base = place.network() if place is not None else Network()
+    return ev.model_copy(update={"network": base.model_copy(update=network)})
+
+
+def sts(t: float, kind: str = "used", **kw: object) -> CanonicalEvent:
+    """CloudTrail: temporary credentials of an EC2 instance profile (issued at t=0 for 6 h)."""
+    return event(kind, t, token=AKID, token_type="temporary_credential", expires_in=6 * 3_600.0 - t,
+                 subject="arn:aws:sts::111122223333:assumed-role/web/i-0abc", client=None, place=None,
+                 source="cloudtrail", **kw)  # type: ignore[arg-type]
+
+
+def instance_profile() -> CanonicalEvent:
+    """EC2 assumed the instance role: the credentials are bound to AWS."""
+    return on(sts(0, "issued", bound=ON_AWS, grant_type="AssumeRole"), service="ec2.amazonaws.com")
+
+
+def pod_token(
+    t: float, ip: str | None, kind: str = "used", token: str = "sa-tok-1", pod: Binding = POD, **kw: object
+) -> CanonicalEvent:
+    """k8s: a projected service-account token of ``pod`` (the adapter keeps the binding on uses)."""
+    ev = event(kind, t, token=token, token_type="service_account", bound=pod, expires_in=SA_LIFE - t,
+               subject=SA, client=None, place=None, source="k8s", **kw)  # type: ignore[arg-type]
+    return on(ev, ip=ip)
 
 
 def login(t: float = 0.0, bound: Binding | None = None, place: Place = BERLIN_HOME) -> list[CanonicalEvent]:
@@ -72,6 +112,7 @@ def test_registered_with_four_rules_and_documented_thresholds() -> None:
     assert [t[0] for t in reuse.techniques] == ["T1550.001", "T1528"]
     config = ReplayConfig()
     assert (config.refresh_grace_s, config.concurrent_window_s, config.duplicate_request_window_s) == (30, 60, 300)
+    assert "aws" in config.cloud_providers and config.pod_address_ttl_s == DAY
     assert all(field.description for name, field in ReplayConfig.model_fields.items() if name != "enabled")
     with pytest.raises(ValueError):
         engine({"replay": {"refresh_grace": 10}})
@@ -196,6 +237,46 @@ def test_grace_is_configurable() -> None:
     assert run(events, {**ONLY_REPLAY, "replay": {"refresh_grace_s": 60}}) == []
 
 
+# -- reuse reported by the IdP ----------------------------------------------------------
+
+def reported(t: float, token: str = "rt-1", family: str = "fam-1", place: Place = SINGAPORE_VPS) -> CanonicalEvent:
+    """Okta's own refresh-token reuse detection fired for ``token``."""
+    return event("reuse_reported", t, token=token, token_type="refresh", family=family, session="s-1",
+                 place=place, source="okta")
+
+
+def test_idp_reported_reuse() -> None:
+    issue = login()
+    report = reported(500)
+    alerts = run([*issue, use(10), report], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.refresh_reuse", "rt-1")]
+    alert = alerts[0]
+    assert alert.alert.summary == (
+        "Okta reported reuse of refresh token rt-1 (family fam-1) from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC)"
+    )
+    assert (alert.response.action, alert.token.family_id) == ("revoke_family", "fam-1")
+    assert alert.details == {"refresh_token_id": "rt-1", "reported_by": "okta"}
+    assert [e.event_id for e in alert.evidence] == [issue[0].event_id, report.event_id]
+    # The report alone, for a token we never saw minted, is still the IdP's word.
+    alone = run([reported(500, token="rt-9", family="fam-9", place=BERLIN_HOME)])
+    assert rule_hits(alone) == [("replay.refresh_reuse", "rt-9")]
+    assert alone[0].alert.summary == (
+        "Okta reported reuse of refresh token rt-9 (family fam-9) from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG)"
+    )
+
+
+def test_idp_report_and_our_own_reuse_detection_fold_into_one_alert() -> None:
+    reuse = refresh(360, "rt-2x", place=SINGAPORE_VPS)
+    report = reported(361)
+    alerts = run([*login(), refresh(60, "rt-2"), reuse, report, report], ONLY_REPLAY)
+    assert [(a.rule.id, a.token.id, a.alert.count) for a in alerts] == [("replay.refresh_reuse", "rt-1", 2)]
+
+
+def test_reuse_report_without_a_token_or_a_plain_refresh_is_benign() -> None:
+    assert run([*login(), event("reuse_reported", 500, place=SINGAPORE_VPS, source="okta")]) == []
+    assert run([*login(), refresh(600, "rt-2", source="okta"), use(700)]) == []
+
+
 # -- concurrent use ------------------------------------------------------------------
 
 def test_concurrent_use_berlin_and_singapore() -> None:
@@ -304,6 +385,126 @@ def test_correct_dpop_proof_is_benign() -> None:
 
 def test_failed_use_with_wrong_proof_is_benign() -> None:
     assert run([*login(bound=KEY_A), use(10, proof=KEY_B, success=False), use(20, success=False)]) == []
+
+
+# -- network-bound cloud credentials --------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("place", "provider", "where"),
+    [
+        (Place("5.255.255.5", "NL", "Amsterdam", 52.37, 4.89, 1136, "KPN B.V."), None,
+         "5.255.255.5 (Amsterdam, NL, KPN B.V.), outside aws"),
+        (SINGAPORE_VPS, None, "139.59.1.1 (Singapore, SG, DigitalOcean, LLC), outside aws"),
+        (GCP_EEMSHAVEN, "gcp", "34.90.1.1 (Eemshaven, NL, GOOGLE-CLOUD-PLATFORM), a gcp address outside aws"),
+    ],
+)
+def test_instance_credentials_used_outside_aws(place: Place, provider: str | None, where: str) -> None:
+    issue = instance_profile()
+    stolen = on(sts(600), place, provider=provider)
+    alerts = run([issue, on(sts(10), AWS_FRANKFURT, provider="aws"), stolen], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.binding_mismatch", AKID)]
+    alert = alerts[0]
+    assert alert.alert.summary == (
+        f"Temporary credentials {AKID} issued to an AWS service (bound to aws) were used from {where}"
+        " — the credential exfiltration pattern"
+    )
+    assert (alert.alert.severity, alert.response.action) == ("high", "revoke_token")
+    assert [e.event_id for e in alert.evidence] == [issue.event_id, stolen.event_id]
+    assert alert.details["used_from_provider"] == provider
+    assert alert.details["related_technique"] == "T1552.005 Unsecured Credentials: Cloud Instance Metadata API"
+
+
+def test_instance_credentials_used_outside_aws_soon_after_inside_is_one_alert() -> None:
+    # Also a network change within a minute: the binding rule says more, concurrent use stays quiet.
+    alerts = run([instance_profile(), on(sts(10), AWS_FRANKFURT, provider="aws"), on(sts(20), SINGAPORE_VPS)],
+                 ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.binding_mismatch", AKID)]
+
+
+def test_instance_credentials_used_inside_aws_are_benign() -> None:
+    events = [
+        instance_profile(),
+        on(sts(10), AWS_FRANKFURT, provider="aws"),
+        on(sts(20), service="s3.amazonaws.com"),  # S3 acting on the role's behalf
+        on(sts(30), service="AWS Internal"),
+        on(sts(40), AWS_FRANKFURT, provider="AWS"),
+    ]
+    assert run(events) == []
+
+
+def test_instance_credentials_failed_or_from_an_unrecorded_address_are_benign() -> None:
+    assert run([instance_profile(), on(sts(10, success=False), SINGAPORE_VPS), sts(20)]) == []
+
+
+def test_binding_to_a_provider_known_only_from_the_presented_credential() -> None:
+    ev = on(sts(10, bound=ON_AWS), BERLIN_HOME)
+    assert rule_hits(run([ev], ONLY_REPLAY)) == [("replay.binding_mismatch", AKID)]
+
+
+# -- pod-bound Kubernetes tokens -------------------------------------------------------------
+
+def test_pod_token_used_from_another_address() -> None:
+    issue = pod_token(0, NODE_IP, "issued", grant_type="TokenRequest")
+    first, stolen = pod_token(10, POD_IP), pod_token(30, OTHER_IP)
+    alerts = run([issue, first, pod_token(20, POD_IP), stolen], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.binding_mismatch", "sa-tok-1")]
+    alert = alerts[0]
+    assert alert.alert.summary == (
+        f"Pod-bound service-account token sa-tok-1 of pod {POD_UID} was used from {OTHER_IP}, "
+        f"not its pod's address {POD_IP} or its node address {NODE_IP}"
+    )
+    assert [e.event_id for e in alert.evidence] == [issue.event_id, first.event_id, stolen.event_id]
+    assert alert.details["pod_address"] == POD_IP and alert.details["node_address"] == NODE_IP
+
+
+def test_pod_address_is_learned_per_pod_across_rotated_tokens() -> None:
+    """The kubelet rotates the token; the pod (and its address) stay. The first use has long
+    left the new token's state, so its evidence is rebuilt from what was learned."""
+    first = pod_token(10, POD_IP)
+    events = [first, *(pod_token(20 + i, POD_IP) for i in range(6)),
+              pod_token(2_900, NODE_IP, "issued", token="sa-tok-2", grant_type="TokenRequest"),
+              pod_token(2_910, POD_IP, token="sa-tok-2"), pod_token(2_920, OTHER_IP, token="sa-tok-2")]
+    alerts = run(events, ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.binding_mismatch", "sa-tok-2")]
+    evidence = alerts[0].evidence
+    assert (evidence[0].event_id, evidence[0].token_id, evidence[0].ip) == (first.event_id, "sa-tok-1", POD_IP)
+
+
+def test_pod_token_from_its_pod_or_its_node_is_benign() -> None:
+    issue = pod_token(0, NODE_IP, "issued", grant_type="TokenRequest")
+    assert run([issue, pod_token(10, POD_IP), pod_token(20, POD_IP)]) == []
+    # hostNetwork pods and SNAT-ed pod traffic show the node's address; it teaches nothing about the pod's.
+    assert run([issue, pod_token(10, NODE_IP), pod_token(20, POD_IP), pod_token(30, NODE_IP),
+                pod_token(40, POD_IP)]) == []
+
+
+def test_pod_token_failed_or_unaddressed_use_from_elsewhere_is_benign() -> None:
+    issue = pod_token(0, NODE_IP, "issued", grant_type="TokenRequest")
+    assert run([issue, pod_token(10, POD_IP), pod_token(20, OTHER_IP, success=False), pod_token(30, None)]) == []
+
+
+def test_pod_token_presenting_another_pod_is_a_mismatch() -> None:
+    other = Binding(method="pod", value="0b0e-other-pod")
+    alerts = run([pod_token(0, NODE_IP, "issued"), pod_token(10, POD_IP, proof=other)], ONLY_REPLAY)
+    assert rule_hits(alerts) == [("replay.binding_mismatch", "sa-tok-1")]
+    assert f"bound to pod {POD_UID} but was accepted with pod 0b0e-other-pod" in alerts[0].alert.summary
+
+
+def test_pod_addresses_expire_after_the_pod_is_quiet_and_are_capped() -> None:
+    eng = engine(ONLY_REPLAY, expire_every_s=1)
+    for ev in [pod_token(0, POD_IP), pod_token(DAY / 2, POD_IP)]:
+        eng.submit(ev)
+    eng.flush()
+    assert list(eng.state.namespace("replay")["pods"]) == [POD_UID]
+    eng.submit(event("session_started", DAY / 2 + DAY + 10, session="s-x"))  # event time moves on
+    eng.flush()
+    assert eng.state.namespace("replay")["pods"] == {}
+
+    capped = engine({**ONLY_REPLAY, "replay": {"max_tracked_pods": 2}})
+    for i in range(4):
+        capped.submit(pod_token(i, f"10.20.0.{i}", token=f"sa-{i}", pod=Binding(method="pod", value=f"pod-{i}")))
+    capped.flush()
+    assert list(capped.state.namespace("replay")["pods"]) == ["pod-2", "pod-3"]
 
 
 # -- duplicate request -------------------------------------------------------------------

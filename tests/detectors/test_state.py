@@ -82,3 +82,11 @@ def test_memory_stays_bounded_on_an_endless_stream() -> None:
             sizes.append((len(store.tokens), len(store.families), len(store.sessions)))
     assert max(max(s) for s in sizes[-100:]) <= 200  # (300 s life + 600 s retention + wheel) / 10 s, x2
     assert max(sizes[-100:]) == max(sizes[100:200])  # a plateau, not growth
+
+
+def test_failed_revocation_logout_and_disable_change_nothing() -> None:
+    store = StateStore()
+    store.apply(event("revoked", 10, token="at-1", revoke="token", success=False))
+    store.apply(event("session_ended", 10, session="s-1", success=False))
+    store.apply(event("principal_disabled", 10, success=False))
+    assert "at-1" not in store.tokens and store.sessions == {} and store.subjects == {}
