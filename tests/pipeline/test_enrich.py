@@ -16,8 +16,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.enrich import DEFAULT_HOSTING_ASNS, EnrichConfig, Enricher
-from pipeline.geoip import IpLocator, country_positions, geoip2fast_source, parse_ip
+from pipeline.enrich import (
+    DEFAULT_HOSTING_AS_ORGS,
+    DEFAULT_HOSTING_ASNS,
+    DEFAULT_PROVIDER_ASNS,
+    DEFAULT_PROVIDERS,
+    EnrichConfig,
+    Enricher,
+)
+from pipeline.geoip import IpLocator, country_code, country_positions, geoip2fast_source, parse_ip
 from schemas.events import CanonicalEvent, Geo, Network
 from tests.factories import BERLIN_HOME, event
 
@@ -171,6 +178,180 @@ def test_hosting_by_configured_cidr_and_asn() -> None:
 
 def test_default_hosting_asns_include_the_big_clouds() -> None:
     assert {16509, 15169, 8075, 14061, 24940}.issubset(DEFAULT_HOSTING_ASNS)
+
+
+# --- cloud provider --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "provider"),
+    [
+        ("3.120.5.5", "aws"),  # AMAZON-02 (EC2 Frankfurt)
+        ("52.95.110.1", "aws"),  # AMAZON-02
+        ("15.177.1.1", "aws"),  # AMAZON-AES
+        ("2600:1f18::1", "aws"),  # AMAZON-AES, IPv6
+        ("35.190.1.1", "gcp"),  # GOOGLE
+        ("34.64.1.1", "gcp"),  # Google Asia Pacific Pte. Ltd.
+        ("34.102.136.180", "gcp"),  # GOOGLE-CLOUD-PLATFORM
+        ("20.50.1.1", "azure"),  # MICROSOFT-CORP-MSN-AS-BLOCK
+        ("40.74.1.1", "azure"),
+        ("129.146.1.1", "oracle"),  # ORACLE-BMC-31898
+        ("47.88.1.1", "alibaba"),  # Alibaba US Technology Co., Ltd.
+        ("139.59.1.1", "digitalocean"),  # DIGITALOCEAN-ASN
+        ("79.200.1.10", None),  # Deutsche Telekom: residential
+        ("23.228.128.1", None),  # GOOGLE-FIBER: residential, not GCP
+        ("10.0.0.1", None),  # private
+    ],
+)
+def test_provider_by_shipped_as_name(enricher: Enricher, ip: str, provider: str | None) -> None:
+    assert enricher(ev(ip=ip)).network.provider == provider
+
+
+@pytest.mark.parametrize(
+    ("service", "provider"),
+    [
+        ("ec2.amazonaws.com", "aws"),
+        ("sts.AmazonAWS.com.", "aws"),
+        ("AWS Internal", "aws"),  # CloudTrail's sourceIPAddress for AWS-internal calls
+        ("notamazonaws.com", None),  # a suffix, not a substring
+        ("cloudbuild.example.com", None),
+    ],
+)
+def test_provider_of_service_callers_needs_no_ip(enricher: Enricher, service: str, provider: str | None) -> None:
+    net = enricher(ev(service=service)).network
+    assert net.provider == provider
+    assert net.geo is None and net.hosting is None  # a service name is not a network
+
+
+def test_provider_by_event_asn_and_as_org(enricher: Enricher) -> None:
+    assert enricher(ev(asn=8075)).network.provider == "azure"
+    assert enricher(ev(ip="ec2.amazonaws.com", asn=396982)).network.provider == "gcp"
+    assert enricher(ev(ip="79.200.1.10", asn=16509)).network.provider == "aws"  # the source's ASN wins
+    assert enricher(ev(as_org="Amazon.com, Inc.")).network.provider == "aws"
+    assert enricher(ev(as_org="google fiber inc.")).network.provider is None
+    assert enricher(ev(as_org="Subex Azure Limited")).network.provider is None
+    assert enricher(ev(asn=3320)).network.provider is None
+
+
+def test_provider_the_event_carries_is_kept(enricher: Enricher) -> None:
+    assert enricher(ev(ip="3.120.5.5", provider="corp-cloud")).network.provider == "corp-cloud"
+    e = ev(service="ec2.amazonaws.com", provider="aws")
+    assert enricher(e) is e
+
+
+def test_provider_tables_accept_the_list_form_and_a_table() -> None:
+    config = EnrichConfig(
+        providers=["Hetzner: Hetzner", "corp: ACME Cloud, ACME-NET", "corp: Example Hosting"],
+        provider_asns={"corp": [64500]},
+        provider_services=["gcp: googleapis.com"],
+    )
+    assert config.providers == {"hetzner": ("Hetzner",), "corp": ("ACME Cloud", "ACME-NET", "Example Hosting")}
+    enrich = Enricher(config)
+    assert enrich(ev(ip="88.198.10.10")).network.provider == "hetzner"
+    assert enrich(ev(as_org="acme-net gmbh")).network.provider == "corp"
+    assert enrich(ev(asn=64500)).network.provider == "corp"
+    assert enrich(ev(service="cloudbuild.googleapis.com")).network.provider == "gcp"
+    assert enrich(ev(ip="3.120.5.5")).network.provider is None  # the defaults are replaced
+    with pytest.raises(ValidationError, match="is not 'provider: item, item'"):
+        EnrichConfig(providers=["aws Amazon"])
+    with pytest.raises(ValidationError, match="needs a name"):
+        EnrichConfig(provider_asns={" ": [1]})
+
+
+def test_provider_defaults_are_a_subset_of_the_hosting_defaults() -> None:
+    assert EnrichConfig().providers == DEFAULT_PROVIDERS
+    assert {"aws", "gcp", "azure", "oracle", "alibaba", "ibm", "tencent", "huawei"} <= set(DEFAULT_PROVIDERS)
+    assert set(DEFAULT_PROVIDER_ASNS) <= set(DEFAULT_PROVIDERS)
+    for asns in DEFAULT_PROVIDER_ASNS.values():
+        assert set(asns) <= set(DEFAULT_HOSTING_ASNS)
+    enrich = Enricher(EnrichConfig(hosting_as_orgs=DEFAULT_HOSTING_AS_ORGS))
+    for words in DEFAULT_PROVIDERS.values():
+        for word in words:
+            assert enrich(ev(as_org=word)).network.hosting is True, word
+
+
+def test_defaults_render_as_toml_that_loads_back() -> None:
+    import tomllib
+
+    from pipeline.config import defaults_toml
+
+    section = tomllib.loads(defaults_toml())["enrich"]
+    assert EnrichConfig(**section) == EnrichConfig()
+
+
+# --- country names and event geo -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("Germany", "DE"),
+        ("United Kingdom", "GB"),
+        ("United States", "US"),
+        ("united states of america", "US"),
+        ("USA", "US"),
+        ("UK", "GB"),
+        ("de", "DE"),
+        ("Russia", "RU"),
+        ("Russian Federation", "RU"),
+        ("South Korea", "KR"),
+        ("Korea, Republic of", "KR"),
+        ("Czechia", "CZ"),
+        ("Czech Republic", "CZ"),
+        ("Türkiye", "TR"),
+        ("Turkey", "TR"),
+        ("Viet Nam", "VN"),
+        ("Côte d'Ivoire", "CI"),
+        ("St Kitts & Nevis", "KN"),
+        ("The Netherlands", "NL"),
+        ("Netherlands", "NL"),
+        ("DEU", "DE"),  # ISO alpha-3
+        ("Atlantis", "Atlantis"),  # unknown: kept as given
+        ("Deutschland", "Deutschland"),
+        ("中国", "中国"),
+    ],
+)
+def test_event_country_names_become_iso_codes(enricher: Enricher, name: str, code: str) -> None:
+    geo = Geo(country=name, city="X", lat=50.0, lon=10.0, accuracy_km=10, source="event")
+    out = enricher(ev(ip="88.198.10.10", geo=geo)).network.geo
+    assert out == geo.model_copy(update={"country": code})
+
+
+def test_every_geolite2_country_name_is_known() -> None:
+    """The names Okta's geographicalContext uses come from the same GeoLite2 data."""
+    import geoip2fast.geoip2fast as g2f
+
+    geoip2fast_source()  # loads the data
+    names = getattr(g2f, "geoipCountryNamesDict", None)
+    if not names:
+        pytest.skip("geoip2fast keeps its country names elsewhere")
+    countries = {code: name for code, name in names.items() if len(code) == 2 and code.isalpha() and code != "EU"}
+    assert len(countries) > 240
+    assert {code: country_code(name) for code, name in countries.items()} == {c: c for c in countries}
+
+
+def test_event_geo_without_accuracy_gets_the_default(enricher: Enricher) -> None:
+    geo = Geo(country="Germany", lat=50.48, lon=12.37, source="event")
+    out = enricher(ev(ip="88.198.10.10", geo=geo)).network.geo
+    assert out is not None and out.country == "DE" and out.accuracy_km == 50.0 and out.lat == 50.48
+    no_position = enricher(ev(ip="88.198.10.10", geo=Geo(country="DE", source="event"))).network.geo
+    assert no_position is not None and no_position.accuracy_km is None
+    narrow = Enricher(EnrichConfig(event_geo_accuracy_km=5))
+    assert narrow(ev(geo=geo)).network.geo.accuracy_km == 5.0  # type: ignore[union-attr]
+
+
+def test_event_geo_is_fixed_without_any_address(enricher: Enricher) -> None:
+    e = ev(geo=Geo(country="United Kingdom", lat=51.5, lon=-0.12, accuracy_km=20, source="event"))
+    assert enricher(e).network.geo == Geo(country="GB", lat=51.5, lon=-0.12, accuracy_km=20, source="event")
+    ok = ev(geo=Geo(country="GB", lat=51.5, lon=-0.12, accuracy_km=20, source="event"))
+    assert enricher(ok) is ok
+
+
+def test_fixed_event_geo_is_served_from_the_network_cache() -> None:
+    enrich = Enricher()
+    geo = Geo(country="Germany", lat=50.48, lon=12.37, source="event")
+    first = enrich(ev(ip="88.198.10.10", geo=geo)).network
+    assert enrich(ev(ip="88.198.10.10", geo=geo)).network is first
 
 
 # --- allowlisted egress ----------------------------------------------------------
