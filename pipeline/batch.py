@@ -108,7 +108,8 @@ class DetectRun:
             if result.dead_letter is not None:
                 summary.dead_letters[result.format or "unknown"] += 1
                 self.dead_out.write(orjson.dumps(result.dead_letter) + b"\n")
-                continue
+                if not result.events:
+                    continue
             if result.skipped_type is not None:
                 summary.skipped[f"{result.format}:{result.skipped_type}"] += 1
                 continue

@@ -23,6 +23,7 @@ from schemas.sources import (
     FORMATS,
     AdapterContext,
     InvalidRecord,
+    PartialRecord,
     UnsupportedEventType,
     detect_format,
 )
@@ -44,7 +45,8 @@ class InputConfig(BaseModel):
 
 @dataclass
 class Normalized:
-    """Outcome of one line: events, or a skip, or a dead letter."""
+    """Outcome of one line: events, or a skip, or a dead letter (or, for a batch
+    record with some bad entries, events and a dead letter)."""
 
     events: list[CanonicalEvent] = field(default_factory=list)
     format: str | None = None
@@ -80,12 +82,15 @@ class Normalizer:
         if not isinstance(raw, dict):
             return self._dead(line, origin, f"not a JSON object but {type(raw).__name__}", None)
         adapter = self.forced
+        partial: PartialRecord | None = None
         try:
             if adapter is None:
                 adapter = detect_format(raw)
             elif not adapter.matches(raw):
                 raise InvalidRecord(f"does not look like {adapter.name}")
             events = adapter.to_events(raw, self.ctx)
+        except PartialRecord as exc:
+            partial, events = exc, exc.events
         except UnsupportedEventType as exc:
             return Normalized(format=adapter.name if adapter else None, skipped_type=exc.event_type)
         except InvalidRecord as exc:
@@ -98,6 +103,9 @@ class Normalizer:
             if event.epoch > horizon:
                 reason = f"event time {event.time.isoformat()} is in the future (beyond max_future_skew_s)"
                 return self._dead(line, origin, reason, adapter.name, raw)
+        if partial is not None:  # keep the good entries, dead-letter the line for the bad ones
+            dead = self._dead(line, origin, partial.reason, adapter.name, raw).dead_letter
+            return Normalized(events=events, format=adapter.name, dead_letter=dead)
         return Normalized(events=events, format=adapter.name)
 
     def _dead(

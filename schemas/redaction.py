@@ -36,7 +36,7 @@ SECRET_KEYS = frozenset(
 )
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,2}")
 _SECRET_FIELD = re.compile(
-    r'(?i)"(' + "|".join(re.escape(k) for k in sorted(SECRET_KEYS)) + r')"(\s*:\s*)"((?:[^"\\]|\\.)*)"'
+    r'(?i)"(' + "|".join(re.escape(k) for k in sorted(SECRET_KEYS)) + r')"(\s*:\s*)"((?:[^"\\]|\\.)*)(?:"|\\?$)'
 )
 _BEARER = re.compile(r"(?i)\b(bearer|dpop)\s+([A-Za-z0-9._~+/=-]{8,})")
 

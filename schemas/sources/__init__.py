@@ -12,13 +12,29 @@ from typing import Any
 from schemas.sources.base import (
     AdapterContext,
     InvalidRecord,
+    PartialRecord,
     SourceFormat,
     UnsupportedEventType,
 )
 from schemas.sources.canonical import CanonicalFormat
+from schemas.sources.cloudtrail import CloudTrailFormat
+from schemas.sources.entra import EntraFormat
 from schemas.sources.gateway import GatewayFormat
+from schemas.sources.graph import GraphFormat
+from schemas.sources.k8s import K8sAuditFormat
+from schemas.sources.keycloak import KeycloakFormat
+from schemas.sources.okta import OktaFormat
 
-_ADAPTERS: tuple[SourceFormat, ...] = (CanonicalFormat(), GatewayFormat())
+_ADAPTERS: tuple[SourceFormat, ...] = (
+    CanonicalFormat(),
+    GatewayFormat(),
+    KeycloakFormat(),
+    OktaFormat(),
+    EntraFormat(),
+    GraphFormat(),
+    CloudTrailFormat(),
+    K8sAuditFormat(),
+)
 
 FORMATS: dict[str, SourceFormat] = {adapter.name: adapter for adapter in _ADAPTERS}
 
@@ -47,6 +63,7 @@ __all__ = [
     "FORMATS",
     "AdapterContext",
     "InvalidRecord",
+    "PartialRecord",
     "SourceFormat",
     "UnknownFormat",
     "UnsupportedEventType",

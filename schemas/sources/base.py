@@ -24,6 +24,19 @@ class InvalidRecord(ValueError):
         self.reason = reason
 
 
+class PartialRecord(InvalidRecord):
+    """A batch record (e.g. a CloudTrail log file) of which some entries are malformed.
+
+    ``events`` are those of the good entries, ``reason`` names the bad ones: the
+    normalizer keeps the events and dead-letters the line with the reason, so
+    one bad entry neither loses the others nor vanishes.
+    """
+
+    def __init__(self, reason: str, events: list[CanonicalEvent]) -> None:
+        super().__init__(reason)
+        self.events = events
+
+
 class UnsupportedEventType(Exception):
     """A well-formed event of a known format that no detector needs."""
 

@@ -10,7 +10,8 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from schemas.sources.base import InvalidRecord
+from schemas.events import CanonicalEvent
+from schemas.sources.base import InvalidRecord, PartialRecord  # noqa: F401  (re-exported)
 
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
 
@@ -55,6 +56,22 @@ def epoch_to_utc(value: float, *, millis: bool = False) -> datetime:
     if not 0 <= seconds <= MAX_EPOCH_SECONDS:
         raise InvalidRecord(f"epoch time out of range: {value!r}")
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def iso_to_utc(value: object, field: str) -> datetime:
+    """Parse an ISO 8601 time that must carry a timezone ("Z" or an offset).
+
+    ``field`` names the offending key in the ``InvalidRecord`` reason.
+    """
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{field}: expected an ISO 8601 string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRecord(f"{field}: not an ISO 8601 time: {value[:64]!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidRecord(f"{field}: time has no timezone: {value[:64]!r}")
+    return parsed.astimezone(timezone.utc)
 
 
 def split_scopes(value: str | list[str] | None, sep: str | None = None) -> tuple[str, ...]:
