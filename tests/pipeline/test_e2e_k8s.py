@@ -1,0 +1,151 @@
+"""Kubernetes audit lines end to end: a stolen pod token and an unchecked expiry alert, their twins do not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.detect_helpers import detect_lines
+
+JTI = "JTI=e5cc2810-ba79-41cc-9034-ebd1215a7941"
+VAULT_JTI = "JTI=7d1f0b7e-3c55-4a8e-9b57-0c2f5f6e9a10"
+POD_IP = "10.20.3.41"
+NODE_IP = "10.20.0.7"
+SECRET = "eyJhbGciOiJSUzI1NiIsImtpZCI6IkszIn0.eyJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMifQ.c2lnbmF0dXJlLXNlY3JldA"
+
+
+def token_request(audit_id: str, at: str, jti: str, *, seconds: int = 3607, expires: str,
+                  audiences: list[str] | None = None) -> dict[str, Any]:
+    """The kubelet on node-7 requesting a token for pod ledger-6f9c7d-x2x4q (RequestResponse level)."""
+    return {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse", "auditID": audit_id,
+        "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/payments/serviceaccounts/ledger/token",
+        "verb": "create",
+        "user": {"username": "system:node:node-7", "groups": ["system:nodes", "system:authenticated"]},
+        "sourceIPs": [NODE_IP], "userAgent": "kubelet/v1.31.2",
+        "objectRef": {"resource": "serviceaccounts", "namespace": "payments", "name": "ledger",
+                      "apiVersion": "v1", "subresource": "token"},
+        "responseStatus": {"metadata": {}, "code": 201},
+        "requestObject": {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1", "spec": {
+            "audiences": audiences, "expirationSeconds": seconds,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "ledger-6f9c7d-x2x4q", "uid": "pod-uid-1"},
+        }},
+        "responseObject": {"kind": "TokenRequest", "status": {"token": SECRET, "expirationTimestamp": expires}},
+        "requestReceivedTimestamp": at, "stageTimestamp": at,
+        "annotations": {"authentication.kubernetes.io/issued-credential-id": jti,
+                        "authorization.k8s.io/decision": "allow"},
+    }
+
+
+def use(audit_id: str, at: str, jti: str = JTI, *, ip: str = POD_IP, stage: str = "ResponseComplete",
+        code: int = 200, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ledger workload (or whoever holds its token) listing secrets."""
+    line: dict[str, Any] = {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": audit_id,
+        "stage": stage, "requestURI": "/api/v1/namespaces/payments/secrets", "verb": "list",
+        "user": {"username": "system:serviceaccount:payments:ledger", "uid": "sa-uid-1",
+                 "groups": ["system:serviceaccounts", "system:serviceaccounts:payments", "system:authenticated"],
+                 "extra": {"authentication.kubernetes.io/credential-id": [jti],
+                           "authentication.kubernetes.io/node-name": ["node-7"],
+                           "authentication.kubernetes.io/pod-name": ["ledger-6f9c7d-x2x4q"],
+                           "authentication.kubernetes.io/pod-uid": ["pod-uid-1"]}},
+        "sourceIPs": [ip], "userAgent": "ledger/1.4",
+        "objectRef": {"resource": "secrets", "namespace": "payments", "apiVersion": "v1"},
+        "requestReceivedTimestamp": at, "stageTimestamp": at,
+        "annotations": {"authorization.k8s.io/decision": "allow", **(annotations or {})},
+    }
+    if stage != "RequestReceived":
+        line["responseStatus"] = {"metadata": {}, "code": code}
+    return line
+
+
+def kubelet_token() -> dict[str, Any]:
+    return token_request("a-1", "2026-11-24T09:00:00.000000Z", JTI, expires="2026-11-24T10:00:07Z")
+
+
+def test_pod_token_used_from_its_pod_is_benign() -> None:
+    run = detect_lines([
+        kubelet_token(),
+        use("a-2", "2026-11-24T09:01:00.000000Z"),
+        use("a-3", "2026-11-24T09:06:00.000000Z"),
+    ])
+    assert run.alerts == []
+    assert run.dead_letters == [] and run.summary.events == 3
+
+
+@pytest.mark.parametrize("thief", ["10.99.0.5", "88.198.10.10"])
+def test_pod_token_used_from_another_address_is_a_binding_mismatch(thief: str) -> None:
+    run = detect_lines([
+        kubelet_token(),
+        use("a-2", "2026-11-24T09:01:00.000000Z"),
+        use("a-3", "2026-11-24T09:06:00.000000Z"),
+        use("a-4", "2026-11-24T09:20:00.000000Z", ip=thief),
+    ])
+    assert run.hits == [("replay.binding_mismatch", JTI)]
+    assert thief in run.alerts[0]["alert"]["summary"]
+
+
+def test_forwarded_for_header_does_not_hide_the_thief() -> None:
+    spoofed = use("a-4", "2026-11-24T09:20:00.000000Z", ip="88.198.10.10")
+    spoofed["sourceIPs"] = [POD_IP, "88.198.10.10"]  # X-Forwarded-For: <the pod's address>
+    run = detect_lines([kubelet_token(), use("a-2", "2026-11-24T09:01:00.000000Z"), spoofed])
+    assert run.hits == [("replay.binding_mismatch", JTI)]
+
+
+def _vault_token() -> dict[str, Any]:
+    """A projected token for Vault with an explicit one-hour lifetime: not extended by the apiserver."""
+    return token_request("v-1", "2026-11-24T09:00:00.000000Z", VAULT_JTI, seconds=3600,
+                         expires="2026-11-24T10:00:00Z", audiences=["vault"])
+
+
+def test_use_after_expiry_is_an_alert() -> None:
+    run = detect_lines([
+        _vault_token(),
+        use("v-2", "2026-11-24T09:01:00.000000Z", VAULT_JTI),
+        use("v-3", "2026-11-24T11:00:00.000000Z", VAULT_JTI),
+    ])
+    assert run.hits == [("post_revocation_use.after_expiry", VAULT_JTI)]
+
+
+def test_use_before_expiry_is_benign() -> None:
+    run = detect_lines([
+        _vault_token(),
+        use("v-2", "2026-11-24T09:01:00.000000Z", VAULT_JTI),
+        use("v-3", "2026-11-24T09:55:00.000000Z", VAULT_JTI),
+    ])
+    assert run.alerts == []
+
+
+def test_kubelet_default_token_past_3607s_is_stale_not_expired() -> None:
+    # The apiserver extended the token (to a year) and only annotates late uses: no alert.
+    stale = {"authentication.k8s.io/stale-token":
+             "subject: system:serviceaccount:payments:ledger, seconds after warning threshold: 3593"}
+    run = detect_lines([
+        kubelet_token(),
+        use("a-2", "2026-11-24T09:01:00.000000Z"),
+        use("a-3", "2026-11-24T11:00:00.000000Z", annotations=stale),
+    ])
+    assert run.alerts == []
+
+
+def test_earlier_stages_of_a_request_are_skipped_and_counted() -> None:
+    lines = [kubelet_token()]
+    for n, at in enumerate(("2026-11-24T09:01:00.000000Z", "2026-11-24T09:06:00.000000Z")):
+        lines += [use(f"a-{n}", at, stage="RequestReceived"), use(f"a-{n}", at, stage="ResponseStarted"),
+                  use(f"a-{n}", at)]
+    run = detect_lines(lines)
+    assert run.alerts == [] and run.dead_letters == []
+    assert run.summary.events == 3
+    assert run.summary.skipped == {"k8s:stage:RequestReceived": 2, "k8s:stage:ResponseStarted": 2}
+
+
+def test_issued_token_string_never_leaves_the_pipeline() -> None:
+    run = detect_lines([
+        kubelet_token(),
+        use("a-2", "2026-11-24T09:01:00.000000Z"),
+        use("a-4", "2026-11-24T09:20:00.000000Z", ip="88.198.10.10"),
+    ])
+    assert run.alerts  # the mismatch alert carries the issuance as evidence
+    assert SECRET not in orjson.dumps(run.alerts).decode()
