@@ -100,3 +100,19 @@ def test_raw_bearer_token_becomes_a_keyed_hash(ctx: AdapterContext, hasher) -> N
 def test_malformed_records_raise_invalid_record_with_reason(ctx: AdapterContext, change: dict, reason: str) -> None:
     with pytest.raises(InvalidRecord, match=reason):
         GatewayFormat().to_events({**_sample(0), **change}, ctx)
+
+
+def test_mtls_bound_token_and_certificate_proof(ctx: AdapterContext) -> None:
+    raw = {**_sample(0), "client_cert_thumbprint": "cert-b"}
+    raw["jwt"] = {**raw["jwt"], "cnf": {"x5t#S256": "cert-a"}}
+    [event] = GatewayFormat().to_events(raw, ctx)
+    assert event.token is not None and event.request is not None
+    assert event.token.binding == Binding(method="mtls", value="cert-a")
+    assert event.request.proof == Binding(method="mtls", value="cert-b")
+
+
+@pytest.mark.parametrize("missing", ["timestamp", "status"])
+def test_required_keys(ctx: AdapterContext, missing: str) -> None:
+    raw = {k: v for k, v in _sample(0).items() if k != missing}
+    with pytest.raises(InvalidRecord, match=f"{missing}: Field required"):
+        GatewayFormat().to_events(raw, ctx)
