@@ -4,23 +4,25 @@ A bearer token has exactly one legitimate holder. Four rules look for a second
 one: a rotated refresh token redeemed again (RFC 9700 §4.14.2, or the IdP says
 so itself), one token used from two networks at once, a token used away from
 what it is bound to — a proof-of-possession key (RFC 9449 DPoP, RFC 8705
-mTLS), the cloud it was issued in, the pod it was issued to — and one request
-id accepted twice. Every comparison is by absolute event-time distance, so an
-event that arrives late is judged exactly like one that arrived on time.
+mTLS), the cloud it was issued in, the pod it was issued to (checked by
+``detectors.binding``) — and one request id accepted twice. Every comparison
+is by absolute event-time distance, so an event that arrives late is judged
+exactly like one that arrived on time.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.binding import BindingCheck, token_label
 from detectors.state import network_key, Observation, StateStore, TokenState
 from schemas.alerts import EvidenceItem
-from schemas.events import Binding, CanonicalEvent, EventKind, Network, TokenRef
+from schemas.events import CanonicalEvent, EventKind, TokenRef
 
 _ALT_AUTH = ("T1550.001", "Use Alternate Authentication Material: Application Access Token")
 _STEAL = ("T1528", "Steal Application Access Token")
@@ -78,22 +80,7 @@ DUPLICATE_REQUEST = RuleMeta(
     description="The same request id (nonce) was accepted twice for one token in two distinct events.",
 )
 
-_PROOF_METHODS = ("dpop", "mtls")  # a bound token of these methods must prove the key on every request
-_METHOD_LABEL = {"dpop": "DPoP key", "mtls": "mTLS certificate", "pod": "pod", "network": "network"}
-# Credentials issued to a cloud service and used away from it: the technique is
-# named in the alert details (a stolen DPoP key is not a metadata-API theft).
-_METADATA_API = "T1552.005 Unsecured Credentials: Cloud Instance Metadata API"
-_PROVIDER_SERVICE = {"aws": "an AWS service", "gcp": "a Google Cloud service", "azure": "an Azure service"}
 _SOURCE_LABEL = {"okta": "Okta", "keycloak": "Keycloak", "entra": "Microsoft Entra ID"}
-# A pod's learned address: (address, first use time, its event id, its token id, its source, last use time)
-_PodAddress = tuple[str, float, str, str, str, float]
-_TYPE_LABEL = {
-    "access": "Access token",
-    "refresh": "Refresh token",
-    "id": "ID token",
-    "temporary_credential": "Temporary credential",
-    "service_account": "Service-account token",
-}
 
 
 class ReplayConfig(DetectorConfig):
@@ -152,9 +139,7 @@ class ReplayDetector(Detector):
         self._concurrent = cfg.concurrent_window_s
         self._dup_window = cfg.duplicate_request_window_s
         self._cap = cfg.max_tracked_requests
-        self._providers = frozenset(name.lower() for name in cfg.cloud_providers)
-        self._pod_ttl = cfg.pod_address_ttl_s
-        self._pod_cap = cfg.max_tracked_pods
+        self._binding = BindingCheck(cfg, BINDING_MISMATCH, self.name)
 
     # -- dispatch --------------------------------------------------------------
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
@@ -175,29 +160,18 @@ class ReplayDetector(Detector):
         ns = state.detector_state.get(self.name)
         if not ns:
             return
-        # Both dicts are kept in (re)insertion order, which follows event time closely: oldest first.
-        requests: dict[int, tuple[float, str, str]] = ns["requests"]
+        # Kept in (re)insertion order, which follows event time closely: oldest first.
+        requests: dict[int, tuple[float, str, str]] = ns.get("requests", {})
         horizon = watermark - self._dup_window
         while requests:
             key = next(iter(requests))
             if requests[key][0] >= horizon:
                 break
             del requests[key]
-        pods: dict[str, _PodAddress] = ns["pods"]
-        horizon = watermark - self._pod_ttl
-        while pods:
-            uid = next(iter(pods))
-            if pods[uid][5] >= horizon:
-                break
-            del pods[uid]
+        self._binding.expire(watermark, state)
 
-    def _ns(self, state: StateStore) -> dict[str, Any]:
-        ns = state.detector_state.get(self.name)
-        if ns is None:
-            ns = state.namespace(self.name)
-            ns["requests"] = {}
-            ns["pods"] = {}
-        return ns
+    def _requests(self, state: StateStore) -> dict[int, tuple[float, str, str]]:
+        return state.namespace(self.name).setdefault("requests", {})
 
     # -- refresh reuse -----------------------------------------------------------
     def _refreshed(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
@@ -267,7 +241,7 @@ class ReplayDetector(Detector):
             bound = f"{ref.binding.method}:{ref.binding.value}"
         when = event.epoch
         findings: list[Finding] = []
-        mismatch = self._binding(event, ref, known, bound, proof, state) if bound is not None else None
+        mismatch = self._binding.check(event, ref, known, bound, proof, state) if bound is not None else None
         if mismatch is not None:
             findings.append(mismatch)
         elif known is not None and known.uses:
@@ -280,116 +254,6 @@ class ReplayDetector(Detector):
             if duplicate is not None:
                 findings.append(duplicate)
         return findings
-
-    def _binding(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, bound: str, proof: Binding | None,
-        state: StateStore,
-    ) -> Finding | None:
-        method, _, value = bound.partition(":")
-        if method in _PROOF_METHODS:
-            if proof is None and not self.cfg.alert_on_missing_proof:
-                return None
-            if proof is not None and proof.method == method and proof.value == value:
-                return None
-        elif proof is None or proof.method != method or proof.value == value:
-            # No contradicting pod/network proof at the request: judge by the caller's address.
-            if method == "pod":
-                return self._pod_address(event, ref, known, value, state)
-            if method == "network" and (proof is None or proof.method != method) and value.lower() in self._providers:
-                return self._outside_provider(event, ref, known, value)
-            return None
-        label = _METHOD_LABEL.get(method, method)
-        if proof is None:
-            how = f"without proving that {label}"
-        elif proof.method != method:
-            how = f"with a {_METHOD_LABEL.get(proof.method, proof.method)} ({proof.value}) instead"
-        else:
-            how = f"with {label} {proof.value}"
-        summary = (
-            f"{_label(ref, known)} {ref.id} is bound to {label} {value} but was accepted {how}, "
-            f"from {describe.place(event)}"
-        )
-        return Finding(
-            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary,
-            evidence=describe.evidence_with_issue(event, known),
-            family_id=(known.family_id if known is not None else None) or ref.family_id,
-            details={"bound": bound, "proof": f"{proof.method}:{proof.value}" if proof else None},
-        )
-
-    def _outside_provider(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, provider: str
-    ) -> Finding | None:
-        """Credentials issued to a cloud service (an EC2 instance profile) used from outside that
-        cloud: GuardDuty's InstanceCredentialExfiltration.OutsideAWS. A non-cloud address counts
-        as outside; an address that was not recorded at all cannot be judged."""
-        net = event.network
-        if net.ip is None and net.service is None:
-            return None
-        used_in = _provider_of(net)
-        if used_in == provider.lower():
-            return None
-        holder = _PROVIDER_SERVICE.get(provider.lower(), f"a {provider} service")
-        if ref.type.value == "temporary_credential" or (known is not None and known.type == "temporary_credential"):
-            what, verb = f"Temporary credentials {ref.id}", "were"
-        else:
-            what, verb = f"{_label(ref, known)} {ref.id}", "was"
-        where = f"a {used_in} address outside {provider}" if used_in else f"outside {provider}"
-        summary = (
-            f"{what} issued to {holder} (bound to {provider}) {verb} used from {describe.place(event)}, "
-            f"{where} — the credential exfiltration pattern"
-        )
-        return Finding(
-            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary,
-            evidence=describe.evidence_with_issue(event, known),
-            family_id=(known.family_id if known is not None else None) or ref.family_id,
-            details={"bound": f"network:{provider}", "used_from_provider": used_in,
-                     "related_technique": _METADATA_API},
-        )
-
-    def _pod_address(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, uid: str, state: StateStore
-    ) -> Finding | None:
-        """A pod-bound token must be used from its pod's address, learned from the first successful
-        use (trust on first use, per pod uid: the kubelet's rotated tokens share it), or from the
-        address that requested the token — the node's, which is also what hostNetwork pods and
-        SNAT-ed pod traffic show."""
-        ip = event.network.ip
-        if not ip:
-            return None
-        node = known.issue.ip if known is not None and known.issue is not None else None
-        pods: dict[str, _PodAddress] = self._ns(state)["pods"]
-        seen = pods.get(uid)
-        when = event.epoch
-        if seen is None:
-            if ip != node:  # the node's address teaches nothing about the pod's
-                pods[uid] = (ip, when, event.event_id, ref.id, event.source, when)
-                if len(pods) > self._pod_cap:
-                    del pods[next(iter(pods))]
-            return None
-        if ip == seen[0]:
-            if when > seen[5]:  # keep the dict in last-seen order for expiry
-                del pods[uid]
-                pods[uid] = (*seen[:5], when)
-            return None
-        if ip == node:
-            return None
-        address, first_time, first_id, first_token, first_source, _ = seen
-        earlier = next((u for u in known.uses if u.event_id == first_id), None) if known is not None else None
-        first_use = earlier.evidence(ref.id) if earlier is not None else EvidenceItem(
-            event_id=first_id, kind=EventKind.USED.value, time=datetime.fromtimestamp(first_time, tz=timezone.utc),
-            source=first_source, token_id=first_token, ip=address, outcome="success",
-        )
-        evidence = sorted((*describe.evidence_with_issue(event, known), first_use), key=lambda item: item.time)
-        summary = (
-            f"Pod-bound {_label(ref, known).lower()} {ref.id} of pod {uid} was used from {describe.place(event)}, "
-            f"not its pod's address {address}{f' or its node address {node}' if node else ''}"
-        )
-        return Finding(
-            rule=BINDING_MISMATCH, event=event, key=ref.id, summary=summary, evidence=tuple(evidence),
-            family_id=(known.family_id if known is not None else None) or ref.family_id,
-            details={"bound": f"pod:{uid}", "pod_address": address, "node_address": node,
-                     "pod_address_learned_from": first_id},
-        )
 
     def _concurrent_use(
         self, event: CanonicalEvent, ref: TokenRef, known: TokenState, when: float, check_keys: bool
@@ -424,7 +288,7 @@ class ReplayDetector(Detector):
         first, second = (best, current) if best.time <= current.time else (current, best)
         keys = f" with {second.binding} vs {first.binding}" if reason == "key" else ""
         summary = (
-            f"{_label(ref, known)} {ref.id} was accepted from {describe.place(second)}{keys} "
+            f"{token_label(ref, known)} {ref.id} was accepted from {describe.place(second)}{keys} "
             f"{describe.duration(best_gap)} after a use from {describe.place(first)}; "
             "one holder cannot be in both places"
         )
@@ -440,10 +304,9 @@ class ReplayDetector(Detector):
         self, event: CanonicalEvent, ref: TokenRef, request_id: str, when: float,
         known: TokenState | None, state: StateStore,
     ) -> Finding | None:
-        ns = self._ns(state)
         # Keyed by a hash of (token, request id): a dict entry of ints and floats
         # instead of two strings per request; kept in arrival order for expiry.
-        requests: dict[int, tuple[float, str, str]] = ns["requests"]
+        requests = self._requests(state)
         key = hash((ref.id, request_id))
         seen = requests.get(key)
         if seen is not None and seen[1] != event.event_id and abs(when - seen[0]) <= self._dup_window:
@@ -474,7 +337,7 @@ class ReplayDetector(Detector):
             )
             where = f", the second time from {last}"
         summary = (
-            f"Request {request_id} with {_label(ref, known).lower()} {ref.id} was accepted twice, "
+            f"Request {request_id} with {token_label(ref, known).lower()} {ref.id} was accepted twice, "
             f"{describe.duration(when - first_time)} apart{where}"
         )
         evidence = sorted((first_item, EvidenceItem.of(event)), key=lambda item: item.time)
@@ -483,19 +346,6 @@ class ReplayDetector(Detector):
             family_id=(known.family_id if known is not None else None) or ref.family_id,
             details={"request_id": request_id, "first_event_id": first_id, "gap_s": round(abs(when - first_time), 3)},
         )
-
-
-def _provider_of(net: Network) -> str | None:
-    """The cloud provider a request came from: the enriched address's provider, "aws" for
-    AWS services acting on the credential's behalf, None for anything else."""
-    if net.provider:
-        return net.provider.lower()
-    service = net.service
-    if service:
-        service = service.lower()
-        # CloudTrail's sourceIPAddress for calls made by AWS services: "ec2.amazonaws.com", "AWS Internal".
-        return "aws" if service.endswith(".amazonaws.com") or service == "aws internal" else None
-    return None
 
 
 def _other_client_context(a: Observation, b: Observation) -> str | None:
@@ -512,11 +362,4 @@ def _same_network(a: Observation, b: Observation) -> bool:
     if a.egress is not None and a.egress == b.egress:
         return True
     return a.net is None or b.net is None or a.net == b.net
-
-
-def _label(ref: TokenRef, known: TokenState | None) -> str:
-    kind = ref.type.value
-    if kind == "unknown" and known is not None:
-        kind = known.type
-    return _TYPE_LABEL.get(kind, "Token")
 

@@ -92,7 +92,9 @@ class Normalizer:
         except PartialRecord as exc:
             partial, events = exc, exc.events
         except UnsupportedEventType as exc:
-            return Normalized(format=adapter.name if adapter else None, skipped_type=exc.event_type)
+            # An empty type label would read as "nothing skipped"; name it.
+            label = str(exc.event_type) if exc.event_type else "(no event type)"
+            return Normalized(format=adapter.name if adapter else None, skipped_type=label)
         except InvalidRecord as exc:
             return self._dead(line, origin, exc.reason, adapter.name if adapter else None, raw)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:

@@ -125,6 +125,8 @@ class EntraFormat:
         category = raw.get("category")
         if not isinstance(category, str):
             raise InvalidRecord(f"entra: category: expected a string, got {type(category).__name__}")
+        if not category.strip():
+            raise InvalidRecord("entra: category: empty")
         if category not in SIGN_IN_CATEGORIES:
             raise UnsupportedEventType(category[:_MAX_TYPE_CHARS])
         try:

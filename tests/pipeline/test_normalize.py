@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
-
-import json
 
 import orjson
 import pytest
@@ -13,12 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.normalize import InputConfig, Normalizer
-from schemas.redaction import make_token_hasher
-from tests.conftest import TEST_HASH_KEY
+from tests.fuzzing import JSON_VALUES, NOW, assert_accounted_for, json_dumps, normalize
 
 GATEWAY = (Path(__file__).resolve().parents[1] / "data" / "formats" / "gateway.jsonl").read_bytes().splitlines()
-FUZZ_HASHER = make_token_hasher(TEST_HASH_KEY)
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVl"
 
 
@@ -90,21 +84,13 @@ def test_unknown_forced_format_is_a_clear_error(hasher) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
-    result = Normalizer(FUZZ_HASHER, clock=lambda: NOW).normalize(data, "fuzz:1")
-    assert result.events or result.dead_letter is not None or result.skipped_type is not None
-
-
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-)
+    assert_accounted_for(normalize(data))
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["timestamp", "status", "jwt", "client_ip", "request_id", "required_scope"]), _json))
+@given(st.dictionaries(st.sampled_from(["timestamp", "status", "jwt", "client_ip", "request_id", "required_scope"]), JSON_VALUES))
 def test_mutated_gateway_records_never_raise(changes: dict) -> None:
     raw = orjson.loads(GATEWAY[1])
     raw.update(changes)
-    result = Normalizer(FUZZ_HASHER, clock=lambda: NOW).normalize(json.dumps(raw).encode(), "fuzz:1")
+    result = normalize(json_dumps(raw))
     assert result.events or (result.dead_letter is not None and result.dead_letter["reason"])

@@ -9,10 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
-from pipeline.normalize import Normalizer
 from schemas.events import (
     Binding,
     CanonicalEvent,
@@ -24,17 +22,14 @@ from schemas.events import (
     TokenRef,
     TokenType,
 )
-from schemas.redaction import make_token_hasher
 from schemas.sources import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.cloudtrail import CloudTrailFormat, parse_expiration
 from schemas.sources.common import PartialRecord
-from tests.conftest import TEST_HASH_KEY
+from tests.fuzzing import FUZZ, cut_lines, mutated_lines, normalize
 
 FORMATS = Path(__file__).resolve().parents[1] / "data" / "formats"
 SAMPLES = (FORMATS / "cloudtrail.jsonl").read_bytes().splitlines()
 UTC = timezone.utc
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-FUZZ_HASHER = make_token_hasher(TEST_HASH_KEY)
 SECRET = "IQoJb3JpZ2luX2VjEJr//////////wEaDGV1LWNlbnRyYWwtMSJHMEUCIQDsecretsessiontoken"
 ROLE_ARN = "arn:aws:sts::111122223333:assumed-role/app-role/i-0abc123"
 ROLE_ID = "AROAEXAMPLEID:i-0abc123"
@@ -411,42 +406,10 @@ _FUZZ_LINES = [
     orjson.dumps(_assume_role()),
     orjson.dumps({"Records": [_assume_role(), _use(), _use(errorCode="AccessDenied")]}),
 ]
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-)
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found: list[tuple[Any, ...]] = []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, child in items:
-        found.append((*prefix, key))
-        found.extend(_paths(child, (*prefix, key)))
-    return found
-
-
-def _mutate(raw: Any, path: tuple[Any, ...], drop: bool, value: Any) -> None:
-    parent = raw
-    for step in path[:-1]:
-        try:
-            parent = parent[step]
-        except (KeyError, IndexError, TypeError):
-            return
-    if isinstance(parent, dict) != isinstance(path[-1], str):
-        return  # an earlier mutation changed the container's type
-    try:
-        if drop:
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = value
-    except (KeyError, IndexError, TypeError):
-        return
 
 
 def _check(line: bytes, *, dead_letter_redacted: bool = True) -> None:
-    result = Normalizer(FUZZ_HASHER, clock=lambda: NOW).normalize(line, "fuzz:1")
+    result = normalize(line)
     if result.dead_letter is not None:
         assert result.dead_letter["reason"]
         if dead_letter_redacted:
@@ -462,27 +425,22 @@ def _check(line: bytes, *, dead_letter_redacted: bool = True) -> None:
         assert orjson.loads(line).get("Records") == []
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_mutated_records_are_events_skips_or_dead_letters(data: st.DataObject) -> None:
-    raw = copy.deepcopy(orjson.loads(data.draw(st.sampled_from(_FUZZ_LINES))))
-    paths = _paths(raw)
-    for _ in range(data.draw(st.integers(1, 4))):
-        path = data.draw(st.sampled_from(paths))
-        _mutate(raw, path, data.draw(st.booleans()), data.draw(_json))
-    _check(orjson.dumps(raw))
+@FUZZ
+@given(mutated_lines(_FUZZ_LINES))
+def test_mutated_records_are_events_skips_or_dead_letters(line: bytes) -> None:
+    _check(line)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.sampled_from(_FUZZ_LINES), st.floats(0, 1))
-def test_truncated_records_are_events_skips_or_dead_letters(line: bytes, fraction: float) -> None:
-    _check(line[: int(len(line) * fraction)], dead_letter_redacted=False)  # see the test below
+@FUZZ
+@given(cut_lines(_FUZZ_LINES))
+def test_truncated_records_are_events_skips_or_dead_letters(line: bytes) -> None:
+    _check(line, dead_letter_redacted=False)  # see the test below
 
 
 @pytest.mark.parametrize("cut", [0, 10])
 def test_line_cut_inside_the_session_token_is_redacted_in_the_dead_letter(cut: int) -> None:
     line = orjson.dumps(_assume_role())
     end = line.index(SECRET.encode()) + len(SECRET) - cut
-    result = Normalizer(FUZZ_HASHER, clock=lambda: NOW).normalize(line[:end], "cut:1")
+    result = normalize(line[:end])
     assert result.dead_letter is not None
     assert SECRET[:40] not in orjson.dumps(result.dead_letter).decode()

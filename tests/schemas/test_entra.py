@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
-from pipeline.normalize import Normalizer
 from schemas.events import CanonicalEvent, EventKind, Geo, Network, Outcome, Subject, TokenRef, TokenType
-from schemas.redaction import make_token_hasher
 from schemas.sources import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.entra import EntraFormat
-from tests.conftest import TEST_HASH_KEY
+from tests.fuzzing import FUZZ, assert_accounted_for, cut_lines, mutated_lines, normalize
 
 FORMATS = Path(__file__).resolve().parents[1] / "data" / "formats"
 SAMPLES = (FORMATS / "entra.jsonl").read_bytes().splitlines()
 UTC = timezone.utc
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-FUZZ_HASHER = make_token_hasher(TEST_HASH_KEY)
 
 TENANT = "4bbb79f7-0000-4000-8000-000000000001"
 USER = Subject(id="2ce85a15-0000-4000-8000-0000000000aa", name="carol@contoso.example", kind="user")
@@ -252,61 +246,13 @@ def test_matches_only_the_diagnostic_envelope() -> None:
 
 # -- property-based: mutated and truncated sign-ins never escape the normalizer --
 
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-)
+@FUZZ
+@given(mutated_lines(SAMPLES))
+def test_mutated_sign_ins_are_events_skips_or_dead_letters(line: bytes) -> None:
+    assert_accounted_for(normalize(line))
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every key / list index path in a JSON value."""
-    found: list[tuple[Any, ...]] = []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, child in items:
-        found.append((*prefix, key))
-        found.extend(_paths(child, (*prefix, key)))
-    return found
-
-
-def _mutate(raw: Any, path: tuple[Any, ...], drop: bool, value: Any) -> None:
-    parent = raw
-    for step in path[:-1]:
-        try:
-            parent = parent[step]
-        except (KeyError, IndexError, TypeError):
-            return
-    try:
-        if drop:
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = value
-    except (KeyError, IndexError, TypeError):
-        return
-
-
-def _check(line: bytes) -> None:
-    result = Normalizer(FUZZ_HASHER, clock=lambda: NOW).normalize(line, "fuzz:1")
-    assert (
-        result.events
-        or result.skipped_type is not None
-        or (result.dead_letter is not None and result.dead_letter["reason"])
-    )
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_mutated_sign_ins_are_events_skips_or_dead_letters(data: st.DataObject) -> None:
-    raw = copy.deepcopy(orjson.loads(SAMPLES[data.draw(st.integers(0, len(SAMPLES) - 1))]))
-    paths = _paths(raw)
-    for _ in range(data.draw(st.integers(1, 4))):
-        path = data.draw(st.sampled_from(paths))
-        _mutate(raw, path, data.draw(st.booleans()), data.draw(_json))
-    _check(orjson.dumps(raw))
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.integers(0, len(SAMPLES) - 1), st.floats(0, 1))
-def test_truncated_sign_ins_are_events_skips_or_dead_letters(n: int, fraction: float) -> None:
-    line = SAMPLES[n]
-    _check(line[: int(len(line) * fraction)])
+@FUZZ
+@given(cut_lines(SAMPLES))
+def test_truncated_sign_ins_are_events_skips_or_dead_letters(line: bytes) -> None:
+    assert_accounted_for(normalize(line))

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 from schemas.events import CanonicalEvent, EventKind, Network, Outcome, Request, Subject, TokenRef, TokenType
 from schemas.sources import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.graph import GraphFormat
-from tests.schemas.test_entra import _check, _json, _mutate, _paths
+from tests.fuzzing import FUZZ, assert_accounted_for, cut_lines, mutated_lines, normalize
 
 FORMATS = Path(__file__).resolve().parents[1] / "data" / "formats"
 SAMPLES = (FORMATS / "graph.jsonl").read_bytes().splitlines()
@@ -156,18 +154,13 @@ def test_matches_only_graph_rows() -> None:
     assert not any(fmt.matches(orjson.loads(line)) for p in others for line in p.read_bytes().splitlines())
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_mutated_rows_are_events_skips_or_dead_letters(data: st.DataObject) -> None:
-    raw = copy.deepcopy(orjson.loads(SAMPLES[data.draw(st.integers(0, len(SAMPLES) - 1))]))
-    paths = _paths(raw)
-    for _ in range(data.draw(st.integers(1, 4))):
-        _mutate(raw, data.draw(st.sampled_from(paths)), data.draw(st.booleans()), data.draw(_json))
-    _check(orjson.dumps(raw))
+@FUZZ
+@given(mutated_lines(SAMPLES))
+def test_mutated_rows_are_events_skips_or_dead_letters(line: bytes) -> None:
+    assert_accounted_for(normalize(line))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.integers(0, len(SAMPLES) - 1), st.floats(0, 1))
-def test_truncated_rows_are_events_skips_or_dead_letters(n: int, fraction: float) -> None:
-    line = SAMPLES[n]
-    _check(line[: int(len(line) * fraction)])
+@FUZZ
+@given(cut_lines(SAMPLES))
+def test_truncated_rows_are_events_skips_or_dead_letters(line: bytes) -> None:
+    assert_accounted_for(normalize(line))

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import copy
-import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.normalize import InputConfig, Normalizer
 from schemas.events import Binding, CanonicalEvent, EventKind, Network, Outcome, Request, Subject, TokenRef, TokenType
-from schemas.redaction import make_token_hasher
 from schemas.sources import FORMATS, AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.k8s import K8sAuditFormat
-from tests.conftest import TEST_HASH_KEY
+from tests.fuzzing import FUZZ, JSON_VALUES, NOW, assert_accounted_for, json_dumps, mutated_lines, normalize
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "formats" / "k8s.jsonl"
 LINES = SAMPLES.read_bytes().splitlines()
@@ -27,8 +25,6 @@ JTI = "JTI=e5cc2810-ba79-41cc-9034-ebd1215a7941"
 SECRET = "eyJhbGciOiJSUzI1NiIsImtpZCI6IkszIn0.eyJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMifQ.c2lnbmF0dXJlLXNlY3JldA"
 ISSUED = "authentication.kubernetes.io/issued-credential-id"
 CRED = "authentication.kubernetes.io/credential-id"
-FUZZ_HASHER = make_token_hasher(TEST_HASH_KEY)
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -368,51 +364,12 @@ def test_malformed_records_raise_invalid_record_with_reason(ctx: AdapterContext,
 
 
 # -- hostile input through the normalizer -------------------------------------------------------
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=10,
-)
-
-
-def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            out.extend(_paths(inner, (*prefix, key)))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            out.extend(_paths(inner, (*prefix, index)))
-    return out
-
-
-def _mutate(raw: Any, path: tuple, action: str, value: Any) -> None:
-    parent = raw
-    for step in path[:-1]:
-        parent = parent[step]
-    if action == "drop":
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
-
-
-@settings(max_examples=200, deadline=None)
-@given(data=st.data(), which=st.sampled_from(range(len(LINES))), cut=st.integers(min_value=0, max_value=2000))
-def test_mutated_and_truncated_samples_never_raise(data: st.DataObject, which: int, cut: int) -> None:
-    raw = orjson.loads(LINES[which])
-    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
-        paths = _paths(raw)
-        if not paths:
-            break
-        path = data.draw(st.sampled_from(paths))
-        _mutate(raw, path, data.draw(st.sampled_from(["drop", "replace"])), data.draw(_json))
-    line = json.dumps(raw).encode()
-    if data.draw(st.booleans()):
+@FUZZ
+@given(mutated_lines(LINES, most=3, dumps=json_dumps, values=JSON_VALUES), st.booleans(), st.integers(0, 2000))
+def test_mutated_and_truncated_samples_never_raise(line: bytes, truncate: bool, cut: int) -> None:
+    if truncate:
         line = line[: cut % (len(line) + 1)]
-    normalizer = Normalizer(FUZZ_HASHER, InputConfig(max_line_bytes=100_000), clock=lambda: NOW)
-    result = normalizer.normalize(line, "fuzz:1")
-    assert result.events or result.skipped_type or (result.dead_letter is not None and result.dead_letter["reason"])
+    assert_accounted_for(normalize(line, InputConfig(max_line_bytes=100_000)))
 
 
 def test_secret_in_a_dead_lettered_token_request_is_redacted(hasher) -> None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
-from pipeline.normalize import Normalizer
 from schemas.events import (
     CanonicalEvent,
     EventKind,
@@ -25,16 +22,22 @@ from schemas.events import (
     TokenRef,
     TokenType,
 )
-from schemas.redaction import make_token_hasher
 from schemas.sources import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.okta import OktaFormat
-from tests.conftest import TEST_HASH_KEY
+from tests.fuzzing import (
+    FUZZ,
+    JSON_VALUES,
+    assert_accounted_for,
+    cut_lines,
+    json_dumps,
+    mutated_lines,
+    normalize,
+    paths,
+)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "formats" / "okta.jsonl"
 LINES = SAMPLES.read_bytes().splitlines()
 UTC = timezone.utc
-FUZZ_HASHER = make_token_hasher(TEST_HASH_KEY)
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 BOB = Subject(id="00u8f2kq1zXyAbCdE5d7", name="bob@example.org", kind="user")
 SESSION = "102qZ8fGhJkLmN"
@@ -512,78 +515,19 @@ def test_matches_only_okta_records() -> None:
 
 
 # -- fuzzing through the normalizer ------------------------------------------------------
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-)
-
-
-def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
-    found = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found += _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _paths(value, (*prefix, index))
-    return found
-
-
-SAMPLE_PATHS = [_paths(orjson.loads(line)) for line in LINES]
-
-
-def _mutate(raw: dict[str, Any], path: tuple, drop: bool, value: Any) -> None:
-    node: Any = raw
-    for key in path[:-1]:
-        if _has(node, key):
-            node = node[key]
-        else:
-            return  # an earlier mutation removed or replaced the parent
-    last = path[-1]
-    if _has(node, last):
-        if drop:
-            del node[last]
-        else:
-            node[last] = value
-
-
-def _has(node: Any, key: Any) -> bool:
-    if isinstance(node, dict):
-        return key in node
-    return isinstance(node, list) and isinstance(key, int) and key < len(node)
-
-
-def _check(line: bytes) -> None:
-    result = Normalizer(FUZZ_HASHER, clock=lambda: NOW).normalize(line, "fuzz:1")
-    if result.dead_letter is not None:
-        reason = result.dead_letter["reason"]
-        assert reason
-        assert " failed: " not in reason, reason  # an exception the adapter did not turn into InvalidRecord
-    else:
-        assert result.events or result.skipped_type is not None
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_mutated_samples_never_escape_the_normalizer(data: st.DataObject) -> None:
+@FUZZ
+@given(mutated_lines(LINES, most=3, dumps=json_dumps, values=JSON_VALUES))
+def test_mutated_samples_never_escape_the_normalizer(line: bytes) -> None:
     """Drop nested keys or replace them with random JSON, up to three at a time."""
-    n = data.draw(st.sampled_from(range(len(LINES))))
-    mutation = st.tuples(st.sampled_from(SAMPLE_PATHS[n]), st.booleans(), _json)
-    raw = orjson.loads(LINES[n])
-    for path, drop, value in data.draw(st.lists(mutation, min_size=1, max_size=3)):
-        _mutate(raw, path, drop, value)
-    _check(json.dumps(raw).encode())
+    assert_accounted_for(normalize(line), adapter_crash=False)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.sampled_from(range(len(LINES))), st.data())
-def test_truncated_samples_are_dead_lettered(n: int, data: st.DataObject) -> None:
-    line = LINES[n]
-    cut = data.draw(st.integers(min_value=0, max_value=len(line) - 1))
-    _check(line[:cut])
+@FUZZ
+@given(cut_lines(LINES))
+def test_truncated_samples_are_dead_lettered(line: bytes) -> None:
+    assert_accounted_for(normalize(line), adapter_crash=False)
 
 
 def test_mutation_paths_reach_nested_fields() -> None:
-    assert ("target", 1, "detailEntry", "expires") in SAMPLE_PATHS[1]
-    assert ("client", "geographicalContext", "geolocation", "lat") in SAMPLE_PATHS[0]
+    assert ("target", 1, "detailEntry", "expires") in paths(orjson.loads(LINES[1]))
+    assert ("client", "geographicalContext", "geolocation", "lat") in paths(orjson.loads(LINES[0]))

@@ -1,0 +1,218 @@
+"""Binding checks of the replay detector: is a use of a bound token made by its holder?
+
+A token can be bound to a proof-of-possession key (RFC 9449 DPoP, RFC 8705 mTLS),
+to the cloud it was issued in (network binding), or to the pod it was issued to
+(Kubernetes). ``BindingCheck.check`` compares one accepted use with that binding;
+``ReplayDetector`` calls it for every successful use of a bound token and reports
+what it returns under ``replay.binding_mismatch``, whose metadata stays with the
+replay rules. Not a detector of its own: it is not registered in ``DETECTORS``.
+
+Pod addresses are learned per pod (trust on first use) and kept in the replay
+namespace of the state under ``"pods"``, so they snapshot with the rest;
+``BindingCheck.expire`` forgets them when their pod has been quiet long enough.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Protocol
+
+from detectors import describe
+from detectors.base import Finding, RuleMeta
+from detectors.state import StateStore, TokenState
+from schemas.alerts import EvidenceItem
+from schemas.events import Binding, CanonicalEvent, EventKind, Network, TokenRef
+
+_PROOF_METHODS = ("dpop", "mtls")  # a bound token of these methods must prove the key on every request
+_METHOD_LABEL = {"dpop": "DPoP key", "mtls": "mTLS certificate", "pod": "pod", "network": "network"}
+# Credentials issued to a cloud service and used away from it: the technique is
+# named in the alert details (a stolen DPoP key is not a metadata-API theft).
+_METADATA_API = "T1552.005 Unsecured Credentials: Cloud Instance Metadata API"
+_PROVIDER_SERVICE = {"aws": "an AWS service", "gcp": "a Google Cloud service", "azure": "an Azure service"}
+# A pod's learned address: (address, first use time, its event id, its token id, its source, last use time)
+_PodAddress = tuple[str, float, str, str, str, float]
+_PODS = "pods"  # key of the learned pod addresses in the detector's state namespace
+_TYPE_LABEL = {
+    "access": "Access token",
+    "refresh": "Refresh token",
+    "id": "ID token",
+    "temporary_credential": "Temporary credential",
+    "service_account": "Service-account token",
+}
+
+
+class BindingSettings(Protocol):
+    """The options a binding check reads; ``ReplayConfig`` declares them with their defaults."""
+
+    @property
+    def alert_on_missing_proof(self) -> bool: ...
+    @property
+    def cloud_providers(self) -> tuple[str, ...]: ...
+    @property
+    def pod_address_ttl_s(self) -> float: ...
+    @property
+    def max_tracked_pods(self) -> int: ...
+
+
+class BindingCheck:
+    """Judges uses of bound tokens; findings are raised under ``rule``, pod
+    addresses are kept in the state namespace named ``namespace``."""
+
+    def __init__(self, settings: BindingSettings, rule: RuleMeta, namespace: str) -> None:
+        self.rule = rule
+        self.namespace = namespace
+        # Plain values: read on every bound use.
+        self._missing_proof = settings.alert_on_missing_proof
+        self._providers = frozenset(name.lower() for name in settings.cloud_providers)
+        self._pod_ttl = settings.pod_address_ttl_s
+        self._pod_cap = settings.max_tracked_pods
+
+    def check(
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, bound: str, proof: Binding | None,
+        state: StateStore,
+    ) -> Finding | None:
+        """A finding when the successful use ``event`` of ``ref`` (bound to ``bound``,
+        "method:value") was not made by the holder: a wrong or missing proof, a use
+        from outside the bound cloud, or from an address other than its pod's."""
+        method, _, value = bound.partition(":")
+        if method in _PROOF_METHODS:
+            if proof is None and not self._missing_proof:
+                return None
+            if proof is not None and proof.method == method and proof.value == value:
+                return None
+        elif proof is None or proof.method != method or proof.value == value:
+            # No contradicting pod/network proof at the request: judge by the caller's address.
+            if method == "pod":
+                return self._pod_address(event, ref, known, value, state)
+            if method == "network" and (proof is None or proof.method != method) and value.lower() in self._providers:
+                return self._outside_provider(event, ref, known, value)
+            return None
+        label = _METHOD_LABEL.get(method, method)
+        if proof is None:
+            how = f"without proving that {label}"
+        elif proof.method != method:
+            how = f"with a {_METHOD_LABEL.get(proof.method, proof.method)} ({proof.value}) instead"
+        else:
+            how = f"with {label} {proof.value}"
+        summary = (
+            f"{token_label(ref, known)} {ref.id} is bound to {label} {value} but was accepted {how}, "
+            f"from {describe.place(event)}"
+        )
+        return self._finding(
+            event, ref, known, summary, describe.evidence_with_issue(event, known),
+            {"bound": bound, "proof": f"{proof.method}:{proof.value}" if proof else None},
+        )
+
+    def expire(self, watermark: float, state: StateStore) -> None:
+        """Forget pod addresses once their pod has been quiet for the pod TTL."""
+        pods: dict[str, _PodAddress] | None = state.detector_state.get(self.namespace, {}).get(_PODS)
+        if not pods:
+            return
+        # Kept in last-use order, which follows event time closely: oldest first.
+        horizon = watermark - self._pod_ttl
+        while pods:
+            uid = next(iter(pods))
+            if pods[uid][5] >= horizon:
+                break
+            del pods[uid]
+
+    def _finding(
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, summary: str,
+        evidence: tuple[EvidenceItem, ...], details: dict[str, str | None],
+    ) -> Finding:
+        return Finding(
+            rule=self.rule, event=event, key=ref.id, summary=summary, evidence=evidence,
+            family_id=(known.family_id if known is not None else None) or ref.family_id,
+            details=details,
+        )
+
+    def _outside_provider(
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, provider: str
+    ) -> Finding | None:
+        """Credentials issued to a cloud service (an EC2 instance profile) used from outside that
+        cloud: GuardDuty's InstanceCredentialExfiltration.OutsideAWS. A non-cloud address counts
+        as outside; an address that was not recorded at all cannot be judged."""
+        net = event.network
+        if net.ip is None and net.service is None:
+            return None
+        used_in = _provider_of(net)
+        if used_in == provider.lower():
+            return None
+        holder = _PROVIDER_SERVICE.get(provider.lower(), f"a {provider} service")
+        if ref.type.value == "temporary_credential" or (known is not None and known.type == "temporary_credential"):
+            what, verb = f"Temporary credentials {ref.id}", "were"
+        else:
+            what, verb = f"{token_label(ref, known)} {ref.id}", "was"
+        where = f"a {used_in} address outside {provider}" if used_in else f"outside {provider}"
+        summary = (
+            f"{what} issued to {holder} (bound to {provider}) {verb} used from {describe.place(event)}, "
+            f"{where} — the credential exfiltration pattern"
+        )
+        return self._finding(
+            event, ref, known, summary, describe.evidence_with_issue(event, known),
+            {"bound": f"network:{provider}", "used_from_provider": used_in, "related_technique": _METADATA_API},
+        )
+
+    def _pod_address(
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, uid: str, state: StateStore
+    ) -> Finding | None:
+        """A pod-bound token must be used from its pod's address, learned from the first successful
+        use (trust on first use, per pod uid: the kubelet's rotated tokens share it), or from the
+        address that requested the token — the node's, which is also what hostNetwork pods and
+        SNAT-ed pod traffic show."""
+        ip = event.network.ip
+        if not ip:
+            return None
+        node = known.issue.ip if known is not None and known.issue is not None else None
+        pods: dict[str, _PodAddress] = state.namespace(self.namespace).setdefault(_PODS, {})
+        seen = pods.get(uid)
+        when = event.epoch
+        if seen is None:
+            if ip != node:  # the node's address teaches nothing about the pod's
+                pods[uid] = (ip, when, event.event_id, ref.id, event.source, when)
+                if len(pods) > self._pod_cap:
+                    del pods[next(iter(pods))]
+            return None
+        if ip == seen[0]:
+            if when > seen[5]:  # keep the dict in last-seen order for expiry
+                del pods[uid]
+                pods[uid] = (*seen[:5], when)
+            return None
+        if ip == node:
+            return None
+        address, first_time, first_id, first_token, first_source, _ = seen
+        earlier = next((u for u in known.uses if u.event_id == first_id), None) if known is not None else None
+        first_use = earlier.evidence(ref.id) if earlier is not None else EvidenceItem(
+            event_id=first_id, kind=EventKind.USED.value, time=datetime.fromtimestamp(first_time, tz=timezone.utc),
+            source=first_source, token_id=first_token, ip=address, outcome="success",
+        )
+        evidence = sorted((*describe.evidence_with_issue(event, known), first_use), key=lambda item: item.time)
+        summary = (
+            f"Pod-bound {token_label(ref, known).lower()} {ref.id} of pod {uid} was used from "
+            f"{describe.place(event)}, not its pod's address {address}{f' or its node address {node}' if node else ''}"
+        )
+        return self._finding(
+            event, ref, known, summary, tuple(evidence),
+            {"bound": f"pod:{uid}", "pod_address": address, "node_address": node, "pod_address_learned_from": first_id},
+        )
+
+
+def _provider_of(net: Network) -> str | None:
+    """The cloud provider a request came from: the enriched address's provider, "aws" for
+    AWS services acting on the credential's behalf, None for anything else."""
+    if net.provider:
+        return net.provider.lower()
+    service = net.service
+    if service:
+        service = service.lower()
+        # CloudTrail's sourceIPAddress for calls made by AWS services: "ec2.amazonaws.com", "AWS Internal".
+        return "aws" if service.endswith(".amazonaws.com") or service == "aws internal" else None
+    return None
+
+
+def token_label(ref: TokenRef, known: TokenState | None) -> str:
+    """How a summary names the token: by its type, or the type learned at issuance."""
+    kind = ref.type.value
+    if kind == "unknown" and known is not None:
+        kind = known.type
+    return _TYPE_LABEL.get(kind, "Token")
