@@ -20,7 +20,7 @@ from pydantic import Field
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.binding import BindingCheck, token_label
-from detectors.state import network_key, Observation, StateStore, TokenState
+from detectors.state import Observation, StateStore, TokenState, network_key, stable_hash
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, TokenRef
 
@@ -304,10 +304,10 @@ class ReplayDetector(Detector):
         self, event: CanonicalEvent, ref: TokenRef, request_id: str, when: float,
         known: TokenState | None, state: StateStore,
     ) -> Finding | None:
-        # Keyed by a hash of (token, request id): a dict entry of ints and floats
+        # Keyed by a stable hash of (token, request id): a dict entry of ints and floats
         # instead of two strings per request; kept in arrival order for expiry.
         requests = self._requests(state)
-        key = hash((ref.id, request_id))
+        key = stable_hash(ref.id, request_id)
         seen = requests.get(key)
         if seen is not None and seen[1] != event.event_id and abs(when - seen[0]) <= self._dup_window:
             return self._duplicate_finding(event, ref, request_id, when, seen, known)

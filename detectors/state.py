@@ -11,6 +11,7 @@ endless stream.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
@@ -21,6 +22,13 @@ from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, TokenType
 
 _INTERN: dict[Any, Any] = {}
+
+
+def stable_hash(*parts: str) -> int:
+    """A 64-bit hash that is the same in every process (Python's hash() of a str is
+    randomised per process), so keys survive a changelog restore on another instance."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def intern(value: Any) -> Any:

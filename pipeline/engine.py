@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import Detector, Finding
-from detectors.state import StateStore
+from detectors.state import StateStore, stable_hash
 from pipeline.alerting import Alerter
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
@@ -123,8 +123,9 @@ class Engine:
         return self.alerter.close_ready(watermark)
 
     def _is_duplicate(self, event: CanonicalEvent) -> bool:
-        """Exact redelivery check; a 64-bit hash of the id keeps the window small."""
-        key = hash(event.event_id)
+        """Exact redelivery check; a stable 64-bit hash of the id keeps the window small
+        and means the same on every instance."""
+        key = stable_hash(event.event_id)
         if key in self._seen:
             return True
         self._seen[key] = max(event.epoch, self._max_time)

@@ -12,7 +12,7 @@ import pytest
 
 from detectors import DETECTORS
 from detectors.replay import ReplayConfig, ReplayDetector
-from detectors.state import StateStore
+from detectors.state import StateStore, stable_hash
 from pipeline.alerting import alert_id
 from schemas.events import Binding, CanonicalEvent, Network
 from tests.factories import (
@@ -549,7 +549,7 @@ def test_request_ids_expire_with_event_time_and_are_capped() -> None:
         eng.submit(ev)
     # Watermark 945 (t=950 still buffered): ids older than 945 - 300 s are forgotten.
     requests = eng.state.namespace("replay")["requests"]
-    assert sorted(requests) == sorted(hash(("at-1", f"req-{t}")) for t in range(650, 950, 50))
+    assert sorted(requests) == sorted(stable_hash("at-1", f"req-{t}") for t in range(650, 950, 50))
 
     capped = engine({**ONLY_REPLAY, "replay": {"max_tracked_requests": 3}})
     for ev in [*login(), *(use(t, request_id=f"req-{t}") for t in range(10, 40, 2))]:

@@ -90,3 +90,15 @@ def test_failed_revocation_logout_and_disable_change_nothing() -> None:
     store.apply(event("session_ended", 10, session="s-1", success=False))
     store.apply(event("principal_disabled", 10, success=False))
     assert "at-1" not in store.tokens and store.sessions == {} and store.subjects == {}
+
+
+def test_stable_hash_is_the_same_in_another_process() -> None:
+    import subprocess
+    import sys
+
+    from detectors.state import stable_hash
+
+    code = "from detectors.state import stable_hash; print(stable_hash('at-1', 'req-9'))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": "123", "PYTHONPATH": "."})
+    assert int(other.stdout) == stable_hash("at-1", "req-9")
