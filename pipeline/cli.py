@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", type=Path, default=Path("demo-output"))
     demo.set_defaults(func=cmd_demo)
 
+    produce = sub.add_parser("produce", help="load JSON lines into a Kafka topic, keyed so one token family shares a partition")
+    produce.add_argument("--input", "-i", required=True, help="file of JSON lines, or - for stdin")
+    produce.add_argument("--topic", "-t", required=True, help="topic to produce to")
+    produce.add_argument("--config", "-c", type=Path, help="TOML configuration file (its [kafka] table)")
+    produce.add_argument("--bootstrap", help="host:port[,host:port] overriding kafka.bootstrap_servers")
+    produce.add_argument(
+        "--format", "-f", default="auto", choices=["auto", *sorted(FORMATS)], help="input format used for keys"
+    )
+    produce.add_argument("--create-topics", type=int, metavar="PARTITIONS", help="create missing topics first")
+    produce.set_defaults(func=cmd_produce)
+
     rules = sub.add_parser("rules", help="print the detection rules as a Markdown table")
     rules.set_defaults(func=lambda args: sys.stdout.write(rules_markdown()) and 0)
 
@@ -100,6 +111,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import show_demo
 
     return show_demo(SAMPLE_STREAM, args.output_dir)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from pipeline.kafka.produce import run_produce
+
+    return run_produce(args.input, args.topic, args.config, args.bootstrap, args.format, args.create_topics)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -28,7 +29,13 @@ from detectors.state import StateLimits
 from pipeline.alerting import AlertingConfig
 from pipeline.engine import EngineConfig
 from pipeline.enrich import EnrichConfig
+from pipeline.kafka.config import KafkaConfig
 from pipeline.normalize import InputConfig
+from pipeline.sinks.elasticsearch import ElasticsearchConfig
+
+# Keys that hold secrets: refused in a config file (backups, repositories); set them
+# from the environment (TOKENWATCH_<SECTION>__<KEY>) or point the *_file key at a file.
+SECRET_KEYS_BY_SECTION = {"kafka": ("sasl_password", "ssl_password"), "elasticsearch": ("api_key", "password")}
 
 
 class ConfigError(ValueError):
@@ -67,6 +74,8 @@ class Settings(BaseSettings):
     state: StateConfig = StateConfig()
     alerting: AlertingConfig = AlertingConfig()
     enrich: EnrichConfig = EnrichConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
     detectors: dict[str, dict[str, Any]] = {}
 
     @classmethod
@@ -101,15 +110,31 @@ def load_settings(path: Path | None = None) -> Settings:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        _reject_secrets(document, path)
         bound = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
         settings = bound()
     except ValidationError as exc:
         raise ConfigError(_first_error(exc)) from None
+    except SettingsError as exc:  # an environment override that does not parse
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"{exc}{cause}") from None
     settings.build_detectors()  # validate detector sections now
     return settings
+
+
+def _reject_secrets(document: dict[str, Any], path: Path) -> None:
+    for section, keys in SECRET_KEYS_BY_SECTION.items():
+        table = document.get(section)
+        found = [key for key in keys if isinstance(table, dict) and key in table]
+        if found:
+            env = f"TOKENWATCH_{section.upper()}__{found[0].upper()}"
+            raise ConfigError(
+                f"{path}: {section}.{found[0]} is a secret and must not be in a config file: "
+                f"set {env} (or a {section}.*_file key)"
+            )
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -151,9 +176,10 @@ def defaults_toml() -> str:
         ("state", StateConfig),
         ("alerting", AlertingConfig),
         ("enrich", EnrichConfig),
+        ("kafka", KafkaConfig),
+        ("elasticsearch", ElasticsearchConfig),
     ):
-        lines += ["", f"[{section}]"]
-        lines += _model_lines(model, _STATE_DOCS if model is StateConfig else {})
+        lines += _section_lines(section, model, _STATE_DOCS if model is StateConfig else {})
     for name, cls in DETECTORS.items():
         lines += ["", f"[detectors.{name}]"]
         lines += [f"# {rule.id}: {rule.description}" for rule in cls.rules]
@@ -161,10 +187,22 @@ def defaults_toml() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _section_lines(section: str, model: type[BaseModel], docs: dict[str, str]) -> list[str]:
+    """``[section]`` with its keys, then a ``[section.sub]`` table per nested model."""
+    out = ["", f"[{section}]", *_model_lines(model, docs)]
+    for name, info in model.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            out += _section_lines(f"{section}.{name}", type(default), {})
+    return out
+
+
 def _model_lines(model: type[BaseModel], docs: dict[str, str]) -> list[str]:
     out: list[str] = []
     for name, info in model.model_fields.items():
         default = info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            continue  # its own [section.name] table
         doc = info.description or docs.get(name)
         if doc:
             out.append(f"# {doc}")
@@ -175,6 +213,10 @@ def _model_lines(model: type[BaseModel], docs: dict[str, str]) -> list[str]:
         else:
             out.append(f"{name} = {_toml_value(default)}")
     return out
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -189,6 +231,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple, set, frozenset)):
         items = sorted(value) if isinstance(value, (set, frozenset)) else value
         return "[" + ", ".join(_toml_value(v) for v in items) + "]"
-    if isinstance(value, BaseModel):
-        return "{}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if type(value).__module__.startswith("pydantic"):  # URLs and the like render as their text
+        return _toml_value(str(value))
     raise TypeError(f"cannot render {value!r} as TOML")

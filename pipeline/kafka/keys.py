@@ -1,0 +1,168 @@
+"""The message-key rule: which partition an input record goes to.
+
+A service instance keeps detection state (token lineage, refresh rotation,
+recent uses and places, revocations) only for the partitions it owns, so two
+events can only be compared if they land on the same partition. The key is
+therefore taken from the canonical events the line maps to, not from vendor
+fields, and it is the outermost lineage id the line names:
+
+    key = subject id, else session id, else token family id, else token id,
+          else event id                        (of the line's canonical events)
+
+Lineage ids nest (a token belongs to a family, a family to a session, a
+session to a subject), so keying by the outermost one keeps every inner link
+on one partition: a refresh chain, the uses of its tokens, the session's
+logout and the subject's disablement. It is also the one id nearly every
+source names on every event. The inner ids do not: Keycloak's family is
+"<session>/<client>" but its introspections and logouts name only the session;
+Graph activity names the token (Entra's uniqueTokenIdentifier) and the user but
+no session, while the Entra sign-in that minted the token is a session event;
+gateway logs name ``sub`` and ``jti`` but rarely ``sid``; Okta revocations and
+user deactivations name only the user. Keyed by family (or session) first, each
+of those pairs would be split across partitions; keyed by subject they meet.
+The cost is coarser keys: one subject's events are processed in order on one
+partition. A user's event rate is far below a partition's capacity; a busy
+service account (client credentials, a Kubernetes service account shared by
+many pods) concentrates on one partition, as it would under a family rule too
+(sessionless tokens have no family) except for Kubernetes, whose pod sessions
+would otherwise spread.
+
+The key is the id's UTF-8 bytes, with no prefix (an id is never hashed with
+Python's ``hash()``, so keys are the same in every run and every producer, and
+Kafka's murmur2 partitioner maps them the same way from any client). A line
+that maps to several events (a Keycloak code exchange minting two tokens,
+a CloudTrail role-chaining call that uses one key and mints another) gets one
+key: the highest-ranked id any of its events names, taken from the first event
+naming it. A line that is not JSON, not an object, matches no format, fails its
+adapter, or is a type tokenwatch skips, is keyed ``sha256:<hex of the line>``
+(the ``raw_sha256`` of the dead letter the service will write): it is still
+produced, so the service dead-letters it with its topic/partition/offset and
+nothing is lost.
+
+When one token's events still arrive on different partitions (a source that
+names the subject differently, e.g. Okta's user id at issuance against the
+login in an access token's ``sub`` at a gateway; a gateway that logs only an
+opaque token, keyed by the token's hash; a token exchange whose new token
+belongs to another subject), each partition sees half the story: issue-to-use
+geo and scope checks, concurrent-use and binding checks that need the issuance,
+and refresh-reuse across the split are missed, silently. Revocations are not
+affected: revoked / session_ended / principal_disabled events are also read by
+every instance from the revocations topic, so post-revocation use is detected
+wherever the use lands. Remedy: key the source by an id both sides share (the
+subject as the IdP names it), e.g. by mapping the gateway's subject claim to
+the IdP's user id, or produce such a source in the canonical format.
+
+Token ids derived from a raw token (a gateway that logs the bearer string) are
+keyed hashes: producers of one topic must share ``TOKENWATCH_TOKEN_HASH_KEY``
+(as service instances must) for those lines to key alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from schemas.events import CanonicalEvent
+from schemas.redaction import TokenHasher
+from schemas.sources import FORMATS, AdapterContext, PartialRecord, detect_format
+
+KeyBasis = Literal["subject", "session", "family", "token", "event", "content"]
+
+#: The precedence of the rule, outermost lineage id first.
+KEY_ORDER: tuple[KeyBasis, ...] = ("subject", "session", "family", "token", "event")
+CONTENT_PREFIX = b"sha256:"
+
+
+@dataclass(frozen=True, slots=True)
+class LineKey:
+    """A line's message key and what it was derived from (``content``: the line did not map)."""
+
+    key: bytes
+    basis: KeyBasis
+    format: str | None = None
+    reason: str | None = None
+
+
+def _ids(event: CanonicalEvent) -> dict[KeyBasis, str | None]:
+    token = event.token
+    return {
+        "subject": event.subject.id if event.subject else None,
+        "session": event.session_id,
+        "family": token.family_id if token else None,
+        "token": token.id if token else None,
+        "event": event.event_id,
+    }
+
+
+def event_key(events: Sequence[CanonicalEvent]) -> tuple[bytes, KeyBasis] | None:
+    """The key of a line that mapped to ``events`` (None when there are none)."""
+    if not events:
+        return None
+    ids = [_ids(event) for event in events]
+    for basis in KEY_ORDER:
+        for entry in ids:
+            value = entry[basis]
+            if value:
+                return value.encode("utf-8", "surrogatepass"), basis
+    return None  # unreachable: event_id is required and non-empty
+
+
+def content_key(data: bytes) -> bytes:
+    """Key of a line that maps to no event: the SHA-256 of its bytes, as the dead letter records it."""
+    return CONTENT_PREFIX + hashlib.sha256(data).hexdigest().encode("ascii")
+
+
+def partition_key(raw: Mapping[str, Any], format_name: str = "auto", *, hash_token: TokenHasher) -> bytes:
+    """The message key of one parsed record of ``format_name`` ("auto": detected).
+
+    Pure: the same record gives the same key in every run (no wall clock, no
+    ``hash()``). A record that maps to no event is keyed by the SHA-256 of its
+    canonical JSON (sorted keys).
+    """
+    return _key_of_record(raw, format_name, hash_token, None).key
+
+
+def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto") -> LineKey:
+    """The key of one input line (without its newline); never raises."""
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return LineKey(content_key(line), "content", None, "not JSON")
+    if not isinstance(raw, dict):
+        return LineKey(content_key(line), "content", None, f"not a JSON object but {type(raw).__name__}")
+    return _key_of_record(raw, format_name, hash_token, line)
+
+
+def _key_of_record(
+    raw: Mapping[str, Any], format_name: str, hash_token: TokenHasher, line: bytes | None
+) -> LineKey:
+    def fallback(fmt: str | None, reason: str) -> LineKey:
+        data = line if line is not None else orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+        return LineKey(content_key(data), "content", fmt, reason)
+
+    try:
+        if format_name in ("auto", "", None):
+            adapter = detect_format(raw)
+        else:
+            adapter = FORMATS[format_name]
+            if not adapter.matches(raw):
+                return fallback(None, f"does not look like {format_name}")
+    except KeyError:
+        raise ValueError(f"unknown format {format_name!r}") from None
+    except Exception as exc:  # UnknownFormat, or a matches() choking on odd input
+        return fallback(None, str(exc)[:200] or type(exc).__name__)
+    events: Iterable[CanonicalEvent]
+    try:
+        events = adapter.to_events(raw, AdapterContext(hash_token=hash_token))
+    except PartialRecord as exc:
+        events = exc.events
+    except Exception as exc:  # UnsupportedEventType, InvalidRecord, adapter bugs: the service decides
+        return fallback(adapter.name, f"{type(exc).__name__}: {exc}"[:200])
+    found = event_key(list(events))
+    if found is None:
+        return fallback(adapter.name, "no events")
+    return LineKey(found[0], found[1], adapter.name)

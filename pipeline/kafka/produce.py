@@ -1,0 +1,196 @@
+"""Load JSON lines into a Kafka topic with the documented message keys.
+
+Every non-blank line is produced as it was read (the service normalizes it,
+so the bytes, not a re-encoding, are what dead letters and evidence point at).
+Lines that map to no event are produced too, keyed by their content hash, so
+the service dead-letters them with their offsets: ``produce`` never filters.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from pipeline.kafka.config import KafkaConfig, KafkaTopics, producer_kwargs
+from pipeline.kafka.keys import line_key
+from schemas.redaction import TokenHasher
+
+
+@dataclass
+class ProduceSummary:
+    """What one ``produce`` run did: ``produced`` counts broker-acknowledged records,
+    ``failed`` every non-blank line that was not acknowledged (rejected, timed out)."""
+
+    topic: str
+    lines: int = 0
+    blank_lines: int = 0
+    sent: int = 0
+    produced: int = 0
+    unmapped: int = 0
+    failed: int = 0
+    keyed_by: Counter[str] = field(default_factory=Counter)
+    formats: Counter[str] = field(default_factory=Counter)
+    unmapped_reasons: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        keyed = ", ".join(f"{basis} {n}" for basis, n in sorted(self.keyed_by.items()))
+        formats = ", ".join(f"{name} {n}" for name, n in sorted(self.formats.items()))
+        lines = [
+            f"tokenwatch produce: {self.produced} of {self.lines} lines produced to {self.topic}"
+            f" ({self.blank_lines} blank lines skipped)",
+            f"  keyed by: {keyed or 'nothing'}",
+            f"  formats: {formats or 'none'}",
+        ]
+        if self.unmapped:
+            top = ", ".join(f"{reason} ({n})" for reason, n in self.unmapped_reasons.most_common(3))
+            lines.append(f"  {self.unmapped} lines map to no event (keyed by content hash; the service dead-letters them): {top}")
+        if self.failed:
+            lines.append(f"  {self.failed} lines FAILED to produce: {'; '.join(self.errors[:3])}")
+        return "\n".join(lines)
+
+
+class _Acks:
+    """Counts acknowledgements and failures reported from the producer's I/O thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failed = 0
+        self.errors: list[str] = []
+
+    def success(self, _metadata: Any) -> None:
+        with self.lock:
+            self.ok += 1
+
+    def settle(self, sent: int, deadline_s: float) -> None:
+        """Wait (briefly) until every sent record's callback ran: flush returns when the
+        batches are done, and record callbacks run in the I/O thread right around that."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            with self.lock:
+                if self.ok + self.failed >= sent:
+                    return
+            time.sleep(0.005)
+
+    def failure(self, origin: str, exc: BaseException) -> None:
+        with self.lock:
+            self.failed += 1
+            if len(self.errors) < 10:
+                self.errors.append(f"{origin}: {type(exc).__name__}: {exc}"[:300])
+
+
+def produce(
+    lines: Iterable[bytes],
+    topic: str,
+    config: KafkaConfig,
+    *,
+    hash_token: TokenHasher,
+    format_name: str = "auto",
+    origin: str = "input",
+    producer: KafkaProducer | None = None,
+    flush_timeout_s: float = 60.0,
+) -> ProduceSummary:
+    """Send every non-blank line of ``lines`` to ``topic`` keyed by ``line_key``; flush; count.
+
+    ``producer`` lets a caller reuse one (it is flushed, not closed); otherwise
+    one is built from ``config`` and closed at the end.
+    """
+    summary = ProduceSummary(topic=topic)
+    acks = _Acks()
+    own = producer is None
+    rejected = 0
+    client = producer if producer is not None else KafkaProducer(**producer_kwargs(config))
+    try:
+        for number, line in enumerate(lines, 1):
+            summary.lines += 1
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                summary.blank_lines += 1
+                continue
+            keyed = line_key(line, hash_token, format_name)
+            summary.keyed_by[keyed.basis] += 1
+            summary.formats[keyed.format or "unknown"] += 1
+            if keyed.basis == "content":
+                summary.unmapped += 1
+                summary.unmapped_reasons[_reason_label(keyed.reason)] += 1
+            where = f"{origin}:{number}"
+            try:
+                future = client.send(topic, key=keyed.key, value=line)
+            except KafkaError as exc:  # too large for max_request_size, or buffer exhausted
+                acks.failure(where, exc)
+                rejected += 1
+                continue
+            summary.sent += 1
+            future.add_callback(acks.success)
+            future.add_errback(lambda exc, where=where: acks.failure(where, exc))
+        try:
+            client.flush(timeout=flush_timeout_s)
+        except KafkaError as exc:  # timed out: the unacknowledged rest is counted as failed below
+            acks.failure(origin, exc)
+            rejected += 1
+        acks.settle(summary.sent + rejected, deadline_s=5.0)
+    finally:
+        if own:
+            client.close(timeout=flush_timeout_s)
+    with acks.lock:  # a non-blank line not acknowledged by the broker failed, whatever the cause
+        summary.produced, summary.errors = acks.ok, list(acks.errors)
+    summary.failed = summary.lines - summary.blank_lines - summary.produced
+    return summary
+
+
+def _reason_label(reason: str | None) -> str:
+    """Group reasons for the summary without echoing line content."""
+    if not reason:
+        return "unknown"
+    return reason.split(":", 1)[0][:60]
+
+
+def run_produce(
+    input_name: str,
+    topic: str,
+    config_path: Path | None = None,
+    bootstrap: str | None = None,
+    format_name: str = "auto",
+    create_partitions: int | None = None,
+) -> int:
+    """``tokenwatch produce``: exit 0 when every line was acknowledged, 1 when some
+    failed or the broker is unreachable, 2 for a configuration error."""
+    from pipeline.config import ConfigError, load_settings
+    from pipeline.kafka.topics import ensure_topics
+    from pipeline.secrets import token_hash_key
+    from schemas.redaction import make_token_hasher
+
+    try:
+        config = load_settings(config_path).kafka
+        if bootstrap:
+            config = KafkaConfig.model_validate(config.model_dump() | {"bootstrap_servers": bootstrap})
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"tokenwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    hasher = make_token_hasher(token_hash_key())
+    try:
+        if create_partitions:
+            topics = {"input": [topic], **config.topics.model_dump(exclude={"input"})}
+            for status in ensure_topics(config.model_copy(update={"topics": KafkaTopics(**topics)}), create_partitions).values():
+                state = "created" if status.created else "exists"
+                print(f"  topic {status.name}: {state}, {status.partitions} partitions", file=sys.stderr)
+        if input_name == "-":
+            summary = produce(sys.stdin.buffer, topic, config, hash_token=hasher, format_name=format_name, origin="stdin")
+        else:
+            with open(input_name, "rb", buffering=1 << 20) as handle:
+                summary = produce(handle, topic, config, hash_token=hasher, format_name=format_name, origin=input_name)
+    except KafkaError as exc:  # NoBrokersAvailable and friends: could not run
+        print(f"tokenwatch: cannot reach Kafka at {','.join(config.bootstrap_servers)}: {exc}", file=sys.stderr)
+        return 1
+    print(summary.render(), file=sys.stderr)
+    return 1 if summary.failed else 0
