@@ -161,8 +161,11 @@ class StateLimits:
 class StateStore:
     """Lineage state keyed by token, family, session and subject id."""
 
-    def __init__(self, limits: StateLimits | None = None) -> None:
+    def __init__(self, limits: StateLimits | None = None, track_changes: bool = False) -> None:
         self.limits = limits or StateLimits()
+        # Keep changed keys until ``take_dirty`` (a service writing a changelog); when off
+        # they are marked all the same (cheaper than asking) and dropped at each expiry.
+        self.track_changes = track_changes
         self.tokens: dict[str, TokenState] = {}
         self.families: dict[str, ScopeState] = {}
         self.sessions: dict[str, ScopeState] = {}
@@ -171,6 +174,11 @@ class StateStore:
         self.metrics: dict[str, list[float]] = defaultdict(list)
         self._wheel: dict[int, list[str]] = defaultdict(list)
         self._scope_wheel: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        # Keys changed (or deleted) since the last checkpoint, for the changelog: one set per
+        # table so that marking costs a set add, no tuple. See ``take_dirty``.
+        self._dirty_tokens: set[str] = set()
+        self._dirty_scopes: dict[str, set[str]] = {"family": set(), "session": set(), "subject": set()}
+        self._dirty_ns: set[str] = set()
 
     # -- reading -------------------------------------------------------------
     def token(self, token_id: str | None) -> TokenState | None:
@@ -186,8 +194,27 @@ class StateStore:
         return known.family_id if known else None
 
     def namespace(self, detector: str) -> dict[str, Any]:
-        """A detector's private corner of the state (so it snapshots with the rest)."""
+        """A detector's private corner of the state (so it snapshots with the rest).
+
+        Asking for it marks it changed: detectors mutate it in place, so a checkpoint
+        rewrites every namespace handed out since the last one."""
+        self._dirty_ns.add(detector)
         return self.detector_state.setdefault(detector, {})
+
+    def take_dirty(self) -> set[tuple[str, str]]:
+        """Keys changed or deleted since the last call, and forget them: ("t", token id),
+        ("f", family), ("s", session), ("u", subject), ("d", detector namespace). A key no
+        longer present is a deletion (``detectors.state_codec`` writes it as a tombstone)."""
+        if not self.track_changes:
+            raise RuntimeError("StateStore(track_changes=True) is needed to take changed keys")
+        dirty = {("t", key) for key in self._dirty_tokens}
+        for prefix, name in (("f", "family"), ("s", "session"), ("u", "subject")):
+            dirty.update((prefix, key) for key in self._dirty_scopes[name])
+            self._dirty_scopes[name].clear()
+        dirty.update(("d", name) for name in self._dirty_ns)
+        self._dirty_tokens.clear()
+        self._dirty_ns.clear()
+        return dirty
 
     def observe(self, metric: str, value: float) -> None:
         values = self.metrics[metric]
@@ -276,6 +303,7 @@ class StateStore:
             scope.revoked = _earliest(scope.revoked, obs)
 
     def _token(self, token_id: str, event: CanonicalEvent) -> TokenState:
+        self._dirty_tokens.add(token_id)
         state = self.tokens.get(token_id)
         if state is None:
             state = self.tokens[token_id] = TokenState(token_id)
@@ -285,6 +313,7 @@ class StateStore:
         return state
 
     def _scope(self, table: dict[str, ScopeState], name: str, key: str, event: CanonicalEvent) -> ScopeState:
+        self._dirty_scopes[name].add(key)
         scope = table.get(key)
         if scope is None:
             scope = table[key] = ScopeState()
@@ -321,11 +350,21 @@ class StateStore:
         revocation, logout or disable, else for ``expired_retention_s``.
         """
         dropped = 0
+        if not self.track_changes:  # bounded: a batch run never takes them
+            self._dirty_tokens.clear()
+            self._dirty_ns.clear()
+            for keys in self._dirty_scopes.values():
+                keys.clear()
+        # Detectors prune their namespaces right after this (Engine._expire), some without
+        # asking ``namespace()``: count them all as changed.
+        self._dirty_ns.update(self.detector_state)
+        dirty_tokens = self._dirty_tokens
         for slot in [b for b in self._wheel if b * _BUCKET_S < watermark]:
             for token_id in self._wheel.pop(slot):
                 state = self.tokens.get(token_id)
                 if state is None or state.wheel_slot != slot:
                     continue  # gone, or filed under a later bucket since
+                dirty_tokens.add(token_id)  # deleted, or filed under a new bucket
                 if self._token_deadline(state) < watermark:
                     del self.tokens[token_id]
                     dropped += 1
@@ -339,6 +378,7 @@ class StateStore:
                 scope = table.get(key)
                 if scope is None:
                     continue
+                self._dirty_scopes[name].add(key)  # deleted, or extended and filed anew
                 alive = [tid for tid in scope.tokens or () if tid in self.tokens]
                 if alive:
                     scope.tokens = alive
