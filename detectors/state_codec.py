@@ -1,0 +1,386 @@
+"""Changelog records of a ``StateStore``: one record per token, family, session,
+subject and detector namespace, and back.
+
+A partition's state is written to a compacted changelog topic at each checkpoint
+and restored from it by the partition's next owner, so the codec must be exact
+(continuing with a restored store gives the same alerts as continuing with the
+original) and safe: records are JSON (orjson) of plain lists, never pickle — a
+changelog topic must not be a code-execution path. Decoding builds only
+``TokenState``, ``ScopeState``, ``Observation``, built-in containers and the
+named tuples registered here (looked up by a fixed name, never imported by path).
+
+Record keys are ``b"<prefix>:<id>"`` with prefix ``t`` token, ``f`` family,
+``s`` session, ``u`` subject, ``d`` detector namespace; the value ``None`` is a
+tombstone (the key is gone). Values start with a format version.
+
+Expiry is restored too: a token record carries its expiry-wheel bucket, a scope
+record the buckets it is filed under (looked up in the store's scope wheel), so
+a restored store forgets exactly when the original would have. The ``metrics``
+dict is not persisted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from detectors.state import Observation, ScopeState, StateStore, TokenState, intern
+
+VERSION = 1
+Record = tuple[bytes, bytes | None]
+
+_SCOPE_TABLES = {"f": "family", "s": "session", "u": "subject"}
+_OBS_SLOTS = Observation.__slots__
+_OBS_SCOPES = _OBS_SLOTS.index("scopes")  # a tuple: written as a list
+# Observation fields interned like ``Observation.__init__`` and the enricher share them.
+_OBS_INTERNED = frozenset({"kind", "source", "net", "egress", "country", "city", "as_org", "binding"})
+_NAMEDTUPLES: dict[str, type] = {}
+_NAMEDTUPLE_NAMES: dict[type, str] = {}
+
+
+class CodecError(ValueError):
+    """A changelog record that cannot be decoded (corrupt, or from an unknown format)."""
+
+
+def register_namedtuple(name: str, cls: type) -> None:
+    """Allow ``cls`` (a NamedTuple kept in a detector namespace) in records, under ``name``."""
+    _NAMEDTUPLES[name] = cls
+    _NAMEDTUPLE_NAMES[cls] = name
+
+
+def _register_detector_types() -> None:
+    from detectors.geo_divergence import _Point
+
+    register_namedtuple("geo_divergence.Point", _Point)
+
+
+_register_detector_types()
+
+
+# -- keys ------------------------------------------------------------------------------
+def record_key(key: tuple[str, str]) -> bytes:
+    """``("t", "at-1")`` -> ``b"t:at-1"``."""
+    prefix, ident = key
+    return f"{prefix}:{ident}".encode("utf-8", "surrogatepass")
+
+
+def parse_key(raw: bytes) -> tuple[str, str]:
+    prefix, sep, ident = raw.decode("utf-8", "surrogatepass").partition(":")
+    if not sep or prefix not in ("t", "f", "s", "u", "d"):
+        raise CodecError(f"not a state record key: {raw[:80]!r}")
+    return prefix, ident
+
+
+# -- encoding --------------------------------------------------------------------------
+class Encoder:
+    """Encodes records of one store at one checkpoint; builds the scope-wheel index once."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self._scope_slots: dict[tuple[str, str], list[int]] | None = None
+
+    def encode(self, key: tuple[str, str]) -> bytes | None:
+        """The record value of ``key``, or None (a tombstone) when the key is gone."""
+        prefix, ident = key
+        store = self.store
+        if prefix == "t":
+            token = store.tokens.get(ident)
+            return None if token is None else orjson.dumps(_token_to_list(token))
+        if prefix == "d":
+            if ident not in store.detector_state:
+                return None
+            return orjson.dumps([VERSION, pack(store.detector_state[ident])])
+        name = _SCOPE_TABLES[prefix]
+        scope = _scope_table(store, name).get(ident)
+        if scope is None:
+            return None
+        return orjson.dumps(_scope_to_list(scope, self._slots_of(name, ident)))
+
+    def records(self, keys: Iterable[tuple[str, str]]) -> list[Record]:
+        return [(record_key(key), self.encode(key)) for key in sorted(keys)]
+
+    def _slots_of(self, name: str, ident: str) -> list[int]:
+        if self._scope_slots is None:
+            index: dict[tuple[str, str], list[int]] = {}
+            for slot, entries in self.store._scope_wheel.items():
+                for entry in entries:
+                    index.setdefault(entry, []).append(slot)
+            self._scope_slots = index
+        return sorted(self._scope_slots.get((name, ident), ()))
+
+
+def encode(store: StateStore, key: tuple[str, str]) -> bytes | None:
+    """One record value (None = tombstone). For many keys use ``Encoder``/``dirty_records``:
+    encoding a scope here scans the store's scope wheel."""
+    return Encoder(store).encode(key)
+
+
+def dirty_records(store: StateStore) -> list[Record]:
+    """The records of every key changed since the last checkpoint (clears the dirty set)."""
+    return Encoder(store).records(store.take_dirty())
+
+
+def all_keys(store: StateStore) -> Iterator[tuple[str, str]]:
+    yield from (("t", key) for key in store.tokens)
+    for prefix, name in _SCOPE_TABLES.items():
+        yield from ((prefix, key) for key in _scope_table(store, name))
+    yield from (("d", key) for key in store.detector_state)
+
+
+def snapshot_records(store: StateStore) -> list[Record]:
+    """Every key of the store, for a full dump (no tombstones)."""
+    encoder = Encoder(store)
+    return [(record_key(key), encoder.encode(key)) for key in all_keys(store)]
+
+
+def _obs(obs: Observation | None) -> list[Any] | None:
+    if obs is None:
+        return None
+    values = [getattr(obs, name) for name in _OBS_SLOTS]
+    values[_OBS_SCOPES] = list(obs.scopes)
+    return values
+
+
+def _token_to_list(t: TokenState) -> list[Any]:
+    return [
+        VERSION, t.type, t.family_id, t.parent_id, t.session_id, t.subject_id, t.client_id,
+        t.issued_at, t.expires_at, None if t.scopes is None else sorted(t.scopes), list(t.audience),
+        t.binding, _obs(t.issue), [_obs(u) for u in t.uses], _obs(t.rotation), _obs(t.revoked),
+        t.last_seen, t.wheel_slot,
+    ]
+
+
+def _scope_to_list(s: ScopeState, slots: list[int]) -> list[Any]:
+    return [
+        VERSION, _obs(s.revoked), _obs(s.ended), _obs(s.disabled),
+        None if s.scopes is None else sorted(s.scopes), list(s.audience), s.last_seen, s.tokens, slots,
+    ]
+
+
+def pack(value: Any) -> Any:
+    """A detector-namespace value as plain JSON, reversibly: JSON arrays are lists, every
+    JSON object is a one-key tag — {"d": {...}} dict of str keys, {"D": [[k, v], ...]}
+    dict of other keys, {"T": [...]} tuple, {"F": [...]} frozenset, {"S": [...]} set,
+    {"N": [name, [...]]} registered named tuple, {"x": "inf"} non-finite float."""
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else {"x": repr(value)}
+    if kind is list:
+        return [pack(item) for item in value]
+    if kind is dict:
+        if all(type(k) is str for k in value):
+            return {"d": {k: pack(v) for k, v in value.items()}}
+        return {"D": [[pack(k), pack(v)] for k, v in value.items()]}
+    if kind is tuple:
+        return {"T": [pack(item) for item in value]}
+    if kind is frozenset or kind is set:
+        items = [pack(item) for item in value]
+        if all(type(item) is str for item in items):
+            items.sort()
+        return {"F" if kind is frozenset else "S": items}
+    name = _NAMEDTUPLE_NAMES.get(kind)
+    if name is not None:
+        return {"N": [name, [pack(item) for item in value]]}
+    raise TypeError(f"cannot encode a {kind.__module__}.{kind.__qualname__} in a changelog record")
+
+
+# -- decoding --------------------------------------------------------------------------
+class Restorer:
+    """Applies changelog records (in topic order) to a store, then files the restored
+    keys in the expiry wheels once — so older versions of a key leave no stale filing."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self._tokens: set[str] = set()
+        self._scopes: dict[tuple[str, str], list[int]] = {}
+
+    def apply(self, raw_key: bytes, value: bytes | None) -> None:
+        prefix, ident = parse_key(raw_key)
+        store = self.store
+        try:
+            if prefix == "t":
+                if value is None:
+                    store.tokens.pop(ident, None)
+                else:
+                    store.tokens[ident] = _token_from_list(ident, _load(value))
+                    self._tokens.add(ident)
+            elif prefix == "d":
+                if value is None:
+                    store.detector_state.pop(ident, None)
+                else:
+                    data = _load(value)
+                    namespace = unpack(data[1])
+                    if type(namespace) is not dict:
+                        raise CodecError("a detector namespace must be a dict")
+                    store.detector_state[ident] = namespace
+            else:
+                name = _SCOPE_TABLES[prefix]
+                table = _scope_table(store, name)
+                if value is None:
+                    table.pop(ident, None)
+                    self._scopes.pop((name, ident), None)
+                else:
+                    scope, slots = _scope_from_list(_load(value))
+                    table[ident] = scope
+                    self._scopes[(name, ident)] = slots
+        except CodecError:
+            raise
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+            raise CodecError(f"bad state record {raw_key[:80]!r}: {exc}") from exc
+
+    def finish(self) -> None:
+        """File restored tokens and scopes in the expiry wheels (once, after all records)."""
+        store = self.store
+        for ident in self._tokens:
+            token = store.tokens.get(ident)
+            if token is not None and token.wheel_slot >= 0:
+                store._wheel[token.wheel_slot].append(ident)
+        for (name, ident), slots in self._scopes.items():
+            if ident in _scope_table(store, name):
+                for slot in slots:
+                    store._scope_wheel[slot].append((name, ident))
+        self._tokens.clear()
+        self._scopes.clear()
+
+
+def apply_record(store: StateStore, raw_key: bytes, value: bytes | None) -> None:
+    """Apply one record and file it for expiry. To replay a topic use ``restore`` (or a
+    ``Restorer``): applying two versions of one scope here leaves both filings."""
+    restorer = Restorer(store)
+    restorer.apply(raw_key, value)
+    restorer.finish()
+
+
+def restore(store: StateStore, records: Iterable[Record]) -> StateStore:
+    """Apply changelog records in topic order (later versions of a key win)."""
+    restorer = Restorer(store)
+    for raw_key, value in records:
+        restorer.apply(raw_key, value)
+    restorer.finish()
+    return store
+
+
+def _load(value: bytes) -> list[Any]:
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise CodecError(f"not JSON: {exc}") from exc
+    if type(data) is not list or not data or data[0] != VERSION:
+        raise CodecError(f"unknown state record format {str(data)[:40]!r}")
+    return data
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if type(value) not in (int, float):
+        raise CodecError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _str(value: Any) -> str | None:
+    if value is not None and type(value) is not str:
+        raise CodecError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _istr(value: Any) -> str | None:
+    return intern(_str(value))
+
+
+def _strs(values: Any) -> list[str]:
+    if type(values) is not list or not all(type(v) is str for v in values):
+        raise CodecError("expected a list of strings")
+    return values
+
+
+def _obs_from(values: Any) -> Observation | None:
+    if values is None:
+        return None
+    if type(values) is not list or len(values) != len(_OBS_SLOTS):
+        raise CodecError("bad observation")
+    obs = Observation.__new__(Observation)
+    for name, value in zip(_OBS_SLOTS, values):
+        if name in _OBS_INTERNED and type(value) is str:
+            value = intern(value)
+        setattr(obs, name, value)
+    obs.scopes = intern(tuple(_strs(obs.scopes))) if obs.scopes else ()
+    obs.time = _float(obs.time)  # type: ignore[assignment]
+    return obs
+
+
+def _token_from_list(token_id: str, data: list[Any]) -> TokenState:
+    (_, type_, family, parent, session, subject, client, issued_at, expires_at, scopes, audience,
+     binding, issue, uses, rotation, revoked, last_seen, wheel_slot) = data
+    t = TokenState(token_id)
+    t.type = _istr(type_) or t.type
+    t.family_id, t.parent_id, t.session_id = _istr(family), _str(parent), _istr(session)
+    t.subject_id, t.client_id = _istr(subject), _istr(client)
+    t.issued_at, t.expires_at = _float(issued_at), _float(expires_at)
+    t.scopes = None if scopes is None else intern(frozenset(_strs(scopes)))
+    t.audience = intern(tuple(_strs(audience))) if audience else ()
+    t.binding = _istr(binding)
+    t.issue, t.rotation, t.revoked = _obs_from(issue), _obs_from(rotation), _obs_from(revoked)
+    t.uses = [obs for obs in map(_obs_from, uses) if obs is not None]
+    t.last_seen = _float(last_seen) or 0.0
+    t.wheel_slot = int(wheel_slot)
+    return t
+
+
+def _scope_from_list(data: list[Any]) -> tuple[ScopeState, list[int]]:
+    _, revoked, ended, disabled, scopes, audience, last_seen, tokens, slots = data
+    s = ScopeState()
+    s.revoked, s.ended, s.disabled = _obs_from(revoked), _obs_from(ended), _obs_from(disabled)
+    s.scopes = None if scopes is None else intern(frozenset(_strs(scopes)))
+    s.audience = intern(tuple(_strs(audience))) if audience else ()
+    s.last_seen = _float(last_seen) or 0.0
+    s.tokens = None if tokens is None else _strs(tokens)
+    return s, [int(slot) for slot in slots]
+
+
+def unpack(value: Any) -> Any:
+    """Inverse of ``pack``."""
+    kind = type(value)
+    if kind is list:
+        return [unpack(item) for item in value]
+    if kind is not dict:
+        return value
+    if len(value) != 1:
+        raise CodecError("an encoded object must have exactly one tag")
+    ((tag, body),) = value.items()
+    if tag == "d":
+        return {k: unpack(v) for k, v in body.items()}
+    if tag == "D":
+        return {_hashable(unpack(k)): unpack(v) for k, v in body}
+    if tag == "T":
+        return tuple(unpack(item) for item in body)
+    if tag == "F":
+        return intern(frozenset(_hashable(unpack(item)) for item in body))
+    if tag == "S":
+        return {_hashable(unpack(item)) for item in body}
+    if tag == "x":
+        if body not in ("inf", "-inf", "nan"):
+            raise CodecError(f"bad float {body!r}")
+        return float(body)
+    if tag == "N":
+        name, fields = body
+        cls = _NAMEDTUPLES.get(name)
+        if cls is None:
+            raise CodecError(f"unregistered named tuple {name!r}")
+        return cls._make(unpack(item) for item in fields)  # type: ignore[attr-defined]
+    raise CodecError(f"unknown tag {tag!r}")
+
+
+def _hashable(value: Any) -> Any:
+    if type(value) in (list, dict, set):
+        raise CodecError("a dict key or set member must be hashable")
+    return value
+
+
+def _scope_table(store: StateStore, name: str) -> dict[str, ScopeState]:
+    return {"family": store.families, "session": store.sessions, "subject": store.subjects}[name]

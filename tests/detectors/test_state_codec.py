@@ -1,0 +1,312 @@
+"""State changelog codec: a restored store is the original, field by field, and
+detection continued on it raises exactly the alerts the original would have."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+import orjson
+import pytest
+
+from detectors import build_detectors
+from detectors.geo_divergence import _Point
+from detectors.state import Observation, ScopeState, StateStore, TokenState, stable_hash
+from detectors.state_codec import (
+    CodecError,
+    Encoder,
+    apply_record,
+    dirty_records,
+    encode,
+    pack,
+    parse_key,
+    record_key,
+    restore,
+    snapshot_records,
+    unpack,
+)
+from pipeline.alerting import Alerter
+from pipeline.engine import Engine, EngineConfig
+from schemas.alerts import Alert
+from schemas.events import Binding, CanonicalEvent, Network
+from tests.factories import (
+    BERLIN_HOME,
+    MUNICH_OTHER_ISP,
+    SINGAPORE_VPS,
+    T0,
+    event,
+)
+
+CONFIG = {"scope_escalation": {"learning_period_s": 100}}
+POD = Binding(method="pod", value="7d3c1e52-9b1a-4c8e-a0f2-5b6c7d8e9f01")
+NODE_IP, POD_IP, OTHER_IP = "10.0.1.7", "10.20.3.41", "10.99.0.5"
+FAM = dict(family="fam-1", session="s-1")
+
+
+def pod_use(t: float, ip: str, kind: str = "used") -> CanonicalEvent:
+    ev = event(kind, t, token="sa-tok-1", token_type="service_account", bound=POD, expires_in=3_600 - t,
+               subject="system:serviceaccount:shop:checkout", client=None, place=None, source="k8s")
+    return ev.model_copy(update={"network": Network(ip=ip)})
+
+
+def before_handover() -> list[CanonicalEvent]:
+    """Grants, rotations, revocations and learned context, all before t=300."""
+    return [
+        event("issued", 0, token="rt-1", token_type="refresh", expires_in=86_400, scopes=("read", "profile"), **FAM),
+        event("issued", 0, token="at-1", scopes=("read", "profile"), expires_in=3_600, **FAM),
+        pod_use(0, NODE_IP, "issued"),
+        event("used", 10, token="at-1", request_id="r-1", **FAM),
+        pod_use(20, POD_IP),
+        event("refreshed", 60, token="rt-2", token_type="refresh", parent="rt-1", expires_in=86_400,
+              scopes=("read", "profile"), **FAM),
+        event("issued", 60, token="at-2", scopes=("read",), expires_in=3_600, **FAM),
+        event("issued", 100, token="at-3", subject="bob", session="s-2", expires_in=3_600),
+        event("issued", 120, token="at-4", subject="carol", session="s-3", expires_in=3_600),
+        event("issued", 130, token="at-5", subject="dave", expires_in=3_600),
+        event("issued", 140, token="at-6", subject="erin", scopes=("read",), expires_in=3_600),
+        event("revoked", 200, token="at-3", subject="bob", revoke="token"),
+        event("session_ended", 210, token=None, subject="carol", session="s-3"),
+        event("principal_disabled", 220, token=None, subject="dave"),
+        event("used", 290, token="at-8", subject="frank", expires_in=600),
+    ]
+
+
+def after_handover() -> list[CanonicalEvent]:
+    """Each of these alerts only because of what happened before the handover."""
+    return [
+        event("used", 305, token="at-1", request_id="r-1", **FAM),  # duplicate request
+        event("refreshed", 310, token="rt-3", token_type="refresh", parent="rt-1", place=SINGAPORE_VPS,
+              expires_in=86_400, **FAM),  # refresh reuse
+        event("used", 320, token="at-3", subject="bob", session="s-2"),  # after revocation
+        event("used", 320, token="at-8", subject="frank", place=MUNICH_OTHER_ISP, expires_in=570),  # concurrent
+        event("used", 325, token="at-4", subject="carol", session="s-3"),  # after logout
+        event("used", 330, token="at-5", subject="dave"),  # after disable
+        pod_use(340, OTHER_IP),  # not its pod's address
+        event("used", 350, token="at-6", subject="erin", scopes=("read", "write")),  # scope not granted
+        event("issued", 360, token="at-7", subject="erin", scopes=("admin",)),  # new privileged scope
+        event("refreshed", 370, token="rt-4", token_type="refresh", parent="rt-2", expires_in=86_400,
+              scopes=("read", "profile", "write"), **FAM),  # grant widening
+        event("used", 380, token="at-2", place=SINGAPORE_VPS, **FAM),  # session travel
+        # Far later: expiry forgets tokens and scopes in both stores alike.
+        event("used", 9_000, token="late-1", subject="gina", session="s-9"),
+        event("used", 200_000, token="late-2", subject="gina", session="s-9"),
+    ]
+
+
+def new_engine(store: StateStore) -> Engine:
+    return Engine(build_detectors(CONFIG), store, Alerter(), EngineConfig())
+
+
+def feed(eng: Engine, events: list[CanonicalEvent]) -> list[Alert]:
+    alerts: list[Alert] = []
+    for ev in events:
+        alerts.extend(eng.submit(ev))
+    return alerts + eng.flush()
+
+
+def dumps(alerts: list[Alert]) -> list[dict[str, Any]]:
+    return sorted((a.model_dump(mode="json") for a in alerts), key=lambda d: (d["alert"]["id"]))
+
+
+def view(store: StateStore) -> dict[str, Any]:
+    """Everything a store holds (but metrics), as comparable plain values; wheels as where
+    each live key is filed."""
+
+    def obs(o: Observation | None) -> Any:
+        return None if o is None else tuple(getattr(o, name) for name in Observation.__slots__)
+
+    def token(t: TokenState) -> Any:
+        return tuple(
+            [obs(u) for u in t.uses] if name == "uses" else
+            obs(getattr(t, name)) if name in ("issue", "rotation", "revoked") else getattr(t, name)
+            for name in TokenState.__slots__
+        )
+
+    def scope(s: ScopeState) -> Any:
+        return tuple(
+            obs(getattr(s, name)) if name in ("revoked", "ended", "disabled") else getattr(s, name)
+            for name in ScopeState.__slots__
+        )
+
+    def typed(value: Any) -> Any:
+        """Values with their types, so a tuple restored as a list would not compare equal."""
+        if isinstance(value, dict):
+            return ("dict", [(typed(k), typed(v)) for k, v in value.items()])  # order matters: expiry
+        if isinstance(value, (list, tuple)):
+            return (type(value).__name__, [typed(v) for v in value])
+        if isinstance(value, (set, frozenset)):
+            return (type(value).__name__, sorted(map(repr, value)))
+        return (type(value).__name__, value)
+
+    scope_slots: dict[tuple[str, str], set[int]] = {}
+    for slot, entries in store._scope_wheel.items():
+        for entry in entries:
+            scope_slots.setdefault(entry, set()).add(slot)
+    return {
+        "tokens": {k: token(t) for k, t in store.tokens.items()},
+        "token_filed": {k: k in store._wheel.get(t.wheel_slot, ()) for k, t in store.tokens.items()},
+        "families": {k: scope(s) for k, s in store.families.items()},
+        "sessions": {k: scope(s) for k, s in store.sessions.items()},
+        "subjects": {k: scope(s) for k, s in store.subjects.items()},
+        "scope_slots": {
+            (name, k): scope_slots.get((name, k))
+            for name, table in (("family", store.families), ("session", store.sessions), ("subject", store.subjects))
+            for k in table
+        },
+        "detector_state": typed(store.detector_state),
+    }
+
+
+def handed_over() -> tuple[StateStore, StateStore]:
+    """The state after the first part, and a copy restored from its changelog records."""
+    original = StateStore()
+    feed(new_engine(original), before_handover())
+    restored = restore(StateStore(), snapshot_records(original))
+    return original, restored
+
+
+# -- round trip ----------------------------------------------------------------------------
+def test_restored_store_equals_the_original_field_by_field() -> None:
+    original, restored = handed_over()
+    assert set(original.detector_state) == {"replay", "geo_divergence", "scope_escalation"}
+    assert original.tokens["rt-1"].rotation is not None and original.tokens["at-3"].revoked is not None
+    assert view(restored) == view(original)
+
+
+def test_continuing_on_the_restored_store_gives_the_same_alerts() -> None:
+    original, restored = handed_over()
+    events = after_handover()  # one list: event ids are part of the alerts
+    expected = feed(new_engine(original), events)
+    got = feed(new_engine(restored), events)
+    assert dumps(got) == dumps(expected)
+    assert view(restored) == view(original)  # and the same state afterwards, expiry included
+    missing = {
+        "replay.refresh_reuse", "replay.duplicate_request", "replay.concurrent_use", "replay.binding_mismatch",
+        "post_revocation_use.after_revocation", "post_revocation_use.after_disable",
+        "scope_escalation.scope_not_granted", "scope_escalation.new_privileged_scope",
+        "scope_escalation.grant_widening", "geo_divergence.impossible_travel",
+    } - {a.rule.id for a in expected}
+    assert not missing, "the scenario should exercise every kind of handed-over state"
+    # Without the handed-over state none of that history is known.
+    amnesiac = {a.rule.id for a in feed(new_engine(StateStore()), events)}
+    assert "replay.refresh_reuse" not in amnesiac and "replay.duplicate_request" not in amnesiac
+
+
+def test_incremental_checkpoints_replayed_in_order_restore_the_same_state() -> None:
+    """Checkpoint after every event, as a service would; replaying all of those records
+    (several versions per key, tombstones among them) gives the final state."""
+    original = StateStore(track_changes=True)
+    eng = new_engine(original)
+    changelog = snapshot_records(original)
+    original.take_dirty()
+    for ev in before_handover() + after_handover():
+        eng.submit(ev)
+        changelog += dirty_records(original)
+    eng.flush()
+    changelog += dirty_records(original)
+    assert any(value is None for _, value in changelog), "expiry should have written tombstones"
+    compacted = dict(changelog)  # what log compaction keeps: the latest value per key
+    assert view(restore(StateStore(), changelog)) == view(original)
+    assert view(restore(StateStore(), list(compacted.items()))) == view(original)
+
+
+# -- tombstones and dirty keys -----------------------------------------------------------
+def test_tombstones_delete_and_absent_keys_encode_as_tombstones() -> None:
+    original, restored = handed_over()
+    for key in (("t", "at-1"), ("f", "fam-1"), ("s", "s-1"), ("u", "alice"), ("d", "replay")):
+        assert encode(original, key) is not None
+        apply_record(restored, record_key(key), None)
+    assert "at-1" not in restored.tokens and "fam-1" not in restored.families
+    assert "s-1" not in restored.sessions and "alice" not in restored.subjects
+    assert "replay" not in restored.detector_state
+    assert encode(original, ("t", "never-seen")) is None and encode(original, ("f", "nope")) is None
+
+
+def test_expired_tokens_are_dirty_and_encode_as_tombstones() -> None:
+    store = StateStore(track_changes=True)
+    store.apply(event("issued", 0, token="at-1", session="s-1", expires_in=300))
+    store.take_dirty()
+    assert store.expire(T0.timestamp() + 300 + 3_700) == 1
+    dirty = store.take_dirty()
+    assert ("t", "at-1") in dirty
+    assert dict(Encoder(store).records(dirty))[b"t:at-1"] is None
+
+
+def test_dirty_tracking_reports_exactly_the_changed_keys() -> None:
+    store = StateStore(track_changes=True)
+    store.apply(event("issued", 0, token="rt-1", token_type="refresh", family="fam", session="s", scopes=("a",)))
+    assert store.take_dirty() == {("t", "rt-1"), ("f", "fam"), ("s", "s"), ("u", "alice")}
+    assert store.take_dirty() == set()
+    store.apply(event("refreshed", 60, token="rt-2", token_type="refresh", parent="rt-1", family="fam", session="s"))
+    assert store.take_dirty() == {("t", "rt-2"), ("t", "rt-1"), ("f", "fam"), ("s", "s"), ("u", "alice")}
+    store.apply(event("principal_disabled", 70, token=None, subject="bob"))
+    store.apply(event("revoked", 80, token=None, subject="carol", session="s-2", revoke="session", success=False))
+    assert store.take_dirty() == {("u", "bob")}  # a failed revocation changes nothing
+    store.namespace("replay")
+    assert store.take_dirty() == {("d", "replay")}
+
+
+def test_without_tracking_changed_keys_are_dropped_at_expiry() -> None:
+    """A batch run never takes them: they must not pile up (deleted ids would leak)."""
+    store = StateStore()
+    store.apply(event("issued", 0, token="at-1", session="s-1", expires_in=300))
+    store.expire(T0.timestamp() + 10)
+    assert not store._dirty_tokens and not any(store._dirty_scopes.values())
+    with pytest.raises(RuntimeError):
+        store.take_dirty()
+
+
+def test_detectors_mark_their_namespaces_dirty() -> None:
+    eng = new_engine(StateStore(track_changes=True))
+    eng.state.take_dirty()
+    feed(eng, [event("used", 0, token="at-1", session="s-1", request_id="r-1", scopes=("read",))])
+    dirty = eng.state.take_dirty()
+    assert {("d", "replay"), ("d", "geo_divergence"), ("d", "scope_escalation")} <= dirty
+    assert {("t", "at-1"), ("s", "s-1"), ("u", "alice")} <= dirty
+
+
+# -- encoding details ---------------------------------------------------------------------
+def test_records_are_plain_json_with_readable_keys() -> None:
+    original, _ = handed_over()
+    records = dict(snapshot_records(original))
+    assert {b"t:rt-1", b"f:fam-1", b"s:s-1", b"u:alice", b"d:replay", b"d:geo_divergence"} <= set(records)
+    for value in records.values():
+        assert isinstance(orjson.loads(value), list)
+    assert parse_key(b"t:tok:with:colons") == ("t", "tok:with:colons")
+
+
+def test_namespace_values_round_trip_with_their_types() -> None:
+    point = _Point(1.5, 52.5, 13.4, None, "at-1", "ev-1", "used", "test", "DE", "Berlin", 3320, "DT", None)
+    value = {
+        "requests": {stable_hash("at-1", "r-1"): (1.5, "ev-1", "okta"), 2**64 - 1: (2.0, "e", "s")},
+        "sessions": {"s-1": [point]},
+        "subjects": {"alice": [1.0, 2.0, frozenset({"admin", "root"})]},
+        "mixed": {1: {2, 3}, "x": None, (1, "a"): [True, False]},
+        "next_sweep": float("inf"),
+        "empty": frozenset(),
+    }
+    back = unpack(orjson.loads(orjson.dumps(pack(value))))
+    assert back == value
+    assert type(back["sessions"]["s-1"][0]) is _Point and type(back["requests"][2**64 - 1]) is tuple
+    assert type(back["mixed"][1]) is set and type(back["subjects"]["alice"][2]) is frozenset
+
+
+def test_unregistered_types_are_refused_both_ways() -> None:
+    Pair = namedtuple("Pair", "a b")
+    with pytest.raises(TypeError, match="Pair"):
+        pack({"x": Pair(1, 2)})
+    with pytest.raises(TypeError):
+        pack({"x": object()})
+    with pytest.raises(CodecError, match="unregistered"):
+        unpack({"N": ["os.system", ["echo"]]})
+    with pytest.raises(CodecError):
+        unpack({"Z": 1})
+
+
+@pytest.mark.parametrize("value", [b"not json", b"{}", b"[99]", b'[1, "too short"]', b"[1]"])
+def test_corrupt_records_raise_a_codec_error(value: bytes) -> None:
+    for key in (b"t:at-1", b"f:fam", b"d:replay"):
+        with pytest.raises(CodecError):
+            apply_record(StateStore(), key, value)
+    with pytest.raises(CodecError):
+        parse_key(b"x:whatever")
