@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--create-topics", type=int, metavar="PARTITIONS", help="create missing topics first")
     produce.set_defaults(func=cmd_produce)
 
+    run = sub.add_parser("run", help="the streaming service: Kafka consumer group -> detectors -> Elasticsearch + alerts topic")
+    run.add_argument("--config", "-c", type=Path, required=True, help="TOML configuration file")
+    run.set_defaults(func=cmd_run)
+
     rules = sub.add_parser("rules", help="print the detection rules as a Markdown table")
     rules.set_defaults(func=lambda args: sys.stdout.write(rules_markdown()) and 0)
 
@@ -117,6 +121,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from pipeline.kafka.produce import run_produce
 
     return run_produce(args.input, args.topic, args.config, args.bootstrap, args.format, args.create_topics)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.service.runner import run_service
+
+    settings = load_settings(args.config)
+    return run_service(settings, settings.service)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from pipeline.engine import EngineConfig
 from pipeline.enrich import EnrichConfig
 from pipeline.kafka.config import KafkaConfig
 from pipeline.normalize import InputConfig
+from pipeline.service.config import ServiceConfig
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
 
 # Keys that hold secrets: refused in a config file (backups, repositories); set them
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     enrich: EnrichConfig = EnrichConfig()
     kafka: KafkaConfig = KafkaConfig()
     elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
+    service: ServiceConfig = ServiceConfig()
     detectors: dict[str, dict[str, Any]] = {}
 
     @classmethod
@@ -178,6 +180,7 @@ def defaults_toml() -> str:
         ("enrich", EnrichConfig),
         ("kafka", KafkaConfig),
         ("elasticsearch", ElasticsearchConfig),
+        ("service", ServiceConfig),
     ):
         lines += _section_lines(section, model, _STATE_DOCS if model is StateConfig else {})
     for name, cls in DETECTORS.items():

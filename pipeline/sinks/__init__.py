@@ -17,9 +17,11 @@ from pipeline.sinks.base import (
     SinkUnavailable,
 )
 from pipeline.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchSink
+from pipeline.sinks.kafka import KafkaSink
 
 SINKS: dict[str, type] = {
     "elasticsearch": ElasticsearchSink,
+    "kafka": KafkaSink,
     "memory": MemorySink,
 }
 
@@ -31,6 +33,7 @@ __all__ = [
     "ElasticsearchConfig",
     "ElasticsearchSink",
     "FlushResult",
+    "KafkaSink",
     "MemorySink",
     "Rejected",
     "Sink",

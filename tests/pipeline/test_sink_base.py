@@ -285,7 +285,7 @@ def test_config_masks_secrets_and_refuses_mixed_auth(tmp_path: Any) -> None:
 
 
 def test_every_registered_sink_implements_the_contract() -> None:
-    assert set(SINKS) == {"elasticsearch", "memory"}
+    assert set(SINKS) == {"elasticsearch", "kafka", "memory"}
     assert isinstance(MemorySink(), Sink)
     assert all(hasattr(cls, name) for cls in SINKS.values() for name in ("start", "add", "flush", "close", "pending"))
 

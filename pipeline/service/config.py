@@ -1,0 +1,22 @@
+"""Settings of the service loop itself (metrics endpoint, checkpoint cadence):
+the ``[service]`` table of the configuration (``TOKENWATCH_SERVICE__<KEY>``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics and /healthz")
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="Port of /metrics and /healthz (0: any)")
+    checkpoint_interval_s: float = Field(default=5.0, gt=0, description="Checkpoint at least this often")
+    checkpoint_records: int = Field(default=10_000, gt=0, description="Checkpoint after this many records")
+    poll_timeout_ms: int = Field(default=200, gt=0, description="Longest wait of one poll")
+    backpressure_backoff_s: float = Field(default=1.0, gt=0, description="First retry delay of a failed flush")
+    backpressure_backoff_max_s: float = Field(default=30.0, gt=0, description="Cap of that delay")
+    restore_idle_polls: int = Field(
+        default=2, gt=0, description="Changelog restore ends after this many empty fetches past the end offset"
+    )
+    log_level: str = Field(default="INFO", description="Level of the JSON logs")

@@ -1,0 +1,111 @@
+"""Per-partition detection state and its restore from the changelog.
+
+State unit = input partition *number*. Changelog layout (one store, topic
+``<changelog_prefix>.state``, as many partitions as the input topics):
+changelog partition ``p`` holds the state of input partition ``p``, records
+keyed by the state-codec key (``t:<token>``, ``f:<family>`` …), value None =
+tombstone; the topic is compacted. With several input topics, partition ``p``
+of each is one unit (they must have the same partition count; the range
+assignor, which the service sets, hands partition ``p`` of every topic to the
+same member).
+
+Restore reads the changelog partition from the beginning until a fetch brings
+nothing new *and* the position is at or past the reported end offset — the
+end offset alone is not trusted (Tansu reports it short).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, TopicPartition
+
+from detectors.state import StateStore
+from detectors.state_codec import Restorer
+from pipeline.alerting import Alerter
+from pipeline.config import Settings
+from pipeline.engine import Engine, Enrich
+from schemas.alerts import Alert
+
+STATE_STORE = "state"
+
+
+@dataclass
+class PartitionState:
+    """The engine of one partition number, and the offsets a checkpoint may commit."""
+
+    partition: int
+    engine: Engine
+    # Next offset to commit per input TopicPartition (last processed + 1).
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    # Events submitted since the last checkpoint: event id -> (input partition, offset).
+    inflight: dict[str, tuple[TopicPartition, int]] = field(default_factory=dict)
+    records: int = 0
+
+    @property
+    def store(self) -> StateStore:
+        return self.engine.state
+
+    def submitted(self, event_id: str, tp: TopicPartition, offset: int) -> None:
+        self.inflight[event_id] = (tp, offset)
+
+    def commit_offsets(self) -> dict[TopicPartition, int]:
+        """Offsets safe to commit: below any event still held in the engine's reorder buffer
+        (its effect is not in the state yet, so a crash must replay it)."""
+        held = {event.event_id for _, _, event in self.engine._buffer}  # TODO: Engine.pending_event_ids()
+        safe = dict(self.next_offsets)
+        kept: dict[str, tuple[TopicPartition, int]] = {}
+        for event_id, (tp, offset) in self.inflight.items():
+            if event_id in held:
+                kept[event_id] = (tp, offset)
+                if offset < safe.get(tp, offset + 1):
+                    safe[tp] = offset
+        self.inflight = kept
+        return safe
+
+    def open_alerts(self) -> list[Alert]:
+        """Alerts still inside their fold window, as they stand now (emitted as updates at a
+        checkpoint; the same id is written again, with a higher count, when they close)."""
+        alerter = self.engine.alerter
+        return [alerter._build(a) for a in alerter._open.values()]  # TODO: Alerter.snapshot()
+
+
+def new_partition_state(partition: int, settings: Settings, enrich: Enrich | None) -> PartitionState:
+    store = StateStore(settings.state.limits(), track_changes=True)
+    engine = Engine(settings.build_detectors(), store, Alerter(settings.alerting), settings.engine, enrich)
+    return PartitionState(partition, engine)
+
+
+def restore_partition(
+    consumer: KafkaConsumer, topic: str, state: PartitionState, idle_polls: int = 2, timeout_s: float = 120.0
+) -> int:
+    """Apply changelog partition ``state.partition`` of ``topic`` to the state; returns records read.
+
+    ``consumer`` is a group-less consumer reused for every restore. The restored
+    keys are not marked dirty (they are already in the changelog).
+    """
+    tp = TopicPartition(topic, state.partition)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    restorer = Restorer(state.store)
+    count = 0
+    empty = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=200).get(tp, [])
+        for record in batch:
+            restorer.apply(record.key, record.value)
+        count += len(batch)
+        if batch:
+            empty = 0
+            continue
+        empty += 1
+        end = consumer.end_offsets([tp]).get(tp) or 0
+        if empty >= idle_polls and consumer.position(tp) >= end:
+            break
+    else:
+        raise TimeoutError(f"restoring {topic}[{state.partition}] did not finish in {timeout_s}s")
+    restorer.finish()
+    state.store.take_dirty()  # the restored keys are in the changelog already
+    return count

@@ -1,0 +1,305 @@
+"""The service loop: poll → normalize → per-partition engine → sinks, with checkpoints.
+
+Delivery is at-least-once: offsets are committed only by a checkpoint (flush
+sinks → changelog → commit), sinks are idempotent (alert ``_id`` = alert id,
+dead letter id = ``<topic>-<partition>-<offset>``). Alerts still inside their
+fold window are written as updates at every checkpoint (same id, so the final
+version replaces them), so an alert is visible within one checkpoint interval
+instead of one fold window. When a sink is down, consumption pauses and the
+flush is retried with backoff while the consumer keeps polling (it stays in
+the group); nothing is committed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+
+from pipeline.config import Settings
+from pipeline.engine import Enrich
+from pipeline.kafka.config import consumer_kwargs, producer_kwargs
+from pipeline.metrics import Health, MetricsServer, ServiceMetrics
+from pipeline.normalize import Normalizer
+from pipeline.service.checkpoint import checkpoint
+from pipeline.service.config import ServiceConfig
+from pipeline.service.partitions import STATE_STORE, PartitionState, new_partition_state, restore_partition
+from pipeline.sinks.base import Sink, SinkUnavailable
+from pipeline.sinks.kafka import RAW_FIELD, SOURCE_FIELD
+from schemas.alerts import Alert
+from schemas.redaction import TokenHasher
+
+log = logging.getLogger("tokenwatch.service")
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.service.on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.service.on_assigned(assigned)
+
+
+class Service:
+    """One instance of the consumer group. ``run`` returns after ``stop`` (or a signal)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ServiceConfig,
+        hash_token: TokenHasher,
+        sinks: list[Sink],
+        enrich: Enrich | None = None,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.sinks = sinks
+        self.enrich = enrich
+        self.metrics = metrics or ServiceMetrics()
+        self.normalizer = Normalizer(hash_token, settings.input)
+        kafka = settings.kafka
+        self.changelog_topic = kafka.topics.changelog(STATE_STORE)
+        self.consumer = KafkaConsumer(
+            **consumer_kwargs(kafka), partition_assignment_strategy=[RangePartitionAssignor]
+        )
+        self.restorer = KafkaConsumer(**consumer_kwargs(kafka, group=False))
+        self.producer = KafkaProducer(**producer_kwargs(kafka))
+        self.states: dict[int, PartitionState] = {}
+        self.assigned: set[TopicPartition] = set()
+        self._to_restore: set[int] = set()
+        self.paused_reason: str | None = None
+        self.counts: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+    # -- lifecycle ------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def health(self) -> Health:
+        detail = {"partitions": sorted(self.states), "paused": self.paused_reason, **self.counts}
+        return Health(self.paused_reason is None, detail)
+
+    def run(self) -> None:
+        self._start_sinks()
+        self.consumer.subscribe(self.settings.kafka.topics.input, listener=_Rebalance(self))
+        log.info("consuming", extra={"topics": ",".join(self.settings.kafka.topics.input),
+                                     "group": self.settings.kafka.group_id})
+        try:
+            while not self._stop.is_set():
+                batches = self.consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+                if self._to_restore:
+                    self._restore_new()
+                for tp, records in batches.items():
+                    self._process(tp, records)
+                if self._checkpoint_due():
+                    self.checkpoint()
+            self.checkpoint()  # graceful shutdown: the batch is done, write everything
+            self.states.clear()  # checkpointed: the revoke in close() has nothing left to do
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.consumer.close()  # leaves the group: the partitions move at once
+        self.restorer.close()
+        self.producer.close(timeout=10)
+        for sink in self.sinks:
+            sink.close()
+
+    def _start_sinks(self) -> None:
+        delay = self.config.backpressure_backoff_s
+        for sink in self.sinks:
+            while True:
+                try:
+                    sink.start()
+                    break
+                except SinkUnavailable as exc:
+                    if self._stop.is_set():
+                        raise
+                    log.warning("sink unavailable at start", extra={"sink": sink.name, "reason": exc.reason})
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.config.backpressure_backoff_max_s)
+
+    # -- records --------------------------------------------------------------
+    def _process(self, tp: TopicPartition, records: list[Any]) -> None:
+        state = self.states.get(tp.partition)
+        if state is None:  # not restored yet, or revoked meanwhile: fetch these again later
+            if tp in self.assigned and records:
+                self.consumer.seek(tp, records[0].offset)
+            return
+        submit = state.engine.submit
+        for record in records:
+            state.next_offsets[tp] = record.offset + 1
+            state.records += 1
+            self._since_checkpoint += 1
+            line = record.value or b""
+            if not line.strip():
+                continue
+            result = self.normalizer.normalize(line, f"{tp.topic}:{tp.partition}:{record.offset}")
+            fmt = result.format or "unknown"
+            if result.dead_letter is not None:
+                self._dead_letter(tp, record.offset, line, result.dead_letter, fmt)
+            if result.skipped_type is not None:
+                self.metrics.events_skipped.labels(fmt).inc()
+                continue
+            if result.events:
+                self.metrics.events_in.labels(fmt).inc(len(result.events))
+            for event in result.events:
+                state.submitted(event.event_id, tp, record.offset)
+                alerts = submit(event)
+                if alerts:
+                    self._emit(alerts)
+
+    def _dead_letter(self, tp: TopicPartition, offset: int, line: bytes, doc: dict[str, Any], fmt: str) -> None:
+        doc_id = f"{tp.topic}-{tp.partition}-{offset}"
+        source = {"topic": tp.topic, "partition": tp.partition, "offset": offset}
+        self.metrics.dead_letters.labels(fmt).inc()
+        self.counts["dead_letters"] += 1
+        for sink in self.sinks:
+            if sink.name == "kafka":
+                sink.add("dead_letter", doc_id, {**doc, SOURCE_FIELD: source, RAW_FIELD: line})
+            else:
+                sink.add("dead_letter", doc_id, {**doc, SOURCE_FIELD: source})
+
+    def _emit(self, alerts: list[Alert]) -> None:
+        now = datetime.now(timezone.utc)
+        for alert in alerts:
+            document = alert.to_json_dict()
+            for sink in self.sinks:
+                sink.add("alert", alert.alert.id, document)
+            self.metrics.alerts.labels(alert.rule.id).inc()
+            self.metrics.alert_latency.observe(max(0.0, (now - alert.timestamp).total_seconds()))
+            self.counts["alerts"] += 1
+
+    # -- checkpoints ----------------------------------------------------------
+    def _checkpoint_due(self) -> bool:
+        return (self._since_checkpoint >= self.config.checkpoint_records
+                or time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s)
+
+    def checkpoint(self, states: list[PartitionState] | None = None, retry: bool = True) -> bool:
+        """Checkpoint ``states`` (default: all). While a sink is down: pause consumption, keep
+        polling, retry with backoff (``retry=False``: one attempt, for the rebalance callback,
+        where polling is not allowed). False when nothing was committed (stopping while down)."""
+        delay = self.config.backpressure_backoff_s
+        while True:
+            current = list(self.states.values()) if states is None else states  # a rebalance may have run
+            try:
+                checkpoint(self.consumer, self.producer, self.changelog_topic, current, self.sinks, self.metrics)
+                break
+            except SinkUnavailable as exc:
+                if self.paused_reason is None:
+                    log.warning("sink unavailable: pausing consumption", extra={"sink": exc.sink, "reason": exc.reason})
+                    self.consumer.pause(*self.assigned)
+                self.paused_reason = f"{exc.sink}: {exc.reason}"
+                if not retry or self._stop.is_set():
+                    log.warning("checkpoint abandoned: offsets not committed, the records will be replayed")
+                    return False
+                self._wait(delay)
+                delay = min(delay * 2, self.config.backpressure_backoff_max_s)
+        if self.paused_reason is not None:
+            log.info("sinks back: resuming consumption")
+            self.paused_reason = None
+            self.consumer.resume(*[tp for tp in self.consumer.paused() if tp.partition in self.states])
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._update_lag()
+        return True
+
+    def _wait(self, seconds: float) -> None:
+        """Keep polling (paused: no records) so the consumer stays in the group."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for tp, records in self.consumer.poll(timeout_ms=min(200, int(seconds * 1000))).items():
+                self._process(tp, records)  # records fetched before the pause
+
+    def _update_lag(self) -> None:
+        for tp in self.assigned:
+            high = self.consumer.highwater(tp)
+            state = self.states.get(tp.partition)
+            if high is not None and state is not None and tp in state.next_offsets:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - state.next_offsets[tp]))
+
+    # -- rebalances -----------------------------------------------------------
+    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Checkpoint, then forget the revoked partitions' state (the next owner restores it)."""
+        gone = {tp.partition for tp in revoked}
+        self.assigned -= set(revoked)
+        self._to_restore -= gone
+        still = {tp.partition for tp in self.assigned}
+        dropping = [self.states[p] for p in sorted(gone - still) if p in self.states]
+        if dropping:
+            try:
+                self.checkpoint(dropping, retry=False)
+            except Exception:  # the next owner replays from the last commit
+                log.exception("checkpoint on revoke failed")
+        for state in dropping:
+            del self.states[state.partition]
+        log.info("partitions revoked", extra={"partitions": ",".join(map(str, sorted(gone)))})
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Pause newly owned partitions; the loop restores their state before resuming them
+        (the listener runs on kafka-python's IO thread, which must not block)."""
+        self.assigned |= set(assigned)
+        self._to_restore |= {tp.partition for tp in assigned} - set(self.states)
+        self.consumer.pause(*assigned)
+
+    def _restore_new(self) -> None:
+        """Restore each newly owned partition's state from the changelog, then resume it."""
+        for number in sorted(self._to_restore):
+            state = new_partition_state(number, self.settings, self.enrich)
+            started = time.perf_counter()
+            records = restore_partition(self.restorer, self.changelog_topic, state, self.config.restore_idle_polls)
+            self.states[number] = state
+            log.info("partition restored", extra={"partition": number, "records": records,
+                                                  "tokens": len(state.store.tokens),
+                                                  "seconds": round(time.perf_counter() - started, 3)})
+        self._to_restore.clear()
+        if self.paused_reason is None:
+            self.consumer.resume(*[tp for tp in self.assigned if tp.partition in self.states])
+
+
+def run_service(settings: Settings, config: ServiceConfig) -> int:
+    """``tokenwatch run``: build sinks, topics, metrics; run until SIGTERM/SIGINT."""
+    from pipeline.enrich import Enricher
+    from pipeline.kafka.topics import ensure_topics
+    from pipeline.logs import configure
+    from pipeline.secrets import token_hash_key
+    from pipeline.sinks.elasticsearch import ElasticsearchSink
+    from pipeline.sinks.kafka import KafkaSink
+    from schemas.redaction import make_token_hasher
+
+    hasher = make_token_hasher(token_hash_key())
+    configure(hasher, config.log_level)
+    # The changelog needs the input's partition count (changelog partition p = input partition p).
+    inputs = ensure_topics(settings.kafka)
+    partitions = inputs[settings.kafka.topics.input[0]].partitions or 3
+    ensure_topics(settings.kafka, partitions, changelog_stores=(STATE_STORE,))
+    enricher = Enricher(settings.enrich)
+    enricher.warm()
+    sinks: list[Sink] = [ElasticsearchSink(settings.elasticsearch), KafkaSink(settings.kafka)]
+    service = Service(settings, config, hasher, sinks, enricher)
+    service.install_signal_handlers()
+    server = MetricsServer(service.metrics, service.health, config.metrics_host, config.metrics_port).start()
+    log.info("metrics listening", extra={"host": config.metrics_host, "port": server.port})
+    try:
+        service.run()
+    finally:
+        server.close()
+    log.info("stopped", extra=dict(service.counts))
+    return 0
