@@ -100,6 +100,10 @@ class Alerter:
         self._open.clear()
         return alerts
 
+    def snapshot(self) -> list[Alert]:
+        """The alerts still folding, as they stand now (published as updates under their ids)."""
+        return [self._build(a) for a in self._open.values()]
+
     @property
     def open_count(self) -> int:
         return len(self._open)

@@ -81,6 +81,20 @@ class Engine:
         alerts.extend(self._release(self.watermark))
         return alerts
 
+    def pending_event_ids(self) -> set[str]:
+        """Events held in the reorder buffer: not in the state yet (a checkpoint must not
+        commit past them)."""
+        return {event.event_id for _, _, event in self._buffer}
+
+    def release_idle(self) -> list[Alert]:
+        """The stream went quiet: release every buffered event now instead of waiting for
+        later event time to push the watermark past it (an idle partition would otherwise
+        hold its last events, and their alerts, forever). Alerts stay open for folding;
+        anything that arrives older than what was released counts as late."""
+        if not self._buffer:
+            return []
+        return self._release(self._max_time)
+
     def flush(self) -> list[Alert]:
         """End of input: release everything buffered and close every alert."""
         alerts = self._release(float("inf"))

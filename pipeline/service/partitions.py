@@ -42,6 +42,7 @@ class PartitionState:
     # Events submitted since the last checkpoint: event id -> (input partition, offset).
     inflight: dict[str, tuple[TopicPartition, int]] = field(default_factory=dict)
     records: int = 0
+    last_event_wall: float = 0.0  # monotonic time of the last event submitted
 
     @property
     def store(self) -> StateStore:
@@ -49,11 +50,12 @@ class PartitionState:
 
     def submitted(self, event_id: str, tp: TopicPartition, offset: int) -> None:
         self.inflight[event_id] = (tp, offset)
+        self.last_event_wall = time.monotonic()
 
     def commit_offsets(self) -> dict[TopicPartition, int]:
         """Offsets safe to commit: below any event still held in the engine's reorder buffer
         (its effect is not in the state yet, so a crash must replay it)."""
-        held = {event.event_id for _, _, event in self.engine._buffer}  # TODO: Engine.pending_event_ids()
+        held = self.engine.pending_event_ids()
         safe = dict(self.next_offsets)
         kept: dict[str, tuple[TopicPartition, int]] = {}
         for event_id, (tp, offset) in self.inflight.items():
@@ -68,7 +70,7 @@ class PartitionState:
         """Alerts still inside their fold window, as they stand now (emitted as updates at a
         checkpoint; the same id is written again, with a higher count, when they close)."""
         alerter = self.engine.alerter
-        return [alerter._build(a) for a in alerter._open.values()]  # TODO: Alerter.snapshot()
+        return alerter.snapshot()
 
 
 def new_partition_state(partition: int, settings: Settings, enrich: Enrich | None) -> PartitionState:

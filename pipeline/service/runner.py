@@ -108,6 +108,7 @@ class Service:
                     self._restore_new()
                 for tp, records in batches.items():
                     self._process(tp, records)
+                self._release_idle()
                 if self._checkpoint_due():
                     self.checkpoint()
             self.checkpoint()  # graceful shutdown: the batch is done, write everything
@@ -163,6 +164,17 @@ class Service:
             for event in result.events:
                 state.submitted(event.event_id, tp, record.offset)
                 alerts = submit(event)
+                if alerts:
+                    self._emit(alerts)
+
+    def _release_idle(self) -> None:
+        """A partition quiet for the allowed lateness (wall clock) releases its buffered
+        events, so the last events of a burst are judged without waiting for more."""
+        quiet_for = self.settings.engine.allowed_lateness_s
+        now = time.monotonic()
+        for state in self.states.values():
+            if state.last_event_wall and now - state.last_event_wall >= quiet_for:
+                alerts = state.engine.release_idle()
                 if alerts:
                     self._emit(alerts)
 

@@ -101,3 +101,15 @@ def test_replaying_the_same_input_gives_the_same_alert_ids() -> None:
               event("used", 30, token="at-1", scopes=("a",), place=BERLIN_HOME, event_id="u3")]
     first, second = run(events), run(events)
     assert first and [a.alert.id for a in first] == [a.alert.id for a in second]
+
+
+def test_release_idle_judges_buffered_events_and_keeps_alerts_open() -> None:
+    eng, rec = _engine(allowed_lateness_s=300)
+    eng.submit(event("used", 0, token="at-1", event_id="a"))
+    eng.submit(event("used", 10, token="at-1", event_id="b"))
+    assert rec.seen == [] and eng.pending_event_ids() == {"a", "b"}
+    assert eng.release_idle() == []  # findings fold into an alert that stays open
+    assert rec.seen == ["a", "b"] and eng.pending_event_ids() == set()
+    assert [a.alert.count for a in eng.alerter.snapshot()] == [2]
+    eng.submit(event("used", 5, token="at-1", event_id="older"))
+    assert eng.counters["late_events"] == 1 and rec.seen[-1] == "older"
