@@ -7,7 +7,13 @@ fold window are written as updates at every checkpoint (same id, so the final
 version replaces them), so an alert is visible within one checkpoint interval
 instead of one fold window. When a sink is down, consumption pauses and the
 flush is retried with backoff while the consumer keeps polling (it stays in
-the group); nothing is committed meanwhile.
+the group); nothing is committed meanwhile. A sink that cannot even start
+(templates) keeps the service out of the group, /healthz 503 with the reason.
+
+Rebalances (eager, range assignor): a revoke checkpoints and commits the
+partitions being given up (on a worker thread, see ``_Rebalance``), then drops
+their state; a (re)assigned partition is restored from the changelog and
+rewound to its committed offset before it is resumed.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from pipeline.config import Settings
@@ -39,15 +47,47 @@ from schemas.redaction import TokenHasher
 log = logging.getLogger("tokenwatch.service")
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """kafka-python 3 runs rebalance listeners on its IO thread, where a blocking
+    ``consumer.commit`` fails ("Cannot block on net.run() from the IO thread"). The
+    async listener is its supported way out: the revoke checkpoint (sink flush,
+    changelog, commit) runs on a worker thread while the listener awaits it with
+    event-loop sleeps, so heartbeats and the commit request keep flowing. The main
+    thread is inside ``consumer.poll`` meanwhile (rebalances only run there or in
+    ``close``), so the worker has the partition states to itself."""
+
     def __init__(self, service: Service) -> None:
         self.service = service
 
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.service.on_revoked(revoked)
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await _off_io_thread(self.service.consumer, self.service.on_revoked, list(revoked))
 
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.service.on_assigned(assigned)
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.service.on_assigned(list(assigned))  # non-blocking: pause + note for the loop
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.service.on_lost(list(lost))  # evicted: a commit would fail, the new owner replays
+
+
+async def _off_io_thread(consumer: KafkaConsumer, fn: Callable[..., None], *args: Any) -> None:
+    """Run blocking ``fn`` on a worker thread; await it on kafka-python's event loop."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # re-raised on the IO thread: the listener failed
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="tokenwatch-revoke", daemon=True).start()
+    net = consumer._net  # noqa: SLF001 -- its sleep() is the loop's awaitable; no public equivalent
+    while not done.is_set():
+        await net.sleep(0.01)
+    if errors:
+        raise errors[0]
 
 
 class Service:
@@ -133,9 +173,14 @@ class Service:
                 except SinkUnavailable as exc:
                     if self._stop.is_set():
                         raise
+                    # Not subscribed yet: nothing is consumed, nothing committed; /healthz says why.
+                    self.paused_reason = f"{exc.sink}: {exc.reason}"
                     log.warning("sink unavailable at start", extra={"sink": sink.name, "reason": exc.reason})
-                    time.sleep(delay)
+                    self._stop.wait(delay)
                     delay = min(delay * 2, self.config.backpressure_backoff_max_s)
+        if self.paused_reason is not None:
+            log.info("sinks available: starting consumption")
+        self.paused_reason = None
 
     # -- records --------------------------------------------------------------
     def _process(self, tp: TopicPartition, records: list[Any]) -> None:
@@ -262,7 +307,19 @@ class Service:
                 log.exception("checkpoint on revoke failed")
         for state in dropping:
             del self.states[state.partition]
-        log.info("partitions revoked", extra={"partitions": ",".join(map(str, sorted(gone)))})
+        log.info("partitions revoked", extra={"partitions": ",".join(map(str, sorted(gone))),
+                                              "checkpointed": len(dropping)})
+
+    def on_lost(self, lost: list[TopicPartition]) -> None:
+        """Evicted from the group: drop the state unsaved (the new owner restores the last
+        checkpoint and replays after it; alert ids are stable, so replays overwrite)."""
+        gone = {tp.partition for tp in lost}
+        self.assigned -= set(lost)
+        self._to_restore -= gone
+        still = {tp.partition for tp in self.assigned}
+        for number in gone - still:
+            self.states.pop(number, None)
+        log.warning("partitions lost", extra={"partitions": ",".join(map(str, sorted(gone)))})
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Pause newly owned partitions; the loop restores their state before resuming them
@@ -271,6 +328,17 @@ class Service:
         self._to_restore |= {tp.partition for tp in assigned} - set(self.states)
         self.consumer.pause(*assigned)
 
+    def _rewind(self, number: int) -> None:
+        """Seek partition ``number`` back to its committed offset: the restored state is the one
+        of that commit. kafka-python keeps the fetch position of a partition that is revoked and
+        assigned again, which would skip the events held in the dropped engine's reorder buffer."""
+        for tp in [tp for tp in self.assigned if tp.partition == number]:
+            committed = self.consumer.committed(tp)
+            if committed is not None:
+                self.consumer.seek(tp, committed)
+            elif self.settings.kafka.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+
     def _restore_new(self) -> None:
         """Restore each newly owned partition's state from the changelog, then resume it."""
         for number in sorted(self._to_restore):
@@ -278,6 +346,7 @@ class Service:
             started = time.perf_counter()
             records = restore_partition(self.restorer, self.changelog_topic, state, self.config.restore_idle_polls)
             self.states[number] = state
+            self._rewind(number)
             log.info("partition restored", extra={"partition": number, "records": records,
                                                   "tokens": len(state.store.tokens),
                                                   "seconds": round(time.perf_counter() - started, 3)})

@@ -67,9 +67,10 @@ retry_backoff_s = 0.05
 """)
 
 
-def _start(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _start(config_path: Path, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENWATCH_TOKEN_HASH_KEY": HASH_KEY,
-           "TOKENWATCH_SERVICE__METRICS_PORT": "0", "TOKENWATCH_SERVICE__CHECKPOINT_INTERVAL_S": "0.5"}
+           "TOKENWATCH_SERVICE__METRICS_PORT": "0", "TOKENWATCH_SERVICE__CHECKPOINT_INTERVAL_S": "0.5",
+           **(extra_env or {})}
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_path)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,0 +1,117 @@
+"""Elasticsearch unavailable when `tokenwatch run` starts: nothing is consumed or
+committed, /healthz says 503 with the reason; once a server listens on that port
+every expected alert lands exactly once and the offsets are committed."""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from elasticsearch import Elasticsearch
+from kafka import KafkaConsumer, TopicPartition
+from osmem_server import OsmemServer
+
+from pipeline.kafka.config import KafkaConfig, consumer_kwargs
+from pipeline.kafka.produce import produce
+from pipeline.kafka.topics import ensure_topics
+from pipeline.sample import scenario_of, scenarios
+from pipeline.sinks.elasticsearch import ElasticsearchConfig
+from schemas.redaction import make_token_hasher
+from tests.integration.servers import free_port
+from tests.integration.test_service_run import (
+    HASH_KEY, KNOWN_FALSE_POSITIVES, KNOWN_MISSED, SAMPLE, _caught, _config, _es_alerts, _results, _start,
+    _write_config,
+)
+
+PARTITIONS = 3
+
+
+def _health(port: int) -> tuple[int, dict[str, Any]] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+    except OSError:  # not listening yet
+        return None
+
+
+def _committed(kafka: KafkaConfig, topic: str) -> dict[int, int | None]:
+    """The group's committed offsets, read without joining the group."""
+    consumer = KafkaConsumer(**consumer_kwargs(kafka))
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+    finally:
+        consumer.close()
+
+
+def test_elasticsearch_down_pauses_then_every_alert_lands_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+    name = f"bp-{uuid.uuid4().hex[:8]}"
+    prefix = f"tw{uuid.uuid4().hex[:6]}"
+    kafka = _config(kafka_bootstrap, name)
+    ensure_topics(kafka, PARTITIONS)
+    lines = SAMPLE.read_bytes().splitlines()
+    assert produce(iter(lines), name, kafka, hash_token=make_token_hasher(HASH_KEY.encode())).failed == 0
+
+    es_port, metrics_port = free_port(), free_port()
+    es_url = f"http://127.0.0.1:{es_port}"
+    config_path = tmp_path / "tokenwatch.toml"
+    _write_config(config_path, kafka, es_url, prefix)
+    log_path = tmp_path / "service.log"
+    proc = _start(config_path, log_path, {"TOKENWATCH_SERVICE__METRICS_PORT": str(metrics_port),
+                                          "TOKENWATCH_SERVICE__BACKPRESSURE_BACKOFF_S": "0.2",
+                                          "TOKENWATCH_SERVICE__BACKPRESSURE_BACKOFF_MAX_S": "0.5"})
+    server: OsmemServer | None = None
+    try:
+        # Unhealthy, with the reason, while nothing listens on the Elasticsearch port.
+        deadline = time.monotonic() + 20
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            health = _health(metrics_port)
+            if health is not None and health[0] == 503 and health[1].get("paused"):
+                break
+            time.sleep(0.1)
+        assert health is not None and health[0] == 503, (health, log_path.read_text()[-3000:])
+        assert "elasticsearch" in health[1]["paused"]
+        time.sleep(1.5)  # a while down: still nothing consumed past, nothing committed
+        still = _health(metrics_port)
+        assert still is not None and still[0] == 503, still
+        assert _committed(kafka, name) == {p: None for p in range(PARTITIONS)}
+
+        server = OsmemServer.start(addr=f"127.0.0.1:{es_port}")
+        client = Elasticsearch(**ElasticsearchConfig(hosts=[es_url], flavour="opensearch").client_kwargs())
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _caught([h["_source"] for h in _es_alerts(client, prefix)]):
+                break
+            time.sleep(0.3)
+        healthy = _health(metrics_port)
+        assert healthy is not None and healthy[0] == 200, (healthy, log_path.read_text()[-3000:])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log_path.read_text()[-3000:]
+
+        hits = _es_alerts(client, prefix)
+        sources = [h["_source"] for h in hits]
+        raised = _results(sources)
+        for s in scenarios():
+            if s.name not in KNOWN_MISSED | KNOWN_FALSE_POSITIVES:
+                assert raised[s.name] == set(s.expected), s.name
+        ids = [h["_id"] for h in hits]
+        assert len(ids) == len(set(ids)) and ids == [s["alert"]["id"] for s in sources]
+        pairs = [(scenario_of(s["token"].get("id"), scenarios()).name, s["rule"]["id"]) for s in sources]
+        assert len(pairs) == len(set(pairs)), sorted(pairs)
+        # Everything consumed is committed once the sink is back (the final checkpoint at SIGTERM).
+        committed = _committed(kafka, name)
+        assert sum(o or 0 for o in committed.values()) == len([line for line in lines if line.strip()])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if server is not None:
+            server.close()
