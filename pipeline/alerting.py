@@ -60,6 +60,7 @@ class _OpenAlert:
     risk_score: int = 0
     evidence: list[EvidenceItem] = field(default_factory=list)
     triggers: set[str] = field(default_factory=set)
+    published: bool = False  # handed out by take_changed at least once
 
 
 class Alerter:
@@ -68,6 +69,7 @@ class Alerter:
     def __init__(self, config: AlertingConfig | None = None) -> None:
         self.config = config or AlertingConfig()
         self._open: dict[tuple[str, str], _OpenAlert] = {}
+        self._changed: set[tuple[str, str]] = set()
         self.per_rule: Counter[str] = Counter()
 
     def add(self, finding: Finding) -> list[Alert]:
@@ -81,11 +83,13 @@ class Alerter:
                 return closed
             if abs((time - current.last_seen).total_seconds()) <= self.config.fold_window_s:
                 self._fold(current, finding)
+                self._changed.add(key)
                 return closed
             closed.append(self._build(self._open.pop(key)))
         opened = _OpenAlert(first=finding, last_seen=time)
         self._fold(opened, finding, first=True)
         self._open[key] = opened
+        self._changed.add(key)
         self.per_rule[finding.rule.id] += 1
         return closed
 
@@ -99,6 +103,19 @@ class Alerter:
         alerts = [self._build(a) for a in self._open.values()]
         self._open.clear()
         return alerts
+
+    def take_changed(self) -> list[tuple[Alert, bool]]:
+        """Open alerts created or updated since the last call, each with whether it is
+        new: a streaming service publishes them at once (as updates under their id)
+        instead of waiting for the fold window to close."""
+        changed: list[tuple[Alert, bool]] = []
+        for key in self._changed:
+            current = self._open.get(key)
+            if current is not None:
+                changed.append((self._build(current), not current.published))
+                current.published = True
+        self._changed.clear()
+        return changed
 
     def snapshot(self) -> list[Alert]:
         """The alerts still folding, as they stand now (published as updates under their ids)."""

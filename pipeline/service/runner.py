@@ -36,7 +36,7 @@ from pipeline.engine import Enrich
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.normalize import Normalizer
-from pipeline.service.checkpoint import checkpoint
+from pipeline.service.checkpoint import checkpoint, flush_sinks
 from pipeline.service.config import ServiceConfig
 from pipeline.service.partitions import STATE_STORE, PartitionState, new_partition_state, restore_partition
 from pipeline.sinks.base import Sink, SinkUnavailable
@@ -149,6 +149,7 @@ class Service:
                 for tp, records in batches.items():
                     self._process(tp, records)
                 self._release_idle()
+                self._publish_changed()
                 if self._checkpoint_due():
                     self.checkpoint()
             self.checkpoint()  # graceful shutdown: the batch is done, write everything
@@ -235,14 +236,36 @@ class Service:
                 sink.add("dead_letter", doc_id, {**doc, SOURCE_FIELD: source})
 
     def _emit(self, alerts: list[Alert]) -> None:
-        now = datetime.now(timezone.utc)
+        """Alerts whose fold window closed: their final version."""
         for alert in alerts:
             document = alert.to_json_dict()
             for sink in self.sinks:
                 sink.add("alert", alert.alert.id, document)
             self.metrics.alerts.labels(alert.rule.id).inc()
-            self.metrics.alert_latency.observe(max(0.0, (now - alert.timestamp).total_seconds()))
             self.counts["alerts"] += 1
+
+    def _publish_changed(self) -> None:
+        """Alerts opened or updated since the last poll go out now, not at the next
+        checkpoint: an analyst (and a responder) sees a new alert within a poll.
+        Writing early is safe (documents are keyed by alert id; the checkpoint still
+        flushes before it commits). A sink that is down keeps them buffered."""
+        now = datetime.now(timezone.utc)
+        staged = 0
+        for state in self.states.values():
+            for alert, new in state.engine.alerter.take_changed():
+                document = alert.to_json_dict()
+                for sink in self.sinks:
+                    sink.add("alert", alert.alert.id, document)
+                if new:
+                    self.metrics.alert_latency.observe(max(0.0, (now - alert.timestamp).total_seconds()))
+                staged += 1
+        if not staged:
+            return
+        for sink in self.sinks:
+            try:
+                flush_sinks([sink])  # rejected documents are logged the same way as at a checkpoint
+            except SinkUnavailable as exc:  # the checkpoint handles backpressure
+                log.warning("early alert publication deferred", extra={"sink": sink.name, "reason": exc.reason})
 
     # -- checkpoints ----------------------------------------------------------
     def _checkpoint_due(self) -> bool:

@@ -113,3 +113,14 @@ def test_release_idle_judges_buffered_events_and_keeps_alerts_open() -> None:
     assert [a.alert.count for a in eng.alerter.snapshot()] == [2]
     eng.submit(event("used", 5, token="at-1", event_id="older"))
     assert eng.counters["late_events"] == 1 and rec.seen[-1] == "older"
+
+
+def test_take_changed_hands_out_new_and_updated_open_alerts_once() -> None:
+    eng, _ = _engine(allowed_lateness_s=0)
+    eng.submit(event("used", 0, token="at-1", event_id="a"))
+    [(first, new)] = eng.alerter.take_changed()
+    assert new and first.alert.count == 1
+    assert eng.alerter.take_changed() == []
+    eng.submit(event("used", 10, token="at-1", event_id="b"))
+    [(update, new)] = eng.alerter.take_changed()
+    assert not new and update.alert.id == first.alert.id and update.alert.count == 2
