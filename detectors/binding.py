@@ -19,7 +19,7 @@ from typing import Protocol
 
 from detectors import describe
 from detectors.base import Finding, RuleMeta
-from detectors.state import StateStore, TokenState
+from detectors.state import StateStore, TokenState, forget_before
 from schemas.alerts import EvidenceItem
 from schemas.events import Binding, CanonicalEvent, EventKind, Network, TokenRef
 
@@ -108,13 +108,7 @@ class BindingCheck:
         pods: dict[str, _PodAddress] | None = state.detector_state.get(self.namespace, {}).get(_PODS)
         if not pods:
             return
-        # Kept in last-use order, which follows event time closely: oldest first.
-        horizon = watermark - self._pod_ttl
-        while pods:
-            uid = next(iter(pods))
-            if pods[uid][5] >= horizon:
-                break
-            del pods[uid]
+        forget_before(pods, watermark - self._pod_ttl, _last_use)  # kept in last-use order
 
     def _finding(
         self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, summary: str,
@@ -216,3 +210,7 @@ def token_label(ref: TokenRef, known: TokenState | None) -> str:
     if kind == "unknown" and known is not None:
         kind = known.type
     return _TYPE_LABEL.get(kind, "Token")
+
+
+def _last_use(pod: _PodAddress) -> float:
+    return pod[5]

@@ -20,7 +20,7 @@ from pydantic import Field
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.binding import BindingCheck, token_label
-from detectors.state import Observation, StateStore, TokenState, network_key, stable_hash
+from detectors.state import Observation, StateStore, TokenState, forget_before, network_key, stable_hash
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, TokenRef
 
@@ -160,14 +160,7 @@ class ReplayDetector(Detector):
         ns = state.detector_state.get(self.name)
         if not ns:
             return
-        # Kept in (re)insertion order, which follows event time closely: oldest first.
-        requests: dict[int, tuple[float, str, str]] = ns.get("requests", {})
-        horizon = watermark - self._dup_window
-        while requests:
-            key = next(iter(requests))
-            if requests[key][0] >= horizon:
-                break
-            del requests[key]
+        forget_before(ns.get("requests", {}), watermark - self._dup_window, _first)
         self._binding.expire(watermark, state)
 
     def _requests(self, state: StateStore) -> dict[int, tuple[float, str, str]]:
@@ -363,3 +356,6 @@ def _same_network(a: Observation, b: Observation) -> bool:
         return True
     return a.net is None or b.net is None or a.net == b.net
 
+
+def _first(record: tuple[float, ...]) -> float:
+    return record[0]

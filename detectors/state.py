@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,19 @@ def stable_hash(*parts: str) -> int:
     randomised per process), so keys survive a changelog restore on another instance."""
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def forget_before(window: dict[Any, Any], horizon: float, when: Callable[[Any], float]) -> None:
+    """Drop the oldest entries of an arrival-ordered time window until one is recent.
+
+    Arrival order follows event time closely, so this stops at the first entry
+    ``when`` places at or after ``horizon``; a few out-of-order stragglers live a
+    little longer, which only delays forgetting them."""
+    while window:
+        oldest = next(iter(window))
+        if when(window[oldest]) >= horizon:
+            return
+        del window[oldest]
 
 
 def intern(value: Any) -> Any:

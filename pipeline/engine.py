@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import Detector, Finding
-from detectors.state import StateStore, stable_hash
+from detectors.state import StateStore, forget_before, stable_hash
 from pipeline.alerting import Alerter
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
@@ -128,12 +128,7 @@ class Engine:
         for detector in self.detectors:
             detector.expire(watermark, self.state)
         horizon = watermark - self.config.dedup_window_s
-        seen = self._seen
-        while seen:
-            oldest = next(iter(seen))
-            if seen[oldest] >= horizon:
-                break
-            del seen[oldest]
+        forget_before(self._seen, horizon, float)
         return self.alerter.close_ready(watermark)
 
     def _is_duplicate(self, event: CanonicalEvent) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import CanonicalEvent
+from schemas.events import Outcome
 from schemas.sources.base import InvalidRecord, PartialRecord  # noqa: F401  (re-exported)
 
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
@@ -72,6 +72,21 @@ def iso_to_utc(value: object, field: str) -> datetime:
     if parsed.tzinfo is None:
         raise InvalidRecord(f"{field}: time has no timezone: {value[:64]!r}")
     return parsed.astimezone(timezone.utc)
+
+
+_HTTP_OUTCOMES: dict[int, Outcome] = {}
+
+
+def http_outcome(status: int) -> Outcome:
+    """The outcome of a request a resource server answered with ``status`` (< 400 is an
+    accepted use); shared and cached, since a handful of codes make up every log."""
+    found = _HTTP_OUTCOMES.get(status)
+    if found is None:
+        ok = status < 400
+        found = _HTTP_OUTCOMES[status] = Outcome(
+            result="success" if ok else "failure", reason=None if ok else f"HTTP {status}"
+        )
+    return found
 
 
 def split_scopes(value: str | list[str] | None, sep: str | None = None) -> tuple[str, ...]:

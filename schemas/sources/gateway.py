@@ -21,14 +21,13 @@ from schemas.events import (
     CanonicalEvent,
     EventKind,
     Network,
-    Outcome,
     Request,
     Subject,
     TokenRef,
     TokenType,
 )
 from schemas.sources.base import AdapterContext, InvalidRecord
-from schemas.sources.common import Memo, content_id, epoch_to_utc, explain, split_scopes
+from schemas.sources.common import Memo, content_id, epoch_to_utc, explain, http_outcome, split_scopes
 
 # The vendor layout as TypedDicts validated by pydantic: unknown keys are
 # ignored, and validating into plain dicts costs a third of nested models on a
@@ -119,7 +118,7 @@ class GatewayFormat:
                         status=status,
                         proof=_proof(rec),
                     ),
-                    outcome=self._outcome(status),
+                    outcome=http_outcome(status),
                 )
             ]
         except ValidationError as exc:
@@ -131,7 +130,6 @@ class GatewayFormat:
         self._subjects: Memo[str, Subject] = Memo()
         self._networks: Memo[tuple[str | None, str | None], Network] = Memo()
         self._scope_sets: Memo[str, tuple[str, ...]] = Memo(4096)
-        self._outcomes: dict[int, Outcome] = {}
 
     def _token(self, token_id: str, claims: Mapping[str, Any]) -> TokenRef:
         cnf = claims.get("cnf") or _NONE
@@ -167,14 +165,6 @@ class GatewayFormat:
             found = self._scope_sets.put(value, tuple(sorted(set(split_scopes(value)))))
         return found
 
-    def _outcome(self, status: int) -> Outcome:
-        found = self._outcomes.get(status)
-        if found is None:
-            ok = status < 400
-            found = self._outcomes[status] = Outcome(
-                result="success" if ok else "failure", reason=None if ok else f"HTTP {status}"
-            )
-        return found
 
 
 def _to_utc(value: datetime | float) -> datetime:

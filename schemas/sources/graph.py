@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.events import CanonicalEvent, EventKind, Network, Outcome, Request, Subject, TokenRef, TokenType
+from schemas.events import CanonicalEvent, EventKind, Network, Request, Subject, TokenRef, TokenType
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import Memo, content_id, explain
+from schemas.sources.common import Memo, content_id, explain, http_outcome
 
 TABLE = "MicrosoftGraphActivityLogs"
 _ID = Field(default=None, max_length=512)
@@ -63,7 +63,6 @@ class GraphFormat:
         self._subjects: Memo[tuple[str, str], Subject] = Memo()
         self._networks: Memo[tuple[str | None, str | None, str | None], Network] = Memo()
         self._scope_sets: Memo[tuple[Any, Any], tuple[str, ...]] = Memo(4096)
-        self._outcomes: dict[int, Outcome] = {}
 
     def matches(self, raw: Mapping[str, Any]) -> bool:
         return "TimeGenerated" in raw and ("SignInActivityId" in raw or "RequestUri" in raw)
@@ -101,7 +100,7 @@ class GraphFormat:
                     request=Request(
                         id=rec.RequestId or None, method=rec.RequestMethod, resource=rec.RequestUri, status=status
                     ),
-                    outcome=self._outcome(status),
+                    outcome=http_outcome(status),
                 )
             ]
         except ValidationError as exc:
@@ -139,14 +138,6 @@ class GraphFormat:
             found = self._scope_sets.put(key, tuple(sorted(set(_split(scopes)) | set(_split(roles)))))
         return found
 
-    def _outcome(self, status: int) -> Outcome:
-        found = self._outcomes.get(status)
-        if found is None:
-            ok = status < 400
-            found = self._outcomes[status] = Outcome(
-                result="success" if ok else "failure", reason=None if ok else f"HTTP {status}"
-            )
-        return found
 
 
 def _split(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
