@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
     defaults = config_sub.add_parser("defaults", help="print every key with its default, as TOML")
     defaults.set_defaults(func=cmd_config_defaults)
+
+    # Command groups that live in their own modules (one job each): analyst triage,
+    # response, the anomaly model. Each adds its sub-commands to ``sub``.
+    from pipeline import cli_analyst, cli_model, cli_response
+
+    for module in (cli_analyst, cli_response, cli_model):
+        module.add_commands(sub)
     return parser
 
 

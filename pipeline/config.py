@@ -31,12 +31,18 @@ from pipeline.engine import EngineConfig
 from pipeline.enrich import EnrichConfig
 from pipeline.kafka.config import KafkaConfig
 from pipeline.normalize import InputConfig
+from pipeline.response.config import ResponseConfig
 from pipeline.service.config import ServiceConfig
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
+from pipeline.store.config import StoreConfig
 
 # Keys that hold secrets: refused in a config file (backups, repositories); set them
 # from the environment (TOKENWATCH_<SECTION>__<KEY>) or point the *_file key at a file.
-SECRET_KEYS_BY_SECTION = {"kafka": ("sasl_password", "ssl_password"), "elasticsearch": ("api_key", "password")}
+SECRET_KEYS_BY_SECTION = {
+    "kafka": ("sasl_password", "ssl_password"),
+    "elasticsearch": ("api_key", "password"),
+    "response": ("client_secret", "api_token"),
+}
 
 
 class ConfigError(ValueError):
@@ -78,6 +84,8 @@ class Settings(BaseSettings):
     kafka: KafkaConfig = KafkaConfig()
     elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
     service: ServiceConfig = ServiceConfig()
+    store: StoreConfig = StoreConfig()
+    response: ResponseConfig = ResponseConfig()
     detectors: dict[str, dict[str, Any]] = {}
 
     @classmethod
@@ -181,6 +189,8 @@ def defaults_toml() -> str:
         ("kafka", KafkaConfig),
         ("elasticsearch", ElasticsearchConfig),
         ("service", ServiceConfig),
+        ("store", StoreConfig),
+        ("response", ResponseConfig),
     ):
         lines += _section_lines(section, model, _STATE_DOCS if model is StateConfig else {})
     for name, cls in DETECTORS.items():

@@ -1,0 +1,1 @@
+"""The alert store: local SQLite by default, Elasticsearch when configured."""
