@@ -70,9 +70,18 @@ class Detector(ABC):
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
         """Findings for ``event`` given the state *before* the event is applied."""
 
-    def expire(self, watermark: float, state: StateStore) -> None:
-        """Forget detector-owned state that event time has moved past (epoch seconds)."""
+    def expire(self, watermark: float, state: StateStore) -> list[Finding] | None:
+        """Forget detector-owned state that event time has moved past (epoch seconds).
+
+        A detector that judges windows rather than single events (the anomaly model
+        scores a token's behaviour once its window closes, in batches) returns the
+        findings of the windows that closed; rule detectors return ``None``."""
         return None
+
+    def finish(self, state: StateStore) -> list[Finding]:
+        """End of a finite input (batch ``detect``): judge windows still open. Streaming
+        never calls this; there, windows close through ``expire``."""
+        return []
 
     @classmethod
     def rule(cls, rule_id: str) -> RuleMeta:

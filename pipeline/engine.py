@@ -98,6 +98,10 @@ class Engine:
     def flush(self) -> list[Alert]:
         """End of input: release everything buffered and close every alert."""
         alerts = self._release(float("inf"))
+        for detector in self.detectors:
+            for finding in detector.finish(self.state):
+                self.counters[f"findings.{finding.rule.id}"] += 1
+                alerts.extend(self.alerter.add(finding))
         return alerts + self.alerter.flush()
 
     def _release(self, until: float) -> list[Alert]:
@@ -125,11 +129,14 @@ class Engine:
     def _expire(self, watermark: float) -> list[Alert]:
         self._next_expiry = watermark + self.config.expire_every_s
         self.counters["expired_tokens"] += self.state.expire(watermark)
+        alerts: list[Alert] = []
         for detector in self.detectors:
-            detector.expire(watermark, self.state)
+            for finding in detector.expire(watermark, self.state) or ():
+                self.counters[f"findings.{finding.rule.id}"] += 1
+                alerts.extend(self.alerter.add(finding))
         horizon = watermark - self.config.dedup_window_s
         forget_before(self._seen, horizon, float)
-        return self.alerter.close_ready(watermark)
+        return alerts + self.alerter.close_ready(watermark)
 
     def _is_duplicate(self, event: CanonicalEvent) -> bool:
         """Exact redelivery check; a stable 64-bit hash of the id keeps the window small
