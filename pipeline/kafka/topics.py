@@ -27,16 +27,24 @@ class TopicStatus:
 
 
 def planned_topics(
-    config: KafkaConfig, partitions: int, revocation_partitions: int = 1, changelog_stores: Iterable[str] = ()
+    config: KafkaConfig,
+    partitions: int,
+    revocation_partitions: int = 1,
+    changelog_stores: Iterable[str] = (),
+    revocation_retention_s: float | None = None,
 ) -> dict[str, dict[str, object]]:
     """Topic name -> CreateTopics options. The revocations topic defaults to one
     partition: every instance reads all of it, and one partition keeps revocations
-    in order. Changelogs are compacted and have the input's partition count
+    in order; it keeps records as long as the state keeps revocations
+    (``revocation_retention_s``), since a restarted instance rebuilds its global
+    revocation view from it. Changelogs are compacted and have the input's partition count
     (changelog partition N holds the state of input partition N)."""
     topics: dict[str, dict[str, object]] = {}
     for name in (*config.topics.input, config.topics.dead_letter, config.topics.alerts):
         topics[name] = {"num_partitions": partitions}
     topics[config.topics.revocations] = {"num_partitions": revocation_partitions}
+    if revocation_retention_s is not None:
+        topics[config.topics.revocations]["configs"] = {"retention.ms": str(int(revocation_retention_s * 1000))}
     for store in changelog_stores:
         topics[config.topics.changelog(store)] = {
             "num_partitions": partitions,
@@ -51,6 +59,7 @@ def ensure_topics(
     *,
     revocation_partitions: int = 1,
     changelog_stores: Iterable[str] = (),
+    revocation_retention_s: float | None = None,
     replication_factor: int = -1,
     timeout_ms: int = 30_000,
 ) -> dict[str, TopicStatus]:
@@ -59,7 +68,7 @@ def ensure_topics(
     ``replication_factor=-1`` takes the broker's default. "Already exists" is
     success; any other per-topic error raises.
     """
-    plan = planned_topics(config, partitions, revocation_partitions, changelog_stores)
+    plan = planned_topics(config, partitions, revocation_partitions, changelog_stores, revocation_retention_s)
     admin = KafkaAdminClient(**client_kwargs(config))
     try:
         existing = set(admin.list_topics())

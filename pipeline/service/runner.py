@@ -39,9 +39,11 @@ from pipeline.normalize import Normalizer
 from pipeline.service.checkpoint import checkpoint, flush_sinks
 from pipeline.service.config import ServiceConfig
 from pipeline.service.partitions import STATE_STORE, PartitionState, new_partition_state, restore_partition
+from pipeline.service.revocations import RevocationFeed, is_global
 from pipeline.sinks.base import Sink, SinkUnavailable
 from pipeline.sinks.kafka import RAW_FIELD, SOURCE_FIELD
 from schemas.alerts import Alert
+from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
 
 log = logging.getLogger("tokenwatch.service")
@@ -115,6 +117,7 @@ class Service:
         )
         self.restorer = KafkaConsumer(**consumer_kwargs(kafka, group=False))
         self.producer = KafkaProducer(**producer_kwargs(kafka))
+        self.revocations = RevocationFeed(kafka, self.producer, settings.state.revocation_retention_s)
         self.states: dict[int, PartitionState] = {}
         self.assigned: set[TopicPartition] = set()
         self._to_restore: set[int] = set()
@@ -138,6 +141,8 @@ class Service:
 
     def run(self) -> None:
         self._start_sinks()
+        known = self.revocations.start()
+        log.info("revocations read", extra={"topic": self.revocations.topic, "retained": known})
         self.consumer.subscribe(self.settings.kafka.topics.input, listener=_Rebalance(self))
         log.info("consuming", extra={"topics": ",".join(self.settings.kafka.topics.input),
                                      "group": self.settings.kafka.group_id})
@@ -148,6 +153,7 @@ class Service:
                     self._restore_new()
                 for tp, records in batches.items():
                     self._process(tp, records)
+                self._apply_global(self.revocations.poll())
                 self._release_idle()
                 self._publish_changed()
                 if self._checkpoint_due():
@@ -160,6 +166,7 @@ class Service:
     def close(self) -> None:
         self.consumer.close()  # leaves the group: the partitions move at once
         self.restorer.close()
+        self.revocations.close()
         self.producer.close(timeout=10)
         for sink in self.sinks:
             sink.close()
@@ -208,8 +215,20 @@ class Service:
             if result.events:
                 self.metrics.events_in.labels(fmt).inc(len(result.events))
             for event in result.events:
+                if is_global(event):
+                    self.revocations.publish(event)
                 state.submitted(event.event_id, tp, record.offset)
                 alerts = submit(event)
+                if alerts:
+                    self._emit(alerts)
+
+    def _apply_global(self, events: list[CanonicalEvent], states: list[PartitionState] | None = None) -> None:
+        """Feed revocations from the revocations topic to every owned partition (the one they
+        came from drops its copy as a duplicate event id)."""
+        for event in events:
+            self.counts["revocations_received"] += 1
+            for state in self.states.values() if states is None else states:
+                alerts = state.engine.submit(event)
                 if alerts:
                     self._emit(alerts)
 
@@ -369,6 +388,7 @@ class Service:
             started = time.perf_counter()
             records = restore_partition(self.restorer, self.changelog_topic, state, self.config.restore_idle_polls)
             self.states[number] = state
+            self._apply_global(self.revocations.retained(), [state])
             self._rewind(number)
             log.info("partition restored", extra={"partition": number, "records": records,
                                                   "tokens": len(state.store.tokens),
@@ -393,7 +413,8 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
     # The changelog needs the input's partition count (changelog partition p = input partition p).
     inputs = ensure_topics(settings.kafka)
     partitions = inputs[settings.kafka.topics.input[0]].partitions or 3
-    ensure_topics(settings.kafka, partitions, changelog_stores=(STATE_STORE,))
+    ensure_topics(settings.kafka, partitions, changelog_stores=(STATE_STORE,),
+                  revocation_retention_s=settings.state.revocation_retention_s)
     enricher = Enricher(settings.enrich)
     enricher.warm()
     sinks: list[Sink] = [ElasticsearchSink(settings.elasticsearch), KafkaSink(settings.kafka)]
