@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -19,7 +20,8 @@ from kafka.structs import OffsetAndMetadata
 from detectors.state_codec import dirty_records
 from pipeline.metrics import ServiceMetrics
 from pipeline.service.partitions import PartitionState
-from pipeline.sinks.base import Sink
+from pipeline.sinks.base import Rejected, Sink
+from pipeline.sinks.kafka import RAW_FIELD
 
 log = logging.getLogger("tokenwatch.checkpoint")
 
@@ -37,16 +39,49 @@ def stage_open_alerts(states: Iterable[PartitionState], sinks: Iterable[Sink]) -
     return count
 
 
-def flush_sinks(sinks: Iterable[Sink]) -> int:
-    """Flush every sink; raises ``SinkUnavailable`` from the first that cannot write."""
+def flush_sinks(sinks: Iterable[Sink], rounds: int = 3) -> int:
+    """Flush every sink; raises ``SinkUnavailable`` from the first that cannot write.
+
+    A document a sink refuses for itself (a mapping conflict) is not retried
+    there; it becomes a dead letter in the *other* sinks (with the refusal as the
+    reason) and those are flushed again before this returns, so the checkpoint
+    that follows never commits past a document that went nowhere."""
+    sinks = list(sinks)
     written = 0
-    for sink in sinks:
-        result = sink.flush()
-        written += result.written
-        for rejected in result.rejected:  # refused for itself (mapping conflict): logged, not retried
-            log.error("document rejected by sink", extra={"sink": sink.name, "doc_kind": rejected.doc_kind,
-                                                           "doc_id": rejected.doc_id, "reason": rejected.reason})
+    for _ in range(rounds):
+        rerouted = 0
+        for sink in sinks:
+            result = sink.flush()
+            written += result.written
+            for rejected in result.rejected:
+                log.error("document rejected by sink", extra={"sink": sink.name, "doc_kind": rejected.doc_kind,
+                                                               "doc_id": rejected.doc_id, "reason": rejected.reason})
+                rerouted += dead_letter_rejected(rejected, sink.name, [s for s in sinks if s is not sink])
+        if not rerouted:
+            break
     return written
+
+
+def dead_letter_rejected(rejected: Rejected, refused_by: str, others: Iterable[Sink]) -> int:
+    """Hand a refused document to the other sinks as a dead letter; returns how many took it."""
+    doc_id = f"rejected-{refused_by}-{rejected.doc_kind}-{rejected.doc_id}"
+    document = {
+        "reason": f"{refused_by} refused {rejected.doc_kind} {rejected.doc_id}: {rejected.reason}",
+        "format": "tokenwatch",
+        "origin": f"sink:{refused_by}",
+        "ingested_at": datetime.now(timezone.utc).isoformat(),
+        "rejected": {"kind": rejected.doc_kind, "id": rejected.doc_id, "status": rejected.status},
+        "raw": {k: v for k, v in rejected.document.items() if k != RAW_FIELD},
+    }
+    if RAW_FIELD in rejected.document:
+        document[RAW_FIELD] = rejected.document[RAW_FIELD]
+    taken = 0
+    for sink in others:
+        sink.add("dead_letter", doc_id, document)
+        taken += 1
+    if not taken:
+        log.error("refused document has no other sink to go to", extra={"doc_id": doc_id})
+    return taken
 
 
 def write_changelog(producer: KafkaProducer, topic: str, states: Iterable[PartitionState],

@@ -36,7 +36,7 @@ from pipeline.engine import Enrich
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.normalize import Normalizer
-from pipeline.service.checkpoint import checkpoint, flush_sinks
+from pipeline.service.checkpoint import checkpoint, dead_letter_rejected
 from pipeline.service.config import ServiceConfig
 from pipeline.service.partitions import STATE_STORE, PartitionState, new_partition_state, restore_partition
 from pipeline.service.revocations import RevocationFeed, is_global
@@ -282,9 +282,14 @@ class Service:
             return
         for sink in self.sinks:
             try:
-                flush_sinks([sink])  # rejected documents are logged the same way as at a checkpoint
+                result = sink.flush()
             except SinkUnavailable as exc:  # the checkpoint handles backpressure
                 log.warning("early alert publication deferred", extra={"sink": sink.name, "reason": exc.reason})
+                continue
+            for rejected in result.rejected:  # dead-lettered elsewhere; the checkpoint flushes those
+                log.error("document rejected by sink", extra={"sink": sink.name, "doc_id": rejected.doc_id,
+                                                               "reason": rejected.reason})
+                dead_letter_rejected(rejected, sink.name, [other for other in self.sinks if other is not sink])
 
     # -- checkpoints ----------------------------------------------------------
     def _checkpoint_due(self) -> bool:

@@ -23,7 +23,7 @@ from pipeline.kafka.topics import ensure_topics
 from pipeline.sample import scenario_of, scenarios
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from schemas.redaction import make_token_hasher
-from tests.integration.servers import free_port
+from tests.integration.servers import OutageProxy, free_port
 from tests.integration.test_service_run import (
     HASH_KEY, KNOWN_FALSE_POSITIVES, KNOWN_MISSED, SAMPLE, _caught, _config, _es_alerts, _results, _start,
     _write_config,
@@ -115,3 +115,85 @@ def test_elasticsearch_down_pauses_then_every_alert_lands_once(kafka_bootstrap: 
             proc.wait()
         if server is not None:
             server.close()
+
+
+def test_elasticsearch_lost_mid_stream_pauses_commits_and_resumes_without_loss(
+    kafka_bootstrap: str, osmem_clone: Any, tmp_path: Path
+) -> None:
+    """The link to Elasticsearch drops after the first alerts landed: consumption pauses, no
+    offset moves while it is down, and once it is back every alert is there exactly once."""
+    name = f"bpm-{uuid.uuid4().hex[:8]}"
+    prefix = f"tw{uuid.uuid4().hex[:6]}"
+    kafka = _config(kafka_bootstrap, name)
+    ensure_topics(kafka, PARTITIONS)
+    lines = [line for line in SAMPLE.read_bytes().splitlines() if line.strip()]
+    half = len(lines) // 2
+    hasher = make_token_hasher(HASH_KEY.encode())
+    proxy = OutageProxy(int(osmem_clone.url.rsplit(":", 1)[1])).up()
+    es_url = f"http://127.0.0.1:{proxy.port}"
+    metrics_port = free_port()
+    config_path = tmp_path / "tokenwatch.toml"
+    _write_config(config_path, kafka, es_url, prefix)
+    log_path = tmp_path / "service.log"
+    proc = _start(config_path, log_path, {"TOKENWATCH_SERVICE__METRICS_PORT": str(metrics_port),
+                                          "TOKENWATCH_SERVICE__BACKPRESSURE_BACKOFF_S": "0.2",
+                                          "TOKENWATCH_SERVICE__BACKPRESSURE_BACKOFF_MAX_S": "0.5"})
+    direct = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+    try:
+        assert produce(iter(lines[:half]), name, kafka, hash_token=hasher).failed == 0
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not _es_alerts(direct, prefix):
+            time.sleep(0.2)
+        assert _es_alerts(direct, prefix), log_path.read_text()[-3000:]
+        _wait_committed(kafka, name, half)
+
+        proxy.down()
+        assert produce(iter(lines[half:]), name, kafka, hash_token=hasher).failed == 0
+        deadline = time.monotonic() + 30
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            health = _health(metrics_port)
+            if health is not None and health[0] == 503 and health[1].get("paused"):
+                break
+            time.sleep(0.1)
+        assert health is not None and health[0] == 503, (health, log_path.read_text()[-3000:])
+        assert "elasticsearch" in health[1]["paused"]
+        held = _committed(kafka, name)
+        time.sleep(1.5)  # a while down: nothing committed past what Elasticsearch holds
+        assert _committed(kafka, name) == held
+        assert sum(o or 0 for o in held.values()) < len(lines)
+
+        proxy.up()
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _caught([h["_source"] for h in _es_alerts(direct, prefix)]):
+                break
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proxy.down()
+
+    hits = _es_alerts(direct, prefix)
+    sources = [h["_source"] for h in hits]
+    raised = _results(sources)
+    for s in scenarios():
+        if s.name not in KNOWN_MISSED | KNOWN_FALSE_POSITIVES:
+            assert raised[s.name] == set(s.expected), s.name
+    ids = [h["_id"] for h in hits]
+    assert len(ids) == len(set(ids))
+    pairs = [(scenario_of(s["token"].get("id"), scenarios()).name, s["rule"]["id"]) for s in sources]
+    assert len(pairs) == len(set(pairs)), sorted(pairs)
+    assert sum(o or 0 for o in _committed(kafka, name).values()) == len(lines)
+
+
+def _wait_committed(kafka: KafkaConfig, topic: str, records: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sum(o or 0 for o in _committed(kafka, topic).values()) >= records:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{records} records not committed after {timeout_s}s: {_committed(kafka, topic)}")
