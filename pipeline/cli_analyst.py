@@ -1,11 +1,298 @@
-"""Analyst triage commands: `tokenwatch alerts list|show|ack|close|suppress`, `actions list`."""
+"""Analyst triage commands: `tokenwatch alerts list|show|ack|close|reopen|suppress|suppressions|import`,
+`tokenwatch actions list`.
+
+They work on the configured store (``[store]``: SQLite file by default, Elasticsearch when
+``backend = "elasticsearch"``). Every command that changes something is written to the
+audit trail with the analyst's name (``--actor``, else ``$TOKENWATCH_ACTOR``, else the
+OS login name). Unknown ids exit with 2 and say which id.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+from pipeline.config import load_settings
+from pipeline.store import base, render
+from pipeline.store.base import AlertStore, open_store
+from pipeline.store.ingest import AlertFileError, read_alert_lines, store_alerts
+from schemas.actions import AuditEntry, Suppression
+
+DISPOSITIONS = ("true_positive", "false_positive", "benign")
+SEVERITIES = ("low", "medium", "high", "critical")
+STATUSES = ("open", "acknowledged", "closed")
+ACTION_STATES = ("pending", "awaiting_approval", "in_progress", "succeeded", "failed", "gave_up",
+                 "dry_run", "notified", "skipped")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class UsageError(Exception):
+    """Bad input found after parsing (unknown id, bad suppression): exit 2 with the message."""
+
+
+def default_actor() -> str:
+    actor = os.environ.get("TOKENWATCH_ACTOR")
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (containers without a passwd entry)
+        return "unknown"
+
+
+def now() -> datetime:
+    return base.utcnow()
+
+
+def duration(text: str) -> timedelta:
+    """``90m``, ``24h``, ``7d``, ``2w``, ``1h30m``."""
+    parts = re.fullmatch(r"(?:\d+[smhdw])+", text.strip().lower())
+    if not parts:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 24h, 7d)")
+    seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text.lower()))
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def iso_time(text: str) -> datetime:
+    """An ISO time; UTC if it has no zone."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (e.g. 2026-11-24T10:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def point_in_time(text: str) -> datetime:
+    """An ISO time (UTC if it has no zone) or a duration meaning that long ago."""
+    try:
+        return now() - duration(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        return iso_time(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"not a time or duration: {text!r} (e.g. 24h, 2026-11-24T10:00Z)") from None
+
+
+# -- parser ------------------------------------------------------------------------------
 
 def add_commands(sub: Any) -> None:
     """Register this module's sub-commands on the top-level sub-parser ``sub``."""
-    return None
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", type=Path, help="TOML configuration file (its [store] table)")
+    common.add_argument("--actor", default=None, help="who you are, for the audit trail "
+                        "(default: $TOKENWATCH_ACTOR, else your login name)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="JSON documents instead of a table")
+
+    alerts = sub.add_parser("alerts", help="review and triage alerts in the store")
+    alerts.set_defaults(func=lambda args: alerts.print_help(sys.stderr) or 2)
+    asub = alerts.add_subparsers(metavar="ACTION")
+
+    p = asub.add_parser("list", parents=[common, as_json], help="alerts, newest first (--json: JSON lines)")
+    p.add_argument("--rule", help="rule id, e.g. replay.refresh_reuse")
+    p.add_argument("--severity", choices=SEVERITIES)
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--user", help="user id")
+    p.add_argument("--since", type=point_in_time, help="ISO time, or a duration ago (24h, 7d)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    p.set_defaults(func=_run(cmd_list))
+
+    p = asub.add_parser("show", parents=[common, as_json], help="one alert: evidence timeline, actions, audit trail")
+    p.add_argument("id")
+    p.set_defaults(func=_run(cmd_show))
+
+    for name, status, text in (("ack", "acknowledged", "acknowledge an alert (you are on it)"),
+                               ("close", "closed", "close an alert with a disposition"),
+                               ("reopen", "open", "reopen an acknowledged or closed alert")):
+        p = asub.add_parser(name, parents=[common], help=text)
+        p.add_argument("id")
+        p.add_argument("--disposition", choices=DISPOSITIONS, required=name == "close")
+        p.add_argument("--note", help="why; kept with the alert and in the audit trail")
+        p.set_defaults(func=_run(cmd_status), status=status)
+
+    p = asub.add_parser("suppress", parents=[common], help="suppress future alerts matching all given criteria")
+    p.add_argument("--rule", help="rule id")
+    p.add_argument("--user", help="user id")
+    p.add_argument("--client", help="client id")
+    p.add_argument("--ip", help="source address or CIDR range")
+    p.add_argument("--asn", type=int, help="source autonomous system number")
+    p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    until = p.add_mutually_exclusive_group(required=True)
+    until.add_argument("--for", dest="for_", type=duration, metavar="DURATION", help="e.g. 24h, 7d")
+    until.add_argument("--expires", type=iso_time, help="ISO time the suppression ends (UTC if no zone)")
+    p.set_defaults(func=_run(cmd_suppress))
+
+    p = asub.add_parser("suppressions", parents=[common, as_json], help="active suppressions")
+    p.set_defaults(func=_run(cmd_suppressions))
+
+    p = asub.add_parser("import", parents=[common], help="load alert JSON lines (from `tokenwatch detect`) into the store")
+    p.add_argument("--input", "-i", required=True, help="file of alert JSON lines, or - for stdin")
+    p.set_defaults(func=_run(cmd_import))
+
+    actions = sub.add_parser("actions", help="response actions in the store")
+    actions.set_defaults(func=lambda args: actions.print_help(sys.stderr) or 2)
+    xsub = actions.add_subparsers(metavar="ACTION")
+    p = xsub.add_parser("list", parents=[common, as_json], help="actions, newest first (--json: JSON lines)")
+    p.add_argument("--alert", help="alert id")
+    p.add_argument("--state", choices=ACTION_STATES)
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    p.set_defaults(func=_run(cmd_actions))
+
+
+@contextmanager
+def opened_store(config: Path | None) -> Iterator[AlertStore]:
+    store = open_store(load_settings(config))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _run(command: Callable[[argparse.Namespace, AlertStore], int]) -> Callable[[argparse.Namespace], int]:
+    """Open the store, resolve the actor, map usage errors to exit 2 and store failures to 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        args.actor = args.actor or default_actor()
+        try:
+            with opened_store(args.config) as store:
+                return command(args, store)
+        except UsageError as exc:
+            print(f"tokenwatch: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # the store is unreachable or broken: say so, no traceback
+            if _is_store_error(exc):
+                print(f"tokenwatch: cannot use the store: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 1
+            raise
+
+    return run
+
+
+def _is_store_error(exc: Exception) -> bool:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        return True
+    try:
+        from elastic_transport import TransportError
+        from elasticsearch import ApiError
+    except ImportError:  # pragma: no cover - elasticsearch is a runtime dependency
+        return False
+    return isinstance(exc, (TransportError, ApiError))
+
+
+def _lines(docs: list[Any]) -> None:
+    for doc in docs:
+        sys.stdout.write(json.dumps(doc, separators=(",", ":"), default=str) + "\n")
+
+
+# -- commands ----------------------------------------------------------------------------
+
+def cmd_list(args: argparse.Namespace, store: AlertStore) -> int:
+    alerts = store.list_alerts(rule=args.rule, severity=args.severity, status=args.status, user=args.user,
+                               since=args.since, limit=args.limit)
+    if args.json:
+        _lines(alerts)
+    else:
+        sys.stdout.write(render.table(render.ALERT_HEADERS, render.alert_rows(alerts)))
+    return 0
+
+
+def _alert_or_fail(store: AlertStore, alert_id: str) -> dict[str, Any]:
+    doc = store.get_alert(alert_id)
+    if doc is None:
+        raise UsageError(f"no alert with id {alert_id!r} in the store")
+    return doc
+
+
+def cmd_show(args: argparse.Namespace, store: AlertStore) -> int:
+    doc = _alert_or_fail(store, args.id)
+    actions = store.list_actions(alert_id=args.id, limit=1000)
+    trail = {e.id: e for e in store.audit_trail(alert_id=args.id)}
+    for action in actions:
+        trail.update((e.id, e) for e in store.audit_trail(action_id=action.id))
+    entries = sorted(trail.values(), key=lambda e: e.time)
+    if args.json:
+        _lines([{"alert": doc, "actions": [a.model_dump(mode="json") for a in actions],
+                 "audit": [e.model_dump(mode="json") for e in entries]}])
+    else:
+        sys.stdout.write(render.alert_detail(doc, actions, entries))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, store: AlertStore) -> int:
+    try:
+        doc = store.set_status(args.id, args.status, args.actor, disposition=args.disposition, note=args.note)
+    except KeyError:
+        raise UsageError(f"no alert with id {args.id!r} in the store") from None
+    disposition = doc.get("triage", {}).get("disposition")
+    extra = f" ({disposition})" if args.status == "closed" and disposition else ""
+    print(f"{args.id}: {args.status}{extra} by {args.actor}")
+    return 0
+
+
+def cmd_suppress(args: argparse.Namespace, store: AlertStore) -> int:
+    created = now()
+    expires = created + args.for_ if args.for_ is not None else args.expires
+    try:
+        suppression = Suppression(
+            rule_id=args.rule, user_id=args.user, client_id=args.client, ip=args.ip, asn=args.asn,
+            reason=args.reason, actor=args.actor, created=created, expires=expires,
+        )
+    except ValueError as exc:
+        errors = getattr(exc, "errors", None)
+        raise UsageError((errors()[0]["msg"] if errors else str(exc)).removeprefix("Value error, ")) from None
+    store.add_suppression(suppression)
+    text = render.criteria(suppression)
+    store.audit(AuditEntry(
+        time=created, actor=args.actor, verb="alert.suppress", target=text, why=args.reason, result="created",
+        details={"suppression": suppression.id, "expires": expires.isoformat()},
+    ))
+    print(f"suppression {suppression.id}: {text} until {render.short_time(expires)} by {args.actor}")
+    return 0
+
+
+def cmd_suppressions(args: argparse.Namespace, store: AlertStore) -> int:
+    active = store.active_suppressions(now())
+    if args.json:
+        _lines([s.model_dump(mode="json") for s in active])
+    else:
+        sys.stdout.write(render.table(render.SUPPRESSION_HEADERS, render.suppression_rows(active)))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, store: AlertStore) -> int:
+    name = "stdin" if args.input == "-" else args.input
+    try:
+        if args.input == "-":
+            count = store_alerts(store, read_alert_lines(sys.stdin, name))
+        else:
+            with open(args.input, encoding="utf-8") as handle:
+                count = store_alerts(store, read_alert_lines(handle, name))
+    except AlertFileError as exc:
+        raise UsageError(f"{exc} (alerts before that line were stored)") from None
+    store.audit(AuditEntry(time=now(), actor=args.actor, verb="alerts.import", target=name,
+                           why="batch output loaded for triage", result="stored", details={"alerts": count}))
+    print(f"imported {count} alerts from {name}")
+    return 0
+
+
+def cmd_actions(args: argparse.Namespace, store: AlertStore) -> int:
+    actions = store.list_actions(alert_id=args.alert, state=args.state, limit=args.limit)
+    if args.json:
+        _lines([a.model_dump(mode="json") for a in actions])
+    else:
+        sys.stdout.write(render.table(render.ACTION_HEADERS, render.action_rows(actions)))
+    return 0

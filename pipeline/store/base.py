@@ -1,0 +1,199 @@
+"""The alert store interface, shared by the SQLite and Elasticsearch backends.
+
+The store keeps what detection and response produce (alert documents, actions) next to
+what analysts decide (status, disposition, notes, suppressions) and the audit trail.
+Alert documents are upserted by ``alert.id``: a replay of the same events updates the
+detection fields but never resets an analyst's decision.
+
+Analyst fields on a stored alert document: ``alert.status`` (open|acknowledged|closed)
+and ``triage`` = ``{"disposition": str | None, "notes": [{"time", "actor", "text"}],
+"updated": iso time | None, "updated_by": str | None, "suppressed_by": id | None}``.
+An alert nobody has triaged yet that matches an active suppression when it is stored
+(new, or updated by a later finding) is kept with status ``closed`` and
+``triage.suppressed_by`` set (audited as ``alert.suppressed``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+from schemas.actions import Action, AuditEntry, Suppression
+
+ALERT_STATUSES = ("open", "acknowledged", "closed")
+STATUS_VERBS = {"open": "alert.reopen", "acknowledged": "alert.ack", "closed": "alert.close"}
+DUE_STATES = ("pending", "failed")
+SYSTEM_ACTOR = "tokenwatch"
+
+
+@runtime_checkable
+class AlertStore(Protocol):
+    """Alerts, analyst decisions, response actions (the durable retry queue), audit and flags."""
+
+    def put_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> None:
+        """Upsert alert JSON documents by ``alert.id``; keeps status/triage of known alerts."""
+
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None: ...
+
+    def list_alerts(
+        self,
+        rule: str | None = None,
+        severity: str | None = None,
+        status: str | None = None,
+        user: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Newest first (by ``@timestamp``); ``since`` compares with ``@timestamp``."""
+
+    def set_status(
+        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        """Set the analyst status; audits ``alert.ack``/``alert.close``/``alert.reopen``.
+
+        Raises ``KeyError`` for an unknown id, ``ValueError`` for an unknown status or disposition.
+        """
+
+    def add_suppression(self, s: Suppression) -> None: ...
+
+    def active_suppressions(self, now: datetime) -> list[Suppression]: ...
+
+    def put_action(self, action: Action) -> None:
+        """Upsert by ``action.id``."""
+
+    def get_action(self, action_id: str) -> Action | None: ...
+
+    def list_actions(self, alert_id: str | None = None, state: str | None = None, limit: int = 100) -> list[Action]:
+        """Newest first (by ``created``)."""
+
+    def due_actions(self, now: datetime) -> list[Action]:
+        """Actions in state pending/failed whose ``next_attempt_at`` is <= now (None counts as due),
+        oldest ``next_attempt_at`` first: the durable retry queue."""
+
+    def audit(self, entry: AuditEntry) -> None: ...
+
+    def audit_trail(self, alert_id: str | None = None, action_id: str | None = None) -> list[AuditEntry]:
+        """Oldest first; with both ids given, entries about either."""
+
+    def get_flag(self, name: str) -> str | None: ...
+
+    def set_flag(self, name: str, value: str | None) -> None:
+        """``None`` deletes the flag."""
+
+    def close(self) -> None: ...
+
+
+# -- helpers shared by the backends ----------------------------------------------------
+
+def utcnow() -> datetime:
+    """Wall clock of the stores and the analyst CLI (tests replace it through this module)."""
+    return datetime.now(timezone.utc)
+
+
+def utc(when: datetime) -> datetime:
+    if when.tzinfo is None:
+        raise ValueError("naive datetime: times in the store are timezone-aware")
+    return when.astimezone(timezone.utc)
+
+
+def iso(when: datetime) -> str:
+    """Fixed-width UTC text, so string order is time order (SQLite compares text)."""
+    return utc(when).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return utc(value) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
+
+
+def alert_key(doc: Mapping[str, Any]) -> str:
+    """The ``alert.id`` of an alert document; ``ValueError`` if it has none."""
+    core = doc.get("alert")
+    alert_id = core.get("id") if isinstance(core, Mapping) else None
+    if not isinstance(alert_id, str) or not alert_id:
+        raise ValueError("alert document without alert.id")
+    return alert_id
+
+
+def empty_triage() -> dict[str, Any]:
+    return {"disposition": None, "notes": [], "updated": None, "updated_by": None, "suppressed_by": None}
+
+
+def merge_alert(
+    new: Mapping[str, Any], old: Mapping[str, Any] | None, suppressions: Iterable[Suppression], now: datetime
+) -> tuple[dict[str, Any], Suppression | None]:
+    """The document to store for ``new``: analyst fields from ``old`` if known, else checked
+    against ``suppressions``. Returns the document and the suppression that closed it, if any."""
+    doc = copy.deepcopy(dict(new))
+    doc["alert"] = dict(doc["alert"])
+    if old is not None:
+        doc["alert"]["status"] = old.get("alert", {}).get("status", "open")
+        doc["triage"] = {**empty_triage(), **copy.deepcopy(old.get("triage") or {})}
+        old_state = (old.get("response") or {}).get("state")
+        if old_state and old_state != "pending" and isinstance(doc.get("response"), dict):
+            doc["response"] = {**doc["response"], "state": old_state}  # the executor's, not the replay's
+    else:
+        doc["alert"]["status"] = "open"
+        doc["triage"] = empty_triage()
+    if doc["triage"]["updated"] is not None:
+        return doc, None  # an analyst (or an earlier suppression) already decided
+    for s in suppressions:
+        if s.matches(doc, now):
+            doc["alert"]["status"] = "closed"
+            doc["triage"].update(suppressed_by=s.id, updated=iso(now), updated_by=s.actor)
+            return doc, s
+    return doc, None
+
+
+def apply_status(
+    doc: Mapping[str, Any], status: str, actor: str, disposition: str | None, note: str | None, now: datetime
+) -> tuple[dict[str, Any], AuditEntry]:
+    """``doc`` with the analyst's decision applied, and the audit entry recording it."""
+    if status not in ALERT_STATUSES:
+        raise ValueError(f"unknown status {status!r} (one of {', '.join(ALERT_STATUSES)})")
+    if disposition is not None and disposition not in ("true_positive", "false_positive", "benign"):
+        raise ValueError(f"unknown disposition {disposition!r}")
+    out = copy.deepcopy(dict(doc))
+    previous = out["alert"].get("status", "open")
+    out["alert"] = {**out["alert"], "status": status}
+    triage = {**empty_triage(), **(out.get("triage") or {})}
+    if disposition is not None:
+        triage["disposition"] = disposition
+    if note:
+        triage["notes"] = [*triage["notes"], {"time": iso(now), "actor": actor, "text": note}]
+    triage.update(updated=iso(now), updated_by=actor)
+    out["triage"] = triage
+    entry = AuditEntry(
+        time=now, actor=actor, verb=STATUS_VERBS[status], alert_id=alert_key(out),
+        why=note or "", result=status,
+        details={"previous": previous, "disposition": disposition},
+    )
+    return out, entry
+
+
+def suppressed_entry(doc: Mapping[str, Any], s: Suppression, now: datetime) -> AuditEntry:
+    return AuditEntry(
+        time=now, actor=s.actor, verb="alert.suppressed", alert_id=alert_key(doc),
+        why=s.reason, result="closed", details={"suppression": s.id},
+    )
+
+
+def open_store(settings: Any) -> AlertStore:
+    """The store ``settings.store`` names (``settings`` is a ``pipeline.config.Settings``)."""
+    config = settings.store
+    if config.backend == "elasticsearch":
+        from pipeline.store.elasticsearch import ElasticsearchStore
+
+        return ElasticsearchStore(settings.elasticsearch, refresh=config.refresh)
+    from pipeline.store.sqlite import SqliteStore
+
+    return SqliteStore(config.path, busy_timeout_s=config.busy_timeout_s)

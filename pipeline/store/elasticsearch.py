@@ -1,0 +1,297 @@
+"""The store on Elasticsearch / OpenSearch, beside the documents the service's sink writes.
+
+Alert documents live in the alert index family (``<prefix>-alerts-YYYY.MM.DD``, ``_id`` =
+alert id, the same index the sink picks), actions in the action family. Analyst decisions
+are kept apart, in ``<prefix>-triage`` (one document per triaged alert): the sink rewrites
+whole alert documents whenever a finding folds into an alert, so a status kept only there
+would be lost; the store mirrors ``alert.status`` into the alert document for dashboards
+and merges the triage document on every read. Audit entries, suppressions and flags have
+their own small indices. Writes use the configured refresh policy (``wait_for`` by
+default) so the next command sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from elasticsearch import Elasticsearch, NotFoundError
+
+from pipeline.sinks.elasticsearch import ElasticsearchConfig
+from pipeline.sinks.es_documents import shape
+from pipeline.sinks.es_templates import index_name, index_template, template_name
+from pipeline.store import base
+from pipeline.store.base import (
+    DUE_STATES,
+    alert_key,
+    apply_status,
+    empty_triage,
+    iso,
+    merge_alert,
+    parse_time,
+    suppressed_entry,
+)
+from schemas.actions import Action, AuditEntry, Suppression
+
+KW = {"type": "keyword", "ignore_above": 1024}
+RECORD = {"type": "text", "index": False}  # the model's JSON, read back verbatim
+MAX_IDS = 10_000
+
+OWN_INDICES: dict[str, dict[str, Any]] = {
+    "triage": {"alert_id": KW, "status": KW, "disposition": KW, "updated": KW, "updated_by": KW,
+               "suppressed_by": KW, "notes": {"type": "object", "enabled": False}},
+    "audit": {"@timestamp": {"type": "date"}, "time": KW, "actor": KW, "verb": KW, "alert_id": KW,
+              "action_id": KW, "target": KW, "result": KW, "why": {"type": "text"}, "record": RECORD},
+    "suppressions": {"created": KW, "expires": KW, "actor": KW, "record": RECORD},
+    "flags": {"value": RECORD},
+}
+
+
+class ElasticsearchStore:
+    """``AlertStore`` on the ``[elasticsearch]`` cluster."""
+
+    def __init__(
+        self, config: ElasticsearchConfig, *, refresh: str = "wait_for", client: Elasticsearch | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self.prefix = config.index_prefix
+        self.client = client if client is not None else Elasticsearch(**config.client_kwargs())
+        self._refresh = refresh
+        self._clock = clock or (lambda: base.utcnow())
+        self.ensure_indices()
+
+    def _index(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    @property
+    def _alerts(self) -> str:
+        return f"{template_name(self.prefix, 'alert')}-*"
+
+    @property
+    def _actions(self) -> str:
+        return f"{template_name(self.prefix, 'action')}-*"
+
+    def ensure_indices(self) -> None:
+        """Templates of the alert/action families and the store's own indices (idempotent)."""
+        for kind in ("alert", "action"):
+            self.client.indices.put_index_template(**index_template(self.prefix, kind))
+        for name, properties in OWN_INDICES.items():
+            index = self._index(name)
+            if not self.client.indices.exists(index=index):
+                try:
+                    self.client.indices.create(index=index, mappings={"properties": properties},
+                                               settings={"number_of_shards": 1})
+                except Exception as exc:  # created meanwhile by another process
+                    if "already_exists" not in str(exc):
+                        raise
+
+    def _search(self, index: str, query: Mapping[str, Any], size: int,
+                sort: list[Any] | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"index": index, "query": query, "size": size, "ignore_unavailable": True,
+                                "allow_no_indices": True}
+        if sort:
+            body["sort"] = sort
+        return list(self.client.search(**body)["hits"]["hits"])
+
+    # -- alerts ------------------------------------------------------------------------
+    def _triage(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        found = self.client.mget(index=self._index("triage"), ids=ids)["docs"]
+        return {d["_id"]: d["_source"] for d in found if d.get("found")}
+
+    def _alert_hits(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Latest stored document per id (a folded alert may sit in two daily indices)."""
+        hits = self._search(self._alerts, {"ids": {"values": ids}}, size=2 * len(ids) + 10)
+        best: dict[str, dict[str, Any]] = {}
+        for hit in hits:
+            current = best.get(hit["_id"])
+            if current is None or str(hit["_source"].get("@timestamp")) > str(current["_source"].get("@timestamp")):
+                best[hit["_id"]] = hit
+        return best
+
+    @staticmethod
+    def _merged(source: Mapping[str, Any], triage: Mapping[str, Any] | None) -> dict[str, Any]:
+        doc = dict(source)
+        fields = {**empty_triage(), **{k: v for k, v in (triage or {}).items() if k in empty_triage()}}
+        doc["alert"] = {**doc["alert"], "status": (triage or {}).get("status", "open")}
+        doc["triage"] = fields
+        return doc
+
+    def put_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> None:
+        docs = {alert_key(d): d for d in alerts}
+        if not docs:
+            return
+        now = self._clock()
+        ids = list(docs)
+        triage = self._triage(ids)
+        known = self._alert_hits(ids)
+        suppressions = self.active_suppressions(now)
+        operations: list[Mapping[str, Any]] = []
+        audits: list[AuditEntry] = []
+        for alert_id, new in docs.items():
+            old = self._merged(known[alert_id]["_source"], triage.get(alert_id)) if alert_id in known else None
+            if old is None and alert_id in triage:
+                old = {"alert": {"status": triage[alert_id].get("status", "open")}, "triage": triage[alert_id]}
+            doc, suppressed = merge_alert(new, old, suppressions, now)
+            source = shape("alert", {k: v for k, v in doc.items() if k != "triage"})
+            when = parse_time(source.get("@timestamp")) or now
+            operations += [{"index": {"_index": index_name(self.prefix, "alert", when), "_id": alert_id}}, source]
+            if suppressed is not None:
+                operations += [{"index": {"_index": self._index("triage"), "_id": alert_id}},
+                               {"alert_id": alert_id, "status": "closed", **doc["triage"]}]
+                audits.append(suppressed_entry(doc, suppressed, now))
+        self._bulk(operations)
+        for entry in audits:
+            self.audit(entry)
+
+    def _bulk(self, operations: list[Mapping[str, Any]]) -> None:
+        response = self.client.bulk(operations=operations, refresh=self._refresh)
+        if response.get("errors"):
+            failed = [next(iter(i.values())) for i in response["items"] if next(iter(i.values())).get("error")]
+            raise RuntimeError(f"store write failed for {len(failed)} documents: {failed[0].get('error')}")
+
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        hit = self._alert_hits([alert_id]).get(alert_id)
+        if hit is None:
+            return None
+        return self._merged(hit["_source"], self._triage([alert_id]).get(alert_id))
+
+    def list_alerts(
+        self, rule: str | None = None, severity: str | None = None, status: str | None = None,
+        user: str | None = None, since: datetime | None = None, limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        filters: list[dict[str, Any]] = []
+        must_not: list[dict[str, Any]] = []
+        for field, value in (("rule.id", rule), ("alert.severity", severity), ("user.id", user)):
+            if value is not None:
+                filters.append({"term": {field: value}})
+        if since is not None:
+            filters.append({"range": {"@timestamp": {"gte": since.astimezone(timezone.utc).isoformat()}}})
+        if status is not None:
+            query = {"bool": {"must_not": [{"term": {"status": "open"}}]}} if status == "open" else \
+                {"term": {"status": status}}
+            triaged = [h["_id"] for h in self._search(self._index("triage"), query, size=MAX_IDS)]
+            if status == "open":
+                if triaged:
+                    must_not.append({"ids": {"values": triaged}})
+            elif not triaged:
+                return []
+            else:
+                filters.append({"ids": {"values": triaged}})
+        query = {"bool": {"filter": filters, "must_not": must_not}}
+        hits = self._search(self._alerts, query, size=2 * limit + 10,
+                            sort=[{"@timestamp": {"order": "desc"}}, {"alert.id": {"order": "desc"}}])
+        seen: dict[str, dict[str, Any]] = {}
+        for hit in hits:
+            seen.setdefault(hit["_id"], hit["_source"])
+        page = list(seen.items())[:limit]
+        triage = self._triage([alert_id for alert_id, _ in page])
+        return [self._merged(source, triage.get(alert_id)) for alert_id, source in page]
+
+    def set_status(
+        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        hit = self._alert_hits([alert_id]).get(alert_id)
+        if hit is None:
+            raise KeyError(alert_id)
+        current = self._merged(hit["_source"], self._triage([alert_id]).get(alert_id))
+        doc, entry = apply_status(current, status, actor, disposition, note, self._clock())
+        self._bulk([
+            {"index": {"_index": self._index("triage"), "_id": alert_id}},
+            {"alert_id": alert_id, "status": status, **doc["triage"]},
+            {"update": {"_index": hit["_index"], "_id": alert_id}},
+            {"doc": {"alert": {"status": status}}},  # mirror for dashboards; the triage index decides
+        ])
+        self.audit(entry)
+        return doc
+
+    # -- suppressions ------------------------------------------------------------------
+    def add_suppression(self, s: Suppression) -> None:
+        self.client.index(index=self._index("suppressions"), id=s.id, refresh=self._refresh, document={
+            "created": iso(s.created), "expires": iso(s.expires), "actor": s.actor, "record": s.model_dump_json(),
+        })
+
+    def active_suppressions(self, now: datetime) -> list[Suppression]:
+        query = {"bool": {"filter": [{"range": {"created": {"lte": iso(now)}}},
+                                     {"range": {"expires": {"gt": iso(now)}}}]}}
+        hits = self._search(self._index("suppressions"), query, size=MAX_IDS,
+                            sort=[{"created": {"order": "asc"}}])
+        return [Suppression.model_validate_json(h["_source"]["record"]) for h in hits]
+
+    # -- actions -----------------------------------------------------------------------
+    def put_action(self, action: Action) -> None:
+        self.client.index(
+            index=index_name(self.prefix, "action", action.created), id=action.id, refresh=self._refresh,
+            document={
+                "@timestamp": iso(action.created),
+                "action": {"id": action.id, "type": action.action, "target": action.target.label(),
+                           "state": action.state, "mode": action.mode, "attempts": action.attempts,
+                           "reason": action.reason, "created": iso(action.created),
+                           "next_attempt_at": iso(action.next_attempt_at) if action.next_attempt_at else None},
+                "alert": {"id": action.alert_id},
+                "rule": {"id": action.rule_id},
+                "user": {"id": action.target.user_id},
+                "actor": action.actor,
+                "record": action.model_dump_json(),
+            },
+        )
+
+    def _actions_where(self, query: Mapping[str, Any], size: int, sort: list[Any]) -> list[Action]:
+        hits = self._search(self._actions, query, size=size, sort=sort)
+        return [Action.model_validate_json(h["_source"]["record"]) for h in hits]
+
+    def get_action(self, action_id: str) -> Action | None:
+        found = self._actions_where({"ids": {"values": [action_id]}}, 1, [])
+        return found[0] if found else None
+
+    def list_actions(self, alert_id: str | None = None, state: str | None = None, limit: int = 100) -> list[Action]:
+        filters = [{"term": {f: v}} for f, v in (("alert.id", alert_id), ("action.state", state)) if v is not None]
+        return self._actions_where({"bool": {"filter": filters}}, limit,
+                                   [{"action.created": {"order": "desc"}}, {"action.id": {"order": "desc"}}])
+
+    def due_actions(self, now: datetime) -> list[Action]:
+        due = {"bool": {"should": [
+            {"range": {"action.next_attempt_at": {"lte": iso(now)}}},
+            {"bool": {"must_not": [{"exists": {"field": "action.next_attempt_at"}}]}},
+        ], "minimum_should_match": 1}}
+        query = {"bool": {"filter": [{"terms": {"action.state": list(DUE_STATES)}}, due]}}
+        found = self._actions_where(query, MAX_IDS, [])
+        return sorted(found, key=lambda a: (a.next_attempt_at or a.created, a.created, a.id))
+
+    # -- audit -------------------------------------------------------------------------
+    def audit(self, entry: AuditEntry) -> None:
+        self.client.index(index=self._index("audit"), id=entry.id, refresh=self._refresh, document={
+            "@timestamp": entry.time.isoformat(), "time": iso(entry.time), "actor": entry.actor,
+            "verb": entry.verb, "alert_id": entry.alert_id, "action_id": entry.action_id, "target": entry.target,
+            "result": entry.result, "why": entry.why, "record": entry.model_dump_json(),
+        })
+
+    def audit_trail(self, alert_id: str | None = None, action_id: str | None = None) -> list[AuditEntry]:
+        should = [{"term": {f: v}} for f, v in (("alert_id", alert_id), ("action_id", action_id)) if v is not None]
+        query = {"bool": {"should": should, "minimum_should_match": 1}} if should else {"match_all": {}}
+        hits = self._search(self._index("audit"), query, size=MAX_IDS, sort=[{"time": {"order": "asc"}}])
+        entries = [AuditEntry.model_validate_json(h["_source"]["record"]) for h in hits]
+        return sorted(entries, key=lambda e: e.time)  # stable: equal times keep the index order
+
+    # -- flags -------------------------------------------------------------------------
+    def get_flag(self, name: str) -> str | None:
+        try:
+            found = self.client.get(index=self._index("flags"), id=name)
+        except NotFoundError:
+            return None
+        return found["_source"]["value"]
+
+    def set_flag(self, name: str, value: str | None) -> None:
+        if value is None:
+            try:
+                self.client.delete(index=self._index("flags"), id=name, refresh=self._refresh)
+            except NotFoundError:
+                pass
+            return
+        self.client.index(index=self._index("flags"), id=name, document={"value": value}, refresh=self._refresh)
+
+    def close(self) -> None:
+        self.client.close()

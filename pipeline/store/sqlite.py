@@ -1,0 +1,252 @@
+"""The embedded store: one SQLite file, no server.
+
+WAL mode lets the analyst CLI read while a service writes (one writer process plus
+readers); a lock serialises the connection between threads of one process (the
+APScheduler retry job runs in its own thread). Documents are kept as JSON beside
+the few columns that are filtered or ordered on.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.store import base
+from pipeline.store.base import (
+    DUE_STATES,
+    alert_key,
+    apply_status,
+    iso,
+    merge_alert,
+    parse_time,
+    suppressed_entry,
+)
+from schemas.actions import Action, AuditEntry, Suppression
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY, ts TEXT NOT NULL, rule TEXT, severity TEXT, status TEXT NOT NULL,
+    user TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
+CREATE TABLE IF NOT EXISTS actions (
+    id TEXT PRIMARY KEY, alert_id TEXT NOT NULL, state TEXT NOT NULL, next_attempt_at TEXT,
+    created TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS actions_alert ON actions (alert_id);
+CREATE INDEX IF NOT EXISTS actions_due ON actions (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, time TEXT NOT NULL,
+    alert_id TEXT, action_id TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_alert ON audit (alert_id);
+CREATE INDEX IF NOT EXISTS audit_action ON audit (action_id);
+CREATE TABLE IF NOT EXISTS suppressions (
+    id TEXT PRIMARY KEY, created TEXT NOT NULL, expires TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class SqliteStore:
+    """``AlertStore`` on a SQLite file (``":memory:"`` for tests)."""
+
+    def __init__(
+        self, path: str | Path = "tokenwatch.db", *, busy_timeout_s: float = 10.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.path = str(path)
+        self._clock = clock or (lambda: base.utcnow())
+        self._lock = threading.RLock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None
+        )
+        with self._lock:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+            self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE takes the file lock up front (no upgrade deadlock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # -- alerts ------------------------------------------------------------------------
+    def put_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> None:
+        now = self._clock()
+        docs = list(alerts)
+        if not docs:
+            return
+        with self._tx() as db:
+            suppressions = self._active(db, now)
+            for new in docs:
+                alert_id = alert_key(new)
+                row = db.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+                old = json.loads(row[0]) if row else None
+                doc, suppressed = merge_alert(new, old, suppressions, now)
+                self._write_alert(db, doc)
+                if suppressed is not None:
+                    self._write_audit(db, suppressed_entry(doc, suppressed, now))
+
+    def _write_alert(self, db: sqlite3.Connection, doc: Mapping[str, Any]) -> None:
+        when = parse_time(doc.get("@timestamp")) or parse_time(doc["alert"].get("last_seen")) or self._clock()
+        db.execute(
+            "INSERT INTO alerts (id, ts, rule, severity, status, user, doc) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET ts=excluded.ts, rule=excluded.rule, severity=excluded.severity, "
+            "status=excluded.status, user=excluded.user, doc=excluded.doc",
+            (
+                doc["alert"]["id"], iso(when), (doc.get("rule") or {}).get("id"),
+                doc["alert"].get("severity"), doc["alert"].get("status", "open"),
+                (doc.get("user") or {}).get("id"), json.dumps(doc, separators=(",", ":")),
+            ),
+        )
+
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT doc FROM alerts WHERE id = ?", (alert_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def list_alerts(
+        self, rule: str | None = None, severity: str | None = None, status: str | None = None,
+        user: str | None = None, since: datetime | None = None, limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        where, params = [], []
+        for column, value in (("rule", rule), ("severity", severity), ("status", status), ("user", user)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(iso(since))
+        sql = "SELECT doc FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
+        return [json.loads(r[0]) for r in self._query(sql, [*params, limit])]
+
+    def set_status(
+        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        now = self._clock()
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise KeyError(alert_id)
+            doc, entry = apply_status(json.loads(row[0]), status, actor, disposition, note, now)
+            self._write_alert(db, doc)
+            self._write_audit(db, entry)
+        return doc
+
+    # -- suppressions ------------------------------------------------------------------
+    def add_suppression(self, s: Suppression) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO suppressions (id, created, expires, doc) VALUES (?, ?, ?, ?)",
+                (s.id, iso(s.created), iso(s.expires), s.model_dump_json()),
+            )
+
+    def active_suppressions(self, now: datetime) -> list[Suppression]:
+        with self._lock:
+            return self._active(self._db, now)
+
+    @staticmethod
+    def _active(db: sqlite3.Connection, now: datetime) -> list[Suppression]:
+        rows = db.execute(
+            "SELECT doc FROM suppressions WHERE created <= ? AND expires > ? ORDER BY created, id",
+            (iso(now), iso(now)),
+        ).fetchall()
+        return [Suppression.model_validate_json(r[0]) for r in rows]
+
+    # -- actions -----------------------------------------------------------------------
+    def put_action(self, action: Action) -> None:
+        due = iso(action.next_attempt_at) if action.next_attempt_at else None
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO actions (id, alert_id, state, next_attempt_at, created, doc) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET alert_id=excluded.alert_id, state=excluded.state, "
+                "next_attempt_at=excluded.next_attempt_at, doc=excluded.doc",
+                (action.id, action.alert_id, action.state, due, iso(action.created), action.model_dump_json()),
+            )
+
+    def get_action(self, action_id: str) -> Action | None:
+        rows = self._query("SELECT doc FROM actions WHERE id = ?", (action_id,))
+        return Action.model_validate_json(rows[0][0]) if rows else None
+
+    def list_actions(self, alert_id: str | None = None, state: str | None = None, limit: int = 100) -> list[Action]:
+        where, params = [], []
+        if alert_id is not None:
+            where.append("alert_id = ?")
+            params.append(alert_id)
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        sql = "SELECT doc FROM actions" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created DESC, id DESC LIMIT ?"
+        return [Action.model_validate_json(r[0]) for r in self._query(sql, [*params, limit])]
+
+    def due_actions(self, now: datetime) -> list[Action]:
+        marks = ", ".join("?" for _ in DUE_STATES)
+        rows = self._query(
+            f"SELECT doc FROM actions WHERE state IN ({marks}) AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+            "ORDER BY COALESCE(next_attempt_at, created), created, id",
+            [*DUE_STATES, iso(now)],
+        )
+        return [Action.model_validate_json(r[0]) for r in rows]
+
+    # -- audit -------------------------------------------------------------------------
+    def audit(self, entry: AuditEntry) -> None:
+        with self._tx() as db:
+            self._write_audit(db, entry)
+
+    @staticmethod
+    def _write_audit(db: sqlite3.Connection, entry: AuditEntry) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO audit (id, time, alert_id, action_id, doc) VALUES (?, ?, ?, ?, ?)",
+            (entry.id, iso(entry.time), entry.alert_id, entry.action_id, entry.model_dump_json()),
+        )
+
+    def audit_trail(self, alert_id: str | None = None, action_id: str | None = None) -> list[AuditEntry]:
+        where, params = [], []
+        if alert_id is not None:
+            where.append("alert_id = ?")
+            params.append(alert_id)
+        if action_id is not None:
+            where.append("action_id = ?")
+            params.append(action_id)
+        sql = "SELECT doc FROM audit" + (" WHERE " + " OR ".join(where) if where else "")
+        sql += " ORDER BY time, seq"
+        return [AuditEntry.model_validate_json(r[0]) for r in self._query(sql, params)]
+
+    # -- flags -------------------------------------------------------------------------
+    def get_flag(self, name: str) -> str | None:
+        rows = self._query("SELECT value FROM flags WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def set_flag(self, name: str, value: str | None) -> None:
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM flags WHERE name = ?", (name,))
+            else:
+                db.execute(
+                    "INSERT INTO flags (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                    (name, value),
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,196 @@
+"""Behaviour every AlertStore backend must show; subclassed per backend with a ``store`` fixture.
+
+The fixture gives a fresh, empty store whose clock is ``clock`` (a ``Clock`` set to T0 + 1 day).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from pipeline.store.base import AlertStore
+from schemas.actions import AuditEntry, Suppression
+from tests.store.helpers import T0, action, alert_doc, at
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + timedelta(days=1)
+
+    def __call__(self):  # noqa: ANN204 - a clock
+        return self.now
+
+
+def ids(alerts: list[dict]) -> list[str]:
+    return [a["alert"]["id"] for a in alerts]
+
+
+def suppression(**criteria) -> Suppression:  # noqa: ANN003
+    created = criteria.pop("created", T0)
+    return Suppression(reason="known scanner", actor="carol", created=created,
+                       expires=criteria.pop("expires", created + timedelta(days=7)), **criteria)
+
+
+class StoreContract:
+    def test_round_trip_and_new_alerts_are_open(self, store: AlertStore) -> None:
+        store.put_alerts([alert_doc("a1")])
+        doc = store.get_alert("a1")
+        assert doc is not None
+        assert doc["alert"]["status"] == "open"
+        assert doc["triage"] == {"disposition": None, "notes": [], "updated": None, "updated_by": None,
+                                 "suppressed_by": None}
+        assert doc["evidence"] == alert_doc("a1")["evidence"]
+        assert store.get_alert("nope") is None
+
+    def test_replay_updates_detection_fields_but_keeps_analyst_fields(self, store: AlertStore, clock: Clock) -> None:
+        store.put_alerts([alert_doc("a1")])
+        store.set_status("a1", "closed", "bob", disposition="false_positive", note="test user")
+        store.put_alerts([alert_doc("a1", count=3, summary="folded")])  # the replay says status "open"
+        doc = store.get_alert("a1")
+        assert doc is not None
+        assert (doc["alert"]["status"], doc["alert"]["count"], doc["alert"]["summary"]) == ("closed", 3, "folded")
+        assert doc["triage"]["disposition"] == "false_positive"
+        assert doc["triage"]["notes"] == [{"time": "2026-11-25T10:00:00.000000Z", "actor": "bob", "text": "test user"}]
+        assert ids(store.list_alerts(status="closed")) == ["a1"]
+        assert store.list_alerts(status="open") == []
+
+    def test_list_filters_and_order(self, store: AlertStore) -> None:
+        store.put_alerts([
+            alert_doc("a1", 0, user="alice"),
+            alert_doc("a2", 10, rule="geo_divergence.impossible_travel", severity="medium", user="bob"),
+            alert_doc("a3", 20, severity="critical", user="alice"),
+            alert_doc("a4", 30, rule="geo_divergence.impossible_travel", user="carol"),
+        ])
+        store.set_status("a3", "acknowledged", "bob")
+        assert ids(store.list_alerts()) == ["a4", "a3", "a2", "a1"]
+        assert ids(store.list_alerts(rule="geo_divergence.impossible_travel")) == ["a4", "a2"]
+        assert ids(store.list_alerts(severity="critical")) == ["a3"]
+        assert ids(store.list_alerts(user="alice")) == ["a3", "a1"]
+        assert ids(store.list_alerts(status="acknowledged")) == ["a3"]
+        assert ids(store.list_alerts(status="open")) == ["a4", "a2", "a1"]
+        assert ids(store.list_alerts(since=at(10))) == ["a4", "a3", "a2"]
+        assert ids(store.list_alerts(user="alice", status="open")) == ["a1"]
+        assert ids(store.list_alerts(limit=2)) == ["a4", "a3"]
+        assert store.list_alerts(status="closed") == []
+
+    def test_set_status_audits_with_the_actor(self, store: AlertStore, clock: Clock) -> None:
+        store.put_alerts([alert_doc("a1")])
+        store.set_status("a1", "acknowledged", "alice", note="on it")
+        clock.now += timedelta(minutes=5)
+        doc = store.set_status("a1", "closed", "bob", disposition="true_positive", note="confirmed")
+        assert doc["alert"]["status"] == "closed"
+        assert doc["triage"]["updated_by"] == "bob"
+        trail = store.audit_trail(alert_id="a1")
+        assert [(e.verb, e.actor, e.result, e.why) for e in trail] == [
+            ("alert.ack", "alice", "acknowledged", "on it"),
+            ("alert.close", "bob", "closed", "confirmed"),
+        ]
+        assert trail[1].details == {"previous": "acknowledged", "disposition": "true_positive"}
+        assert trail[1].time == T0 + timedelta(days=1, minutes=5)
+
+    def test_set_status_refuses_unknown_ids_and_values(self, store: AlertStore) -> None:
+        store.put_alerts([alert_doc("a1")])
+        with pytest.raises(KeyError):
+            store.set_status("nope", "closed", "bob")
+        with pytest.raises(ValueError, match="unknown status"):
+            store.set_status("a1", "resolved", "bob")
+        with pytest.raises(ValueError, match="unknown disposition"):
+            store.set_status("a1", "closed", "bob", disposition="maybe")
+        assert store.audit_trail(alert_id="a1") == []
+
+    def test_suppression_closes_matching_new_alerts_until_it_expires(self, store: AlertStore, clock: Clock) -> None:
+        rule = suppression(rule_id="replay.refresh_reuse", ip="203.0.113.0/24",
+                           created=clock.now, expires=clock.now + timedelta(hours=1))
+        store.add_suppression(rule)
+        store.put_alerts([
+            alert_doc("hit"),
+            alert_doc("other-ip", ip="198.51.100.9"),
+            alert_doc("other-rule", rule="geo_divergence.impossible_travel"),
+        ])
+        assert ids(store.list_alerts(status="closed")) == ["hit"]
+        hit = store.get_alert("hit")
+        assert hit is not None and hit["triage"]["suppressed_by"] == rule.id
+        [entry] = store.audit_trail(alert_id="hit")
+        assert (entry.verb, entry.actor, entry.why, entry.details) == (
+            "alert.suppressed", "carol", "known scanner", {"suppression": rule.id})
+        clock.now += timedelta(hours=1)  # expired now
+        store.put_alerts([alert_doc("late")])
+        assert store.get_alert("late")["alert"]["status"] == "open"  # type: ignore[index]
+        assert store.active_suppressions(clock.now) == []
+
+    def test_suppression_does_not_override_an_analyst(self, store: AlertStore, clock: Clock) -> None:
+        store.put_alerts([alert_doc("a1")])
+        store.set_status("a1", "acknowledged", "alice")
+        store.add_suppression(suppression(user_id="alice", created=clock.now))
+        store.put_alerts([alert_doc("a1", count=2)])
+        assert store.get_alert("a1")["alert"]["status"] == "acknowledged"  # type: ignore[index]
+
+    def test_active_suppressions(self, store: AlertStore) -> None:
+        early = suppression(user_id="alice", created=at(0), expires=at(60))
+        late = suppression(asn=64500, created=at(30), expires=at(120))
+        store.add_suppression(late)
+        store.add_suppression(early)
+        assert store.active_suppressions(at(-1)) == []
+        assert store.active_suppressions(at(45)) == [early, late]
+        assert store.active_suppressions(at(60)) == [late]
+        assert store.active_suppressions(at(120)) == []
+
+    def test_actions_upsert_list_and_get(self, store: AlertStore) -> None:
+        first = action("a1", "fam-1", created_minute=0)
+        second = action("a1", "fam-2", created_minute=1)
+        other = action("a2", "fam-3", created_minute=2, state="succeeded", next_minute=None)
+        for a in (first, second, other):
+            store.put_action(a)
+        done = first.model_copy(update={"state": "succeeded", "attempts": 1, "next_attempt_at": None})
+        store.put_action(done)
+        assert store.get_action(first.id) == done
+        assert store.get_action("act-nope") is None
+        assert store.list_actions() == [other, second, done]
+        assert store.list_actions(alert_id="a1") == [second, done]
+        assert store.list_actions(state="succeeded") == [other, done]
+        assert store.list_actions(alert_id="a1", state="pending") == [second]
+        assert store.list_actions(limit=1) == [other]
+
+    def test_due_actions_is_the_retry_queue_in_due_order(self, store: AlertStore) -> None:
+        later = action("a1", "later", next_minute=5)
+        failed = action("a1", "failed", state="failed", next_minute=3, attempts=2)
+        unscheduled = action("a2", "unscheduled", next_minute=None, created_minute=1)
+        now_due = action("a2", "now", next_minute=4)
+        future = action("a3", "future", next_minute=60)
+        waiting = action("a3", "waiting", state="awaiting_approval", next_minute=0)
+        done = action("a3", "done", state="succeeded", next_minute=0)
+        gave_up = action("a3", "gave-up", state="gave_up", next_minute=0)
+        for a in (later, failed, unscheduled, now_due, future, waiting, done, gave_up):
+            store.put_action(a)
+        assert store.due_actions(at(5)) == [unscheduled, failed, now_due, later]
+        assert store.due_actions(at(4)) == [unscheduled, failed, now_due]
+        store.put_action(failed.model_copy(update={"state": "in_progress"}))
+        assert store.due_actions(at(4)) == [unscheduled, now_due]
+
+    def test_audit_trail_by_alert_and_action(self, store: AlertStore) -> None:
+        a = action("a1", "fam-1")
+        entries = [
+            AuditEntry(time=at(2), actor="tokenwatch", verb="revoke.result", alert_id="a1", action_id=a.id,
+                       target="family:fam-1", why="policy auto", result="succeeded", details={"status": 200}),
+            AuditEntry(time=at(1), actor="tokenwatch", verb="revoke.attempt", alert_id="a1", action_id=a.id,
+                       target="family:fam-1", why="policy auto", result="sent"),
+            AuditEntry(time=at(3), actor="alice", verb="alert.ack", alert_id="a2", why="", result="acknowledged"),
+            AuditEntry(time=at(4), actor="ops", verb="breaker.reset", why="storm over", result="closed"),
+        ]
+        for entry in entries:
+            store.audit(entry)
+        store.audit(entries[0])  # the same entry again is kept once
+        assert store.audit_trail(alert_id="a1") == [entries[1], entries[0]]
+        assert store.audit_trail(action_id=a.id) == [entries[1], entries[0]]
+        assert store.audit_trail(alert_id="a2") == [entries[2]]
+        assert store.audit_trail() == [entries[1], entries[0], entries[2], entries[3]]
+
+    def test_flags(self, store: AlertStore) -> None:
+        assert store.get_flag("breaker") is None
+        store.set_flag("breaker", '{"state": "open"}')
+        store.set_flag("breaker", '{"state": "tripped"}')
+        assert store.get_flag("breaker") == '{"state": "tripped"}'
+        store.set_flag("breaker", None)
+        store.set_flag("never-set", None)
+        assert store.get_flag("breaker") is None
