@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -88,7 +88,9 @@ class DetectRun:
         forced_format: str | None = None,
         enrich: Enrich | None = None,
         clock: Clock | None = None,
+        on_alerts: Callable[[list[Alert]], None] | None = None,
     ) -> None:
+        self.on_alerts = on_alerts  # e.g. the alert store, beside the alerts file
         self.normalizer = Normalizer(hash_token, settings.input, forced_format, clock)
         self.engine = build_engine(settings, enrich)
         self.alerts_out = alerts_out
@@ -132,3 +134,5 @@ class DetectRun:
         for alert in alerts:
             self.summary.alerts[alert.rule.id] += 1
             self.alerts_out.write(orjson.dumps(alert.to_json_dict()) + b"\n")
+        if alerts and self.on_alerts is not None:
+            self.on_alerts(alerts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -17,6 +17,7 @@ from pipeline.batch import DetectRun, Summary, settle_heap
 from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, rules_markdown
 from pipeline.enrich import Enricher
 from pipeline.secrets import SecretError, token_hash_key
+from schemas.alerts import Alert
 from schemas.redaction import make_token_hasher
 from schemas.sources import FORMATS
 
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument(
         "--dead-letter", type=Path, default=Path("tokenwatch-dead-letters.jsonl"),
         help="where rejected lines go, with their reason (default: %(default)s)",
+    )
+    detect.add_argument(
+        "--store", action="store_true",
+        help="also upsert the alerts into the configured alert store ([store]: SQLite file by default) for triage",
     )
     detect.set_defaults(func=cmd_detect)
 
@@ -96,23 +101,38 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_detect(
-    settings: Settings, input_name: str, output: IO[bytes], dead_path: Path, fmt: str
+    settings: Settings, input_name: str, output: IO[bytes], dead_path: Path, fmt: str,
+    on_alerts: Callable[[list[Alert]], None] | None = None,
 ) -> Summary:
     hasher = make_token_hasher(token_hash_key())
     enricher = Enricher(settings.enrich)
     enricher.warm()
     settle_heap()
     with _lazy_writer(dead_path) as dead_out, _open_input(input_name) as lines:
-        run = DetectRun(settings, hasher, output, dead_out, fmt, enricher)
+        run = DetectRun(settings, hasher, output, dead_out, fmt, enricher, on_alerts=on_alerts)
         run.feed(lines, "stdin" if input_name == "-" else input_name)
         return run.finish()
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    with _open_output(args.output) as output:
-        summary = run_detect(settings, args.input, output, args.dead_letter, args.format)
+    store = None
+    if args.store:
+        from pipeline.store import open_store
+        from pipeline.store.ingest import store_alerts
+
+        store = open_store(settings)
+    try:
+        with _open_output(args.output) as output:
+            summary = run_detect(settings, args.input, output, args.dead_letter, args.format,
+                                 on_alerts=(lambda alerts: store_alerts(store, alerts)) if store else None)
+    finally:
+        if store is not None:
+            store.close()
     print(summary.render(), file=sys.stderr)
+    if store is not None:
+        print(f"  alerts stored in the {settings.store.backend} store"
+              + (f" {settings.store.path}" if settings.store.backend == "sqlite" else ""), file=sys.stderr)
     if summary.dead_letters:
         print(f"  dead letters written to {args.dead_letter}", file=sys.stderr)
     return 0

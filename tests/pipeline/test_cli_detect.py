@@ -112,3 +112,34 @@ def test_console_script_reads_stdin_and_writes_stdout(tmp_path: Path) -> None:
     alerts = [orjson.loads(x) for x in proc.stdout.splitlines()]
     assert [a["rule"]["id"] for a in alerts] == ["post_revocation_use.after_expiry"]
     assert b"tokenwatch detect: 1 lines" in proc.stderr
+
+
+def test_store_flag_puts_the_same_alerts_in_the_store_and_a_rerun_updates_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.store.sqlite import SqliteStore
+
+    db = tmp_path / "alerts.db"
+    monkeypatch.setenv("TOKENWATCH_STORE__PATH", str(db))
+    sample = tmp_path / "sample.jsonl"
+    sample.write_bytes(render(scenarios()))
+    out = tmp_path / "alerts.jsonl"
+    args = ["detect", "-i", str(sample), "-o", str(out), "--dead-letter", str(tmp_path / "dl.jsonl"), "--store"]
+    assert main(args) == 0
+    written = {orjson.loads(line)["alert"]["id"] for line in out.read_bytes().splitlines()}
+    store = SqliteStore(db)
+    try:
+        first = store.list_alerts(limit=1000)
+        assert {a["alert"]["id"] for a in first} == written and len(first) == len(written) > 0
+        some = first[0]["alert"]["id"]
+        store.set_status(some, "acknowledged", actor="ana")
+    finally:
+        store.close()
+    assert main(args) == 0  # the same input again: same ids, the analyst's status kept
+    store = SqliteStore(db)
+    try:
+        again = store.list_alerts(limit=1000)
+        assert len(again) == len(written)
+        assert store.get_alert(some)["alert"]["status"] == "acknowledged"
+    finally:
+        store.close()
