@@ -13,6 +13,16 @@ Record keys are ``b"<prefix>:<id>"`` with prefix ``t`` token, ``f`` family,
 ``s`` session, ``u`` subject, ``d`` detector namespace; the value ``None`` is a
 tombstone (the key is gone). Values start with a format version.
 
+Detector namespaces are written per entry, not whole: a namespace is a dict of
+tables (``{"requests": {...}, "next_sweep": 12.0}``); a table that is a dict is
+written as one record per entry, ``d:<detector>\x1f<table>\x1f<json entry key>``,
+plus a marker record ``d:<detector>\x1f<table>`` (so an empty table survives),
+any other value as one record ``d:<detector>\x1f<table>``. A checkpoint writes
+only the entries whose encoding changed since the last one it wrote (and
+tombstones for entries gone), so a namespace of a million request ids costs
+the changed ids, not megabytes per checkpoint. (Whole-namespace records
+``d:<detector>`` of the first format are still read.)
+
 Expiry is restored too: a token record carries its expiry-wheel bucket, a scope
 record the buckets it is filed under (looked up in the store's scope wheel), so
 a restored store forgets exactly when the original would have. The ``metrics``
@@ -22,6 +32,7 @@ dict is not persisted.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -89,7 +100,7 @@ class Encoder:
         if prefix == "t":
             token = store.tokens.get(ident)
             return None if token is None else orjson.dumps(_token_to_list(token))
-        if prefix == "d":
+        if prefix == "d":  # only the legacy whole-namespace form reaches here
             if ident not in store.detector_state:
                 return None
             return orjson.dumps([VERSION, pack(store.detector_state[ident])])
@@ -100,7 +111,13 @@ class Encoder:
         return orjson.dumps(_scope_to_list(scope, self._slots_of(name, ident)))
 
     def records(self, keys: Iterable[tuple[str, str]]) -> list[Record]:
-        return [(record_key(key), self.encode(key)) for key in sorted(keys)]
+        out: list[Record] = []
+        for key in sorted(keys):
+            if key[0] == "d":
+                out.extend(namespace_records(self.store, key[1]))
+            else:
+                out.append((record_key(key), self.encode(key)))
+        return out
 
     def _slots_of(self, name: str, ident: str) -> list[int]:
         if self._scope_slots is None:
@@ -118,6 +135,48 @@ def encode(store: StateStore, key: tuple[str, str]) -> bytes | None:
     return Encoder(store).encode(key)
 
 
+SEP = "\x1f"
+_written: weakref.WeakKeyDictionary[StateStore, dict[bytes, int]] = weakref.WeakKeyDictionary()
+"""Per store: namespace record key -> hash of the value last written (or restored), so a
+checkpoint writes only changed entries and knows which ones to tombstone."""
+
+
+def _namespace_values(name: str, namespace: dict[str, Any]) -> Iterator[tuple[bytes, bytes]]:
+    for table, value in namespace.items():
+        head = f"{name}{SEP}{table}"
+        if type(value) is dict:
+            yield record_key(("d", head)), _DICT_MARKER
+            prefix = f"d:{head}{SEP}".encode("utf-8", "surrogatepass")
+            for entry, item in value.items():
+                yield prefix + orjson.dumps(pack(entry)), orjson.dumps([VERSION, pack(item)])
+        else:
+            yield record_key(("d", head)), orjson.dumps([VERSION, pack(value)])
+
+
+_DICT_MARKER = orjson.dumps([VERSION, {"d": {}}])
+
+
+def namespace_records(store: StateStore, name: str) -> list[Record]:
+    """Changed entries of detector namespace ``name`` since the last records of it, plus
+    tombstones for entries that are gone (all of them when the namespace is gone)."""
+    written = _written.setdefault(store, {})
+    owned = f"d:{name}{SEP}".encode("utf-8", "surrogatepass")
+    before = {key for key in written if key.startswith(owned)}
+    out: list[Record] = []
+    namespace = store.detector_state.get(name)
+    if namespace is not None:
+        for key, value in _namespace_values(name, namespace):
+            before.discard(key)
+            digest = hash(value)
+            if written.get(key) != digest:
+                written[key] = digest
+                out.append((key, value))
+    for key in sorted(before):
+        del written[key]
+        out.append((key, None))
+    return out
+
+
 def dirty_records(store: StateStore) -> list[Record]:
     """The records of every key changed since the last checkpoint (clears the dirty set)."""
     return Encoder(store).records(store.take_dirty())
@@ -133,7 +192,13 @@ def all_keys(store: StateStore) -> Iterator[tuple[str, str]]:
 def snapshot_records(store: StateStore) -> list[Record]:
     """Every key of the store, for a full dump (no tombstones)."""
     encoder = Encoder(store)
-    return [(record_key(key), encoder.encode(key)) for key in all_keys(store)]
+    out: list[Record] = []
+    for key in all_keys(store):
+        if key[0] == "d":
+            out.extend(_namespace_values(key[1], store.detector_state[key[1]]))
+        else:
+            out.append((record_key(key), encoder.encode(key)))
+    return out
 
 
 def _obs(obs: Observation | None) -> list[Any] | None:
@@ -210,14 +275,7 @@ class Restorer:
                     store.tokens[ident] = _token_from_list(ident, _load(value))
                     self._tokens.add(ident)
             elif prefix == "d":
-                if value is None:
-                    store.detector_state.pop(ident, None)
-                else:
-                    data = _load(value)
-                    namespace = unpack(data[1])
-                    if type(namespace) is not dict:
-                        raise CodecError("a detector namespace must be a dict")
-                    store.detector_state[ident] = namespace
+                self._apply_namespace(raw_key, ident, value)
             else:
                 name = _SCOPE_TABLES[prefix]
                 table = _scope_table(store, name)
@@ -232,6 +290,44 @@ class Restorer:
             raise
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
             raise CodecError(f"bad state record {raw_key[:80]!r}: {exc}") from exc
+
+    def _apply_namespace(self, raw_key: bytes, ident: str, value: bytes | None) -> None:
+        store = self.store
+        name, sep, rest = ident.partition(SEP)
+        if not sep:  # first format: the whole namespace in one record
+            if value is None:
+                store.detector_state.pop(name, None)
+                return
+            namespace = unpack(_load(value)[1])
+            if type(namespace) is not dict:
+                raise CodecError("a detector namespace must be a dict")
+            store.detector_state[name] = namespace
+            return
+        written = _written.setdefault(store, {})
+        namespace = store.detector_state.setdefault(name, {})
+        table, sep, entry = rest.partition(SEP)
+        if value is None:
+            written.pop(raw_key, None)
+            if sep:
+                tab = namespace.get(table)
+                if type(tab) is dict:
+                    tab.pop(_hashable(unpack(orjson.loads(entry))), None)
+            else:
+                namespace.pop(table, None)
+            if not namespace:
+                del store.detector_state[name]
+            return
+        written[raw_key] = hash(value)
+        item = unpack(_load(value)[1])
+        if sep:
+            tab = namespace.setdefault(table, {})
+            if type(tab) is not dict:
+                raise CodecError(f"entry record for {name}/{table}, which is not a table")
+            tab[_hashable(unpack(orjson.loads(entry)))] = item
+        elif type(item) is dict and not item:
+            namespace.setdefault(table, {})  # table marker: entries may have come first
+        else:
+            namespace[table] = item
 
     def finish(self) -> None:
         """File restored tokens and scopes in the expiry wheels (once, after all records)."""

@@ -153,7 +153,8 @@ def view(store: StateStore) -> dict[str, Any]:
             for name, table in (("family", store.families), ("session", store.sessions), ("subject", store.subjects))
             for k in table
         },
-        "detector_state": typed(store.detector_state),
+        # namespaces are looked up by name (their order is irrelevant); inside them order matters
+        "detector_state": typed(dict(sorted(store.detector_state.items()))),
     }
 
 
@@ -269,7 +270,8 @@ def test_detectors_mark_their_namespaces_dirty() -> None:
 def test_records_are_plain_json_with_readable_keys() -> None:
     original, _ = handed_over()
     records = dict(snapshot_records(original))
-    assert {b"t:rt-1", b"f:fam-1", b"s:s-1", b"u:alice", b"d:replay", b"d:geo_divergence"} <= set(records)
+    assert {b"t:rt-1", b"f:fam-1", b"s:s-1", b"u:alice", b"d:geo_divergence\x1fsessions"} <= set(records)
+    assert any(key.startswith(b"d:replay\x1frequests\x1f") for key in records)
     for value in records.values():
         assert isinstance(orjson.loads(value), list)
     assert parse_key(b"t:tok:with:colons") == ("t", "tok:with:colons")
@@ -310,3 +312,60 @@ def test_corrupt_records_raise_a_codec_error(value: bytes) -> None:
             apply_record(StateStore(), key, value)
     with pytest.raises(CodecError):
         parse_key(b"x:whatever")
+
+
+def _ns_store(track: bool = True) -> StateStore:
+    store = StateStore(track_changes=track)
+    ns = store.namespace("replay")
+    ns["requests"] = {stable_hash("at-1", f"r-{i}"): (float(i), f"ev-{i}", "okta") for i in range(1000)}
+    ns["next_sweep"] = 60.0
+    return store
+
+
+def test_a_checkpoint_writes_only_the_namespace_entries_that_changed() -> None:
+    store = _ns_store()
+    first = dirty_records(store)
+    assert len(first) == 1000 + 2  # every entry, the table marker, the scalar
+    ns = store.namespace("replay")
+    ns["requests"][stable_hash("at-1", "r-new")] = (2000.0, "ev-new", "okta")
+    del ns["requests"][stable_hash("at-1", "r-0")]
+    ns["next_sweep"] = 120.0
+    second = dirty_records(store)
+    gone = b"d:replay\x1frequests\x1f" + orjson.dumps(stable_hash("at-1", "r-0"))
+    assert len(second) == 3 and (gone, None) in second
+    assert dirty_records(store) == []  # nothing asked for the namespace since
+
+
+def test_per_entry_records_restore_the_namespace_in_order_also_after_compaction() -> None:
+    store = _ns_store()
+    changelog = dirty_records(store)
+    ns = store.namespace("replay")
+    for i in range(0, 500):
+        del ns["requests"][stable_hash("at-1", f"r-{i}")]
+    ns["requests"][7] = (5000.0, "ev-x", "okta")
+    changelog += dirty_records(store)
+    for records in (changelog, list(dict(changelog).items())):
+        restored = restore(StateStore(track_changes=True), records)
+        assert list(restored.detector_state["replay"]["requests"].items()) == list(ns["requests"].items())
+        assert restored.detector_state["replay"]["next_sweep"] == 60.0
+        # The restored store knows what is in the changelog: deleting an entry writes its tombstone.
+        del restored.namespace("replay")["requests"][7]
+        assert dirty_records(restored) == [(b"d:replay\x1frequests\x1f7", None)]
+
+
+def test_an_empty_table_and_a_dropped_namespace_survive_the_round_trip() -> None:
+    store = StateStore(track_changes=True)
+    store.namespace("scope_escalation").update(subjects={}, clients={})
+    changelog = dirty_records(store)
+    restored = restore(StateStore(), changelog)
+    assert restored.detector_state == {"scope_escalation": {"subjects": {}, "clients": {}}}
+    del store.detector_state["scope_escalation"]
+    store._dirty_ns.add("scope_escalation")  # as a detector dropping its namespace would
+    changelog += dirty_records(store)
+    assert restore(StateStore(), changelog).detector_state == {}
+
+
+def test_whole_namespace_records_of_the_first_format_are_still_read() -> None:
+    legacy = orjson.dumps([1, pack({"requests": {5: (1.0, "e", "s")}, "next_sweep": 3.0})])
+    restored = restore(StateStore(), [(b"d:replay", legacy)])
+    assert restored.detector_state == {"replay": {"requests": {5: (1.0, "e", "s")}, "next_sweep": 3.0}}
