@@ -1,0 +1,178 @@
+"""The responder interface: one adapter per way of revoking (RFC 7009, an IdP admin API, CAEP).
+
+A responder only performs the side effect for one planned target; the policy decides
+whether and what to revoke, the executor decides when to retry. Every outcome is one of
+four, so retries are uniform across adapters: ``done``, ``retry`` (transient: 429, 5xx,
+timeouts; ``after_s`` honours ``Retry-After``), ``config_error`` (our credentials or
+settings are wrong: never retried) and ``rejected`` (the server refused this target).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from pipeline.secrets import SecretError
+from schemas.actions import RevocationTarget, TargetKind
+
+Outcome = Literal["done", "retry", "config_error", "rejected"]
+
+
+@dataclass(frozen=True)
+class ResponderResult:
+    outcome: Outcome
+    reason: str = ""
+    after_s: float | None = None  # server-requested delay (Retry-After), retries only
+    status: int | None = None  # HTTP status, when there was a response
+
+    @classmethod
+    def done(cls, reason: str = "ok", status: int | None = None) -> ResponderResult:
+        return cls("done", reason, None, status)
+
+    @classmethod
+    def retry(cls, after_s: float | None, reason: str, status: int | None = None) -> ResponderResult:
+        return cls("retry", reason, after_s, status)
+
+    @classmethod
+    def config_error(cls, reason: str, status: int | None = None) -> ResponderResult:
+        return cls("config_error", reason, None, status)
+
+    @classmethod
+    def rejected(cls, reason: str, status: int | None = None) -> ResponderResult:
+        return cls("rejected", reason, None, status)
+
+
+@dataclass(frozen=True)
+class RevocationHandle:
+    """The token string a source supplied so RFC 7009 can revoke it (memory only, never logged)."""
+
+    token_id: str
+    token: SecretStr
+    token_type: Literal["access_token", "refresh_token"] | None
+    expires_at: float  # epoch seconds: purged after this
+    family_id: str | None = None
+    issuer: str | None = None
+
+    def __repr__(self) -> str:  # dataclass repr would be fine (SecretStr masks), but be explicit
+        return f"RevocationHandle(token_id={self.token_id!r}, token_type={self.token_type!r})"
+
+
+class ResponderConfig(BaseModel):
+    """Settings every HTTP responder has. Secrets are never values here: only where to read them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float = Field(default=5.0, gt=0, description="Connect + read timeout per request")
+    verify_tls: bool = Field(default=True, description="Verify the server certificate (keep on outside tests)")
+
+
+def read_secret(env: str | None, file: Path | None, what: str) -> SecretStr:
+    """A secret from the named environment variable or file; ``SecretError`` names what is missing."""
+    if env:
+        value = os.environ.get(env)
+        if value:
+            return SecretStr(value)
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretError(f"cannot read {what} from {file}: {exc.strerror}") from None
+        if text:
+            return SecretStr(text)
+    where = " or ".join(x for x in (f"${env}" if env else "", str(file) if file else "") if x) or "nowhere"
+    raise SecretError(f"{what} is not set ({where}): set the *_env variable or the *_file key")
+
+
+class Responder(ABC):
+    """Revokes one target. Subclasses set ``type`` (the registry key) and ``kinds`` they can revoke."""
+
+    type: ClassVar[str]
+    kinds: ClassVar[frozenset[TargetKind]]
+    needs_handle: ClassVar[bool] = False  # RFC 7009 needs the token string itself
+
+    def __init__(self, name: str, config: Any, transport: httpx.BaseTransport | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.http = httpx.Client(
+            timeout=config.timeout_s, verify=config.verify_tls, transport=transport, follow_redirects=False
+        )
+
+    @abstractmethod
+    def revoke(self, target: RevocationTarget, handle: RevocationHandle | None) -> ResponderResult:
+        """Revoke ``target`` (with ``handle`` when ``needs_handle``); never raises for HTTP trouble."""
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response | ResponderResult:
+        """One request; transport errors and timeouts become ``retry`` results."""
+        try:
+            return self.http.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            return ResponderResult.retry(None, f"timeout talking to {_host(url)}: {type(exc).__name__}")
+        except httpx.TransportError as exc:
+            return ResponderResult.retry(None, f"cannot reach {_host(url)}: {type(exc).__name__}")
+
+
+RESPONDERS: dict[str, type[Responder]] = {}
+
+
+def register(cls: type[Responder]) -> type[Responder]:
+    RESPONDERS[cls.type] = cls
+    return cls
+
+
+def classify(response: httpx.Response, what: str) -> ResponderResult:
+    """The common mapping of an HTTP status to an outcome (adapters refine 2xx/400/404)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return ResponderResult.done(f"{what}: HTTP {status}", status)
+    if status in (401, 403):
+        return ResponderResult.config_error(f"{what}: HTTP {status} (check the client credentials and roles)", status)
+    if status == 429 or status >= 500:
+        return ResponderResult.retry(retry_after(response.headers.get("Retry-After")), f"{what}: HTTP {status}", status)
+    return ResponderResult.rejected(f"{what}: HTTP {status}{_error_text(response)}", status)
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The OAuth ``error`` (never the body: it may echo what we sent)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        code = body.get("error") or body.get("err") or body.get("errorCode")
+        if isinstance(code, str):
+            return f" {code}"
+    return ""
+
+
+def _host(url: str) -> str:
+    return httpx.URL(url).host or url

@@ -1,0 +1,68 @@
+"""Keycloak admin API: log a user out of every session, or delete one session.
+
+``POST /admin/realms/{realm}/users/{id}/logout`` and ``DELETE
+/admin/realms/{realm}/sessions/{session}``, with an admin token from the client-credentials
+grant of a service-account client that has the ``realm-management`` role ``manage-users``.
+Single tokens and families go through RFC 7009 (Keycloak's revocation endpoint) instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field
+
+from pipeline.response.responders.base import (
+    ResponderConfig,
+    Responder,
+    ResponderResult,
+    RevocationHandle,
+    classify,
+    read_secret,
+    register,
+)
+from pipeline.response.responders.client_credentials import ClientCredentials, with_admin_token
+from schemas.actions import RevocationTarget
+
+
+class KeycloakConfig(ResponderConfig):
+    type: Literal["keycloak"] = "keycloak"
+    base_url: str = Field(description="Keycloak root URL, e.g. https://sso.example.com")
+    realm: str = Field(description="Realm the users and sessions live in")
+    token_realm: str | None = Field(default=None, description="Realm of the admin client (default: realm)")
+    client_id: str = Field(description="Service-account client with realm-management manage-users")
+    client_secret_env: str | None = Field(default=None, description="Environment variable holding the client secret")
+    client_secret_file: Path | None = Field(default=None, description="File holding the client secret")
+
+
+@register
+class KeycloakResponder(Responder):
+    type = "keycloak"
+    kinds = frozenset({"session", "subject"})
+
+    def __init__(self, name: str, config: KeycloakConfig, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(name, config, transport)
+        base = config.base_url.rstrip("/")
+        token_realm = quote(config.token_realm or config.realm, safe="")
+        secret = read_secret(config.client_secret_env, config.client_secret_file, f"responder {name} client secret")
+        self._admin = f"{base}/admin/realms/{quote(config.realm, safe='')}"
+        self._cc = ClientCredentials(
+            self, f"{base}/realms/{token_realm}/protocol/openid-connect/token", config.client_id, secret, None
+        )
+
+    def revoke(self, target: RevocationTarget, handle: RevocationHandle | None) -> ResponderResult:
+        if target.kind == "session":
+            url, method, what = f"{self._admin}/sessions/{quote(target.id, safe='')}", "DELETE", "session delete"
+        elif target.kind == "subject":
+            url, method, what = f"{self._admin}/users/{quote(target.id, safe='')}/logout", "POST", "user logout"
+        else:
+            return ResponderResult.rejected(f"keycloak admin API cannot revoke a {target.kind}; route it to rfc7009")
+        response = with_admin_token(self, self._cc, method, url, what)
+        if isinstance(response, ResponderResult):
+            return response
+        if response.status_code == 404 and target.kind == "session":
+            return ResponderResult.done("session already gone (HTTP 404)", 404)
+        return classify(response, what)

@@ -1,0 +1,63 @@
+"""Okta: clear a user's sessions (and their OAuth tokens), end one session, or revoke a grant.
+
+``DELETE /api/v1/users/{id}/sessions?oauthTokens=true`` (subject),
+``DELETE /api/v1/sessions/{id}`` (session) and ``DELETE
+/api/v1/users/{uid}/clients/{cid}/tokens`` (a family: every refresh token the user granted
+that client). Authenticates with an API token (``Authorization: SSWS …``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field
+
+from pipeline.response.responders.base import (
+    ResponderConfig,
+    Responder,
+    ResponderResult,
+    RevocationHandle,
+    classify,
+    read_secret,
+    register,
+)
+from schemas.actions import RevocationTarget
+
+
+class OktaConfig(ResponderConfig):
+    type: Literal["okta"] = "okta"
+    base_url: str = Field(description="Okta org URL, e.g. https://example.okta.com")
+    api_token_env: str | None = Field(default=None, description="Environment variable holding the SSWS API token")
+    api_token_file: Path | None = Field(default=None, description="File holding the SSWS API token")
+
+
+@register
+class OktaResponder(Responder):
+    type = "okta"
+    kinds = frozenset({"family", "session", "subject"})
+
+    def __init__(self, name: str, config: OktaConfig, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(name, config, transport)
+        self._base = config.base_url.rstrip("/") + "/api/v1"
+        self._token = read_secret(config.api_token_env, config.api_token_file, f"responder {name} API token")
+
+    def revoke(self, target: RevocationTarget, handle: RevocationHandle | None) -> ResponderResult:
+        q = lambda s: quote(s, safe="")  # noqa: E731
+        if target.kind == "subject":
+            url, what = f"{self._base}/users/{q(target.id)}/sessions?oauthTokens=true", "clear user sessions"
+        elif target.kind == "session":
+            url, what = f"{self._base}/sessions/{q(target.id)}", "end session"
+        elif target.kind == "family" and target.user_id and target.client_id:
+            url, what = f"{self._base}/users/{q(target.user_id)}/clients/{q(target.client_id)}/tokens", "revoke grant"
+        else:
+            return ResponderResult.rejected(f"okta cannot revoke {target.label()} (a family needs user and client ids)")
+        headers = {"Authorization": "SSWS " + self._token.get_secret_value(), "Accept": "application/json"}
+        response = self.send("DELETE", url, headers=headers)
+        if isinstance(response, ResponderResult):
+            return response
+        if response.status_code == 404 and target.kind == "session":
+            return ResponderResult.done("session already gone (HTTP 404)", 404)
+        return classify(response, what)

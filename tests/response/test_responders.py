@@ -1,0 +1,256 @@
+"""Responder adapters: status mapping, request shape, secrets kept out of reprs.
+
+RFC 7009 runs against the real Authlib server in tests/integration; the IdP admin APIs
+(Keycloak, Okta, Entra) and a CAEP receiver cannot run here, so they meet a fake at the
+HTTP boundary (httpx.MockTransport) that checks the request each vendor documents.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc import jwk, jwt
+from pydantic import SecretStr
+
+from pipeline.response.responders import RESPONDERS
+from pipeline.response.responders.base import ResponderResult, RevocationHandle, retry_after
+from pipeline.response.responders.caep import SESSION_REVOKED, CaepConfig, CaepResponder
+from pipeline.response.responders.entra import EntraConfig, EntraResponder
+from pipeline.response.responders.keycloak import KeycloakConfig, KeycloakResponder
+from pipeline.response.responders.okta import OktaConfig, OktaResponder
+from pipeline.response.responders.rfc7009 import Rfc7009Config, Rfc7009Responder
+from pipeline.secrets import SecretError
+from schemas.actions import RevocationTarget
+
+HANDLE = RevocationHandle("hmac:abc", SecretStr("raw-refresh-token"), "refresh_token", 2e9, "fam-1")
+SUBJECT = RevocationTarget(kind="subject", id="00u1", source="okta")
+SESSION = RevocationTarget(kind="session", id="sess-1", user_id="u-1")
+FAMILY = RevocationTarget(kind="family", id="fam-1", user_id="00u1", client_id="0oa9")
+
+
+def test_every_adapter_is_registered() -> None:
+    assert set(RESPONDERS) == {"rfc7009", "keycloak", "okta", "entra", "caep"}
+
+
+@pytest.fixture
+def secret_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("TW_TEST_SECRET", "s3cr3t/with:chars")
+    return "TW_TEST_SECRET"
+
+
+def _rfc7009(secret_env: str, handler, auth_method: str = "client_secret_basic") -> Rfc7009Responder:
+    config = Rfc7009Config(revocation_endpoint="https://idp.test/revoke", client_id="tw client",
+                           auth_method=auth_method, client_secret_env=secret_env)  # type: ignore[arg-type]
+    return Rfc7009Responder("idp", config, httpx.MockTransport(handler))
+
+
+def test_rfc7009_basic_auth_form_encodes_credentials(secret_env: str) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(req)
+        return httpx.Response(200)
+
+    result = _rfc7009(secret_env, handler).revoke(FAMILY, HANDLE)
+    assert result == ResponderResult.done("revoked (HTTP 200)", 200)
+    req = seen[0]
+    assert req.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert dict(httpx.QueryParams(req.content.decode())) == {"token": "raw-refresh-token", "token_type_hint": "refresh_token"}
+    expected = httpx.BasicAuth("tw%20client", "s3cr3t%2Fwith%3Achars")._auth_header
+    assert req.headers["authorization"] == expected
+
+
+def test_rfc7009_post_auth_puts_credentials_in_the_form(secret_env: str) -> None:
+    seen: list[dict[str, str]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(dict(httpx.QueryParams(req.content.decode())))
+        assert "authorization" not in req.headers
+        return httpx.Response(200)
+
+    _rfc7009(secret_env, handler, "client_secret_post").revoke(FAMILY, HANDLE)
+    assert seen[0]["client_id"] == "tw client" and seen[0]["client_secret"] == "s3cr3t/with:chars"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "outcome", "after"),
+    [
+        (400, {"error": "unsupported_token_type"}, {}, "rejected", None),
+        (400, {"error": "invalid_client"}, {}, "config_error", None),
+        (401, {"error": "invalid_client"}, {}, "config_error", None),
+        (429, {}, {"Retry-After": "7"}, "retry", 7.0),
+        (503, {}, {"Retry-After": "2"}, "retry", 2.0),
+        (500, {}, {}, "retry", None),
+        (404, {}, {}, "rejected", None),
+    ],
+)
+def test_rfc7009_status_mapping(secret_env: str, status: int, body: dict, headers: dict, outcome: str,
+                                after: float | None) -> None:
+    responder = _rfc7009(secret_env, lambda req: httpx.Response(status, json=body, headers=headers))
+    result = responder.revoke(FAMILY, HANDLE)
+    assert (result.outcome, result.after_s, result.status) == (outcome, after, status)
+    if body.get("error") == "unsupported_token_type":
+        assert "unsupported_token_type" in result.reason
+
+
+def test_rfc7009_timeout_and_missing_handle(secret_env: str) -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=req)
+
+    assert _rfc7009(secret_env, handler).revoke(FAMILY, HANDLE).outcome == "retry"
+    assert _rfc7009(secret_env, handler).revoke(FAMILY, None).outcome == "rejected"
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    now = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    assert retry_after("120", now) == 120.0
+    assert retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
+    assert retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
+    assert retry_after("soon", now) is None and retry_after(None, now) is None
+
+
+def test_secrets_never_in_reprs_and_missing_secret_is_named(secret_env: str, tmp_path: Path) -> None:
+    responder = _rfc7009(secret_env, lambda req: httpx.Response(200))
+    assert "s3cr3t" not in repr(responder) and "s3cr3t" not in repr(vars(responder))
+    assert "raw-refresh-token" not in repr(HANDLE)
+    with pytest.raises(SecretError, match=r"\$TW_NOT_SET"):
+        Rfc7009Responder("idp", Rfc7009Config(revocation_endpoint="https://x/r", client_id="c",
+                                              client_secret_env="TW_NOT_SET"))
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-file\n")
+    config = Rfc7009Config(revocation_endpoint="https://x/r", client_id="c", client_secret_file=secret_file)
+    assert Rfc7009Responder("idp", config)._secret.get_secret_value() == "from-file"
+
+
+def _token_endpoint(req: httpx.Request, calls: list[str]) -> httpx.Response:
+    form = dict(httpx.QueryParams(req.content.decode()))
+    assert form["grant_type"] == "client_credentials" and form["client_secret"] == "s3cr3t/with:chars"
+    calls.append(f"token {form.get('scope', '')}".strip())
+    return httpx.Response(200, json={"access_token": f"adm-{len(calls)}", "expires_in": 300})
+
+
+def test_keycloak_logout_and_session_delete_with_cached_admin_token(secret_env: str) -> None:
+    calls: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path.endswith("/protocol/openid-connect/token"):
+            assert req.url.path == "/realms/acme/protocol/openid-connect/token"
+            return _token_endpoint(req, calls)
+        calls.append(f"{req.method} {req.url.raw_path.decode()} {req.headers['authorization']}")
+        return httpx.Response(404 if "sessions" in req.url.path else 204)
+
+    config = KeycloakConfig(base_url="https://sso.test/", realm="acme", client_id="tw", client_secret_env=secret_env)
+    kc = KeycloakResponder("kc", config, httpx.MockTransport(handler))
+    assert kc.revoke(RevocationTarget(kind="subject", id="u 1"), None).outcome == "done"
+    assert kc.revoke(SESSION, None).reason == "session already gone (HTTP 404)"
+    assert kc.revoke(FAMILY, None).outcome == "rejected"
+    assert calls == ["token", "POST /admin/realms/acme/users/u%201/logout Bearer adm-1",
+                     "DELETE /admin/realms/acme/sessions/sess-1 Bearer adm-1"]
+
+
+def test_keycloak_refetches_admin_token_once_on_401_then_reports_config_error(secret_env: str) -> None:
+    calls: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path.endswith("/token"):
+            return _token_endpoint(req, calls)
+        calls.append("logout")
+        return httpx.Response(401)
+
+    config = KeycloakConfig(base_url="https://sso.test", realm="acme", client_id="tw", client_secret_env=secret_env)
+    result = KeycloakResponder("kc", config, httpx.MockTransport(handler)).revoke(SUBJECT, None)
+    assert result.outcome == "config_error" and calls == ["token", "logout", "token", "logout"]
+
+
+def test_okta_paths_and_ssws_token(secret_env: str) -> None:
+    calls: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(f"{req.method} {req.url.raw_path.decode()} {req.headers['authorization']}")
+        return httpx.Response(204)
+
+    okta = OktaResponder("okta", OktaConfig(base_url="https://acme.okta.test", api_token_env=secret_env),
+                         httpx.MockTransport(handler))
+    for target in (SUBJECT, SESSION, FAMILY):
+        assert okta.revoke(target, None).outcome == "done"
+    assert okta.revoke(RevocationTarget(kind="family", id="fam-2"), None).outcome == "rejected"
+    auth = "SSWS s3cr3t/with:chars"
+    assert calls == [
+        f"DELETE /api/v1/users/00u1/sessions?oauthTokens=true {auth}",
+        f"DELETE /api/v1/sessions/sess-1 {auth}",
+        f"DELETE /api/v1/users/00u1/clients/0oa9/tokens {auth}",
+    ]
+
+
+def test_okta_rate_limit_is_retried_after_its_reset(secret_env: str) -> None:
+    okta = OktaResponder("okta", OktaConfig(base_url="https://acme.okta.test", api_token_env=secret_env),
+                         httpx.MockTransport(lambda req: httpx.Response(429, headers={"Retry-After": "3"})))
+    assert okta.revoke(SUBJECT, None) == ResponderResult.retry(3.0, "clear user sessions: HTTP 429", 429)
+
+
+def test_entra_revoke_sign_in_sessions_for_the_user(secret_env: str) -> None:
+    calls: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "login.test":
+            assert req.url.path == "/tenant-1/oauth2/v2.0/token"
+            return _token_endpoint(req, calls)
+        calls.append(f"{req.method} {req.url.path} {req.headers['authorization']}")
+        return httpx.Response(200, json={"value": True})
+
+    config = EntraConfig(tenant_id="tenant-1", client_id="app", client_secret_env=secret_env,
+                         login_url="https://login.test", graph_url="https://graph.test/v1.0")
+    entra = EntraResponder("entra", config, httpx.MockTransport(handler))
+    assert entra.revoke(SESSION, None).outcome == "done"  # per user: the session's user
+    assert entra.revoke(RevocationTarget(kind="session", id="s"), None).outcome == "rejected"
+    assert calls == ["token https://graph.microsoft.com/.default", "POST /v1.0/users/u-1/revokeSignInSessions Bearer adm-1"]
+
+
+@pytest.fixture
+def caep_key(monkeypatch: pytest.MonkeyPatch) -> ec.EllipticCurvePrivateKey:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    monkeypatch.setenv("TW_CAEP_KEY", pem.decode())
+    return key
+
+
+def _caep(handler) -> CaepResponder:
+    config = CaepConfig(endpoint="https://rx.test/events", issuer="https://tokenwatch.test", audience="https://rx.test",
+                        subject_issuer="https://idp.test", key_id="k1", signing_key_env="TW_CAEP_KEY")
+    return CaepResponder("caep", config, httpx.MockTransport(handler))
+
+
+def test_caep_pushes_a_signed_session_revoked_set(caep_key: ec.EllipticCurvePrivateKey) -> None:
+    received: list[httpx.Request] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        received.append(req)
+        return httpx.Response(202)
+
+    assert _caep(handler).revoke(SESSION, None).outcome == "done"
+    req = received[0]
+    assert req.headers["content-type"] == "application/secevent+jwt"
+    public = jwk.import_key(caep_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), "EC")
+    token = jwt.decode(req.content.decode(), public, algorithms=["ES256"])
+    assert token.header == {"alg": "ES256", "typ": "secevent+jwt", "kid": "k1"}
+    claims = token.claims
+    assert (claims["iss"], claims["aud"]) == ("https://tokenwatch.test", "https://rx.test")
+    assert claims["sub_id"] == {"format": "complex", "session": {"format": "opaque", "id": "sess-1"},
+                                "user": {"format": "iss_sub", "iss": "https://idp.test", "sub": "u-1"}}
+    assert set(claims["events"]) == {SESSION_REVOKED}
+
+
+@pytest.mark.parametrize(("err", "outcome"), [("invalid_key", "config_error"), ("invalid_request", "rejected")])
+def test_caep_reports_rfc8935_errors(caep_key: object, err: str, outcome: str) -> None:
+    responder = _caep(lambda req: httpx.Response(400, content=json.dumps({"err": err, "description": "nope"})))
+    result = responder.revoke(SUBJECT, None)
+    assert result.outcome == outcome and f"receiver rejected the SET: {err} (nope)" == result.reason
