@@ -9,6 +9,7 @@ counted skip, or a dead letter: never an exception that stops the run.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +30,11 @@ from schemas.sources import (
 )
 
 Clock = Callable[[], datetime]
+
+
+HANDLE_FIELD = "tokenwatch_handle"
+"""Top-level field of any input record that may carry a sealed revocation handle
+(``pipeline.response.handles``): removed before the record is parsed or kept."""
 
 
 class InputConfig(BaseModel):
@@ -61,7 +67,10 @@ class Normalizer:
         config: InputConfig | None = None,
         forced_format: str | None = None,
         clock: Clock | None = None,
+        accept_handle: Callable[[str], object] | None = None,
     ) -> None:
+        self.accept_handle = accept_handle
+        self.handle_counts: Counter[str] = Counter()
         if forced_format not in (None, "auto") and forced_format not in FORMATS:
             known = ", ".join(sorted(FORMATS))
             raise ValueError(f"unknown format {forced_format!r}; known: {known}, auto")
@@ -81,6 +90,8 @@ class Normalizer:
             return self._dead(line, origin, f"not JSON: {exc.args[0][:120]}", None)
         if not isinstance(raw, dict):
             return self._dead(line, origin, f"not a JSON object but {type(raw).__name__}", None)
+        if HANDLE_FIELD in raw:
+            self._take_handle(raw.pop(HANDLE_FIELD))
         adapter = self.forced
         partial: PartialRecord | None = None
         try:
@@ -109,6 +120,21 @@ class Normalizer:
             dead = self._dead(line, origin, partial.reason, adapter.name, raw).dead_letter
             return Normalized(events=events, format=adapter.name, dead_letter=dead)
         return Normalized(events=events, format=adapter.name)
+
+    def _take_handle(self, sealed: object) -> None:
+        """A revocation handle rides along with the record (sealed to tokenwatch's key): it is
+        taken out before the record goes anywhere, opened by ``accept_handle`` and kept in
+        memory only. Without a key configured it is dropped, never stored."""
+        if self.accept_handle is None:
+            self.handle_counts["ignored"] += 1
+            return
+        try:
+            if not isinstance(sealed, str):
+                raise ValueError("a revocation handle must be a string")
+            self.accept_handle(sealed)
+            self.handle_counts["accepted"] += 1
+        except ValueError:  # HandleError: counted, never logged with its content
+            self.handle_counts["refused"] += 1
 
     def _dead(
         self, line: bytes, origin: str, reason: str, fmt: str | None, raw: Any = None

@@ -39,6 +39,7 @@ from pipeline.normalize import Normalizer
 from pipeline.service.checkpoint import checkpoint, dead_letter_rejected
 from pipeline.service.config import ServiceConfig
 from pipeline.service.partitions import STATE_STORE, PartitionState, new_partition_state, restore_partition
+from pipeline.service.response import ServiceResponse, handle_store
 from pipeline.service.revocations import RevocationFeed, is_global
 from pipeline.sinks.base import Sink, SinkUnavailable
 from pipeline.sinks.kafka import RAW_FIELD, SOURCE_FIELD
@@ -109,7 +110,9 @@ class Service:
         self.sinks = sinks
         self.enrich = enrich
         self.metrics = metrics or ServiceMetrics()
-        self.normalizer = Normalizer(hash_token, settings.input)
+        handles = handle_store(settings, hash_token) if settings.response.enabled else None
+        self.normalizer = Normalizer(hash_token, settings.input,
+                                     accept_handle=handles.accept if handles is not None else None)
         kafka = settings.kafka
         self.changelog_topic = kafka.topics.changelog(STATE_STORE)
         self.consumer = KafkaConsumer(
@@ -118,6 +121,8 @@ class Service:
         self.restorer = KafkaConsumer(**consumer_kwargs(kafka, group=False))
         self.producer = KafkaProducer(**producer_kwargs(kafka))
         self.revocations = RevocationFeed(kafka, self.producer, settings.state.revocation_retention_s)
+        self.response = (ServiceResponse(settings, self.revocations.publish, handles=handles)
+                         if settings.response.enabled else None)
         self.states: dict[int, PartitionState] = {}
         self.assigned: set[TopicPartition] = set()
         self._to_restore: set[int] = set()
@@ -141,6 +146,8 @@ class Service:
 
     def run(self) -> None:
         self._start_sinks()
+        if self.response is not None:
+            self.response.start()
         known = self.revocations.start()
         log.info("revocations read", extra={"topic": self.revocations.topic, "retained": known})
         self.consumer.subscribe(self.settings.kafka.topics.input, listener=_Rebalance(self))
@@ -155,6 +162,7 @@ class Service:
                     self._process(tp, records)
                 self._apply_global(self.revocations.poll())
                 self._release_idle()
+                self._take_response_alerts()
                 self._publish_changed()
                 if self._checkpoint_due():
                     self.checkpoint()
@@ -166,6 +174,8 @@ class Service:
     def close(self) -> None:
         self.consumer.close()  # leaves the group: the partitions move at once
         self.restorer.close()
+        if self.response is not None:
+            self.response.stop()  # finishes queued actions; may still publish revocations
         self.revocations.close()
         self.producer.close(timeout=10)
         for sink in self.sinks:
@@ -256,11 +266,24 @@ class Service:
 
     def _emit(self, alerts: list[Alert]) -> None:
         """Alerts whose fold window closed: their final version."""
+        documents = []
         for alert in alerts:
             document = alert.to_json_dict()
             for sink in self.sinks:
                 sink.add("alert", alert.alert.id, document)
             self.metrics.alerts.labels(alert.rule.id).inc()
+            self.counts["alerts"] += 1
+            documents.append(document)
+        if self.response is not None:
+            self.response.submit(documents)
+
+    def _take_response_alerts(self) -> None:
+        """Alerts the response raised (its breaker) go to the sinks like any other."""
+        if self.response is None:
+            return
+        for document in self.response.take_alerts():
+            for sink in self.sinks:
+                sink.add("alert", document["alert"]["id"], document)
             self.counts["alerts"] += 1
 
     def _publish_changed(self) -> None:
@@ -269,7 +292,7 @@ class Service:
         Writing early is safe (documents are keyed by alert id; the checkpoint still
         flushes before it commits). A sink that is down keeps them buffered."""
         now = datetime.now(timezone.utc)
-        staged = 0
+        staged: list[dict[str, Any]] = []
         for state in self.states.values():
             for alert, new in state.engine.alerter.take_changed():
                 document = alert.to_json_dict()
@@ -277,9 +300,11 @@ class Service:
                     sink.add("alert", alert.alert.id, document)
                 if new:
                     self.metrics.alert_latency.observe(max(0.0, (now - alert.timestamp).total_seconds()))
-                staged += 1
+                staged.append(document)
         if not staged:
             return
+        if self.response is not None:
+            self.response.submit(staged)  # revocation starts as soon as the alert opens
         for sink in self.sinks:
             try:
                 result = sink.flush()

@@ -94,3 +94,39 @@ def test_mutated_gateway_records_never_raise(changes: dict) -> None:
     raw.update(changes)
     result = normalize(json_dumps(raw))
     assert result.events or (result.dead_letter is not None and result.dead_letter["reason"])
+
+
+# -- revocation handles riding along with records -------------------------------------------
+def _with_handle(handle: object) -> bytes:
+    from pipeline.sample import render, scenarios
+
+    line = render(scenarios()[:1]).splitlines()[0]
+    return orjson.dumps({**orjson.loads(line), "tokenwatch_handle": handle})
+
+
+def test_a_sealed_handle_is_taken_out_before_parsing_and_handed_over() -> None:
+    from schemas.redaction import make_token_hasher
+
+    taken: list[str] = []
+    normalizer = Normalizer(make_token_hasher(b"k" * 32), accept_handle=taken.append)
+    result = normalizer.normalize(_with_handle("SEALED-BLOB"), "t:1")
+    assert result.dead_letter is None and len(result.events) == 1
+    assert taken == ["SEALED-BLOB"] and normalizer.handle_counts == {"accepted": 1}
+    assert b"SEALED-BLOB" not in result.events[0].model_dump_json().encode()
+
+
+def test_without_a_handle_key_handles_are_dropped_and_bad_ones_counted_not_fatal() -> None:
+    from schemas.redaction import make_token_hasher
+
+    hasher = make_token_hasher(b"k" * 32)
+    ignoring = Normalizer(hasher)
+    assert len(ignoring.normalize(_with_handle("SEALED-BLOB"), "t:1").events) == 1
+    assert ignoring.handle_counts == {"ignored": 1}
+
+    def refuse(sealed: str) -> None:
+        raise ValueError("revocation handle cannot be opened")
+
+    strict = Normalizer(hasher, accept_handle=refuse)
+    assert len(strict.normalize(_with_handle("garbage"), "t:1").events) == 1
+    assert len(strict.normalize(_with_handle(42), "t:2").events) == 1
+    assert strict.handle_counts == {"refused": 2}
