@@ -20,3 +20,7 @@ class ServiceConfig(BaseModel):
         default=2, gt=0, description="Changelog restore ends after this many empty fetches past the end offset"
     )
     log_level: str = Field(default="INFO", description="Level of the JSON logs")
+    progress_every_s: float = Field(default=10.0, gt=0, description="Backlog replay: a progress log line this often")
+    backlog_threshold: int = Field(
+        default=10_000, ge=1, description="Consumer lag (records) above which the service reports backlog progress"
+    )

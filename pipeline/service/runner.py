@@ -131,6 +131,7 @@ class Service:
         self._stop = threading.Event()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self.backlog = BacklogProgress(config.progress_every_s, config.backlog_threshold)
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -358,11 +359,15 @@ class Service:
                 self._process(tp, records)  # records fetched before the pause
 
     def _update_lag(self) -> None:
+        total = 0
         for tp in self.assigned:
             high = self.consumer.highwater(tp)
             state = self.states.get(tp.partition)
             if high is not None and state is not None and tp in state.next_offsets:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - state.next_offsets[tp]))
+                lag = max(0, high - state.next_offsets[tp])
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+                total += lag
+        self.backlog.update(total, sum(state.records for state in self.states.values()))
 
     # -- rebalances -----------------------------------------------------------
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -426,6 +431,40 @@ class Service:
         self._to_restore.clear()
         if self.paused_reason is None:
             self.consumer.resume(*[tp for tp in self.assigned if tp.partition in self.states])
+
+
+class BacklogProgress:
+    """Progress while replaying a backlog (a first start on a full topic, a long outage):
+    every ``every_s`` while the lag is above ``threshold``, one log line with what was
+    processed, what is left, the rate and the time to catch up; one line when caught up."""
+
+    def __init__(self, every_s: float, threshold: int) -> None:
+        self.every_s = every_s
+        self.threshold = threshold
+        self.catching_up = False
+        self._last: tuple[float, int] | None = None  # (monotonic time, records) at the last line
+
+    def update(self, lag: int, records: int) -> None:
+        now = time.monotonic()
+        if lag < self.threshold:
+            if self.catching_up:
+                log.info("backlog caught up", extra={"records": records, "lag": lag})
+            self.catching_up = False
+            self._last = None
+            return
+        if self._last is None:
+            self.catching_up = True
+            self._last = (now, records)
+            log.info("replaying backlog", extra={"records": records, "lag": lag})
+            return
+        since, before = self._last
+        if now - since < self.every_s:
+            return
+        rate = (records - before) / (now - since)
+        eta = lag / rate if rate > 0 else None
+        log.info("replaying backlog", extra={"records": records, "lag": lag, "records_per_s": round(rate),
+                                              "eta_s": round(eta) if eta is not None else None})
+        self._last = (now, records)
 
 
 def run_service(settings: Settings, config: ServiceConfig) -> int:
