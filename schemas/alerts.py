@@ -15,7 +15,7 @@ from schemas.events import CanonicalEvent
 
 Severity = Literal["low", "medium", "high", "critical"]
 Category = Literal[
-    "replay", "geo_divergence", "scope_escalation", "post_revocation_use", "anomaly"
+    "replay", "geo_divergence", "scope_escalation", "post_revocation_use", "anomaly", "response"
 ]
 ResponseAction = Literal[
     "revoke_token", "revoke_family", "revoke_session", "revoke_subject", "none"

@@ -76,7 +76,7 @@ class Breaker:
 
 
 def breaker_alert(now: datetime, limit: int) -> dict[str, Any]:
-    """The breaker's own alert document (category ``anomaly`` until a ``response`` category exists)."""
+    """The breaker's own alert document (category ``response``: raised by tokenwatch about itself)."""
     alert_id = "brk-" + hashlib.sha256(now.isoformat().encode()).hexdigest()[:24]
     alert = Alert.model_validate({
         "@timestamp": now,
@@ -85,7 +85,7 @@ def breaker_alert(now: datetime, limit: int) -> dict[str, Any]:
             summary=(f"Automatic revocation breaker tripped: more than {limit} automatic revocations within a "
                      "minute; further revocations wait for analyst approval until `tokenwatch breaker reset`"),
         ),
-        "rule": RuleRef(id=RULE_ID, name="Automatic revocation breaker tripped", category="anomaly"),
+        "rule": RuleRef(id=RULE_ID, name="Automatic revocation breaker tripped", category="response"),
         "evidence": [],
         "threat": Threat(technique=[]),
         "response": ResponseDoc(action="none", state="none"),
