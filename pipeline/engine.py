@@ -26,6 +26,10 @@ from schemas.events import CanonicalEvent
 Enrich = Callable[[CanonicalEvent], CanonicalEvent]
 
 
+ENGINE_NAMESPACE = "engine"
+"""The engine's own corner of the state (event ids already applied), changelogged with it."""
+
+
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,6 +85,13 @@ class Engine:
         alerts.extend(self._release(self.watermark))
         return alerts
 
+    def restored(self) -> None:
+        """The state was just restored from a changelog: events it already holds are
+        duplicates if they are delivered again (the replay after a crash or handover)."""
+        released = self.state.detector_state.get(ENGINE_NAMESPACE, {}).get("released", {})
+        for key, when in released.items():
+            self._seen.setdefault(key, when)
+
     def pending_event_ids(self) -> set[str]:
         """Events held in the reorder buffer: not in the state yet (a checkpoint must not
         commit past them)."""
@@ -120,6 +131,10 @@ class Engine:
         for detector in self.detectors:
             findings.extend(detector.process(event, self.state))
         self.state.apply(event)
+        # Ids of events whose effect is in the state: kept with the state (changelog), so a
+        # replay after a restore drops them as duplicates. Ids still in the reorder buffer
+        # are not here: their replay must be processed.
+        self.state.namespace(ENGINE_NAMESPACE).setdefault("released", {})[stable_hash(event.event_id)] = event.epoch
         alerts: list[Alert] = []
         for finding in findings:
             self.counters[f"findings.{finding.rule.id}"] += 1
@@ -136,6 +151,10 @@ class Engine:
                 alerts.extend(self.alerter.add(finding))
         horizon = watermark - self.config.dedup_window_s
         forget_before(self._seen, horizon, float)
+        released = self.state.detector_state.get(ENGINE_NAMESPACE, {}).get("released")
+        if released:
+            forget_before(released, horizon, float)
+            self.state.namespace(ENGINE_NAMESPACE)  # changed: the checkpoint writes the tombstones
         return alerts + self.alerter.close_ready(watermark)
 
     def _is_duplicate(self, event: CanonicalEvent) -> bool:

@@ -110,4 +110,5 @@ def restore_partition(
         raise TimeoutError(f"restoring {topic}[{state.partition}] did not finish in {timeout_s}s")
     restorer.finish()
     state.store.take_dirty()  # the restored keys are in the changelog already
+    state.engine.restored()
     return count

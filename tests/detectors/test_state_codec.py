@@ -169,7 +169,7 @@ def handed_over() -> tuple[StateStore, StateStore]:
 # -- round trip ----------------------------------------------------------------------------
 def test_restored_store_equals_the_original_field_by_field() -> None:
     original, restored = handed_over()
-    assert set(original.detector_state) == {"replay", "geo_divergence", "scope_escalation"}
+    assert set(original.detector_state) == {"engine", "replay", "geo_divergence", "scope_escalation"}
     assert original.tokens["rt-1"].rotation is not None and original.tokens["at-3"].revoked is not None
     assert view(restored) == view(original)
 
