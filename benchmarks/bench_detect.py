@@ -85,10 +85,32 @@ def bench_memory(lines: list[bytes], settings: Settings) -> tuple[int, dict[str,
     return len(engine.state.tokens), parts
 
 
+def bench_anomaly(lines: list[bytes], settings: Settings) -> None:
+    """Rules plus the anomaly detector, with a model trained on the same traffic."""
+    import tempfile
+
+    from detectors.anomaly.model import save
+    from pipeline.anomaly.train import anomaly_config, read_events, train_from_events
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "traffic.jsonl"
+        source.write_bytes(b"\n".join(lines) + b"\n")
+        config = anomaly_config(settings, min_training_windows=50)
+        model = train_from_events(read_events(source, settings), config, settings)
+        path = Path(tmp) / "anomaly.skops"
+        save(model, path)
+        with_model = Settings(detectors={"anomaly": {"model_path": str(path)}})
+        bench_detect(lines[:5000], with_model)
+        seconds, alerts = bench_detect(lines, with_model)
+    print(f"detect, all rules + anomaly ({model.windows:,} training windows): "
+          f"{len(lines) / seconds:,.0f} events/s ({seconds:.2f}s, {alerts} alerts)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--memory-events", type=int, default=100_000)
+    parser.add_argument("--anomaly", action="store_true", help="also measure with the anomaly detector on")
     args = parser.parse_args()
     settings = Settings()
     lines = list(generate(args.events))
@@ -96,6 +118,8 @@ def main() -> None:
     bench_detect(lines[:5000], settings)  # warm caches and imports
     seconds, alerts = bench_detect(lines, settings)
     print(f"detect, all rules on: {len(lines) / seconds:,.0f} events/s ({seconds:.2f}s, {alerts} alerts)")
+    if args.anomaly:
+        bench_anomaly(lines, settings)
     stages = bench_stages(lines, settings)
     total = sum(stages.values())
     for stage, spent in stages.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from detectors.anomaly import AnomalyDetector
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.geo_divergence import GeoDivergenceDetector
 from detectors.post_revocation import PostRevocationDetector
@@ -19,6 +20,7 @@ DETECTORS: dict[str, type[Detector]] = {
         GeoDivergenceDetector,
         ScopeEscalationDetector,
         PostRevocationDetector,
+        AnomalyDetector,
     )
 }
 

@@ -149,6 +149,7 @@ class Service:
         self._start_sinks()
         if self.response is not None:
             self.response.start()
+        self._retraining = self._start_retraining()
         known = self.revocations.start()
         log.info("revocations read", extra={"topic": self.revocations.topic, "retained": known})
         self.consumer.subscribe(self.settings.kafka.topics.input, listener=_Rebalance(self))
@@ -175,12 +176,35 @@ class Service:
     def close(self) -> None:
         self.consumer.close()  # leaves the group: the partitions move at once
         self.restorer.close()
+        if getattr(self, "_retraining", None) is not None:
+            self._retraining.shutdown(wait=False)
         if self.response is not None:
             self.response.stop()  # finishes queued actions; may still publish revocations
         self.revocations.close()
         self.producer.close(timeout=10)
         for sink in self.sinks:
             sink.close()
+
+    def _start_retraining(self) -> Any:
+        """Retrain the anomaly model on the baseline every partition's detector collected, on
+        a schedule (APScheduler); each detector swaps the new model in atomically."""
+        from detectors.anomaly import AnomalyDetector
+        from pipeline.anomaly.retrain import retrain_once
+
+        config = AnomalyDetector.Config.model_validate(self.settings.detectors.get("anomaly", {}))
+        if not config.enabled or config.model_path is None or config.retrain_every_s <= 0:
+            return None
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        def job() -> None:
+            states = list(self.states.copy().values())  # the loop may reassign meanwhile
+            retrain_once([d for state in states for d in state.engine.detectors], config)
+
+        scheduler = BackgroundScheduler(timezone=timezone.utc)
+        scheduler.add_job(job, "interval", seconds=config.retrain_every_s, id="anomaly-retrain",
+                          max_instances=1, coalesce=True)
+        scheduler.start()
+        return scheduler
 
     def _start_sinks(self) -> None:
         delay = self.config.backpressure_backoff_s

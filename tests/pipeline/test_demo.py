@@ -19,7 +19,9 @@ def test_committed_sample_matches_its_generator() -> None:
 def test_sample_has_an_attack_for_every_rule_and_benign_twins() -> None:
     from detectors import DETECTORS
 
-    rules = {rule.id for cls in DETECTORS.values() for rule in cls.rules}
+    # The anomaly rule needs a trained model, which the sample does not ship: it has its own
+    # labeled evaluation stream (tokenwatch model generate / tests/anomaly).
+    rules = {rule.id for cls in DETECTORS.values() for rule in cls.rules if rule.category != "anomaly"}
     covered = {rule for s in scenarios() for rule in s.expected}
     assert covered == rules
     assert sum(not s.is_attack for s in scenarios()) >= 10
