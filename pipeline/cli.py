@@ -61,8 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     detect.set_defaults(func=cmd_detect)
 
-    demo = sub.add_parser("demo", help="run detection over the bundled sample stream and show the alerts")
-    demo.add_argument("--output-dir", type=Path, default=Path("demo-output"))
+    demo = sub.add_parser(
+        "demo", help="generate a synthetic world with injected attacks, detect, store, respond (dry run): no servers"
+    )
+    demo.add_argument("--size", type=int, default=300, metavar="USERS", help="employees in the world (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=7, help="same seed, same world (default: %(default)s)")
+    demo.add_argument("--duration", default="24h", metavar="SPAN",
+                      help="simulated event time, e.g. 12h, 2d, 90m (at least 6h; default: %(default)s)")
+    demo.add_argument("--output-dir", type=Path, default=Path("demo-output"),
+                      help="events, labels, alerts, store and summary go here (default: %(default)s)")
+    demo.add_argument("--sample", action="store_true", help="run the small bundled sample instead of the world")
     demo.set_defaults(func=cmd_demo)
 
     produce = sub.add_parser("produce", help="load JSON lines into a Kafka topic, keyed so one token family shares a partition")
@@ -139,9 +147,19 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import show_demo
+    from pipeline.demo import show_demo, show_world_demo
+    from pipeline.world import WorldSpec, parse_duration
 
-    return show_demo(SAMPLE_STREAM, args.output_dir)
+    if args.sample:
+        return show_demo(SAMPLE_STREAM, args.output_dir)
+    try:
+        hours = parse_duration(args.duration)
+        if args.size < 1 or hours < 6:
+            raise ValueError("--size must be at least 1 and --duration at least 6h")
+    except ValueError as exc:
+        print(f"tokenwatch demo: {exc}", file=sys.stderr)
+        return 2
+    return show_world_demo(WorldSpec(users=args.size, seed=args.seed, hours=hours), args.output_dir)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
