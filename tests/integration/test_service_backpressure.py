@@ -5,6 +5,7 @@ every expected alert lands exactly once and the offsets are committed."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +43,20 @@ def _health(port: int) -> tuple[int, dict[str, Any]] | None:
         return None
 
 
+def _wait_paused_on_elasticsearch(proc: subprocess.Popen[bytes], metrics_port: int, log_path: Path,
+                                  timeout_s: float) -> None:
+    """Wait until /healthz answers 503 paused, naming Elasticsearch as the reason."""
+    deadline = time.monotonic() + timeout_s
+    health = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        health = _health(metrics_port)
+        if health is not None and health[0] == 503 and health[1].get("paused"):
+            break
+        time.sleep(0.1)
+    assert health is not None and health[0] == 503, (health, log_path.read_text()[-3000:])
+    assert "elasticsearch" in health[1]["paused"]
+
+
 def _committed(kafka: KafkaConfig, topic: str) -> dict[int, int | None]:
     """The group's committed offsets, read without joining the group."""
     consumer = KafkaConsumer(**consumer_kwargs(kafka))
@@ -70,15 +85,7 @@ def test_elasticsearch_down_pauses_then_every_alert_lands_once(kafka_bootstrap: 
     server: OsmemServer | None = None
     try:
         # Unhealthy, with the reason, while nothing listens on the Elasticsearch port.
-        deadline = time.monotonic() + 20
-        health = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            health = _health(metrics_port)
-            if health is not None and health[0] == 503 and health[1].get("paused"):
-                break
-            time.sleep(0.1)
-        assert health is not None and health[0] == 503, (health, log_path.read_text()[-3000:])
-        assert "elasticsearch" in health[1]["paused"]
+        _wait_paused_on_elasticsearch(proc, metrics_port, log_path, 20)
         time.sleep(1.5)  # a while down: still nothing consumed past, nothing committed
         still = _health(metrics_port)
         assert still is not None and still[0] == 503, still
@@ -149,15 +156,7 @@ def test_elasticsearch_lost_mid_stream_pauses_commits_and_resumes_without_loss(
 
         proxy.down()
         assert produce(iter(lines[half:]), name, kafka, hash_token=hasher).failed == 0
-        deadline = time.monotonic() + 30
-        health = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            health = _health(metrics_port)
-            if health is not None and health[0] == 503 and health[1].get("paused"):
-                break
-            time.sleep(0.1)
-        assert health is not None and health[0] == 503, (health, log_path.read_text()[-3000:])
-        assert "elasticsearch" in health[1]["paused"]
+        _wait_paused_on_elasticsearch(proc, metrics_port, log_path, 30)
         held = _committed(kafka, name)
         time.sleep(1.5)  # a while down: nothing committed past what Elasticsearch holds
         assert _committed(kafka, name) == held
