@@ -132,6 +132,7 @@ class Service:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self.backlog = BacklogProgress(config.progress_every_s, config.backlog_threshold)
+        self._retraining: Any = None  # the anomaly model's retraining scheduler, once run() starts it
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -176,7 +177,7 @@ class Service:
     def close(self) -> None:
         self.consumer.close()  # leaves the group: the partitions move at once
         self.restorer.close()
-        if getattr(self, "_retraining", None) is not None:
+        if self._retraining is not None:
             self._retraining.shutdown(wait=False)
         if self.response is not None:
             self.response.stop()  # finishes queued actions; may still publish revocations
