@@ -4,7 +4,9 @@
 They work on the configured store (``[store]``: SQLite file by default, Elasticsearch when
 ``backend = "elasticsearch"``). Every command that changes something is written to the
 audit trail with the analyst's name (``--actor``, else ``$TOKENWATCH_ACTOR``, else the
-OS login name). Unknown ids exit with 2 and say which id.
+OS login name). Unknown ids exit with 2 and say which id. What is printed goes through
+:func:`pipeline.terminal.printable` (ids, names and notes come from input and analysts);
+``--json`` output is escaped by the JSON encoder (ASCII only).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipeline.config import load_settings
 from pipeline.store import base, render
 from pipeline.store.base import AlertStore, open_store
 from pipeline.store.ingest import AlertFileError, read_alert_lines, store_alerts
+from pipeline.terminal import printable
 from schemas.actions import AuditEntry, Suppression
 
 DISPOSITIONS = ("true_positive", "false_positive", "benign")
@@ -169,11 +172,11 @@ def _run(command: Callable[[argparse.Namespace, AlertStore], int]) -> Callable[[
             with opened_store(args.config) as store:
                 return command(args, store)
         except UsageError as exc:
-            print(f"tokenwatch: {exc}", file=sys.stderr)
+            print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
             return 2
         except Exception as exc:  # the store is unreachable or broken: say so, no traceback
             if _is_store_error(exc):
-                print(f"tokenwatch: cannot use the store: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(printable(f"tokenwatch: cannot use the store: {type(exc).__name__}: {exc}"), file=sys.stderr)
                 return 1
             raise
 
@@ -194,6 +197,7 @@ def _is_store_error(exc: Exception) -> bool:
 
 
 def _lines(docs: list[Any]) -> None:
+    """JSON lines; ``ensure_ascii`` (the default) escapes every control and non-ASCII character."""
     for doc in docs:
         sys.stdout.write(json.dumps(doc, separators=(",", ":"), default=str) + "\n")
 
@@ -239,7 +243,7 @@ def cmd_status(args: argparse.Namespace, store: AlertStore) -> int:
         raise UsageError(f"no alert with id {args.id!r} in the store") from None
     disposition = doc.get("triage", {}).get("disposition")
     extra = f" ({disposition})" if args.status == "closed" and disposition else ""
-    print(f"{args.id}: {args.status}{extra} by {args.actor}")
+    print(printable(f"{args.id}: {args.status}{extra} by {args.actor}"))
     return 0
 
 
@@ -260,7 +264,7 @@ def cmd_suppress(args: argparse.Namespace, store: AlertStore) -> int:
         time=created, actor=args.actor, verb="alert.suppress", target=text, why=args.reason, result="created",
         details={"suppression": suppression.id, "expires": expires.isoformat()},
     ))
-    print(f"suppression {suppression.id}: {text} until {render.short_time(expires)} by {args.actor}")
+    print(printable(f"suppression {suppression.id}: {text} until {render.short_time(expires)} by {args.actor}"))
     return 0
 
 
@@ -285,7 +289,7 @@ def cmd_import(args: argparse.Namespace, store: AlertStore) -> int:
         raise UsageError(f"{exc} (alerts before that line were stored)") from None
     store.audit(AuditEntry(time=now(), actor=args.actor, verb="alerts.import", target=name,
                            why="batch output loaded for triage", result="stored", details={"alerts": count}))
-    print(f"imported {count} alerts from {name}")
+    print(printable(f"imported {count} alerts from {name}"))
     return 0
 
 

@@ -1,4 +1,8 @@
-"""Anomaly model commands: `tokenwatch model train|evaluate|generate`."""
+"""Anomaly model commands: `tokenwatch model train|evaluate|generate`.
+
+Messages and reports name input files, labels and token ids: they are printed through
+:mod:`pipeline.terminal`, so a control or bidi character in them shows as an escape.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from pipeline.terminal import printable, printable_lines
 
 
 def add_commands(sub: Any) -> None:
@@ -40,7 +46,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"tokenwatch: {message}", file=sys.stderr)
+    print(printable(f"tokenwatch: {message}"), file=sys.stderr)
     return 2
 
 
@@ -61,7 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ModelError as exc:
         return _fail(f"model train: {exc}")
     save(model, output)
-    print(f"{model.describe()}\nwritten to {output}")
+    print(printable(model.describe()))
+    print(printable(f"written to {output}"))
     return 0
 
 
@@ -84,7 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return _fail(f"model evaluate: not found: {name}")
     labels = [orjson.loads(line) for line in args.labels.read_bytes().splitlines() if line.strip()]
     report = evaluate(read_events(args.input, settings), labels, model, settings)
-    print(report.render())
+    print(printable_lines(report.render()))
     return 0
 
 
@@ -102,6 +109,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             if line["time"] < split:
                 train.write(data)
     (out / "labels.jsonl").write_bytes(b"".join(orjson.dumps(label) + b"\n" for label in labels))
-    print(f"{len(lines):,} events ({args.days} days, attacks in the last {args.attack_days}), "
-          f"{len(labels)} labeled attacks -> {out}/eval.jsonl, labels.jsonl; attack-free prefix -> {out}/train.jsonl")
+    print(printable(f"{len(lines):,} events ({args.days} days, attacks in the last {args.attack_days}), "
+                    f"{len(labels)} labeled attacks -> {out}/eval.jsonl, labels.jsonl; "
+                    f"attack-free prefix -> {out}/train.jsonl"))
     return 0

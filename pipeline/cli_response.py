@@ -5,6 +5,7 @@ Both act on the configured store with the analyst as actor (``--actor``, else
 policy's action for the alert at once through the configured responder; an RFC 7009
 responder needs the token's revocation handle, which only the running service holds in
 memory, so without one here the action is queued for the service's retry job instead.
+Printed ids, targets and errors (an IdP's reply) go through :func:`pipeline.terminal.printable`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipeline.response.executor import Executor
 from pipeline.response.policy import plan
 from pipeline.response.responders import build_responders
 from pipeline.secrets import SecretError
+from pipeline.terminal import printable
 
 
 def add_commands(sub: Any) -> None:
@@ -51,17 +53,17 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         config = settings.response
         responders = build_responders(config.responders)
     except (ConfigError, SecretError) as exc:
-        print(f"tokenwatch: {exc}", file=sys.stderr)
+        print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
         return 2
     try:
         with opened_store(args.config) as store:
             doc = store.get_alert(args.alert)
             if doc is None:
-                print(f"tokenwatch: no alert {args.alert}", file=sys.stderr)
+                print(printable(f"tokenwatch: no alert {args.alert}"), file=sys.stderr)
                 return 2
             planned = plan(doc, config, datetime.now(timezone.utc), mode="manual", actor=actor)
             if planned is None:
-                print(f"tokenwatch: alert {args.alert}: its rule asks for no revocation", file=sys.stderr)
+                print(printable(f"tokenwatch: alert {args.alert}: its rule asks for no revocation"), file=sys.stderr)
                 return 2
             responder = responders.get(planned.responder or "")
             execute = not (responder is not None and responder.needs_handle)
@@ -71,7 +73,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             responder.close()
     queued = " (queued for the running service, which holds the revocation handles)" if not execute else ""
     error = f": {action.last_error}" if action.last_error else ""
-    print(f"{action.id} {action.target.label()} via {action.responder or '-'}: {action.state}{queued}{error}")
+    via = action.responder or "-"
+    print(printable(f"{action.id} {action.target.label()} via {via}: {action.state}{queued}{error}"))
     return 0 if action.state in ("succeeded", "dry_run", "pending") else 1
 
 
@@ -81,8 +84,8 @@ def cmd_breaker_status(args: argparse.Namespace) -> int:
     if state is None:
         print("breaker closed: automatic revocations run")
     else:
-        print(f"breaker TRIPPED at {state['tripped_at']} (alert {state['alert_id']}): automatic revocations "
-              "wait for approval; `tokenwatch breaker reset` resumes them")
+        print(printable(f"breaker TRIPPED at {state['tripped_at']} (alert {state['alert_id']}): automatic "
+                        "revocations wait for approval; `tokenwatch breaker reset` resumes them"))
     return 0
 
 
@@ -91,5 +94,5 @@ def cmd_breaker_reset(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     with opened_store(args.config) as store:
         was = Breaker(store, settings.response.max_auto_per_minute).reset(actor, datetime.now(timezone.utc), args.why)
-    print(f"breaker reset by {actor}" if was else f"breaker was not tripped (reset recorded for {actor})")
+    print(printable(f"breaker reset by {actor}" if was else f"breaker was not tripped (reset recorded for {actor})"))
     return 0

@@ -32,6 +32,7 @@ from pipeline.config import Settings, load_settings
 from pipeline.enrich import Enricher
 from pipeline.sample import scenario_of, scenarios
 from pipeline.secrets import token_hash_key
+from pipeline.terminal import printable, printable_lines
 from pipeline.world import World, WorldSpec, actor_count, generate
 from pipeline.world.benign import SERVICE_CLIENTS
 from pipeline.world.score import Score, render, score
@@ -273,7 +274,7 @@ def render_summary(r: DemoResult) -> str:
 
 def show_world_demo(spec: WorldSpec, output_dir: Path, progress: bool | None = None) -> int:
     result = run_demo(spec, output_dir, progress)
-    print(render_summary(result))
+    print(printable_lines(render_summary(result)))
     ok = result.score.caught == result.score.attacks and not result.score.false_positives
     return 0 if ok else 1
 
@@ -334,12 +335,12 @@ def show_demo(sample: Path, output_dir: Path) -> int:
     alerts = [orjson.loads(line) for line in alerts_path.read_bytes().splitlines()]
     print(f"{'severity':<9} {'rule':<38} {'token':<30} summary")
     for alert in sorted(alerts, key=lambda a: a["@timestamp"]):
-        print(f"{alert['alert']['severity']:<9} {alert['rule']['id']:<38} "
-              f"{alert['token'].get('id', '-'):<30} {alert['alert']['summary']}")
+        print(printable(f"{alert['alert']['severity']:<9} {alert['rule']['id']:<38} "
+                        f"{alert['token'].get('id', '-'):<30} {alert['alert']['summary']}"))
     report = scenario_report(alerts)
     print()
-    print(report.text)
-    print(f"\n{summary.events} events, alerts in {alerts_path}", file=sys.stderr)
+    print(printable_lines(report.text))
+    print("\n" + printable(f"{summary.events} events, alerts in {alerts_path}"), file=sys.stderr)
     return 0
 
 

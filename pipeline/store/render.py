@@ -1,7 +1,9 @@
 """Plain-text views of stored alerts, actions and audit entries for the analyst CLI.
 
 Tables are left-aligned columns separated by two spaces, so they read in a terminal and
-split with ``awk``; ``--json`` gives the documents themselves.
+split with ``awk``; ``--json`` gives the documents themselves. Every value shown passes
+through :func:`pipeline.terminal.printable`: input lines and analysts write these fields, and
+a raw escape sequence or newline would forge rows or rewrite the screen.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.store.base import parse_time
+from pipeline.terminal import printable
 from schemas.actions import Action, AuditEntry, Suppression
 
 SUMMARY_WIDTH = 80
@@ -31,7 +34,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, datetime):
         return short_time(value)
-    return str(value)
+    return printable(str(value))
 
 
 def short_time(value: Any) -> str:
@@ -41,6 +44,8 @@ def short_time(value: Any) -> str:
 
 
 def clip(text: str, width: int = SUMMARY_WIDTH) -> str:
+    """At most ``width`` characters as shown: escaped first, so escapes count in the width."""
+    text = printable(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -154,9 +159,10 @@ def alert_detail(
         ("Disposition", triage.get("disposition")),
         ("Suppressed", triage.get("suppressed_by") and f"by suppression {triage['suppressed_by']}"),
     ]
-    out = [f"{name + ':':<13}{value}" for name, value in facts if value]
+    out = [f"{name + ':':<13}{printable(str(value))}" for name, value in facts if value]
     for note in triage.get("notes") or []:
-        out.append(f"{'Note:':<13}{short_time(note.get('time'))} {note.get('actor')}: {note.get('text')}")
+        said = f"{note.get('actor')}: {note.get('text')}"
+        out.append(f"{'Note:':<13}{short_time(note.get('time'))} {printable(said)}")
     out += ["", "Evidence (timeline):", table(EVIDENCE_HEADERS, evidence_rows(doc.get("evidence") or [])).rstrip()]
     out += ["", "Actions:", table(ACTION_HEADERS, action_rows(actions)).rstrip() if actions else "(none)"]
     out += ["", "Audit trail:", table(AUDIT_HEADERS, audit_rows(trail)).rstrip() if trail else "(none)"]
