@@ -1,8 +1,9 @@
 """Structured JSON logs for the service: one object per line, safe to ship.
 
-Every message goes through token redaction before it is written, so a raw
-bearer token that slips into an exception text or a log argument leaves as a
-keyed hash, never as the credential.
+Every message, argument, ``extra`` field and stack trace goes through the same
+redaction as dead letters (``schemas.redaction``: by key and by value) before it
+is written, so a credential that slips into an exception text, a log argument or
+an ``extra`` field leaves as a keyed hash, never in clear.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import IO, Any
 
-from schemas.redaction import TokenHasher, redact_text
+from schemas.redaction import TokenHasher, is_secret_key, redact_text, redact_value
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -28,16 +30,46 @@ class JsonFormatter(logging.Formatter):
             "@timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
             "log.level": record.levelname.lower(),
             "log.logger": record.name,
-            "message": redact_text(record.getMessage(), self.hash_token),
+            "message": redact_text(self._message(record), self.hash_token),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                doc[key] = value if isinstance(value, (int, float, bool)) or value is None else redact_text(
-                    str(value), self.hash_token
-                )
+                doc[key] = self._field(key, value)
         if record.exc_info:
             doc["error.stack_trace"] = redact_text(self.formatException(record.exc_info), self.hash_token)
-        return json.dumps(doc, ensure_ascii=False)
+        return json.dumps(doc, ensure_ascii=False, default=self._text)
+
+    def _message(self, record: logging.LogRecord) -> str:
+        """The message with its arguments redacted before formatting, so a secret
+        inside a dict or list argument is caught by its key, not only by its shape."""
+        args = record.args
+        if not args:
+            return record.getMessage()
+        if isinstance(args, Mapping):
+            safe: Any = {key: self._field(str(key), value) for key, value in args.items()}
+        else:
+            safe = tuple(self._argument(value) for value in args)
+        try:
+            return str(record.msg) % safe
+        except (TypeError, ValueError, KeyError):  # a format that needs the original types
+            return record.getMessage()
+
+    def _argument(self, value: Any) -> Any:
+        if isinstance(value, (int, float, bool)) or value is None:
+            return value
+        if isinstance(value, (Mapping, list, tuple, set)):
+            return redact_value(value, self.hash_token)
+        return self._text(value)
+
+    def _field(self, key: str, value: Any) -> Any:
+        """An ``extra`` field: hashed whole when its name is a credential's, else redacted
+        by value (structures stay structures)."""
+        if is_secret_key(key):
+            return redact_value({key: value}, self.hash_token)[key]
+        return self._argument(value)
+
+    def _text(self, value: object) -> str:
+        return redact_text(str(value), self.hash_token)
 
 
 def configure(hash_token: TokenHasher, level: str = "INFO", stream: IO[str] | None = None) -> None:
