@@ -19,7 +19,9 @@ from detectors.state import StateStore
 from pipeline.alerting import Alerter
 from pipeline.config import Settings
 from pipeline.engine import Engine, Enrich
-from pipeline.normalize import Clock, Normalizer
+from pipeline.normalize import Clock, Normalized, Normalizer
+from pipeline.reading import LongLine
+from pipeline.terminal import printable
 from schemas.alerts import Alert
 from schemas.redaction import TokenHasher
 
@@ -32,6 +34,7 @@ class Summary:
     per_format: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    repairs: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     engine: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
@@ -45,6 +48,8 @@ class Summary:
             f"  duplicates: {self.engine['duplicates']}, late events: {self.engine['late_events']}",
             f"  skipped (unsupported event types): {sum(self.skipped.values())} " + _fmt(self.skipped),
             f"  dead letters: {sum(self.dead_letters.values())} " + _fmt(self.dead_letters),
+            f"  repaired (cut, replaced or dropped; events kept): {sum(self.repairs.values())} "
+            + _fmt(self.repairs),
             f"  alerts: {sum(self.alerts.values())} " + _fmt(self.alerts),
         ]
         return "\n".join(out)
@@ -53,7 +58,7 @@ class Summary:
 def _fmt(counter: Counter[str]) -> str:
     if not counter:
         return "-"
-    return ", ".join(f"{k}={v}" for k, v in sorted(counter.items()))
+    return ", ".join(f"{printable(k)}={v}" for k, v in sorted(counter.items()))
 
 
 def settle_heap() -> None:
@@ -91,42 +96,55 @@ class DetectRun:
         on_alerts: Callable[[list[Alert]], None] | None = None,
     ) -> None:
         self.on_alerts = on_alerts  # e.g. the alert store, beside the alerts file
-        self.normalizer = Normalizer(hash_token, settings.input, forced_format, clock)
+        self.normalizer = Normalizer(
+            hash_token, settings.input, forced_format, clock, trusted_proxies=settings.enrich.trusted_proxies
+        )
         self.engine = build_engine(settings, enrich)
         self.alerts_out = alerts_out
         self.dead_out = dead_out
         self.summary = Summary()
 
-    def feed(self, lines: Iterable[bytes], origin: str) -> None:
-        summary, normalize, submit = self.summary, self.normalizer.normalize, self.engine.submit
+    def feed(self, lines: Iterable[bytes | LongLine], origin: str) -> None:
+        """Lines as ``read_lines`` gives them: a line longer than ``input.max_line_bytes``
+        arrives as a ``LongLine`` and is never held whole."""
+        summary, normalize = self.summary, self.normalizer.normalize
         started = time.perf_counter()
         for number, line in enumerate(lines, start=1):
-            line = line.rstrip(b"\r\n")
             summary.lines += 1
+            if isinstance(line, LongLine):
+                for result in self.normalizer.normalize_long(line, f"{origin}:{number}"):
+                    self._take(result)
+                continue
+            line = line.rstrip(b"\r\n")
             if not line.strip():
                 summary.blank_lines += 1
                 continue
-            result = normalize(line, f"{origin}:{number}")
-            if result.dead_letter is not None:
-                summary.dead_letters[result.format or "unknown"] += 1
-                self.dead_out.write(orjson.dumps(result.dead_letter) + b"\n")
-                if not result.events:
-                    continue
-            if result.skipped_type is not None:
-                summary.skipped[f"{result.format}:{result.skipped_type}"] += 1
-                continue
-            summary.per_format[result.format or "unknown"] += len(result.events)
-            summary.events += len(result.events)
-            for event in result.events:
-                alerts = submit(event)
-                if alerts:
-                    self._write(alerts)
+            self._take(normalize(line, f"{origin}:{number}"))
         summary.seconds += time.perf_counter() - started
+
+    def _take(self, result: Normalized) -> None:
+        summary = self.summary
+        if result.dead_letter is not None:
+            summary.dead_letters[result.format or "unknown"] += 1
+            self.dead_out.write(orjson.dumps(result.dead_letter) + b"\n")
+            if not result.events:
+                return
+        if result.skipped_type is not None:
+            summary.skipped[f"{result.format}:{result.skipped_type}"] += 1
+            return
+        summary.per_format[result.format or "unknown"] += len(result.events)
+        summary.events += len(result.events)
+        submit = self.engine.submit
+        for event in result.events:
+            alerts = submit(event)
+            if alerts:
+                self._write(alerts)
 
     def finish(self) -> Summary:
         started = time.perf_counter()
         self._write(self.engine.flush())
         self.summary.engine = self.engine.counters
+        self.summary.repairs = self.normalizer.repairs
         self.summary.seconds += time.perf_counter() - started
         return self.summary
 

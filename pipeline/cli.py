@@ -16,6 +16,7 @@ from typing import IO
 from pipeline.batch import DetectRun, Summary, settle_heap
 from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, rules_markdown
 from pipeline.enrich import Enricher
+from pipeline.reading import read_lines
 from pipeline.secrets import SecretError, token_hash_key
 from schemas.alerts import Alert
 from schemas.redaction import make_token_hasher
@@ -116,9 +117,9 @@ def run_detect(
     enricher = Enricher(settings.enrich)
     enricher.warm()
     settle_heap()
-    with _lazy_writer(dead_path) as dead_out, _open_input(input_name) as lines:
+    with _lazy_writer(dead_path) as dead_out, _open_input(input_name) as stream:
         run = DetectRun(settings, hasher, output, dead_out, fmt, enricher, on_alerts=on_alerts)
-        run.feed(lines, "stdin" if input_name == "-" else input_name)
+        run.feed(read_lines(stream, settings.input.max_line_bytes), "stdin" if input_name == "-" else input_name)
         return run.finish()
 
 

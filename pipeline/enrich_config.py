@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import ip_network
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Matched as whole words, case-insensitively, against AS organisation names as
 # they appear in GeoLite2 data ("AMAZON-02", "Hetzner Online GmbH") and in IdP
@@ -234,16 +234,22 @@ class EnrichConfig(BaseModel):
     allowlist: tuple[AllowlistEntry, ...] = Field(
         default=(), description="Corporate egress, VPN and cloud ranges; the first match names network.egress"
     )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs of your own proxies and load balancers: in a forwarded-for chain (Keycloak "
+        "ipAddress, k8s sourceIPs, a gateway's client_ip list) the caller is the rightmost address "
+        "outside them; entries to its left are written by the client and never believed",
+    )
     cache_size: int = Field(default=65536, ge=1, description="Per-IP results kept (LRU, ~0.4 KB each)")
     network_cache_size: int = Field(
         default=16384, ge=0,
         description="Enriched networks kept per (ip, user agent, ...) (~1.2 KB each; cleared when full; 0: off)",
     )
 
-    @field_validator("hosting_cidrs")
+    @field_validator("hosting_cidrs", "trusted_proxies")
     @classmethod
-    def _valid_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        _check_cidrs(value, "hosting_cidrs")
+    def _valid_cidrs(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        _check_cidrs(value, str(info.field_name))
         return value
 
     @field_validator("providers", "provider_asns", "provider_services", mode="before")

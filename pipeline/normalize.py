@@ -9,25 +9,32 @@ counted skip, or a dead letter: never an exception that stops the run.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from ipaddress import ip_network
 from typing import Any
 
+import ijson
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher, redact_text, redact_value
+from pipeline.reading import LongLine
+from pipeline.untrusted import NotJSON, bound_value, parse_line, repair_fields
 from schemas.sources import (
     FORMATS,
     AdapterContext,
     InvalidRecord,
     PartialRecord,
+    SourceFormat,
     UnsupportedEventType,
     detect_format,
 )
+from schemas.sources.base import InvalidFields
 
 Clock = Callable[[], datetime]
 
@@ -40,13 +47,30 @@ HANDLE_FIELD = "tokenwatch_handle"
 class InputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_line_bytes: int = Field(default=1_048_576, gt=0, description="Longer lines are dead-lettered")
+    max_line_bytes: int = Field(
+        default=1_048_576, gt=0,
+        description="Longer lines are dead-lettered without being read whole into memory "
+        "(a CloudTrail log file longer than this is read record by record instead)",
+    )
+    max_depth: int = Field(
+        default=64, ge=2, le=512,
+        description="JSON nested deeper than this is cut (replaced by a marker) when the line is parsed",
+    )
     max_future_skew_s: float = Field(
         default=900.0, ge=0, description="Events dated further ahead of the wall clock are dead-lettered"
     )
     dead_letter_raw_bytes: int = Field(
         default=65_536, gt=0, description="Raw bytes kept in a dead letter (the rest is hashed)"
     )
+
+
+MAX_BAD_ENTRIES = 20
+"""Bad entries of a batch record (a CloudTrail log file) quoted in its dead letter."""
+
+STREAM_SLICE_EVENTS = 1000
+"""Events handed on at a time while a long CloudTrail log file is read."""
+
+_REPAIR_ROUNDS = 3
 
 
 @dataclass
@@ -68,58 +92,158 @@ class Normalizer:
         forced_format: str | None = None,
         clock: Clock | None = None,
         accept_handle: Callable[[str], object] | None = None,
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.accept_handle = accept_handle
         self.handle_counts: Counter[str] = Counter()
+        # What was cut, replaced or dropped from records instead of refusing them, by kind.
+        self.repairs: Counter[str] = Counter()
         if forced_format not in (None, "auto") and forced_format not in FORMATS:
             known = ", ".join(sorted(FORMATS))
             raise ValueError(f"unknown format {forced_format!r}; known: {known}, auto")
         self.config = config or InputConfig()
-        self.ctx = AdapterContext(hash_token=hash_token)
+        proxies = tuple(ip_network(cidr.strip(), strict=False) for cidr in trusted_proxies)
+        self.ctx = AdapterContext(hash_token=hash_token, trusted_proxies=proxies, repairs=self.repairs)
         self.hash_token = hash_token
         self.forced = FORMATS[forced_format] if forced_format not in (None, "auto") else None
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
     def normalize(self, line: bytes, origin: str) -> Normalized:
         """Map one input line (without newline) from ``origin`` ("file:line")."""
-        if len(line) > self.config.max_line_bytes:
+        cap = self.config.max_line_bytes
+        if len(line) > cap:
+            if _opens_log_file(line):  # read record by record as if streamed: one result for the line
+                parts = list(self.normalize_long(LongLine(line[:cap], io.BytesIO(line[cap:])), origin))
+                events = [event for part in parts for event in part.events]
+                return Normalized(events=events, format=parts[-1].format, dead_letter=parts[-1].dead_letter)
             return self._dead(line, origin, f"line of {len(line)} bytes exceeds max_line_bytes", None)
         try:
-            raw = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            return self._dead(line, origin, f"not JSON: {exc.args[0][:120]}", None)
+            raw = parse_line(line, self.config.max_depth, self.repairs)
+        except NotJSON as exc:
+            return self._dead(line, origin, exc.reason, None)
         if not isinstance(raw, dict):
             return self._dead(line, origin, f"not a JSON object but {type(raw).__name__}", None)
         if HANDLE_FIELD in raw:
             self._take_handle(raw.pop(HANDLE_FIELD))
         adapter = self.forced
-        partial: PartialRecord | None = None
         try:
             if adapter is None:
                 adapter = detect_format(raw)
             elif not adapter.matches(raw):
                 raise InvalidRecord(f"does not look like {adapter.name}")
-            events = adapter.to_events(raw, self.ctx)
-        except PartialRecord as exc:
-            partial, events = exc, exc.events
-        except UnsupportedEventType as exc:
-            # An empty type label would read as "nothing skipped"; name it.
-            label = str(exc.event_type) if exc.event_type else "(no event type)"
-            return Normalized(format=adapter.name if adapter else None, skipped_type=label)
         except InvalidRecord as exc:
-            return self._dead(line, origin, exc.reason, adapter.name if adapter else None, raw)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
-            name = adapter.name if adapter else None
-            return self._dead(line, origin, f"{name or 'adapter'} failed: {type(exc).__name__}: {exc}"[:300], name, raw)
+            return self._dead(line, origin, exc.reason, None, raw)
+        entries = log_file_entries(adapter, raw)
+        if entries is not None:
+            return self._batch(entries, line, origin, adapter)
+        try:
+            events = self._map(adapter, raw)
+        except PartialRecord as exc:  # an adapter's own batch: keep the good entries
+            dead = self._dead(line, origin, exc.reason, adapter.name, raw).dead_letter
+            return Normalized(events=exc.events, format=adapter.name, dead_letter=dead)
+        except UnsupportedEventType as exc:
+            return Normalized(format=adapter.name, skipped_type=_type_label(exc))
+        except InvalidRecord as exc:
+            return self._dead(line, origin, exc.reason, adapter.name, raw)
+        return Normalized(events=events, format=adapter.name)
+
+    def _map(self, adapter: SourceFormat, raw: dict[str, Any]) -> list[CanonicalEvent]:
+        """One record's events. Fields the vendor model refuses are cut (too long) or dropped
+        (malformed, optional) and the record mapped again: what the attacker writes never
+        costs the event. Raises ``InvalidRecord`` when the record's identity is unusable."""
+        first: InvalidRecord | None = None
+        made: Counter[str] = Counter()  # counted only when the repaired record maps
+        for _ in range(_REPAIR_ROUNDS):
+            try:
+                events = adapter.to_events(raw, self.ctx)
+                break
+            except InvalidFields as exc:
+                first = first or exc
+                if not repair_fields(raw, exc.errors, adapter.name, made):
+                    raise first from None
+            except UnsupportedEventType:
+                raise
+            except InvalidRecord as exc:
+                raise (first or exc) from None
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+                raise InvalidRecord(f"{adapter.name} failed: {type(exc).__name__}: {exc}"[:300]) from None
+        else:
+            raise first or InvalidRecord(f"{adapter.name}: record could not be repaired")
         horizon = self.clock().timestamp() + self.config.max_future_skew_s
         for event in events:
             if event.epoch > horizon:
-                reason = f"event time {event.time.isoformat()} is in the future (beyond max_future_skew_s)"
-                return self._dead(line, origin, reason, adapter.name, raw)
-        if partial is not None:  # keep the good entries, dead-letter the line for the bad ones
-            dead = self._dead(line, origin, partial.reason, adapter.name, raw).dead_letter
-            return Normalized(events=events, format=adapter.name, dead_letter=dead)
-        return Normalized(events=events, format=adapter.name)
+                raise InvalidRecord(
+                    f"event time {event.time.isoformat()} is in the future (beyond max_future_skew_s)"
+                )
+        self.repairs.update(made)
+        return events
+
+    def _batch(self, entries: list[Any], line: bytes, origin: str, adapter: SourceFormat) -> Normalized:
+        """A batch record (a CloudTrail log file): each entry is mapped on its own, so a bad,
+        future or oversized entry costs that entry, never the file; the line's dead letter
+        names and quotes the bad ones."""
+        batch = _Batch(adapter.name)
+        for index, entry in enumerate(entries):
+            self._entry(adapter, index, entry, batch)
+        if not batch.events and not batch.bad and batch.skipped:
+            label = next(iter(batch.skipped)) if len(batch.skipped) == 1 else "Records"
+            return Normalized(format=adapter.name, skipped_type=label)
+        dead = None
+        if batch.bad:
+            dead = self._batch_dead(origin, batch, len(entries), len(line), hashlib.sha256(line).hexdigest())
+        return Normalized(events=batch.events, format=adapter.name, dead_letter=dead)
+
+    def normalize_long(self, line: LongLine, origin: str) -> Iterator[Normalized]:
+        """A line longer than ``max_line_bytes``: a CloudTrail log file is read record by
+        record (events come out in slices, memory stays bounded by one record); anything
+        else is a dead letter with its size and hash, never read whole."""
+        adapter = FORMATS["cloudtrail"]
+        if not _opens_log_file(line.head) or self.forced not in (None, adapter):
+            line.finish()
+            reason = f"line of {line.size} bytes exceeds max_line_bytes"
+            record = self._letter(origin, reason, None, line.size, line.sha256)
+            head = line.head[: self.config.dead_letter_raw_bytes].decode("utf-8", "replace")
+            record.update(raw_text=redact_text(head, self.hash_token), truncated=True)
+            yield Normalized(dead_letter=record)
+            return
+        batch = _Batch(adapter.name)
+        total = 0
+        try:
+            for entry in ijson.items(line, "Records.item", use_float=True):
+                self._entry(adapter, total, bound_value(entry, self.config.max_depth, self.repairs), batch)
+                total += 1
+                if len(batch.events) >= STREAM_SLICE_EVENTS:
+                    yield Normalized(events=batch.events, format=adapter.name)
+                    batch.events = []
+        except (ijson.JSONError, ValueError) as exc:
+            batch.bad.append((total, f"log file unreadable after {total} records: {str(exc)[:200]}", None))
+        line.finish()
+        dead = self._batch_dead(origin, batch, total, line.size, line.sha256) if batch.bad else None
+        yield Normalized(events=batch.events, format=adapter.name, dead_letter=dead)
+
+    def _entry(self, adapter: SourceFormat, index: int, entry: Any, batch: _Batch) -> None:
+        try:
+            if not isinstance(entry, dict):
+                raise InvalidRecord(f"expected an object, got {type(entry).__name__}")
+            batch.events.extend(self._map(adapter, entry))
+        except UnsupportedEventType as exc:
+            batch.skipped[_type_label(exc)] += 1
+        except InvalidRecord as exc:
+            batch.bad.append((index, exc.reason.removeprefix(f"{adapter.name}: "), entry))
+
+    def _batch_dead(self, origin: str, batch: _Batch, total: int, size: int, sha256: str) -> dict[str, Any]:
+        bad = batch.bad
+        first, why, _ = bad[0]
+        indices = ", ".join(str(index) for index, _, _ in bad[:MAX_BAD_ENTRIES])
+        if len(bad) > MAX_BAD_ENTRIES:
+            indices += ", …"
+        reason = f"{batch.format}: Records[{first}]: {why} ({len(bad)} of {total} records invalid: {indices})"
+        record = self._letter(origin, reason[:1000], batch.format, size, sha256)
+        record["records"] = [
+            {"index": index, "reason": why, **(self._quote(entry) if entry is not None else {})}
+            for index, why, entry in bad[:MAX_BAD_ENTRIES]
+        ]
+        return record
 
     def _take_handle(self, sealed: object) -> None:
         """A revocation handle rides along with the record (sealed to tokenwatch's key): it is
@@ -139,19 +263,63 @@ class Normalizer:
     def _dead(
         self, line: bytes, origin: str, reason: str, fmt: str | None, raw: Any = None
     ) -> Normalized:
-        keep = self.config.dead_letter_raw_bytes
-        record: dict[str, Any] = {
-            "reason": reason,
+        record = self._letter(origin, reason, fmt, len(line), hashlib.sha256(line).hexdigest())
+        if raw is not None and len(line) <= self.config.dead_letter_raw_bytes:
+            record.update(self._quote(raw))
+        else:
+            keep = self.config.dead_letter_raw_bytes
+            record["raw_text"] = redact_text(line[:keep].decode("utf-8", "replace"), self.hash_token)
+            record["truncated"] = len(line) > keep
+        return Normalized(format=fmt, dead_letter=record)
+
+    def _letter(self, origin: str, reason: str, fmt: str | None, size: int, sha256: str) -> dict[str, Any]:
+        return {
+            "reason": redact_text(reason, self.hash_token),  # a reason may quote the record
             "format": fmt,
             "origin": origin,
             "ingested_at": self.clock().isoformat(),
-            "raw_bytes": len(line),
-            "raw_sha256": hashlib.sha256(line).hexdigest(),
+            "raw_bytes": size,
+            "raw_sha256": sha256,
         }
-        if raw is not None and len(line) <= keep:
-            record["raw"] = redact_value(raw, self.hash_token)
-        else:
-            text = line[:keep].decode("utf-8", "replace")
-            record["raw_text"] = redact_text(text, self.hash_token)
-            record["truncated"] = len(line) > keep
-        return Normalized(format=fmt, dead_letter=record)
+
+    def _quote(self, raw: Any) -> dict[str, Any]:
+        """A parsed record for a dead letter, credentials replaced by their hashes; one that
+        serialises larger than ``dead_letter_raw_bytes`` is kept as cut text instead."""
+        redacted = redact_value(raw, self.hash_token)
+        try:
+            size = len(orjson.dumps(redacted))
+        except (TypeError, orjson.JSONEncodeError):
+            return {"raw_text": "[unserialisable record]", "truncated": True}
+        if size <= self.config.dead_letter_raw_bytes:
+            return {"raw": redacted}
+        text = orjson.dumps(redacted)[: self.config.dead_letter_raw_bytes].decode("utf-8", "replace")
+        return {"raw_text": text, "truncated": True}
+
+
+def _type_label(exc: UnsupportedEventType) -> str:
+    """An empty type label would read as "nothing skipped"; name it."""
+    return str(exc.event_type)[:256] if exc.event_type else "(no event type)"
+
+
+@dataclass
+class _Batch:
+    """What the entries of one batch record gave so far."""
+
+    format: str
+    events: list[CanonicalEvent] = field(default_factory=list)
+    bad: list[tuple[int, str, Any]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def _opens_log_file(head: bytes) -> bool:
+    """A CloudTrail log file as written to S3 starts ``{"Records":[``."""
+    start = head[:64].lstrip()
+    return start.startswith(b"{") and b'"Records"' in start
+
+
+def log_file_entries(adapter: SourceFormat, raw: dict[str, Any]) -> list[Any] | None:
+    """The records of a batch envelope (a CloudTrail log file ``{"Records": [...]}``), each
+    mapped on its own; None for a single record."""
+    if adapter.name == "cloudtrail" and "eventSource" not in raw and isinstance(raw.get("Records"), list):
+        return raw["Records"]
+    return None

@@ -8,8 +8,10 @@ that tokenwatch has no use for.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any, ClassVar, Protocol
 
 from schemas.events import CanonicalEvent
@@ -22,6 +24,16 @@ class InvalidRecord(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class InvalidFields(InvalidRecord):
+    """The vendor model refused fields of the record; ``errors`` locate them in the raw
+    record (pydantic's ``loc``, ``type`` and ``ctx``), so that a field too long can be cut
+    and a malformed optional field dropped before the record is mapped again."""
+
+    def __init__(self, reason: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(reason)
+        self.errors = errors
 
 
 class PartialRecord(InvalidRecord):
@@ -47,9 +59,16 @@ class UnsupportedEventType(Exception):
 
 @dataclass(frozen=True)
 class AdapterContext:
-    """What adapters need from outside without doing I/O themselves."""
+    """What adapters need from outside without doing I/O themselves.
+
+    ``trusted_proxies`` are the operator's own proxies and load balancers: in a
+    forwarded-for chain, the caller is the rightmost address that is not one of
+    them (``common.client_address``). ``repairs`` counts what adapters dropped or
+    cut from a record instead of refusing it (shared with the normalizer)."""
 
     hash_token: TokenHasher
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    repairs: Counter[str] = field(default_factory=Counter)
 
 
 class SourceFormat(Protocol):

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from schemas.events import CanonicalEvent
 from schemas.sources.base import AdapterContext, InvalidRecord
-from schemas.sources.common import explain
+from schemas.sources.common import invalid
 
 
 class CanonicalFormat:
@@ -22,4 +22,4 @@ class CanonicalFormat:
         try:
             return [CanonicalEvent.model_validate(raw)]
         except ValidationError as exc:
-            raise InvalidRecord(f"canonical: {explain(exc)}") from None
+            raise invalid("canonical: ", exc) from None

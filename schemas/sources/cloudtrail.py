@@ -50,8 +50,8 @@ from schemas.events import (
     TokenRef,
     TokenType,
 )
-from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import Memo, PartialRecord, content_id, epoch_to_utc, explain, iso_to_utc
+from schemas.sources.base import AdapterContext, InvalidFields, InvalidRecord, UnsupportedEventType
+from schemas.sources.common import Memo, PartialRecord, content_id, epoch_to_utc, explain, invalid, iso_to_utc
 
 STS = "sts.amazonaws.com"
 ISSUING = frozenset(
@@ -147,6 +147,8 @@ class CloudTrailFormat:
             return self._log_file(raw["Records"], ctx)
         try:
             return self._record(raw, ctx)
+        except InvalidFields as exc:
+            raise InvalidFields(f"cloudtrail: {exc.reason}", exc.errors) from None
         except InvalidRecord as exc:
             raise InvalidRecord(f"cloudtrail: {exc.reason}") from None
 
@@ -189,7 +191,7 @@ class CloudTrailFormat:
         try:
             rec = CloudTrailRecord.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidRecord(explain(exc)) from None
+            raise invalid("", exc) from None
         time = iso_to_utc(rec.eventTime, "eventTime")
         ident = rec.userIdentity
         key = ident.accessKeyId if ident is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from ipaddress import ip_address
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
@@ -11,7 +12,12 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.events import Outcome
-from schemas.sources.base import InvalidRecord, PartialRecord  # noqa: F401  (re-exported)
+from schemas.sources.base import (  # noqa: F401  (InvalidRecord, PartialRecord re-exported)
+    AdapterContext,
+    InvalidFields,
+    InvalidRecord,
+    PartialRecord,
+)
 
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
 
@@ -39,6 +45,84 @@ class Memo(Generic[K, V]):
             self._items.clear()
         self._items[key] = value
         return value
+
+
+# Documented caps (README "Hostile input") of the free-text fields an attacker writes.
+# A longer value is cut with ``cut`` (never refused), so the event still flows.
+MAX_ID = 512  # request ids, session ids, token ids named by a source
+MAX_USER_AGENT = 2048
+MAX_RESOURCE = 8192  # paths, URIs
+MAX_NAME = 1024  # display names, user names
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` if it fits in ``limit`` characters, else its head and a marker naming the
+    original length and a hash of the whole, in ``limit`` characters: two long values that
+    share a head stay distinct (request ids, user agents), and a reader sees the cut."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+    marker = f"…[cut {len(text)} chars #{digest}]"
+    if limit <= len(marker):
+        return marker[:limit]
+    return text[: limit - len(marker)] + marker
+
+
+def client_address(value: object, ctx: AdapterContext, where: str) -> str | None:
+    """The caller's IP address from a field that may hold a forwarded-for chain.
+
+    One rule for every adapter: entries are read right to left (a list, or a
+    comma-separated string; ports and IPv6 brackets are stripped); the operator's
+    trusted proxies are passed over; the first other entry is the caller. Entries to
+    its left were written by the client and are never believed. A caller entry that is
+    not an IP address gives None, counted in ``ctx.repairs`` as a dropped field.
+    """
+    if not value:
+        return None
+    key = (value, ctx.trusted_proxies) if isinstance(value, str) else None
+    found = _ADDRESSES.get(key, _MISS) if key is not None else _MISS
+    if found is _MISS:
+        found = _caller(value, ctx.trusted_proxies)
+        if key is not None:
+            if len(_ADDRESSES) >= _ADDRESSES_MAX:
+                _ADDRESSES.clear()
+            _ADDRESSES[key] = found
+    if found is None:
+        ctx.repairs[f"{where}: not an IP address (dropped)"] += 1
+    return found  # type: ignore[return-value]  (not _MISS here)
+
+
+_MISS = object()
+_ADDRESSES: dict[tuple[str, Any], str | None] = {}
+_ADDRESSES_MAX = 65_536
+
+
+def _caller(value: object, proxies: tuple[Any, ...]) -> str | None:
+    entries: list[str] = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str):
+            entries.extend(entry for entry in item.split(",") if entry.strip())
+    innermost = None
+    for entry in reversed(entries):
+        address = _parse_address(entry)
+        if address is None:
+            return None
+        if not any(address in proxy for proxy in proxies):
+            return str(address)
+        innermost = address
+    return str(innermost) if innermost is not None else None  # only our proxies: the first of them called
+
+
+def _parse_address(entry: str) -> Any:
+    text = entry.strip().strip('"')
+    if text.startswith("["):  # [v6]:port
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
 
 
 def content_id(source: str, raw: Mapping[str, Any]) -> str:
@@ -95,6 +179,17 @@ def split_scopes(value: str | list[str] | None, sep: str | None = None) -> tuple
     if isinstance(value, list):
         return tuple(s.strip() for s in value if s and s.strip())
     return tuple(s.strip() for s in value.split(sep) if s.strip())
+
+
+def invalid(prefix: str, error: ValidationError) -> InvalidFields:
+    """The ``InvalidRecord`` for a vendor model that refused the raw record, carrying the
+    field errors (locations in the raw record) so the normalizer can cut or drop the
+    offending optional fields and map the record again."""
+    errors = [
+        {"loc": item["loc"], "type": item["type"], "ctx": item.get("ctx") or {}}
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+    return InvalidFields(f"{prefix}{explain(error)}", errors)
 
 
 def explain(error: ValidationError, limit: int = 3) -> str:

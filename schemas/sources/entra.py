@@ -36,7 +36,7 @@ from schemas.events import (
     TokenType,
 )
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import Memo, content_id, explain
+from schemas.sources.common import MAX_USER_AGENT, Memo, client_address, content_id, explain, invalid
 
 SIGN_IN_CATEGORIES = frozenset({"SignInLogs", "NonInteractiveUserSignInLogs", "ServicePrincipalSignInLogs"})
 SERVICE_CATEGORY = "ServicePrincipalSignInLogs"
@@ -83,7 +83,7 @@ class SignInProperties(_Lenient):
     servicePrincipalName: str | None = _ID
     appId: str | None = _ID
     ipAddress: str | None = Field(default=None, max_length=64)
-    userAgent: str | None = Field(default=None, max_length=2048)
+    userAgent: str | None = Field(default=None, max_length=MAX_USER_AGENT)
     location: SignInLocation | None = None
     status: SignInStatus | None = None
     deviceDetail: DeviceDetail | None = None
@@ -132,7 +132,7 @@ class EntraFormat:
         try:
             rec = SignInRecord.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidRecord(f"entra: {explain(exc)}") from None
+            raise invalid("entra: ", exc) from None
         if rec.time.tzinfo is None:
             raise InvalidRecord("entra: time has no timezone")
         props = rec.properties
@@ -157,7 +157,7 @@ class EntraFormat:
                     session_id=props.sessionId or None,
                     grant_type=_grant_type(props, refresh, service),
                     scopes=self._scopes(props.authenticationProcessingDetails),
-                    network=self._network(props, rec.callerIpAddress),
+                    network=self._network(props, rec.callerIpAddress, ctx),
                     outcome=self._outcome(code),
                 )
             ]
@@ -175,12 +175,13 @@ class EntraFormat:
         key = (sid, name or None, kind)
         return self._subjects.get(key) or self._subjects.put(key, Subject(id=sid, name=name or None, kind=kind))
 
-    def _network(self, props: SignInProperties, caller_ip: str | None) -> Network:
+    def _network(self, props: SignInProperties, caller_ip: str | None, ctx: AdapterContext) -> Network:
         device = props.deviceDetail.deviceId if props.deviceDetail else None
         loc = props.location
         coords = loc.geoCoordinates if loc else None
         key = (
-            props.ipAddress or caller_ip, props.userAgent, props.autonomousSystemNumber or None, device or None,
+            client_address(props.ipAddress or caller_ip, ctx, "entra.ipAddress"), props.userAgent,
+            props.autonomousSystemNumber or None, device or None,
             loc.countryOrRegion if loc else None, loc.city if loc else None,
             coords.latitude if coords else None, coords.longitude if coords else None,
         )

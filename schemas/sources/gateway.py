@@ -26,13 +26,26 @@ from schemas.events import (
     TokenRef,
     TokenType,
 )
+from schemas.redaction import redact_url
 from schemas.sources.base import AdapterContext, InvalidRecord
-from schemas.sources.common import Memo, content_id, epoch_to_utc, explain, http_outcome, split_scopes
+from schemas.sources.common import (
+    MAX_ID,
+    MAX_RESOURCE,
+    MAX_USER_AGENT,
+    Memo,
+    client_address,
+    content_id,
+    epoch_to_utc,
+    explain,
+    http_outcome,
+    invalid,
+    split_scopes,
+)
 
 # The vendor layout as TypedDicts validated by pydantic: unknown keys are
 # ignored, and validating into plain dicts costs a third of nested models on a
 # log where every line is validated.
-_Id = Annotated[str, StringConstraints(max_length=512)]
+_Id = Annotated[str, StringConstraints(max_length=MAX_ID)]
 _Scopes = str | list[str]
 
 
@@ -58,11 +71,12 @@ class JwtClaims(TypedDict, total=False):
 class GatewayRecord(TypedDict, total=False):
     timestamp: datetime | float
     request_id: _Id | None
-    client_ip: Annotated[str, StringConstraints(max_length=64)] | None
+    # One address, or a forwarded-for chain ("client, proxy1, proxy2" or a list).
+    client_ip: Annotated[str, StringConstraints(max_length=1024)] | Annotated[list[str], Field(max_length=32)] | None
     method: Annotated[str, StringConstraints(max_length=16)] | None
-    path: Annotated[str, StringConstraints(max_length=8192)] | None
+    path: Annotated[str, StringConstraints(max_length=MAX_RESOURCE)] | None
     status: Annotated[int, Field(ge=100, le=599)]
-    user_agent: Annotated[str, StringConstraints(max_length=2048)] | None
+    user_agent: Annotated[str, StringConstraints(max_length=MAX_USER_AGENT)] | None
     jwt: JwtClaims | None
     required_scope: _Scopes | None
     dpop_jkt: _Id | None
@@ -86,7 +100,7 @@ class GatewayFormat:
         try:
             rec = _VALIDATE(raw)
         except ValidationError as exc:
-            raise InvalidRecord(f"gateway: {explain(exc)}") from None
+            raise invalid("gateway: ", exc) from None
         for key in _REQUIRED:
             if key not in rec:
                 raise InvalidRecord(f"gateway: {key}: Field required")
@@ -110,11 +124,11 @@ class GatewayFormat:
                     session_id=claims.get("sid"),
                     scopes=self._scopes(claims.get("scope")),
                     required_scopes=self._scopes(rec.get("required_scope")),
-                    network=self._network(rec.get("client_ip"), rec.get("user_agent")),
+                    network=self._network(rec.get("client_ip"), rec.get("user_agent"), ctx),
                     request=Request(
                         id=rec.get("request_id"),
                         method=rec.get("method"),
-                        resource=rec.get("path"),
+                        resource=_resource(rec.get("path"), ctx),
                         status=status,
                         proof=_proof(rec),
                     ),
@@ -153,9 +167,9 @@ class GatewayFormat:
             return None
         return self._subjects.get(sub) or self._subjects.put(sub, Subject(id=sub))
 
-    def _network(self, ip: str | None, user_agent: str | None) -> Network:
-        key = (ip, user_agent)
-        return self._networks.get(key) or self._networks.put(key, Network(ip=ip, user_agent=user_agent))
+    def _network(self, address: str | list[str] | None, user_agent: str | None, ctx: AdapterContext) -> Network:
+        key = (client_address(address, ctx, "gateway.client_ip"), user_agent)
+        return self._networks.get(key) or self._networks.put(key, Network(ip=key[0], user_agent=user_agent))
 
     def _scopes(self, value: str | list[str] | None) -> tuple[str, ...]:
         if not isinstance(value, str):
@@ -165,6 +179,12 @@ class GatewayFormat:
             found = self._scope_sets.put(value, tuple(sorted(set(split_scopes(value)))))
         return found
 
+
+
+def _resource(path: str | None, ctx: AdapterContext) -> str | None:
+    """The request path without credentials in its query string (RFC 6750 §2.3 allows
+    ``?access_token=``): they would otherwise reach alerts, the store and Elasticsearch."""
+    return redact_url(path, ctx.hash_token) if path else path
 
 
 def _to_utc(value: datetime | float) -> datetime:

@@ -19,7 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.events import CanonicalEvent, EventKind, Network, Request, Subject, TokenRef, TokenType
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import Memo, content_id, explain, http_outcome
+from schemas.redaction import redact_url
+from schemas.sources.common import (
+    MAX_RESOURCE,
+    MAX_USER_AGENT,
+    Memo,
+    client_address,
+    content_id,
+    explain,
+    http_outcome,
+    invalid,
+)
 
 TABLE = "MicrosoftGraphActivityLogs"
 _ID = Field(default=None, max_length=512)
@@ -32,10 +42,10 @@ class GraphActivity(BaseModel):
     TimeGenerated: datetime
     RequestId: str | None = _ID
     RequestMethod: str | None = Field(default=None, max_length=16)
-    RequestUri: str | None = Field(default=None, max_length=8192)
+    RequestUri: str | None = Field(default=None, max_length=MAX_RESOURCE)
     ResponseStatusCode: int = Field(ge=100, le=599)
     IPAddress: str | None = Field(default=None, max_length=64)
-    UserAgent: str | None = Field(default=None, max_length=2048)
+    UserAgent: str | None = Field(default=None, max_length=MAX_USER_AGENT)
     AppId: str | None = _ID
     UserId: str | None = _ID
     ServicePrincipalId: str | None = _ID
@@ -75,7 +85,7 @@ class GraphFormat:
         try:
             rec = GraphActivity.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidRecord(f"graph: {explain(exc)}") from None
+            raise invalid("graph: ", exc) from None
         if rec.TimeGenerated.tzinfo is None:
             raise InvalidRecord("graph: TimeGenerated has no timezone")
         if rec.TokenIssuedAt is not None and rec.TokenIssuedAt.tzinfo is None:
@@ -96,9 +106,12 @@ class GraphFormat:
                     client_id=rec.AppId or None,
                     session_id=rec.SessionId or None,
                     scopes=self._scopes(rec.Scopes, rec.Roles),
-                    network=self._network(rec.IPAddress, rec.UserAgent, rec.DeviceId),
+                    network=self._network(
+                        client_address(rec.IPAddress, ctx, "graph.IPAddress"), rec.UserAgent, rec.DeviceId
+                    ),
                     request=Request(
-                        id=rec.RequestId or None, method=rec.RequestMethod, resource=rec.RequestUri, status=status
+                        id=rec.RequestId or None, method=rec.RequestMethod, status=status,
+                        resource=redact_url(rec.RequestUri, ctx.hash_token) if rec.RequestUri else None,
                     ),
                     outcome=http_outcome(status),
                 )

@@ -48,7 +48,6 @@ would let a client make its requests look like redeliveries of one another.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
@@ -67,7 +66,8 @@ from schemas.events import (
     TokenType,
 )
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import Memo, explain
+from schemas.redaction import redact_url
+from schemas.sources.common import MAX_RESOURCE, MAX_USER_AGENT, Memo, client_address, explain, invalid
 
 API_VERSION = "audit.k8s.io/v1"
 ISSUED_ID = "authentication.kubernetes.io/issued-credential-id"
@@ -115,10 +115,10 @@ class AuditEvent(_Lenient):
     auditID: str = Field(min_length=1, max_length=4096)
     stage: Literal["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"]
     verb: str = Field(min_length=1, max_length=64)
-    requestURI: str | None = None
+    requestURI: str | None = Field(default=None, max_length=MAX_RESOURCE)
     user: AuditUser | None = None
     sourceIPs: list[str] | None = Field(default=None, max_length=64)
-    userAgent: str | None = None
+    userAgent: str | None = Field(default=None, max_length=MAX_USER_AGENT)
     objectRef: ObjectRef | None = None
     responseStatus: ResponseStatus | None = None
     requestReceivedTimestamp: datetime
@@ -169,7 +169,7 @@ class K8sAuditFormat:
         try:
             rec = AuditEvent.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidRecord(f"k8s: {explain(exc)}") from None
+            raise invalid("k8s: ", exc) from None
         time = rec.requestReceivedTimestamp
         if time.tzinfo is None:
             raise InvalidRecord("k8s: requestReceivedTimestamp has no timezone")
@@ -179,21 +179,23 @@ class K8sAuditFormat:
         try:
             if _is_token_request(rec):
                 if credential is None:
-                    return [self._issued(rec, raw, base_id, time)]
+                    return [self._issued(rec, raw, base_id, time, ctx)]
                 # A workload minting tokens with its own token: a use, and an issuance if one was made.
-                used = self._used(rec, credential, f"{base_id}#used", time)
+                used = self._used(rec, credential, f"{base_id}#used", time, ctx)
                 try:
-                    return [used, self._issued(rec, raw, base_id, time)]
+                    return [used, self._issued(rec, raw, base_id, time, ctx)]
                 except UnsupportedEventType:
                     return [used]
             if credential is None:
                 raise UnsupportedEventType(_skip_label(rec))
-            return [self._used(rec, credential, base_id, time)]
+            return [self._used(rec, credential, base_id, time, ctx)]
         except ValidationError as exc:
             raise InvalidRecord(f"k8s: {explain(exc)}") from None
 
     # -- issuance --------------------------------------------------------------------
-    def _issued(self, rec: AuditEvent, raw: Mapping[str, Any], event_id: str, time: datetime) -> CanonicalEvent:
+    def _issued(
+        self, rec: AuditEvent, raw: Mapping[str, Any], event_id: str, time: datetime, ctx: AdapterContext
+    ) -> CanonicalEvent:
         code = rec.responseStatus.code if rec.responseStatus is not None else None
         if rec.stage == "Panic" or (code is not None and code >= 400):
             raise UnsupportedEventType("tokenrequest-failed")  # nothing was minted, or never delivered
@@ -230,13 +232,15 @@ class K8sAuditFormat:
             subject=self._subject(f"{SA_PREFIX}{obj.namespace}:{obj.name}"),
             client_id=user.username if user is not None else None,
             session_id=f"pod:{pod_uid}" if pod_uid else None,
-            network=self._network(rec.sourceIPs, rec.userAgent),
-            request=self._request(rec, code),
+            network=self._network(rec.sourceIPs, rec.userAgent, ctx),
+            request=self._request(rec, code, ctx),
             outcome=self._outcome(code, rec),
         )
 
     # -- use ---------------------------------------------------------------------------
-    def _used(self, rec: AuditEvent, credential: str, event_id: str, time: datetime) -> CanonicalEvent:
+    def _used(
+        self, rec: AuditEvent, credential: str, event_id: str, time: datetime, ctx: AdapterContext
+    ) -> CanonicalEvent:
         user = rec.user
         assert user is not None and user.extra is not None  # _credential_id found one
         extra = user.extra
@@ -259,8 +263,8 @@ class K8sAuditFormat:
             subject=self._subject(username),
             client_id=client_id,
             session_id=f"pod:{pod_uid}" if pod_uid else None,
-            network=self._network(rec.sourceIPs, rec.userAgent),
-            request=self._request(rec, code),
+            network=self._network(rec.sourceIPs, rec.userAgent, ctx),
+            request=self._request(rec, code, ctx),
             outcome=self._outcome(code, rec),
         )
 
@@ -285,22 +289,17 @@ class K8sAuditFormat:
             found = self._subjects.put(username, Subject(id=username, kind=kind))
         return found
 
-    def _network(self, source_ips: list[str] | None, user_agent: str | None) -> Network:
-        ip = source_ips[-1] if source_ips else None  # the peer: see the module docstring
-        agent = user_agent[:1024] if user_agent else None
-        key = (ip, agent)
+    def _network(self, source_ips: list[str] | None, user_agent: str | None, ctx: AdapterContext) -> Network:
+        # The peer, passing over the operator's trusted proxies: see the module docstring.
+        ip = client_address(source_ips, ctx, "k8s.sourceIPs")
+        key = (ip, user_agent)
         found = self._networks.get(key)
         if found is None:
-            if ip is not None:
-                try:
-                    ip = str(ipaddress.ip_address(ip))
-                except ValueError:
-                    raise InvalidRecord(f"k8s: sourceIPs: not an IP address: {ip[:64]!r}") from None
-            found = self._networks.put(key, Network(ip=ip, user_agent=agent))
+            found = self._networks.put(key, Network(ip=ip, user_agent=user_agent))
         return found
 
-    def _request(self, rec: AuditEvent, code: int | None) -> Request:
-        uri = rec.requestURI[:2048] if rec.requestURI else None
+    def _request(self, rec: AuditEvent, code: int | None, ctx: AdapterContext) -> Request:
+        uri = redact_url(rec.requestURI, ctx.hash_token) if rec.requestURI else None
         status = 500 if code is None and rec.stage == "Panic" else code
         return Request(id=_audit_key(rec.auditID), method=rec.verb, resource=uri, status=status)
 

@@ -60,7 +60,6 @@ events for one of several tokens it names carry the role as a suffix
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -78,7 +77,7 @@ from schemas.events import (
     TokenType,
 )
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import Memo, content_id, epoch_to_utc, explain
+from schemas.sources.common import Memo, client_address, content_id, epoch_to_utc, explain, invalid
 
 EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 _ISSUING_GRANTS = {
@@ -123,7 +122,7 @@ class KeycloakEvent(_Lenient):
     clientId: str | None = _ID
     userId: str | None = _ID
     sessionId: str | None = _ID
-    ipAddress: str | None = Field(default=None, max_length=512)
+    ipAddress: str | None = Field(default=None, max_length=1024)  # may be a forwarded-for chain
     error: str | None = Field(default=None, max_length=512)
     details: KeycloakDetails | None = None
 
@@ -167,7 +166,7 @@ class KeycloakFormat:
         try:
             rec = KeycloakEvent.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidRecord(f"keycloak: {explain(exc)}") from None
+            raise invalid("keycloak: ", exc) from None
         if handler is None:  # unreachable: validation rejects every type the table lacks
             raise UnsupportedEventType(rec.type)
         try:
@@ -182,7 +181,7 @@ class KeycloakFormat:
             "tenant": rec.realmId,
             "client_id": rec.clientId,
             "session_id": rec.sessionId,
-            "network": self._network(rec.ipAddress),
+            "network": self._network(rec.ipAddress, ctx),
             "outcome": self._outcome(rec),
         }
         subject = self._subject(rec)
@@ -342,13 +341,13 @@ class KeycloakFormat:
         key = (rec.userId, name, kind)
         return self._subjects.get(key) or self._subjects.put(key, Subject(id=rec.userId, name=name, kind=kind))
 
-    def _network(self, address: str | None) -> Network:
+    def _network(self, address: str | None, ctx: AdapterContext) -> Network:
         if not address:
             return _NO_NETWORK
-        found = self._networks.get(address)
-        if found is None:
-            found = self._networks.put(address, Network(ip=_ip(address)))
-        return found
+        ip = client_address(address, ctx, "keycloak.ipAddress")
+        if ip is None:
+            return _NO_NETWORK
+        return self._networks.get(ip) or self._networks.put(ip, Network(ip=ip))
 
     def _outcome(self, rec: KeycloakEvent) -> Outcome:
         failed = rec.error is not None or rec.type.endswith("_ERROR")
@@ -389,16 +388,6 @@ def _subject_kind(event_type: str, name: str | None) -> Literal["user", "service
     if event_type == "CLIENT_LOGIN" or (name is not None and name.startswith(_SERVICE_ACCOUNT_PREFIX)):
         return "service"
     return "user"
-
-
-def _ip(address: str) -> str | None:
-    """The caller's address, or None when the field holds no IP (a forwarded-for
-    list keeps its first, client-side entry)."""
-    candidate = address.split(",", 1)[0].strip()
-    try:
-        return str(ipaddress.ip_address(candidate))
-    except ValueError:
-        return None
 
 
 def _content_id(name: str, raw: Mapping[str, Any]) -> str:

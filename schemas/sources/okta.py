@@ -23,7 +23,6 @@ geo (country as Okta spells it, "Germany"), ASN and AS organisation are kept;
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
@@ -44,7 +43,16 @@ from schemas.events import (
     TokenType,
 )
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import Memo, explain, iso_to_utc
+from schemas.redaction import redact_url
+from schemas.sources.common import (
+    MAX_RESOURCE,
+    MAX_USER_AGENT,
+    Memo,
+    client_address,
+    explain,
+    invalid,
+    iso_to_utc,
+)
 
 # The vendor schema as TypedDicts validated by pydantic: lenient (unknown keys are
 # ignored, every part may be missing or null) and ~2.5x cheaper than nested
@@ -62,7 +70,7 @@ class OktaActor(TypedDict, total=False):
 
 
 class OktaUserAgent(TypedDict, total=False):
-    rawUserAgent: _Text | None
+    rawUserAgent: Annotated[str, StringConstraints(max_length=MAX_USER_AGENT)] | None
 
 
 class OktaGeolocation(TypedDict, total=False):
@@ -96,7 +104,7 @@ class OktaDebugData(TypedDict, total=False):
     requestId: _Id | None
     grantType: _Name | None
     grantedScopes: _Text | list[_Name] | None
-    requestUri: _Text | None
+    requestUri: Annotated[str, StringConstraints(max_length=MAX_RESOURCE)] | None
 
 
 class OktaDebugContext(TypedDict, total=False):
@@ -199,20 +207,20 @@ class OktaFormat:
             raise UnsupportedEventType(event_type)  # checked before validating: most Okta types are skipped
         try:
             rec = _VALIDATE(raw)
-            return [self._map(kind, event_type, rec)]
+            return [self._map(kind, event_type, rec, ctx)]
         except ValidationError as exc:
-            raise InvalidRecord(f"okta: {explain(exc)}") from None
+            raise invalid("okta: ", exc) from None
 
     # -- per event type --------------------------------------------------------
-    def _map(self, kind: str, event_type: str, rec: OktaLogEvent) -> CanonicalEvent:
+    def _map(self, kind: str, event_type: str, rec: OktaLogEvent, ctx: AdapterContext) -> CanonicalEvent:
         common: dict[str, Any] = {
             "event_id": f"okta:{rec['uuid']}",
             "time": rec["published"],
             "source": self.name,
             "client_id": _id((rec.get("client") or _NONE).get("id")),
-            "network": self._network(rec),
+            "network": self._network(rec, ctx),
             "outcome": self._outcome(rec.get("outcome") or _NONE),
-            "request": _request(rec),
+            "request": _request(rec, ctx),
         }
         session = _id((rec.get("authenticationContext") or _NONE).get("externalSessionId"))
         actor = self._actor(rec.get("actor"))
@@ -303,12 +311,12 @@ class OktaFormat:
             found = self._subjects.put(key, Subject(id=subject_id, name=name, kind=kind))  # type: ignore[arg-type]
         return found
 
-    def _network(self, rec: OktaLogEvent) -> Network:
+    def _network(self, rec: OktaLogEvent, ctx: AdapterContext) -> Network:
         client = rec.get("client") or _NONE
         sec = rec.get("securityContext") or _NONE
         place = client.get("geographicalContext") or _NONE
         point = place.get("geolocation") or _NONE
-        ip = client.get("ipAddress")
+        ip = client_address(client.get("ipAddress"), ctx, "okta.client.ipAddress")
         key = (
             ip, (client.get("userAgent") or _NONE).get("rawUserAgent"),
             place.get("country"), place.get("city"), point.get("lat"), point.get("lon"),
@@ -317,11 +325,6 @@ class OktaFormat:
         found = self._networks.get(key)
         if found is not None:
             return found
-        if ip is not None:
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError:
-                raise InvalidRecord("okta: client.ipAddress: not an IP address") from None
         agent, country, city, lat, lon, asn, org, proxy = key[1:]
         geo = None
         both = lat is not None and lon is not None
@@ -411,10 +414,12 @@ def _expires(detail: dict[str, Any] | None) -> datetime | None:
     return None if value is None else iso_to_utc(value, "okta: target.detailEntry.expires")
 
 
-def _request(rec: OktaLogEvent) -> Request | None:
+def _request(rec: OktaLogEvent, ctx: AdapterContext) -> Request | None:
     data = (rec.get("debugContext") or _NONE).get("debugData") or _NONE
     request_id = data.get("requestId") or (rec.get("transaction") or _NONE).get("id")
     resource = data.get("requestUri")
+    if resource:
+        resource = redact_url(resource, ctx.hash_token)
     if request_id is None and resource is None:
         return None
     return Request(id=request_id, resource=resource)

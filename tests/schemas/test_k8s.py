@@ -344,7 +344,6 @@ def test_matches_only_audit_events() -> None:
         ({k: v for k, v in _use().items() if k != "auditID"}, "auditID"),
         ({**_use(), "verb": 7}, "verb"),
         ({**_use(), "user": {"username": "x", "extra": {CRED: "JTI=not-a-list"}}}, "user.extra"),
-        ({**_use(), "sourceIPs": ["not-an-ip"]}, "sourceIPs"),
         ({**_use(), "sourceIPs": "10.0.0.1"}, "sourceIPs"),
         ({**_use(), "responseStatus": {"code": "ok"}}, "responseStatus.code"),
         ({**_use(), "annotations": {"authorization.k8s.io/decision": 1}}, "annotations"),
@@ -379,3 +378,9 @@ def test_secret_in_a_dead_lettered_token_request_is_redacted(hasher) -> None:
     record = Normalizer(hasher, clock=lambda: NOW).normalize(orjson.dumps(raw), "x:1").dead_letter
     assert record is not None and "expirationTimestamp" in record["reason"]
     assert SECRET not in orjson.dumps(record).decode()
+
+
+def test_a_caller_address_that_is_no_ip_is_dropped_and_counted_not_fatal(ctx: AdapterContext) -> None:
+    event = _one({**_use(), "sourceIPs": ["not-an-ip"]}, ctx)
+    assert event.network.ip is None and event.token is not None
+    assert ctx.repairs["k8s.sourceIPs: not an IP address (dropped)"] == 1

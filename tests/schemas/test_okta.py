@@ -480,7 +480,6 @@ def test_other_event_types_are_unsupported_not_invalid(ctx: AdapterContext, even
         (("target", 1, "detailEntry", "expires"), "2026-11-24T10:00:01",
          "target.detailEntry.expires: time has no timezone"),
         (("target", 1, "detailEntry", "expires"), 1764000000, "target.detailEntry.expires"),
-        (("client", "ipAddress"), "portal.example.org", "client.ipAddress: not an IP"),
         (("client", "ipAddress"), "9" * 100, "client.ipAddress"),
         (("securityContext", "asNumber"), "AS3320", "securityContext.asNumber"),
         (("client", "geographicalContext", "geolocation", "lat"), 200, "client.geographicalContext.geolocation.lat"),
@@ -531,3 +530,11 @@ def test_truncated_samples_are_dead_lettered(line: bytes) -> None:
 def test_mutation_paths_reach_nested_fields() -> None:
     assert ("target", 1, "detailEntry", "expires") in paths(orjson.loads(LINES[1]))
     assert ("client", "geographicalContext", "geolocation", "lat") in paths(orjson.loads(LINES[0]))
+
+
+def test_a_client_address_that_is_no_ip_is_dropped_and_counted_not_fatal(ctx: AdapterContext) -> None:
+    raw = _sample(1)
+    raw["client"]["ipAddress"] = "portal.example.org"
+    [event] = OktaFormat().to_events(raw, ctx)
+    assert event.network.ip is None
+    assert ctx.repairs["okta.client.ipAddress: not an IP address (dropped)"] == 1
