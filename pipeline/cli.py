@@ -18,6 +18,7 @@ from pipeline.config import ConfigError, Settings, defaults_toml, load_settings,
 from pipeline.enrich import Enricher
 from pipeline.reading import read_lines
 from pipeline.secrets import SecretError, token_hash_key
+from pipeline.terminal import printable
 from schemas.alerts import Alert
 from schemas.redaction import make_token_hasher
 from schemas.sources import FORMATS
@@ -34,10 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ConfigError, SecretError) as exc:
-        print(f"tokenwatch: configuration error: {exc}", file=sys.stderr)
+        print(printable(f"tokenwatch: configuration error: {exc}"), file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"tokenwatch: cannot run: {exc}", file=sys.stderr)
+        print(printable(f"tokenwatch: cannot run: {exc}"), file=sys.stderr)
         return 1
 
 
@@ -143,7 +144,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"  alerts stored in the {settings.store.backend} store"
               + (f" {settings.store.path}" if settings.store.backend == "sqlite" else ""), file=sys.stderr)
     if summary.dead_letters:
-        print(f"  dead letters written to {args.dead_letter}", file=sys.stderr)
+        print(printable(f"  dead letters written to {args.dead_letter}"), file=sys.stderr)
     return 0
 
 

@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = self._field(key, value)
         if record.exc_info:
             doc["error.stack_trace"] = redact_text(self.formatException(record.exc_info), self.hash_token)
-        return json.dumps(doc, ensure_ascii=False, default=self._text)
+        return json.dumps(doc, ensure_ascii=True, default=self._text)  # no raw control or bidi characters in a terminal
 
     def _message(self, record: logging.LogRecord) -> str:
         """The message with its arguments redacted before formatting, so a secret

@@ -22,6 +22,8 @@ from kafka.errors import KafkaError
 
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, producer_kwargs
 from pipeline.kafka.keys import line_key
+from pipeline.reading import LongLine, read_lines
+from pipeline.terminal import printable
 from schemas.redaction import TokenHasher
 
 
@@ -52,10 +54,10 @@ class ProduceSummary:
             f"  formats: {formats or 'none'}",
         ]
         if self.unmapped:
-            top = ", ".join(f"{reason} ({n})" for reason, n in self.unmapped_reasons.most_common(3))
+            top = ", ".join(f"{printable(reason)} ({n})" for reason, n in self.unmapped_reasons.most_common(3))
             lines.append(f"  {self.unmapped} lines map to no event (keyed by content hash; the service dead-letters them): {top}")
         if self.failed:
-            lines.append(f"  {self.failed} lines FAILED to produce: {'; '.join(self.errors[:3])}")
+            lines.append(f"  {self.failed} lines FAILED to produce: {printable('; '.join(self.errors[:3]))}")
         return "\n".join(lines)
 
 
@@ -90,7 +92,7 @@ class _Acks:
 
 
 def produce(
-    lines: Iterable[bytes],
+    lines: Iterable[bytes | LongLine],
     topic: str,
     config: KafkaConfig,
     *,
@@ -113,6 +115,11 @@ def produce(
     try:
         for number, line in enumerate(lines, 1):
             summary.lines += 1
+            if isinstance(line, LongLine):  # never held whole: a broker would refuse it anyway
+                line.finish()
+                acks.failure(f"{origin}:{number}", ValueError(f"line of {line.size} bytes exceeds max_line_bytes"))
+                rejected += 1
+                continue
             line = line.rstrip(b"\r\n")
             if not line.strip():
                 summary.blank_lines += 1
@@ -171,11 +178,12 @@ def run_produce(
     from schemas.redaction import make_token_hasher
 
     try:
-        config = load_settings(config_path).kafka
+        settings = load_settings(config_path)
+        config, max_line_bytes = settings.kafka, settings.input.max_line_bytes
         if bootstrap:
             config = KafkaConfig.model_validate(config.model_dump() | {"bootstrap_servers": bootstrap})
     except (ConfigError, ValueError, OSError) as exc:
-        print(f"tokenwatch: configuration error: {exc}", file=sys.stderr)
+        print(printable(f"tokenwatch: configuration error: {exc}"), file=sys.stderr)
         return 2
     hasher = make_token_hasher(token_hash_key())
     try:
@@ -185,12 +193,15 @@ def run_produce(
                 state = "created" if status.created else "exists"
                 print(f"  topic {status.name}: {state}, {status.partitions} partitions", file=sys.stderr)
         if input_name == "-":
-            summary = produce(sys.stdin.buffer, topic, config, hash_token=hasher, format_name=format_name, origin="stdin")
+            lines = read_lines(sys.stdin.buffer, max_line_bytes)
+            summary = produce(lines, topic, config, hash_token=hasher, format_name=format_name, origin="stdin")
         else:
             with open(input_name, "rb", buffering=1 << 20) as handle:
-                summary = produce(handle, topic, config, hash_token=hasher, format_name=format_name, origin=input_name)
+                lines = read_lines(handle, max_line_bytes)
+                summary = produce(lines, topic, config, hash_token=hasher, format_name=format_name, origin=input_name)
     except KafkaError as exc:  # NoBrokersAvailable and friends: could not run
-        print(f"tokenwatch: cannot reach Kafka at {','.join(config.bootstrap_servers)}: {exc}", file=sys.stderr)
+        print(printable(f"tokenwatch: cannot reach Kafka at {','.join(config.bootstrap_servers)}: {exc}"),
+              file=sys.stderr)
         return 1
     print(summary.render(), file=sys.stderr)
     return 1 if summary.failed else 0

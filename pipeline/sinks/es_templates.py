@@ -97,6 +97,8 @@ DEAD_LETTER_PROPERTIES: dict[str, Any] = {
     "raw_text": {"type": "text", "index": False},
     # The redacted original in any vendor shape: kept, not indexed (it would clash across vendors).
     "raw": {"type": "object", "enabled": False},
+    # The bad records of a batch (a CloudTrail log file), each with its index, reason and raw.
+    "records": {"type": "object", "enabled": False},
 }
 
 ACTION_PROPERTIES: dict[str, Any] = {

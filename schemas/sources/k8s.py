@@ -20,7 +20,8 @@ Two kinds of record matter, both only at the terminal stage of a request
   workload the token was issued to, as ``azp`` names an OAuth client); whether the caller
   really is that pod is the replay detector's address check.
 
-Caller address: the LAST entry of ``sourceIPs``, the connection's peer. The earlier
+Caller address: the LAST entry of ``sourceIPs`` that is not one of the operator's
+trusted proxies (``common.client_address``), the connection's peer. The earlier
 entries come from ``X-Forwarded-For``/``X-Real-Ip``, which any client can set (the
 Kubernetes docs say so): taking the first would let a thief replay a pod's token from
 anywhere while claiming the pod's address. The apiserver is fronted by L4 balancers
