@@ -175,7 +175,7 @@ class BindingCheck:
         if ip == node:
             return None
         address, first_time, first_id, first_token, first_source, _ = seen
-        earlier = next((u for u in known.uses if u.event_id == first_id), None) if known is not None else None
+        earlier = next((u for u in known.accepted if u.event_id == first_id), None) if known is not None else None
         first_use = earlier.evidence(ref.id) if earlier is not None else EvidenceItem(
             event_id=first_id, kind=EventKind.USED.value, time=datetime.fromtimestamp(first_time, tz=timezone.utc),
             source=first_source, token_id=first_token, ip=address, outcome="success",

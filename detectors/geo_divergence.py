@@ -1,7 +1,7 @@
 """Geo divergence: a token or session in two places no one could travel between,
 or a token used from a different country or network than it was issued to.
 
-Both rules read the lineage state (``TokenState.issue`` and ``.uses``) before
+Both rules read the lineage state (``TokenState.issue``, ``.accepted`` and ``.failed``) before
 the event is applied. Events may arrive out of order, so a new event is
 compared with its predecessor *and* its successor in event time, and an
 ``issued`` event that arrives after the token's uses is checked against them.
@@ -154,7 +154,7 @@ class GeoDivergenceDetector(Detector):
                     divergence = self._use_divergence(event, token)
                     if divergence is not None:
                         findings.append(divergence)
-            elif token.issue is None and token.uses:
+            elif token.issue is None and token.accepted:
                 divergence = self._late_issue_divergence(event, token)
                 if divergence is not None:
                     findings.append(divergence)
@@ -372,11 +372,10 @@ class GeoDivergenceDetector(Detector):
         issue = Observation(event)
         issue_ctx = _context(issue)
         hits: list[tuple[Observation, tuple[bool, bool, bool]]] = []
-        for use in token.uses:
-            if use.success:
-                verdict = self._diverges(issue_ctx, _context(use))
-                if verdict is not None:
-                    hits.append((use, verdict))
+        for use in token.accepted:
+            verdict = self._diverges(issue_ctx, _context(use))
+            if verdict is not None:
+                hits.append((use, verdict))
         if not hits:
             return None
         use, verdict = max(hits, key=lambda hit: (hit[1][2], -hit[0].time))  # hosting first, then earliest
@@ -436,7 +435,14 @@ class GeoDivergenceDetector(Detector):
 
 
 def _token_points(token: TokenState) -> list[Observation]:
-    return token.uses if token.issue is None else [token.issue, *token.uses]
+    """The token's located events: its issue, then its recent uses in event-time order
+    (accepted and failed ones are kept apart in the state)."""
+    uses = sorted((*token.accepted, *token.failed), key=_time) if token.failed else token.accepted
+    return uses if token.issue is None else [token.issue, *uses]
+
+
+def _time(obs: Observation) -> float:
+    return obs.time
 
 
 def _context(obs: Observation) -> _Context:

@@ -174,17 +174,17 @@ class PostRevocationDetector(Detector):
         when = event.epoch
         lag = self.config.propagation_lag_s
         subject_wide = label in ("subject", "disabled")
-        rev = Observation(event) if any(ts.uses and ts.uses[-1].time >= when for ts in tokens) else None
+        rev = Observation(event) if any(ts.accepted and ts.accepted[-1].time >= when for ts in tokens) else None
         if rev is None:
             return []
         findings: list[Finding] = []
         for ts in tokens:
-            if not ts.uses or ts.uses[-1].time < when:
+            if not ts.accepted or ts.accepted[-1].time < when:
                 continue
             if subject_wide and not _before(_issued_at(ts), when):
                 continue
-            for use in ts.uses:
-                if not use.success or use.time < when or self._flagged(state, ts, use.time, rule):
+            for use in ts.accepted:
+                if use.time < when or self._flagged(state, ts, use.time, rule):
                     continue
                 delta = use.time - when
                 if delta <= lag:

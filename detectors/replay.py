@@ -237,7 +237,7 @@ class ReplayDetector(Detector):
         mismatch = self._binding.check(event, ref, known, bound, proof, state) if bound is not None else None
         if mismatch is not None:
             findings.append(mismatch)
-        elif known is not None and known.uses:
+        elif known is not None and known.accepted:
             # A binding mismatch already says "not the holder"; concurrent use would repeat it.
             concurrent = self._concurrent_use(event, ref, known, when, check_keys=bound is None)
             if concurrent is not None:
@@ -251,9 +251,11 @@ class ReplayDetector(Detector):
     def _concurrent_use(
         self, event: CanonicalEvent, ref: TokenRef, known: TokenState, when: float, check_keys: bool
     ) -> Finding | None:
-        """Compare with recent successful uses on both sides of ``when`` (late events too).
+        """Compare with recent accepted uses on both sides of ``when`` (late events too).
 
-        Device keys are compared only for unbound tokens: for a bound token a foreign key
+        Only accepted uses are compared, and only they are in the history compared with:
+        rejected requests, which anyone holding the token can make at will, are kept apart
+        and cannot push the other holder's uses out of it. Device keys are compared only for unbound tokens: for a bound token a foreign key
         is a binding mismatch, which says more.
         """
         window = self._concurrent
@@ -265,9 +267,9 @@ class ReplayDetector(Detector):
         best: Observation | None = None
         best_gap = 0.0
         reason = ""
-        for use in known.uses:
+        for use in known.accepted:
             gap = abs(use.time - when)
-            if gap > window or not use.success or use.event_id == event.event_id:
+            if gap > window or use.event_id == event.event_id:
                 continue
             if best is not None and gap >= best_gap:
                 continue
@@ -316,7 +318,7 @@ class ReplayDetector(Detector):
         seen: tuple[float, str, str], known: TokenState | None,
     ) -> Finding:
         first_time, first_id, first_source = seen
-        earlier = next((u for u in known.uses if u.event_id == first_id), None) if known is not None else None
+        earlier = next((u for u in known.accepted if u.event_id == first_id), None) if known is not None else None
         last = describe.place(event)
         if earlier is not None:
             first_item = earlier.evidence(ref.id)

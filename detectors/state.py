@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +122,7 @@ class TokenState:
 
     __slots__ = (
         "token_id", "type", "family_id", "parent_id", "session_id", "subject_id", "client_id",
-        "issued_at", "expires_at", "scopes", "audience", "binding", "issue", "uses",
+        "issued_at", "expires_at", "scopes", "audience", "binding", "issue", "accepted", "failed",
         "rotation", "revoked", "last_seen", "wheel_slot",
     )
 
@@ -140,7 +140,11 @@ class TokenState:
         self.audience: tuple[str, ...] = ()
         self.binding: str | None = None  # "method:value" the token is bound to
         self.issue: Observation | None = None
-        self.uses: list[Observation] = []  # most recent successful/failed uses, time-sorted
+        # Recent uses, time-sorted, accepted and failed apart: whoever holds a token can make
+        # it fail at will, so failures must never push accepted uses out of the history.
+        # An empty tuple until the first one (a list per token that never fails adds up).
+        self.accepted: Sequence[Observation] = ()
+        self.failed: Sequence[Observation] = ()  # rejected, or of unknown outcome
         self.rotation: Observation | None = None  # first redemption that rotated this token
         self.revoked: Observation | None = None
         self.last_seen: float = 0.0
@@ -164,7 +168,11 @@ class ScopeState:
 
 @dataclass
 class StateLimits:
+    """Bounds on lineage state; ``pipeline.config.StateConfig`` documents each for users."""
+
     recent_uses: int = 4
+    recent_failures: int = 2
+    max_unseen_failing_tokens: int = 10_000
     idle_ttl_s: float = 86_400.0
     expired_retention_s: float = 3_600.0
     revocation_retention_s: float = 30 * 86_400.0
@@ -180,6 +188,10 @@ class StateStore:
         # they are marked all the same (cheaper than asking) and dropped at each expiry.
         self.track_changes = track_changes
         self.tokens: dict[str, TokenState] = {}
+        # Tokens known only from failed uses (never issued, accepted, rotated or revoked here),
+        # least recently failed first: bounded by count instead of the expiry wheel, so a flood
+        # of made-up tokens costs a fixed amount. See ``is_unseen_failing``.
+        self.unseen_failing: dict[str, None] = {}
         self.families: dict[str, ScopeState] = {}
         self.sessions: dict[str, ScopeState] = {}
         self.subjects: dict[str, ScopeState] = {}
@@ -265,13 +277,19 @@ class StateStore:
         ref = event.token
         if ref is None:
             return
+        if (
+            event.kind is EventKind.USED and event.outcome.result != "success"
+            and (ref.id in self.unseen_failing or ref.id not in self.tokens)
+        ):
+            self._apply_unseen_failure(ref.id, event)
+            return
         state = self._token(ref.id, event)
         links_before = (state.family_id, state.session_id, state.subject_id)
         _merge_identity(state, event)
         self._schedule(state)  # the expiry may have just become known
         obs = Observation(event)
         if event.kind is EventKind.USED:
-            _insert_use(state.uses, obs, self.limits.recent_uses)
+            _record_use(state, obs, self.limits)
             if state.scopes is None and event.scopes:
                 state.scopes = intern(frozenset(event.scopes))
         else:
@@ -297,6 +315,28 @@ class StateStore:
             if key and key != before:
                 self._link(self._scope(table, name, key, event), ref.id)
 
+    def _apply_unseen_failure(self, token_id: str, event: CanonicalEvent) -> None:
+        """A failed use of a token known from nothing else: keep the failure (a place for
+        impossible travel) in the bounded LRU, and nothing it claims about the token — the
+        claims are whatever the presenter made up. The first other event promotes it."""
+        self._dirty_tokens.add(token_id)
+        unseen = self.unseen_failing
+        state = self.tokens.get(token_id)
+        if state is None:
+            state = self.tokens[token_id] = TokenState(token_id)
+        else:
+            del unseen[token_id]  # re-inserted last: the least recently failed go first
+        unseen[token_id] = None
+        state.last_seen = max(state.last_seen, event.epoch)
+        _record_use(state, Observation(event), self.limits)
+        while len(unseen) > self.limits.max_unseen_failing_tokens:
+            self._forget_unseen(next(iter(unseen)))
+
+    def _forget_unseen(self, token_id: str) -> None:
+        del self.unseen_failing[token_id]
+        del self.tokens[token_id]
+        self._dirty_tokens.add(token_id)
+
     def _apply_revocation(self, event: CanonicalEvent) -> None:
         revocation = event.revocation
         target = revocation.target if revocation else "token"
@@ -320,6 +360,9 @@ class StateStore:
         state = self.tokens.get(token_id)
         if state is None:
             state = self.tokens[token_id] = TokenState(token_id)
+        elif token_id in self.unseen_failing:  # known from failures only until now: promote it
+            del self.unseen_failing[token_id]
+            self._schedule(state)
         if event.epoch > state.last_seen:
             state.last_seen = event.epoch
             self._schedule(state)
@@ -384,6 +427,13 @@ class StateStore:
                 else:
                     state.wheel_slot = -1
                     self._schedule(state)
+        unseen, idle_horizon = self.unseen_failing, watermark - self.limits.idle_ttl_s
+        while unseen:  # least recently failed first: stop at the first one still fresh
+            oldest = next(iter(unseen))
+            if self.tokens[oldest].last_seen >= idle_horizon:
+                break
+            self._forget_unseen(oldest)
+            dropped += 1
         tables = {"family": self.families, "session": self.sessions, "subject": self.subjects}
         for slot in [b for b in self._scope_wheel if b * _BUCKET_S < watermark]:
             for name, key in self._scope_wheel.pop(slot):
@@ -433,6 +483,25 @@ def _earliest(current: Observation | None, new: Observation) -> Observation:
     return new if current is None or new.time < current.time else current
 
 
+def is_unseen_failing(token: TokenState) -> bool:
+    """Whether ``token`` is known from failed uses only: such tokens are kept in the bounded
+    ``StateStore.unseen_failing`` LRU and are the only ones never filed in the expiry wheel
+    (which is how a changelog restore recognises them)."""
+    return token.wheel_slot < 0
+
+
+def _record_use(state: TokenState, obs: Observation, limits: StateLimits) -> None:
+    """File a use under the token's accepted or failed uses, each list bounded on its own."""
+    if obs.success:
+        if not isinstance(state.accepted, list):
+            state.accepted = []
+        _insert_use(state.accepted, obs, limits.recent_uses)
+    else:
+        if not isinstance(state.failed, list):
+            state.failed = []
+        _insert_use(state.failed, obs, limits.recent_failures)
+
+
 def _insert_use(uses: list[Observation], obs: Observation, limit: int) -> None:
     """Keep the ``limit`` most recent uses in event-time order.
 
@@ -450,8 +519,9 @@ def _insert_use(uses: list[Observation], obs: Observation, limit: int) -> None:
     while index > 0 and uses[index - 1].time > obs.time:
         index -= 1
     uses.insert(index, obs)
-    if len(uses) > limit:
-        del uses[0]
+    excess = len(uses) - limit
+    if excess > 0:
+        del uses[:excess]
 
 
 def _same_context(a: Observation, b: Observation) -> bool:

@@ -25,8 +25,13 @@ the changed ids, not megabytes per checkpoint. (Whole-namespace records
 
 Expiry is restored too: a token record carries its expiry-wheel bucket, a scope
 record the buckets it is filed under (looked up in the store's scope wheel), so
-a restored store forgets exactly when the original would have. The ``metrics``
-dict is not persisted.
+a restored store forgets exactly when the original would have. Tokens known only
+from failed uses carry no bucket (-1): they are refiled in the store's bounded
+``unseen_failing`` LRU, least recently seen first. The ``metrics`` dict is not
+persisted.
+
+A token record lists its accepted and its failed uses apart (the last field);
+a record of the earlier layout, one list of both, is still read and split.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from detectors.state import Observation, ScopeState, StateStore, TokenState, intern
+from detectors.state import Observation, ScopeState, StateStore, TokenState, intern, is_unseen_failing
 
 VERSION = 1
 Record = tuple[bytes, bytes | None]
@@ -213,8 +218,8 @@ def _token_to_list(t: TokenState) -> list[Any]:
     return [
         VERSION, t.type, t.family_id, t.parent_id, t.session_id, t.subject_id, t.client_id,
         t.issued_at, t.expires_at, None if t.scopes is None else sorted(t.scopes), list(t.audience),
-        t.binding, _obs(t.issue), [_obs(u) for u in t.uses], _obs(t.rotation), _obs(t.revoked),
-        t.last_seen, t.wheel_slot,
+        t.binding, _obs(t.issue), [_obs(u) for u in t.accepted], _obs(t.rotation), _obs(t.revoked),
+        t.last_seen, t.wheel_slot, [_obs(u) for u in t.failed],
     ]
 
 
@@ -271,6 +276,7 @@ class Restorer:
             if prefix == "t":
                 if value is None:
                     store.tokens.pop(ident, None)
+                    store.unseen_failing.pop(ident, None)
                 else:
                     store.tokens[ident] = _token_from_list(ident, _load(value))
                     self._tokens.add(ident)
@@ -330,12 +336,23 @@ class Restorer:
             namespace[table] = item
 
     def finish(self) -> None:
-        """File restored tokens and scopes in the expiry wheels (once, after all records)."""
+        """File restored tokens and scopes in the expiry wheels, and failure-only tokens in
+        the unseen-failing LRU (once, after all records)."""
         store = self.store
+        unseen: list[TokenState] = []
         for ident in self._tokens:
             token = store.tokens.get(ident)
-            if token is not None and token.wheel_slot >= 0:
+            if token is None:
+                continue
+            if is_unseen_failing(token):
+                unseen.append(token)
+            else:
+                store.unseen_failing.pop(ident, None)
                 store._wheel[token.wheel_slot].append(ident)
+        lru = store.unseen_failing
+        for token in sorted(unseen, key=_last_seen):  # stable: restore order breaks ties
+            lru.pop(token.token_id, None)
+            lru[token.token_id] = None
         for (name, ident), slots in self._scopes.items():
             if ident in _scope_table(store, name):
                 for slot in slots:
@@ -411,8 +428,9 @@ def _obs_from(values: Any) -> Observation | None:
 
 
 def _token_from_list(token_id: str, data: list[Any]) -> TokenState:
+    failed: list[Any] | None = data[18] if len(data) == 19 else None  # None: the one-list layout
     (_, type_, family, parent, session, subject, client, issued_at, expires_at, scopes, audience,
-     binding, issue, uses, rotation, revoked, last_seen, wheel_slot) = data
+     binding, issue, uses, rotation, revoked, last_seen, wheel_slot) = data[:18]
     t = TokenState(token_id)
     t.type = _istr(type_) or t.type
     t.family_id, t.parent_id, t.session_id = _istr(family), _str(parent), _istr(session)
@@ -422,10 +440,22 @@ def _token_from_list(token_id: str, data: list[Any]) -> TokenState:
     t.audience = intern(tuple(_strs(audience))) if audience else ()
     t.binding = _istr(binding)
     t.issue, t.rotation, t.revoked = _obs_from(issue), _obs_from(rotation), _obs_from(revoked)
-    t.uses = [obs for obs in map(_obs_from, uses) if obs is not None]
+    recorded = _uses_from(uses)
+    if failed is None:
+        t.accepted = [obs for obs in recorded if obs.success] or ()
+        t.failed = [obs for obs in recorded if not obs.success] or ()
+    else:
+        t.accepted, t.failed = recorded, _uses_from(failed)
     t.last_seen = _float(last_seen) or 0.0
     t.wheel_slot = int(wheel_slot)
     return t
+
+
+def _uses_from(values: Any) -> list[Observation] | tuple[()]:
+    """Decoded uses; an empty tuple, as in a fresh ``TokenState``, when there are none."""
+    if type(values) is not list:
+        raise CodecError("expected a list of uses")
+    return [obs for obs in map(_obs_from, values) if obs is not None] or ()
 
 
 def _scope_from_list(data: list[Any]) -> tuple[ScopeState, list[int]]:
@@ -476,6 +506,10 @@ def _hashable(value: Any) -> Any:
     if type(value) in (list, dict, set):
         raise CodecError("a dict key or set member must be hashable")
     return value
+
+
+def _last_seen(token: TokenState) -> float:
+    return token.last_seen
 
 
 def _scope_table(store: StateStore, name: str) -> dict[str, ScopeState]:

@@ -53,6 +53,8 @@ class StateConfig(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
     recent_uses: int = 4
+    recent_failures: int = 2
+    max_unseen_failing_tokens: int = 10_000
     idle_ttl_s: float = 86_400.0
     expired_retention_s: float = 3_600.0
     revocation_retention_s: float = 30 * 86_400.0
@@ -63,7 +65,13 @@ class StateConfig(BaseModel):
 
 
 _STATE_DOCS = {
-    "recent_uses": "Recent uses remembered per token (for concurrent-use, travel and late-revocation checks)",
+    "recent_uses": "Recent accepted uses remembered per token (for concurrent-use, travel and late-revocation "
+    "checks); failed uses are kept apart and cannot push them out",
+    "recent_failures": "Recent failed (rejected) uses remembered per token, apart from accepted ones (travel "
+    "points when geo_divergence.count_failed_uses is on)",
+    "max_unseen_failing_tokens": "Tokens known only from failed uses (never issued or accepted) remembered, least "
+    "recently failed forgotten first; each costs about 1 KB (10,000 = ~10 MB), so a flood of made-up tokens "
+    "cannot grow the state",
     "idle_ttl_s": "Forget a token not seen for this long (event time)",
     "expired_retention_s": "Keep a token this long after its expiry (post-expiry use detection)",
     "revocation_retention_s": "Keep family/session/subject revocations this long after last activity",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from detectors.state import StateLimits, StateStore
-from tests.factories import BERLIN_HOME, BERLIN_MOBILE, T0, event
+from tests.factories import BERLIN_HOME, BERLIN_MOBILE, T0, Place, event
 
 
 def test_issue_use_and_rotation_are_recorded() -> None:
@@ -15,7 +15,7 @@ def test_issue_use_and_rotation_are_recorded() -> None:
     assert store.tokens["rt-1"].scopes == frozenset({"a"}) and store.tokens["rt-1"].issue is not None
     assert store.families["fam"].scopes == frozenset({"a"})
     assert set(store.sessions["s"].tokens or ()) == {"rt-1", "rt-2", "at-1"}
-    assert [u.event_id for u in store.tokens["at-1"].uses] != []
+    assert [u.event_id for u in store.tokens["at-1"].accepted] != []
 
 
 def test_failed_redemption_does_not_count_as_rotation() -> None:
@@ -29,7 +29,7 @@ def test_same_context_uses_keep_first_and_latest_only() -> None:
     for t in range(10):
         store.apply(event("used", t, token="at-1", place=BERLIN_HOME))
     store.apply(event("used", 20, token="at-1", place=BERLIN_MOBILE))
-    times = [u.time - T0.timestamp() for u in store.tokens["at-1"].uses]
+    times = [u.time - T0.timestamp() for u in store.tokens["at-1"].accepted]
     assert times == [0, 9, 20]
 
 
@@ -102,3 +102,68 @@ def test_stable_hash_is_the_same_in_another_process() -> None:
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123", "PYTHONPATH": "."})
     assert int(other.stdout) == stable_hash("at-1", "req-9")
+
+
+# -- use history under flooding --------------------------------------------------------------
+def _thief_address(i: int) -> Place:
+    return Place(f"84.150.2.{i % 250 + 1}", "DE", "Munich", 48.14, 11.58, 6805, "Telefonica Germany")
+
+
+def test_failures_cannot_push_accepted_uses_out_of_the_history() -> None:
+    store = StateStore(StateLimits(recent_uses=4, recent_failures=2))
+    store.apply(event("issued", 0, token="at-1"))
+    store.apply(event("used", 10, token="at-1"))
+    for i in range(50):
+        store.apply(event("used", 11 + i * 0.1, token="at-1", place=_thief_address(i), success=False, status=404))
+    token = store.tokens["at-1"]
+    assert [u.time - T0.timestamp() for u in token.accepted] == [10]
+    assert [round(u.time - T0.timestamp(), 1) for u in token.failed] == [15.8, 15.9]  # the two latest
+
+
+def test_a_token_that_never_fails_holds_no_failure_list() -> None:
+    store = StateStore()
+    store.apply(event("issued", 0, token="at-1"))
+    store.apply(event("used", 10, token="at-1"))
+    assert store.tokens["at-1"].failed == () and store.tokens["at-1"].issue is not None
+
+
+def test_failing_unseen_tokens_are_kept_in_a_bounded_lru_without_their_claims() -> None:
+    store = StateStore(StateLimits(max_unseen_failing_tokens=3))
+    for i in range(5):
+        store.apply(event("used", i, token=f"junk-{i}", session=f"s-{i}", success=False))
+    store.apply(event("used", 5, token="junk-2", success=False))  # touched again: now the most recent
+    assert list(store.unseen_failing) == ["junk-3", "junk-4", "junk-2"]
+    assert set(store.tokens) == {"junk-2", "junk-3", "junk-4"}
+    # What a failing presenter claims (subject, session) is not kept, nor linked.
+    assert store.sessions == {} and store.subjects == {}
+    assert store.tokens["junk-2"].subject_id is None and len(store.tokens["junk-2"].failed) == 2
+
+
+def test_a_failing_unseen_token_is_promoted_by_any_other_event_and_keeps_its_failure() -> None:
+    store = StateStore(StateLimits(max_unseen_failing_tokens=1))
+    store.apply(event("used", 0, token="at-1", success=False))
+    store.apply(event("used", 30, token="at-1", session="s-1"))
+    assert store.unseen_failing == {} and store.sessions["s-1"].tokens == ["at-1"]
+    token = store.tokens["at-1"]
+    assert [u.time - T0.timestamp() for u in token.failed] == [0]
+    assert [u.time - T0.timestamp() for u in token.accepted] == [30]
+    store.apply(event("used", 40, token="junk", success=False))  # the LRU's one place: at-1 is out of it
+    assert set(store.tokens) == {"at-1", "junk"}
+    assert store.expire(T0.timestamp() + 30 + 86_400 + 120) == 2  # promoted: expires like any token
+
+
+def test_a_failed_use_of_a_known_token_stays_with_it() -> None:
+    store = StateStore(StateLimits(max_unseen_failing_tokens=0))
+    store.apply(event("revoked", 0, token="at-1", revoke="token"))
+    store.apply(event("used", 10, token="at-1", success=False))
+    assert [u.time - T0.timestamp() for u in store.tokens["at-1"].failed] == [10]
+    store.apply(event("used", 10, token="junk", success=False))
+    assert "junk" not in store.tokens  # a zero-size LRU keeps nothing of unseen tokens
+
+
+def test_failing_unseen_tokens_are_forgotten_when_idle() -> None:
+    store = StateStore(StateLimits(idle_ttl_s=3600))
+    store.apply(event("used", 0, token="junk-1", success=False))
+    store.apply(event("used", 3000, token="junk-2", success=False))
+    assert store.expire(T0.timestamp() + 3700) == 1
+    assert list(store.unseen_failing) == ["junk-2"] and set(store.tokens) == {"junk-2"}

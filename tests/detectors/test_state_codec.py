@@ -11,7 +11,7 @@ import pytest
 
 from detectors import build_detectors
 from detectors.geo_divergence import _Point
-from detectors.state import Observation, ScopeState, StateStore, TokenState, stable_hash
+from detectors.state import Observation, ScopeState, StateLimits, StateStore, TokenState, stable_hash
 from detectors.state_codec import (
     CodecError,
     Encoder,
@@ -56,6 +56,8 @@ def before_handover() -> list[CanonicalEvent]:
         event("issued", 0, token="at-1", scopes=("read", "profile"), expires_in=3_600, **FAM),
         pod_use(0, NODE_IP, "issued"),
         event("used", 10, token="at-1", request_id="r-1", **FAM),
+        event("used", 12, token="at-1", status=404, success=False, **FAM),  # failed uses are kept apart
+        event("used", 15, token="junk-1", success=False, place=SINGAPORE_VPS),  # only failing: the LRU
         pod_use(20, POD_IP),
         event("refreshed", 60, token="rt-2", token_type="refresh", parent="rt-1", expires_in=86_400,
               scopes=("read", "profile"), **FAM),
@@ -117,7 +119,7 @@ def view(store: StateStore) -> dict[str, Any]:
 
     def token(t: TokenState) -> Any:
         return tuple(
-            [obs(u) for u in t.uses] if name == "uses" else
+            [obs(u) for u in getattr(t, name)] if name in ("accepted", "failed") else
             obs(getattr(t, name)) if name in ("issue", "rotation", "revoked") else getattr(t, name)
             for name in TokenState.__slots__
         )
@@ -145,6 +147,7 @@ def view(store: StateStore) -> dict[str, Any]:
     return {
         "tokens": {k: token(t) for k, t in store.tokens.items()},
         "token_filed": {k: k in store._wheel.get(t.wheel_slot, ()) for k, t in store.tokens.items()},
+        "unseen_failing": list(store.unseen_failing),  # order matters: the least recent go first
         "families": {k: scope(s) for k, s in store.families.items()},
         "sessions": {k: scope(s) for k, s in store.sessions.items()},
         "subjects": {k: scope(s) for k, s in store.subjects.items()},
@@ -171,6 +174,7 @@ def test_restored_store_equals_the_original_field_by_field() -> None:
     original, restored = handed_over()
     assert set(original.detector_state) == {"engine", "replay", "geo_divergence", "scope_escalation"}
     assert original.tokens["rt-1"].rotation is not None and original.tokens["at-3"].revoked is not None
+    assert original.tokens["at-1"].failed and list(original.unseen_failing) == ["junk-1"]
     assert view(restored) == view(original)
 
 
@@ -369,3 +373,37 @@ def test_whole_namespace_records_of_the_first_format_are_still_read() -> None:
     legacy = orjson.dumps([1, pack({"requests": {5: (1.0, "e", "s")}, "next_sweep": 3.0})])
     restored = restore(StateStore(), [(b"d:replay", legacy)])
     assert restored.detector_state == {"replay": {"requests": {5: (1.0, "e", "s")}, "next_sweep": 3.0}}
+
+
+# -- use history ----------------------------------------------------------------------------
+def test_the_unseen_failing_lru_is_restored_in_order_and_evicts_alike() -> None:
+    """Checkpoints while a flood of made-up tokens runs through a small LRU: the restored
+    store holds the same tokens in the same order, and the next one evicts the same token."""
+    limits = StateLimits(max_unseen_failing_tokens=3)
+    original = StateStore(limits, track_changes=True)
+    changelog: list[tuple[bytes, bytes | None]] = []
+    for i in range(6):
+        original.apply(event("used", i, token=f"junk-{i}", success=False))
+        changelog += dirty_records(original)
+    original.apply(event("used", 6, token="junk-4", success=False))  # the most recent again
+    changelog += dirty_records(original)
+    restored = restore(StateStore(limits), changelog)
+    assert list(restored.unseen_failing) == list(original.unseen_failing) == ["junk-3", "junk-5", "junk-4"]
+    assert view(restored) == view(original)
+    newest = event("used", 7, token="junk-7", success=False)
+    for store in (original, restored):
+        store.apply(newest)
+    assert view(restored) == view(original) and "junk-3" not in restored.tokens
+
+
+def test_a_token_record_of_the_one_list_layout_is_split_into_accepted_and_failed() -> None:
+    store = StateStore()
+    store.apply(event("issued", 0, token="at-1"))
+    store.apply(event("used", 10, token="at-1"))
+    store.apply(event("used", 20, token="at-1", success=False))
+    record = orjson.loads(encode(store, ("t", "at-1")) or b"")
+    accepted, failed = record[13], record.pop()  # the earlier layout: one list, no last field
+    record[13] = sorted(accepted + failed, key=lambda obs: obs[0])
+    token = restore(StateStore(), [(b"t:at-1", orjson.dumps(record))]).tokens["at-1"]
+    assert [u.event_id for u in token.accepted] == [u.event_id for u in store.tokens["at-1"].accepted]
+    assert [u.event_id for u in token.failed] == [u.event_id for u in store.tokens["at-1"].failed]
