@@ -23,6 +23,7 @@ from pipeline.normalize import Clock, Normalized, Normalizer
 from pipeline.reading import LongLine
 from pipeline.terminal import printable
 from schemas.alerts import Alert
+from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
 
 
@@ -45,7 +46,9 @@ class Summary:
             f"tokenwatch detect: {self.lines} lines, {self.events} events in {self.seconds:.2f}s "
             f"({rate:,.0f} lines/s)",
             "  per format: " + _fmt(self.per_format),
-            f"  duplicates: {self.engine['duplicates']}, late events: {self.engine['late_events']}",
+            f"  duplicates: {self.engine['duplicates']}, late events: {self.engine['late_events']}, "
+            f"held ahead of the stream: {self.engine['held_events']}, clock jumps: {self.engine['clock_jumps']}, "
+            f"out of range: {self.engine['out_of_range_events']}",
             f"  skipped (unsupported event types): {sum(self.skipped.values())} " + _fmt(self.skipped),
             f"  dead letters: {sum(self.dead_letters.values())} " + _fmt(self.dead_letters),
             f"  repaired (cut, replaced or dropped; events kept): {sum(self.repairs.values())} "
@@ -53,6 +56,17 @@ class Summary:
             f"  alerts: {sum(self.alerts.values())} " + _fmt(self.alerts),
         ]
         return "\n".join(out)
+
+
+def out_of_range_letter(event: CanonicalEvent, origin: str) -> dict[str, object]:
+    """The dead letter of an event the engine refused: far ahead of the stream while its
+    hold of such events was full. The canonical event is kept (it holds no raw token)."""
+    return {
+        "reason": "event time out of range: ahead of the stream beyond the held-event bound",
+        "format": event.source,
+        "origin": origin,
+        "event": event.model_dump(mode="json"),
+    }
 
 
 def _fmt(counter: Counter[str]) -> str:
@@ -113,16 +127,17 @@ class DetectRun:
             summary.lines += 1
             if isinstance(line, LongLine):
                 for result in self.normalizer.normalize_long(line, f"{origin}:{number}"):
-                    self._take(result)
+                    self._take(result, f"{origin}:{number}")
                 continue
             line = line.rstrip(b"\r\n")
             if not line.strip():
                 summary.blank_lines += 1
                 continue
-            self._take(normalize(line, f"{origin}:{number}"))
+            where = f"{origin}:{number}"
+            self._take(normalize(line, where), where)
         summary.seconds += time.perf_counter() - started
 
-    def _take(self, result: Normalized) -> None:
+    def _take(self, result: Normalized, origin: str) -> None:
         summary = self.summary
         if result.dead_letter is not None:
             summary.dead_letters[result.format or "unknown"] += 1
@@ -134,11 +149,14 @@ class DetectRun:
             return
         summary.per_format[result.format or "unknown"] += len(result.events)
         summary.events += len(result.events)
-        submit = self.engine.submit
+        submit, refused = self.engine.submit, self.engine.take_out_of_range
         for event in result.events:
             alerts = submit(event)
             if alerts:
                 self._write(alerts)
+            for late in refused():
+                summary.dead_letters[late.source] += 1
+                self.dead_out.write(orjson.dumps(out_of_range_letter(late, origin)) + b"\n")
 
     def finish(self) -> Summary:
         started = time.perf_counter()

@@ -1,18 +1,32 @@
 """The detection loop: dedup -> enrich -> event-time ordering -> detectors -> alerter.
 
-Events are held in a reorder buffer until the watermark (latest event time
-seen minus ``allowed_lateness_s``) passes them, then released in event-time
-order, so a revocation that arrives a little after a use it precedes is still
-applied first. An event older than the watermark is processed at once and
-counted as late, never dropped. Exact redeliveries (same ``event_id``) inside
-``dedup_window_s`` are counted once.
+Events are held in a reorder buffer until the watermark (the stream's clock minus
+``allowed_lateness_s``) passes them, then released in event-time order, so a
+revocation that arrives a little after a use it precedes is still applied first.
+An event older than the watermark is processed at once and counted as late, never
+dropped. Exact redeliveries (same ``event_id``) inside ``dedup_window_s`` are
+counted once.
+
+The clock is the latest event time seen among events in range. An event more than
+``max_lead_s`` ahead of it (plus the wall time since the clock last moved, so a
+live stream that was quiet is not ahead) is held apart and does not move the
+clock: one line dated "now" in a replay of last month cannot expire every
+lineage. The clock jumps to held events only when the stream confirms the jump:
+among the last ``2 * jump_confirm_events`` events, at least ``jump_confirm_events``
+were held and they outnumber the others. A backfill followed by live data does
+that within ``jump_confirm_events + 1`` live events; an attacker must out-write
+the whole stream. Held events also enter once the clock comes within reach, when
+the stream goes quiet and they outnumber the events in range since they were held
+(``release_idle``), and at
+the end of input (``flush``), in event-time order.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +38,10 @@ from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 
 Enrich = Callable[[CanonicalEvent], CanonicalEvent]
+MonotonicClock = Callable[[], float]
+"""Monotonic wall seconds (``time.monotonic``; tests inject their own)."""
 
+_Queued = tuple[float, int, CanonicalEvent]
 
 ENGINE_NAMESPACE = "engine"
 """The engine's own corner of the state (event ids already applied), changelogged with it."""
@@ -36,6 +53,85 @@ class EngineConfig(BaseModel):
     allowed_lateness_s: float = Field(default=5.0, ge=0, description="Out-of-order tolerance")
     dedup_window_s: float = Field(default=900.0, ge=0, description="How long event ids are remembered")
     expire_every_s: float = Field(default=60.0, gt=0, description="Event-time interval of state expiry")
+    max_lead_s: float = Field(
+        default=3600.0, gt=0,
+        description="An event more than this ahead of the stream's clock (plus the wall time since the "
+                    "clock last moved) is held apart instead of moving the clock; at most "
+                    "state.expired_retention_s, so one line cannot expire a token still valid at the clock",
+    )
+    jump_confirm_events: int = Field(
+        default=100, ge=1,
+        description="The clock jumps to held events once at least this many of the last twice this many "
+                    "events were held and they outnumber the others",
+    )
+    max_held_events: int = Field(
+        default=10_000, ge=1,
+        description="Bound of the held events; an event ahead while it is full is refused as out of range "
+                    "(dead-lettered)",
+    )
+
+
+class LeadHold:
+    """Events far ahead of the clock, kept out of it until the stream confirms them.
+
+    It also keeps the verdicts of the last ``2 * jump_confirm_events`` arrivals
+    (the held time, or ``None`` for an event in range): the evidence for a jump."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.heap: list[_Queued] = []
+        self.keys: set[int] = set()  # dedup of events not yet in the engine's seen window
+        self.contradicted = 0  # events in range that arrived while some were held
+        self._recent: deque[float | None] = deque(maxlen=2 * config.jump_confirm_events)
+        self._recent_held = 0
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    @property
+    def full(self) -> bool:
+        return len(self.heap) >= self.config.max_held_events
+
+    @property
+    def earliest(self) -> float:
+        return self.heap[0][0] if self.heap else float("inf")
+
+    def note(self, held_time: float | None) -> None:
+        """Record one arrival: held at ``held_time``, or in range (``None``)."""
+        recent = self._recent
+        if len(recent) == recent.maxlen and recent[0] is not None:
+            self._recent_held -= 1
+        recent.append(held_time)
+        if held_time is not None:
+            self._recent_held += 1
+        elif self.heap:
+            self.contradicted += 1
+
+    def confirmed(self) -> bool:
+        """Held events are at least ``jump_confirm_events`` and the majority of recent arrivals."""
+        held = self._recent_held
+        return held >= self.config.jump_confirm_events and held > len(self._recent) - held
+
+    def anchor(self) -> float:
+        """Where a confirmed jump puts the clock: the lower median of the recently held times,
+        so a few far outliers among them do not choose it."""
+        times = sorted(t for t in self._recent if t is not None)
+        return times[(len(times) - 1) // 2]
+
+    def forget_evidence(self) -> None:
+        self._recent.clear()
+        self._recent_held = 0
+
+    def add(self, item: _Queued) -> None:
+        heapq.heappush(self.heap, item)
+        self.keys.add(stable_hash(item[2].event_id))
+
+    def pop(self) -> CanonicalEvent:
+        event = heapq.heappop(self.heap)[2]
+        self.keys.discard(stable_hash(event.event_id))
+        if not self.heap:
+            self.contradicted = 0
+        return event
 
 
 class Engine:
@@ -46,6 +142,7 @@ class Engine:
         alerter: Alerter | None = None,
         config: EngineConfig | None = None,
         enrich: Enrich | None = None,
+        clock: MonotonicClock | None = None,
     ) -> None:
         self.detectors = list(detectors)
         self.state = state or StateStore()
@@ -53,13 +150,17 @@ class Engine:
         self.config = config or EngineConfig()
         self.enrich = enrich
         self.counters: Counter[str] = Counter()
-        self._buffer: list[tuple[float, int, CanonicalEvent]] = []
+        self._buffer: list[_Queued] = []
         self._seq = itertools.count()
         self._max_time = float("-inf")
         self._released_until = float("-inf")
         # Event-id hashes in arrival order -> time they may be forgotten after.
         self._seen: dict[int, float] = {}
         self._next_expiry = float("-inf")
+        self._clock = clock or time.monotonic
+        self._moved_at = self._clock()  # wall time the clock last moved
+        self._hold = LeadHold(self.config)
+        self._refused: deque[CanonicalEvent] = deque(maxlen=self.config.max_held_events)
 
     @property
     def watermark(self) -> float:
@@ -67,54 +168,141 @@ class Engine:
 
     def submit(self, event: CanonicalEvent) -> list[Alert]:
         """Take one event; returns alerts whose fold window closed meanwhile."""
-        if self._is_duplicate(event):
+        key = stable_hash(event.event_id)  # a stable 64-bit hash: small, the same on every instance
+        if key in self._seen or key in self._hold.keys:
             self.counters["duplicates"] += 1
             return []
         if self.enrich is not None:
             event = self.enrich(event)
         self.counters["events"] += 1
         when = event.epoch
-        if when < self._released_until:
-            self.counters["late_events"] += 1
-            alerts = self._detect(event)
-        else:
-            heapq.heappush(self._buffer, (when, next(self._seq), event))
-            alerts = []
-        if when > self._max_time:
-            self._max_time = when
+        if when > self._max_time + self.config.max_lead_s and when > self._reach():
+            return self._hold_back(event)
+        self._hold.note(None)
+        alerts = self._enqueue(event, key)
+        if self._hold.earliest <= self._max_time + self.config.max_lead_s:
+            alerts.extend(self._admit(counter="held_caught_up"))
         alerts.extend(self._release(self.watermark))
         return alerts
 
     def restored(self) -> None:
         """The state was just restored from a changelog: events it already holds are
-        duplicates if they are delivered again (the replay after a crash or handover)."""
+        duplicates if they are delivered again (the replay after a crash or handover), and
+        the latest of them is the stream's clock (so the first line after a restore cannot
+        set it)."""
         released = self.state.detector_state.get(ENGINE_NAMESPACE, {}).get("released", {})
         for key, when in released.items():
             self._seen.setdefault(key, when)
+        if released:
+            self._move_clock(max(released.values()))
 
     def pending_event_ids(self) -> set[str]:
-        """Events held in the reorder buffer: not in the state yet (a checkpoint must not
-        commit past them)."""
-        return {event.event_id for _, _, event in self._buffer}
+        """Events in the reorder buffer or held ahead: not in the state yet (a checkpoint
+        must not commit past them)."""
+        return {event.event_id for _, _, event in (*self._buffer, *self._hold.heap)}
+
+    def take_out_of_range(self) -> list[CanonicalEvent]:
+        """Events refused because they were ahead while the hold was full (counted as
+        ``out_of_range_events``): the caller dead-letters them. The newest
+        ``max_held_events`` are kept until taken."""
+        refused = list(self._refused)
+        self._refused.clear()
+        return refused
 
     def release_idle(self) -> list[Alert]:
         """The stream went quiet: release every buffered event now instead of waiting for
         later event time to push the watermark past it (an idle partition would otherwise
-        hold its last events, and their alerts, forever). Alerts stay open for folding;
-        anything that arrives older than what was released counts as late."""
-        if not self._buffer:
-            return []
-        return self._release(self._max_time)
+        hold its last events, and their alerts, forever). Held events enter if they outnumber the
+        events in range that arrived since the first of them (the stream's last word is theirs:
+        a sparse stream that jumped), else
+        only if the wall time the stream was quiet brings them within reach. Alerts stay open
+        for folding; anything that arrives older than what was released counts as late."""
+        hold = self._hold
+        if hold.heap and len(hold) > hold.contradicted:
+            alerts = self._admit(float("inf"), counter="held_idle")
+        else:
+            alerts = self._admit(counter="held_caught_up") if hold.heap else []
+        if self._buffer:
+            alerts.extend(self._release(self._max_time))
+        return alerts
 
     def flush(self) -> list[Alert]:
-        """End of input: release everything buffered and close every alert."""
-        alerts = self._release(float("inf"))
+        """End of input: held events enter in event-time order (the clock follows them, as
+        nothing is left to contradict them), then everything buffered is released and every
+        alert closed."""
+        alerts: list[Alert] = []
+        while self._hold.heap:
+            event = self._hold.pop()
+            self.counters["held_flushed"] += 1
+            alerts.extend(self._enqueue(event, stable_hash(event.event_id)))
+            alerts.extend(self._release(self.watermark))
+        alerts.extend(self._release(float("inf")))
         for detector in self.detectors:
             for finding in detector.finish(self.state):
                 self.counters[f"findings.{finding.rule.id}"] += 1
                 alerts.extend(self.alerter.add(finding))
         return alerts + self.alerter.flush()
 
+    # -- event time -----------------------------------------------------------
+    def _reach(self) -> float:
+        """The latest event time in range: the clock plus the wall time since it moved (a
+        live stream that was quiet has moved on) plus ``max_lead_s``; no clock yet, no limit."""
+        if self._max_time == float("-inf"):
+            return float("inf")
+        idle = max(0.0, self._clock() - self._moved_at)
+        return self._max_time + idle + self.config.max_lead_s
+
+    def _move_clock(self, when: float) -> None:
+        if when > self._max_time:
+            self._max_time = when
+            self._moved_at = self._clock()
+
+    def _hold_back(self, event: CanonicalEvent) -> list[Alert]:
+        """An event ahead of reach: held (it is evidence for a jump), or refused when the hold
+        is full and the jump is not confirmed."""
+        hold = self._hold
+        hold.note(event.epoch)
+        confirmed = hold.confirmed()
+        if hold.full and not confirmed:
+            self.counters["out_of_range_events"] += 1
+            self._refused.append(event)
+            return []
+        hold.add((event.epoch, next(self._seq), event))
+        self.counters["held_events"] += 1
+        if not confirmed:
+            return []
+        self.counters["clock_jumps"] += 1
+        anchor = hold.anchor()
+        hold.forget_evidence()
+        alerts = self._admit(anchor, counter="held_confirmed")
+        alerts.extend(self._release(self.watermark))
+        return alerts
+
+    def _admit(self, floor: float = float("-inf"), counter: str = "held_caught_up") -> list[Alert]:
+        """Move held events within reach of the clock (or of ``floor``) into the reorder
+        buffer, earliest first; each one moves the clock, so a contiguous run follows."""
+        alerts: list[Alert] = []
+        hold, lead = self._hold, self.config.max_lead_s
+        while hold.heap and hold.earliest <= max(floor + lead, self._reach()):
+            event = hold.pop()
+            self.counters[counter] += 1
+            alerts.extend(self._enqueue(event, stable_hash(event.event_id)))
+        return alerts
+
+    def _enqueue(self, event: CanonicalEvent, key: int) -> list[Alert]:
+        """An event in range: into the reorder buffer (or judged at once if late); moves the clock."""
+        when = event.epoch
+        self._seen[key] = max(when, self._max_time)
+        if when < self._released_until:
+            self.counters["late_events"] += 1
+            alerts = self._detect(event)
+        else:
+            heapq.heappush(self._buffer, (when, next(self._seq), event))
+            alerts = []
+        self._move_clock(when)
+        return alerts
+
+    # -- detection --------------------------------------------------------------
     def _release(self, until: float) -> list[Alert]:
         alerts: list[Alert] = []
         buffer = self._buffer
@@ -156,12 +344,3 @@ class Engine:
             forget_before(released, horizon, float)
             self.state.namespace(ENGINE_NAMESPACE)  # changed: the checkpoint writes the tombstones
         return alerts + self.alerter.close_ready(watermark)
-
-    def _is_duplicate(self, event: CanonicalEvent) -> bool:
-        """Exact redelivery check; a stable 64-bit hash of the id keeps the window small
-        and means the same on every instance."""
-        key = stable_hash(event.event_id)
-        if key in self._seen:
-            return True
-        self._seen[key] = max(event.epoch, self._max_time)
-        return False

@@ -82,9 +82,9 @@ def test_retraining_swaps_the_model_without_interrupting_detection(trained, tmp_
     assert detector.model is None and detector.counters["model_errors"] == 1  # no file yet
     from detectors.state import StateStore
     from pipeline.alerting import Alerter
-    from pipeline.engine import Engine
+    from pipeline.engine import Engine, EngineConfig
 
-    engine = Engine([detector], StateStore(), Alerter())
+    engine = Engine([detector], StateStore(), Alerter(), EngineConfig(max_lead_s=86_400))
     events = routine(days=12)
     half = len(events) * 2 // 3
     for ev in events[:half]:

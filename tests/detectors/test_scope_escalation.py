@@ -218,7 +218,7 @@ def test_default_privileged_patterns() -> None:
 
 
 def test_held_scopes_are_forgotten_after_retention() -> None:
-    eng = engine({"scope_escalation": {"retention_s": 3600}}, allowed_lateness_s=0)
+    eng = engine({"scope_escalation": {"retention_s": 3600}}, allowed_lateness_s=0, max_lead_s=86_400)
     for ev in [issue(0, scopes=("admin",)), issue(20_000, token="at-9", subject="bob", session="s-9",
                                                   family="fam-9", client="cli")]:
         eng.submit(ev)

@@ -145,3 +145,121 @@ def test_after_a_restore_applied_events_are_duplicates_and_buffered_ones_are_not
         successor.submit(ev)
     successor.flush()
     assert recorder.seen == ["c"] and successor.counters["duplicates"] == 2
+
+
+# -- event time: a line far ahead of the stream is held, a confirmed jump moves the clock --
+
+
+class FakeClock:
+    """Monotonic wall seconds the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _leading(clock: FakeClock | None = None, **kw: float) -> tuple[Engine, Recorder]:
+    recorder = Recorder()
+    config = EngineConfig(**{"allowed_lateness_s": 0, "max_lead_s": 100, "jump_confirm_events": 3, **kw})
+    return Engine([recorder], StateStore(), Alerter(), config, clock=clock or FakeClock()), recorder
+
+
+def _feed(eng: Engine, *times_ids: tuple[float, str]) -> None:
+    for t, eid in times_ids:
+        eng.submit(event("used", t, token="at-1", event_id=eid))
+
+
+def test_an_event_far_ahead_is_held_and_does_not_move_the_clock() -> None:
+    eng, rec = _leading()
+    _feed(eng, (0, "a"), (10, "b"), (10_000, "ahead"), (20, "c"), (30, "d"))
+    assert rec.seen == ["a", "b", "c", "d"] and eng.watermark == at(30).timestamp()
+    assert eng.pending_event_ids() == {"ahead"}
+    assert eng.counters["held_events"] == 1 and eng.counters["late_events"] == 0
+    eng.submit(event("used", 10_000, token="at-1", event_id="ahead"))  # a redelivery of a held event
+    assert eng.counters["duplicates"] == 1
+    eng.flush()
+    assert rec.seen[-1] == "ahead" and eng.counters["held_flushed"] == 1 and eng.pending_event_ids() == set()
+
+
+def test_a_jump_is_confirmed_once_held_events_are_the_recent_majority() -> None:
+    eng, rec = _leading()
+    _feed(eng, *((t, f"old{t}") for t in range(5)), (10_000, "j0"), (10_001, "j1"), (10_002, "j2"))
+    assert eng.counters["clock_jumps"] == 0  # 3 held of the last 6: not a majority yet
+    _feed(eng, (10_003, "j3"))
+    assert eng.counters["clock_jumps"] == 1 and eng.counters["held_confirmed"] == 4
+    assert rec.seen[-4:] == ["j0", "j1", "j2", "j3"] and eng.watermark == at(10_003).timestamp()
+    _feed(eng, (3, "straggler"))
+    assert eng.counters["late_events"] == 1 and rec.seen[-1] == "straggler"
+
+
+def test_the_jump_lands_on_the_median_of_the_held_events() -> None:
+    eng, rec = _leading()
+    _feed(eng, (0, "a"), (500_000, "far"), *((10_000 + t, f"j{t}") for t in range(4)))
+    assert eng.counters["clock_jumps"] == 1 and eng.pending_event_ids() == {"far"}
+    assert eng.watermark == at(10_003).timestamp()
+
+
+def test_in_range_events_keep_held_ones_from_confirming_and_the_hold_is_bounded() -> None:
+    eng, rec = _leading(max_held_events=3)
+    for i in range(6):
+        _feed(eng, (i, f"in{i}"), (10_000 + i, f"ahead{i}"))
+    assert eng.counters["clock_jumps"] == 0 and eng.counters["held_events"] == 3
+    assert eng.counters["out_of_range_events"] == 3
+    assert eng.pending_event_ids() == {"ahead0", "ahead1", "ahead2"}
+    assert [e.event_id for e in eng.take_out_of_range()] == ["ahead3", "ahead4", "ahead5"]
+    assert eng.take_out_of_range() == []
+    eng.flush()
+    assert rec.seen[-3:] == ["ahead0", "ahead1", "ahead2"]
+
+
+def test_held_events_enter_once_the_clock_comes_within_reach() -> None:
+    eng, rec = _leading()
+    _feed(eng, (0, "a"), (250, "held"), (100, "b"))
+    assert eng.pending_event_ids() == {"held"}
+    _feed(eng, (160, "c"))
+    assert eng.counters["held_caught_up"] == 1 and rec.seen == ["a", "b", "c", "held"]
+
+
+def test_a_live_stream_that_was_quiet_is_not_ahead() -> None:
+    clock = FakeClock()
+    eng, rec = _leading(clock)
+    _feed(eng, (0, "a"))
+    clock.now += 7_200  # two hours without events, in wall time
+    _feed(eng, (7_000, "b"))
+    assert rec.seen == ["a", "b"] and eng.counters["held_events"] == 0
+    _feed(eng, (20_000, "c"))  # but ahead of the stream by more than the quiet time
+    assert eng.counters["held_events"] == 1
+
+
+def test_release_idle_admits_held_events_nothing_in_range_followed() -> None:
+    eng, rec = _leading()
+    _feed(eng, (0, "a"), (5_000, "sparse"), (5_060, "sparse2"))  # a sparse stream: each event hours apart
+    assert eng.pending_event_ids() == {"sparse", "sparse2"}
+    eng.release_idle()
+    assert rec.seen == ["a", "sparse", "sparse2"] and eng.counters["held_idle"] == 2
+    assert eng.pending_event_ids() == set()
+
+
+def test_release_idle_keeps_contradicted_held_events_until_the_quiet_time_reaches_them() -> None:
+    clock = FakeClock()
+    eng, rec = _leading(clock)
+    _feed(eng, (0, "a"), (1_000, "outlier"), (5, "b"))  # the stream went on behind the outlier
+    assert eng.release_idle() == [] and eng.pending_event_ids() == {"outlier"}
+    clock.now += 1_000
+    eng.release_idle()
+    assert rec.seen == ["a", "b", "outlier"] and eng.counters["held_caught_up"] == 1
+
+
+def test_after_a_restore_the_first_line_cannot_set_the_clock() -> None:
+    from detectors.state_codec import dirty_records, restore
+
+    config = EngineConfig(allowed_lateness_s=0, max_lead_s=100)
+    eng = Engine([Recorder()], StateStore(track_changes=True), Alerter(), config, clock=FakeClock())
+    _feed(eng, (0, "a"), (5, "b"))
+    store = restore(StateStore(track_changes=True), dirty_records(eng.state))
+    successor = Engine([Recorder()], store, Alerter(), config, clock=FakeClock())
+    successor.restored()  # the clock is the latest applied event: 5
+    _feed(successor, (10_000, "ahead"), (6, "c"))
+    assert successor.pending_event_ids() == {"ahead"} and successor.watermark == at(6).timestamp()
