@@ -33,6 +33,11 @@ class ServiceMetrics:
             "tokenwatch_events_skipped", "Known-format events of unused types", ["format"], registry=r
         )
         self.dead_letters = Counter("tokenwatch_dead_letters", "Rejected input lines", ["format"], registry=r)
+        self.repairs = Counter(
+            "tokenwatch_fields_repaired",
+            "Fields cut, replaced or dropped instead of refusing the record (the event was kept), per kind",
+            ["kind"], registry=r,
+        )
         self.alerts = Counter("tokenwatch_alerts", "Alerts emitted, per rule", ["rule"], registry=r)
         self.duplicates = Counter("tokenwatch_duplicate_events", "Redelivered events counted once", registry=r)
         self.late_events = Counter(

@@ -67,6 +67,9 @@ class InputConfig(BaseModel):
 MAX_BAD_ENTRIES = 20
 """Bad entries of a batch record (a CloudTrail log file) quoted in its dead letter."""
 
+MAX_REPAIR_KINDS = 200
+"""Distinct repair counters (summary lines, metric labels) kept per run."""
+
 STREAM_SLICE_EVENTS = 1000
 """Events handed on at a time while a long CloudTrail log file is read."""
 
@@ -175,7 +178,10 @@ class Normalizer:
                 raise InvalidRecord(
                     f"event time {event.time.isoformat()} is in the future (beyond max_future_skew_s)"
                 )
-        self.repairs.update(made)
+        for kind, count in made.items():
+            if kind not in self.repairs and len(self.repairs) >= MAX_REPAIR_KINDS:
+                kind = f"{adapter.name}: other fields"  # a map's keys are the record's own: stay bounded
+            self.repairs[kind] += count
         return events
 
     def _batch(self, entries: list[Any], line: bytes, origin: str, adapter: SourceFormat) -> Normalized:

@@ -27,6 +27,9 @@ import orjson
 
 from schemas.sources.common import cut
 
+MAX_LABEL = 120
+"""Characters of a field path in a repair counter's name."""
+
 DEPTH_MARKER = "[tokenwatch: nested deeper than {depth} levels, cut]"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -142,6 +145,7 @@ def repair_fields(raw: Any, errors: list[dict[str, Any]], where: str, repairs: C
             continue
         parent, key, path = found
         slot = (id(parent), key)
+        path = path[:MAX_LABEL]
         cuttable = error["type"] in ("string_too_long", "too_long") and isinstance(error["ctx"].get("max_length"), int)
         if slot not in slots or (cuttable and slots[slot][3] is None):
             slots[slot] = (parent, key, f"{where}.{path}", error if cuttable else None)

@@ -27,7 +27,9 @@ class KafkaTopics(BaseModel):
         default=["tokenwatch.events"], min_length=1, description="Topics of audit events (any mix of formats)"
     )
     dead_letter: str = Field(
-        default="tokenwatch.dead-letters", description="Rejected records: original bytes, reason, source offset"
+        default="tokenwatch.dead-letters",
+        description="Rejected records: the redacted record, its SHA-256 and size, reason, source offset "
+        "(original bytes only with service.dead_letter_keep_original)",
     )
     alerts: str = Field(default="tokenwatch.alerts", description="Alert documents, keyed by alert id")
     revocations: str = Field(

@@ -59,16 +59,18 @@ keyed hashes: producers of one topic must share ``TOKENWATCH_TOKEN_HASH_KEY``
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
+from pipeline.normalize import Normalizer
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
-from schemas.sources import FORMATS, AdapterContext, PartialRecord, detect_format
+from schemas.sources import FORMATS
 
 KeyBasis = Literal["subject", "session", "family", "token", "event", "content"]
 
@@ -119,50 +121,35 @@ def content_key(data: bytes) -> bytes:
 def partition_key(raw: Mapping[str, Any], format_name: str = "auto", *, hash_token: TokenHasher) -> bytes:
     """The message key of one parsed record of ``format_name`` ("auto": detected).
 
-    Pure: the same record gives the same key in every run (no wall clock, no
-    ``hash()``). A record that maps to no event is keyed by the SHA-256 of its
-    canonical JSON (sorted keys).
+    Pure: the same record gives the same key in every run (no ``hash()``). A record
+    that maps to no event is keyed by the SHA-256 of its canonical JSON (sorted keys).
     """
-    return _key_of_record(raw, format_name, hash_token, None).key
+    return line_key(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS), hash_token, format_name).key
 
 
 def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto") -> LineKey:
-    """The key of one input line (without its newline); never raises."""
-    try:
-        raw = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return LineKey(content_key(line), "content", None, "not JSON")
-    if not isinstance(raw, dict):
-        return LineKey(content_key(line), "content", None, f"not a JSON object but {type(raw).__name__}")
-    return _key_of_record(raw, format_name, hash_token, line)
+    """The key of one input line (without its newline); never raises.
 
-
-def _key_of_record(
-    raw: Mapping[str, Any], format_name: str, hash_token: TokenHasher, line: bytes | None
-) -> LineKey:
-    def fallback(fmt: str | None, reason: str) -> LineKey:
-        data = line if line is not None else orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
-        return LineKey(content_key(data), "content", fmt, reason)
-
+    The line is mapped exactly as the service will map it (the normalizer's parsing,
+    its repairs of attacker-written fields, a CloudTrail file record by record): a use
+    whose user agent is cut must still land on its token's partition."""
+    normalizer = _normalizer(hash_token, format_name or "auto")
     try:
-        if format_name in ("auto", "", None):
-            adapter = detect_format(raw)
-        else:
-            adapter = FORMATS[format_name]
-            if not adapter.matches(raw):
-                return fallback(None, f"does not look like {format_name}")
-    except KeyError:
-        raise ValueError(f"unknown format {format_name!r}") from None
-    except Exception as exc:  # UnknownFormat, or a matches() choking on odd input
-        return fallback(None, str(exc)[:200] or type(exc).__name__)
-    events: Iterable[CanonicalEvent]
-    try:
-        events = adapter.to_events(raw, AdapterContext(hash_token=hash_token))
-    except PartialRecord as exc:
-        events = exc.events
-    except Exception as exc:  # UnsupportedEventType, InvalidRecord, adapter bugs: the service decides
-        return fallback(adapter.name, f"{type(exc).__name__}: {exc}"[:200])
-    found = event_key(list(events))
+        result = normalizer.normalize(line, "key")
+    except Exception as exc:  # noqa: BLE001 -- a key must always be given; the service decides
+        return LineKey(content_key(line), "content", None, type(exc).__name__)
+    found = event_key(result.events)
     if found is None:
-        return fallback(adapter.name, "no events")
-    return LineKey(found[0], found[1], adapter.name)
+        if result.dead_letter is not None:
+            reason = str(result.dead_letter["reason"])
+        else:
+            reason = f"skipped type {result.skipped_type}" if result.skipped_type else "no events"
+        return LineKey(content_key(line), "content", result.format, reason[:200])
+    return LineKey(found[0], found[1], result.format)
+
+
+@functools.lru_cache(maxsize=8)
+def _normalizer(hash_token: TokenHasher, format_name: str) -> Normalizer:
+    if format_name != "auto" and format_name not in FORMATS:
+        raise ValueError(f"unknown format {format_name!r}")
+    return Normalizer(hash_token, forced_format=format_name)

@@ -4,7 +4,9 @@ The order is what makes a crash safe: offsets are committed only once the
 alerts and dead letters of the records before them are written and the state
 they built is in the changelog. A sink that cannot take writes raises
 ``SinkUnavailable`` out of ``flush_sinks``; nothing after it runs, so no offset
-passes unflushed data (the caller pauses consumption and retries).
+passes unflushed data (the caller pauses consumption and retries). An alert
+that cannot even be serialized becomes a dead letter instead of stopping the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import time
 from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -20,8 +23,8 @@ from kafka.structs import OffsetAndMetadata
 from detectors.state_codec import dirty_records
 from pipeline.metrics import ServiceMetrics
 from pipeline.service.partitions import PartitionState
-from pipeline.sinks.base import Rejected, Sink
-from pipeline.sinks.kafka import RAW_FIELD
+from pipeline.sinks.base import RAW_FIELD, Rejected, Sink, Unencodable, encode
+from schemas.alerts import Alert
 
 log = logging.getLogger("tokenwatch.checkpoint")
 
@@ -32,11 +35,28 @@ def stage_open_alerts(states: Iterable[PartitionState], sinks: Iterable[Sink]) -
     count = 0
     for state in states:
         for alert in state.open_alerts():
-            document = alert.to_json_dict()
-            for sink in sinks:
-                sink.add("alert", alert.alert.id, document)
-            count += 1
+            count += stage_alert(alert, sinks) is not None
     return count
+
+
+def stage_alert(alert: Alert, sinks: Iterable[Sink]) -> dict[str, Any] | None:
+    """Add one alert to every sink; returns its document. An alert that cannot be serialized
+    is dead-lettered with the exception type (its text may quote event content) and None is
+    returned: one broken alert never stops the loop or a checkpoint."""
+    sinks = list(sinks)
+    try:
+        document = alert.to_json_dict()
+    except Exception as exc:  # noqa: BLE001 -- any failure of one alert's content, named by type
+        log.error("alert not serializable", extra={"alert_id": alert.alert.id, "error": type(exc).__name__})
+        dead = {"reason": f"alert {alert.alert.id} could not be serialized: {type(exc).__name__}",
+                "stage": "alert", "error": type(exc).__name__, "format": "tokenwatch",
+                "origin": f"alert:{alert.alert.id}", "ingested_at": datetime.now(timezone.utc).isoformat()}
+        for sink in sinks:
+            sink.add("dead_letter", f"alert-{alert.alert.id}", dead)
+        return None
+    for sink in sinks:
+        sink.add("alert", alert.alert.id, document)
+    return document
 
 
 def flush_sinks(sinks: Iterable[Sink], rounds: int = 3) -> int:
@@ -63,18 +83,24 @@ def flush_sinks(sinks: Iterable[Sink], rounds: int = 3) -> int:
 
 
 def dead_letter_rejected(rejected: Rejected, refused_by: str, others: Iterable[Sink]) -> int:
-    """Hand a refused document to the other sinks as a dead letter; returns how many took it."""
+    """Hand a refused document to the other sinks as a dead letter; returns how many took it.
+
+    The refused document rides along as ``raw`` unless it cannot be encoded (then the
+    other sinks would refuse it too): its kind, id and the reason stay."""
     doc_id = f"rejected-{refused_by}-{rejected.doc_kind}-{rejected.doc_id}"
-    document = {
+    document: dict[str, Any] = {
         "reason": f"{refused_by} refused {rejected.doc_kind} {rejected.doc_id}: {rejected.reason}",
         "format": "tokenwatch",
         "origin": f"sink:{refused_by}",
         "ingested_at": datetime.now(timezone.utc).isoformat(),
         "rejected": {"kind": rejected.doc_kind, "id": rejected.doc_id, "status": rejected.status},
-        "raw": {k: v for k, v in rejected.document.items() if k != RAW_FIELD},
     }
-    if RAW_FIELD in rejected.document:
-        document[RAW_FIELD] = rejected.document[RAW_FIELD]
+    raw = {k: v for k, v in rejected.document.items() if k != RAW_FIELD}  # original bytes stay out
+    try:
+        encode(raw)
+        document["raw"] = raw
+    except Unencodable:
+        document["raw_omitted"] = True
     taken = 0
     for sink in others:
         sink.add("dead_letter", doc_id, document)

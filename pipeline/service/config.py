@@ -24,3 +24,8 @@ class ServiceConfig(BaseModel):
     backlog_threshold: int = Field(
         default=10_000, ge=1, description="Consumer lag (records) above which the service reports backlog progress"
     )
+    dead_letter_keep_original: bool = Field(
+        default=False,
+        description="Dead-letter topic records carry the original record bytes (tokens included; "
+        "tokenwatch_handle removed) instead of the redacted record: only for a topic protected like the input",
+    )

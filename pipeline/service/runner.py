@@ -10,6 +10,12 @@ flush is retried with backoff while the consumer keeps polling (it stays in
 the group); nothing is committed meanwhile. A sink that cannot even start
 (templates) keeps the service out of the group, /healthz 503 with the reason.
 
+Poison records: a record that makes any stage raise (normalize, detect, alert
+emission, dead-letter encoding) is dead-lettered with its topic/partition/offset
+and a reason naming the stage and exception type, and the loop goes on. A
+record's offset becomes committable only once it is processed or dead-lettered,
+so a failure that escapes (the broker itself failing) never commits it unseen.
+
 Rebalances (eager, range assignor): a revoke checkpoints and commits the
 partitions being given up (on a worker thread, see ``_Rebalance``), then drops
 their state; a (re)assigned partition is restored from the changelog and
@@ -23,26 +29,33 @@ import signal
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError
 
 from pipeline.config import Settings
 from pipeline.engine import Enrich
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.normalize import Normalizer
-from pipeline.service.checkpoint import checkpoint, dead_letter_rejected
+from pipeline.service.checkpoint import checkpoint, dead_letter_rejected, stage_alert
 from pipeline.service.config import ServiceConfig
+from pipeline.service.dead_letters import (
+    SourceRecord,
+    applied,
+    failure_dead_letter,
+    original_without_handle,
+    judged_event_tracer,
+)
 from pipeline.service.partitions import STATE_STORE, PartitionState, new_partition_state, restore_partition
 from pipeline.service.response import ServiceResponse, handle_store
 from pipeline.service.revocations import RevocationFeed, is_global
-from pipeline.sinks.base import Sink, SinkUnavailable
-from pipeline.sinks.kafka import RAW_FIELD, SOURCE_FIELD
+from pipeline.sinks.base import RAW_FIELD, SOURCE_FIELD, Sink, SinkUnavailable
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
@@ -111,8 +124,10 @@ class Service:
         self.enrich = enrich
         self.metrics = metrics or ServiceMetrics()
         handles = handle_store(settings, hash_token) if settings.response.enabled else None
+        self._repairs_seen: Counter[str] = Counter()
         self.normalizer = Normalizer(hash_token, settings.input,
-                                     accept_handle=handles.accept if handles is not None else None)
+                                     accept_handle=handles.accept if handles is not None else None,
+                                     trusted_proxies=settings.enrich.trusted_proxies)
         kafka = settings.kafka
         self.changelog_topic = kafka.topics.changelog(STATE_STORE)
         self.consumer = KafkaConsumer(
@@ -163,6 +178,7 @@ class Service:
                     self._restore_new()
                 for tp, records in batches.items():
                     self._process(tp, records)
+                self._count_repairs()
                 self._apply_global(self.revocations.poll())
                 self._release_idle()
                 self._take_response_alerts()
@@ -233,30 +249,110 @@ class Service:
             if tp in self.assigned and records:
                 self.consumer.seek(tp, records[0].offset)
             return
-        submit = state.engine.submit
         for record in records:
-            state.next_offsets[tp] = record.offset + 1
             state.records += 1
             self._since_checkpoint += 1
-            line = record.value or b""
-            if not line.strip():
-                continue
-            result = self.normalizer.normalize(line, f"{tp.topic}:{tp.partition}:{record.offset}")
-            fmt = result.format or "unknown"
+            self._handle(state, tp, record.offset, record.value or b"")
+            state.next_offsets[tp] = record.offset + 1  # processed or dead-lettered: committable
+
+    def _handle(self, state: PartitionState, tp: TopicPartition, offset: int, line: bytes) -> None:
+        """One record, start to end; whatever it makes raise dead-letters it instead. A broker
+        failure is not the record's fault: it propagates, and the offset stays uncommitted."""
+        if not line.strip():
+            return
+        record = SourceRecord(tp, offset, line)
+        stage = "normalize"
+        try:
+            result = self.normalizer.normalize(line, record.origin)
+            record.format = result.format or "unknown"
             if result.dead_letter is not None:
-                self._dead_letter(tp, record.offset, line, result.dead_letter, fmt)
+                stage = "dead_letter"
+                self._dead_letter(tp, offset, line, result.dead_letter, record.format)
             if result.skipped_type is not None:
-                self.metrics.events_skipped.labels(fmt).inc()
-                continue
+                self.metrics.events_skipped.labels(record.format).inc()
+                return
             if result.events:
-                self.metrics.events_in.labels(fmt).inc(len(result.events))
+                self.metrics.events_in.labels(record.format).inc(len(result.events))
             for event in result.events:
+                stage = "revocation"
                 if is_global(event):
                     self.revocations.publish(event)
-                state.submitted(event.event_id, tp, record.offset)
-                alerts = submit(event)
+                state.submitted(event.event_id, tp, offset)
+                stage = "detect"
+                alerts = self._engine_call(state, lambda event=event: state.engine.submit(event), record)
+                stage = "alert"
                 if alerts:
                     self._emit(alerts)
+        except KafkaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- a poison record, whatever it broke
+            error = type(exc).__name__
+            self._dead_letter_failure(record, stage, f"{stage} raised {error}", error)
+
+    def _engine_call(self, state: PartitionState, call: Callable[[], list[Alert]],
+                     current: SourceRecord | None = None) -> list[Alert]:
+        """Run an engine call. When a detector (or the engine) raises on an event, dead-letter
+        the record that event came from: ``current``, or an earlier one whose event the call
+        released from the reorder buffer (the partition's :class:`LastEvent` names it).
+        Events the engine refused as out of range are dead-lettered too. Never raises for an
+        event's content."""
+        tracer = judged_event_tracer(state)
+        tracer.event_id = None
+        try:
+            alerts = call()
+        except KafkaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- whichever event broke a detector
+            error = type(exc).__name__
+            self._dead_letter_refused(state, current)
+            culprit = tracer.event_id if tracer.event_id is not None and not applied(state, tracer.event_id) else None
+            where = state.inflight.pop(culprit, None) if culprit is not None else None
+            if where is not None:
+                record = current if current is not None and current.at(*where) else SourceRecord(*where)
+                self._dead_letter_failure(record, "detect", f"detect raised {error}", error, culprit)
+            elif current is not None:  # failed before detection (enrichment) or after it (expiry)
+                self._dead_letter_failure(current, "detect", f"detect raised {error}", error)
+            else:
+                log.error("engine failed on no record of ours", extra={"partition": state.partition,
+                                                                        "error": error})
+            return []
+        self._dead_letter_refused(state, current)
+        return alerts
+
+    def _dead_letter_refused(self, state: PartitionState, current: SourceRecord | None) -> None:
+        """Events the engine refused (ahead of the stream's clock while its hold was full)."""
+        for event in state.engine.take_out_of_range():
+            where = state.inflight.pop(event.event_id, None)
+            if where is None:  # a revocation from the feed: no input record of ours
+                continue
+            record = current if current is not None and current.at(*where) else SourceRecord(*where)
+            self._dead_letter_failure(record, "out_of_range",
+                                      "event time out of range (far ahead of the stream's clock)",
+                                      None, event.event_id)
+
+    def _dead_letter_failure(self, record: SourceRecord, stage: str, reason: str,
+                             error: str | None, event_id: str | None = None) -> None:
+        """Dead-letter a record ``stage`` could not handle. ``error`` is an exception type name
+        only: an exception's text may quote the record."""
+        self.counts[f"failed_{stage}"] += 1
+        where = {"topic": record.tp.topic, "partition": record.tp.partition, "offset": record.offset}
+        log.log(logging.ERROR if error else logging.WARNING, "record dead-lettered",
+                extra={"stage": stage, "error": error, **where})
+        doc = failure_dead_letter(record, stage, reason, error, self.normalizer.hash_token,
+                                  self.settings.input.dead_letter_raw_bytes)
+        suffix = f"-{stage}" + (f"-{event_id}" if event_id is not None else "")
+        if event_id is not None:
+            doc["event_id"] = event_id
+        self._dead_letter(record.tp, record.offset, record.line, doc, record.format, suffix)
+
+    def _count_repairs(self) -> None:
+        """Move what the normalizer repaired since the last call to the metric (its kinds are
+        bounded: field paths of the vendor models)."""
+        repairs, seen = self.normalizer.repairs, self._repairs_seen
+        for kind, count in repairs.items():
+            if count > seen[kind]:
+                self.metrics.repairs.labels(kind).inc(count - seen[kind])
+                seen[kind] = count
 
     def _apply_global(self, events: list[CanonicalEvent], states: list[PartitionState] | None = None) -> None:
         """Feed revocations from the revocations topic to every owned partition (the one they
@@ -264,7 +360,7 @@ class Service:
         for event in events:
             self.counts["revocations_received"] += 1
             for state in self.states.values() if states is None else states:
-                alerts = state.engine.submit(event)
+                alerts = self._engine_call(state, lambda state=state, event=event: state.engine.submit(event))
                 if alerts:
                     self._emit(alerts)
 
@@ -275,28 +371,32 @@ class Service:
         now = time.monotonic()
         for state in self.states.values():
             if state.last_event_wall and now - state.last_event_wall >= quiet_for:
-                alerts = state.engine.release_idle()
+                alerts = self._engine_call(state, state.engine.release_idle)
                 if alerts:
                     self._emit(alerts)
 
-    def _dead_letter(self, tp: TopicPartition, offset: int, line: bytes, doc: dict[str, Any], fmt: str) -> None:
-        doc_id = f"{tp.topic}-{tp.partition}-{offset}"
-        source = {"topic": tp.topic, "partition": tp.partition, "offset": offset}
+    def _dead_letter(self, tp: TopicPartition, offset: int, line: bytes, doc: dict[str, Any], fmt: str,
+                     suffix: str = "") -> None:
+        """Hand a dead letter to every sink. The Kafka one gets the original bytes too, minus
+        the revocation handle, only when the operator asked for them."""
+        doc_id = f"{tp.topic}-{tp.partition}-{offset}{suffix}"
+        document = {**doc, SOURCE_FIELD: {"topic": tp.topic, "partition": tp.partition, "offset": offset}}
         self.metrics.dead_letters.labels(fmt).inc()
         self.counts["dead_letters"] += 1
+        original = original_without_handle(line) if self.config.dead_letter_keep_original and line else None
         for sink in self.sinks:
-            if sink.name == "kafka":
-                sink.add("dead_letter", doc_id, {**doc, SOURCE_FIELD: source, RAW_FIELD: line})
+            if sink.name == "kafka" and original is not None:
+                sink.add("dead_letter", doc_id, {**document, RAW_FIELD: original})
             else:
-                sink.add("dead_letter", doc_id, {**doc, SOURCE_FIELD: source})
+                sink.add("dead_letter", doc_id, document)
 
     def _emit(self, alerts: list[Alert]) -> None:
         """Alerts whose fold window closed: their final version."""
         documents = []
         for alert in alerts:
-            document = alert.to_json_dict()
-            for sink in self.sinks:
-                sink.add("alert", alert.alert.id, document)
+            document = stage_alert(alert, self.sinks)
+            if document is None:
+                continue
             self.metrics.alerts.labels(alert.rule.id).inc()
             self.counts["alerts"] += 1
             documents.append(document)
@@ -321,9 +421,9 @@ class Service:
         staged: list[dict[str, Any]] = []
         for state in self.states.values():
             for alert, new in state.engine.alerter.take_changed():
-                document = alert.to_json_dict()
-                for sink in self.sinks:
-                    sink.add("alert", alert.alert.id, document)
+                document = stage_alert(alert, self.sinks)
+                if document is None:
+                    continue
                 if new:
                     self.metrics.alert_latency.observe(max(0.0, (now - alert.timestamp).total_seconds()))
                 staged.append(document)

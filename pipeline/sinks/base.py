@@ -6,7 +6,8 @@ offsets, so a sink must either write everything it buffered or raise
 caller pauses consumption and calls ``flush`` again later). Documents the
 destination refuses on their own merits (a mapping conflict) are not retried
 forever: ``flush`` hands them back as :class:`Rejected` so the caller can
-dead-letter them.
+dead-letter them; so are documents that cannot even be encoded (nested too deep,
+a lone surrogate): a sink never lets one document's content stop a flush.
 """
 
 from __future__ import annotations
@@ -15,8 +16,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import orjson
+
 DocKind = Literal["alert", "event", "dead_letter", "action"]
 DOC_KINDS: tuple[DocKind, ...] = ("alert", "event", "dead_letter", "action")
+
+RAW_FIELD = "raw_original"
+"""Key of the original record bytes in a dead-letter document: only the Kafka sink is handed
+them, and only when ``service.dead_letter_keep_original`` is set."""
+SOURCE_FIELD = "source_record"
+"""Key of ``{"topic", "partition", "offset"}`` of the rejected record in a dead-letter document."""
 
 
 class SinkUnavailable(Exception):
@@ -56,6 +65,46 @@ class FlushResult:
         return not self.rejected
 
 
+def encode(document: Mapping[str, Any]) -> bytes:
+    """The JSON bytes of one document; raises :class:`Unencodable` (a ``ValueError``) when
+    orjson refuses it (nesting over 254, a lone surrogate, a non-string key, a huge int)."""
+    try:
+        return orjson.dumps(dict(document))
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise Unencodable(f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+class Unencodable(ValueError):
+    """A document whose content cannot be written as JSON. The message is orjson's own
+    (a fixed sentence naming the problem), never a piece of the document."""
+
+
+_DEAD_LETTER_FACTS = ("reason", "stage", "error", "format", "origin", "ingested_at", "raw_bytes", "raw_sha256",
+                      "truncated", "event_id")
+
+
+def encodable_dead_letter(document: Mapping[str, Any], problem: str) -> dict[str, Any]:
+    """What is left of a dead letter that cannot be encoded whole: its scalar facts (reason,
+    origin, source offset, size, SHA-256) without the record copy, and why it was cut.
+    Always encodable, so the record it stands for still reaches the dead-letter sinks."""
+    kept: dict[str, Any] = {name: _plain(document[name]) for name in _DEAD_LETTER_FACTS if name in document}
+    source = document.get(SOURCE_FIELD)
+    if isinstance(source, Mapping):
+        kept[SOURCE_FIELD] = {k: _plain(source[k]) for k in ("topic", "partition", "offset") if k in source}
+    kept["encoding_error"] = problem
+    return kept
+
+
+def _plain(value: Any) -> str | int | float | bool | None:
+    """A scalar orjson always accepts: valid UTF-8, a 64-bit int, at most 1,000 characters."""
+    if value is None or isinstance(value, bool) or isinstance(value, float):
+        return value
+    if isinstance(value, int) and -2**63 <= value < 2**64:
+        return value
+    text = value if isinstance(value, str) else type(value).__name__
+    return text[:1000].encode("utf-8", "replace").decode("utf-8")
+
+
 @runtime_checkable
 class Sink(Protocol):
     """What the service loop calls; a sink is registered by name in ``pipeline.sinks.SINKS``."""
@@ -93,9 +142,20 @@ class MemorySink:
         if self.down:
             raise SinkUnavailable(self.name, self.down, self.pending)
 
+    _rejected: list[Rejected] = field(default_factory=list)
+
     def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> None:
+        """Like the real sinks: an unencodable dead letter is cut to its facts, any other
+        unencodable document is handed back as rejected by the next ``flush``."""
         if doc_kind not in DOC_KINDS:
             raise ValueError(f"unknown document kind {doc_kind!r}")
+        try:
+            encode({key: value for key, value in document.items() if key != RAW_FIELD})
+        except Unencodable as exc:
+            if doc_kind != "dead_letter":
+                self._rejected.append(Rejected(doc_kind, doc_id, document, f"not encodable: {exc}"))
+                return
+            document = encodable_dead_letter(document, str(exc))
         self._buffer[(doc_kind, doc_id)] = dict(document)
 
     def flush(self) -> FlushResult:
@@ -105,7 +165,8 @@ class MemorySink:
         self.documents.update(self._buffer)
         self._buffer.clear()
         self.flushes += 1
-        return FlushResult(written=written)
+        rejected, self._rejected = tuple(self._rejected), []
+        return FlushResult(written=written, rejected=rejected)
 
     @property
     def pending(self) -> int:

@@ -5,7 +5,10 @@ after a crash updates documents instead of duplicating them. Transient failures
 (connection errors, timeouts, 429, 5xx — whole request or single items) are
 retried with exponential backoff; when retries run out ``flush`` raises
 :class:`SinkUnavailable` and keeps the buffer. A document refused for itself
-(400: a mapping conflict) is returned as :class:`Rejected` for dead-lettering.
+(400: a mapping conflict) is returned as :class:`Rejected` for dead-lettering,
+and so is one that cannot be shaped or encoded (a dead letter is then cut to its
+facts instead, see :func:`encodable_dead_letter`). Documents are encoded with
+orjson in ``add``, so one hostile document never reaches the bulk request.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from elastic_transport import HttpHeaders, NodeConfig, TransportError, Urllib3Ht
 from elasticsearch import ApiError, Elasticsearch
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
 
-from pipeline.sinks.base import DOC_KINDS, DocKind, FlushResult, Rejected, SinkUnavailable
+from pipeline.sinks.base import (
+    DOC_KINDS,
+    DocKind,
+    FlushResult,
+    Rejected,
+    SinkUnavailable,
+    Unencodable,
+    encodable_dead_letter,
+    encode,
+)
 from pipeline.sinks.es_documents import shape
 from pipeline.sinks.es_templates import document_time, index_name, index_template
 
@@ -142,7 +154,7 @@ class _Pending:
     doc_kind: DocKind
     doc_id: str
     index: str
-    source: dict[str, Any]
+    source: bytes  # the shaped document, encoded
     original: Mapping[str, Any]
 
 
@@ -177,10 +189,21 @@ class ElasticsearchSink:
     def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> None:
         if doc_kind not in DOC_KINDS:
             raise ValueError(f"unknown document kind {doc_kind!r}")
+        try:
+            pending = self._prepare(doc_kind, doc_id, document)
+        except (Unencodable, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            problem = str(exc) if isinstance(exc, Unencodable) else f"cannot shape: {type(exc).__name__}"
+            if doc_kind != "dead_letter":
+                self._rejected.append(Rejected(doc_kind, doc_id, document, f"not encodable: {problem}"))
+                return
+            pending = self._prepare(doc_kind, doc_id, encodable_dead_letter(document, problem))
+        self._buffer[(doc_kind, doc_id)] = pending
+
+    def _prepare(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> _Pending:
         source = shape(doc_kind, document)
         when = document_time(source) or self._clock()
         index = index_name(self.config.index_prefix, doc_kind, when)
-        self._buffer[(doc_kind, doc_id)] = _Pending(doc_kind, doc_id, index, source, document)
+        return _Pending(doc_kind, doc_id, index, encode(source), document)
 
     @property
     def pending(self) -> int:
@@ -241,7 +264,7 @@ class ElasticsearchSink:
             self._sleep(self.config.backoff(retry))
 
     def _bulk(self, keys: list[tuple[str, str]]) -> Mapping[str, Any]:
-        operations: list[Mapping[str, Any]] = []
+        operations: list[Mapping[str, Any] | bytes] = []
         for key in keys:
             pending = self._buffer[key]
             operations.append({"index": {"_index": pending.index, "_id": pending.doc_id}})

@@ -2,16 +2,20 @@
 
 Alerts are JSON keyed by alert id, so a compacted alerts topic keeps the latest
 version of each alert (an alert re-emitted at a later checkpoint replaces the
-earlier one). A dead letter's value is the *original bytes* of the rejected
-record when the caller hands them over (``document["raw_original"]``, bytes),
-with the reason, format and source topic/partition/offset as headers — so a
-fixed record can be re-produced as is; otherwise the dead-letter record is
-written as JSON. The dead-letter topic therefore holds what the input topic
-held (possibly bearer tokens): give it the input topic's access controls.
+earlier one). A dead letter's value is the redacted dead-letter document (JSON:
+reason, the record with its credentials replaced by keyed hashes, the
+original's SHA-256 and size, source topic/partition/offset); its headers
+repeat the reason, format, source, SHA-256 and size, and ``tokenwatch.value``
+says what the value is. Only when the caller hands over the original bytes
+(``document[RAW_FIELD]``: the service does so when the operator sets
+``service.dead_letter_keep_original``, for a topic protected like the input)
+is the value those bytes, so a fixed record can be re-produced as is.
 
 Like every sink it buffers in ``add`` and writes in ``flush``; a record the
 broker did not acknowledge stays buffered and ``flush`` raises
-:class:`SinkUnavailable` (backpressure), never drops it.
+:class:`SinkUnavailable` (backpressure), never drops it. A document that
+cannot be encoded never stops a flush: a dead letter is cut to its facts
+(:func:`encodable_dead_letter`), an alert is handed back as rejected.
 """
 
 from __future__ import annotations
@@ -19,17 +23,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.kafka.config import KafkaConfig, producer_kwargs
-from pipeline.sinks.base import DocKind, FlushResult, SinkUnavailable
+from pipeline.sinks.base import (
+    RAW_FIELD,
+    SOURCE_FIELD,
+    DocKind,
+    FlushResult,
+    Rejected,
+    SinkUnavailable,
+    Unencodable,
+    encodable_dead_letter,
+    encode,
+)
 
-RAW_FIELD = "raw_original"
-"""Key of the original record bytes in a dead-letter document (not sent to Elasticsearch)."""
-SOURCE_FIELD = "source_record"
-"""Key of ``{"topic", "partition", "offset"}`` of the rejected record in a dead-letter document."""
+__all__ = ["RAW_FIELD", "SOURCE_FIELD", "KafkaSink"]
+
+Headers = list[tuple[str, bytes]]
 
 
 class KafkaSink:
@@ -44,7 +56,8 @@ class KafkaSink:
         self._own = producer is None
         self.producer = producer if producer is not None else KafkaProducer(**producer_kwargs(config))
         self.flush_timeout_s = flush_timeout_s
-        self._buffer: dict[tuple[str, str], tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = {}
+        self._buffer: dict[tuple[str, str], tuple[str, bytes, bytes, Headers]] = {}
+        self._rejected: list[Rejected] = []
 
     def start(self) -> None:
         """Topics are created by ``ensure_topics`` at service start; nothing else to prepare."""
@@ -52,7 +65,12 @@ class KafkaSink:
     def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> None:
         topics = self.config.topics
         if doc_kind == "alert":
-            self._buffer[(doc_kind, doc_id)] = (topics.alerts, doc_id.encode(), orjson.dumps(dict(document)), [])
+            try:
+                value = encode(document)
+            except Unencodable as exc:
+                self._rejected.append(Rejected(doc_kind, doc_id, document, f"not encodable: {exc}"))
+                return
+            self._buffer[(doc_kind, doc_id)] = (topics.alerts, doc_id.encode(), value, [])
         elif doc_kind == "dead_letter":
             self._buffer[(doc_kind, doc_id)] = (topics.dead_letter, doc_id.encode(), *_dead_letter(document))
         else:
@@ -63,8 +81,9 @@ class KafkaSink:
         return len(self._buffer)
 
     def flush(self) -> FlushResult:
+        rejected, self._rejected = tuple(self._rejected), []
         if not self._buffer:
-            return FlushResult()
+            return FlushResult(rejected=rejected)
         futures = []
         reason = ""
         for key, (topic, rkey, value, headers) in list(self._buffer.items()):
@@ -85,24 +104,43 @@ class KafkaSink:
             elif future.is_done and not reason:
                 reason = f"{type(future.exception).__name__}: {future.exception}"
         if self._buffer:
+            self._rejected.extend(rejected)  # handed back by the flush that succeeds
             raise SinkUnavailable(self.name, reason or "records not acknowledged", self.pending)
-        return FlushResult(written=written)
+        return FlushResult(written=written, rejected=rejected)
 
     def close(self) -> None:
         if self._own:
             self.producer.close(timeout=5)
 
 
-def _dead_letter(document: Mapping[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """(value, headers) of one dead letter: original bytes + reason/format/source as headers."""
+def _dead_letter(document: Mapping[str, Any]) -> tuple[bytes, Headers]:
+    """(value, headers) of one dead letter: the redacted document as JSON, or the original
+    bytes when the caller handed them over; the facts as headers either way."""
     doc = dict(document)
     raw = doc.pop(RAW_FIELD, None)
-    source = doc.get(SOURCE_FIELD) or {}
-    headers = [("tokenwatch.reason", str(doc.get("reason", "")).encode())]
-    if doc.get("format"):
-        headers.append(("tokenwatch.format", str(doc["format"]).encode()))
+    try:
+        value = encode(doc)
+    except Unencodable as exc:
+        doc = encodable_dead_letter(doc, str(exc))
+        value = encode(doc)
+    kind = b"redacted"
+    if isinstance(raw, (bytes, bytearray)):
+        value, kind = bytes(raw), b"original"
+    return value, [*_headers(doc), ("tokenwatch.value", kind)]
+
+
+def _headers(doc: Mapping[str, Any]) -> Headers:
+    """Reason, format, SHA-256, size and source offset of a dead letter, as record headers."""
+    headers = [("tokenwatch.reason", _header(doc.get("reason", "")))]
+    for name in ("format", "raw_sha256", "raw_bytes"):
+        if doc.get(name) is not None:
+            headers.append((f"tokenwatch.{name}", _header(doc[name])))
+    source = doc.get(SOURCE_FIELD)
     for name in ("topic", "partition", "offset"):
-        if name in source:
-            headers.append((f"tokenwatch.source.{name}", str(source[name]).encode()))
-    value = bytes(raw) if isinstance(raw, (bytes, bytearray)) else orjson.dumps(doc)
-    return value, headers
+        if isinstance(source, Mapping) and name in source:
+            headers.append((f"tokenwatch.source.{name}", _header(source[name])))
+    return headers
+
+
+def _header(value: object) -> bytes:
+    return str(value)[:1000].encode("utf-8", "replace")

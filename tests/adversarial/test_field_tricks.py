@@ -153,3 +153,17 @@ def test_behind_trusted_proxies_the_caller_is_the_rightmost_untrusted_address() 
     found = detect_lines([*login_and_code(), rotation, spoofed], settings)
     assert found.hits == [("replay.refresh_reuse", "rt-1")]
     assert detect_lines([*login_and_code(), rotation, retry], settings).alerts == []
+
+
+@pytest.mark.parametrize("name", ["user agent of 3,000 chars", "raw non-UTF-8 byte in the user agent",
+                                  "lone surrogate escape in the user agent", "NaN in an extra numeric field"])
+def test_a_tricked_line_is_keyed_to_its_tokens_partition(name: str, hasher: Any) -> None:
+    """`tokenwatch produce` keys a line as the service maps it: a repaired line lands where
+    the rest of its token's lineage is, not on a partition of its own."""
+    from pipeline.kafka.keys import line_key
+
+    gateway = [line for line in _lines([s.name for s in GATEWAY_ATTACKS]) if _is_gateway(orjson.loads(line))]
+    for index, line in enumerate(gateway):
+        tricked = TRICKS[name](line, index)
+        assert (line_key(tricked, hasher).key, line_key(tricked, hasher).basis) == (
+            line_key(line, hasher).key, line_key(line, hasher).basis)

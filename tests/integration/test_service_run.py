@@ -8,6 +8,8 @@ alerts are in Elasticsearch.
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import signal
 import subprocess
@@ -176,11 +178,14 @@ def test_run_detects_the_sample_and_dead_letters_garbage(kafka_bootstrap: str, o
     on_topic = {r.key.decode(): orjson.loads(r.value) for r in records}
     assert set(on_topic) == set(ids)
 
-    # Garbage: on the dead-letter topic as the original bytes, with reason and source offset.
+    # Garbage: on the dead-letter topic redacted, with the original's hash, reason and source offset.
     dead = _read_topic(kafka, kafka.topics.dead_letter, len(GARBAGE))
-    assert sorted(r.value for r in dead) == sorted(GARBAGE)
+    assert sorted(orjson.loads(r.value)["raw_sha256"] for r in dead) == sorted(
+        hashlib.sha256(line).hexdigest() for line in GARBAGE
+    )
     for record in dead:
         headers = dict(record.headers)
+        assert headers["tokenwatch.value"] == b"redacted"
         assert headers["tokenwatch.reason"]
         assert headers["tokenwatch.source.topic"] == name.encode()
         assert int(headers["tokenwatch.source.offset"]) >= 0

@@ -138,7 +138,7 @@ def test_a_multi_event_line_takes_the_first_subject(hasher) -> None:
         (b"\x00\xff garbage", "not JSON"),
         (b"[1, 2]", "not a JSON object but list"),
         (b'{"hello": "world"}', "unknown format"),
-        (_canonical(kind="exploded"), "InvalidRecord"),
+        (_canonical(kind="exploded"), "canonical: kind"),
     ],
 )
 def test_lines_that_map_to_nothing_are_keyed_by_the_dead_letter_hash(line: bytes, reason: str, hasher) -> None:

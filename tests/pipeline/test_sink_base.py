@@ -305,3 +305,73 @@ def test_a_bulk_answer_missing_items_is_retried_not_taken_as_written(es: Scripte
     sink = make_sink(es.url, sleeps)
     sink.add("alert", "a1", alert_doc("a1"))
     assert sink.flush().written == 1 and sleeps == [0.5]
+
+
+# -- a document that cannot be encoded never stops a flush ------------------------------
+def _nested(depth: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        doc = {"a": doc}
+    return doc
+
+
+DEAD_LETTER = {"reason": "unknown format", "format": None, "origin": "in:0:7",
+               "ingested_at": "2026-11-24T09:00:00Z", "raw_bytes": 5000, "raw_sha256": "ab" * 32, "source_record": {"topic": "in", "partition": 0, "offset": 7}}
+ORJSON_REFUSAL = ("TypeError: ", "JSONEncodeError: ")  # orjson's own sentence follows, never the content
+UNENCODABLE = {
+    "nested 300 deep": _nested(300),
+    "lone surrogate": "caf\ud800",
+    "integer over 64 bits": 2**70,
+}
+
+
+@pytest.mark.parametrize("bad", UNENCODABLE.values(), ids=UNENCODABLE.keys())
+def test_an_unencodable_dead_letter_is_written_as_its_facts(es: ScriptedES, bad: Any) -> None:
+    es.script = [bulk_ok()]
+    sink = make_sink(es.url, [])
+    sink.add("dead_letter", "in-0-7", {**DEAD_LETTER, "raw": {"x": bad}})
+    sink.add("dead_letter", "in-0-8", {**DEAD_LETTER, "raw": {"x": "fine"}})  # its benign twin
+    result = sink.flush()
+    assert result.written == 2 and result.ok
+    [(cut_id, cut), (fine_id, fine)] = es.bulk_docs(0)
+    assert (cut_id, fine_id) == ("in-0-7", "in-0-8")
+    assert cut.pop("encoding_error").startswith(ORJSON_REFUSAL)
+    assert cut == {**DEAD_LETTER, "@timestamp": DEAD_LETTER["ingested_at"]}
+    assert fine["raw"] == {"x": "fine"} and "encoding_error" not in fine
+
+
+@pytest.mark.parametrize("bad", UNENCODABLE.values(), ids=UNENCODABLE.keys())
+def test_an_unencodable_alert_is_rejected_and_the_others_are_written(es: ScriptedES, bad: Any) -> None:
+    es.script = [bulk_ok()]
+    sink = make_sink(es.url, [])
+    sink.add("alert", "bad", {**alert_doc("bad"), "evidence": bad})
+    sink.add("alert", "good", alert_doc("good"))
+    result = sink.flush()
+    assert result.written == 1 and [doc_id for doc_id, _ in es.bulk_docs(0)] == ["good"]
+    [rejected] = result.rejected
+    assert (rejected.doc_kind, rejected.doc_id, rejected.status) == ("alert", "bad", None)
+    assert rejected.reason.startswith(tuple(f"not encodable: {r}" for r in ORJSON_REFUSAL))
+
+
+def test_memory_sink_follows_the_same_encoding_contract() -> None:
+    sink = MemorySink()
+    sink.add("alert", "bad", {"evidence": _nested(300)})
+    sink.add("dead_letter", "d", {**DEAD_LETTER, "raw": _nested(300)})
+    result = sink.flush()
+    assert [r.doc_id for r in result.rejected] == ["bad"] and result.written == 1
+    assert "raw" not in sink.documents[("dead_letter", "d")]
+    assert sink.documents[("dead_letter", "d")]["raw_sha256"] == DEAD_LETTER["raw_sha256"]
+
+
+def test_an_alert_no_sink_can_encode_is_dead_lettered_in_each_without_its_content() -> None:
+    from pipeline.service.checkpoint import flush_sinks
+
+    es, kafka = MemorySink(name="elasticsearch"), MemorySink(name="kafka")
+    for sink in (es, kafka):
+        sink.add("alert", "bad", {"alert": {"id": "bad"}, "evidence": _nested(300)})
+    flush_sinks([es, kafka])
+    for sink, other in ((es, "kafka"), (kafka, "elasticsearch")):
+        dead = sink.documents[("dead_letter", f"rejected-{other}-alert-bad")]
+        assert dead["raw_omitted"] is True and "raw" not in dead
+        assert dead["reason"] == f"{other} refused alert bad: not encodable: TypeError: Recursion limit reached"
+        assert ("alert", "bad") not in sink.documents
