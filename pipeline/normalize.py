@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher, redact_text, redact_value
 from pipeline.reading import LongLine
-from pipeline.untrusted import NotJSON, bound_value, parse_line, repair_fields
+from pipeline.untrusted import NotJSON, RepairingReader, bound_value, parse_line, repair_fields
 from schemas.sources import (
     FORMATS,
     AdapterContext,
@@ -73,7 +73,7 @@ MAX_REPAIR_KINDS = 200
 STREAM_SLICE_EVENTS = 1000
 """Events handed on at a time while a long CloudTrail log file is read."""
 
-_REPAIR_ROUNDS = 3
+_REPAIR_ROUNDS = 4
 
 
 @dataclass
@@ -215,7 +215,7 @@ class Normalizer:
         batch = _Batch(adapter.name)
         total = 0
         try:
-            for entry in ijson.items(line, "Records.item", use_float=True):
+            for entry in ijson.items(RepairingReader(line, self.repairs), "Records.item", use_float=True):
                 self._entry(adapter, total, bound_value(entry, self.config.max_depth, self.repairs), batch)
                 total += 1
                 if len(batch.events) >= STREAM_SLICE_EVENTS:

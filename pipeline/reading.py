@@ -24,12 +24,14 @@ class LongLine:
     whole line once it is consumed."""
 
     def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self._done = head.endswith(b"\n")  # the whole line is in the head (it ends just past the cap)
+        if self._done:
+            head = head.rstrip(b"\r\n")
         self.head = head
         self._stream = stream
         self._pending = head
         self._digest = hashlib.sha256(head)
         self.size = len(head)
-        self._done = head.endswith(b"\n")
 
     def read(self, size: int = -1) -> bytes:
         """File-like: the line's bytes from the start (head included), never past its end."""
@@ -66,10 +68,10 @@ def read_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[bytes | LongL
     """Lines (with their newline) of at most ``max_line_bytes`` plus newline; longer ones
     as ``LongLine``, finished before the next line is read, whatever the consumer did."""
     while True:
-        line = stream.readline(max_line_bytes + 1)
+        line = stream.readline(max_line_bytes + 2)  # the cap, plus a CR LF line ending
         if not line:
             return
-        if len(line) <= max_line_bytes or line.endswith(b"\n"):
+        if len(line.rstrip(b"\r\n")) <= max_line_bytes and (line.endswith(b"\n") or len(line) <= max_line_bytes):
             yield line
             continue
         long_line = LongLine(line, stream)

@@ -17,6 +17,7 @@ Everything here is iterative: no input can exhaust the Python stack.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -58,18 +59,67 @@ def parse_line(line: bytes, max_depth: int, repairs: Counter[str] | None = None)
 
 def _lenient(line: bytes, first: orjson.JSONDecodeError, repairs: Counter[str] | None) -> Any:
     """The standard library parser accepts what orjson refuses for content (lone
-    surrogates, NaN, huge numbers); undecodable bytes are replaced before it sees them."""
+    surrogates, NaN, huge numbers); undecodable bytes are replaced before it sees them,
+    and nesting too deep for any parser is cut in the bytes first."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         text = line.decode("utf-8", "replace")
         _count(repairs, "invalid UTF-8 replaced")
-    try:
-        return json.loads(text, parse_constant=lambda _: _count(repairs, "non-finite number dropped"), strict=False)
-    except RecursionError:
-        raise NotJSON("not JSON: nested too deep to parse") from None
-    except ValueError:  # JSONDecodeError, or an integer of more than 4300 digits
-        raise NotJSON(f"not JSON: {str(first.args[0])[:120]}") from None
+    for attempt in range(2):
+        try:
+            return json.loads(
+                text,
+                parse_constant=lambda _: _count(repairs, "non-finite number dropped"),
+                parse_int=lambda digits: _int(digits, repairs),
+                strict=False,
+            )
+        except RecursionError:
+            if attempt:
+                break
+            text = cut_deep_text(text, PARSE_DEPTH)
+            _count(repairs, "nesting cut")
+        except ValueError:  # JSONDecodeError
+            break
+    raise NotJSON(f"not JSON: {str(first.args[0])[:120]}") from None
+
+
+PARSE_DEPTH = 256
+"""Depth at which the text of a line too deep for the parsers is cut before parsing."""
+
+_INT64 = (-(2**63), 2**64 - 1)
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _int(digits: str, repairs: Counter[str] | None) -> int | None:
+    """An integer JSON can hold but no 64-bit field can (nor orjson write back): null."""
+    if len(digits) > 20 or not _INT64[0] <= int(digits) <= _INT64[1]:
+        _count(repairs, "integer beyond 64 bits dropped")
+        return None
+    return int(digits)
+
+
+def cut_deep_text(text: str, max_depth: int) -> str:
+    """JSON text with every container deeper than ``max_depth`` replaced by a marker
+    string, found by a scan that skips strings whole (a parser would recurse)."""
+    out: list[str] = []
+    depth, kept_until, cut_from = 0, 0, -1
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        if token in "[{":
+            depth += 1
+            if depth == max_depth + 1:
+                cut_from = match.start()
+        else:
+            if depth == max_depth + 1 and cut_from >= 0:
+                out.append(text[kept_until:cut_from])
+                out.append('"' + DEPTH_MARKER.format(depth=max_depth) + '"')
+                kept_until, cut_from = match.end(), -1
+            depth -= 1
+    out.append(text[kept_until:])
+    return "".join(out)
 
 
 def bound_value(value: Any, max_depth: int, repairs: Counter[str] | None = None) -> Any:
@@ -132,54 +182,123 @@ def _count(repairs: Counter[str] | None, kind: str) -> None:
 
 
 def repair_fields(raw: Any, errors: list[dict[str, Any]], where: str, repairs: Counter[str]) -> bool:
-    """Cut the strings and lists a vendor model found too long and drop the fields it
-    found malformed, in place, so the record can be mapped again; False when nothing
-    could be repaired (a required field is missing: the record is a dead letter).
+    """Cut the strings and lists a vendor model found too long and drop the fields (or list
+    elements) it found malformed, in place, so the record can be mapped again; False when
+    nothing changed (a required field is missing: the record is a dead letter).
 
     A union type reports one error per member for the same field (a ``str | list``
     too long as a string is also "not a list"): a cut wins over a drop."""
-    slots: dict[tuple[int, Any], tuple[Any, Any, str, dict[str, Any] | None]] = {}
+    located = []
     for error in errors:
-        found = _locate(raw, error["loc"])
-        if found is None:
+        if error["type"] == "missing":  # nothing to cut or drop: the record lacks a required field
             continue
-        parent, key, path = found
+        found = _locate(raw, error["loc"])
+        if found is not None:
+            located.append((found, error))
+    # An error inside a value wins over one about the value itself (a union's "not a str"
+    # beside a list whose element is too long): the element is repaired, the list kept.
+    inner = {found[3][:n] for found, _ in located for n in range(1, len(found[3]))}
+    slots: dict[tuple[int, Any], tuple[Any, Any, str, dict[str, Any] | None]] = {}
+    for (parent, key, path, keys), error in located:
+        if keys in inner:
+            continue
         slot = (id(parent), key)
-        path = path[:MAX_LABEL]
         cuttable = error["type"] in ("string_too_long", "too_long") and isinstance(error["ctx"].get("max_length"), int)
         if slot not in slots or (cuttable and slots[slot][3] is None):
-            slots[slot] = (parent, key, f"{where}.{path}", error if cuttable else None)
-    for parent, key, label, cut_error in slots.values():
+            slots[slot] = (parent, key, f"{where}.{path[:MAX_LABEL]}", error if cuttable else None)
+    changed = False
+    # List elements are deleted from the highest index down, so the others keep their place.
+    order = sorted(slots.values(), key=lambda s: s[1] if isinstance(s[0], list) else -1, reverse=True)
+    for parent, key, label, cut_error in order:
         value = parent[key]
-        if cut_error is not None and isinstance(value, str):
+        if cut_error is not None and isinstance(value, str) and len(value) > cut_error["ctx"]["max_length"]:
             parent[key] = cut(value, cut_error["ctx"]["max_length"])
             repairs[f"{label}: cut"] += 1
-        elif cut_error is not None and isinstance(value, list):
+        elif cut_error is not None and isinstance(value, list) and len(value) > cut_error["ctx"]["max_length"]:
             del value[cut_error["ctx"]["max_length"]:]
             repairs[f"{label}: list cut"] += 1
-        elif isinstance(parent, dict):
+        else:
             del parent[key]
             repairs[f"{label}: malformed (dropped)"] += 1
-        else:  # an element of a list: keep the list's length, drop the element's value
-            parent[key] = None
-            repairs[f"{label}: malformed (dropped)"] += 1
-    return bool(slots)
+        changed = True
+    return changed
 
 
-def _locate(raw: Any, loc: tuple[Any, ...]) -> tuple[Any, Any, str] | None:
-    """The (container, key, dotted path) a pydantic error location points at in the raw
-    record; union member tags in the location (``'str'``, ``'list[str]'``) are not keys
-    and end the walk."""
+def _locate(raw: Any, loc: tuple[Any, ...]) -> tuple[Any, Any, str, tuple[Any, ...]] | None:
+    """The (container, key, dotted path, key path) a pydantic error location points at in
+    the raw record. Parts that name no key here are union member tags (``'str'``,
+    ``'list[str]'``, ``'constrained-str'``) and are passed over."""
     parent: Any = None
     key: Any = None
     node = raw
-    path: list[str] = []
+    keys: list[Any] = []
     for part in loc:
         if isinstance(node, dict) and part in node:
             parent, key, node = node, part, node[part]
-            path.append(str(part))
+            keys.append(part)
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             parent, key, node = node, part, node[part]
-        else:
+            keys.append(part)
+        elif isinstance(part, int):
             break
-    return (parent, key, ".".join(path)) if parent is not None else None
+    if parent is None:
+        return None
+    return parent, key, ".".join(str(k) for k in keys if not isinstance(k, int)), tuple(keys)
+
+
+class RepairingReader:
+    """A file-like view of a JSON byte stream that hands a streaming parser (ijson, which
+    stops at the first fault) what ``parse_line`` repairs in a line: undecodable bytes
+    become U+FFFD; ``NaN``, ``Infinity`` and numbers no double or 64-bit integer holds
+    become null. So one odd value in record 5 of a log file costs nothing, not records
+    5 onwards. (A value such as ``":NaN,"`` inside a string is read as null too.)"""
+
+    CHUNK = 1 << 16
+    TAIL = 64  # characters held back so that no token is split between two chunks
+
+    def __init__(self, source: Any, repairs: Counter[str] | None = None) -> None:
+        self._source = source
+        self._repairs = repairs
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._tail = ""
+        self._out = b""
+        self._eof = False
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # readers probe the type of what read returns this way
+            return b""
+        want = self.CHUNK if size is None or size < 0 else size
+        while len(self._out) < want and not self._eof:
+            self._fill()
+        out, self._out = self._out[:want], self._out[want:]
+        return out
+
+    def _fill(self) -> None:
+        chunk = self._source.read(self.CHUNK)
+        decoded = self._decoder.decode(chunk, final=not chunk)
+        if decoded.count("\ufffd") > chunk.count(b"\xef\xbf\xbd"):
+            _count(self._repairs, "invalid UTF-8 replaced")
+        text = self._tail + decoded
+        if not chunk:
+            self._eof = True
+            self._tail = ""
+        else:
+            split = max(len(text) - self.TAIL, 0)
+            while split > 0 and text[split - 1] in _NUMBER_CHARS:  # never split a number ...
+                split -= 1
+            while split > 0 and text[split - 1] in " \t\r\n":
+                split -= 1
+            if split > 0 and text[split - 1] in ":[,":  # ... nor part it from what precedes it
+                split -= 1
+            text, self._tail = text[:split], text[split:]
+        self._out += _BAD_NUMBER.sub(self._null, text).encode("utf-8")
+
+    def _null(self, match: re.Match[str]) -> str:
+        _count(self._repairs, "non-finite number dropped" if match.group(2)[-1] in "yN" else "number out of range dropped")
+        return match.group(1) + "null"
+
+
+_NUMBER_CHARS = frozenset("0123456789+-.eEaNIinfty")
+_BAD_NUMBER = re.compile(
+    r"(?<=[:\[,])(\s*)(-?Infinity|NaN|-?\d{20,}(?:\.\d+)?(?:[eE][+-]?\d+)?|-?\d+(?:\.\d+)?[eE]\+?\d{3,})(?=\s*[,\]}])"
+)

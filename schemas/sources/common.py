@@ -41,6 +41,8 @@ class Memo(Generic[K, V]):
         return self._items.get(key)
 
     def put(self, key: K, value: V) -> V:
+        if _long_key(key):  # a user agent of 2 KB per entry would pin 130 MB: not worth keeping
+            return value
         if len(self._items) >= self.limit:
             self._items.clear()
         self._items[key] = value
@@ -53,6 +55,8 @@ MAX_ID = 512  # request ids, session ids, token ids named by a source
 MAX_USER_AGENT = 2048
 MAX_RESOURCE = 8192  # paths, URIs
 MAX_NAME = 1024  # display names, user names
+MAX_CHAIN_ENTRIES = 64  # forwarded-for entries read, from the right
+MAX_CHAIN_CHARS = 4096
 
 
 def cut(text: str, limit: int) -> str:
@@ -79,7 +83,13 @@ def client_address(value: object, ctx: AdapterContext, where: str) -> str | None
     """
     if not value:
         return None
-    key = (value, ctx.trusted_proxies) if isinstance(value, str) else None
+    # Only the right end of a chain is the proxies' and the caller's: a chain padded on the
+    # client's side is read from its tail, never cut to its head.
+    if isinstance(value, str) and len(value) > MAX_CHAIN_CHARS:
+        value = value[-MAX_CHAIN_CHARS:].split(",", 1)[-1]
+    elif isinstance(value, list) and len(value) > MAX_CHAIN_ENTRIES:
+        value = value[-MAX_CHAIN_ENTRIES:]
+    key = (value, ctx.trusted_proxies) if isinstance(value, str) and len(value) <= 256 else None
     found = _ADDRESSES.get(key, _MISS) if key is not None else _MISS
     if found is _MISS:
         found = _caller(value, ctx.trusted_proxies)
@@ -123,6 +133,17 @@ def _parse_address(entry: str) -> Any:
         return ip_address(text)
     except ValueError:
         return None
+
+
+MEMO_MAX_KEY_CHARS = 256
+
+
+def _long_key(key: object) -> bool:
+    if isinstance(key, str):
+        return len(key) > MEMO_MAX_KEY_CHARS
+    if isinstance(key, tuple):
+        return any(isinstance(part, str) and len(part) > MEMO_MAX_KEY_CHARS for part in key)
+    return False
 
 
 def content_id(source: str, raw: Mapping[str, Any]) -> str:

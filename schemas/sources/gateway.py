@@ -26,7 +26,7 @@ from schemas.events import (
     TokenRef,
     TokenType,
 )
-from schemas.redaction import redact_url
+from schemas.redaction import redact_text, redact_url
 from schemas.sources.base import AdapterContext, InvalidRecord
 from schemas.sources.common import (
     MAX_ID,
@@ -46,7 +46,7 @@ from schemas.sources.common import (
 # ignored, and validating into plain dicts costs a third of nested models on a
 # log where every line is validated.
 _Id = Annotated[str, StringConstraints(max_length=MAX_ID)]
-_Scopes = str | list[str]
+_Scopes = Annotated[str, StringConstraints(max_length=16_384)] | Annotated[list[str], Field(max_length=512)]
 
 
 class JwtConfirmation(TypedDict, total=False):
@@ -62,7 +62,7 @@ class JwtClaims(TypedDict, total=False):
     sid: _Id | None
     scope: _Scopes | None
     iss: Annotated[str, StringConstraints(max_length=2048)] | None
-    aud: str | list[str] | None
+    aud: _Id | Annotated[list[_Id], Field(max_length=64)] | None
     exp: float | None
     iat: float | None
     cnf: JwtConfirmation | None
@@ -72,7 +72,8 @@ class GatewayRecord(TypedDict, total=False):
     timestamp: datetime | float
     request_id: _Id | None
     # One address, or a forwarded-for chain ("client, proxy1, proxy2" or a list).
-    client_ip: Annotated[str, StringConstraints(max_length=1024)] | Annotated[list[str], Field(max_length=32)] | None
+    # (Not capped here: common.client_address reads a chain from its right end.)
+    client_ip: str | list[str] | None
     method: Annotated[str, StringConstraints(max_length=16)] | None
     path: Annotated[str, StringConstraints(max_length=MAX_RESOURCE)] | None
     status: Annotated[int, Field(ge=100, le=599)]
@@ -126,7 +127,7 @@ class GatewayFormat:
                     required_scopes=self._scopes(rec.get("required_scope")),
                     network=self._network(rec.get("client_ip"), rec.get("user_agent"), ctx),
                     request=Request(
-                        id=rec.get("request_id"),
+                        id=_request_id(rec.get("request_id"), ctx),
                         method=rec.get("method"),
                         resource=_resource(rec.get("path"), ctx),
                         status=status,
@@ -169,7 +170,11 @@ class GatewayFormat:
 
     def _network(self, address: str | list[str] | None, user_agent: str | None, ctx: AdapterContext) -> Network:
         key = (client_address(address, ctx, "gateway.client_ip"), user_agent)
-        return self._networks.get(key) or self._networks.put(key, Network(ip=key[0], user_agent=user_agent))
+        found = self._networks.get(key)
+        if found is None:
+            agent = redact_text(user_agent, ctx.hash_token) if user_agent else user_agent
+            found = self._networks.put(key, Network(ip=key[0], user_agent=agent))
+        return found
 
     def _scopes(self, value: str | list[str] | None) -> tuple[str, ...]:
         if not isinstance(value, str):
@@ -179,6 +184,12 @@ class GatewayFormat:
             found = self._scope_sets.put(value, tuple(sorted(set(split_scopes(value)))))
         return found
 
+
+
+def _request_id(value: str | None, ctx: AdapterContext) -> str | None:
+    """A client may choose its request id (``X-Request-Id``): a credential written there is
+    hashed like anywhere else, since the id is quoted in evidence."""
+    return redact_text(value, ctx.hash_token) if value else value
 
 
 def _resource(path: str | None, ctx: AdapterContext) -> str | None:

@@ -118,7 +118,7 @@ class AuditEvent(_Lenient):
     verb: str = Field(min_length=1, max_length=64)
     requestURI: str | None = Field(default=None, max_length=MAX_RESOURCE)
     user: AuditUser | None = None
-    sourceIPs: list[str] | None = Field(default=None, max_length=64)
+    sourceIPs: list[str] | None = None  # a chain: common.client_address reads its right end
     userAgent: str | None = Field(default=None, max_length=MAX_USER_AGENT)
     objectRef: ObjectRef | None = None
     responseStatus: ResponseStatus | None = None

@@ -122,7 +122,7 @@ class KeycloakEvent(_Lenient):
     clientId: str | None = _ID
     userId: str | None = _ID
     sessionId: str | None = _ID
-    ipAddress: str | None = Field(default=None, max_length=1024)  # may be a forwarded-for chain
+    ipAddress: str | None = None  # may be a forwarded-for chain: common.client_address reads its right end
     error: str | None = Field(default=None, max_length=512)
     details: KeycloakDetails | None = None
 

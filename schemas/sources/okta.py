@@ -103,7 +103,7 @@ class OktaOutcome(TypedDict, total=False):
 class OktaDebugData(TypedDict, total=False):
     requestId: _Id | None
     grantType: _Name | None
-    grantedScopes: _Text | list[_Name] | None
+    grantedScopes: _Text | Annotated[list[_Name], Field(max_length=512)] | None
     requestUri: Annotated[str, StringConstraints(max_length=MAX_RESOURCE)] | None
 
 

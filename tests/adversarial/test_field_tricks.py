@@ -73,6 +73,12 @@ TRICKS: dict[str, Callable[[bytes, int], bytes]] = {
     "extra field nested 1,000 deep": _bytes(b'", "extra": ' + b"{\"a\":" * 1000 + b"1" + b"}" * 1000 + b', "x": "'),
     "user agent of the wrong type": _set("user_agent", lambda raw, i: {"ua": ["x"] * 10}),
     "method of the wrong type and too long": _set("method", lambda raw, i: "G" * 100),
+    "forwarded-for chain padded with 40 spoofed entries": _edit(
+        lambda raw, i: raw.__setitem__("client_ip", ["79.200.1.10"] * 40 + [raw["client_ip"]])
+    ),
+    "forwarded-for chain of 5,000 chars": _edit(
+        lambda raw, i: raw.__setitem__("client_ip", "79.200.1.10, " * 400 + raw["client_ip"])
+    ),
     "forwarded-for chain as client_ip": _edit(
         lambda raw, i: raw.__setitem__("client_ip", f"1.2.3.4, {raw['client_ip']}")
     ),
@@ -167,3 +173,28 @@ def test_a_tricked_line_is_keyed_to_its_tokens_partition(name: str, hasher: Any)
         tricked = TRICKS[name](line, index)
         assert (line_key(tricked, hasher).key, line_key(tricked, hasher).basis) == (
             line_key(line, hasher).key, line_key(line, hasher).basis)
+
+
+def test_a_credential_written_as_the_request_id_is_hashed_in_the_alert() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0aGllZiJ9.c2lnbmF0dXJl"
+    lines = []
+    for line in _lines(["duplicate-request"]):
+        raw = orjson.loads(line)
+        if _is_gateway(raw):
+            raw["request_id"] = f"Authorization: Bearer {jwt}"
+        lines.append(orjson.dumps(raw))
+    found = detect_lines(lines)
+    assert found.hits == [("replay.duplicate_request", "duplicate-request-at1")]
+    assert jwt not in orjson.dumps(found.alerts).decode()
+
+
+@pytest.mark.parametrize("padding", [1, 64, 500])
+def test_a_forwarded_for_chain_padded_with_the_pods_address_does_not_hide_the_thief(padding: int) -> None:
+    """Kubernetes sourceIPs: the thief pads X-Forwarded-For with the pod's address; the
+    peer (the last entry) is still the thief, however long the chain."""
+    from tests.pipeline.test_e2e_k8s import JTI, POD_IP, kubelet_token, use
+
+    spoofed = use("a-4", "2026-11-24T09:20:00.000000Z", ip="88.198.10.10")
+    spoofed["sourceIPs"] = [POD_IP] * padding + ["88.198.10.10"]
+    found = detect_lines([kubelet_token(), use("a-2", "2026-11-24T09:01:00.000000Z"), spoofed])
+    assert found.hits == [("replay.binding_mismatch", JTI)] and found.dead_letters == []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,7 +62,7 @@ def test_detect_reads_past_a_1000_deep_line_and_a_200_mb_line_with_bounded_memor
     with open(poisoned, "wb") as handle:
         handle.write(b"\n".join(SAMPLE[:half]) + b"\n")
         handle.write(b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"\n")  # within orjson's depth limit
-        handle.write(b"[" * 5000 + b"]" * 5000 + b"\n")  # beyond it
+        handle.write(b"[" * 5000 + b"]" * 5000 + b"\n")  # beyond it: cut in the text, then parsed
         handle.write(b'{"user_agent": "')
         chunk = b"A" * (1 << 20)
         for _ in range(200):
@@ -74,7 +75,7 @@ def test_detect_reads_past_a_1000_deep_line_and_a_200_mb_line_with_bounded_memor
     reasons = [letter["reason"] for letter in letters]
     assert len(letters) == 3, reasons
     assert reasons[0] == "unknown format: no adapter matches keys [a]"
-    assert reasons[1] == "not JSON: nested too deep to parse"
+    assert reasons[1] == "not a JSON object but list"
     assert reasons[2] == f"line of {200 * (1 << 20) + 18} bytes exceeds max_line_bytes"
     assert letters[2]["raw_bytes"] == 200 * (1 << 20) + 18 and len(letters[2]["raw_sha256"]) == 64
     assert rss_mb < RSS_BOUND_MB, rss_mb
@@ -196,3 +197,17 @@ def test_mutations_of_real_lines_never_stop_the_run_nor_hide_the_attacks(rnd: An
 
 
 SAMPLE_HITS = detect_lines(list(SAMPLE)).hits
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"-Infinity", b"1e400", b"1" + b"0" * 400, b'"\xff\xfe thief"'])
+def test_one_odd_value_in_a_streamed_log_file_costs_nothing(value: bytes) -> None:
+    """ijson stops at the first fault; the repairing reader feeds it what parse_line repairs,
+    so an odd value in record 5 does not take records 5 to 39 with it."""
+    body = orjson.dumps(_log_file(40))
+    marker = b'"eventID":"ev-5"'
+    spoiled = body.replace(marker, marker + b',"bytes":' + value, 1)
+    plain = detect_lines([body], {"input": {"max_line_bytes": 4096}})
+    found = detect_lines([spoiled], {"input": {"max_line_bytes": 4096}})
+    assert found.dead_letters == [] and found.summary.events == plain.summary.events
+    assert found.hits == plain.hits
+    assert sum(found.summary.repairs.values()) == 1
