@@ -250,6 +250,15 @@ def test_poison_records_are_dead_lettered_and_the_attack_still_alerts(
     assert (document["reason"], document["stage"], document["error"]) == (
         "detect raised RuntimeError", "detect", "RuntimeError")
     assert document["event_id"] and document["origin"] == "{}:{}:{}".format(name, *where["detector-raises"])
+    # The documents Elasticsearch would index (the other sink took the same) and the metrics
+    # exposition hold none of them either.
+    from prometheus_client import generate_latest
+
+    elsewhere = orjson.dumps(list(memory.documents.values()), default=str)
+    elsewhere += generate_latest(running.service.metrics.registry)
+    assert any(kind == "dead_letter" for kind, _ in memory.documents)
+    for secret in (PLANTED, PLANTED_SECRET, HANDLE, "detector blew up"):
+        assert secret.encode() not in elsewhere, secret
     extra = {k: [orjson.loads(r.value).get("reason") for r in v] for k, v in dead.items() if k not in where.values()}
     assert not extra, extra  # the sample itself has nothing to dead-letter
 
