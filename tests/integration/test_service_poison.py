@@ -38,8 +38,16 @@ from pipeline.sinks.base import MemorySink, SinkUnavailable
 from pipeline.sinks.kafka import KafkaSink
 from schemas.events import CanonicalEvent
 from schemas.redaction import make_token_hasher
-from tests.integration.test_service_run import HASH_KEY, KNOWN_FALSE_POSITIVES, KNOWN_MISSED, SAMPLE, _caught, \
-    _config, _results
+from tests.integration.test_service_run import (
+    HASH_KEY,
+    KNOWN_FALSE_POSITIVES,
+    KNOWN_MISSED,
+    SAMPLE,
+    _caught,
+    _config,
+    _read_topic,
+    _results,
+)
 
 PARTITIONS = 3  # as in test_service_run (with 2, duplicate-request is missed: see the report of issue 11)
 HASHER = make_token_hasher(HASH_KEY.encode())
@@ -127,25 +135,6 @@ def _service(settings: Settings, sinks: list[Any]) -> Iterator[_Running]:
         assert not running.thread.is_alive(), "the service did not stop"
 
 
-def _read_all(kafka: KafkaConfig, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
-    """Every record of ``topic`` once at least ``expected`` are there (or at the timeout)."""
-    consumer = KafkaConsumer(**consumer_kwargs(kafka, group=False))
-    try:
-        partitions = None
-        deadline = time.monotonic() + timeout_s
-        while not partitions and time.monotonic() < deadline:
-            partitions = consumer.partitions_for_topic(topic)
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions or ())])
-        consumer.seek_to_beginning()
-        records: list[Any] = []
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
 def _committed(kafka: KafkaConfig, topic: str, partitions: int) -> dict[int, int | None]:
     consumer = KafkaConsumer(**consumer_kwargs(kafka))
     try:
@@ -158,7 +147,7 @@ def _next_offsets(kafka: KafkaConfig, topic: str, count: int) -> dict[int, int]:
     """Last offset + 1 per partition of a topic holding ``count`` records (read, not asked:
     Tansu reports end offsets short)."""
     ends: dict[int, int] = {}
-    for record in _read_all(kafka, topic, count):
+    for record in _read_topic(kafka, topic, count):
         ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
     return ends
 
@@ -228,7 +217,7 @@ def test_poison_records_are_dead_lettered_and_the_attack_still_alerts(
             assert raised[s.name] == set(s.expected), (s.name, raised[s.name])
 
     # Every hostile record is on the dead-letter topic, under its own partition/offset.
-    dead = _by_source(_read_all(kafka, kafka.topics.dead_letter, len(HOSTILE)))
+    dead = _by_source(_read_topic(kafka, kafka.topics.dead_letter, len(HOSTILE), timeout_s=30))
     for label, (partition, offset) in where.items():
         assert (partition, offset) in dead, (label, sorted(dead))
         original = HOSTILE[label]
@@ -300,14 +289,14 @@ def test_a_record_that_cannot_be_dead_lettered_is_not_committed_and_is_dead_lett
     assert isinstance(running.error, SinkUnavailable), running.error
     # The stuck record's offset is where the group resumes: the one before it is committed.
     assert _committed(kafka, name, 1) == {0: offsets[1]}
-    assert list(_by_source(_read_all(kafka, kafka.topics.dead_letter, 1, timeout_s=5))) == [(0, offsets[0])]
+    assert list(_by_source(_read_topic(kafka, kafka.topics.dead_letter, 1, timeout_s=5))) == [(0, offsets[0])]
 
     with _service(settings, [KafkaSink(kafka), MemorySink()]) as running:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and running.service.counts["dead_letters"] < 2:
             time.sleep(0.1)
     assert running.error is None, repr(running.error)
-    dead = _by_source(_read_all(kafka, kafka.topics.dead_letter, 3))
+    dead = _by_source(_read_topic(kafka, kafka.topics.dead_letter, 3))
     assert sorted(dead) == [(0, offset) for offset in offsets]
     assert _committed(kafka, name, 1) == {0: offsets[-1] + 1}
     print(f"\nstuck record: {time.monotonic() - started:.1f}s")
@@ -328,7 +317,7 @@ def test_keep_original_puts_the_original_bytes_without_the_handle_on_the_dead_le
         while time.monotonic() < deadline and running.service.counts["dead_letters"] < 2:
             time.sleep(0.1)
     assert running.error is None, repr(running.error)
-    dead = _by_source(_read_all(kafka, kafka.topics.dead_letter, 2))
+    dead = _by_source(_read_topic(kafka, kafka.topics.dead_letter, 2))
     [kept] = dead[(0, handled)]
     assert dict(kept.headers)["tokenwatch.value"] == b"original"
     assert orjson.loads(kept.value) == {"access_token": PLANTED, "note": "no known format"}
@@ -392,10 +381,10 @@ def test_the_kafka_sink_cuts_an_unencodable_dead_letter_and_rejects_an_unencodab
     finally:
         sink.close()
     assert result.written == 1 and [(r.doc_kind, r.doc_id) for r in result.rejected] == [("alert", "bad")]
-    [record] = _read_all(kafka, kafka.topics.dead_letter, 1)
+    [record] = _read_topic(kafka, kafka.topics.dead_letter, 1)
     assert orjson.loads(record.value) == {
         "reason": "unknown format", "raw_bytes": 9000, "raw_sha256": "cd" * 32,
         "source_record": {"topic": "in", "partition": 0, "offset": 9},
         "encoding_error": "TypeError: Recursion limit reached"}
     assert dict(record.headers)["tokenwatch.source.offset"] == b"9"
-    assert _read_all(kafka, kafka.topics.alerts, 1, timeout_s=2) == []
+    assert _read_topic(kafka, kafka.topics.alerts, 1, timeout_s=2) == []
