@@ -155,13 +155,14 @@ class Normalizer:
         (malformed, optional) and the record mapped again: what the attacker writes never
         costs the event. Raises ``InvalidRecord`` when the record's identity is unusable."""
         first: InvalidRecord | None = None
-        made: Counter[str] = Counter()  # counted only when the repaired record maps
+        made: Counter[str] | None = None  # counted only when the repaired record maps
         for _ in range(_REPAIR_ROUNDS):
             try:
                 events = adapter.to_events(raw, self.ctx)
                 break
             except InvalidFields as exc:
                 first = first or exc
+                made = made if made is not None else Counter()
                 if not repair_fields(raw, exc.errors, adapter.name, made):
                     raise first from None
             except UnsupportedEventType:
@@ -178,7 +179,7 @@ class Normalizer:
                 raise InvalidRecord(
                     f"event time {event.time.isoformat()} is in the future (beyond max_future_skew_s)"
                 )
-        for kind, count in made.items():
+        for kind, count in (made or {}).items():
             if kind not in self.repairs and len(self.repairs) >= MAX_REPAIR_KINDS:
                 kind = f"{adapter.name}: other fields"  # a map's keys are the record's own: stay bounded
             self.repairs[kind] += count

@@ -9,6 +9,7 @@ claims gets a keyed hash as the token id; the raw value is never kept.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
@@ -189,7 +190,12 @@ class GatewayFormat:
 def _request_id(value: str | None, ctx: AdapterContext) -> str | None:
     """A client may choose its request id (``X-Request-Id``): a credential written there is
     hashed like anywhere else, since the id is quoted in evidence."""
-    return redact_text(value, ctx.hash_token) if value else value
+    if not value or _PLAIN_ID.fullmatch(value):  # the usual uuid or hex id: nothing to look for
+        return value
+    return redact_text(value, ctx.hash_token)
+
+
+_PLAIN_ID = re.compile(r"[\w-]{0,128}")
 
 
 def _resource(path: str | None, ctx: AdapterContext) -> str | None:
