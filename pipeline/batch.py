@@ -22,6 +22,7 @@ from pipeline.engine import Engine, Enrich
 from pipeline.normalize import Clock, Normalized, Normalizer
 from pipeline.reading import LongLine
 from pipeline.terminal import printable
+from pipeline.trust import TrustRules, refused_letter
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
@@ -35,6 +36,7 @@ class Summary:
     per_format: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)  # events the trust rules let not in, by code
     repairs: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     engine: Counter[str] = field(default_factory=Counter)
@@ -51,6 +53,7 @@ class Summary:
             f"out of range: {self.engine['out_of_range_events']}",
             f"  skipped (unsupported event types): {sum(self.skipped.values())} " + _fmt(self.skipped),
             f"  dead letters: {sum(self.dead_letters.values())} " + _fmt(self.dead_letters),
+            f"  refused by trust rules (dead-lettered): {sum(self.refused.values())} " + _fmt(self.refused),
             f"  repaired (cut, replaced or dropped; events kept): {sum(self.repairs.values())} "
             + _fmt(self.repairs),
             f"  alerts: {sum(self.alerts.values())} " + _fmt(self.alerts),
@@ -114,6 +117,7 @@ class DetectRun:
             hash_token, settings.input, forced_format, clock, trusted_proxies=settings.enrich.trusted_proxies
         )
         self.engine = build_engine(settings, enrich)
+        self.trust = TrustRules(settings.trust)
         self.alerts_out = alerts_out
         self.dead_out = dead_out
         self.summary = Summary()
@@ -147,10 +151,19 @@ class DetectRun:
         if result.skipped_type is not None:
             summary.skipped[f"{result.format}:{result.skipped_type}"] += 1
             return
-        summary.per_format[result.format or "unknown"] += len(result.events)
-        summary.events += len(result.events)
+        fmt = result.format or "unknown"
+        events, untrusted = self.trust.split(result.events, fmt, None)
+        if untrusted:
+            summary.dead_letters[fmt] += 1
+            for _, refusal in untrusted:
+                summary.refused[refusal.code] += 1
+            letter = refused_letter(untrusted, fmt, origin, self.normalizer.hash_token)
+            self.dead_out.write(orjson.dumps(letter) + b"\n")
+        if events or not untrusted:
+            summary.per_format[fmt] += len(events)
+        summary.events += len(events)
         submit, refused = self.engine.submit, self.engine.take_out_of_range
-        for event in result.events:
+        for event in events:
             alerts = submit(event)
             if alerts:
                 self._write(alerts)

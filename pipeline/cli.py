@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
 from pipeline.batch import DetectRun, Summary, settle_heap
-from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, rules_markdown
+from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, masked_dump, rules_markdown
 from pipeline.enrich import Enricher
 from pipeline.reading import read_lines
 from pipeline.secrets import SecretError, token_hash_key
+from pipeline.store.base import AlertStore
 from pipeline.terminal import printable
 from schemas.alerts import Alert
 from schemas.redaction import make_token_hasher
@@ -103,9 +105,9 @@ def _parser() -> argparse.ArgumentParser:
 
     # Command groups that live in their own modules (one job each): analyst triage,
     # response, the anomaly model. Each adds its sub-commands to ``sub``.
-    from pipeline import cli_analyst, cli_model, cli_response
+    from pipeline import cli_analyst, cli_handles, cli_model, cli_response
 
-    for module in (cli_analyst, cli_response, cli_model):
+    for module in (cli_analyst, cli_response, cli_model, cli_handles):
         module.add_commands(sub)
     return parser
 
@@ -126,26 +128,69 @@ def run_detect(
 
 def cmd_detect(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    store = None
-    if args.store:
-        from pipeline.store import open_store
-        from pipeline.store.ingest import store_alerts
-
-        store = open_store(settings)
+    feed = StoreFeed(settings) if args.store else None
     try:
         with _open_output(args.output) as output:
-            summary = run_detect(settings, args.input, output, args.dead_letter, args.format,
-                                 on_alerts=(lambda alerts: store_alerts(store, alerts)) if store else None)
+            summary = run_detect(settings, args.input, output, args.dead_letter, args.format, on_alerts=feed)
     finally:
-        if store is not None:
-            store.close()
+        if feed is not None:
+            feed.close()
     print(summary.render(), file=sys.stderr)
-    if store is not None:
-        print(f"  alerts stored in the {settings.store.backend} store"
-              + (f" {settings.store.path}" if settings.store.backend == "sqlite" else ""), file=sys.stderr)
     if summary.dead_letters:
         print(printable(f"  dead letters written to {args.dead_letter}"), file=sys.stderr)
-    return 0
+    if feed is None:
+        return 0
+    if feed.error is None:
+        print(f"  alerts stored in the {feed.where}", file=sys.stderr)
+        return 0
+    output_name = "stdout" if args.output == "-" else args.output
+    print(printable(
+        f"tokenwatch: cannot store alerts in the {feed.where}: {feed.error}; stored {feed.stored} of "
+        f"{feed.offered} alerts. Every alert is in {output_name}: once the store is usable, load them with "
+        f"`tokenwatch alerts import --input FILE`"
+    ), file=sys.stderr)
+    return 1
+
+
+class StoreFeed:
+    """Alerts into the store beside the alerts file, which stays the complete record: when the
+    store fails (locked, corrupt, unreachable) storing stops, detection goes on, and the
+    failure is reported once at the end instead of killing the run."""
+
+    def __init__(self, settings: Settings) -> None:
+        from pipeline.store import open_store
+
+        config = settings.store
+        self.where = f"{config.backend} store" + (f" {config.path}" if config.backend == "sqlite" else "")
+        self.stored = self.offered = 0
+        self.error: str | None = None
+        self.store: AlertStore | None = None
+        try:
+            self.store = open_store(settings)
+        except Exception as exc:  # whatever the backend raises, the run goes on without it
+            self.error = _store_failure(exc)
+
+    def __call__(self, alerts: list[Alert]) -> None:
+        from pipeline.store.ingest import store_alerts
+
+        self.offered += len(alerts)
+        if self.store is None:
+            return
+        try:
+            self.stored += store_alerts(self.store, alerts)
+        except Exception as exc:  # as above: reported at the end, exit 1
+            self.error = _store_failure(exc)
+            self.close()
+
+    def close(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            with contextlib.suppress(Exception):  # closing a broken store must not hide why it broke
+                store.close()
+
+
+def _store_failure(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -179,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
-    print(settings.model_dump_json(indent=2))
+    print(json.dumps(masked_dump(settings), indent=2))  # secrets masked: output lands in tickets and logs
     return 0
 
 

@@ -10,6 +10,7 @@ default and description (``pipeline/data/tokenwatch.toml`` is that output).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from pipeline.response.config import ResponseConfig
 from pipeline.service.config import ServiceConfig
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.store.config import StoreConfig
+from pipeline.trust import TrustConfig
+from pipeline.url_credentials import masked_url, urls_with_userinfo
 
 # Keys that hold secrets: refused in a config file (backups, repositories); set them
 # from the environment (TOKENWATCH_<SECTION>__<KEY>) or point the *_file key at a file.
@@ -94,6 +97,7 @@ class Settings(BaseSettings):
     service: ServiceConfig = ServiceConfig()
     store: StoreConfig = StoreConfig()
     response: ResponseConfig = ResponseConfig()
+    trust: TrustConfig = TrustConfig()
     detectors: dict[str, dict[str, Any]] = {}
 
     @classmethod
@@ -124,7 +128,9 @@ def load_settings(path: Path | None = None) -> Settings:
     """Read ``path`` (TOML) with environment overrides; raise ``ConfigError`` with the key."""
     try:
         if path is None:
-            return Settings()
+            settings = Settings()
+            _reject_credential_urls(settings)
+            return settings
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
@@ -139,6 +145,7 @@ def load_settings(path: Path | None = None) -> Settings:
     except SettingsError as exc:  # an environment override that does not parse
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigError(f"{exc}{cause}") from None
+    _reject_credential_urls(settings)
     settings.build_detectors()  # validate detector sections now
     return settings
 
@@ -153,6 +160,39 @@ def _reject_secrets(document: dict[str, Any], path: Path) -> None:
                 f"{path}: {section}.{found[0]} is a secret and must not be in a config file: "
                 f"set {env} (or a {section}.*_file key)"
             )
+
+
+def _reject_credential_urls(settings: Settings) -> None:
+    """Any URL-valued key anywhere (responders, notifiers, detector tables, a future section),
+    from the file or the environment: its secret belongs in a *_env/*_file key or the environment."""
+    for key in urls_with_userinfo(settings.model_dump(mode="json")):  # SecretStr dumps masked
+        section = key.split(".", 1)[0]
+        raise ConfigError(
+            f"{key}: a URL must not carry a user name or password: put the secret in the environment "
+            f"(TOKENWATCH_{section.upper()}__<KEY>) or the section's *_env/*_file key"
+        )
+
+
+_MASK = "**********"  # what pydantic shows for a SecretStr
+# Plain-text keys that hold a secret by name (a SecretStr field masks itself); *_env and
+# *_file keys only say where a secret is and stay visible.
+_SECRET_NAME = re.compile(r"(^|_)(password|passwd|passphrase|secret|token|api_key|apikey|private_key)$", re.I)
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective settings as JSON data with every secret masked: SecretStr fields, keys
+    named like a secret, and the userinfo of any URL (refused at load; masked here as well)."""
+    return _masked(settings.model_dump(mode="json"))
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, key) for v in value]
+    if isinstance(value, str):
+        return _MASK if value and _SECRET_NAME.search(key) else masked_url(value)
+    return value
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -199,6 +239,7 @@ def defaults_toml() -> str:
         ("service", ServiceConfig),
         ("store", StoreConfig),
         ("response", ResponseConfig),
+        ("trust", TrustConfig),
     ):
         lines += _section_lines(section, model, _STATE_DOCS if model is StateConfig else {})
     for name, cls in DETECTORS.items():

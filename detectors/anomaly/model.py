@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detectors.anomaly.archive import DEFAULT_LIMITS, ArchiveError, ArchiveLimits, check_archive
 from detectors.anomaly.features import FEATURES
 
 if TYPE_CHECKING:  # scikit-learn and skops load on first use: `tokenwatch` starts fast without a model
@@ -201,17 +202,24 @@ def save(model: AnomalyModel, path: Path) -> None:
         raise
 
 
-def load(path: Path | str) -> AnomalyModel:
-    """Read a model file; every problem is a ``ModelError`` that names the file and why."""
-    import skops.io as sio
-    from sklearn.ensemble import IsolationForest
+def load(path: Path | str, limits: ArchiveLimits = DEFAULT_LIMITS) -> AnomalyModel:
+    """Read a model file; every problem is a ``ModelError`` that names the file and why.
+    The archive is checked against ``limits`` (size, members, inflated size) first."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"anomaly model {path}: file not found")
     try:
-        untrusted = set(sio.get_untrusted_types(file=path))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError) as exc:
+        check_archive(path, limits)  # before skops inflates a single member
+    except ArchiveError as exc:
+        raise ModelError(f"anomaly model {path}: refused before loading: {exc}") from None
+    except (zipfile.BadZipFile, OSError) as exc:
         raise ModelError(f"anomaly model {path}: not a readable skops model file ({exc})") from None
+    import skops.io as sio
+    from sklearn.ensemble import IsolationForest
+    try:
+        untrusted = set(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # a damaged schema raises anything from KeyError to RecursionError
+        raise ModelError(f"anomaly model {path}: not a readable skops model file ({type(exc).__name__}: {exc})") from None
     refused = sorted(untrusted - _TRUSTED_EXTRA)
     if refused:
         raise ModelError(f"anomaly model {path}: refuses to load untrusted types {', '.join(refused)}")

@@ -83,6 +83,20 @@ class KafkaConfig(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("bootstrap_servers", mode="after")
+    @classmethod
+    def _no_credentials(cls, servers: list[str]) -> list[str]:
+        """``user:password@host:9092`` (or ``SASL_SSL://user:password@…``) would put the SASL
+        secret in the config file and in `config check` output: refused with advice."""
+        for server in servers:
+            if "@" in server:
+                where = server.rpartition("@")[2]
+                raise ValueError(
+                    f"bootstrap server ***@{where} carries a user name or password: set kafka.sasl_username, "
+                    "and the password in TOKENWATCH_KAFKA__SASL_PASSWORD or kafka.sasl_password_file"
+                )
+        return servers
+
     @model_validator(mode="after")
     def _consistent(self) -> KafkaConfig:
         if self.security_protocol.startswith("SASL_"):

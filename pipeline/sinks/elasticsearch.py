@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from elastic_transport import HttpHeaders, NodeConfig, TransportError, Urllib3HttpNode
 from elasticsearch import ApiError, Elasticsearch
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from pipeline.sinks.base import (
     DOC_KINDS,
@@ -37,6 +37,7 @@ from pipeline.sinks.base import (
 )
 from pipeline.sinks.es_documents import shape
 from pipeline.sinks.es_templates import document_time, index_name, index_template
+from pipeline.url_credentials import refuse_userinfo
 
 _VERSIONED = "application/vnd.elasticsearch+"
 
@@ -66,6 +67,17 @@ class ElasticsearchConfig(BaseModel):
     retry_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles per retry")
     retry_backoff_max_s: float = Field(default=30.0, ge=0, description="Cap of the retry delay")
     bulk_max_docs: int = Field(default=1000, gt=0, description="Documents per bulk request")
+
+    @field_validator("hosts", mode="after")
+    @classmethod
+    def _no_credentials_in_hosts(cls, hosts: list[HttpUrl]) -> list[HttpUrl]:
+        for host in hosts:
+            refuse_userinfo(
+                str(host),
+                "set elasticsearch.username and the password in TOKENWATCH_ELASTICSEARCH__PASSWORD or "
+                "elasticsearch.password_file (or an API key: TOKENWATCH_ELASTICSEARCH__API_KEY or api_key_file)",
+            )
+        return hosts
 
     @model_validator(mode="after")
     def _one_auth(self) -> ElasticsearchConfig:

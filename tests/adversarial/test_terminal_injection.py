@@ -60,7 +60,7 @@ def tw(config: Path, *argv: str, actor: str) -> int:
 def run_all(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> dict[str, tuple[str, str]]:
     """Every human-readable command over the world of ``text``: {command: (stdout, stderr)}."""
     config = world(tmp_path, text)
-    actor = f"eve-{text}"
+    actor = "eve"  # a hostile actor is refused outright (tests/pipeline/test_actor.py)
     commands = {
         "ack": ("alerts", "ack", "tw-x1", "--note", f"note {text}"),
         "suppress": ("alerts", "suppress", "--user", f"u-{text}", "--for", "1d", "--reason", f"why {text}"),
@@ -95,11 +95,19 @@ def test_no_control_or_bidi_character_reaches_the_terminal(
     outputs = run_all(tmp_path, TRICK, capsys)
     for name, (out, err) in outputs.items():
         assert raw_dangerous(out) == [] and raw_dangerous(err) == [], name
-    for name in ("ack", "suppress", "list", "show", "actions", "suppressions"):
+    for name in ("suppress", "list", "show", "actions", "suppressions"):
         assert TRICK_SHOWN in outputs[name][0], name
     for name in ("unknown", "revoke-unknown"):
         assert TRICK_SHOWN in outputs[name][1], name
-    assert TRICK_SHOWN in outputs["breaker-reset"][0]
+
+
+def test_an_actor_name_with_control_characters_is_refused_and_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = world(tmp_path, TRICK)
+    assert tw(config, "alerts", "ack", "tw-x1", actor=f"eve-{TRICK}") == 2
+    captured = capsys.readouterr()
+    assert raw_dangerous(captured.err) == [] and TRICK_SHOWN in captured.err and captured.out == ""
 
 
 def test_the_trick_forges_no_row_or_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,11 +128,11 @@ def test_exact_escaped_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     shown = outputs["show"][0].splitlines()
     assert f"User:        u-{TRICK_SHOWN} (name {TRICK_SHOWN})" in shown
     assert f"Summary:     Token misused {TRICK_SHOWN}" in shown
-    assert f"Note:        2026-11-25 10:00:00Z eve-{TRICK_SHOWN}: note {TRICK_SHOWN}" in shown
+    assert f"Note:        2026-11-25 10:00:00Z eve: note {TRICK_SHOWN}" in shown
     [evidence] = [line for line in shown if "req-" in line]
     assert evidence.endswith(f"client=c-{TRICK_SHOWN} resource=/api/{TRICK_SHOWN} request_id=req-{TRICK_SHOWN}")
     assert f"AS64500 Org {TRICK_SHOWN}" in evidence
-    assert outputs["ack"][0] == f"tw-x1: acknowledged by eve-{TRICK_SHOWN}\n"
+    assert outputs["ack"][0] == "tw-x1: acknowledged by eve\n"
     assert outputs["unknown"][1] == f"tokenwatch: no alert with id 'tw-{TRICK_SHOWN}' in the store\n"
     assert outputs["revoke-unknown"][1] == f"tokenwatch: no alert tw-{TRICK_SHOWN}\n"
 

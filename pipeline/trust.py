@@ -1,0 +1,248 @@
+"""Trust boundaries on input: which source may say what.
+
+Anyone who can write to an input topic can write any line, and a revocation-class
+event (a revocation, a logout, a disabled user, the IdP's reuse verdict) arms
+post-revocation detection, whose alerts revoke automatically. So events are
+checked after normalization, before the engine (and the revocations topic) sees
+them:
+
+- a topic carries only the formats configured for it (``topic_formats``; a topic
+  not named there: every format but ``canonical``);
+- ``canonical`` lines only from ``trusted_topics`` (tokenwatch's own output, or a
+  producer the operator controls), or in ``tokenwatch detect`` when
+  ``detect_canonical`` is on (its input is files the operator names);
+- revocation-class events only from an ``authoritative`` source: a format with
+  allowlists of tenants (Keycloak realm, gateway issuer, Entra tenant id, …) and of
+  the events' ``source`` field (for ``canonical`` lines, the system the producer
+  names).
+
+``check`` decides (a frozen ``Refusal`` of facts), ``describe`` words it; a refused
+event is dead-lettered with the reason and counted, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.events import CanonicalEvent, EventKind
+from schemas.redaction import TokenHasher, redact_text
+from schemas.sources import FORMATS
+
+CANONICAL = "canonical"
+ANY = "*"
+DETECT_INPUT = "detect input"
+
+REVOCATION_KINDS = frozenset(
+    {EventKind.REVOKED, EventKind.SESSION_ENDED, EventKind.PRINCIPAL_DISABLED, EventKind.REUSE_REPORTED}
+)
+"""Events that arm post-revocation detection (and, but for a reuse verdict, are sent to every instance)."""
+
+IDP_FORMATS = ("keycloak", "okta", "entra")
+
+MAX_REFUSED_LISTED = 20
+"""Refused events named in one dead letter (a refused CloudTrail log file may hold thousands)."""
+
+_SHOWN_CHARS = 100  # tenant and source are the sender's free text: quoted, cut
+
+RefusalCode = Literal["format_not_allowed", "canonical_untrusted", "not_authoritative"]
+
+
+def _known_format(name: str) -> str:
+    if name not in FORMATS:
+        raise ValueError(f"unknown format {name!r}; known: {', '.join(sorted(FORMATS))}")
+    return name
+
+
+class AuthoritativeSource(BaseModel):
+    """A source whose revocation-class events are believed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str = Field(description="A registered format name (keycloak, okta, entra, canonical, …)")
+    tenants: tuple[str, ...] = Field(
+        default=(ANY,), min_length=1,
+        description='Allowed values of the event tenant: the Keycloak realm id, the Entra tenant id, the '
+        'gateway JWT issuer; "*" = any (Okta System Log records name no org: use "*" and restrict the topic)',
+    )
+    sources: tuple[str, ...] = Field(
+        default=(ANY,), min_length=1,
+        description='Allowed values of the event source field (for canonical lines the system the producer '
+        'names; for other formats the format name); "*" = any',
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _format_known(cls, value: str) -> str:
+        return _known_format(value)
+
+    def covers(self, fmt: str, event: CanonicalEvent) -> bool:
+        return fmt == self.format and _listed(event.tenant, self.tenants) and _listed(event.source, self.sources)
+
+
+def _listed(value: str | None, allowed: tuple[str, ...]) -> bool:
+    return ANY in allowed or (value is not None and value in allowed)
+
+
+DEFAULT_AUTHORITATIVE = (
+    *(AuthoritativeSource(format=name) for name in IDP_FORMATS),
+    AuthoritativeSource(format=CANONICAL),  # only where canonical is accepted at all: trusted topics, detect
+)
+
+
+class TrustConfig(BaseModel):
+    """The ``[trust]`` table: which input may carry which formats and whose revocations count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trusted_topics: tuple[str, ...] = Field(
+        default=(),
+        description="Input topics (names or fnmatch patterns) whose records may be canonical events: "
+        "written only by tokenwatch or a producer you control",
+    )
+    topic_formats: dict[str, tuple[str, ...]] = Field(
+        default={},
+        description="Formats an input topic may carry (topic name or fnmatch pattern -> format names; exact "
+        "names first, then patterns in order); a topic not named: every format but canonical "
+        "(plus canonical when the topic is trusted)",
+    )
+    authoritative: list[AuthoritativeSource] = Field(
+        default=list(DEFAULT_AUTHORITATIVE),
+        description="Sources whose revoked, session_ended, principal_disabled and reuse_reported events are "
+        "believed: [{format, tenants, sources}]; default every IdP format and canonical, any tenant",
+    )
+    detect_canonical: bool = Field(
+        default=True,
+        description="tokenwatch detect accepts canonical lines (its input is files the operator names); "
+        "false for files others write",
+    )
+
+    @field_validator("topic_formats")
+    @classmethod
+    def _formats_known(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for formats in value.values():
+            for name in formats:
+                _known_format(name)
+        return value
+
+    @model_validator(mode="after")
+    def _canonical_only_on_trusted(self) -> TrustConfig:
+        for topic, formats in self.topic_formats.items():
+            if CANONICAL in formats and not _matches(topic, self.trusted_topics):
+                raise ValueError(f"topic_formats[{topic!r}] lists canonical but the topic is not in trusted_topics")
+        return self
+
+
+def _matches(topic: str, patterns: tuple[str, ...]) -> bool:
+    return any(topic == pattern or fnmatchcase(topic, pattern) for pattern in patterns)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an event was not let in: the facts; ``describe`` words them."""
+
+    code: RefusalCode
+    format: str
+    origin: str  # the topic, or DETECT_INPUT
+    kind: str
+    tenant: str | None
+    source: str
+
+
+class TrustRules:
+    """``TrustConfig`` applied: the formats each input may carry, cached per topic."""
+
+    def __init__(self, config: TrustConfig) -> None:
+        self.config = config
+        self._allowed: dict[str | None, frozenset[str]] = {}
+
+    def allowed_formats(self, topic: str | None) -> frozenset[str]:
+        """Formats ``topic`` may carry (None: the input of ``tokenwatch detect``)."""
+        found = self._allowed.get(topic)
+        if found is None:
+            found = self._allowed[topic] = self._formats_of(topic)
+        return found
+
+    def trusted(self, topic: str | None) -> bool:
+        """Whether ``topic`` (None: the detect input) may carry canonical lines at all."""
+        return self.config.detect_canonical if topic is None else _matches(topic, self.config.trusted_topics)
+
+    def _formats_of(self, topic: str | None) -> frozenset[str]:
+        config = self.config
+        trusted = self.trusted(topic)
+        named: tuple[str, ...] | None = None
+        if topic is not None:
+            named = config.topic_formats.get(topic)
+            if named is None:
+                named = next((formats for pattern, formats in config.topic_formats.items()
+                              if fnmatchcase(topic, pattern)), None)
+        formats = set(FORMATS) if named is None else set(named)
+        if not trusted:
+            formats.discard(CANONICAL)
+        elif named is None:
+            formats.add(CANONICAL)
+        return frozenset(formats)
+
+    def check(self, event: CanonicalEvent, fmt: str, topic: str | None) -> Refusal | None:
+        """None when ``event`` (of format ``fmt``, read from ``topic``) may go on; else why not."""
+        if fmt not in self.allowed_formats(topic):
+            untrusted = fmt == CANONICAL and not self.trusted(topic)
+            code: RefusalCode = "canonical_untrusted" if untrusted else "format_not_allowed"
+        elif event.kind in REVOCATION_KINDS and not any(s.covers(fmt, event) for s in self.config.authoritative):
+            code = "not_authoritative"
+        else:
+            return None
+        return Refusal(code, fmt, DETECT_INPUT if topic is None else topic, event.kind.value, event.tenant,
+                       event.source)
+
+    def split(self, events: list[CanonicalEvent], fmt: str,
+              topic: str | None) -> tuple[list[CanonicalEvent], list[tuple[CanonicalEvent, Refusal]]]:
+        """The events that may go on, and the refused ones with their refusal."""
+        if fmt in self.allowed_formats(topic) and not any(e.kind in REVOCATION_KINDS for e in events):
+            return events, []  # the common case: nothing to decide per event
+        kept: list[CanonicalEvent] = []
+        refused: list[tuple[CanonicalEvent, Refusal]] = []
+        for event in events:
+            refusal = self.check(event, fmt, topic)
+            if refusal is None:
+                kept.append(event)
+            else:
+                refused.append((event, refusal))
+        return kept, refused
+
+
+def describe(refusal: Refusal) -> str:
+    """The dead letter's reason, naming the key that decides."""
+    where = "the detect input" if refusal.origin == DETECT_INPUT else f"topic {_shown(refusal.origin)}"
+    if refusal.code == "canonical_untrusted":
+        key = "trust.detect_canonical" if refusal.origin == DETECT_INPUT else "trust.trusted_topics"
+        return f"trust: canonical events are not accepted from {where} ({key})"
+    if refusal.code == "format_not_allowed":
+        return f"trust: format {refusal.format} is not allowed on {where} (trust.topic_formats)"
+    return (f"trust: {refusal.kind} from {refusal.format} (tenant {_shown(refusal.tenant)}, source "
+            f"{_shown(refusal.source)}) is not from an authoritative source (trust.authoritative)")
+
+
+def _shown(value: str | None) -> str:
+    if value is None:
+        return "none"
+    return repr(value[:_SHOWN_CHARS] + ("…" if len(value) > _SHOWN_CHARS else ""))
+
+
+def refused_letter(refused: list[tuple[CanonicalEvent, Refusal]], fmt: str, origin: str,
+                   hash_token: TokenHasher) -> dict[str, Any]:
+    """The dead letter of a record's refused events: the first refusal's reason (redacted: it quotes
+    the sender's tenant and source) and code, and which events (ids and kinds only)."""
+    first = refused[0][1]
+    return {
+        "reason": redact_text(describe(first), hash_token),
+        "trust": first.code,
+        "format": fmt,
+        "origin": origin,
+        "refused_events": len(refused),
+        "events": [{"event_id": redact_text(event.event_id, hash_token), "kind": event.kind.value}
+                   for event, _ in refused[:MAX_REFUSED_LISTED]],
+    }
