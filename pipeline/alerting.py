@@ -6,18 +6,23 @@ a count. An alert is emitted once its window has closed (event time moved past
 it) or at the end of input, so batch output holds each alert exactly once.
 The id hashes the rule, the key and the first triggering event, so replaying
 the same events after a crash reproduces the same alert ids.
+
+Given the lineage state, an alert also names whom its token belongs to as issuance
+recorded it (``lineage_of``): a use without ``sub`` still names the admin, so the
+response policy's protections cannot be stepped around by leaving a claim out.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import Finding
+from detectors.state import StateStore
 from schemas.alerts import (
     SEVERITY_ORDER,
     Alert,
@@ -46,6 +51,47 @@ class AlertingConfig(BaseModel):
     max_evidence: int = Field(default=20, ge=2, description="Evidence items kept per alert")
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """What lineage state knows of an alert's token, whatever the trigger claims or omits.
+
+    ``ambiguous``: the token itself names no owner and its session or family links tokens of
+    several users (or clients), so no single one can be named."""
+
+    user_id: str | None = None
+    client_id: str | None = None
+    session_id: str | None = None
+    family_id: str | None = None
+    ambiguous: bool = False
+
+
+def lineage_of(finding: Finding, state: StateStore) -> Lineage:
+    """The finding's token as issuance recorded it: its subject, client, session and family;
+    for an owner the token itself does not name, the one subject (client) of the tokens
+    linked to its session or family."""
+    event = finding.event
+    ref = event.token
+    token = state.token(finding.token_id or (ref.id if ref else None))
+    known = Lineage(
+        user_id=token.subject_id, client_id=token.client_id, session_id=token.session_id,
+        family_id=token.family_id,
+    ) if token is not None else Lineage()
+    if known.user_id and known.client_id:
+        return known
+    session = event.session_id or known.session_id
+    family = finding.family_id or (ref.family_id if ref else None) or known.family_id
+    linked = [*state.linked_tokens(state.sessions.get(session) if session else None),
+              *state.linked_tokens(state.families.get(family) if family else None)]
+    users = [known.user_id] if known.user_id else sorted({t.subject_id for t in linked if t.subject_id})
+    clients = [known.client_id] if known.client_id else sorted({t.client_id for t in linked if t.client_id})
+    return replace(
+        known,
+        user_id=users[0] if len(users) == 1 else None,
+        client_id=clients[0] if len(clients) == 1 else None,
+        ambiguous=len(users) > 1 or len(clients) > 1,
+    )
+
+
 def alert_id(rule_id: str, key: str, first_event_id: str) -> str:
     digest = hashlib.sha256(f"{rule_id}\x1f{key}\x1f{first_event_id}".encode()).hexdigest()
     return f"tw-{digest[:24]}"
@@ -55,6 +101,7 @@ def alert_id(rule_id: str, key: str, first_event_id: str) -> str:
 class _OpenAlert:
     first: Finding
     last_seen: datetime
+    lineage: Lineage = Lineage()
     count: int = 1
     severity: str = "low"
     risk_score: int = 0
@@ -72,8 +119,10 @@ class Alerter:
         self._changed: set[tuple[str, str]] = set()
         self.per_rule: Counter[str] = Counter()
 
-    def add(self, finding: Finding) -> list[Alert]:
-        """Fold ``finding`` in; returns an alert closed because this one started anew."""
+    def add(self, finding: Finding, lineage: StateStore | None = None) -> list[Alert]:
+        """Fold ``finding`` in; returns an alert closed because this one started anew.
+        ``lineage`` (the engine's state, already updated with the finding's event) fills in
+        what a new alert's trigger left out about its token: owner, client, session, family."""
         key = (finding.rule.id, finding.key)
         current = self._open.get(key)
         closed: list[Alert] = []
@@ -86,7 +135,8 @@ class Alerter:
                 self._changed.add(key)
                 return closed
             closed.append(self._build(self._open.pop(key)))
-        opened = _OpenAlert(first=finding, last_seen=time)
+        known = lineage_of(finding, lineage) if lineage is not None else Lineage()
+        opened = _OpenAlert(first=finding, last_seen=time, lineage=known)
         self._fold(opened, finding, first=True)
         self._open[key] = opened
         self._changed.add(key)
@@ -145,6 +195,8 @@ class Alerter:
         event, rule = finding.event, finding.rule
         evidence = sorted(open_alert.evidence, key=lambda item: item.time)
         first_seen = min([item.time for item in evidence] + [event.time])
+        known = open_alert.lineage
+        user_id = (event.subject.id if event.subject else None) or known.user_id
         return Alert(
             timestamp=event.time,
             alert=AlertCore(
@@ -159,21 +211,31 @@ class Alerter:
             rule=RuleRef(id=rule.id, name=rule.name, category=rule.category),
             token=TokenDoc(
                 id=finding.token_id or (event.token.id if event.token else None),
-                family_id=finding.family_id or (event.token.family_id if event.token else None),
+                family_id=finding.family_id or (event.token.family_id if event.token else None) or known.family_id,
                 type=event.token.type.value if event.token else None,
             ),
-            user=UserDoc(
-                id=event.subject.id if event.subject else None,
-                name=event.subject.name if event.subject else None,
-            ),
-            client=ClientDoc(id=event.client_id),
-            session=SessionDoc(id=event.session_id),
+            user=UserDoc(id=user_id, name=event.subject.name if event.subject else None),
+            client=ClientDoc(id=event.client_id or known.client_id),
+            session=SessionDoc(id=event.session_id or known.session_id),
             source=_source_doc(finding),
             evidence=evidence,
             threat=Threat(technique=[Technique(id=i, name=n) for i, n in rule.techniques]),
             response=ResponseDoc(action=rule.response, state="pending" if rule.response != "none" else "none"),
-            details=dict(finding.details),
+            details={**finding.details, **_lineage_details(known, user_id, event.client_id)},
         )
+
+
+def _lineage_details(known: Lineage, user_id: str | None, client_id: str | None) -> dict[str, str | bool]:
+    """What lineage says beyond the alert's own user and client fields (which it fills when
+    the trigger left them out): the response policy checks these too."""
+    details: dict[str, str | bool] = {}
+    if known.user_id and known.user_id != user_id:
+        details["lineage_user_id"] = known.user_id
+    if known.client_id and client_id and known.client_id != client_id:
+        details["lineage_client_id"] = known.client_id
+    if known.ambiguous:
+        details["lineage_ambiguous"] = True
+    return details
 
 
 def _source_doc(finding: Finding) -> SourceDoc:

@@ -166,8 +166,12 @@ class Engine:
     def watermark(self) -> float:
         return self._max_time - self.config.allowed_lateness_s
 
-    def submit(self, event: CanonicalEvent) -> list[Alert]:
-        """Take one event; returns alerts whose fold window closed meanwhile."""
+    def submit(self, event: CanonicalEvent, external: bool = False) -> list[Alert]:
+        """Take one event; returns alerts whose fold window closed meanwhile.
+
+        ``external``: an event of another stream (a revocation another partition read, fed to
+        this one): it is judged in this stream's event-time order but is no evidence about
+        this stream's clock, so it neither moves the clock nor is held nor counts for a jump."""
         key = stable_hash(event.event_id)  # a stable 64-bit hash: small, the same on every instance
         if key in self._seen or key in self._hold.keys:
             self.counters["duplicates"] += 1
@@ -176,6 +180,8 @@ class Engine:
             event = self.enrich(event)
         self.counters["events"] += 1
         when = event.epoch
+        if external:
+            return self._enqueue(event, key, move_clock=False) + self._release(self.watermark)
         if when > self._max_time + self.config.max_lead_s and when > self._reach():
             return self._hold_back(event)
         self._hold.note(None)
@@ -240,7 +246,7 @@ class Engine:
         for detector in self.detectors:
             for finding in detector.finish(self.state):
                 self.counters[f"findings.{finding.rule.id}"] += 1
-                alerts.extend(self.alerter.add(finding))
+                alerts.extend(self.alerter.add(finding, self.state))
         return alerts + self.alerter.flush()
 
     # -- event time -----------------------------------------------------------
@@ -289,7 +295,7 @@ class Engine:
             alerts.extend(self._enqueue(event, stable_hash(event.event_id)))
         return alerts
 
-    def _enqueue(self, event: CanonicalEvent, key: int) -> list[Alert]:
+    def _enqueue(self, event: CanonicalEvent, key: int, move_clock: bool = True) -> list[Alert]:
         """An event in range: into the reorder buffer (or judged at once if late); moves the clock."""
         when = event.epoch
         self._seen[key] = max(when, self._max_time)
@@ -299,7 +305,8 @@ class Engine:
         else:
             heapq.heappush(self._buffer, (when, next(self._seq), event))
             alerts = []
-        self._move_clock(when)
+        if move_clock:
+            self._move_clock(when)
         return alerts
 
     # -- detection --------------------------------------------------------------
@@ -326,7 +333,7 @@ class Engine:
         alerts: list[Alert] = []
         for finding in findings:
             self.counters[f"findings.{finding.rule.id}"] += 1
-            alerts.extend(self.alerter.add(finding))
+            alerts.extend(self.alerter.add(finding, self.state))
         return alerts
 
     def _expire(self, watermark: float) -> list[Alert]:
@@ -336,7 +343,7 @@ class Engine:
         for detector in self.detectors:
             for finding in detector.expire(watermark, self.state) or ():
                 self.counters[f"findings.{finding.rule.id}"] += 1
-                alerts.extend(self.alerter.add(finding))
+                alerts.extend(self.alerter.add(finding, self.state))
         horizon = watermark - self.config.dedup_window_s
         forget_before(self._seen, horizon, float)
         released = self.state.detector_state.get(ENGINE_NAMESPACE, {}).get("released")

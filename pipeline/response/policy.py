@@ -3,7 +3,12 @@
 Per rule (``rule_modes``, fnmatch patterns) or else per severity (``severity_modes``) an
 alert is handled ``auto`` (revoke now), ``approve`` (wait for an analyst's ``tokenwatch
 revoke``) or ``notify`` (record only). Protected principals are never revoked
-automatically: ``auto`` falls back to ``approve``. The rule's ``response.action`` says what
+automatically: ``auto`` falls back to ``approve``. Protection checks every name the alert has
+for the token's user and client: the trigger's, and lineage state's (filled in by the
+alerter, ``details.lineage_user_id``/``lineage_client_id`` where they differ), so a use that
+leaves ``sub`` out, or claims another, does not unprotect the admin. Where a protection is
+configured but the user (or client) it needs is unknown or ambiguous, ``auto`` waits for
+approval too: unknown is not known safe. The rule's ``response.action`` says what
 to revoke: the token, the token's family (refresh-token reuse), the session, or every
 session of the subject; ``routes`` picks the responder for the alert's event source.
 """
@@ -45,30 +50,66 @@ def mode_for(alert: Mapping[str, Any], config: ResponseConfig) -> tuple[Mode, st
         principal = protected(alert, config)
         if principal:
             mode, why = "approve", f"{why}, but {principal} is protected"
+        else:
+            unknown = unknown_owner(alert, config)
+            if unknown:
+                mode, why = "approve", f"{why}, but {unknown} (it may be protected)"
     return mode, why
 
 
 def protected(alert: Mapping[str, Any], config: ResponseConfig) -> str | None:
-    """The protected principal this alert is about, if any (never auto-revoked)."""
-    user, name, client = _get(alert, "user", "id"), _get(alert, "user", "name"), _get(alert, "client", "id")
-    if user and user in config.protected_users:
-        return f"user {user}"
-    if client and client in config.protected_clients:
-        return f"client {client}"
+    """The protected principal this alert is about, if any (never auto-revoked): any of the
+    users and clients the trigger or lineage names."""
+    users, clients = _users(alert), _clients(alert)
+    for user in users:
+        if user in config.protected_users:
+            return f"user {user}"
+    for client in clients:
+        if client in config.protected_clients:
+            return f"client {client}"
     for pattern in config.protected_patterns:
-        for label, value in (("user", user), ("user", name), ("client", client)):
-            if value and fnmatchcase(value, pattern):
+        for label, value in [("user", v) for v in users] + [("client", v) for v in clients]:
+            if fnmatchcase(value, pattern):
                 return f"{label} {value} (pattern {pattern})"
     return None
 
 
+def unknown_owner(alert: Mapping[str, Any], config: ResponseConfig) -> str | None:
+    """Why the protections cannot be checked (an owner or client they would need is unknown
+    or ambiguous), or None when they can."""
+    guards_users = bool(config.protected_users or config.protected_patterns)
+    guards_clients = bool(config.protected_clients or config.protected_patterns)
+    if (guards_users or guards_clients) and _get(alert, "details", "lineage_ambiguous") is True:
+        return "its token's lineage names several owners"
+    if guards_users and not _get(alert, "user", "id"):
+        return "its token's user is unknown"
+    if guards_clients and not _get(alert, "client", "id"):
+        return "its token's client is unknown"
+    return None
+
+
+def _users(alert: Mapping[str, Any]) -> list[str]:
+    names = (_get(alert, "user", "id"), _get(alert, "user", "name"), _get(alert, "details", "lineage_user_id"))
+    return [name for name in names if isinstance(name, str) and name]
+
+
+def _clients(alert: Mapping[str, Any]) -> list[str]:
+    names = (_get(alert, "client", "id"), _get(alert, "details", "lineage_client_id"))
+    return [name for name in names if isinstance(name, str) and name]
+
+
 def target_for(alert: Mapping[str, Any]) -> RevocationTarget | None:
-    """What the rule's response action revokes, by id; None when the alert lacks the id."""
+    """What the rule's response action revokes, by id; None when the alert lacks the id.
+    The user and client are lineage's where it differs from the trigger: the ids the IdP
+    issued the token under (its admin APIs and RFC 7009's client check need those), and a
+    use claiming other names cannot spread one user's revocations over several budgets."""
     kind = _KIND_OF_ACTION.get(_get(alert, "response", "action") or "none")
     if kind is None:
         return None
     token, family = _get(alert, "token", "id"), _get(alert, "token", "family_id")
-    session, user = _get(alert, "session", "id"), _get(alert, "user", "id")
+    session = _get(alert, "session", "id")
+    user = _get(alert, "details", "lineage_user_id") or _get(alert, "user", "id")
+    client = _get(alert, "details", "lineage_client_id") or _get(alert, "client", "id")
     ids: dict[TargetKind, str | None] = {"token": token, "family": family or None, "session": session, "subject": user}
     # fall back to the nearest wider scope we can name (a family without id -> its token is not wider: keep token)
     fallbacks: dict[TargetKind, tuple[TargetKind, ...]] = {
@@ -79,8 +120,7 @@ def target_for(alert: Mapping[str, Any]) -> RevocationTarget | None:
             token_type = _get(alert, "token", "type")
             hint = {"refresh": "refresh_token", "access": "access_token"}.get(token_type or "")
             return RevocationTarget(
-                kind=candidate, id=str(ids[candidate]), source=source_of(alert), user_id=user,
-                client_id=_get(alert, "client", "id"),
+                kind=candidate, id=str(ids[candidate]), source=source_of(alert), user_id=user, client_id=client,
                 token_type_hint=hint if candidate == "token" else ("refresh_token" if candidate == "family" else None),  # type: ignore[arg-type]
             )
     return None

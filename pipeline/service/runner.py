@@ -56,6 +56,7 @@ from pipeline.service.partitions import STATE_STORE, PartitionState, new_partiti
 from pipeline.service.response import ServiceResponse, handle_store
 from pipeline.service.revocations import RevocationFeed, is_global
 from pipeline.sinks.base import RAW_FIELD, SOURCE_FIELD, Sink, SinkUnavailable
+from pipeline.trust import TrustRules, refused_letter
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
@@ -128,6 +129,7 @@ class Service:
         self.normalizer = Normalizer(hash_token, settings.input,
                                      accept_handle=handles.accept if handles is not None else None,
                                      trusted_proxies=settings.enrich.trusted_proxies)
+        self.trust = TrustRules(settings.trust)
         kafka = settings.kafka
         self.changelog_topic = kafka.topics.changelog(STATE_STORE)
         self.consumer = KafkaConsumer(
@@ -271,9 +273,11 @@ class Service:
             if result.skipped_type is not None:
                 self.metrics.events_skipped.labels(record.format).inc()
                 return
-            if result.events:
-                self.metrics.events_in.labels(record.format).inc(len(result.events))
-            for event in result.events:
+            stage = "trust"
+            events = self._trusted(record, result.events)
+            if events:
+                self.metrics.events_in.labels(record.format).inc(len(events))
+            for event in events:
                 stage = "revocation"
                 if is_global(event):
                     self.revocations.publish(event)
@@ -288,6 +292,17 @@ class Service:
         except Exception as exc:  # noqa: BLE001 -- a poison record, whatever it broke
             error = type(exc).__name__
             self._dead_letter_failure(record, stage, f"{stage} raised {error}", error)
+
+    def _trusted(self, record: SourceRecord, events: list[CanonicalEvent]) -> list[CanonicalEvent]:
+        """The record's events its topic may carry (``pipeline.trust``); the others are dead-lettered
+        with the reason, before they reach the engine or the revocations topic."""
+        kept, refused = self.trust.split(events, record.format, record.tp.topic)
+        if refused:
+            self.counts["trust_refused"] += len(refused)
+            letter = refused_letter(refused, record.format, record.origin,
+                                    self.normalizer.hash_token)
+            self._dead_letter(record.tp, record.offset, record.line, letter, record.format, "-trust")
+        return kept
 
     def _engine_call(self, state: PartitionState, call: Callable[[], list[Alert]],
                      current: SourceRecord | None = None) -> list[Alert]:
@@ -360,7 +375,8 @@ class Service:
         for event in events:
             self.counts["revocations_received"] += 1
             for state in self.states.values() if states is None else states:
-                alerts = self._engine_call(state, lambda state=state, event=event: state.engine.submit(event))
+                alerts = self._engine_call(
+                    state, lambda state=state, event=event: state.engine.submit(event, external=True))
                 if alerts:
                     self._emit(alerts)
 

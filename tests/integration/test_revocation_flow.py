@@ -210,8 +210,9 @@ def test_dry_run_records_but_sends_nothing(oauth_server: OAuthServer, secret: No
 
 
 def token_alert(n: int, raw: str) -> dict[str, Any]:
-    """An auto-mode alert (refresh reuse rule) asking to revoke one token, by its keyed hash."""
-    doc = alert_doc(n, action="revoke_token")
+    """An auto-mode alert (refresh reuse rule) asking to revoke one token, by its keyed hash;
+    each alert is another user's, so only the global breaker is at stake."""
+    doc = alert_doc(n, action="revoke_token", user=f"user-{n}")
     doc["token"] = {"id": HASH(raw), "type": "access"}
     return doc
 

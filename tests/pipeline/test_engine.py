@@ -252,6 +252,21 @@ def test_release_idle_keeps_contradicted_held_events_until_the_quiet_time_reache
     assert rec.seen == ["a", "b", "outlier"] and eng.counters["held_caught_up"] == 1
 
 
+def test_revocations_fed_from_other_partitions_neither_move_the_clock_nor_block_a_sparse_stream() -> None:
+    """`run` feeds every partition the revocations the others read: they are another stream's
+    events, judged in this one's time order but no evidence about its clock."""
+    eng, rec = _leading()
+    _feed(eng, (0, "a"), (5_000, "sparse"))
+    for i in range(5):  # a restart replays the revocations topic into every partition
+        eng.submit(event("revoked", 1 + i, token=f"other-{i}", event_id=f"rev{i}", revoke="token"), external=True)
+    far = event("revoked", 90_000, token="other-far", event_id="rev-far", revoke="token")
+    eng.submit(far, external=True)
+    assert eng.watermark == at(0).timestamp() and eng.counters["held_events"] == 1
+    eng.release_idle()  # nothing of this stream's own came after the sparse event
+    assert rec.seen[:7] == ["a", "rev0", "rev1", "rev2", "rev3", "rev4", "sparse"]
+    assert eng.pending_event_ids() == {"rev-far"}  # judged when this stream's time reaches it
+
+
 def test_after_a_restore_the_first_line_cannot_set_the_clock() -> None:
     from detectors.state_codec import dirty_records, restore
 

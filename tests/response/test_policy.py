@@ -68,3 +68,53 @@ def test_plan_builds_an_idempotent_action() -> None:
         "auto", "pending", "kc", True, "tokenwatch")
     manual = plan(alert_doc(rule="replay.concurrent_use"), config, T0, mode="manual", actor="ana")
     assert manual is not None and (manual.mode, manual.state, manual.actor) == ("manual", "pending", "ana")
+
+
+@pytest.mark.parametrize(("config", "details", "expected"), [
+    (ResponseConfig(protected_users=["admin"]), {"lineage_user_id": "admin"}, "user admin is protected"),
+    (ResponseConfig(protected_clients=["console"]), {"lineage_client_id": "console"}, "client console is protected"),
+    (ResponseConfig(protected_patterns=["adm*"]), {"lineage_user_id": "admin"}, "user admin (pattern adm*)"),
+], ids=["user", "client", "pattern"])
+def test_protection_checks_what_lineage_knows_not_only_the_trigger(config: ResponseConfig, details: dict,
+                                                                   expected: str) -> None:
+    doc = alert_doc(user="eve")  # the trigger claims eve, on portal; lineage says otherwise
+    assert mode_for(doc, config)[0] == "auto"
+    doc["details"] = details
+    mode, why = mode_for(doc, config)
+    assert mode == "approve" and expected in why
+
+
+def test_protection_checks_user_and_client_both() -> None:
+    config = ResponseConfig(protected_users=["admin"], protected_clients=["console"])
+    mode, why = mode_for(alert_doc(user="bob", client="console"), config)
+    assert mode == "approve" and "client console is protected" in why
+
+
+@pytest.mark.parametrize(("field", "config", "expected"), [
+    ("user", ResponseConfig(protected_users=["admin"]), "its token's user is unknown"),
+    ("client", ResponseConfig(protected_clients=["console"]), "its token's client is unknown"),
+    ("user", ResponseConfig(protected_patterns=["adm*"]), "its token's user is unknown"),
+])
+def test_unknown_owner_is_not_known_safe(field: str, config: ResponseConfig, expected: str) -> None:
+    doc = alert_doc()
+    doc[field] = {}
+    mode, why = mode_for(doc, config)
+    assert mode == "approve" and f"{expected} (it may be protected)" in why
+    assert mode_for(doc, ResponseConfig())[0] == "auto"  # nothing protected: nothing the owner could be
+    assert mode_for(alert_doc(), config)[0] == "auto"  # owner known and not protected
+
+
+def test_a_lineage_naming_several_owners_is_not_known_safe() -> None:
+    doc = alert_doc()
+    doc["details"] = {"lineage_ambiguous": True}
+    mode, why = mode_for(doc, ResponseConfig(protected_users=["admin"]))
+    assert mode == "approve" and "several owners" in why
+    assert mode_for(doc, ResponseConfig())[0] == "auto"
+
+
+def test_the_target_names_the_user_and_client_lineage_knows() -> None:
+    doc = alert_doc(action="revoke_subject", user="eve-login", client="portal")
+    doc["details"] = {"lineage_user_id": "00u-eve", "lineage_client_id": "portal-web"}
+    target = target_for(doc)
+    assert target is not None and (target.kind, target.id, target.user_id, target.client_id) == (
+        "subject", "00u-eve", "00u-eve", "portal-web")
