@@ -127,7 +127,9 @@ class Normalizer:
         if not isinstance(raw, dict):
             return self._dead(line, origin, f"not a JSON object but {type(raw).__name__}", None)
         if HANDLE_FIELD in raw:
-            self._take_handle(raw.pop(HANDLE_FIELD))
+            sealed = raw.pop(HANDLE_FIELD)
+            if sealed is not None:  # a gateway logs null for a request that carried no token
+                self._take_handle(sealed)
         adapter = self.forced
         try:
             if adapter is None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.normalize import InputConfig, Normalizer
-from tests.fuzzing import JSON_VALUES, NOW, assert_accounted_for, json_dumps, normalize
+from tests.fuzzing import FUZZ_HASHER, JSON_VALUES, NOW, assert_accounted_for, json_dumps, normalize
 
 GATEWAY = (Path(__file__).resolve().parents[1] / "data" / "formats" / "gateway.jsonl").read_bytes().splitlines()
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVl"
@@ -129,3 +129,15 @@ def test_without_a_handle_key_handles_are_dropped_and_bad_ones_counted_not_fatal
     assert len(strict.normalize(_with_handle("garbage"), "t:1").events) == 1
     assert len(strict.normalize(_with_handle(42), "t:2").events) == 1
     assert strict.handle_counts == {"refused": 2}
+
+
+def test_a_null_handle_is_no_handle() -> None:
+    """Envoy's access log writes null for a request that carried no token: nothing to open,
+    nothing refused."""
+    seen: list[str] = []
+    normalizer = Normalizer(FUZZ_HASHER, clock=lambda: NOW, accept_handle=seen.append)
+    raw = orjson.loads(_line())
+    result = normalizer.normalize(orjson.dumps({**raw, "tokenwatch_handle": None}), "in:1")
+    assert result.events and seen == [] and not normalizer.handle_counts
+    normalizer.normalize(orjson.dumps({**raw, "tokenwatch_handle": "sealed"}), "in:2")
+    assert seen == ["sealed"] and normalizer.handle_counts == {"accepted": 1}
