@@ -8,20 +8,27 @@ pending retries survive a restart. Configuration errors and rejections are given
 once (retrying cannot help); retries stop after ``max_attempts``. A successful revocation
 calls ``on_revoked`` with a canonical ``revoked`` event so post-revocation detection arms
 at once.
+
+Nothing a server answers, and no bug in an adapter, escapes: an attempt always ends with
+the action ``succeeded``, ``failed`` (retry scheduled, with the reason) or ``gave_up``, and
+one alert that cannot be handled does not cost the rest of its batch. A server's
+``Retry-After`` is honoured up to ``backoff_max_s``, never beyond.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from pipeline.response.breaker import Breaker
+from pipeline.response.breaker import Breaker, principal_of
 from pipeline.response.config import ResponseConfig
 from pipeline.response.handles import HandleStore
 from pipeline.response.policy import plan
@@ -34,6 +41,7 @@ from schemas.events import CanonicalEvent, EventKind, Revocation, Subject, Token
 log = logging.getLogger(__name__)
 REVOKED_SOURCE = "tokenwatch.response"
 _DUE = ("pending", "failed")
+_MAX_DELAY_S = 30 * 86_400.0  # whatever backoff_max_s says, a retry date stays a date
 
 
 def _utcnow() -> datetime:
@@ -55,7 +63,7 @@ class Executor:
         self.config, self.store, self.responders, self.handles = config, store, dict(responders), handles
         self.on_revoked, self.on_alert = on_revoked, on_alert
         self.clock, self.rng = clock, rng
-        self.breaker = Breaker(store, config.max_auto_per_minute)
+        self.breaker = Breaker(store, config.max_auto_per_minute, config.max_auto_per_principal_per_hour)
         self._lock = threading.Lock()  # claims (pending -> in_progress) are serialised
         self._scheduler: BackgroundScheduler | None = None
 
@@ -65,25 +73,35 @@ class Executor:
         """Plan each alert's action; run the automatic ones now. Returns the new actions."""
         created: list[Action] = []
         for alert in alerts:
-            doc = alert.to_json_dict() if isinstance(alert, Alert) else alert
-            now = self.clock()
-            action = plan(doc, self.config, now)
-            if action is None or self.store.get_action(action.id) is not None:
-                continue  # no revocation asked for, or this alert+target was handled already
-            if action.mode == "auto":
-                allowed, breaker_doc = self.breaker.admit(now, self.config.actor, action.alert_id)
-                if not allowed:
-                    action = action.model_copy(update={
-                        "mode": "approve", "state": "awaiting_approval", "next_attempt_at": None,
-                        "reason": f"{action.reason}, but the revocation breaker is open"})
-                if breaker_doc is not None and self.on_alert is not None:
-                    self.on_alert(breaker_doc)
-            self.store.put_action(action)
-            self._audit(action, "revoke.plan", action.state, now, action.actor)
-            created.append(action)
-            if action.state == "pending":
-                self._attempt(action.id)
+            try:
+                action = self._submit_one(alert)
+            except Exception as exc:  # one alert that cannot be planned or stored must not cost the batch
+                log.error("response: alert %s not handled: %s", _alert_id(alert), type(exc).__name__, exc_info=True)
+                continue
+            if action is not None:
+                created.append(action)
         return created
+
+    def _submit_one(self, alert: Alert | Mapping[str, Any]) -> Action | None:
+        """Plan, store and (when automatic) attempt one alert's action; None when nothing new."""
+        doc = alert.to_json_dict() if isinstance(alert, Alert) else alert
+        now = self.clock()
+        action = plan(doc, self.config, now)
+        if action is None or self.store.get_action(action.id) is not None:
+            return None  # no revocation asked for, or this alert+target was handled already
+        if action.mode == "auto":
+            allowed, breaker_doc = self.breaker.admit(now, self.config.actor, action.alert_id, principal_of(action.target))
+            if not allowed:
+                action = action.model_copy(update={
+                    "mode": "approve", "state": "awaiting_approval", "next_attempt_at": None,
+                    "reason": f"{action.reason}, but the revocation breaker is open"})
+            if breaker_doc is not None and self.on_alert is not None:
+                self.on_alert(breaker_doc)
+        self.store.put_action(action)
+        self._audit(action, "revoke.plan", action.state, now, action.actor)
+        if action.state == "pending":
+            self._attempt(action.id)
+        return action
 
     def revoke_alert(self, alert_id: str, actor: str, execute: bool = True) -> Action:
         """An analyst's ``tokenwatch revoke --alert ID``: run the alert's action now (mode manual).
@@ -116,7 +134,10 @@ class Executor:
         """Attempt every due action (the retry job); returns how many were attempted."""
         due = self.store.due_actions(self.clock())
         for action in due:
-            self._attempt(action.id)
+            try:
+                self._attempt(action.id)
+            except Exception:  # the store failed around this action: the others still run
+                log.exception("response: attempt of action %s failed", action.id)
         return len(due)
 
     def recover(self) -> int:
@@ -161,14 +182,22 @@ class Executor:
             now = self.clock()
             action = action.model_copy(update={"state": "in_progress", "attempts": action.attempts + 1, "updated": now})
             self.store.put_action(action)
-        self._audit(action, "revoke.attempt", f"attempt {action.attempts}", now, action.actor)
-        if action.dry_run:
-            return self._finish(action, "dry_run", None, None, "dry run: nothing sent")
         try:
-            result = self._call(action)
-        except Exception as exc:  # a bug in an adapter must not lose the action
-            log.exception("responder %s raised", action.responder)
-            result = ResponderResult.retry(None, f"responder raised {type(exc).__name__}")
+            self._audit(action, "revoke.attempt", f"attempt {action.attempts}", now, action.actor)
+            if action.dry_run:
+                return self._finish(action, "dry_run", None, None, "dry run: nothing sent")
+            try:
+                result = self._call(action)
+            except Exception as exc:  # a bug in an adapter must not lose the action
+                log.exception("responder %s raised", action.responder)
+                result = ResponderResult.retry(None, f"responder raised {type(exc).__name__}")
+            return self._conclude(action, result)
+        except Exception as exc:  # never leave the claim behind: the action is retried with the reason
+            log.exception("response: action %s could not be concluded", action.id)
+            return self._conclude(action, ResponderResult.retry(None, f"internal error {type(exc).__name__}"))
+
+    def _conclude(self, action: Action, result: ResponderResult) -> Action:
+        """The state an attempt's result leads to, stored and audited."""
         if result.outcome == "done":
             return self._finish(action, "succeeded", None, None, result.reason)
         if result.outcome == "retry" and action.attempts < self.config.max_attempts:
@@ -188,18 +217,31 @@ class Executor:
             return responder.revoke(action.target, None)
         handles = self.handles.for_target(action.target) if self.handles is not None else []
         if not handles:
-            return ResponderResult.rejected(f"no revocation handle for {action.target.label()} (RFC 7009 needs the token)")
+            return self._without_handle(responder, action)
         for handle in handles:
             result = responder.revoke(action.target, handle)
             if result.outcome != "done":
                 return result
         return ResponderResult.done(f"revoked {len(handles)} token(s)")
 
+    def _without_handle(self, responder: Responder, action: Action) -> ResponderResult:
+        """No handle arrived for the target: the responder's ``fallback`` (e.g. Keycloak's
+        session logout for a family) when it has one that can revoke this kind, else rejected."""
+        target = action.target
+        fallback = self.responders.get(responder.fallback() or "")
+        if fallback is None or fallback.needs_handle or target.kind not in fallback.kinds:
+            return ResponderResult.rejected(f"no revocation handle for {target.label()} (RFC 7009 needs the token)")
+        result = fallback.revoke(target, None)
+        return replace(result, reason=f"no revocation handle; fallback {fallback.name}: {result.reason}")
+
     def _delay(self, attempts: int, after_s: float | None) -> float:
-        """Exponential backoff with jitter (half to full), never sooner than the server's Retry-After."""
-        backoff = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempts - 1))
+        """Exponential backoff with jitter (half to full), never sooner than the server's
+        Retry-After and never later than ``backoff_max_s``: a server cannot park an action."""
+        cap = min(self.config.backoff_max_s, _MAX_DELAY_S)
+        backoff = min(cap, self.config.backoff_base_s * 2.0 ** min(attempts - 1, 64))
         jittered = backoff * (0.5 + self.rng() / 2)
-        return max(jittered, after_s or 0.0)
+        asked = 0.0 if after_s is None or math.isnan(after_s) or after_s < 0 else after_s  # inf: the cap
+        return min(cap, max(jittered, asked))
 
     def _finish(self, action: Action, state: str, error: str | None, next_at: datetime | None, why: str) -> Action:
         now = self.clock()
@@ -207,7 +249,10 @@ class Executor:
         self.store.put_action(done)
         self._audit(done, "revoke.result", state, now, action.actor, why)
         if state == "succeeded" and self.on_revoked is not None:
-            self.on_revoked(revoked_event(done, now))
+            try:
+                self.on_revoked(revoked_event(done, now))
+            except Exception:  # the revocation happened; only its broadcast failed
+                log.exception("response: revoked event for action %s not published", done.id)
         return done
 
     def _audit(self, action: Action, verb: str, result: str, now: datetime, actor: str, why: str | None = None) -> None:
@@ -218,6 +263,14 @@ class Executor:
                      "dry_run": action.dry_run, "next_attempt_at": action.next_attempt_at.isoformat()
                      if action.next_attempt_at else None},
         ))
+
+
+def _alert_id(alert: Alert | Mapping[str, Any]) -> str:
+    """The alert's id for a log line, whatever shape the alert is in."""
+    if isinstance(alert, Alert):
+        return str(alert.alert.id)
+    inner = alert.get("alert") if isinstance(alert, Mapping) else None
+    return str(inner.get("id")) if isinstance(inner, Mapping) else "?"
 
 
 def revoked_event(action: Action, now: datetime) -> dict[str, Any]:

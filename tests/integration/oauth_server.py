@@ -5,9 +5,14 @@ lenient on purpose (the redeemed refresh token stays valid, as on servers withou
 rotation), so a stolen refresh token can be redeemed again: exactly what tokenwatch detects.
 Each token string is one record; tokens minted from one login share a family (the grant).
 Revoking a refresh token revokes its whole grant, as RFC 7009 2.1 recommends; revoking an
-access token revokes only it. Client ``tokenwatch`` may revoke and introspect any token
-(the privileged responder client). Tests inject faults (``fail_next``) and read
-``revocations`` (every request that reached the revocation endpoint).
+access token revokes only it. Client ``tokenwatch`` may introspect any token (a resource
+server's privilege, RFC 7662). Revocation checks the client as RFC 7009 2.1 asks: Authlib's
+``RevocationEndpoint`` answers 400 ``invalid_grant`` unless ``token.check_client`` accepts
+the authenticated client. The ``strict_oauth_server`` fixture is that conformant server: a
+token is revoked only by the client it was issued to (as Okta, Keycloak and oidc-provider
+do); ``oauth_server`` also lets ``tokenwatch`` revoke every token (a privileged revoker,
+as some servers allow). Tests inject faults (``fail_next``) and read ``revocations``
+(every request that reached the revocation endpoint, with the client it authenticated as).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
-CLIENTS = {"portal": "portal-secret", "tokenwatch": "tokenwatch-secret"}
+CLIENTS = {"portal": "portal-secret", "mobile": "mobile-secret", "cli": "cli-secret",
+           "tokenwatch": "tokenwatch-secret"}
 PRIVILEGED = "tokenwatch"
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines in test output
 USERS = {"alice": "alice-password", "bob": "bob-password"}
@@ -39,6 +45,7 @@ USERS = {"alice": "alice-password", "bob": "bob-password"}
 class Client(ClientMixin):
     client_id: str
     secret: str
+    revokes_any: bool = False  # a privileged revoker (not RFC 7009-conformant; off on the strict server)
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -77,7 +84,8 @@ class TokenRecord(TokenMixin):
     revoked: bool = False
 
     def check_client(self, client: Client) -> bool:
-        return client.client_id in (self.client_id, PRIVILEGED)
+        """RFC 7009 2.1: was this token issued to the client asking? (Authlib's revocation check.)"""
+        return client.client_id == self.client_id or client.revokes_any
 
     def get_scope(self) -> str:
         return self.scope
@@ -139,7 +147,7 @@ class Introspection(IntrospectionEndpoint):
         return self.server.state.lookup(token_string, token_type_hint)
 
     def check_permission(self, token: TokenRecord, client: Client, req: Any) -> bool:
-        return token.check_client(client)
+        return client.client_id in (token.client_id, PRIVILEGED)
 
     def introspect_token(self, token: TokenRecord) -> dict[str, Any]:
         return {"active": True, "client_id": token.client_id, "token_type": token.kind, "username": token.user,
@@ -173,7 +181,8 @@ class RefreshGrant(grants.RefreshTokenGrant):
 class OAuthServer:
     """The running server: ``url``, token helpers for tests, fault injection, request log."""
 
-    def __init__(self) -> None:
+    def __init__(self, strict_revocation: bool = False) -> None:
+        self.strict_revocation = strict_revocation
         self.state = ServerState()
         app = Flask("tokenwatch-test-idp")
         app.config.update(OAUTH2_REFRESH_TOKEN_GENERATOR=True, OAUTH2_TOKEN_EXPIRES_IN={"password": 3600})
@@ -191,8 +200,10 @@ class OAuthServer:
         @app.post("/revoke")
         def revoke() -> Response:
             with self.state.lock:
-                self.state.revocations.append({"form": dict(request.form), "basic": request.authorization is not None,
-                                               "time": time.time()})
+                basic = request.authorization
+                self.state.revocations.append({
+                    "form": dict(request.form), "basic": basic is not None, "time": time.time(),
+                    "client": basic.username if basic is not None else request.form.get("client_id")})
                 fault = self.state.faults.pop(0) if self.state.faults else None
             if fault is not None:
                 return Response(fault.body, status=fault.status, headers=fault.headers,
@@ -210,7 +221,8 @@ class OAuthServer:
 
     def _client(self, client_id: str) -> Client | None:
         secret = CLIENTS.get(client_id)
-        return Client(client_id, secret) if secret else None
+        privileged = client_id == PRIVILEGED and not self.strict_revocation
+        return Client(client_id, secret, privileged) if secret else None
 
     def _save(self, token: dict[str, Any], req: Any) -> None:
         parent = getattr(req, "refresh_token", None)
@@ -235,6 +247,10 @@ class OAuthServer:
 
     def refresh(self, refresh_token: str, client: str = "portal") -> dict[str, Any]:
         return self._token({"grant_type": "refresh_token", "refresh_token": refresh_token}, client)
+
+    def revoke_as(self, token: str, client: str) -> httpx.Response:
+        """A revocation request authenticated as ``client`` (to show what the server enforces)."""
+        return httpx.post(f"{self.url}/revoke", data={"token": token}, auth=(client, CLIENTS[client]), timeout=5)
 
     def introspect(self, token: str) -> dict[str, Any]:
         response = httpx.post(f"{self.url}/introspect", data={"token": token},
@@ -261,6 +277,16 @@ class OAuthServer:
 @pytest.fixture
 def oauth_server() -> Iterator[OAuthServer]:
     server = OAuthServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def strict_oauth_server() -> Iterator[OAuthServer]:
+    """The server with RFC 7009's client check and no privileged revoker."""
+    server = OAuthServer(strict_revocation=True)
     try:
         yield server
     finally:

@@ -1,14 +1,27 @@
-"""Executor: idempotency, audit, retries with backoff, give-up, breaker, dry run, revoked events."""
+"""Executor: idempotency, audit, retries with backoff, give-up, breaker, dry run, revoked events;
+and what a hostile or broken server cannot do to it (local HTTP servers that drip, flood or
+ask for a retry in a million years)."""
 
 from __future__ import annotations
 
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
 
 from pipeline.response.breaker import FLAG, RULE_ID
 from pipeline.response.config import ResponseConfig
 from pipeline.response.executor import Executor
-from pipeline.response.responders.base import ResponderResult
+from pipeline.response.responders.base import ResponderResult, RevocationHandle
+from pipeline.response.responders.rfc7009 import ClientCredentialsRef, Rfc7009Config, Rfc7009Responder
 from pipeline.store.sqlite import SqliteStore
+from schemas.actions import RevocationTarget
 from schemas.events import CanonicalEvent
 from tests.response.conftest import Clock, Recorder, alert_doc
 
@@ -129,3 +142,234 @@ def test_recover_requeues_actions_interrupted_in_flight(store: SqliteStore, cloc
     assert ex.recover() == 1 and ex.run_due() == 1
     final = store.get_action(action.id)
     assert final is not None and final.state == "succeeded" and len(rec.calls) == 1
+
+
+# -- no server answer and no bug escapes; the batch goes on -----------------------------------
+
+class Raises(Recorder):
+    def revoke(self, target: RevocationTarget, handle: RevocationHandle | None) -> ResponderResult:
+        self.calls.append(target)
+        raise RuntimeError("adapter bug")
+
+
+@pytest.mark.parametrize("after_s", [1e14, float("inf"), float("nan"), -5.0])
+def test_a_retry_delay_asked_by_a_server_is_clamped_to_backoff_max(store: SqliteStore, clock: Clock,
+                                                                   after_s: float) -> None:
+    config = CONFIG.model_copy(update={"backoff_max_s": 300.0})
+    ex = executor(store, clock, Recorder(ResponderResult.retry(after_s, "HTTP 429")), config=config)
+    first, second = ex.submit([alert_doc(1), alert_doc(2)])
+    failed, done = store.get_action(first.id), store.get_action(second.id)
+    expected = 300.0 if after_s == 1e14 or after_s == float("inf") else 2.0  # huge: the cap; junk: plain backoff
+    assert failed is not None and failed.state == "failed"
+    assert failed.next_attempt_at == clock.now + timedelta(seconds=expected)
+    assert done is not None and done.state == "succeeded"
+
+
+def test_an_adapter_bug_a_bad_alert_and_a_failed_broadcast_cost_only_themselves(
+    store: SqliteStore, clock: Clock
+) -> None:
+    def broken_broadcast(event: dict) -> None:
+        raise ConnectionError("kafka down")
+
+    raising = executor(store, clock, Raises(), on_revoked=broken_broadcast)
+    [action] = raising.submit([alert_doc(1)])
+    stored = store.get_action(action.id)
+    assert stored is not None and (stored.state, stored.last_error) == ("failed", "responder raised RuntimeError")
+    ex = executor(store, clock, Recorder(), on_revoked=broken_broadcast)
+    bad = alert_doc(2) | {"client": {"id": 12345}}  # not a string: planning it raises
+    created = ex.submit([bad, alert_doc(3)])
+    assert [a.alert_id for a in created] == ["al-3"]
+    done = store.get_action(created[0].id)
+    assert done is not None and done.state == "succeeded"  # the broadcast failed, the revocation stands
+
+
+# -- the same through a real responder and local HTTP servers ----------------------------------
+
+class ScriptedServer:
+    """A loopback HTTP/1.1 server that reads each request and runs ``respond(conn, server)``."""
+
+    def __init__(self, respond: Callable[[socket.socket, ScriptedServer], None]) -> None:
+        self.respond, self.sent = respond, 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            while len(body) < length:
+                body += conn.recv(65536)
+            try:
+                self.respond(conn, self)
+            except OSError:  # the client hung up: what it should do to a hostile server
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+
+def _drip(data: bytes, every_s: float) -> Callable[[socket.socket, ScriptedServer], None]:
+    def respond(conn: socket.socket, server: ScriptedServer) -> None:
+        for i in range(len(data)):
+            conn.sendall(data[i:i + 1])
+            time.sleep(every_s)
+    return respond
+
+
+def _huge(status: int, size: int) -> Callable[[socket.socket, ScriptedServer], None]:
+    def respond(conn: socket.socket, server: ScriptedServer) -> None:
+        head = f"HTTP/1.1 {status} X\r\nContent-Length: {size}\r\nContent-Type: application/json\r\n\r\n"
+        conn.sendall(head.encode())
+        chunk = b" " * (1 << 20)
+        for _ in range(size >> 20):
+            conn.sendall(chunk)
+            server.sent += len(chunk)
+    return respond
+
+
+def _answer(*replies: bytes) -> Callable[[socket.socket, ScriptedServer], None]:
+    queue = list(replies)
+
+    def respond(conn: socket.socket, server: ScriptedServer) -> None:
+        conn.sendall(queue.pop(0) if len(queue) > 1 else queue[0])
+    return respond
+
+
+class OneHandle:
+    """The handle store of a source that sealed every token (the handle's content is irrelevant here)."""
+
+    def for_target(self, target: RevocationTarget) -> list[RevocationHandle]:
+        return [RevocationHandle("hmac:t", SecretStr("raw-token"), "refresh_token", 2e9, target.id)]
+
+    def purge(self) -> int:
+        return 0
+
+
+@contextmanager
+def _rfc7009_against(respond: Callable[[socket.socket, ScriptedServer], None], store: SqliteStore, clock: Clock,
+                     monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Executor, ScriptedServer]]:
+    monkeypatch.setenv("TW_PORTAL_SECRET", "portal-secret")
+    server = ScriptedServer(respond)
+    config = Rfc7009Config(revocation_endpoint=f"{server.url}/revoke", timeout_s=1.0,
+                           clients={"portal": ClientCredentialsRef(client_secret_env="TW_PORTAL_SECRET")})
+    responder = Rfc7009Responder("idp", config)
+    response_config = CONFIG.model_copy(update={"routes": {"*": "idp"}, "backoff_max_s": 300.0})
+    try:
+        yield Executor(response_config, store, {"idp": responder}, OneHandle(),  # type: ignore[arg-type]
+                       clock=clock, rng=lambda: 1.0), server
+    finally:
+        responder.close()
+        server.close()
+
+
+OK_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
+
+
+@pytest.mark.parametrize("where", ["body", "headers", "benign"])
+def test_a_dripping_endpoint_costs_the_deadline_not_more(store: SqliteStore, clock: Clock,
+                                                         monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    # One byte every 0.25 s never trips a 1 s read timeout; the whole answer would take 25 s.
+    respond = {
+        "body": _body_drip(),
+        "headers": _drip(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"x" * 100 + b"\r\nContent-Length: 0\r\n\r\n", 0.25),
+        "benign": _answer(OK_200),
+    }[where]
+    with _rfc7009_against(respond, store, clock, monkeypatch) as (ex, _):
+        started = time.monotonic()
+        [action] = ex.submit([alert_doc(client="portal")])
+        elapsed = time.monotonic() - started
+    stored = store.get_action(action.id)
+    assert stored is not None
+    if where == "benign":
+        assert stored.state == "succeeded" and elapsed < 1.0
+        return
+    assert elapsed < 1.6, elapsed
+    assert (stored.state, stored.last_error) == ("failed", "no complete answer from 127.0.0.1 within 1s")
+    assert stored.next_attempt_at == clock.now + timedelta(seconds=2)
+
+
+def _body_drip() -> Callable[[socket.socket, ScriptedServer], None]:
+    def respond(conn: socket.socket, server: ScriptedServer) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        _drip(b"x" * 100, 0.25)(conn, server)
+    return respond
+
+
+@pytest.mark.parametrize(("status", "state"), [(400, "gave_up"), (503, "failed")])
+def test_a_400_mb_error_body_is_not_read_past_the_cap(store: SqliteStore, clock: Clock,
+                                                      monkeypatch: pytest.MonkeyPatch, status: int, state: str) -> None:
+    with _rfc7009_against(_huge(status, 400 << 20), store, clock, monkeypatch) as (ex, server):
+        started = time.monotonic()
+        [action] = ex.submit([alert_doc(client="portal")])
+        elapsed = time.monotonic() - started
+        time.sleep(0.2)  # let the server notice the hang-up
+        sent = server.sent
+    stored = store.get_action(action.id)
+    assert stored is not None and stored.state == state and f"HTTP {status}" in (stored.last_error or "")
+    assert elapsed < 1.6, elapsed
+    assert sent < 32 << 20, sent  # socket buffers at most: the client stopped reading at 64 KiB
+
+
+@pytest.mark.parametrize(("retry_after", "delay"), [
+    ("99999999999999", 300.0), ("Fri, 31 Dec 9999 23:59:59 GMT", 300.0), ("Mon, 01 Jan 2001 00:00:00 GMT", 2.0),
+    ("soon", 2.0), ("7", 7.0),
+])
+def test_an_overflowing_retry_after_is_clamped_and_the_batch_goes_on(
+    store: SqliteStore, clock: Clock, monkeypatch: pytest.MonkeyPatch, retry_after: str, delay: float
+) -> None:
+    throttled = f"HTTP/1.1 429 Slow down\r\nRetry-After: {retry_after}\r\nContent-Length: 0\r\n\r\n".encode()
+    with _rfc7009_against(_answer(throttled, OK_200), store, clock, monkeypatch) as (ex, _):
+        first, second = ex.submit([alert_doc(1, client="portal"), alert_doc(2, client="portal")])
+    failed, done = store.get_action(first.id), store.get_action(second.id)
+    assert failed is not None and (failed.state, failed.last_error) == ("failed", "revocation endpoint: HTTP 429")
+    assert failed.next_attempt_at == clock.now + timedelta(seconds=delay)
+    assert done is not None and done.state == "succeeded"
+
+
+def test_a_token_of_a_client_without_credentials_is_never_sent(store: SqliteStore, clock: Clock,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with _rfc7009_against(_answer(OK_200), store, clock, monkeypatch) as (ex, _):
+        [action] = ex.submit([alert_doc(client="cli")])
+    stored = store.get_action(action.id)
+    assert stored is not None and stored.state == "gave_up"
+    assert stored.last_error == ("config_error: no credentials for client 'cli' "
+                                 "(add [response.responders.idp.clients.cli])")
+
+
+def test_a_family_without_handle_falls_back_to_the_named_responder(store: SqliteStore, clock: Clock,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TW_PORTAL_SECRET", "portal-secret")
+    config = Rfc7009Config(revocation_endpoint="https://sso.test/revoke", fallback="rec",
+                           clients={"portal": ClientCredentialsRef(client_secret_env="TW_PORTAL_SECRET")})
+    rec = Recorder()
+    rec.kinds = frozenset({"family", "session", "subject"})  # type: ignore[misc]  # like the keycloak responder
+    responders = {"idp": Rfc7009Responder("idp", config), "rec": rec}
+    routed = CONFIG.model_copy(update={"routes": {"*": "idp"}})
+    ex = Executor(routed, store, responders, None, clock=clock, rng=lambda: 1.0)  # type: ignore[arg-type]
+    token_alert = alert_doc(2, action="revoke_token", rule="post_revocation_use.after_revocation")
+    [family, token] = ex.submit([alert_doc(1), token_alert])
+    fell_back, refused = store.get_action(family.id), store.get_action(token.id)
+    assert [t.label() for t in rec.calls] == ["family:fam-1"]
+    assert fell_back is not None and fell_back.state == "succeeded"
+    assert [e.why for e in store.audit_trail(action_id=family.id) if e.verb == "revoke.result"] == \
+        ["no revocation handle; fallback rec: ok"]
+    # A token the fallback cannot revoke is refused as before: nothing wider is revoked instead.
+    assert refused is not None and refused.state == "gave_up"
+    assert refused.last_error == "rejected: no revocation handle for token:rt-2 (RFC 7009 needs the token)"

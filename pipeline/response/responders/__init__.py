@@ -9,10 +9,26 @@ from pipeline.response.responders.base import (
 )
 
 
-
 def build_responders(configs: dict, transport: object | None = None) -> dict[str, Responder]:
-    """One live responder per configured name (``[response.responders.<name>]``)."""
-    return {name: RESPONDERS[cfg.type](name, cfg, transport) for name, cfg in configs.items()}  # type: ignore[arg-type]
+    """One live responder per configured name (``[response.responders.<name>]``); a ``fallback``
+    must name another configured responder that needs no handle (checked here, at start)."""
+    built = {
+        name: RESPONDERS[cfg.type](name, cfg, transport)  # type: ignore[arg-type]  # transport: httpx or None
+        for name, cfg in configs.items()
+    }
+    for name, responder in built.items():
+        fallback = responder.fallback()
+        if fallback is None:
+            continue
+        other = built.get(fallback)
+        if other is None or other.needs_handle:
+            from pipeline.config import ConfigError  # late: pipeline.config imports this package
+
+            for live in built.values():
+                live.close()
+            raise ConfigError(f"[response.responders.{name}] fallback = {fallback!r}: name a configured responder "
+                             "that needs no revocation handle (keycloak, okta, entra, caep)")
+    return built
 
 
 __all__ = ["build_responders", "RESPONDERS", "Responder", "ResponderResult", "RevocationHandle"]

@@ -5,11 +5,15 @@ whether and what to revoke, the executor decides when to retry. Every outcome is
 four, so retries are uniform across adapters: ``done``, ``retry`` (transient: 429, 5xx,
 timeouts; ``after_s`` honours ``Retry-After``), ``config_error`` (our credentials or
 settings are wrong: never retried) and ``rejected`` (the server refused this target).
+Every request runs under one wall-clock deadline and reads at most a capped body
+(``http.bounded_request``): a hostile or broken server costs a worker ``timeout_s``
+and ``max_response_bytes`` at most.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -18,12 +22,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from pipeline.response.responders.http import DeadlineExceeded, Reply, bounded_request
 from pipeline.secrets import SecretError
+from pipeline.url_credentials import refuse_userinfo
 from schemas.actions import RevocationTarget, TargetKind
 
 Outcome = Literal["done", "retry", "config_error", "rejected"]
+MAX_RETRY_AFTER_S = 86_400.0  # a day: the executor clamps further, to backoff_max_s
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class RevocationHandle:
     expires_at: float  # epoch seconds: purged after this
     family_id: str | None = None
     issuer: str | None = None
+    client_id: str | None = None  # the client the token was issued to, when the source sealed it
 
     def __repr__(self) -> str:  # dataclass repr would be fine (SecretStr masks), but be explicit
         return f"RevocationHandle(token_id={self.token_id!r}, token_type={self.token_type!r})"
@@ -70,8 +78,26 @@ class ResponderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timeout_s: float = Field(default=5.0, gt=0, description="Connect + read timeout per request")
+    timeout_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="Total time per request: connect, send, headers and the whole body (a wall-clock deadline)")
+    max_response_bytes: int = Field(
+        default=65_536, ge=1_024, le=16 * 1024 * 1024,
+        description="Most bytes of a response body read; past it reading stops (only error codes are used)")
     verify_tls: bool = Field(default=True, description="Verify the server certificate (keep on outside tests)")
+
+    @model_validator(mode="after")
+    def _no_credentials_in_urls(self) -> ResponderConfig:
+        """Every URL field of every responder (base_url, revocation_endpoint, endpoint, …)."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    refuse_userinfo(value, "a responder reads its credentials from its *_env variable or *_file key "
+                                    "(e.g. client_secret_env), never from a URL")
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return self
 
 
 def read_secret(env: str | None, file: Path | None, what: str) -> SecretStr:
@@ -101,13 +127,20 @@ class Responder(ABC):
     def __init__(self, name: str, config: Any, transport: httpx.BaseTransport | None = None) -> None:
         self.name = name
         self.config = config
+        # No keep-alive: every request opens its own connection, so the deadline's watchdog
+        # always knows the socket to shut down (revocations are rare; a handshake is cheap).
         self.http = httpx.Client(
-            timeout=config.timeout_s, verify=config.verify_tls, transport=transport, follow_redirects=False
+            timeout=config.timeout_s, verify=config.verify_tls, transport=transport, follow_redirects=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     @abstractmethod
     def revoke(self, target: RevocationTarget, handle: RevocationHandle | None) -> ResponderResult:
         """Revoke ``target`` (with ``handle`` when ``needs_handle``); never raises for HTTP trouble."""
+
+    def fallback(self) -> str | None:
+        """The responder that revokes a target when no revocation handle arrived (None: none)."""
+        return None
 
     def close(self) -> None:
         self.http.close()
@@ -115,12 +148,18 @@ class Responder(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
-    def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response | ResponderResult:
-        """One request; transport errors and timeouts become ``retry`` results."""
+    def send(self, method: str, url: str, **kwargs: Any) -> Reply | ResponderResult:
+        """One request within ``timeout_s`` in all, reading at most ``max_response_bytes`` of the
+        body; a passed deadline, transport errors and timeouts become ``retry`` results."""
+        cfg = self.config
         try:
-            return self.http.request(method, url, **kwargs)
+            return bounded_request(self.http, method, url, cfg.timeout_s, cfg.max_response_bytes, **kwargs)
+        except DeadlineExceeded:
+            return ResponderResult.retry(None, f"no complete answer from {_host(url)} within {cfg.timeout_s:g}s")
         except httpx.TimeoutException as exc:
             return ResponderResult.retry(None, f"timeout talking to {_host(url)}: {type(exc).__name__}")
+        except httpx.UnsupportedProtocol:
+            return ResponderResult.config_error(f"unsupported URL scheme for {_host(url)} (use https)")
         except httpx.TransportError as exc:
             return ResponderResult.retry(None, f"cannot reach {_host(url)}: {type(exc).__name__}")
 
@@ -133,7 +172,7 @@ def register(cls: type[Responder]) -> type[Responder]:
     return cls
 
 
-def classify(response: httpx.Response, what: str) -> ResponderResult:
+def classify(response: Reply, what: str) -> ResponderResult:
     """The common mapping of an HTTP status to an outcome (adapters refine 2xx/400/404)."""
     status = response.status_code
     if 200 <= status < 300:
@@ -146,22 +185,26 @@ def classify(response: httpx.Response, what: str) -> ResponderResult:
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3).
+
+    The server does not get to park an action: at most ``MAX_RETRY_AFTER_S``, a date in the
+    past is 0, and anything unparseable is None (plain backoff)."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    value = value.strip()[:64]
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)  # any digit string: a float (64 digits at most), capped
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: Reply) -> str:
     """The OAuth ``error`` (never the body: it may echo what we sent)."""
     try:
         body = response.json()

@@ -29,6 +29,7 @@ from pipeline.response.responders.base import (
     read_secret,
     register,
 )
+from pipeline.response.responders.http import Reply
 from pipeline.secrets import SecretError
 from schemas.actions import RevocationTarget
 
@@ -110,7 +111,7 @@ class CaepResponder(Responder):
         return classify(response, "SET push")
 
 
-def _set_error(response: httpx.Response) -> tuple[str, str | None]:
+def _set_error(response: Reply) -> tuple[str, str | None]:
     try:
         body = response.json()
     except ValueError:

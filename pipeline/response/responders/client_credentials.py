@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 import time
 
-import httpx
 from pydantic import SecretStr
 
 from pipeline.response.responders.base import Responder, ResponderResult, classify
+from pipeline.response.responders.http import Reply
 
 
 class ClientCredentials:
@@ -62,7 +62,7 @@ class ClientCredentials:
 
 def with_admin_token(
     responder: Responder, cc: ClientCredentials, method: str, url: str, what: str, **kwargs: object
-) -> httpx.Response | ResponderResult:
+) -> Reply | ResponderResult:
     """Call an admin API with the cached token; on 401 fetch a fresh token and try once more."""
     for attempt in (1, 2):
         bearer = cc.bearer()

@@ -3,7 +3,11 @@
 ``POST /admin/realms/{realm}/users/{id}/logout`` and ``DELETE
 /admin/realms/{realm}/sessions/{session}``, with an admin token from the client-credentials
 grant of a service-account client that has the ``realm-management`` role ``manage-users``.
-Single tokens and families go through RFC 7009 (Keycloak's revocation endpoint) instead.
+Single tokens and families go through RFC 7009 (Keycloak's revocation endpoint) when a
+revocation handle arrived. Without one, a family falls back to its session: a Keycloak
+family is ``<sessionId>/<clientId>`` (one client's part of an SSO session), and the admin
+API has no call that ends one client's part, so the whole session is deleted, which
+invalidates the refresh tokens of every client in it (wider than the family; audited).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class KeycloakConfig(ResponderConfig):
 @register
 class KeycloakResponder(Responder):
     type = "keycloak"
-    kinds = frozenset({"session", "subject"})
+    kinds = frozenset({"family", "session", "subject"})
 
     def __init__(self, name: str, config: KeycloakConfig, transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(name, config, transport)
@@ -54,15 +58,30 @@ class KeycloakResponder(Responder):
         )
 
     def revoke(self, target: RevocationTarget, handle: RevocationHandle | None) -> ResponderResult:
+        session: str | None = None
         if target.kind == "session":
-            url, method, what = f"{self._admin}/sessions/{quote(target.id, safe='')}", "DELETE", "session delete"
+            session, what = target.id, "session delete"
+        elif target.kind == "family":
+            session = family_session(target.id)
+            if session is None:
+                return ResponderResult.rejected(f"{target.label()} is not a Keycloak family (<sessionId>/<clientId>)")
+            what = f"session {session} delete (the family's session, every client in it)"
         elif target.kind == "subject":
             url, method, what = f"{self._admin}/users/{quote(target.id, safe='')}/logout", "POST", "user logout"
         else:
             return ResponderResult.rejected(f"keycloak admin API cannot revoke a {target.kind}; route it to rfc7009")
+        if session is not None:
+            url, method = f"{self._admin}/sessions/{quote(session, safe='')}", "DELETE"
         response = with_admin_token(self, self._cc, method, url, what)
         if isinstance(response, ResponderResult):
             return response
-        if response.status_code == 404 and target.kind == "session":
-            return ResponderResult.done("session already gone (HTTP 404)", 404)
+        if response.status_code == 404 and session is not None:
+            return ResponderResult.done(f"{what}: session already gone (HTTP 404)", 404)
         return classify(response, what)
+
+
+def family_session(family_id: str) -> str | None:
+    """The session of a Keycloak family ``<sessionId>/<clientId>``. A client id may hold
+    slashes (SAML clients are URLs), a session id never does: split at the first."""
+    session, slash, client = family_id.partition("/")
+    return session if slash and session and client else None
