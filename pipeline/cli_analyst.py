@@ -1,5 +1,5 @@
-"""Analyst triage commands: `tokenwatch alerts list|show|ack|close|reopen|suppress|suppressions|import`,
-`tokenwatch actions list`.
+"""Analyst triage commands: `tokenwatch alerts list|show|ack|close|reopen|suppress|unsuppress|
+suppressions|import` (the `actions` commands live in :mod:`pipeline.cli_response`).
 
 They work on the configured store (``[store]``: SQLite file by default, Elasticsearch when
 ``backend = "elasticsearch"``). Every command that changes something is written to the
@@ -12,21 +12,24 @@ OS login name). Unknown ids exit with 2 and say which id. What is printed goes t
 from __future__ import annotations
 
 import argparse
-import getpass
+import difflib
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import load_settings
+from detectors import DETECTORS
+from pipeline.actor import ActorError, resolve_actor
+from pipeline.config import Settings, load_settings
+from pipeline.response.breaker import RULE_ID as BREAKER_RULE_ID
 from pipeline.store import base, render
 from pipeline.store.base import AlertStore, open_store
-from pipeline.store.ingest import AlertFileError, read_alert_lines, store_alerts
+from pipeline.store.ingest import AlertFileError, import_alerts, read_alert_lines
 from pipeline.terminal import printable
 from schemas.actions import AuditEntry, Suppression
 
@@ -34,22 +37,12 @@ DISPOSITIONS = ("true_positive", "false_positive", "benign")
 SEVERITIES = ("low", "medium", "high", "critical")
 STATUSES = ("open", "acknowledged", "closed")
 ACTION_STATES = ("pending", "awaiting_approval", "in_progress", "succeeded", "failed", "gave_up",
-                 "dry_run", "notified", "skipped")
+                 "dry_run", "notified", "skipped", "denied", "cancelled")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class UsageError(Exception):
     """Bad input found after parsing (unknown id, bad suppression): exit 2 with the message."""
-
-
-def default_actor() -> str:
-    actor = os.environ.get("TOKENWATCH_ACTOR")
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name (containers without a passwd entry)
-        return "unknown"
 
 
 def now() -> datetime:
@@ -74,6 +67,23 @@ def iso_time(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (e.g. 2026-11-24T10:00Z)") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def known_rules() -> list[str]:
+    """Every rule id an alert can carry: the detectors' rules and tokenwatch's own (the breaker)."""
+    return sorted({rule.id for cls in DETECTORS.values() for rule in cls.rules} | {BREAKER_RULE_ID})
+
+
+def checked_rule(pattern: str) -> str:
+    """``pattern`` if it names a known rule id or is a glob matching at least one; else a
+    ``UsageError`` with the closest ids (a typo would make a suppression that never matches)."""
+    rules = known_rules()
+    if any(fnmatchcase(rule, pattern) for rule in rules):
+        return pattern
+    what = "matches no rule" if any(c in pattern for c in "*?[") else "is not a rule id"
+    close = difflib.get_close_matches(pattern, rules, n=3, cutoff=0.8)
+    hint = f"; did you mean {' or '.join(close)}?" if close else f"; rule ids: {', '.join(rules)}"
+    raise UsageError(f"--rule {pattern!r} {what}{hint}")
 
 
 def point_in_time(text: str) -> datetime:
@@ -110,11 +120,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--user", help="user id")
     p.add_argument("--since", type=point_in_time, help="ISO time, or a duration ago (24h, 7d)")
     p.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
-    p.set_defaults(func=_run(cmd_list))
+    p.set_defaults(func=with_store(cmd_list))
 
     p = asub.add_parser("show", parents=[common, as_json], help="one alert: evidence timeline, actions, audit trail")
     p.add_argument("id")
-    p.set_defaults(func=_run(cmd_show))
+    p.set_defaults(func=with_store(cmd_show))
 
     for name, status, text in (("ack", "acknowledged", "acknowledge an alert (you are on it)"),
                                ("close", "closed", "close an alert with a disposition"),
@@ -123,7 +133,7 @@ def add_commands(sub: Any) -> None:
         p.add_argument("id")
         p.add_argument("--disposition", choices=DISPOSITIONS, required=name == "close")
         p.add_argument("--note", help="why; kept with the alert and in the audit trail")
-        p.set_defaults(func=_run(cmd_status), status=status)
+        p.set_defaults(func=with_store(cmd_status), status=status)
 
     p = asub.add_parser("suppress", parents=[common], help="suppress future alerts matching all given criteria")
     p.add_argument("--rule", help="rule id")
@@ -135,23 +145,21 @@ def add_commands(sub: Any) -> None:
     until = p.add_mutually_exclusive_group(required=True)
     until.add_argument("--for", dest="for_", type=duration, metavar="DURATION", help="e.g. 24h, 7d")
     until.add_argument("--expires", type=iso_time, help="ISO time the suppression ends (UTC if no zone)")
-    p.set_defaults(func=_run(cmd_suppress))
+    p.add_argument("--close-matching", action="store_true",
+                   help="also close the open alerts it matches now (each audited)")
+    p.set_defaults(func=with_store(cmd_suppress))
+
+    p = asub.add_parser("unsuppress", parents=[common], help="remove a suppression (see `alerts suppressions`)")
+    p.add_argument("id")
+    p.add_argument("--reason", default="", help="why (kept in the audit trail)")
+    p.set_defaults(func=with_store(cmd_unsuppress))
 
     p = asub.add_parser("suppressions", parents=[common, as_json], help="active suppressions")
-    p.set_defaults(func=_run(cmd_suppressions))
+    p.set_defaults(func=with_store(cmd_suppressions))
 
     p = asub.add_parser("import", parents=[common], help="load alert JSON lines (from `tokenwatch detect`) into the store")
     p.add_argument("--input", "-i", required=True, help="file of alert JSON lines, or - for stdin")
-    p.set_defaults(func=_run(cmd_import))
-
-    actions = sub.add_parser("actions", help="response actions in the store")
-    actions.set_defaults(func=lambda args: actions.print_help(sys.stderr) or 2)
-    xsub = actions.add_subparsers(metavar="ACTION")
-    p = xsub.add_parser("list", parents=[common, as_json], help="actions, newest first (--json: JSON lines)")
-    p.add_argument("--alert", help="alert id")
-    p.add_argument("--state", choices=ACTION_STATES)
-    p.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
-    p.set_defaults(func=_run(cmd_actions))
+    p.set_defaults(func=with_store(cmd_import))
 
 
 @contextmanager
@@ -163,14 +171,23 @@ def opened_store(config: Path | None) -> Iterator[AlertStore]:
         store.close()
 
 
-def _run(command: Callable[[argparse.Namespace, AlertStore], int]) -> Callable[[argparse.Namespace], int]:
-    """Open the store, resolve the actor, map usage errors to exit 2 and store failures to 1."""
+def with_store(command: Callable[[argparse.Namespace, AlertStore], int]) -> Callable[[argparse.Namespace], int]:
+    """Open the store, resolve the actor, map usage errors to exit 2 and store failures to 1.
+    The command finds the settings in ``args.settings``."""
 
     def run(args: argparse.Namespace) -> int:
-        args.actor = args.actor or default_actor()
         try:
-            with opened_store(args.config) as store:
+            args.actor = resolve_actor(args.actor)
+        except ActorError as exc:
+            print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
+            return 2
+        try:
+            args.settings = load_settings(args.config)
+            store = open_store(args.settings)
+            try:
                 return command(args, store)
+            finally:
+                store.close()
         except UsageError as exc:
             print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
             return 2
@@ -250,6 +267,14 @@ def cmd_status(args: argparse.Namespace, store: AlertStore) -> int:
 def cmd_suppress(args: argparse.Namespace, store: AlertStore) -> int:
     created = now()
     expires = created + args.for_ if args.for_ is not None else args.expires
+    if args.rule is not None:
+        checked_rule(args.rule)
+    settings: Settings = args.settings
+    longest = timedelta(days=settings.store.max_suppression_days)
+    if expires - created > longest:
+        raise UsageError(
+            f"a suppression may last at most {settings.store.max_suppression_days} days ([store] "
+            "max_suppression_days); a lasting exception belongs in [[enrich.allowlist]]")
     try:
         suppression = Suppression(
             rule_id=args.rule, user_id=args.user, client_id=args.client, ip=args.ip, asn=args.asn,
@@ -265,6 +290,33 @@ def cmd_suppress(args: argparse.Namespace, store: AlertStore) -> int:
         details={"suppression": suppression.id, "expires": expires.isoformat()},
     ))
     print(printable(f"suppression {suppression.id}: {text} until {render.short_time(expires)} by {args.actor}"))
+    if args.close_matching:
+        closed = store.close_suppressed(suppression)
+        print(printable(f"closed {len(closed)} open matching alerts: {' '.join(closed)}" if closed
+                        else "no open alerts match"))
+    else:
+        left = [a for a in store.list_alerts(status="open", rule=args.rule if _plain(args.rule) else None,
+                                             user=args.user, limit=1000) if suppression.matches(a, created)]
+        if left:
+            print(printable(f"{len(left)} open alerts match and stay open (--close-matching closes them): "
+                            + " ".join(a["alert"]["id"] for a in left[:10]) + (" …" if len(left) > 10 else "")))
+    return 0
+
+
+def _plain(rule: str | None) -> bool:
+    return rule is not None and not any(c in rule for c in "*?[")
+
+
+def cmd_unsuppress(args: argparse.Namespace, store: AlertStore) -> int:
+    removed = store.remove_suppression(args.id)
+    if removed is None:
+        raise UsageError(f"no suppression with id {args.id!r} (see `tokenwatch alerts suppressions`)")
+    text = render.criteria(removed)
+    store.audit(AuditEntry(
+        time=now(), actor=args.actor, verb="alert.unsuppress", target=text, why=args.reason or "removed",
+        result="removed", details={"suppression": removed.id, "created_by": removed.actor},
+    ))
+    print(printable(f"suppression {removed.id} removed ({text}) by {args.actor}"))
     return 0
 
 
@@ -281,22 +333,11 @@ def cmd_import(args: argparse.Namespace, store: AlertStore) -> int:
     name = "stdin" if args.input == "-" else args.input
     try:
         if args.input == "-":
-            count = store_alerts(store, read_alert_lines(sys.stdin, name))
+            count = import_alerts(store, read_alert_lines(sys.stdin, name), args.actor, name, now)
         else:
             with open(args.input, encoding="utf-8") as handle:
-                count = store_alerts(store, read_alert_lines(handle, name))
+                count = import_alerts(store, read_alert_lines(handle, name), args.actor, name, now)
     except AlertFileError as exc:
-        raise UsageError(f"{exc} (alerts before that line were stored)") from None
-    store.audit(AuditEntry(time=now(), actor=args.actor, verb="alerts.import", target=name,
-                           why="batch output loaded for triage", result="stored", details={"alerts": count}))
+        raise UsageError(f"{exc} (alerts before that line were stored and audited)") from None
     print(printable(f"imported {count} alerts from {name}"))
-    return 0
-
-
-def cmd_actions(args: argparse.Namespace, store: AlertStore) -> int:
-    actions = store.list_actions(alert_id=args.alert, state=args.state, limit=args.limit)
-    if args.json:
-        _lines([a.model_dump(mode="json") for a in actions])
-    else:
-        sys.stdout.write(render.table(render.ACTION_HEADERS, render.action_rows(actions)))
     return 0

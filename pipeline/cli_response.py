@@ -1,27 +1,41 @@
-"""Response commands: `tokenwatch revoke --alert ID`, `tokenwatch breaker status|reset`.
+"""Response commands: `tokenwatch revoke --alert ID`, `tokenwatch actions list|approve|deny|cancel`,
+`tokenwatch breaker status|reset`.
 
 Both act on the configured store with the analyst as actor (``--actor``, else
 ``$TOKENWATCH_ACTOR``, else the login name), and every step is audited. ``revoke`` runs the
 policy's action for the alert at once through the configured responder; an RFC 7009
 responder needs the token's revocation handle, which only the running service holds in
 memory, so without one here the action is queued for the service's retry job instead.
+Neither ``revoke`` nor ``actions approve`` touches an action when this configuration has no
+responder to carry it out: they say which keys to set instead (an attempt without a
+responder would give the action up for good). ``approve`` queues the action for the
+executor (the service's retry job); ``deny`` and ``cancel`` end it.
 Printed ids, targets and errors (an IdP's reply) go through :func:`pipeline.terminal.printable`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import typing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli_analyst import default_actor, opened_store
+from pydantic import BaseModel
+
+from pipeline.actor import ActorError, resolve_actor
+from pipeline.cli_analyst import ACTION_STATES, UsageError, opened_store, with_store
 from pipeline.config import ConfigError, load_settings
 from pipeline.response.breaker import Breaker
+from pipeline.response.config import ResponderSettings, ResponseConfig
 from pipeline.response.executor import Executor
-from pipeline.response.policy import plan
+from pipeline.response.policy import plan, responder_for
 from pipeline.response.responders import build_responders
+from pipeline.store import render
+from pipeline.store.base import ActionConflict, AlertStore
+from schemas.actions import RevocationTarget
 from pipeline.secrets import SecretError
 from pipeline.terminal import printable
 
@@ -37,17 +51,42 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--alert", required=True, metavar="ID", help="alert id (see `tokenwatch alerts list`)")
     p.set_defaults(func=cmd_revoke)
 
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="JSON documents instead of a table")
+    actions = sub.add_parser("actions", help="response actions in the store: list, approve, deny, cancel")
+    actions.set_defaults(func=lambda args: actions.print_help(sys.stderr) or 2)
+    xsub = actions.add_subparsers(metavar="ACTION")
+    p = xsub.add_parser("list", parents=[common, as_json], help="actions, newest first (--json: JSON lines)")
+    p.add_argument("--alert", help="alert id")
+    p.add_argument("--state", choices=ACTION_STATES)
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    p.set_defaults(func=with_store(cmd_actions))
+    for verb, text in (("approve", "approve an action awaiting approval: the executor runs it"),
+                       ("deny", "deny an action awaiting approval: it is never run"),
+                       ("cancel", "cancel an action that waits (awaiting approval, pending or retrying)")):
+        p = xsub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("id", help="action id (see `tokenwatch actions list`)")
+        p.add_argument("--note", help="why; kept in the audit trail")
+        p.set_defaults(func=with_store(cmd_transition), verb=verb)
+
     breaker = sub.add_parser("breaker", help="the automatic-revocation circuit breaker")
     bsub = breaker.add_subparsers(metavar="ACTION")
-    p = bsub.add_parser("status", parents=[common], help="is the breaker tripped?")
+    p = bsub.add_parser("status", parents=[common], help="is the breaker tripped, globally or for whom?")
     p.set_defaults(func=cmd_breaker_status)
     p = bsub.add_parser("reset", parents=[common], help="close the breaker: automatic revocations resume")
     p.add_argument("--why", default="", help="reason, for the audit trail")
+    p.add_argument("--principal", default=None, metavar="NAME",
+                   help="close this principal's breaker instead of the global one: user:ID, client:ID or "
+                        "unknown (fnmatch patterns allowed: 'user:*')")
     p.set_defaults(func=cmd_breaker_reset)
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    actor = args.actor or default_actor()
+    try:
+        actor = resolve_actor(args.actor)
+    except ActorError as exc:
+        print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
+        return 2
     try:
         settings = load_settings(args.config)
         config = settings.response
@@ -65,6 +104,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             if planned is None:
                 print(printable(f"tokenwatch: alert {args.alert}: its rule asks for no revocation"), file=sys.stderr)
                 return 2
+            missing = missing_responder(planned.target, config)
+            if missing:
+                print(printable(f"tokenwatch: alert {args.alert}: {missing}"), file=sys.stderr)
+                return 2
             responder = responders.get(planned.responder or "")
             execute = not (responder is not None and responder.needs_handle)
             action = Executor(config, store, responders).revoke_alert(args.alert, actor, execute=execute)
@@ -78,21 +121,105 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0 if action.state in ("succeeded", "dry_run", "pending") else 1
 
 
+def missing_responder(target: RevocationTarget, config: ResponseConfig) -> str | None:
+    """Why this configuration cannot revoke ``target``, with the keys to set; None if it can
+    (or when ``dry_run`` sends nothing anyway)."""
+    if config.dry_run:
+        return None
+    name = responder_for(target, config)
+    if name is not None and name in config.responders:
+        return None
+    source = target.source or "*"
+    if name is None:
+        problem = f"no responder is routed for source {source!r} kind {target.kind} in this configuration"
+    else:
+        problem = f"[response.routes] names responder {name!r}, which is not configured"
+    return (f"{problem}; nothing was changed. Set [response.routes] \"{source}\" = \"NAME\" and a "
+            f"[response.responders.NAME] table: {responder_keys(target.kind)}. The README's \"Automated "
+            "response\" section describes each type.")
+
+
+def responder_keys(kind: str) -> str:
+    """The responder types that revoke ``kind`` and the keys each one needs (from their models)."""
+    from pipeline.response.responders import RESPONDERS
+
+    parts = []
+    for model in typing.get_args(typing.get_args(ResponderSettings)[0]):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        kind_name = model.model_fields["type"].default
+        if kind not in RESPONDERS[kind_name].kinds:
+            continue
+        keys = [n for n, f in model.model_fields.items() if f.is_required()]
+        secrets = [n for n in model.model_fields if n.endswith(("_env", "_file"))]
+        parts.append(f'type = "{kind_name}" with ' + ", ".join(keys)
+                     + (f" and one of {', '.join(secrets)}" if secrets else ""))
+    return "; ".join(parts) or f"no responder type revokes a {kind}"
+
+
+def cmd_actions(args: argparse.Namespace, store: AlertStore) -> int:
+    actions = store.list_actions(alert_id=args.alert, state=args.state, limit=args.limit)
+    if args.json:
+        for action in actions:
+            sys.stdout.write(json.dumps(action.model_dump(mode="json"), separators=(",", ":")) + "\n")
+    else:
+        sys.stdout.write(render.table(render.ACTION_HEADERS, render.action_rows(actions)))
+    return 0
+
+
+def cmd_transition(args: argparse.Namespace, store: AlertStore) -> int:
+    """``actions approve|deny|cancel ID``: one atomic, audited state change."""
+    current = store.get_action(args.id)
+    if current is None:
+        raise UsageError(f"no action with id {args.id!r} in the store (see `tokenwatch actions list`)")
+    config: ResponseConfig = args.settings.response
+    responder = None
+    if args.verb == "approve" and current.state == "awaiting_approval":
+        missing = missing_responder(current.target, config)
+        if missing:
+            raise UsageError(f"action {args.id}: {missing}")
+        responder = responder_for(current.target, config)
+    try:
+        changed = store.transition_action(args.id, args.verb, args.actor, note=args.note, responder=responder)
+    except ActionConflict as exc:
+        raise UsageError(str(exc)) from None
+    then = {"pending": "; the service's retry job runs it within [response] retry_poll_s"}.get(changed.state, "")
+    print(printable(f"{changed.id} {changed.target.label()}: {changed.state} by {args.actor}{then}"))
+    return 0
+
+
 def cmd_breaker_status(args: argparse.Namespace) -> int:
     with opened_store(args.config) as store:
-        state = Breaker(store, load_settings(args.config).response.max_auto_per_minute).state()
+        breaker = Breaker(store, load_settings(args.config).response.max_auto_per_minute)
+        state, principals = breaker.state(), breaker.tripped_principals()
     if state is None:
-        print("breaker closed: automatic revocations run")
+        except_some = " (except for the principals below)" if principals else ""
+        print(f"breaker closed: automatic revocations run{except_some}")
     else:
         print(printable(f"breaker TRIPPED at {state['tripped_at']} (alert {state['alert_id']}): automatic "
                         "revocations wait for approval; `tokenwatch breaker reset` resumes them"))
+    for name, record in sorted(principals.items()):
+        print(printable(f"{name} TRIPPED at {record['tripped_at']} (alert {record['alert_id']}): its automatic "
+                        f"revocations wait for approval; `tokenwatch breaker reset --principal {name}` resumes them"))
     return 0
 
 
 def cmd_breaker_reset(args: argparse.Namespace) -> int:
-    actor = args.actor or default_actor()
+    try:
+        actor = resolve_actor(args.actor)
+    except ActorError as exc:
+        print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
+        return 2
     settings = load_settings(args.config)
+    now = datetime.now(timezone.utc)
     with opened_store(args.config) as store:
-        was = Breaker(store, settings.response.max_auto_per_minute).reset(actor, datetime.now(timezone.utc), args.why)
-    print(printable(f"breaker reset by {actor}" if was else f"breaker was not tripped (reset recorded for {actor})"))
+        breaker = Breaker(store, settings.response.max_auto_per_minute)
+        if args.principal is None:
+            was = breaker.reset(actor, now, args.why)
+            said = f"breaker reset by {actor}" if was else f"breaker was not tripped (reset recorded for {actor})"
+        else:
+            closed = breaker.reset_principals(actor, now, args.principal, args.why)
+            said = (f"breaker reset by {actor} for {', '.join(closed)}" if closed
+                    else f"no tripped principal matches {args.principal} (reset recorded for {actor})")
+    print(printable(said))
     return 0

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import uuid
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from datetime import datetime
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ ActionState = Literal[
     "dry_run",
     "notified",
     "skipped",
+    "denied",
+    "cancelled",
 ]
 Disposition = Literal["true_positive", "false_positive", "benign"]
 DetailValue = str | int | float | bool | None
@@ -135,8 +138,9 @@ class Suppression(BaseModel):
         """True if the alert document meets every criterion (and, given ``now``, it has not expired)."""
         if now is not None and not self.active(now):
             return False
-        if self.rule_id is not None and _get(alert_doc, "rule", "id") != self.rule_id:
-            return False
+        rule = _get(alert_doc, "rule", "id")
+        if self.rule_id is not None and not (isinstance(rule, str) and fnmatchcase(rule, self.rule_id)):
+            return False  # rule_id may be a glob (replay.*), checked against the registry by the CLI
         if self.user_id is not None and _get(alert_doc, "user", "id") != self.user_id:
             return False
         if self.client_id is not None and _get(alert_doc, "client", "id") != self.client_id:

@@ -21,7 +21,8 @@ from typing import Any
 
 from pipeline.config import Settings
 from pipeline.response.executor import Executor
-from pipeline.response.handles import ENV_KEY, ENV_KEY_FILE, HandleStore, load_private_key
+from pipeline.response.handles import ENV_KEY, ENV_KEY_FILE, HandleStore, limits_from, load_private_key
+from pipeline.response.notify import WebhookNotifier
 from pipeline.response.responders import build_responders
 from pipeline.store.base import AlertStore, open_store
 from schemas.events import CanonicalEvent
@@ -46,6 +47,8 @@ class ServiceResponse:
         self.handles = handles
         self.executor = Executor(settings.response, self.store, self.responders, handles,
                                  on_revoked=self._revoked, on_alert=self._breaker_alert)
+        notify = settings.response.notify
+        self.notifier = WebhookNotifier(notify, self.store, actor=settings.response.actor) if notify else None
         self._queue: queue.Queue[Any] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="tokenwatch-response", daemon=True)
         self.submitted = 0
@@ -53,6 +56,8 @@ class ServiceResponse:
 
     def start(self) -> None:
         self.executor.start()  # recovers interrupted actions, starts the retry job
+        if self.notifier is not None:
+            self.notifier.start()
         self._worker.start()
 
     def submit(self, alert_docs: list[dict[str, Any]]) -> None:
@@ -71,6 +76,8 @@ class ServiceResponse:
         self._queue.put(_STOP)
         self._worker.join(timeout=timeout_s)
         self.executor.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         for responder in self.responders.values():
             responder.close()
         self.store.close()
@@ -83,7 +90,9 @@ class ServiceResponse:
             try:
                 if self.keep_alerts:
                     self.store.put_alerts(item)
-                self.executor.submit(item)
+                created = self.executor.submit(item)
+                if self.notifier is not None:
+                    self.notifier.submit(created, item)  # notify mode, and actions awaiting approval
                 self.submitted += len(item)
             except Exception:  # the alerts are in the sinks; an analyst can still revoke by hand
                 self.failures += 1
@@ -103,4 +112,4 @@ def handle_store(settings: Settings, hash_token: Callable[[str], str]) -> Handle
     path = settings.response.handle_key_file
     if path is None and not os.environ.get(ENV_KEY) and not os.environ.get(ENV_KEY_FILE):
         return None
-    return HandleStore(load_private_key(path=path), hash_token)
+    return HandleStore(load_private_key(path=path), hash_token, limits=limits_from(settings.response))

@@ -11,12 +11,16 @@ and ``triage`` = ``{"disposition": str | None, "notes": [{"time", "actor", "text
 An alert nobody has triaged yet that matches an active suppression when it is stored
 (new, or updated by a later finding) is kept with status ``closed`` and
 ``triage.suppressed_by`` set (audited as ``alert.suppressed``).
+
+An alert's ``response.state`` follows its actions: every ``put_action`` copies the state of
+the alert's most recently updated action into the stored alert document, so a list of
+alerts shows what became of their response without a second lookup.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +30,22 @@ ALERT_STATUSES = ("open", "acknowledged", "closed")
 STATUS_VERBS = {"open": "alert.reopen", "acknowledged": "alert.ack", "closed": "alert.close"}
 DUE_STATES = ("pending", "failed")
 SYSTEM_ACTOR = "tokenwatch"
+# analyst verb -> (states it may start from, state it leaves the action in)
+ACTION_VERBS: dict[str, tuple[tuple[str, ...], str]] = {
+    "approve": (("awaiting_approval",), "pending"),
+    "deny": (("awaiting_approval",), "denied"),
+    "cancel": (("awaiting_approval", "pending", "failed"), "cancelled"),
+}
+
+
+class ActionConflict(ValueError):
+    """The action is not in a state the analyst's verb may start from (or changed meanwhile)."""
+
+    def __init__(self, action: Action, verb: str, allowed: Collection[str]) -> None:
+        super().__init__(
+            f"action {action.id} is {action.state}: {verb} applies only to an action that is "
+            + " or ".join(allowed))
+        self.action = action
 
 
 @runtime_checkable
@@ -60,8 +80,24 @@ class AlertStore(Protocol):
 
     def active_suppressions(self, now: datetime) -> list[Suppression]: ...
 
+    def remove_suppression(self, suppression_id: str) -> Suppression | None:
+        """Delete a suppression (active or not); the removed one, or None for an unknown id."""
+
+    def close_suppressed(self, s: Suppression, limit: int = 10_000) -> list[str]:
+        """Close the ``open`` alerts ``s`` matches now (``triage.suppressed_by`` set, each audited
+        as ``alert.suppressed`` by ``s.actor``); returns their ids. Acknowledged alerts are left
+        alone: someone is working on them."""
+
     def put_action(self, action: Action) -> None:
-        """Upsert by ``action.id``."""
+        """Upsert by ``action.id``; the alert's ``response.state`` becomes the action's state."""
+
+    def transition_action(
+        self, action_id: str, verb: str, actor: str, note: str | None = None, responder: str | None = None
+    ) -> Action:
+        """An analyst's ``approve``/``deny``/``cancel`` (see ``ACTION_VERBS``), checked and written
+        atomically and audited as ``action.<verb>``. ``KeyError`` for an unknown id,
+        ``ActionConflict`` when the action's state does not allow the verb. ``responder`` (approve
+        only) replaces the one chosen at planning: the route under the approver's configuration."""
 
     def get_action(self, action_id: str) -> Action | None: ...
 
@@ -129,18 +165,23 @@ def empty_triage() -> dict[str, Any]:
 
 
 def merge_alert(
-    new: Mapping[str, Any], old: Mapping[str, Any] | None, suppressions: Iterable[Suppression], now: datetime
+    new: Mapping[str, Any], old: Mapping[str, Any] | None, suppressions: Iterable[Suppression], now: datetime,
+    response_state: str | None = None,
 ) -> tuple[dict[str, Any], Suppression | None]:
     """The document to store for ``new``: analyst fields from ``old`` if known, else checked
-    against ``suppressions``. Returns the document and the suppression that closed it, if any."""
+    against ``suppressions``; ``response_state`` (from the alert's actions) wins over both
+    documents' ``response.state``. Returns the document and the suppression that closed it, if any."""
     doc = copy.deepcopy(dict(new))
     doc["alert"] = dict(doc["alert"])
     if old is not None:
+        old_state = (old.get("response") or {}).get("state")
+        if response_state is None and old_state and old_state != "pending":
+            response_state = old_state  # the executor's, not the replay's
+    if response_state is not None:
+        doc["response"] = {**(doc.get("response") or {}), "state": response_state}
+    if old is not None:
         doc["alert"]["status"] = old.get("alert", {}).get("status", "open")
         doc["triage"] = {**empty_triage(), **copy.deepcopy(old.get("triage") or {})}
-        old_state = (old.get("response") or {}).get("state")
-        if old_state and old_state != "pending" and isinstance(doc.get("response"), dict):
-            doc["response"] = {**doc["response"], "state": old_state}  # the executor's, not the replay's
     else:
         doc["alert"]["status"] = "open"
         doc["triage"] = empty_triage()
@@ -178,6 +219,47 @@ def apply_status(
         details={"previous": previous, "disposition": disposition},
     )
     return out, entry
+
+
+def suppress_doc(doc: Mapping[str, Any], s: Suppression, now: datetime) -> tuple[dict[str, Any], AuditEntry]:
+    """``doc`` closed by suppression ``s`` (an analyst's ``--close-matching``), and its audit entry."""
+    out = copy.deepcopy(dict(doc))
+    out["alert"] = {**out["alert"], "status": "closed"}
+    out["triage"] = {**empty_triage(), **(out.get("triage") or {}),
+                     "suppressed_by": s.id, "updated": iso(now), "updated_by": s.actor}
+    return out, suppressed_entry(out, s, now)
+
+
+def latest_state(actions: Iterable[Action]) -> str | None:
+    """The alert's response state: that of its most recently updated action (None without one)."""
+    latest = max(actions, key=lambda a: (a.updated, a.created, a.id), default=None)
+    return latest.state if latest is not None else None
+
+
+def apply_transition(
+    action: Action, verb: str, actor: str, note: str | None, now: datetime, responder: str | None = None
+) -> tuple[Action, AuditEntry]:
+    """``action`` after an analyst's verb, and the audit entry; ``ActionConflict`` if its state forbids it."""
+    if verb not in ACTION_VERBS:
+        raise ValueError(f"unknown action verb {verb!r} (one of {', '.join(ACTION_VERBS)})")
+    allowed, state = ACTION_VERBS[verb]
+    if action.state not in allowed:
+        raise ActionConflict(action, verb, allowed)
+    why = f"{verb} by {actor}" + (f": {note}" if note else "")
+    update: dict[str, Any] = {"state": state, "updated": now, "reason": f"{action.reason}; {why}"}
+    if state == "pending":  # approved: due now, run by the executor on the approver's behalf
+        update.update(next_attempt_at=now, attempts=0, last_error=None, actor=actor)
+        if responder is not None:
+            update["responder"] = responder
+    else:
+        update.update(next_attempt_at=None)
+    changed = Action.model_validate({**action.model_dump(), **update})  # validated: never store a bad state
+    entry = AuditEntry(
+        time=now, actor=actor, verb=f"action.{verb}", alert_id=action.alert_id, action_id=action.id,
+        target=action.target.label(), why=note or f"analyst {verb}", result=state,
+        details={"previous": action.state, "mode": action.mode, "responder": action.responder},
+    )
+    return changed, entry
 
 
 def suppressed_entry(doc: Mapping[str, Any], s: Suppression, now: datetime) -> AuditEntry:

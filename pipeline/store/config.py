@@ -19,6 +19,10 @@ class StoreConfig(BaseModel):
     busy_timeout_s: float = Field(
         default=10.0, gt=0, description="SQLite: how long a writer waits for another process's lock"
     )
+    max_suppression_days: int = Field(
+        default=90, ge=1, le=3650,
+        description="Longest an analyst's suppression may last (`alerts suppress --for/--expires`)",
+    )
     refresh: Literal["wait_for", "true", "false"] = Field(
         default="wait_for",
         description="Elasticsearch: refresh policy of store writes ('wait_for': visible to the next read)",

@@ -5,7 +5,8 @@ alert id, the same index the sink picks), actions in the action family. Analyst 
 are kept apart, in ``<prefix>-triage`` (one document per triaged alert): the sink rewrites
 whole alert documents whenever a finding folds into an alert, so a status kept only there
 would be lost; the store mirrors ``alert.status`` into the alert document for dashboards
-and merges the triage document on every read. Audit entries, suppressions and flags have
+and merges the triage document on every read. The alert's ``response.state`` (which follows
+its actions) is kept there too, for the same reason, as ``response_state``. Audit entries, suppressions and flags have
 their own small indices. Writes use the configured refresh policy (``wait_for`` by
 default) so the next command sees them.
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.sinks.es_documents import shape
@@ -24,12 +25,16 @@ from pipeline.sinks.es_templates import index_name, index_template, template_nam
 from pipeline.store import base
 from pipeline.store.base import (
     DUE_STATES,
+    ActionConflict,
     alert_key,
     apply_status,
+    apply_transition,
     empty_triage,
     iso,
+    latest_state,
     merge_alert,
     parse_time,
+    suppress_doc,
     suppressed_entry,
 )
 from schemas.actions import Action, AuditEntry, Suppression
@@ -40,7 +45,7 @@ MAX_IDS = 10_000
 
 OWN_INDICES: dict[str, dict[str, Any]] = {
     "triage": {"alert_id": KW, "status": KW, "disposition": KW, "updated": KW, "updated_by": KW,
-               "suppressed_by": KW, "notes": {"type": "object", "enabled": False}},
+               "suppressed_by": KW, "response_state": KW, "notes": {"type": "object", "enabled": False}},
     "audit": {"@timestamp": {"type": "date"}, "time": KW, "actor": KW, "verb": KW, "alert_id": KW,
               "action_id": KW, "target": KW, "result": KW, "why": {"type": "text"}, "record": RECORD},
     "suppressions": {"created": KW, "expires": KW, "actor": KW, "record": RECORD},
@@ -88,9 +93,11 @@ class ElasticsearchStore:
                         raise
 
     def _search(self, index: str, query: Mapping[str, Any], size: int,
-                sort: list[Any] | None = None) -> list[dict[str, Any]]:
+                sort: list[Any] | None = None, versions: bool = False) -> list[dict[str, Any]]:
         body: dict[str, Any] = {"index": index, "query": query, "size": size, "ignore_unavailable": True,
                                 "allow_no_indices": True}
+        if versions:
+            body["seq_no_primary_term"] = True
         if sort:
             body["sort"] = sort
         return list(self.client.search(**body)["hits"]["hits"])
@@ -118,7 +125,14 @@ class ElasticsearchStore:
         fields = {**empty_triage(), **{k: v for k, v in (triage or {}).items() if k in empty_triage()}}
         doc["alert"] = {**doc["alert"], "status": (triage or {}).get("status", "open")}
         doc["triage"] = fields
+        if (triage or {}).get("response_state"):
+            doc["response"] = {**(doc.get("response") or {}), "state": triage["response_state"]}  # type: ignore[index]
         return doc
+
+    def _triage_op(self, alert_id: str, fields: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """A partial triage update (keeps fields it does not name); a new document starts ``open``."""
+        return [{"update": {"_index": self._index("triage"), "_id": alert_id}},
+                {"doc": {"alert_id": alert_id, **fields}, "upsert": {"alert_id": alert_id, "status": "open", **fields}}]
 
     def put_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> None:
         docs = {alert_key(d): d for d in alerts}
@@ -135,13 +149,13 @@ class ElasticsearchStore:
             old = self._merged(known[alert_id]["_source"], triage.get(alert_id)) if alert_id in known else None
             if old is None and alert_id in triage:
                 old = {"alert": {"status": triage[alert_id].get("status", "open")}, "triage": triage[alert_id]}
-            doc, suppressed = merge_alert(new, old, suppressions, now)
+            state = triage.get(alert_id, {}).get("response_state")
+            doc, suppressed = merge_alert(new, old, suppressions, now, state)
             source = shape("alert", {k: v for k, v in doc.items() if k != "triage"})
             when = parse_time(source.get("@timestamp")) or now
             operations += [{"index": {"_index": index_name(self.prefix, "alert", when), "_id": alert_id}}, source]
             if suppressed is not None:
-                operations += [{"index": {"_index": self._index("triage"), "_id": alert_id}},
-                               {"alert_id": alert_id, "status": "closed", **doc["triage"]}]
+                operations += self._triage_op(alert_id, {"status": "closed", **doc["triage"]})
                 audits.append(suppressed_entry(doc, suppressed, now))
         self._bulk(operations)
         for entry in audits:
@@ -200,8 +214,7 @@ class ElasticsearchStore:
         current = self._merged(hit["_source"], self._triage([alert_id]).get(alert_id))
         doc, entry = apply_status(current, status, actor, disposition, note, self._clock())
         self._bulk([
-            {"index": {"_index": self._index("triage"), "_id": alert_id}},
-            {"alert_id": alert_id, "status": status, **doc["triage"]},
+            *self._triage_op(alert_id, {"status": status, **doc["triage"]}),
             {"update": {"_index": hit["_index"], "_id": alert_id}},
             {"doc": {"alert": {"status": status}}},  # mirror for dashboards; the triage index decides
         ])
@@ -214,6 +227,35 @@ class ElasticsearchStore:
             "created": iso(s.created), "expires": iso(s.expires), "actor": s.actor, "record": s.model_dump_json(),
         })
 
+    def remove_suppression(self, suppression_id: str) -> Suppression | None:
+        try:
+            found = self.client.get(index=self._index("suppressions"), id=suppression_id)
+            self.client.delete(index=self._index("suppressions"), id=suppression_id, refresh=self._refresh)
+        except NotFoundError:
+            return None
+        return Suppression.model_validate_json(found["_source"]["record"])
+
+    def close_suppressed(self, s: Suppression, limit: int = 10_000) -> list[str]:
+        now = self._clock()
+        candidates = self.list_alerts(status="open", user=s.user_id, limit=(MAX_IDS - 10) // 2)  # one page
+        matching = [d for d in candidates if s.matches(d, now)][:limit]
+        operations: list[Mapping[str, Any]] = []
+        audits: list[AuditEntry] = []
+        hits = self._alert_hits([alert_key(d) for d in matching]) if matching else {}
+        for doc in matching:
+            alert_id = alert_key(doc)
+            closed, entry = suppress_doc(doc, s, now)
+            operations += self._triage_op(alert_id, {"status": "closed", **closed["triage"]})
+            if alert_id in hits:
+                operations += [{"update": {"_index": hits[alert_id]["_index"], "_id": alert_id}},
+                               {"doc": {"alert": {"status": "closed"}}}]
+            audits.append(entry)
+        if operations:
+            self._bulk(operations)
+        for entry in audits:
+            self.audit(entry)
+        return [alert_key(d) for d in matching]
+
     def active_suppressions(self, now: datetime) -> list[Suppression]:
         query = {"bool": {"filter": [{"range": {"created": {"lte": iso(now)}}},
                                      {"range": {"expires": {"gt": iso(now)}}}]}}
@@ -223,9 +265,15 @@ class ElasticsearchStore:
 
     # -- actions -----------------------------------------------------------------------
     def put_action(self, action: Action) -> None:
+        self._index_action(action)
+        self._follow_actions(action)
+
+    def _index_action(self, action: Action, version: tuple[int, int] | None = None) -> None:
+        """Index the action; with ``version`` (seq_no, primary_term) only if nobody changed it meanwhile."""
+        checked = {"if_seq_no": version[0], "if_primary_term": version[1]} if version else {}
         self.client.index(
             index=index_name(self.prefix, "action", action.created), id=action.id, refresh=self._refresh,
-            document={
+            **checked, document={
                 "@timestamp": iso(action.created),
                 "action": {"id": action.id, "type": action.action, "target": action.target.label(),
                            "state": action.state, "mode": action.mode, "attempts": action.attempts,
@@ -238,6 +286,35 @@ class ElasticsearchStore:
                 "record": action.model_dump_json(),
             },
         )
+
+    def _follow_actions(self, action: Action) -> None:
+        """The alert's response state from its actions: into the triage document (read back on
+        every read, the sink cannot overwrite it) and mirrored into the alert document."""
+        others = [a for a in self.list_actions(alert_id=action.alert_id, limit=1000) if a.id != action.id]
+        state = latest_state([action, *others])
+        operations = self._triage_op(action.alert_id, {"response_state": state})
+        hit = self._alert_hits([action.alert_id]).get(action.alert_id)
+        if hit is not None:
+            operations += [{"update": {"_index": hit["_index"], "_id": action.alert_id}},
+                           {"doc": {"response": {"state": state}}}]
+        self._bulk(operations)
+
+    def transition_action(
+        self, action_id: str, verb: str, actor: str, note: str | None = None, responder: str | None = None
+    ) -> Action:
+        hits = self._search(self._actions, {"ids": {"values": [action_id]}}, 1, versions=True)
+        if not hits:
+            raise KeyError(action_id)
+        current = Action.model_validate_json(hits[0]["_source"]["record"])
+        changed, entry = apply_transition(current, verb, actor, note, self._clock(), responder)
+        try:  # compare-and-set: a concurrent approve/deny/executor claim makes this one fail
+            self._index_action(changed, (hits[0]["_seq_no"], hits[0]["_primary_term"]))
+        except ConflictError:
+            latest = self.get_action(action_id) or current
+            raise ActionConflict(latest, verb, (current.state,)) from None
+        self._follow_actions(changed)
+        self.audit(entry)
+        return changed
 
     def _actions_where(self, query: Mapping[str, Any], size: int, sort: list[Any]) -> list[Action]:
         hits = self._search(self._actions, query, size=size, sort=sort)

@@ -22,9 +22,12 @@ from pipeline.store.base import (
     DUE_STATES,
     alert_key,
     apply_status,
+    apply_transition,
     iso,
+    latest_state,
     merge_alert,
     parse_time,
+    suppress_doc,
     suppressed_entry,
 )
 from schemas.actions import Action, AuditEntry, Suppression
@@ -99,7 +102,7 @@ class SqliteStore:
                 alert_id = alert_key(new)
                 row = db.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
                 old = json.loads(row[0]) if row else None
-                doc, suppressed = merge_alert(new, old, suppressions, now)
+                doc, suppressed = merge_alert(new, old, suppressions, now, self._response_state(db, alert_id))
                 self._write_alert(db, doc)
                 if suppressed is not None:
                     self._write_audit(db, suppressed_entry(doc, suppressed, now))
@@ -116,6 +119,22 @@ class SqliteStore:
                 (doc.get("user") or {}).get("id"), json.dumps(doc, separators=(",", ":")),
             ),
         )
+
+    @staticmethod
+    def _response_state(db: sqlite3.Connection, alert_id: str) -> str | None:
+        rows = db.execute("SELECT doc FROM actions WHERE alert_id = ?", (alert_id,)).fetchall()
+        return latest_state(Action.model_validate_json(r[0]) for r in rows)
+
+    def _follow_actions(self, db: sqlite3.Connection, alert_id: str) -> None:
+        """Copy the alert's response state from its actions into its stored document."""
+        row = db.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        state = self._response_state(db, alert_id)
+        if row is None or state is None:
+            return
+        doc = json.loads(row[0])
+        if (doc.get("response") or {}).get("state") != state:
+            doc["response"] = {**(doc.get("response") or {}), "state": state}
+            self._write_alert(db, doc)
 
     def get_alert(self, alert_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT doc FROM alerts WHERE id = ?", (alert_id,))
@@ -164,6 +183,29 @@ class SqliteStore:
         with self._lock:
             return self._active(self._db, now)
 
+    def remove_suppression(self, suppression_id: str) -> Suppression | None:
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM suppressions WHERE id = ?", (suppression_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM suppressions WHERE id = ?", (suppression_id,))
+        return Suppression.model_validate_json(row[0])
+
+    def close_suppressed(self, s: Suppression, limit: int = 10_000) -> list[str]:
+        now = self._clock()
+        closed: list[str] = []
+        with self._tx() as db:
+            rows = db.execute("SELECT doc FROM alerts WHERE status = 'open' ORDER BY ts, id").fetchall()
+            for row in rows:
+                doc = json.loads(row[0])
+                if len(closed) >= limit or not s.matches(doc, now):
+                    continue
+                doc, entry = suppress_doc(doc, s, now)
+                self._write_alert(db, doc)
+                self._write_audit(db, entry)
+                closed.append(alert_key(doc))
+        return closed
+
     @staticmethod
     def _active(db: sqlite3.Connection, now: datetime) -> list[Suppression]:
         rows = db.execute(
@@ -174,14 +216,31 @@ class SqliteStore:
 
     # -- actions -----------------------------------------------------------------------
     def put_action(self, action: Action) -> None:
-        due = iso(action.next_attempt_at) if action.next_attempt_at else None
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO actions (id, alert_id, state, next_attempt_at, created, doc) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET alert_id=excluded.alert_id, state=excluded.state, "
-                "next_attempt_at=excluded.next_attempt_at, doc=excluded.doc",
-                (action.id, action.alert_id, action.state, due, iso(action.created), action.model_dump_json()),
-            )
+            self._write_action(db, action)
+
+    def _write_action(self, db: sqlite3.Connection, action: Action) -> None:
+        due = iso(action.next_attempt_at) if action.next_attempt_at else None
+        db.execute(
+            "INSERT INTO actions (id, alert_id, state, next_attempt_at, created, doc) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET alert_id=excluded.alert_id, state=excluded.state, "
+            "next_attempt_at=excluded.next_attempt_at, doc=excluded.doc",
+            (action.id, action.alert_id, action.state, due, iso(action.created), action.model_dump_json()),
+        )
+        self._follow_actions(db, action.alert_id)
+
+    def transition_action(
+        self, action_id: str, verb: str, actor: str, note: str | None = None, responder: str | None = None
+    ) -> Action:
+        now = self._clock()
+        with self._tx() as db:  # read, check and write under the file lock: no second approval slips in
+            row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
+            if row is None:
+                raise KeyError(action_id)
+            changed, entry = apply_transition(Action.model_validate_json(row[0]), verb, actor, note, now, responder)
+            self._write_action(db, changed)
+            self._write_audit(db, entry)
+        return changed
 
     def get_action(self, action_id: str) -> Action | None:
         rows = self._query("SELECT doc FROM actions WHERE id = ?", (action_id,))

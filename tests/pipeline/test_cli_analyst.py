@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.cli_analyst as cli_analyst
+import pipeline.actor as actor
 from pipeline.cli import main
 from pipeline.store import SqliteStore
 from pipeline.store import base as store_base
@@ -100,7 +100,7 @@ def test_actor_defaults_to_the_environment_then_the_login_name(
     env: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, db = env
-    monkeypatch.setattr(cli_analyst.getpass, "getuser", lambda: "login-name")
+    monkeypatch.setattr(actor.getpass, "getuser", lambda: "login-name")
     assert tw(config, "alerts", "ack", "tw-a1", actor=None) == 0
     monkeypatch.setenv("TOKENWATCH_ACTOR", "soc-dave")
     assert tw(config, "alerts", "reopen", "tw-a1", actor=None) == 0
@@ -175,8 +175,9 @@ def test_suppress_creates_an_audited_suppression_that_closes_new_alerts(
     config, db = env
     assert tw(config, "alerts", "suppress", "--rule", "replay.refresh_reuse", "--ip", "203.0.113.0/24",
               "--for", "7d", "--reason", "pentest week") == 0
-    line = capsys.readouterr().out.strip()
+    line, hint = capsys.readouterr().out.splitlines()
     assert line.endswith(": rule=replay.refresh_reuse ip=203.0.113.0/24 until 2026-12-02 10:00:00Z by alice")
+    assert hint == "1 open alerts match and stay open (--close-matching closes them): tw-a1"
     store = stored(db)
     [s] = store.active_suppressions(NOW)
     assert (s.rule_id, s.ip, s.actor, s.reason, s.expires) == (
@@ -209,6 +210,113 @@ def test_bad_suppressions_exit_2(
     assert error in capsys.readouterr().err
     store = stored(env[1])
     assert store.active_suppressions(NOW) == [] and store.audit_trail() == []
+    store.close()
+
+
+@pytest.mark.parametrize(("rule", "error"), [
+    ("replay.refresh_resue", "--rule 'replay.refresh_resue' is not a rule id; did you mean replay.refresh_reuse?"),
+    ("replay.zz*", "--rule 'replay.zz*' matches no rule; rule ids: anomaly.behaviour, "),
+    ("nothing-like-it", "--rule 'nothing-like-it' is not a rule id; rule ids: anomaly.behaviour, "),
+])
+def test_suppress_refuses_a_rule_id_no_alert_can_carry(
+    env: tuple[Path, Path], capsys: pytest.CaptureFixture[str], rule: str, error: str
+) -> None:
+    """A typo made a suppression that silently never matched."""
+    assert tw(env[0], "alerts", "suppress", "--rule", rule, "--for", "1d", "--reason", "x") == 2
+    assert capsys.readouterr().err.startswith(f"tokenwatch: {error}")
+    store = stored(env[1])
+    assert store.active_suppressions(NOW) == [] and store.audit_trail() == []
+    store.close()
+
+
+def test_suppress_accepts_a_glob_that_matches_known_rules_and_it_suppresses_them(
+    env: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config, db = env
+    assert tw(config, "alerts", "suppress", "--rule", "replay.*", "--user", "carol", "--for", "1d",
+              "--reason", "carol's load test") == 0
+    batch = tmp_path / "alerts.jsonl"
+    batch.write_text("".join(json.dumps(alert_doc(i, 30, rule=r, user=u)) + "\n" for i, r, u in (
+        ("tw-c1", "replay.concurrent_use", "carol"), ("tw-c2", "geo_divergence.impossible_travel", "carol"),
+        ("tw-c3", "replay.concurrent_use", "dave"))), encoding="utf-8")
+    assert tw(config, "alerts", "import", "--input", str(batch)) == 0
+    store = stored(db)
+    assert {i: store.get_alert(i)["alert"]["status"] for i in ("tw-c1", "tw-c2", "tw-c3")} == {  # type: ignore[index]
+        "tw-c1": "closed", "tw-c2": "open", "tw-c3": "open"}
+    store.close()
+
+
+@pytest.mark.parametrize(("args", "ok"), [
+    (("--for", "90d"), True),
+    (("--for", "91d"), False),
+    (("--for", "3650d"), False),
+    (("--expires", "2027-02-23T10:00:00Z"), True),  # NOW + 90 days
+    (("--expires", "2027-02-23T10:00:01Z"), False),
+])
+def test_suppressions_last_at_most_the_configured_maximum(
+    env: tuple[Path, Path], capsys: pytest.CaptureFixture[str], args: tuple, ok: bool
+) -> None:
+    assert tw(env[0], "alerts", "suppress", "--user", "bob", "--reason", "x", *args) == (0 if ok else 2)
+    err = capsys.readouterr().err
+    if not ok:
+        assert err == ("tokenwatch: a suppression may last at most 90 days ([store] max_suppression_days); "
+                       "a lasting exception belongs in [[enrich.allowlist]]\n")
+    store = stored(env[1])
+    assert len(store.active_suppressions(NOW)) == (1 if ok else 0)
+    store.close()
+
+
+def test_the_maximum_is_configurable(env: tuple[Path, Path]) -> None:
+    config, db = env
+    config.write_text(config.read_text(encoding="utf-8") + "max_suppression_days = 7\n", encoding="utf-8")
+    assert tw(config, "alerts", "suppress", "--user", "bob", "--reason", "x", "--for", "8d") == 2
+    assert tw(config, "alerts", "suppress", "--user", "bob", "--reason", "x", "--for", "7d") == 0
+
+
+def test_unsuppress_removes_it_audited_and_new_alerts_stay_open(
+    env: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config, db = env
+    assert tw(config, "alerts", "suppress", "--user", "carol", "--for", "1d", "--reason", "load test") == 0
+    suppression_id = capsys.readouterr().out.split()[1].rstrip(":")
+    assert tw(config, "alerts", "unsuppress", suppression_id, "--reason", "load test over", actor="bob") == 0
+    assert capsys.readouterr().out == f"suppression {suppression_id} removed (user=carol) by bob\n"
+    batch = tmp_path / "alerts.jsonl"
+    batch.write_text(json.dumps(alert_doc("tw-c1", 30, user="carol")) + "\n", encoding="utf-8")
+    assert tw(config, "alerts", "import", "--input", str(batch)) == 0
+    store = stored(db)
+    assert store.get_alert("tw-c1")["alert"]["status"] == "open"  # type: ignore[index]
+    assert store.active_suppressions(NOW) == []
+    assert [(e.verb, e.actor, e.target, e.why, e.details.get("suppression")) for e in store.audit_trail()
+            if e.verb.startswith("alert.")] == [
+        ("alert.suppress", "alice", "user=carol", "load test", suppression_id),
+        ("alert.unsuppress", "bob", "user=carol", "load test over", suppression_id)]
+    store.close()
+    assert tw(config, "alerts", "unsuppress", suppression_id) == 2
+    assert capsys.readouterr().err == (
+        f"tokenwatch: no suppression with id '{suppression_id}' (see `tokenwatch alerts suppressions`)\n")
+
+
+def test_close_matching_closes_the_open_matching_alerts_audited(
+    env: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, db = env
+    store = stored(db)
+    store.put_alerts([alert_doc("tw-a3", 20, user="bob"), alert_doc("tw-a4", 30, user="bob")])
+    store.set_status("tw-a4", "acknowledged", "carol")  # someone is on it: left alone
+    store.close()
+    assert tw(config, "alerts", "suppress", "--user", "bob", "--for", "1d", "--reason", "bob's lab",
+              "--close-matching") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "closed 2 open matching alerts: tw-a2 tw-a3"
+    store = stored(db)
+    [s] = store.active_suppressions(NOW)
+    statuses = {i: (d["alert"]["status"], d["triage"]["suppressed_by"])
+                for i in ("tw-a1", "tw-a2", "tw-a3", "tw-a4") if (d := store.get_alert(i))}
+    assert statuses == {"tw-a1": ("open", None), "tw-a2": ("closed", s.id), "tw-a3": ("closed", s.id),
+                        "tw-a4": ("acknowledged", None)}
+    assert [(e.alert_id, e.actor, e.verb, e.why) for e in store.audit_trail() if e.verb == "alert.suppressed"] == [
+        ("tw-a2", "alice", "alert.suppressed", "bob's lab"), ("tw-a3", "alice", "alert.suppressed", "bob's lab")]
     store.close()
 
 
@@ -253,7 +361,7 @@ def test_import_reports_the_bad_line(env: tuple[Path, Path], capsys: pytest.Capt
     assert tw(env[0], "alerts", "import", "--input", str(batch)) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"tokenwatch: {batch}:2: not an alert document (")
-    assert err.endswith("(alerts before that line were stored)\n")
+    assert err.endswith("(alerts before that line were stored and audited)\n")
 
 
 def test_actions_list(env: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:

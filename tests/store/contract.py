@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from pipeline.store.base import AlertStore
+from pipeline.store.base import ActionConflict, AlertStore
 from schemas.actions import AuditEntry, Suppression
 from tests.store.helpers import T0, action, alert_doc, at
 
@@ -185,6 +185,87 @@ class StoreContract:
         assert store.audit_trail(action_id=a.id) == [entries[1], entries[0]]
         assert store.audit_trail(alert_id="a2") == [entries[2]]
         assert store.audit_trail() == [entries[1], entries[0], entries[2], entries[3]]
+
+    def test_remove_suppression(self, store: AlertStore, clock: Clock) -> None:
+        gone, kept = suppression(user_id="alice", created=clock.now), suppression(user_id="bob", created=clock.now)
+        store.add_suppression(gone)
+        store.add_suppression(kept)
+        assert store.remove_suppression(gone.id) == gone
+        assert store.remove_suppression(gone.id) is None
+        assert store.active_suppressions(clock.now) == [kept]
+        store.put_alerts([alert_doc("a1", user="alice")])
+        assert store.get_alert("a1")["alert"]["status"] == "open"  # type: ignore[index]
+
+    def test_close_suppressed_closes_only_open_matching_alerts(self, store: AlertStore, clock: Clock) -> None:
+        store.put_alerts([alert_doc("a1", 0, user="bob"), alert_doc("a2", 1, user="bob"),
+                          alert_doc("a3", 2, user="bob"), alert_doc("a4", 3, user="alice")])
+        store.set_status("a2", "acknowledged", "carol")
+        store.set_status("a3", "closed", "carol", disposition="true_positive")
+        rule = suppression(user_id="bob", created=clock.now)
+        store.add_suppression(rule)
+        assert store.close_suppressed(rule) == ["a1"]
+        statuses = {i: (d["alert"]["status"], d["triage"]["suppressed_by"])
+                    for i in ("a1", "a2", "a3", "a4") if (d := store.get_alert(i))}
+        assert statuses == {"a1": ("closed", rule.id), "a2": ("acknowledged", None), "a3": ("closed", None),
+                            "a4": ("open", None)}
+        assert ids(store.list_alerts(status="open")) == ["a4"]
+        [entry] = [e for e in store.audit_trail(alert_id="a1") if e.verb == "alert.suppressed"]
+        assert (entry.actor, entry.why, entry.details) == ("carol", "known scanner", {"suppression": rule.id})
+        assert store.close_suppressed(rule) == []
+
+    def test_the_alert_response_state_follows_its_actions(self, store: AlertStore, clock: Clock) -> None:
+        store.put_alerts([alert_doc("a1")])
+        assert store.get_alert("a1")["response"]["state"] == "pending"  # type: ignore[index]
+        waiting = action("a1", "fam-a1", state="awaiting_approval", next_minute=None)
+        store.put_action(waiting)
+        response = store.get_alert("a1")["response"]  # type: ignore[index]
+        assert response == {"action": "revoke_family", "state": "awaiting_approval"}
+        store.put_alerts([alert_doc("a1", count=2)])  # a fold or replay says "pending" again
+        assert store.get_alert("a1")["response"]["state"] == "awaiting_approval"  # type: ignore[index]
+        assert store.list_alerts()[0]["response"]["state"] == "awaiting_approval"
+        store.put_action(waiting.model_copy(update={"state": "succeeded", "updated": clock.now}))
+        assert store.get_alert("a1")["response"]["state"] == "succeeded"  # type: ignore[index]
+        # an action stored before its alert (the executor ran first): the alert arrives with the state
+        store.put_action(action("a2", "fam-a2", state="gave_up", next_minute=None))
+        store.put_alerts([alert_doc("a2")])
+        assert store.get_alert("a2")["response"]["state"] == "gave_up"  # type: ignore[index]
+        assert store.get_alert("a2")["alert"]["status"] == "open"  # type: ignore[index]
+
+    def test_approve_deny_cancel_are_checked_atomic_and_audited(self, store: AlertStore, clock: Clock) -> None:
+        store.put_alerts([alert_doc("a1"), alert_doc("a2"), alert_doc("a3")])
+        waiting = action("a1", "fam-a1", state="awaiting_approval", next_minute=None)
+        denied = action("a2", "fam-a2", state="awaiting_approval", next_minute=None)
+        retrying = action("a3", "fam-a3", state="failed", next_minute=30, attempts=2)
+        for a in (waiting, denied, retrying):
+            store.put_action(a)
+        assert store.due_actions(clock.now) == [retrying]
+
+        approved = store.transition_action(waiting.id, "approve", "alice", note="confirmed with the user",
+                                           responder="keycloak")
+        assert (approved.state, approved.next_attempt_at, approved.actor, approved.responder, approved.attempts) == (
+            "pending", clock.now, "alice", "keycloak", 0)
+        assert store.get_action(waiting.id) == approved
+        assert store.due_actions(clock.now) == [retrying, approved]
+        assert store.get_alert("a1")["response"]["state"] == "pending"  # type: ignore[index]
+        with pytest.raises(ActionConflict, match="is pending: approve applies only to an action that is awaiting_app"):
+            store.transition_action(waiting.id, "approve", "bob")
+        assert store.get_action(waiting.id) == approved
+
+        assert store.transition_action(denied.id, "deny", "bob").state == "denied"
+        assert store.get_alert("a2")["response"]["state"] == "denied"  # type: ignore[index]
+        with pytest.raises(ActionConflict):
+            store.transition_action(denied.id, "approve", "alice")
+        cancelled = store.transition_action(retrying.id, "cancel", "carol", note="user left")
+        assert (cancelled.state, cancelled.next_attempt_at) == ("cancelled", None)
+        assert store.due_actions(clock.now) == [approved]
+        assert store.get_alert("a3")["response"]["state"] == "cancelled"  # type: ignore[index]
+        with pytest.raises(KeyError):
+            store.transition_action("act-nope", "cancel", "carol")
+        trail = [(e.verb, e.actor, e.result, e.why, e.details["previous"])
+                 for a in (waiting, denied, retrying) for e in store.audit_trail(action_id=a.id)]
+        assert trail == [("action.approve", "alice", "pending", "confirmed with the user", "awaiting_approval"),
+                         ("action.deny", "bob", "denied", "analyst deny", "awaiting_approval"),
+                         ("action.cancel", "carol", "cancelled", "user left", "failed")]
 
     def test_flags(self, store: AlertStore) -> None:
         assert store.get_flag("breaker") is None
