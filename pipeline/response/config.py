@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.response.notify import WebhookConfig
 from pipeline.response.responders.caep import CaepConfig
 from pipeline.response.responders.entra import EntraConfig
 from pipeline.response.responders.keycloak import KeycloakConfig
@@ -64,3 +65,21 @@ class ResponseConfig(BaseModel):
         default=None, description="PEM X25519 key that opens revocation handles (or $TOKENWATCH_HANDLE_KEY)"
     )
     actor: str = Field(default="tokenwatch", description="Actor name of automatic actions in the audit trail")
+    max_auto_per_principal_per_hour: int = Field(
+        default=5, ge=0,
+        description="Automatic revocations per user (else client) per hour before that principal's breaker trips: "
+                    "its further actions wait for approval, everyone else's still run",
+    )
+    notify: WebhookConfig | None = Field(
+        default=None,
+        description="Webhook told of actions in notify mode and of actions awaiting approval ([response.notify])",
+    )
+    handle_max_count: int = Field(
+        default=100_000, ge=1, description="Revocation handles held in memory; beyond, the soonest to expire go first"
+    )
+    handle_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Memory the held revocation handles may take (bytes, estimated)"
+    )
+    handle_max_ttl_s: float = Field(
+        default=86_400.0, gt=0, description="Longest a revocation handle is held, whatever expiry its sender set"
+    )

@@ -8,6 +8,7 @@ good records beside it. RSS is measured per child process (``os.wait4``).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -175,7 +176,7 @@ def _mutate(line: bytes, rnd: Any) -> bytes:
         while isinstance(node, (dict, list)) and node and rnd.random() < 0.7:
             key = rnd.choice(list(node)) if isinstance(node, dict) else rnd.randrange(len(node))
             if not isinstance(node[key], (dict, list)) or rnd.random() < 0.3:
-                node[key] = rnd.choice(HOSTILE_VALUES)
+                node[key] = copy.deepcopy(rnd.choice(HOSTILE_VALUES))  # never one object twice
                 break
             node = node[key]
     return json.dumps(raw).encode()
