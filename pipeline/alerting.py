@@ -78,7 +78,7 @@ def lineage_of(finding: Finding, state: StateStore) -> Lineage:
     ) if token is not None else Lineage()
     if known.user_id and known.client_id:
         return known
-    session = event.session_id or known.session_id
+    session = known.session_id or event.session_id  # issuance's record first: a use's sid is a claim
     family = finding.family_id or (ref.family_id if ref else None) or known.family_id
     linked = [*state.linked_tokens(state.sessions.get(session) if session else None),
               *state.linked_tokens(state.families.get(family) if family else None)]
@@ -216,19 +216,25 @@ class Alerter:
             ),
             user=UserDoc(id=user_id, name=event.subject.name if event.subject else None),
             client=ClientDoc(id=event.client_id or known.client_id),
-            session=SessionDoc(id=event.session_id or known.session_id),
+            session=SessionDoc(id=known.session_id or event.session_id),
             source=_source_doc(finding),
             evidence=evidence,
             threat=Threat(technique=[Technique(id=i, name=n) for i, n in rule.techniques]),
             response=ResponseDoc(action=rule.response, state="pending" if rule.response != "none" else "none"),
-            details={**finding.details, **_lineage_details(known, user_id, event.client_id)},
+            details={**finding.details, **_lineage_details(known, user_id, event.client_id, event.session_id)},
         )
 
 
-def _lineage_details(known: Lineage, user_id: str | None, client_id: str | None) -> dict[str, str | bool]:
+def _lineage_details(
+    known: Lineage, user_id: str | None, client_id: str | None, session_id: str | None = None
+) -> dict[str, str | bool]:
     """What lineage says beyond the alert's own user and client fields (which it fills when
-    the trigger left them out): the response policy checks these too."""
+    the trigger left them out): the response policy checks these too. The session is
+    lineage's when it knows one (a use's ``sid`` claim cannot point a session revocation at
+    someone else's session); a trigger that claims another is noted."""
     details: dict[str, str | bool] = {}
+    if known.session_id and session_id and session_id != known.session_id:
+        details["claimed_session_id"] = session_id
     if known.user_id and known.user_id != user_id:
         details["lineage_user_id"] = known.user_id
     if known.client_id and client_id and known.client_id != client_id:

@@ -219,6 +219,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.service.runner import run_service
 
     settings = load_settings(args.config)
+    unbound = settings.trust.unbound_authorities() if settings.response.enabled else []
+    if unbound:
+        print(printable(
+            f"tokenwatch: configuration error: [response] is enabled but trust.authoritative believes "
+            f"{', '.join(unbound)} revocations from any input topic, so anyone who can write to one could "
+            f"revoke sessions; name the topics each source's logs arrive on (topics = [\"idp-events\"]), "
+            f"or topics = [\"*\"] to accept that"), file=sys.stderr)
+        return 2
     return run_service(settings, settings.service)
 
 

@@ -73,14 +73,22 @@ class AuthoritativeSource(BaseModel):
         description='Allowed values of the event source field (for canonical lines the system the producer '
         'names; for other formats the format name); "*" = any',
     )
+    topics: tuple[str, ...] | None = Field(
+        default=None,
+        description="Input topics (names or fnmatch patterns) this source's revocations are believed from; "
+        'unset: any topic (refused while [response] is enabled: anyone who can write to any input topic '
+        'could then revoke sessions); ["*"] says so on purpose. tokenwatch detect ignores it',
+    )
 
     @field_validator("format")
     @classmethod
     def _format_known(cls, value: str) -> str:
         return _known_format(value)
 
-    def covers(self, fmt: str, event: CanonicalEvent) -> bool:
-        return fmt == self.format and _listed(event.tenant, self.tenants) and _listed(event.source, self.sources)
+    def covers(self, fmt: str, event: CanonicalEvent, topic: str | None = None) -> bool:
+        if fmt != self.format or not _listed(event.tenant, self.tenants) or not _listed(event.source, self.sources):
+            return False
+        return topic is None or self.topics is None or _matches(topic, self.topics)
 
 
 def _listed(value: str | None, allowed: tuple[str, ...]) -> bool:
@@ -127,6 +135,10 @@ class TrustConfig(BaseModel):
             for name in formats:
                 _known_format(name)
         return value
+
+    def unbound_authorities(self) -> list[str]:
+        """Authoritative sources that name no topics: believed from any input topic."""
+        return [source.format for source in self.authoritative if source.topics is None]
 
     @model_validator(mode="after")
     def _canonical_only_on_trusted(self) -> TrustConfig:
@@ -191,7 +203,7 @@ class TrustRules:
         if fmt not in self.allowed_formats(topic):
             untrusted = fmt == CANONICAL and not self.trusted(topic)
             code: RefusalCode = "canonical_untrusted" if untrusted else "format_not_allowed"
-        elif event.kind in REVOCATION_KINDS and not any(s.covers(fmt, event) for s in self.config.authoritative):
+        elif event.kind in REVOCATION_KINDS and not any(s.covers(fmt, event, topic) for s in self.config.authoritative):
             code = "not_authoritative"
         else:
             return None

@@ -129,11 +129,22 @@ class _RedactUrl(logging.Filter):
         self._secret, self._shown = secret, shown
 
     def filter(self, record: logging.LogRecord) -> bool:
-        url = self._secret.get_secret_value()
         text = record.getMessage()
-        if url in text:
-            record.msg, record.args = text.replace(url, self._shown), ()
+        changed = text
+        for spelling in self._spellings():
+            changed = changed.replace(spelling, self._shown)
+        if changed != text:
+            record.msg, record.args = changed, ()
         return True
+
+    def _spellings(self) -> list[str]:
+        """The URL as configured, as httpx normalises it (host lower-cased, escapes), and its
+        path and query alone (where the token lives): longest first."""
+        raw = self._secret.get_secret_value()
+        url = httpx.URL(raw)
+        path = url.raw_path.decode("ascii", "replace")
+        found = {raw, str(url), path} if len(path) > 1 else {raw, str(url)}
+        return sorted(found, key=len, reverse=True)
 
 
 class WebhookNotifier:

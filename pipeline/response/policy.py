@@ -54,6 +54,8 @@ def mode_for(alert: Mapping[str, Any], config: ResponseConfig) -> tuple[Mode, st
             unknown = unknown_owner(alert, config)
             if unknown:
                 mode, why = "approve", f"{why}, but {unknown} (it may be protected)"
+            elif _get(alert, "details", "claimed_session_id"):
+                mode, why = "approve", f"{why}, but its trigger claims another session than its token's"
     return mode, why
 
 

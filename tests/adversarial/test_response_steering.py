@@ -151,3 +151,33 @@ def test_the_global_breaker_still_trips_when_many_principals_storm(clock: Clock)
     assert (doc["rule"]["id"], doc["details"]["scope"]) == (RULE_ID, "global")
     assert doc["details"]["top_principals"] == "user:user00 (1), user:user01 (1), user:user02 (1)"
     assert store.get_flag(FLAG) is not None and store.get_flag(PRINCIPALS_FLAG) is None
+
+
+def test_a_use_claiming_another_users_session_cannot_point_the_revocation_at_it(clock: Clock) -> None:
+    """Mallory's own token is revoked; she uses it again claiming bob's session (`sid`). The
+    session revoked is hers, as issuance recorded it, and only after approval."""
+    events = [
+        event("issued", 0, token="at-bob", subject="bob", client="portal", session="s-bob", expires_in=3600),
+        event("issued", 1, token="at-m", subject="mallory", client="portal", session="s-m", expires_in=3600),
+        event("revoked", 10, token="at-m", subject="mallory", session="s-m", revoke="token"),
+        event("used", 140, token="at-m", subject="mallory", client="portal", session="s-bob"),
+    ]
+    [alert] = run(events)
+    assert alert.rule.id == AFTER_REVOCATION and alert.session.id == "s-m"
+    assert alert.details["claimed_session_id"] == "s-bob"
+    _, rec, [action], _ = respond([alert], clock)
+    assert (action.mode, action.state, action.target.id) == ("approve", "awaiting_approval", "s-m")
+    assert rec.calls == []
+
+
+def test_the_same_use_naming_its_own_session_is_revoked_automatically(clock: Clock) -> None:
+    """Benign twin: the use names the token's own session."""
+    events = [
+        event("issued", 1, token="at-m", subject="mallory", client="portal", session="s-m", expires_in=3600),
+        event("revoked", 10, token="at-m", subject="mallory", session="s-m", revoke="token"),
+        event("used", 140, token="at-m", subject="mallory", client="portal", session="s-m"),
+    ]
+    [alert] = run(events)
+    _, rec, [action], _ = respond([alert], clock)
+    assert (action.mode, action.state) == ("auto", "succeeded") and "claimed_session_id" not in alert.details
+    assert [(c.kind, c.id) for c in rec.calls] == [("session", "s-m")]

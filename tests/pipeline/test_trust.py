@@ -190,3 +190,28 @@ def test_demo_config_names_its_own_authoritative_sources() -> None:
         "not_authoritative")
     assert trust.check(event("session_ended", "keycloak", "other-realm"), "keycloak", "t").code == (
         "not_authoritative")
+
+
+def test_an_authoritative_source_bound_to_its_topics_is_not_believed_from_another() -> None:
+    """A writer to the gateway topic cannot pass a Keycloak LOGOUT of the right realm as the
+    IdP's: the source is believed only from the topics its logs arrive on."""
+    r = rules(authoritative=[{"format": "keycloak", "tenants": ["main"], "topics": ["idp-*"]}])
+    assert r.check(event("session_ended"), "keycloak", "idp-events") is None
+    refused = r.check(event("session_ended"), "keycloak", "gateway")
+    assert refused is not None and refused.code == "not_authoritative"
+    assert r.check(event("session_ended"), "keycloak", None) is None  # detect reads the files it is given
+    assert r.check(event("used"), "keycloak", "gateway") is None  # uses need no authority
+    assert rules().config.unbound_authorities() == ["keycloak", "okta", "entra", "canonical"]
+    assert r.config.unbound_authorities() == []
+
+
+def test_run_with_response_enabled_refuses_sources_believed_from_any_topic(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    config = tmp_path / "tokenwatch.toml"
+    config.write_text('[response]\nenabled = true\n', encoding="utf-8")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "believes keycloak, okta, entra, canonical revocations from any input topic" in err
+    assert "topics = [" in err

@@ -228,3 +228,19 @@ def test_config_lives_in_the_response_table() -> None:
     with pytest.raises(ValueError, match="url"):
         ResponseConfig.model_validate({"notify": {"url": "https://hooks.example.com/T/B/x"}})  # never inline
     assert timedelta(seconds=WebhookConfig().backoff_max_s) == timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("spelling", ["upper-case host", "space in the token"])
+def test_the_url_stays_hidden_however_httpx_normalises_it(
+    hook: Hook, store: SqliteStore, clock: Clock, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, spelling: str,
+) -> None:
+    """httpx logs the URL as it normalised it (host lower-cased, a space escaped): the
+    token must not come through in that spelling either."""
+    caplog.set_level(logging.DEBUG)
+    url = hook.url.replace("127.0.0.1", "LOCALHOST") if spelling == "upper-case host" else hook.url + " x"
+    monkeypatch.setenv("TOKENWATCH_NOTIFY_URL", url)
+    n = notifier(store, clock)
+    n.submit(planned(store, clock, alert_doc(1, rule="replay.concurrent_use")))
+    n.deliver_due()
+    assert "s3cr3t" not in caplog.text and "HTTP Request" in caplog.text
