@@ -9,6 +9,14 @@ once (retrying cannot help); retries stop after ``max_attempts``. A successful r
 calls ``on_revoked`` with a canonical ``revoked`` event so post-revocation detection arms
 at once.
 
+A handle is the sender's word: anyone holding the public key can seal one and declare any
+family. A family is therefore revoked only with handles whose token id the alert itself names
+(``token.id`` or an evidence item's ``token_id``); each of them is tried, and when none was
+revoked the responder's ``fallback`` (e.g. the session logout) runs, else the action ends
+without claiming success. Claims and results are compare-and-set in the store
+(``swap_action``): an analyst's ``cancel`` landing mid-claim wins, and a result never
+overwrites a state the attempt did not claim.
+
 Nothing a server answers, and no bug in an adapter, escapes: an attempt always ends with
 the action ``succeeded``, ``failed`` (retry scheduled, with the reason) or ``gave_up``, and
 one alert that cannot be handled does not cost the rest of its batch. A server's
@@ -32,7 +40,7 @@ from pipeline.response.breaker import Breaker, principal_of
 from pipeline.response.config import ResponseConfig
 from pipeline.response.handles import HandleStore
 from pipeline.response.policy import plan
-from pipeline.response.responders.base import Responder, ResponderResult
+from pipeline.response.responders.base import Responder, ResponderResult, RevocationHandle
 from pipeline.store.base import AlertStore
 from schemas.actions import Action, ActionMode, AuditEntry
 from schemas.alerts import Alert
@@ -100,7 +108,7 @@ class Executor:
         self.store.put_action(action)
         self._audit(action, "revoke.plan", action.state, now, action.actor)
         if action.state == "pending":
-            self._attempt(action.id)
+            self._attempt(action.id, doc)
         return action
 
     def revoke_alert(self, alert_id: str, actor: str, execute: bool = True) -> Action:
@@ -128,7 +136,7 @@ class Executor:
             "responder": planned.responder, "dry_run": self.config.dry_run})
         self.store.put_action(action)
         self._audit(action, "revoke.manual", "pending" if execute else "queued", now, actor)
-        return (self._attempt(action.id) or action) if execute else action
+        return (self._attempt(action.id, doc) or action) if execute else action
 
     def run_due(self) -> int:
         """Attempt every due action (the retry job); returns how many were attempted."""
@@ -145,10 +153,13 @@ class Executor:
         idempotent (RFC 7009 2.2, admin logout), so it goes back to the queue to be sent again."""
         stuck = self.store.list_actions(state="in_progress", limit=10_000)
         now = self.clock()
+        recovered = 0
         for action in stuck:
-            self.store.put_action(action.model_copy(update={"state": "pending", "next_attempt_at": now, "updated": now}))
-            self._audit(action, "revoke.recover", "pending", now, self.config.actor)
-        return len(stuck)
+            back = action.model_copy(update={"state": "pending", "next_attempt_at": now, "updated": now})
+            if self.store.swap_action(back, ("in_progress",)):
+                self._audit(action, "revoke.recover", "pending", now, self.config.actor)
+                recovered += 1
+        return recovered
 
     def start(self) -> None:
         """Recover interrupted actions and start the retry job (APScheduler, one background thread)."""
@@ -174,20 +185,23 @@ class Executor:
 
     # -- one attempt -----------------------------------------------------------------
 
-    def _attempt(self, action_id: str) -> Action | None:
+    def _attempt(self, action_id: str, alert: Mapping[str, Any] | None = None) -> Action | None:
+        """One attempt at a due action; ``alert`` is its document when the caller has it at hand
+        (else it is read from the store: it names the tokens whose handles are believed)."""
         with self._lock:  # claim: only one thread (and, via the state, one attempt) per action
             action = self.store.get_action(action_id)
             if action is None or action.state not in _DUE:
                 return action
             now = self.clock()
             action = action.model_copy(update={"state": "in_progress", "attempts": action.attempts + 1, "updated": now})
-            self.store.put_action(action)
+            if not self.store.swap_action(action, _DUE):  # cancelled (or claimed) since the read
+                return self.store.get_action(action_id)
         try:
             self._audit(action, "revoke.attempt", f"attempt {action.attempts}", now, action.actor)
             if action.dry_run:
                 return self._finish(action, "dry_run", None, None, "dry run: nothing sent")
             try:
-                result = self._call(action)
+                result = self._call(action, alert)
             except Exception as exc:  # a bug in an adapter must not lose the action
                 log.exception("responder %s raised", action.responder)
                 result = ResponderResult.retry(None, f"responder raised {type(exc).__name__}")
@@ -206,7 +220,7 @@ class Executor:
         why = "gave up after max_attempts" if result.outcome == "retry" else result.outcome
         return self._finish(action, "gave_up", f"{why}: {result.reason}", None, result.reason)
 
-    def _call(self, action: Action) -> ResponderResult:
+    def _call(self, action: Action, alert: Mapping[str, Any] | None = None) -> ResponderResult:
         responder = self.responders.get(action.responder or "")
         if responder is None:
             return ResponderResult.config_error(
@@ -215,24 +229,39 @@ class Executor:
             return ResponderResult.rejected(f"responder {responder.name} cannot revoke a {action.target.kind}")
         if not responder.needs_handle:
             return responder.revoke(action.target, None)
-        handles = self.handles.for_target(action.target) if self.handles is not None else []
-        if not handles:
-            return self._without_handle(responder, action)
-        for handle in handles:
-            result = responder.revoke(action.target, handle)
-            if result.outcome != "done":
-                return result
-        return ResponderResult.done(f"revoked {len(handles)} token(s)")
+        results = [responder.revoke(action.target, h) for h in self._believed_handles(action, alert)]
+        revoked = sum(1 for r in results if r.outcome == "done")
+        if revoked:
+            missed = "; ".join(r.reason for r in results if r.outcome != "done")
+            return ResponderResult.done(f"revoked {revoked} of {len(results)} token(s)"
+                                        + (f"; not revoked: {missed}" if missed else ""))
+        return self._without_handle(responder, action, results)
 
-    def _without_handle(self, responder: Responder, action: Action) -> ResponderResult:
-        """No handle arrived for the target: the responder's ``fallback`` (e.g. Keycloak's
-        session logout for a family) when it has one that can revoke this kind, else rejected."""
+    def _believed_handles(self, action: Action, alert: Mapping[str, Any] | None) -> list[RevocationHandle]:
+        """The handles to send: for a token, the one filed under its id (bound to it when
+        accepted); for a family, only members whose token id the alert names (a declared
+        ``family_id`` is the sender's word, not evidence)."""
+        handles = self.handles.for_target(action.target) if self.handles is not None else []
+        if action.target.kind != "family" or not handles:
+            return handles
+        doc = alert if alert is not None else self.store.get_alert(action.alert_id)
+        named = named_token_ids(doc)
+        return [h for h in handles if h.token_id in named]
+
+    def _without_handle(self, responder: Responder, action: Action,
+                        results: list[ResponderResult] | None = None) -> ResponderResult:
+        """No believed handle was revoked: the responder's ``fallback`` (e.g. Keycloak's session
+        logout for a family) when it has one that can revoke this kind; else the handles' own
+        result (a retry first) or rejected, never success."""
         target = action.target
+        what = "no believed handle revoked" if results else "no revocation handle"
         fallback = self.responders.get(responder.fallback() or "")
         if fallback is None or fallback.needs_handle or target.kind not in fallback.kinds:
-            return ResponderResult.rejected(f"no revocation handle for {target.label()} (RFC 7009 needs the token)")
+            if results:
+                return next((r for r in results if r.outcome == "retry"), results[0])
+            return ResponderResult.rejected(f"{what} for {target.label()} (RFC 7009 needs the token)")
         result = fallback.revoke(target, None)
-        return replace(result, reason=f"no revocation handle; fallback {fallback.name}: {result.reason}")
+        return replace(result, reason=f"{what}; fallback {fallback.name}: {result.reason}")
 
     def _delay(self, attempts: int, after_s: float | None) -> float:
         """Exponential backoff with jitter (half to full), never sooner than the server's
@@ -246,7 +275,11 @@ class Executor:
     def _finish(self, action: Action, state: str, error: str | None, next_at: datetime | None, why: str) -> Action:
         now = self.clock()
         done = action.model_copy(update={"state": state, "last_error": error, "next_attempt_at": next_at, "updated": now})
-        self.store.put_action(done)
+        if not self.store.swap_action(done, ("in_progress",)):  # the claim was taken from us: keep its state
+            current = self.store.get_action(action.id)
+            held = current.state if current is not None else "gone"
+            self._audit(done, "revoke.result", f"{state} (not recorded: action is {held})", now, action.actor, why)
+            return current or done
         self._audit(done, "revoke.result", state, now, action.actor, why)
         if state == "succeeded" and self.on_revoked is not None:
             try:
@@ -271,6 +304,19 @@ def _alert_id(alert: Alert | Mapping[str, Any]) -> str:
         return str(alert.alert.id)
     inner = alert.get("alert") if isinstance(alert, Mapping) else None
     return str(inner.get("id")) if isinstance(inner, Mapping) else "?"
+
+
+def named_token_ids(alert: Mapping[str, Any] | None) -> frozenset[str]:
+    """Token ids the alert itself names: its ``token.id`` and its evidence items' ``token_id``."""
+    if not isinstance(alert, Mapping):
+        return frozenset()
+    token = alert.get("token")
+    ids = {token.get("id")} if isinstance(token, Mapping) else set()
+    evidence = alert.get("evidence")
+    for item in evidence if isinstance(evidence, list) else ():
+        if isinstance(item, Mapping):
+            ids.add(item.get("token_id"))
+    return frozenset(i for i in ids if isinstance(i, str) and i)
 
 
 def revoked_event(action: Action, now: datetime) -> dict[str, Any]:

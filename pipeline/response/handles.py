@@ -26,7 +26,12 @@ token would look revoked):
   genuine source, and a race lost by the source shows as a conflict count.
 - **Capped.** Expiry is the earliest of the sealed ``exp``, a JWT's own ``exp`` and now +
   ``handle_max_ttl_s``. At most ``handle_max_count`` handles and ``handle_max_bytes`` of
-  them are held; beyond that the soonest to expire go first (``evicted``).
+  them are held; when full, expired handles are purged and, if that is not enough, the new
+  handle is refused (``full``). Nothing held is evicted: a flood of junk must not free the
+  id of a genuine handle for a forger's token.
+- **Believed only when named.** A handle's ``family_id`` is the sender's word; the executor
+  uses a handle for a family only when the alert itself names its token id (see
+  ``pipeline.response.executor``).
 
 Revocation path per source (configure ``[response] routes`` accordingly):
 
@@ -107,6 +112,13 @@ class HandleConflict(HandleError):
     """A different token is already filed under this token id: the first one stays."""
 
     counted_as = "conflict"
+
+
+class HandleFull(HandleError):
+    """The store is at its caps even after purging expired handles: the new handle is refused,
+    the held ones stay (evicting them would let a flood free a genuine handle's id)."""
+
+    counted_as = "full"
 
 
 @dataclass(frozen=True)
@@ -287,18 +299,35 @@ class HandleStore:
             return token_id  # already useless: not kept
         if held is not None:  # expired but not purged yet: its successor may take the id
             self._drop(token_id)
+        cost = _cost(handle)
+        if not self._room_for(cost):
+            self.counts[HandleFull.counted_as] += 1
+            raise HandleFull("revocation handle store is full (handle_max_count / handle_max_bytes)")
         self._by_id[token_id] = handle
         if handle.family_id is not None:
             self._by_family.setdefault(handle.family_id, set()).add(token_id)
         self._seq += 1
         heapq.heappush(self._expiry, (handle.expires_at, self._seq, token_id))
-        self._bytes += _cost(handle)
+        self._bytes += cost
         self.counts["accepted"] += 1
-        while len(self._by_id) > self.limits.max_count or self._bytes > self.limits.max_bytes:
-            if self._pop_soonest() is None:
-                break
-            self.counts["evicted"] += 1
         return token_id
+
+    def _room_for(self, cost: int) -> bool:
+        """Whether one more handle of ``cost`` bytes fits, after purging expired ones (lock held)."""
+        def fits() -> bool:
+            return len(self._by_id) < self.limits.max_count and self._bytes + cost <= self.limits.max_bytes
+        if fits():
+            return True
+        self._purge_expired(self._clock())
+        return fits()
+
+    def _purge_expired(self, now: float) -> int:
+        """Forget handles expired at ``now`` (lock held); returns how many went."""
+        gone = 0
+        while self._expiry and self._expiry[0][0] <= now:
+            if self._pop_soonest() is not None:
+                gone += 1
+        return gone
 
     def _pop_soonest(self) -> str | None:
         """Forget the handle that expires first (lock held); stale heap entries are skipped."""
@@ -342,12 +371,8 @@ class HandleStore:
     def purge(self, now: float | None = None) -> int:
         """Forget expired handles; returns how many went."""
         now = self._clock() if now is None else now
-        gone = 0
         with self._lock:
-            while self._expiry and self._expiry[0][0] <= now:
-                if self._pop_soonest() is not None:
-                    gone += 1
-        return gone
+            return self._purge_expired(now)
 
 
 def _cost(handle: RevocationHandle) -> int:

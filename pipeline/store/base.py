@@ -99,6 +99,11 @@ class AlertStore(Protocol):
         ``ActionConflict`` when the action's state does not allow the verb. ``responder`` (approve
         only) replaces the one chosen at planning: the route under the approver's configuration."""
 
+    def swap_action(self, action: Action, expected: Collection[str]) -> bool:
+        """Compare-and-set for the executor: write ``action`` only if the stored one exists and its
+        state is in ``expected``, atomically (an analyst's ``cancel`` between the executor's read
+        and write wins). Returns whether it was written."""
+
     def get_action(self, action_id: str) -> Action | None: ...
 
     def list_actions(self, alert_id: str | None = None, state: str | None = None, limit: int = 100) -> list[Action]:

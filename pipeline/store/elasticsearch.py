@@ -13,7 +13,7 @@ default) so the next command sees them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -315,6 +315,17 @@ class ElasticsearchStore:
         self._follow_actions(changed)
         self.audit(entry)
         return changed
+
+    def swap_action(self, action: Action, expected: Collection[str]) -> bool:
+        hits = self._search(self._actions, {"ids": {"values": [action.id]}}, 1, versions=True)
+        if not hits or Action.model_validate_json(hits[0]["_source"]["record"]).state not in expected:
+            return False
+        try:  # compare-and-set on the version read: a concurrent cancel or claim makes this fail
+            self._index_action(action, (hits[0]["_seq_no"], hits[0]["_primary_term"]))
+        except ConflictError:
+            return False
+        self._follow_actions(action)
+        return True
 
     def _actions_where(self, query: Mapping[str, Any], size: int, sort: list[Any]) -> list[Action]:
         hits = self._search(self._actions, query, size=size, sort=sort)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -241,6 +241,14 @@ class SqliteStore:
             self._write_action(db, changed)
             self._write_audit(db, entry)
         return changed
+
+    def swap_action(self, action: Action, expected: Collection[str]) -> bool:
+        with self._tx() as db:  # read, check and write under the file lock, like transition_action
+            row = db.execute("SELECT state FROM actions WHERE id = ?", (action.id,)).fetchone()
+            if row is None or row[0] not in expected:
+                return False
+            self._write_action(db, action)
+        return True
 
     def get_action(self, action_id: str) -> Action | None:
         rows = self._query("SELECT doc FROM actions WHERE id = ?", (action_id,))

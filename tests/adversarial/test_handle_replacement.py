@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.response.handles import (
     HandleConflict,
+    HandleFull,
     HandleLimits,
     HandleStore,
     HandleUnbound,
@@ -88,7 +89,32 @@ def test_a_forger_first_is_visible_as_a_conflict_when_the_genuine_handle_arrives
 def test_a_flood_of_self_made_handles_stays_within_the_caps() -> None:
     store = HandleStore(KEY, HASH, clock=lambda: 1_000.0, limits=HandleLimits(max_count=50, max_ttl_s=600))
     for n in range(200):
-        store.accept(seal(PUBLIC, f"junk-{n}", "access_token", 10.0**12))
-    assert len(store) == 50 and store.counts == {"accepted": 200, "evicted": 150}
-    newest = store.get(HASH("junk-199"))
-    assert newest is not None and newest.expires_at == 1_600.0  # the sender's 10**12 is capped
+        try:
+            store.accept(seal(PUBLIC, f"junk-{n}", "access_token", 10.0**12))
+        except HandleFull:
+            pass
+    assert len(store) == 50 and store.counts == {"accepted": 50, "full": 150}
+    oldest = store.get(HASH("junk-0"))
+    assert oldest is not None and oldest.expires_at == 1_600.0  # the sender's 10**12 is capped
+
+
+def test_a_flood_cannot_evict_a_genuine_handle_to_file_a_forged_one_for_its_jti() -> None:
+    """The attack: fill the store with far-expiring junk so the genuine (soonest-expiring)
+    handle is evicted, then file a forged JWT under its jti. The store refuses instead."""
+    now = [1_000.0]
+    store = HandleStore(KEY, HASH, clock=lambda: now[0], limits=HandleLimits(max_count=50, max_ttl_s=600))
+    genuine = forged_jwt("at-0003").replace("Zm9yZ2Vk", "Z2VudWluZQ")  # stands for the IdP-signed token
+    assert store.accept(seal(PUBLIC, genuine, "access_token", 1_300.0)) == "at-0003"
+    for n in range(60):
+        try:
+            store.accept(seal(PUBLIC, f"junk-{n}", "access_token", 10.0**12))
+        except HandleFull:
+            pass
+    with pytest.raises(HandleConflict):
+        store.accept(seal(PUBLIC, forged_jwt("at-0003"), "access_token", 10.0**12, token_id="at-0003"))
+    held = store.get("at-0003")
+    assert held is not None and held.token.get_secret_value() == genuine
+    assert store.counts == {"accepted": 50, "full": 11, "conflict": 1}
+    now[0] = 1_400.0  # benign twin: once the genuine handle has expired it is purged to make room
+    assert store.accept(seal(PUBLIC, "fresh", "access_token", 1_900.0)) == HASH("fresh")
+    assert store.get("at-0003") is None and store.counts["full"] == 11

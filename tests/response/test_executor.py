@@ -18,11 +18,13 @@ from pydantic import SecretStr
 from pipeline.response.breaker import FLAG, RULE_ID
 from pipeline.response.config import ResponseConfig
 from pipeline.response.executor import Executor
+from pipeline.response.handles import HandleStore, generate_key_pem, load_private_key, seal
 from pipeline.response.responders.base import ResponderResult, RevocationHandle
 from pipeline.response.responders.rfc7009 import ClientCredentialsRef, Rfc7009Config, Rfc7009Responder
 from pipeline.store.sqlite import SqliteStore
 from schemas.actions import RevocationTarget
 from schemas.events import CanonicalEvent
+from schemas.redaction import make_token_hasher
 from tests.response.conftest import Clock, Recorder, alert_doc
 
 CONFIG = ResponseConfig(enabled=True, routes={"*": "rec"}, max_auto_per_minute=5, max_attempts=3,
@@ -144,6 +146,148 @@ def test_recover_requeues_actions_interrupted_in_flight(store: SqliteStore, cloc
     assert final is not None and final.state == "succeeded" and len(rec.calls) == 1
 
 
+def test_a_cancel_landing_between_read_and_claim_wins_and_nothing_is_sent(store: SqliteStore, clock: Clock) -> None:
+    rec = Recorder(ResponderResult.retry(None, "HTTP 503"))
+    ex = executor(store, clock, rec)
+    [action] = ex.submit([alert_doc()])
+    clock.advance(3600)
+    read = store.get_action
+
+    def read_then_cancel(action_id: str):  # the analyst's `actions cancel` right after the retry job's read
+        found = read(action_id)
+        if found is not None and found.state == "failed":
+            store.transition_action(action_id, "cancel", "analyst", note="stop")
+        return found
+
+    store.get_action = read_then_cancel  # type: ignore[method-assign]
+    assert ex.run_due() == 1
+    store.get_action = read  # type: ignore[method-assign]
+    final = store.get_action(action.id)
+    assert final is not None and (final.state, final.attempts) == ("cancelled", 1) and len(rec.calls) == 1
+    # Benign twin: without the cancel, the retry is claimed, sent and recorded.
+    [other] = ex.submit([alert_doc(2)])
+    assert store.get_action(other.id).state == "succeeded" and len(rec.calls) == 2  # type: ignore[union-attr]
+
+
+def test_a_result_never_overwrites_a_state_the_attempt_did_not_claim(store: SqliteStore, clock: Clock) -> None:
+    class Meddles(Recorder):  # while the request is out, the row is moved away from in_progress
+        def revoke(self, target: RevocationTarget, handle: RevocationHandle | None) -> ResponderResult:
+            found = store.get_action(ids[0])
+            assert found is not None
+            store.put_action(found.model_copy(update={"state": "cancelled"}))
+            return super().revoke(target, handle)
+
+    ids: list[str] = []
+    rec = Meddles()
+    ex = executor(store, clock, rec)
+    [planned] = ex.submit([alert_doc(rule="x.y")])  # approve: waits
+    ids.append(planned.id)
+    store.transition_action(planned.id, "approve", "analyst")
+    ex.run_due()
+    final = store.get_action(planned.id)
+    assert final is not None and final.state == "cancelled" and len(rec.calls) == 1
+    assert [e.result for e in store.audit_trail(action_id=planned.id) if e.verb == "revoke.result"] == \
+        ["succeeded (not recorded: action is cancelled)"]
+
+
+# -- a family is revoked only with handles for tokens the alert names -------------------------
+
+HASH = make_token_hasher(b"0123456789abcdef0123456789abcdef")
+HANDLE_KEY = load_private_key(generate_key_pem()[0])
+
+
+def _jwt(jti: str) -> str:
+    import base64
+    import json
+    def part(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+    return f"{part({'alg': 'RS256'})}.{part({'jti': jti, 'exp': 4_000_000_000})}.c2ln"
+
+
+class _Revocations:
+    """A local RFC 7009 endpoint that answers 200 to everything (as the RFC does for unknown
+    tokens) and records the tokens it was sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs
+        sent = self.sent = []  # type: ignore[var-annotated]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                sent.append(parse_qs(body)["token"][0])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/revoke"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_forged_handle_declaring_a_family_is_not_believed(store: SqliteStore, clock: Clock,
+                                                            monkeypatch: pytest.MonkeyPatch, fallback: bool) -> None:
+    """Anyone can seal a handle naming any family. A forged one for fam-1 (the alert names rt-1)
+    is never sent: the session fallback runs instead, or the action gives up without success.
+    For fam-2 the forged handle sorts first and names another client; the genuine handle for
+    rt-2, which the alert names, is still sent and the action succeeds."""
+    monkeypatch.setenv("TW_PORTAL_SECRET", "portal-secret")
+    endpoint = _Revocations()
+    public = HANDLE_KEY.public_key()
+    handles = HandleStore(HANDLE_KEY, HASH)
+    for family, client in (("fam-1", "portal"), ("fam-2", "cli")):
+        handles.accept(seal(public, "not-a-token-at-all", "refresh_token", 4e9, family_id=family, client_id=client))
+    genuine = _jwt("rt-2")
+    assert handles.accept(seal(public, genuine, "refresh_token", 4e9, family_id="fam-2", client_id="portal")) == "rt-2"
+    config = Rfc7009Config(revocation_endpoint=endpoint.url, fallback="kc" if fallback else None,
+                           clients={"portal": ClientCredentialsRef(client_secret_env="TW_PORTAL_SECRET")})
+    kc = Recorder()
+    kc.name, kc.kinds = "kc", frozenset({"family", "session", "subject"})  # type: ignore[misc]  # like keycloak
+    idp = Rfc7009Responder("idp", config)
+    ex = Executor(CONFIG.model_copy(update={"routes": {"*": "idp"}}), store, {"idp": idp, "kc": kc}, handles,
+                  clock=clock, rng=lambda: 1.0)
+    try:
+        [attacked, benign] = ex.submit([alert_doc(1), alert_doc(2)])
+    finally:
+        idp.close()
+        endpoint.close()
+    assert endpoint.sent == [genuine]  # the garbage token never reached the endpoint
+    first, second = store.get_action(attacked.id), store.get_action(benign.id)
+    assert second is not None and second.state == "succeeded"
+    assert first is not None
+    if fallback:
+        assert first.state == "succeeded" and [t.label() for t in kc.calls] == ["family:fam-1"]
+    else:
+        assert first.state == "gave_up" and kc.calls == []
+        assert first.last_error == "rejected: no revocation handle for family:fam-1 (RFC 7009 needs the token)"
+
+
+def test_a_family_handle_named_only_in_the_evidence_is_believed(store: SqliteStore, clock: Clock) -> None:
+    class Handles:
+        def for_target(self, target: RevocationTarget) -> list[RevocationHandle]:
+            return [RevocationHandle("at-9", SecretStr("raw"), "access_token", 2e9, target.id)]
+
+    rec = Recorder()
+    rec.needs_handle = True  # type: ignore[misc]
+    rec.fallback = lambda: None  # type: ignore[attr-defined]
+    ex = executor(store, clock, rec, handles=Handles())
+    doc = alert_doc()
+    doc["evidence"][0]["token_id"] = "at-9"
+    [named, unnamed] = ex.submit([doc, alert_doc(2)])  # alert 2 names rt-2 only: at-9 is not believed for it
+    assert store.get_action(named.id).state == "succeeded"  # type: ignore[union-attr]
+    assert store.get_action(unnamed.id).state == "gave_up"  # type: ignore[union-attr]
+    assert [t.label() for t in rec.calls] == ["family:fam-1"]
+
+
 # -- no server answer and no bug escapes; the batch goes on -----------------------------------
 
 class Raises(Recorder):
@@ -253,10 +397,12 @@ def _answer(*replies: bytes) -> Callable[[socket.socket, ScriptedServer], None]:
 
 
 class OneHandle:
-    """The handle store of a source that sealed every token (the handle's content is irrelevant here)."""
+    """The handle store of a source that sealed every token: ``fam-N``'s handle is for ``rt-N``,
+    the token ``alert_doc(N)`` names (the handle's content is irrelevant here)."""
 
     def for_target(self, target: RevocationTarget) -> list[RevocationHandle]:
-        return [RevocationHandle("hmac:t", SecretStr("raw-token"), "refresh_token", 2e9, target.id)]
+        token_id = target.id.replace("fam-", "rt-", 1)
+        return [RevocationHandle(token_id, SecretStr("raw-token"), "refresh_token", 2e9, target.id)]
 
     def purge(self) -> int:
         return 0

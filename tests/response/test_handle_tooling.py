@@ -24,7 +24,13 @@ import pytest
 from pipeline.cli import main
 from pipeline.normalize import Normalizer
 from pipeline.response.handles import HandleStore, load_private_key
-from pipeline.response.reference.envoy_ext_authz_seal import HEADER, TokenSealer, bearer_token, make_app
+from pipeline.response.reference.envoy_ext_authz_seal import (
+    HEADER,
+    PAYLOAD_HEADER,
+    TokenSealer,
+    bearer_token,
+    make_app,
+)
 from schemas.redaction import make_token_hasher
 
 HASH_KEY = "tooling-test-token-hash-key-0123456789"
@@ -158,7 +164,8 @@ def test_the_envoy_sealers_jwt_handle_opens_and_binds_to_the_logged_jti(keydir: 
     claims = {"jti": "at-0001", "sub": "alice", "client_id": "portal", "exp": exp,
               "iss": "https://sso.example.org/realms/main"}
     token = jwt(**claims)
-    answer = httpx.get(f"{sealer_url}/orders/42", headers={"Authorization": f"Bearer {token}"})
+    answer = httpx.get(f"{sealer_url}/orders/42", headers={"Authorization": f"Bearer {token}",
+                                                          PAYLOAD_HEADER: verified_payload(claims)})
     assert answer.status_code == 200 and token not in answer.text
     handle = answer.headers[HEADER]
 
@@ -172,14 +179,30 @@ def test_the_envoy_sealers_jwt_handle_opens_and_binds_to_the_logged_jti(keydir: 
     assert held.expires_at == exp and held.issuer == claims["iss"]  # the JWT's own exp
 
 
-def test_the_envoy_sealers_opaque_handle_binds_to_the_keyed_hash(keydir: Path, sealer_url: str) -> None:
-    answer = httpx.get(sealer_url, headers={"Authorization": f"DPoP {SECRET_TOKEN}"})
-    store = HandleStore(load_private_key(path=keydir / "handle-key.pem"), HASH)
-    normalizer = Normalizer(HASH, accept_handle=store.accept)
-    result = normalizer.normalize(envoy_log_line(answer.headers[HEADER], None, f"DPoP {SECRET_TOKEN}"), "envoy:2")
-    assert result.events[0].token.id == HASH(SECRET_TOKEN)
-    held = store.get(HASH(SECRET_TOKEN))
-    assert held is not None and held.token.get_secret_value() == SECRET_TOKEN
+def verified_payload(claims: dict[str, object]) -> str:
+    """What jwt_authn's ``forward_payload_header`` carries: the verified payload, base64url."""
+    return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+
+def test_the_envoy_sealer_seals_only_the_token_envoy_verified(sealer_url: str) -> None:
+    """jwt_authn verifies only ``Authorization: Bearer`` (and ``?access_token``): a DPoP token, an
+    opaque one, a JWT whose jti is not the verified payload's, or any token without the verified
+    payload header was never checked, so it is not sealed. The benign twin is sealed."""
+    claims = {"jti": "at-0007", "exp": int(time.time()) + 600}
+    token, other = jwt(**claims), jwt(jti="at-0666", exp=int(time.time()) + 600)
+    unverified = [
+        {"Authorization": f"DPoP {token}", PAYLOAD_HEADER: verified_payload(claims)},
+        {"Authorization": f"Bearer {SECRET_TOKEN}", PAYLOAD_HEADER: verified_payload(claims)},
+        {"Authorization": f"Bearer {other}", PAYLOAD_HEADER: verified_payload(claims)},
+        {"Authorization": f"Bearer {token}"},
+        {"Authorization": f"Bearer {token}", PAYLOAD_HEADER: "not base64 json"},
+    ]
+    for headers in unverified:
+        answer = httpx.get(sealer_url, headers=headers)
+        assert answer.status_code == 200 and HEADER not in answer.headers
+    verified = {"Authorization": f"bearer {token}", PAYLOAD_HEADER: verified_payload(claims)}
+    sealed = httpx.get(sealer_url, headers=verified)
+    assert sealed.status_code == 200 and HEADER in sealed.headers
 
 
 def test_the_envoy_sealer_never_refuses_and_seals_only_bearer_tokens(sealer_url: str) -> None:
@@ -187,6 +210,7 @@ def test_the_envoy_sealer_never_refuses_and_seals_only_bearer_tokens(sealer_url:
         answer = httpx.get(sealer_url, headers=headers)
         assert answer.status_code == 200 and HEADER not in answer.headers
     assert bearer_token("bearer  abc ") == "abc" and bearer_token("Bearer " + "x" * 20_000) is None
+    assert bearer_token("DPoP abc") is None
 
 
 def test_a_sealed_client_id_reaches_the_handle(tmp_path, capsys, monkeypatch) -> None:

@@ -11,6 +11,7 @@ from pipeline.response.handles import (
     MAX_SEALED_CHARS,
     MAX_TOKEN_CHARS,
     HandleError,
+    HandleFull,
     HandleLimits,
     HandleStore,
     HandleUnbound,
@@ -123,25 +124,34 @@ def test_expiry_is_capped_by_the_jwts_exp_and_the_configured_maximum(keys) -> No
     assert store.counts["refused"] == 3
 
 
-def test_count_cap_forgets_the_soonest_to_expire_first(keys) -> None:
+def test_count_cap_refuses_new_handles_and_keeps_the_held_ones(keys) -> None:
     key, public = keys
-    store = HandleStore(key, HASH, clock=lambda: 0.0, limits=HandleLimits(max_count=3))
-    for name, exp in (("a", 500), ("b", 400), ("c", 600), ("d", 700)):
+    now = [0.0]
+    store = HandleStore(key, HASH, clock=lambda: now[0], limits=HandleLimits(max_count=3))
+    for name, exp in (("a", 500), ("b", 400), ("c", 600)):
         store.accept(seal(public, name, "access_token", exp, family_id="fam"))
-    assert len(store) == 3 and store.get(HASH("b")) is None and store.counts["evicted"] == 1
-    assert store.accept(seal(public, "e", "access_token", 300)) == HASH("e")  # the soonest: goes at once
-    assert store.get(HASH("e")) is None and store.counts["evicted"] == 2
+    with pytest.raises(HandleFull):
+        store.accept(seal(public, "d", "access_token", 700, family_id="fam"))
+    assert len(store) == 3 and store.get(HASH("b")) is not None and store.get(HASH("d")) is None
+    assert store.counts == {"accepted": 3, "full": 1}
+    now[0] = 450.0  # "b" expired: room is made by purging it, never by evicting a live handle
+    assert store.accept(seal(public, "d", "access_token", 700)) == HASH("d")
+    assert store.get(HASH("d")) is not None and store.get(HASH("a")) is not None
     family = store.for_target(RevocationTarget(kind="family", id="fam"))
-    assert sorted(h.token_id for h in family) == sorted(HASH(n) for n in "acd")
+    assert sorted(h.token_id for h in family) == sorted(HASH(n) for n in "ac")
 
 
 def test_byte_cap_and_oversized_tokens(keys) -> None:
     key, public = keys
     store = HandleStore(key, HASH, clock=lambda: 0.0, limits=HandleLimits(max_bytes=5_000))
     for n in range(10):
-        store.accept(seal(public, f"{n}" + "x" * 1_000, "access_token", 100 + n))
-    assert store.held_bytes <= 5_000 and len(store) == 3  # the three that expire last
-    assert store.get(HASH("9" + "x" * 1_000)) is not None and store.counts["evicted"] == 7
+        try:
+            store.accept(seal(public, f"{n}" + "x" * 1_000, "access_token", 100 + n))
+        except HandleFull:
+            pass
+    assert store.held_bytes <= 5_000 and len(store) == 3  # the first three stay
+    assert store.get(HASH("0" + "x" * 1_000)) is not None and store.get(HASH("9" + "x" * 1_000)) is None
+    assert store.counts == {"accepted": 3, "full": 7}
     with pytest.raises(HandleError, match="longer than"):
         store.accept(seal(public, "y" * (MAX_TOKEN_CHARS + 1), "access_token", 100))
     with pytest.raises(HandleError, match="longer than"):

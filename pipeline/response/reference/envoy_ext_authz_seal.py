@@ -2,7 +2,7 @@
 
 Envoy's ``ext_authz`` HTTP filter asks an HTTP service about every request, sending the
 request's method, path and headers (``Authorization`` is always included); a 200 answer
-lets the request through. This service never refuses: it seals the bearer token to
+lets the request through. This service never refuses: it seals the verified bearer token to
 tokenwatch's public key (HPKE, RFC 9180: X25519 / HKDF-SHA256 / ChaCha20-Poly1305, info
 ``tokenwatch revocation handle v1``) and returns it in ``x-tokenwatch-handle``. The filter's
 ``dynamic_metadata_from_headers`` turns that header into dynamic metadata of the namespace
@@ -11,8 +11,14 @@ access log writes it as ``tokenwatch_handle`` beside the line in tokenwatch's ga
 layout. tokenwatch takes the field out before parsing the line and holds the token in
 memory only.
 
-Envoy configuration (``jwt_authn`` first, so only tokens with a valid signature are
-sealed, and its payload is logged as ``jwt``)::
+Only a token Envoy verified is sealed (a handle must never carry a token nobody checked):
+``jwt_authn`` runs first, requires a valid JWT on every route (no ``allow_missing``, so the
+payload header below always comes from Envoy), reads it only from ``Authorization: Bearer``
+(its default besides ``?access_token``), and forwards the verified payload (base64url JSON)
+in ``x-jwt-payload``. The sealer reads only ``Bearer`` (not ``DPoP``, which jwt_authn does not
+read by default) and seals the token only when its ``jti`` equals the verified payload's;
+without that header, or for a token without a ``jti`` (opaque), it seals nothing. The
+payload is also logged as ``jwt``::
 
     http_filters:
     - name: envoy.filters.http.jwt_authn
@@ -24,12 +30,14 @@ sealed, and its payload is logged as ``jwt``)::
             remote_jwks: {http_uri: {uri: https://sso.example.org/realms/main/protocol/openid-connect/certs,
                                      cluster: idp, timeout: 2s}}
             forward: true
+            forward_payload_header: x-jwt-payload   # the verified payload, for the sealer
             payload_in_metadata: jwt_payload
         rules: [{match: {prefix: /}, requires: {provider_name: idp}}]
     - name: envoy.filters.http.ext_authz
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
         failure_mode_allow: true            # the sealer being down never blocks traffic
+        allowed_headers: {patterns: [{exact: authorization}, {exact: x-jwt-payload}]}
         http_service:
           server_uri: {uri: http://127.0.0.1:9191, cluster: tokenwatch_sealer, timeout: 0.25s}
           authorization_response:
@@ -58,10 +66,9 @@ Run it beside Envoy (``tokenwatch handles keygen`` made the public key)::
 
     python -m pipeline.response.reference.envoy_ext_authz_seal --public-key handle-key.pub.pem --port 9191
 
-or serve ``make_app(TokenSealer(...))`` with any WSGI server. A JWT's handle names its
-``jti`` (the id the log's ``jwt`` carries) and its ``exp``; an opaque token's handle names
-neither, so tokenwatch files it under its keyed hash and holds it for at most
-``default_ttl_s`` (and ``[response] handle_max_ttl_s``). The token is never logged here.
+or serve ``make_app(TokenSealer(...))`` with any WSGI server (``--payload-header`` if the
+payload is forwarded under another name). A handle names the token's ``jti`` (the id the
+log's ``jwt`` carries) and its ``exp``. The token is never logged here.
 """
 
 from __future__ import annotations
@@ -82,7 +89,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 HEADER = "x-tokenwatch-handle"
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 INFO = b"tokenwatch revocation handle v1"
-SCHEMES = ("bearer", "dpop")  # RFC 6750 and RFC 9449; auth schemes are case-insensitive
+SCHEMES = ("bearer",)  # RFC 6750, case-insensitive; only what jwt_authn verifies by default
+PAYLOAD_HEADER = "x-jwt-payload"  # jwt_authn ``forward_payload_header``: the verified payload
 MAX_TOKEN_CHARS = 16_384  # tokenwatch refuses larger ones: do not spend a seal on them
 
 
@@ -114,7 +122,7 @@ class TokenSealer:
 
 
 def bearer_token(authorization: str | None) -> str | None:
-    """The token of a ``Bearer``/``DPoP`` Authorization header, else None."""
+    """The token of a ``Bearer`` Authorization header, else None."""
     if not authorization:
         return None
     scheme, _, token = authorization.strip().partition(" ")
@@ -124,14 +132,30 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
-def make_app(sealer: TokenSealer) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+def verified(token: str, payload_header: str | None) -> bool:
+    """Whether ``token`` is the one jwt_authn verified: its ``jti`` equals the ``jti`` of the
+    payload jwt_authn forwarded. No header, no ``jti`` or a different one: not verified."""
+    if not payload_header:
+        return False
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(payload_header + "=" * (-len(payload_header) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        return False
+    jti = payload.get("jti") if isinstance(payload, dict) else None
+    return isinstance(jti, str) and bool(jti) and _jwt_payload(token).get("jti") == jti
+
+
+def make_app(sealer: TokenSealer, payload_header: str = PAYLOAD_HEADER
+             ) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
     """The WSGI application Envoy's ``http_service`` calls: always 200, with the handle when
-    the request carried a bearer token (a failure to seal never blocks the request)."""
+    the request carried the bearer token jwt_authn verified (a failure to seal never blocks
+    the request)."""
+    environ_key = "HTTP_" + payload_header.upper().replace("-", "_")
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         headers = [("content-length", "0")]
         token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
-        if token is not None:
+        if token is not None and verified(token, environ.get(environ_key)):
             try:
                 headers.append((HEADER, sealer.seal(token)))
             except Exception:  # noqa: BLE001  (nothing here may refuse traffic; the message could echo the token)
@@ -158,11 +182,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--public-key", required=True, help="tokenwatch's handle public key (PEM)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9191)
-    parser.add_argument("--default-ttl", type=float, default=3600.0, help="hold time of opaque tokens (s)")
+    parser.add_argument("--default-ttl", type=float, default=3600.0, help="hold time of a JWT without exp (s)")
+    parser.add_argument("--payload-header", default=PAYLOAD_HEADER,
+                        help="header jwt_authn forwards the verified payload in (forward_payload_header)")
     args = parser.parse_args(argv)
     with open(args.public_key, "rb") as file:
         sealer = TokenSealer(file.read(), args.default_ttl)
-    with make_server(args.host, args.port, make_app(sealer)) as server:
+    with make_server(args.host, args.port, make_app(sealer, args.payload_header)) as server:
         server.serve_forever()
 
 
