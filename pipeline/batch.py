@@ -143,6 +143,8 @@ class DetectRun:
 
     def _take(self, result: Normalized, origin: str) -> None:
         summary = self.summary
+        if result.skipped_entries:
+            summary.skipped.update(result.skipped_entries)
         if result.dead_letter is not None:
             summary.dead_letters[result.format or "unknown"] += 1
             self.dead_out.write(orjson.dumps(result.dead_letter) + b"\n")

@@ -85,6 +85,8 @@ class Normalized:
     format: str | None = None
     skipped_type: str | None = None
     dead_letter: dict[str, Any] | None = None
+    # Entries of a batch (a log file, an envelope) of types no detector needs: "format:type" -> count.
+    skipped_entries: Counter[str] = field(default_factory=Counter)
 
 
 class Normalizer:
@@ -130,6 +132,9 @@ class Normalizer:
             sealed = raw.pop(HANDLE_FIELD)
             if sealed is not None:  # a gateway logs null for a request that carried no token
                 self._take_handle(sealed)
+        envelope = envelope_entries(raw)
+        if envelope is not None:
+            return self._envelope(*envelope, line, origin)
         adapter = self.forced
         try:
             if adapter is None:
@@ -194,13 +199,31 @@ class Normalizer:
         batch = _Batch(adapter.name)
         for index, entry in enumerate(entries):
             self._entry(adapter, index, entry, batch)
-        if not batch.events and not batch.bad and batch.skipped:
-            label = next(iter(batch.skipped)) if len(batch.skipped) == 1 else "Records"
+        if not batch.events and not batch.bad and batch.skipped:  # the whole line is of skipped types
+            label = next(iter(batch.skipped)).split(":", 1)[1] if len(batch.skipped) == 1 else batch.key
             return Normalized(format=adapter.name, skipped_type=label)
         dead = None
         if batch.bad:
             dead = self._batch_dead(origin, batch, len(entries), len(line), hashlib.sha256(line).hexdigest())
-        return Normalized(events=batch.events, format=adapter.name, dead_letter=dead)
+        return Normalized(events=batch.events, format=adapter.name, dead_letter=dead, skipped_entries=batch.skipped)
+
+    def _envelope(self, key: str, entries: list[Any], line: bytes, origin: str) -> Normalized:
+        """A transport's batch of records of any format (Azure diagnostic settings to Event
+        Hubs, ``{"records": [...]}``; a Kubernetes audit webhook's ``EventList``): each record
+        is recognised and mapped on its own, a bad one costs itself and is named in the
+        line's dead letter."""
+        batch = _Batch(key, key=key)
+        for index, entry in enumerate(entries):
+            self._entry(self.forced, index, entry, batch)
+        fmt = batch.formats.most_common(1)[0][0] if batch.formats else key
+        batch.format = fmt  # its dead letter names the envelope's (main) format
+        if not batch.events and not batch.bad and batch.skipped:  # the whole line is of skipped types
+            label = next(iter(batch.skipped)).split(":", 1)[1] if len(batch.skipped) == 1 else key
+            return Normalized(format=fmt, skipped_type=label)
+        dead = None
+        if batch.bad:
+            dead = self._batch_dead(origin, batch, len(entries), len(line), hashlib.sha256(line).hexdigest())
+        return Normalized(events=batch.events, format=fmt, dead_letter=dead, skipped_entries=batch.skipped)
 
     def normalize_long(self, line: LongLine, origin: str) -> Iterator[Normalized]:
         """A line longer than ``max_line_bytes``: a CloudTrail log file is read record by
@@ -228,17 +251,23 @@ class Normalizer:
             batch.bad.append((total, f"log file unreadable after {total} records: {str(exc)[:200]}", None))
         line.finish()
         dead = self._batch_dead(origin, batch, total, line.size, line.sha256) if batch.bad else None
-        yield Normalized(events=batch.events, format=adapter.name, dead_letter=dead)
+        yield Normalized(events=batch.events, format=adapter.name, dead_letter=dead, skipped_entries=batch.skipped)
 
-    def _entry(self, adapter: SourceFormat, index: int, entry: Any, batch: _Batch) -> None:
+    def _entry(self, adapter: SourceFormat | None, index: int, entry: Any, batch: _Batch) -> None:
+        """One entry of a batch; ``adapter`` None: recognise the entry's own format."""
         try:
             if not isinstance(entry, dict):
                 raise InvalidRecord(f"expected an object, got {type(entry).__name__}")
+            if adapter is None:
+                adapter = detect_format(entry)
+            elif not adapter.matches(entry):
+                raise InvalidRecord(f"does not look like {adapter.name}")
+            batch.formats[adapter.name] += 1
             batch.events.extend(self._map(adapter, entry))
         except UnsupportedEventType as exc:
-            batch.skipped[_type_label(exc)] += 1
+            batch.skipped[f"{adapter.name if adapter else batch.format}:{_type_label(exc)}"] += 1
         except InvalidRecord as exc:
-            batch.bad.append((index, exc.reason.removeprefix(f"{adapter.name}: "), entry))
+            batch.bad.append((index, exc.reason.removeprefix(f"{adapter.name}: ") if adapter else exc.reason, entry))
 
     def _batch_dead(self, origin: str, batch: _Batch, total: int, size: int, sha256: str) -> dict[str, Any]:
         bad = batch.bad
@@ -246,7 +275,7 @@ class Normalizer:
         indices = ", ".join(str(index) for index, _, _ in bad[:MAX_BAD_ENTRIES])
         if len(bad) > MAX_BAD_ENTRIES:
             indices += ", …"
-        reason = f"{batch.format}: Records[{first}]: {why} ({len(bad)} of {total} records invalid: {indices})"
+        reason = f"{batch.format}: {batch.key}[{first}]: {why} ({len(bad)} of {total} records invalid: {indices})"
         record = self._letter(origin, reason[:1000], batch.format, size, sha256)
         record["records"] = [
             {"index": index, "reason": why, **(self._quote(entry) if entry is not None else {})}
@@ -318,12 +347,27 @@ class _Batch:
     events: list[CanonicalEvent] = field(default_factory=list)
     bad: list[tuple[int, str, Any]] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    key: str = "Records"  # the envelope's list, as its dead letter names entries
+    formats: Counter[str] = field(default_factory=Counter)
 
 
 def _opens_log_file(head: bytes) -> bool:
     """A CloudTrail log file as written to S3 starts ``{"Records":[``."""
     start = head[:64].lstrip()
     return start.startswith(b"{") and b'"Records"' in start
+
+
+def envelope_entries(raw: dict[str, Any]) -> tuple[str, list[Any]] | None:
+    """The records of a transport's batch envelope, with the key that holds them: Azure
+    diagnostic settings streamed to Event Hubs (``{"records": [...]}``, one key), and a
+    Kubernetes audit webhook's ``EventList`` (``items``). None for anything else."""
+    records = raw.get("records")
+    if isinstance(records, list) and len(raw) == 1:
+        return "records", records
+    if raw.get("kind") == "EventList" and isinstance(raw.get("items"), list) and str(
+            raw.get("apiVersion", "")).startswith("audit.k8s.io/"):
+        return "items", raw["items"]
+    return None
 
 
 def log_file_entries(adapter: SourceFormat, raw: dict[str, Any]) -> list[Any] | None:

@@ -270,6 +270,8 @@ class Service:
             if result.dead_letter is not None:
                 stage = "dead_letter"
                 self._dead_letter(tp, offset, line, result.dead_letter, record.format)
+            for label, count in result.skipped_entries.items():  # entries of a batch
+                self.metrics.events_skipped.labels(label.split(":", 1)[0]).inc(count)
             if result.skipped_type is not None:
                 self.metrics.events_skipped.labels(record.format).inc()
                 return
