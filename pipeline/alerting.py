@@ -15,6 +15,7 @@ response policy's protections cannot be stepped around by leaving a claim out.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -63,6 +64,12 @@ class Lineage:
     session_id: str | None = None
     family_id: str | None = None
     ambiguous: bool = False
+    # Tokens the IdP's issuance and refresh events placed in the family (a family revocation
+    # may use their revocation handles; a handle's own family claim is not evidence).
+    family_tokens: tuple[str, ...] = ()
+
+
+MAX_FAMILY_TOKENS = 64
 
 
 def lineage_of(finding: Finding, state: StateStore) -> Lineage:
@@ -76,6 +83,10 @@ def lineage_of(finding: Finding, state: StateStore) -> Lineage:
         user_id=token.subject_id, client_id=token.client_id, session_id=token.session_id,
         family_id=token.family_id,
     ) if token is not None else Lineage()
+    family_of = finding.family_id or (ref.family_id if ref else None) or known.family_id
+    if family_of:
+        issued = [t.token_id for t in state.linked_tokens(state.families.get(family_of)) if t.issue is not None]
+        known = replace(known, family_tokens=tuple(issued[:MAX_FAMILY_TOKENS]))
     if known.user_id and known.client_id:
         return known
     session = known.session_id or event.session_id  # issuance's record first: a use's sid is a claim
@@ -227,14 +238,16 @@ class Alerter:
 
 def _lineage_details(
     known: Lineage, user_id: str | None, client_id: str | None, session_id: str | None = None
-) -> dict[str, str | bool]:
+) -> dict[str, Any]:
     """What lineage says beyond the alert's own user and client fields (which it fills when
     the trigger left them out): the response policy checks these too. The session is
     lineage's when it knows one (a use's ``sid`` claim cannot point a session revocation at
     someone else's session); a trigger that claims another is noted."""
-    details: dict[str, str | bool] = {}
+    details: dict[str, Any] = {}
     if known.session_id and session_id and session_id != known.session_id:
         details["claimed_session_id"] = session_id
+    if known.family_tokens:
+        details["lineage_family_tokens"] = json.dumps(list(known.family_tokens))  # details hold scalars
     if known.user_id and known.user_id != user_id:
         details["lineage_user_id"] = known.user_id
     if known.client_id and client_id and known.client_id != client_id:

@@ -25,6 +25,7 @@ one alert that cannot be handled does not cost the rest of its batch. A server's
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -307,7 +308,8 @@ def _alert_id(alert: Alert | Mapping[str, Any]) -> str:
 
 
 def named_token_ids(alert: Mapping[str, Any] | None) -> frozenset[str]:
-    """Token ids the alert itself names: its ``token.id`` and its evidence items' ``token_id``."""
+    """Token ids the alert itself names: its ``token.id``, its evidence items' ``token_id``,
+    and the tokens lineage knows the IdP issued into its family."""
     if not isinstance(alert, Mapping):
         return frozenset()
     token = alert.get("token")
@@ -316,7 +318,19 @@ def named_token_ids(alert: Mapping[str, Any] | None) -> frozenset[str]:
     for item in evidence if isinstance(evidence, list) else ():
         if isinstance(item, Mapping):
             ids.add(item.get("token_id"))
+    details = alert.get("details")
+    ids.update(_family_tokens(details))  # placed there by the IdP's own events
     return frozenset(i for i in ids if isinstance(i, str) and i)
+
+
+def _family_tokens(details: object) -> list[str]:
+    """``details.lineage_family_tokens``: a JSON list in a string (alert details are scalars)."""
+    text = details.get("lineage_family_tokens") if isinstance(details, Mapping) else None
+    try:
+        found = json.loads(text) if isinstance(text, str) else []
+    except ValueError:
+        return []
+    return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
 
 
 def revoked_event(action: Action, now: datetime) -> dict[str, Any]:

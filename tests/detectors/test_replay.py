@@ -255,7 +255,8 @@ def test_idp_reported_reuse() -> None:
         "Okta reported reuse of refresh token rt-1 (family fam-1) from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC)"
     )
     assert (alert.response.action, alert.token.family_id) == ("revoke_family", "fam-1")
-    assert alert.details == {"refresh_token_id": "rt-1", "reported_by": "okta"}
+    assert alert.details == {"refresh_token_id": "rt-1", "reported_by": "okta",
+                             "lineage_family_tokens": '["rt-1", "at-1"]'}  # for the family's revocation
     assert [e.event_id for e in alert.evidence] == [issue[0].event_id, report.event_id]
     # The report alone, for a token we never saw minted, is still the IdP's word.
     alone = run([reported(500, token="rt-9", family="fam-9", place=BERLIN_HOME)])
