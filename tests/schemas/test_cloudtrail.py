@@ -444,3 +444,20 @@ def test_line_cut_inside_the_session_token_is_redacted_in_the_dead_letter(cut: i
     result = normalize(line[:end])
     assert result.dead_letter is not None
     assert SECRET[:40] not in orjson.dumps(result.dead_letter).decode()
+
+
+def test_an_insights_record_is_skipped_and_counted_in_a_log_file_too() -> None:
+    """CloudTrail Insights records (the documented shape: eventType AwsCloudTrailInsight, the
+    API's source and name inside insightDetails) are findings, not API calls."""
+    insight = {
+        "eventVersion": "1.08", "eventTime": "2026-11-24T09:40:00Z", "awsRegion": "eu-central-1",
+        "eventID": "in-1", "eventType": "AwsCloudTrailInsight", "eventCategory": "Insight",
+        "recipientAccountId": "111122223333", "sharedEventID": "sh-1",
+        "insightDetails": {"state": "Start", "eventSource": "sts.amazonaws.com", "eventName": "AssumeRole",
+                           "insightType": "ApiCallRateInsight", "insightContext": {}},
+    }
+    alone = normalize(orjson.dumps(insight))
+    assert (alone.format, alone.skipped_type, alone.dead_letter) == ("cloudtrail", "AwsCloudTrailInsight", None)
+    in_file = normalize(orjson.dumps({"Records": [_use(), insight]}))
+    assert len(in_file.events) == 1 and in_file.dead_letter is None
+    assert in_file.skipped_entries == {"cloudtrail:AwsCloudTrailInsight": 1}
