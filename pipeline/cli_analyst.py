@@ -100,14 +100,20 @@ def point_in_time(text: str) -> datetime:
 
 # -- parser ------------------------------------------------------------------------------
 
+def json_option() -> argparse.ArgumentParser:
+    """The ``--json`` parent parser of the listing commands (alerts and actions alike)."""
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="JSON documents instead of a table")
+    return as_json
+
+
 def add_commands(sub: Any) -> None:
     """Register this module's sub-commands on the top-level sub-parser ``sub``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", type=Path, help="TOML configuration file (its [store] table)")
     common.add_argument("--actor", default=None, help="who you are, for the audit trail "
                         "(default: $TOKENWATCH_ACTOR, else your login name)")
-    as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="JSON documents instead of a table")
+    as_json = json_option()
 
     alerts = sub.add_parser("alerts", help="review and triage alerts in the store")
     alerts.set_defaults(func=lambda args: alerts.print_help(sys.stderr) or 2)

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.actor import ActorError, resolve_actor
-from pipeline.cli_analyst import ACTION_STATES, UsageError, opened_store, with_store
+from pipeline.cli_analyst import ACTION_STATES, UsageError, json_option, opened_store, with_store
 from pipeline.config import ConfigError, load_settings
 from pipeline.response.breaker import Breaker
 from pipeline.response.config import ResponderSettings, ResponseConfig
@@ -51,8 +51,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--alert", required=True, metavar="ID", help="alert id (see `tokenwatch alerts list`)")
     p.set_defaults(func=cmd_revoke)
 
-    as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="JSON documents instead of a table")
+    as_json = json_option()
     actions = sub.add_parser("actions", help="response actions in the store: list, approve, deny, cancel")
     actions.set_defaults(func=lambda args: actions.print_help(sys.stderr) or 2)
     xsub = actions.add_subparsers(metavar="ACTION")

@@ -42,6 +42,7 @@ from pipeline.response.config import ResponseConfig
 from pipeline.response.handles import HandleStore
 from pipeline.response.policy import plan
 from pipeline.response.responders.base import Responder, ResponderResult, RevocationHandle
+from pipeline.response.scheduling import start_interval_job
 from pipeline.store.base import AlertStore
 from schemas.actions import Action, ActionMode, AuditEntry
 from schemas.alerts import Alert
@@ -165,11 +166,7 @@ class Executor:
     def start(self) -> None:
         """Recover interrupted actions and start the retry job (APScheduler, one background thread)."""
         self.recover()
-        scheduler = BackgroundScheduler(timezone=timezone.utc)
-        scheduler.add_job(self._retry_job, "interval", seconds=self.config.retry_poll_s, id="tokenwatch-retries",
-                          max_instances=1, coalesce=True, next_run_time=_utcnow())
-        scheduler.start()
-        self._scheduler = scheduler
+        self._scheduler = start_interval_job(self._retry_job, self.config.retry_poll_s, "tokenwatch-retries")
 
     def stop(self) -> None:
         if self._scheduler is not None:

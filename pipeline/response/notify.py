@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.response.responders.base import read_secret, retry_after
 from pipeline.response.responders.http import DeadlineExceeded, bounded_request
+from pipeline.response.scheduling import start_interval_job
 from pipeline.store.base import AlertStore
 from schemas.actions import Action, AuditEntry
 
@@ -240,11 +241,7 @@ class WebhookNotifier:
 
     def start(self) -> None:
         """Deliver in the background (APScheduler, one thread), as the executor retries revocations."""
-        scheduler = BackgroundScheduler(timezone=timezone.utc)
-        scheduler.add_job(self._job, "interval", seconds=self.config.poll_s, id="tokenwatch-notify",
-                          max_instances=1, coalesce=True, next_run_time=_utcnow())
-        scheduler.start()
-        self._scheduler = scheduler
+        self._scheduler = start_interval_job(self._job, self.config.poll_s, "tokenwatch-notify")
 
     def stop(self) -> None:
         """Stop the job, try once more what is due, close the connection pool."""
