@@ -78,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     produce = sub.add_parser("produce", help="load JSON lines into a Kafka topic, keyed so one token family shares a partition")
-    produce.add_argument("--input", "-i", required=True, help="file of JSON lines, or - for stdin")
+    produce.add_argument(
+        "--input", "-i", required=True, nargs="+", metavar="PATH",
+        help="files or directories of JSON lines (several are merged by event time: the way to load a "
+        "history exported per source), or - for stdin",
+    )
     produce.add_argument("--topic", "-t", required=True, help="topic to produce to")
     produce.add_argument("--config", "-c", type=Path, help="TOML configuration file (its [kafka] table)")
     produce.add_argument("--bootstrap", help="host:port[,host:port] overriding kafka.bootstrap_servers")

@@ -87,6 +87,7 @@ class LineKey:
     basis: KeyBasis
     format: str | None = None
     reason: str | None = None
+    epoch: float | None = None  # the earliest event time of the line (backfill merge order)
 
 
 def _ids(event: CanonicalEvent) -> dict[KeyBasis, str | None]:
@@ -145,7 +146,7 @@ def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto") ->
         else:
             reason = f"skipped type {result.skipped_type}" if result.skipped_type else "no events"
         return LineKey(content_key(line), "content", result.format, reason[:200])
-    return LineKey(found[0], found[1], result.format)
+    return LineKey(found[0], found[1], result.format, epoch=min(event.epoch for event in result.events))
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, producer_kwargs
-from pipeline.kafka.keys import line_key
+from pipeline.kafka.merge import KeyedLine, input_files, keyed_lines, merge_by_time
 from pipeline.reading import LongLine, read_lines
 from pipeline.terminal import printable
 from schemas.redaction import TokenHasher
@@ -107,30 +108,45 @@ def produce(
     ``producer`` lets a caller reuse one (it is flushed, not closed); otherwise
     one is built from ``config`` and closed at the end.
     """
+    return produce_keyed(
+        keyed_lines(lines, origin, hash_token, format_name), topic, config,
+        origin=origin, producer=producer, flush_timeout_s=flush_timeout_s,
+    )
+
+
+def produce_keyed(
+    items: Iterable[KeyedLine],
+    topic: str,
+    config: KafkaConfig,
+    *,
+    origin: str = "input",
+    producer: KafkaProducer | None = None,
+    flush_timeout_s: float = 60.0,
+) -> ProduceSummary:
+    """``produce`` for lines already keyed (``merge.keyed_lines``), e.g. several files
+    merged by event time (``merge.merge_by_time``)."""
     summary = ProduceSummary(topic=topic)
     acks = _Acks()
     own = producer is None
     rejected = 0
     client = producer if producer is not None else KafkaProducer(**producer_kwargs(config))
     try:
-        for number, line in enumerate(lines, 1):
+        for item in items:
             summary.lines += 1
+            line, keyed, where = item.line, item.key, item.origin
             if isinstance(line, LongLine):  # never held whole: a broker would refuse it anyway
                 line.finish()
-                acks.failure(f"{origin}:{number}", ValueError(f"line of {line.size} bytes exceeds max_line_bytes"))
+                acks.failure(where, ValueError(f"line of {line.size} bytes exceeds max_line_bytes"))
                 rejected += 1
                 continue
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
+            if keyed is None:
                 summary.blank_lines += 1
                 continue
-            keyed = line_key(line, hash_token, format_name)
             summary.keyed_by[keyed.basis] += 1
             summary.formats[keyed.format or "unknown"] += 1
             if keyed.basis == "content":
                 summary.unmapped += 1
                 summary.unmapped_reasons[_reason_label(keyed.reason)] += 1
-            where = f"{origin}:{number}"
             try:
                 future = client.send(topic, key=keyed.key, value=line)
             except KafkaError as exc:  # too large for max_request_size, or buffer exhausted
@@ -162,8 +178,11 @@ def _reason_label(reason: str | None) -> str:
     return reason.split(":", 1)[0][:60]
 
 
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NO_TOPIC = 0, 1, 2, 3
+
+
 def run_produce(
-    input_name: str,
+    input_names: str | list[str],
     topic: str,
     config_path: Path | None = None,
     bootstrap: str | None = None,
@@ -171,12 +190,17 @@ def run_produce(
     create_partitions: int | None = None,
 ) -> int:
     """``tokenwatch produce``: exit 0 when every line was acknowledged, 1 when some
-    failed or the broker is unreachable, 2 for a configuration error."""
+    failed or the broker is unreachable, 2 for a configuration or input error, 3 when
+    the topic does not exist and ``--create-topics`` was not given.
+
+    Several files (or a directory) are merged by event time (``merge``): the way to
+    load a history exported per source."""
     from pipeline.config import ConfigError, load_settings
-    from pipeline.kafka.topics import ensure_topics
+    from pipeline.kafka.topics import ensure_topics, existing_topics
     from pipeline.secrets import token_hash_key
     from schemas.redaction import make_token_hasher
 
+    names = [input_names] if isinstance(input_names, str) else list(input_names)
     try:
         settings = load_settings(config_path)
         config, max_line_bytes = settings.kafka, settings.input.max_line_bytes
@@ -184,7 +208,15 @@ def run_produce(
             config = KafkaConfig.model_validate(config.model_dump() | {"bootstrap_servers": bootstrap})
     except (ConfigError, ValueError, OSError) as exc:
         print(printable(f"tokenwatch: configuration error: {exc}"), file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    try:
+        files = [] if names == ["-"] else input_files(names)
+    except (OSError, ValueError) as exc:
+        print(printable(f"tokenwatch produce: --input {exc}"), file=sys.stderr)
+        return EXIT_CONFIG
+    if "-" in names and len(names) > 1:
+        print("tokenwatch produce: --input - (stdin) cannot be combined with files", file=sys.stderr)
+        return EXIT_CONFIG
     hasher = make_token_hasher(token_hash_key())
     try:
         if create_partitions:
@@ -192,16 +224,28 @@ def run_produce(
             for status in ensure_topics(config.model_copy(update={"topics": KafkaTopics(**topics)}), create_partitions).values():
                 state = "created" if status.created else "exists"
                 print(f"  topic {status.name}: {state}, {status.partitions} partitions", file=sys.stderr)
-        if input_name == "-":
+        elif topic not in existing_topics(config):
+            print(printable(
+                f"tokenwatch produce: topic {topic!r} does not exist on {','.join(config.bootstrap_servers)}; "
+                "create it (--create-topics PARTITIONS) or check --topic"), file=sys.stderr)
+            return EXIT_NO_TOPIC
+        if not files:
             lines = read_lines(sys.stdin.buffer, max_line_bytes)
             summary = produce(lines, topic, config, hash_token=hasher, format_name=format_name, origin="stdin")
         else:
-            with open(input_name, "rb", buffering=1 << 20) as handle:
-                lines = read_lines(handle, max_line_bytes)
-                summary = produce(lines, topic, config, hash_token=hasher, format_name=format_name, origin=input_name)
+            with ExitStack() as stack:
+                streams = [
+                    keyed_lines(read_lines(stack.enter_context(open(path, "rb", buffering=1 << 20)), max_line_bytes),
+                                str(path), hasher, format_name)
+                    for path in files
+                ]
+                merged = streams[0] if len(streams) == 1 else merge_by_time(streams)
+                summary = produce_keyed(merged, topic, config, origin=str(files[0]))
+            if len(files) > 1:
+                print(f"  merged {len(files)} files by event time", file=sys.stderr)
     except KafkaError as exc:  # NoBrokersAvailable and friends: could not run
         print(printable(f"tokenwatch: cannot reach Kafka at {','.join(config.bootstrap_servers)}: {exc}"),
               file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(summary.render(), file=sys.stderr)
-    return 1 if summary.failed else 0
+    return EXIT_FAILED if summary.failed else EXIT_OK

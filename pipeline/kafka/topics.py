@@ -53,6 +53,15 @@ def planned_topics(
     return topics
 
 
+def existing_topics(config: KafkaConfig) -> set[str]:
+    """The topic names the cluster has (a metadata request that never creates one)."""
+    admin = KafkaAdminClient(**client_kwargs(config))
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
 def ensure_topics(
     config: KafkaConfig,
     partitions: int = 3,

@@ -14,7 +14,7 @@ from pipeline.cli import main
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs
 from pipeline.kafka.keys import line_key
 from pipeline.kafka.produce import produce
-from pipeline.kafka.topics import ensure_topics
+from pipeline.kafka.topics import ensure_topics, existing_topics
 from pipeline.normalize import Normalizer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "pipeline" / "data" / "sample.jsonl"
@@ -134,3 +134,38 @@ def test_cli_produce_creates_topics_and_prints_a_summary(kafka_bootstrap: str, t
     assert f"topic {topic}: created, 3 partitions" in err
     config = _config(kafka_bootstrap, topic)
     assert len(_consume_all(config, topic, 11)) == 11
+
+
+def test_cli_produce_merges_a_directory_by_event_time(kafka_bootstrap: str, tmp_path: Path, capsys, hasher) -> None:
+    """A history exported per format, loaded as one directory, lands in event-time order."""
+    topic = _unique("cli-backfill")
+    per_format = {path.name: path.read_bytes().splitlines() for path in sorted(FORMATS_DIR.glob("*.jsonl"))}
+    for name, lines in per_format.items():
+        (tmp_path / name).write_bytes(b"\n".join(lines) + b"\n")
+    total = sum(len(lines) for lines in per_format.values())
+
+    rc = main(["produce", "--input", str(tmp_path), "--topic", topic, "--bootstrap", kafka_bootstrap,
+               "--create-topics", "1"])
+
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"merged {len(per_format)} files by event time" in err
+    config = _config(kafka_bootstrap, topic)
+    records = sorted(_consume_all(config, topic, total), key=lambda record: record.offset)
+    normalizer = Normalizer(hasher)
+    times = [min(event.epoch for event in normalizer.normalize(record.value, "t").events) for record in records]
+    assert len(records) == total and times == sorted(times)
+
+
+def test_cli_produce_to_a_missing_topic_fails_without_create_topics(kafka_bootstrap: str, tmp_path: Path, capsys) -> None:
+    topic = _unique("cli-typo")
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(SAMPLE.read_bytes().splitlines()[0] + b"\n")
+
+    rc = main(["produce", "--input", str(path), "--topic", topic, "--bootstrap", kafka_bootstrap])
+
+    err = capsys.readouterr().err.strip()
+    assert rc == 3
+    assert err == (f"tokenwatch produce: topic '{topic}' does not exist on {kafka_bootstrap}; "
+                   "create it (--create-topics PARTITIONS) or check --topic")
+    assert topic not in existing_topics(_config(kafka_bootstrap, topic))  # and it was not auto-created by asking
