@@ -72,10 +72,19 @@ class JsonFormatter(logging.Formatter):
         return redact_text(str(value), self.hash_token)
 
 
-def configure(hash_token: TokenHasher, level: str = "INFO", stream: IO[str] | None = None) -> None:
-    """Route the root logger to JSON lines on ``stream`` (stderr by default)."""
+CLIENT_LOGGERS = ("kafka", "elasticsearch", "elastic_transport", "opensearchpy", "urllib3", "apscheduler")
+"""Third-party client libraries whose INFO lines are connection chatter, not service events."""
+
+
+def configure(
+    hash_token: TokenHasher, level: str = "INFO", stream: IO[str] | None = None, client_level: str = "WARNING"
+) -> None:
+    """Route the root logger to JSON lines on ``stream`` (stderr by default); client
+    libraries log at ``client_level`` so the service's own lines are not drowned."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(hash_token))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(client_level.upper())

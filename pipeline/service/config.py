@@ -3,6 +3,8 @@ the ``[service]`` table of the configuration (``TOKENWATCH_SERVICE__<KEY>``)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -20,6 +22,11 @@ class ServiceConfig(BaseModel):
         default=2, gt=0, description="Changelog restore ends after this many empty fetches past the end offset"
     )
     log_level: str = Field(default="INFO", description="Level of the JSON logs")
+    client_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="WARNING",
+        description="Level of the Kafka and Elasticsearch client libraries' own logs (their INFO is connection "
+        "chatter: 134 of 140 lines in 15 s); DEBUG or INFO to diagnose a connection",
+    )
     progress_every_s: float = Field(default=10.0, gt=0, description="Backlog replay: a progress log line this often")
     backlog_threshold: int = Field(
         default=10_000, ge=1, description="Consumer lag (records) above which the service reports backlog progress"

@@ -621,7 +621,7 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
     from schemas.redaction import make_token_hasher
 
     hasher = make_token_hasher(token_hash_key())
-    configure(hasher, config.log_level)
+    configure(hasher, config.log_level, client_level=config.client_log_level)
     # The changelog needs the input's partition count (changelog partition p = input partition p).
     inputs = ensure_topics(settings.kafka)
     partitions = inputs[settings.kafka.topics.input[0]].partitions or 3

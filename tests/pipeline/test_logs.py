@@ -25,3 +25,22 @@ def test_log_lines_are_json_with_extras_and_no_raw_token(hasher) -> None:
     assert lines[1]["log.level"] == "error" and "ValueError" in lines[1]["error.stack_trace"]
     assert JWT not in out.getvalue()
     logging.getLogger().handlers.clear()
+
+
+def test_client_library_chatter_is_quiet_unless_asked(hasher) -> None:
+    """kafka-python's INFO lines (connection and coordinator chatter) were 134 of 140
+    log lines in 15 s: the client libraries log at WARNING unless asked."""
+    out = io.StringIO()
+    configure(hasher, "INFO", out)
+    logging.getLogger("kafka.conn").info("<BrokerConnection ...>: connecting to 127.0.0.1:9092")
+    logging.getLogger("kafka.conn").warning("<BrokerConnection ...>: connection failed")
+    logging.getLogger("tokenwatch.service").info("partitions assigned")
+    messages = [json.loads(line)["message"] for line in out.getvalue().splitlines()]
+    assert messages == ["<BrokerConnection ...>: connection failed", "partitions assigned"]
+
+    out = io.StringIO()
+    configure(hasher, "INFO", out, client_level="INFO")
+    logging.getLogger("kafka.conn").info("connecting")
+    assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == ["connecting"]
+    logging.getLogger().handlers.clear()
+    logging.getLogger("kafka").setLevel(logging.NOTSET)
