@@ -19,11 +19,13 @@ from pipeline.config import ConfigError, Settings, defaults_toml, load_settings,
 from pipeline.enrich import Enricher
 from pipeline.reading import read_lines
 from pipeline.secrets import SecretError, token_hash_key
-from pipeline.store.base import AlertStore
+from pipeline.store.base import AlertStore, StoreNotFound
 from pipeline.terminal import printable
 from schemas.alerts import Alert
 from schemas.redaction import make_token_hasher
 from schemas.sources import FORMATS
+
+EXIT_NO_STORE = 3  # an analyst command whose store does not exist (never created empty)
 
 SAMPLE_STREAM = Path(__file__).parent / "data" / "sample.jsonl"
 
@@ -39,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, SecretError) as exc:
         print(printable(f"tokenwatch: configuration error: {exc}"), file=sys.stderr)
         return 2
+    except StoreNotFound as exc:
+        print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
+        return EXIT_NO_STORE
     except OSError as exc:
         print(printable(f"tokenwatch: cannot run: {exc}"), file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from pipeline.actor import ActorError, resolve_actor
 from pipeline.config import Settings, load_settings
 from pipeline.response.breaker import RULE_ID as BREAKER_RULE_ID
 from pipeline.store import base, render
-from pipeline.store.base import AlertStore, open_store
+from pipeline.store.base import AlertStore, StoreNotFound, open_store
 from pipeline.store.ingest import AlertFileError, import_alerts, read_alert_lines
 from pipeline.terminal import printable
 from schemas.actions import AuditEntry, Suppression
@@ -165,20 +165,28 @@ def add_commands(sub: Any) -> None:
 
     p = asub.add_parser("import", parents=[common], help="load alert JSON lines (from `tokenwatch detect`) into the store")
     p.add_argument("--input", "-i", required=True, help="file of alert JSON lines, or - for stdin")
-    p.set_defaults(func=with_store(cmd_import))
+    p.set_defaults(func=with_store(cmd_import, create=True))
 
 
 @contextmanager
 def opened_store(config: Path | None) -> Iterator[AlertStore]:
-    store = open_store(load_settings(config))
+    """The configured store for a command that reads it (a missing one raises ``StoreNotFound``)."""
+    store = open_store(load_settings(config), create=False)
     try:
         yield store
     finally:
         store.close()
 
 
-def with_store(command: Callable[[argparse.Namespace, AlertStore], int]) -> Callable[[argparse.Namespace], int]:
-    """Open the store, resolve the actor, map usage errors to exit 2 and store failures to 1.
+EXIT_NO_STORE = 3
+
+
+def with_store(
+    command: Callable[[argparse.Namespace, AlertStore], int], *, create: bool = False
+) -> Callable[[argparse.Namespace], int]:
+    """Open the store, resolve the actor, map usage errors to exit 2, store failures to 1
+    and a store that does not exist to 3 (only ``create`` commands, such as ``import``,
+    make a new one: an empty table from a mistyped path looks like "no alerts").
     The command finds the settings in ``args.settings``."""
 
     def run(args: argparse.Namespace) -> int:
@@ -189,7 +197,11 @@ def with_store(command: Callable[[argparse.Namespace, AlertStore], int]) -> Call
             return 2
         try:
             args.settings = load_settings(args.config)
-            store = open_store(args.settings)
+            try:
+                store = open_store(args.settings, create=create)
+            except StoreNotFound as exc:
+                print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
+                return EXIT_NO_STORE
             try:
                 return command(args, store)
             finally:

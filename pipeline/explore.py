@@ -115,7 +115,7 @@ def alerts_frame(settings: Settings | None = None, limit: int | None = None, **f
     settings = settings or settings_from_env()
     if limit is None:
         limit = ES_MAX_ALERTS if settings.store.backend == "elasticsearch" else 100_000
-    store = open_store(settings)
+    store = open_store(settings, create=False)
     try:
         docs = store.list_alerts(limit=limit, **filters)
     finally:
@@ -127,7 +127,7 @@ def alert_doc(alert_id: str, settings: Settings | None = None) -> dict[str, Any]
     """One stored alert document (with its evidence and triage); ``KeyError`` if unknown."""
     from pipeline.store import open_store
 
-    store = open_store(settings or settings_from_env())
+    store = open_store(settings or settings_from_env(), create=False)
     try:
         doc = store.get_alert(alert_id)
     finally:

@@ -274,8 +274,13 @@ def suppressed_entry(doc: Mapping[str, Any], s: Suppression, now: datetime) -> A
     )
 
 
-def open_store(settings: Any) -> AlertStore:
-    """The store ``settings.store`` names (``settings`` is a ``pipeline.config.Settings``)."""
+class StoreNotFound(Exception):
+    """The configured store does not exist (and the caller only reads): one line of advice."""
+
+
+def open_store(settings: Any, *, create: bool = True) -> AlertStore:
+    """The store ``settings.store`` names (``settings`` is a ``pipeline.config.Settings``).
+    Readers pass ``create=False`` so a missing SQLite file is an error, not an empty store."""
     config = settings.store
     if config.backend == "elasticsearch":
         from pipeline.store.elasticsearch import ElasticsearchStore
@@ -283,4 +288,4 @@ def open_store(settings: Any) -> AlertStore:
         return ElasticsearchStore(settings.elasticsearch, refresh=config.refresh)
     from pipeline.store.sqlite import SqliteStore
 
-    return SqliteStore(config.path, busy_timeout_s=config.busy_timeout_s)
+    return SqliteStore(config.path, busy_timeout_s=config.busy_timeout_s, create=create)

@@ -58,13 +58,23 @@ class SqliteStore:
 
     def __init__(
         self, path: str | Path = "tokenwatch.db", *, busy_timeout_s: float = 10.0,
-        clock: Callable[[], datetime] | None = None,
+        clock: Callable[[], datetime] | None = None, create: bool = True,
     ) -> None:
+        """``create=False`` (the analyst's read commands) refuses a file that does not
+        exist instead of creating an empty store; no directory is ever created: a
+        missing one is a mistyped ``store.path``."""
         self.path = str(path)
         self._clock = clock or (lambda: base.utcnow())
         self._lock = threading.RLock()
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            where = Path(self.path)
+            if not where.parent.is_dir():
+                raise base.StoreNotFound(f"store.path {self.path}: directory {where.parent} does not exist")
+            if not create and not where.exists():
+                raise base.StoreNotFound(
+                    f"store.path {self.path}: no alert store there; pass --config naming the store the "
+                    "alerts went to, or fill one first (tokenwatch detect, tokenwatch alerts import)"
+                )
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None
         )

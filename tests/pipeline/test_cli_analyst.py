@@ -388,3 +388,28 @@ def test_an_unusable_store_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
     config.write_text(f'[store]\npath = "{tmp_path / "a-directory"}"\n', encoding="utf-8")
     assert tw(config, "alerts", "list") == 1
     assert capsys.readouterr().err.startswith("tokenwatch: cannot use the store: OperationalError:")
+
+
+@pytest.mark.parametrize("argv", [("alerts", "list"), ("alerts", "show", "tw-a1"), ("actions", "list"),
+                                  ("breaker", "status")])
+def test_a_read_command_on_a_missing_store_refuses_with_advice_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    """Leaving out --config (or a mistyped store.path) used to create an empty
+    ./tokenwatch.db and print an empty table with exit 0."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TOKENWATCH_STORE__PATH", raising=False)
+    monkeypatch.setenv("TOKENWATCH_ACTOR", "alice")
+    assert main(list(argv)) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tokenwatch: store.path tokenwatch.db: no alert store there; pass --config naming the store "
+                   "the alerts went to, or fill one first (tokenwatch detect, tokenwatch alerts import)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_creates_the_store_it_fills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TOKENWATCH_STORE__PATH", raising=False)
+    (tmp_path / "alerts.jsonl").write_text("", encoding="utf-8")
+    assert main(["alerts", "import", "--input", "alerts.jsonl", "--actor", "alice"]) == 0
+    assert (tmp_path / "tokenwatch.db").is_file()

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.store import AlertStore, SqliteStore, open_store
+from pipeline.store.base import StoreNotFound
 from pipeline.store.ingest import store_alerts
 from schemas.actions import AuditEntry
 from tests.store.contract import Clock, StoreContract
@@ -34,11 +35,21 @@ class TestSqliteContract(StoreContract):
 
 
 def test_open_store_defaults_to_sqlite_at_the_configured_path(tmp_path: Path) -> None:
-    settings = Settings(store={"path": tmp_path / "sub" / "alerts.db"})
+    settings = Settings(store={"path": tmp_path / "alerts.db"})
     store = open_store(settings)
     assert isinstance(store, SqliteStore) and isinstance(store, AlertStore)
     store.close()
-    assert (tmp_path / "sub" / "alerts.db").is_file()
+    assert (tmp_path / "alerts.db").is_file()
+
+
+def test_a_store_is_never_created_in_a_missing_directory_nor_by_a_reader(tmp_path: Path) -> None:
+    """A mistyped store.path used to create an empty store (and its directories): the
+    analyst then saw "no alerts" instead of an error."""
+    with pytest.raises(StoreNotFound, match=r"store.path .*/sub/alerts.db: directory .*/sub does not exist"):
+        open_store(Settings(store={"path": tmp_path / "sub" / "alerts.db"}))
+    with pytest.raises(StoreNotFound, match="no alert store there; pass --config"):
+        open_store(Settings(store={"path": tmp_path / "alerts.db"}), create=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_file_store_uses_wal_so_readers_see_a_writers_commits(tmp_path: Path) -> None:
