@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from pipeline import exit_codes
 from pipeline.batch import DetectRun, Summary, settle_heap
 from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, masked_dump, rules_markdown
 from pipeline.enrich import Enricher
@@ -25,7 +26,6 @@ from schemas.alerts import Alert
 from schemas.redaction import make_token_hasher
 from schemas.sources import FORMATS
 
-EXIT_NO_STORE = 3  # an analyst command whose store does not exist (never created empty)
 
 SAMPLE_STREAM = Path(__file__).parent / "data" / "sample.jsonl"
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StoreNotFound as exc:
         print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
-        return EXIT_NO_STORE
+        return exit_codes.NOT_FOUND
     except OSError as exc:
         print(printable(f"tokenwatch: cannot run: {exc}"), file=sys.stderr)
         return 1
@@ -236,7 +236,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"revoke sessions; name the topics each source's logs arrive on (topics = [\"idp-events\"]), "
             f"or topics = [\"*\"] to accept that"), file=sys.stderr)
         return 2
-    return run_service(settings, settings.service)
+    from pipeline.service.startup import StartupError
+
+    try:
+        return run_service(settings, settings.service)
+    except StartupError as exc:
+        print(printable(f"tokenwatch run: {exc}"), file=sys.stderr)
+        return exc.code
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors import DETECTORS
+from pipeline import exit_codes
 from pipeline.actor import ActorError, resolve_actor
 from pipeline.config import Settings, load_settings
 from pipeline.response.breaker import RULE_ID as BREAKER_RULE_ID
@@ -178,9 +179,6 @@ def opened_store(config: Path | None) -> Iterator[AlertStore]:
         store.close()
 
 
-EXIT_NO_STORE = 3
-
-
 def with_store(
     command: Callable[[argparse.Namespace, AlertStore], int], *, create: bool = False
 ) -> Callable[[argparse.Namespace], int]:
@@ -201,7 +199,7 @@ def with_store(
                 store = open_store(args.settings, create=create)
             except StoreNotFound as exc:
                 print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
-                return EXIT_NO_STORE
+                return exit_codes.NOT_FOUND
             try:
                 return command(args, store)
             finally:

@@ -21,6 +21,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from pipeline import exit_codes
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, producer_kwargs
 from pipeline.kafka.merge import KeyedLine, input_files, keyed_lines, merge_by_time
 from pipeline.reading import LongLine, read_lines
@@ -178,9 +179,6 @@ def _reason_label(reason: str | None) -> str:
     return reason.split(":", 1)[0][:60]
 
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NO_TOPIC = 0, 1, 2, 3
-
-
 def run_produce(
     input_names: str | list[str],
     topic: str,
@@ -190,8 +188,8 @@ def run_produce(
     create_partitions: int | None = None,
 ) -> int:
     """``tokenwatch produce``: exit 0 when every line was acknowledged, 1 when some
-    failed or the broker is unreachable, 2 for a configuration or input error, 3 when
-    the topic does not exist and ``--create-topics`` was not given.
+    failed, 2 for a configuration or input error, 3 when the topic does not exist and
+    ``--create-topics`` was not given, 4 when no broker answers (``exit_codes``).
 
     Several files (or a directory) are merged by event time (``merge``): the way to
     load a history exported per source."""
@@ -208,15 +206,15 @@ def run_produce(
             config = KafkaConfig.model_validate(config.model_dump() | {"bootstrap_servers": bootstrap})
     except (ConfigError, ValueError, OSError) as exc:
         print(printable(f"tokenwatch: configuration error: {exc}"), file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     try:
         files = [] if names == ["-"] else input_files(names)
     except (OSError, ValueError) as exc:
         print(printable(f"tokenwatch produce: --input {exc}"), file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     if "-" in names and len(names) > 1:
         print("tokenwatch produce: --input - (stdin) cannot be combined with files", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     hasher = make_token_hasher(token_hash_key())
     try:
         if create_partitions:
@@ -228,7 +226,7 @@ def run_produce(
             print(printable(
                 f"tokenwatch produce: topic {topic!r} does not exist on {','.join(config.bootstrap_servers)}; "
                 "create it (--create-topics PARTITIONS) or check --topic"), file=sys.stderr)
-            return EXIT_NO_TOPIC
+            return exit_codes.NOT_FOUND
         if not files:
             lines = read_lines(sys.stdin.buffer, max_line_bytes)
             summary = produce(lines, topic, config, hash_token=hasher, format_name=format_name, origin="stdin")
@@ -244,8 +242,8 @@ def run_produce(
             if len(files) > 1:
                 print(f"  merged {len(files)} files by event time", file=sys.stderr)
     except KafkaError as exc:  # NoBrokersAvailable and friends: could not run
-        print(printable(f"tokenwatch: cannot reach Kafka at {','.join(config.bootstrap_servers)}: {exc}"),
-              file=sys.stderr)
-        return EXIT_FAILED
+        print(printable(f"tokenwatch: cannot reach Kafka at {','.join(config.bootstrap_servers)} "
+                        f"(kafka.bootstrap_servers / --bootstrap): {type(exc).__name__}"), file=sys.stderr)
+        return exit_codes.KAFKA_UNREACHABLE
     print(summary.render(), file=sys.stderr)
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return exit_codes.FAILED if summary.failed else exit_codes.OK

@@ -53,9 +53,15 @@ def planned_topics(
     return topics
 
 
+def _admin(config: KafkaConfig) -> KafkaAdminClient:
+    """An admin client that gives up on an unreachable cluster after ``request_timeout_ms``
+    (the first call a command makes, so a wrong bootstrap address fails in that time)."""
+    return KafkaAdminClient(**client_kwargs(config), bootstrap_timeout_ms=config.request_timeout_ms)
+
+
 def existing_topics(config: KafkaConfig) -> set[str]:
     """The topic names the cluster has (a metadata request that never creates one)."""
-    admin = KafkaAdminClient(**client_kwargs(config))
+    admin = _admin(config)
     try:
         return set(admin.list_topics())
     finally:
@@ -78,7 +84,7 @@ def ensure_topics(
     success; any other per-topic error raises.
     """
     plan = planned_topics(config, partitions, revocation_partitions, changelog_stores, revocation_retention_s)
-    admin = KafkaAdminClient(**client_kwargs(config))
+    admin = _admin(config)
     try:
         existing = set(admin.list_topics())
         missing = {

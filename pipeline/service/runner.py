@@ -24,6 +24,7 @@ rewound to its committed offset before it is resumed.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import threading
@@ -38,6 +39,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
+from pipeline import exit_codes
 from pipeline.config import Settings
 from pipeline.engine import Enrich
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
@@ -55,6 +57,7 @@ from pipeline.service.dead_letters import (
 from pipeline.service.partitions import STATE_STORE, PartitionState, new_partition_state, restore_partition
 from pipeline.service.response import ServiceResponse, handle_store
 from pipeline.service.revocations import RevocationFeed, is_global
+from pipeline.service.startup import StartupError, StoppedBeforeStart, lasting_refusal
 from pipeline.sinks.base import RAW_FIELD, SOURCE_FIELD, Sink, SinkUnavailable
 from pipeline.trust import TrustRules, refused_letter
 from schemas.alerts import Alert
@@ -164,7 +167,15 @@ class Service:
         return Health(self.paused_reason is None, detail)
 
     def run(self) -> None:
-        self._start_sinks()
+        try:
+            self._start_sinks()
+        except StoppedBeforeStart:  # SIGTERM while a sink was still unavailable: nothing consumed yet
+            log.info("stopped before the sinks became available")
+            self.close()
+            return
+        except StartupError:
+            self.close()
+            raise
         if self.response is not None:
             self.response.start()
         self._retraining = self._start_retraining()
@@ -233,8 +244,11 @@ class Service:
                     sink.start()
                     break
                 except SinkUnavailable as exc:
+                    refusal = lasting_refusal(exc, self.settings.elasticsearch)
+                    if refusal is not None:
+                        raise StartupError(exit_codes.ELASTICSEARCH_REFUSED, refusal) from None
                     if self._stop.is_set():
-                        raise
+                        raise StoppedBeforeStart from None
                     # Not subscribed yet: nothing is consumed, nothing committed; /healthz says why.
                     self.paused_reason = f"{exc.sink}: {exc.reason}"
                     log.warning("sink unavailable at start", extra={"sink": sink.name, "reason": exc.reason})
@@ -622,17 +636,33 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
 
     hasher = make_token_hasher(token_hash_key())
     configure(hasher, config.log_level, client_level=config.client_log_level)
-    # The changelog needs the input's partition count (changelog partition p = input partition p).
-    inputs = ensure_topics(settings.kafka)
-    partitions = inputs[settings.kafka.topics.input[0]].partitions or 3
-    ensure_topics(settings.kafka, partitions, changelog_stores=(STATE_STORE,),
-                  revocation_retention_s=settings.state.revocation_retention_s)
-    enricher = Enricher(settings.enrich)
-    enricher.warm()
-    sinks: list[Sink] = [ElasticsearchSink(settings.elasticsearch), KafkaSink(settings.kafka)]
-    service = Service(settings, config, hasher, sinks, enricher)
+    try:
+        # The changelog needs the input's partition count (changelog partition p = input partition p).
+        inputs = ensure_topics(settings.kafka)
+        partitions = inputs[settings.kafka.topics.input[0]].partitions or 3
+        ensure_topics(settings.kafka, partitions, changelog_stores=(STATE_STORE,),
+                      revocation_retention_s=settings.state.revocation_retention_s)
+        enricher = Enricher(settings.enrich)
+        enricher.warm()
+        sinks: list[Sink] = [ElasticsearchSink(settings.elasticsearch), KafkaSink(settings.kafka)]
+        service = Service(settings, config, hasher, sinks, enricher)
+    except KafkaError as exc:
+        raise StartupError(
+            exit_codes.KAFKA_UNREACHABLE,
+            f"cannot reach Kafka at {','.join(settings.kafka.bootstrap_servers)} (kafka.bootstrap_servers): "
+            f"{type(exc).__name__}",
+        ) from None
     service.install_signal_handlers()
-    server = MetricsServer(service.metrics, service.health, config.metrics_host, config.metrics_port).start()
+    try:
+        server = MetricsServer(service.metrics, service.health, config.metrics_host, config.metrics_port).start()
+    except OSError as exc:
+        service.close()
+        raise StartupError(
+            exit_codes.PORT_IN_USE if exc.errno == errno.EADDRINUSE else exit_codes.CONFIG,
+            f"cannot listen on {config.metrics_host}:{config.metrics_port} (service.metrics_host / "
+            f"service.metrics_port): {exc.strerror or exc}; another tokenwatch run on this host? "
+            "give each instance its own port (0: any free port)",
+        ) from None
     log.info("metrics listening", extra={"host": config.metrics_host, "port": server.port})
     try:
         service.run()
