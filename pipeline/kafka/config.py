@@ -144,6 +144,7 @@ def consumer_kwargs(config: KafkaConfig, group: bool = True) -> dict[str, Any]:
     offsets are committed by the checkpoint, never automatically."""
     kwargs = client_kwargs(config) | {
         "check_crcs": True,
+        "allow_auto_create_topics": False,  # a mistyped topic is an error, never a new empty topic
         "enable_auto_commit": False,
         "auto_offset_reset": config.auto_offset_reset,
         "max_poll_records": config.max_poll_records,

@@ -22,7 +22,7 @@ from kafka.structs import OffsetAndMetadata
 
 from detectors.state_codec import dirty_records
 from pipeline.metrics import ServiceMetrics
-from pipeline.service.partitions import PartitionState
+from pipeline.service.partitions import ORIGIN_HEADER, PartitionState
 from pipeline.sinks.base import RAW_FIELD, Rejected, Sink, Unencodable, encode
 from schemas.alerts import Alert
 
@@ -111,12 +111,15 @@ def dead_letter_rejected(rejected: Rejected, refused_by: str, others: Iterable[S
 
 
 def write_changelog(producer: KafkaProducer, topic: str, states: Iterable[PartitionState],
-                    timeout_s: float = 30.0) -> int:
-    """Send each partition's changed keys to changelog partition = its input partition; wait for acks."""
+                    timeout_s: float = 30.0, origin: bytes | None = None) -> int:
+    """Send each partition's changed keys to changelog partition = its input partition; wait for acks.
+    ``origin`` (the input topics, ``partitions.changelog_origin``) rides on every record as the
+    ``ORIGIN_HEADER`` header, so state is never restored onto another topic's partitions."""
     futures = []
+    headers = [(ORIGIN_HEADER, origin)] if origin is not None else None
     for state in states:
         for key, value in dirty_records(state.store):
-            futures.append(producer.send(topic, key=key, value=value, partition=state.partition))
+            futures.append(producer.send(topic, key=key, value=value, partition=state.partition, headers=headers))
     producer.flush(timeout=timeout_s)
     for future in futures:
         future.get(timeout=0)  # raises the send error: the checkpoint fails, offsets stay
@@ -135,6 +138,7 @@ def checkpoint(
     states: list[PartitionState],
     sinks: list[Sink],
     metrics: ServiceMetrics | None = None,
+    origin: bytes | None = None,
 ) -> None:
     """The full checkpoint of ``states`` (all assigned, or the ones being revoked)."""
     if not states and not any(sink.pending for sink in sinks):
@@ -142,7 +146,7 @@ def checkpoint(
     started = time.perf_counter()
     stage_open_alerts(states, sinks)
     written = flush_sinks(sinks)
-    changed = write_changelog(producer, changelog_topic, states)
+    changed = write_changelog(producer, changelog_topic, states, origin=origin)
     offsets: dict[TopicPartition, int] = {}
     for state in states:
         offsets.update(state.commit_offsets())

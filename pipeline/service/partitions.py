@@ -17,7 +17,9 @@ end offset alone is not trusted (Tansu reports it short).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -79,13 +81,29 @@ def new_partition_state(partition: int, settings: Settings, enrich: Enrich | Non
     return PartitionState(partition, engine)
 
 
+ORIGIN_HEADER = "tokenwatch.input"
+"""Changelog record header naming the input topics whose state the record holds."""
+
+
+class ChangelogMismatch(Exception):
+    """The changelog holds the state of other input topics than the ones being read."""
+
+
+def changelog_origin(input_topics: Iterable[str]) -> bytes:
+    """The ``ORIGIN_HEADER`` value: the input topics, sorted, comma-separated."""
+    return ",".join(sorted(input_topics)).encode("utf-8")
+
+
 def restore_partition(
-    consumer: KafkaConsumer, topic: str, state: PartitionState, idle_polls: int = 2, timeout_s: float = 120.0
+    consumer: KafkaConsumer, topic: str, state: PartitionState, idle_polls: int = 2, timeout_s: float = 120.0,
+    origin: bytes | None = None,
 ) -> int:
     """Apply changelog partition ``state.partition`` of ``topic`` to the state; returns records read.
 
     ``consumer`` is a group-less consumer reused for every restore. The restored
-    keys are not marked dirty (they are already in the changelog).
+    keys are not marked dirty (they are already in the changelog). A record written
+    for other input topics than ``origin`` raises ``ChangelogMismatch`` (records
+    without the header predate it and are taken).
     """
     tp = TopicPartition(topic, state.partition)
     consumer.assign([tp])
@@ -97,6 +115,8 @@ def restore_partition(
     while time.monotonic() < deadline:
         batch = consumer.poll(timeout_ms=200).get(tp, [])
         for record in batch:
+            if origin is not None:
+                _check_origin(record, origin, topic)
             restorer.apply(record.key, record.value)
         count += len(batch)
         if batch:
@@ -112,3 +132,15 @@ def restore_partition(
     state.store.take_dirty()  # the restored keys are in the changelog already
     state.engine.restored()
     return count
+
+
+def _check_origin(record: Any, origin: bytes, topic: str) -> None:
+    for name, value in record.headers or ():
+        if name == ORIGIN_HEADER and value != origin:
+            theirs = value.decode("utf-8", "replace")
+            ours = origin.decode("utf-8", "replace")
+            raise ChangelogMismatch(
+                f"changelog {topic} holds the state of input topics [{theirs}], not of [{ours}] "
+                "(kafka.topics.input); give these topics their own kafka.topics.changelog_prefix, "
+                "or correct kafka.topics.input"
+            )

@@ -54,7 +54,14 @@ from pipeline.service.dead_letters import (
     original_without_handle,
     judged_event_tracer,
 )
-from pipeline.service.partitions import STATE_STORE, PartitionState, new_partition_state, restore_partition
+from pipeline.service.partitions import (
+    STATE_STORE,
+    ChangelogMismatch,
+    PartitionState,
+    changelog_origin,
+    new_partition_state,
+    restore_partition,
+)
 from pipeline.service.response import ServiceResponse, handle_store
 from pipeline.service.revocations import RevocationFeed, is_global
 from pipeline.service.startup import StartupError, StoppedBeforeStart, lasting_refusal
@@ -135,6 +142,7 @@ class Service:
         self.trust = TrustRules(settings.trust)
         kafka = settings.kafka
         self.changelog_topic = kafka.topics.changelog(STATE_STORE)
+        self.origin = changelog_origin(kafka.topics.input)
         self.consumer = KafkaConsumer(
             **consumer_kwargs(kafka), partition_assignment_strategy=[RangePartitionAssignor]
         )
@@ -487,7 +495,8 @@ class Service:
         while True:
             current = list(self.states.values()) if states is None else states  # a rebalance may have run
             try:
-                checkpoint(self.consumer, self.producer, self.changelog_topic, current, self.sinks, self.metrics)
+                checkpoint(self.consumer, self.producer, self.changelog_topic, current, self.sinks, self.metrics,
+                           origin=self.origin)
                 break
             except SinkUnavailable as exc:
                 if self.paused_reason is None:
@@ -578,7 +587,11 @@ class Service:
         for number in sorted(self._to_restore):
             state = new_partition_state(number, self.settings, self.enrich)
             started = time.perf_counter()
-            records = restore_partition(self.restorer, self.changelog_topic, state, self.config.restore_idle_polls)
+            try:
+                records = restore_partition(self.restorer, self.changelog_topic, state,
+                                            self.config.restore_idle_polls, origin=self.origin)
+            except ChangelogMismatch as exc:
+                raise StartupError(exit_codes.CONFIG, str(exc)) from None
             self.states[number] = state
             self._apply_global(self.revocations.retained(), [state])
             self._rewind(number)
@@ -627,7 +640,7 @@ class BacklogProgress:
 def run_service(settings: Settings, config: ServiceConfig) -> int:
     """``tokenwatch run``: build sinks, topics, metrics; run until SIGTERM/SIGINT."""
     from pipeline.enrich import Enricher
-    from pipeline.kafka.topics import ensure_topics
+    from pipeline.kafka.topics import ensure_topics, existing_topics
     from pipeline.logs import configure
     from pipeline.secrets import token_hash_key
     from pipeline.sinks.elasticsearch import ElasticsearchSink
@@ -637,6 +650,15 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
     hasher = make_token_hasher(token_hash_key())
     configure(hasher, config.log_level, client_level=config.client_log_level)
     try:
+        kafka = settings.kafka
+        present = existing_topics(kafka)
+        missing = [name for name in kafka.topics.input if name not in present]
+        if missing:  # never created here: a mistyped name would quietly read nothing
+            raise StartupError(
+                exit_codes.NOT_FOUND,
+                f"input topic {', '.join(missing)} does not exist on {','.join(kafka.bootstrap_servers)} "
+                "(kafka.topics.input); correct the name, or create it: tokenwatch produce --create-topics N",
+            )
         # The changelog needs the input's partition count (changelog partition p = input partition p).
         inputs = ensure_topics(settings.kafka)
         partitions = inputs[settings.kafka.topics.input[0]].partitions or 3
