@@ -33,6 +33,7 @@ from schemas.sources import (
     SourceFormat,
     UnsupportedEventType,
     detect_format,
+    parse_text_record,
 )
 from schemas.sources.base import InvalidFields
 
@@ -125,7 +126,10 @@ class Normalizer:
         try:
             raw = parse_line(line, self.config.max_depth, self.repairs)
         except NotJSON as exc:
-            return self._dead(line, origin, exc.reason, None)
+            # A text format's line (Keycloak's plain log lines) stands for a record of its format.
+            raw = parse_text_record(line, self.forced.name if self.forced else None)
+            if raw is None:
+                return self._dead(line, origin, exc.reason, None)
         if not isinstance(raw, dict):
             return self._dead(line, origin, f"not a JSON object but {type(raw).__name__}", None)
         if HANDLE_FIELD in raw:

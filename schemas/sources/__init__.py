@@ -6,7 +6,7 @@ Adding a format is adding one module here and one line to ``_ADAPTERS``;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from schemas.sources.base import (
@@ -22,7 +22,10 @@ from schemas.sources.entra import EntraFormat
 from schemas.sources.gateway import GatewayFormat
 from schemas.sources.graph import GraphFormat
 from schemas.sources.k8s import K8sAuditFormat
+from schemas.sources.k8s_aks import AksAuditFormat
+from schemas.sources.k8s_gke import GkeAuditFormat
 from schemas.sources.keycloak import KeycloakFormat
+from schemas.sources.keycloak_text import log_line_record
 from schemas.sources.okta import OktaFormat
 
 _ADAPTERS: tuple[SourceFormat, ...] = (
@@ -34,9 +37,17 @@ _ADAPTERS: tuple[SourceFormat, ...] = (
     GraphFormat(),
     CloudTrailFormat(),
     K8sAuditFormat(),
+    AksAuditFormat(),
+    GkeAuditFormat(),
 )
 
 FORMATS: dict[str, SourceFormat] = {adapter.name: adapter for adapter in _ADAPTERS}
+
+TEXT_FORMATS: dict[str, Callable[[bytes], dict[str, Any] | None]] = {
+    "keycloak": log_line_record,
+}
+"""Formats that also arrive as non-JSON text lines: name -> a reader that turns such a line
+into the JSON record its format's adapter reads (None: not its line)."""
 
 
 class UnknownFormat(InvalidRecord):
@@ -59,8 +70,23 @@ def detect_format(raw: Mapping[str, Any]) -> SourceFormat:
     raise UnknownFormat(f"ambiguous format: matches {names}")
 
 
+def parse_text_record(line: bytes, forced: str | None = None) -> dict[str, Any] | None:
+    """The record a non-JSON line stands for, from the first text format that reads it (only
+    ``forced``'s reader when a format is forced); None when none does."""
+    if forced is None:
+        readers = tuple(TEXT_FORMATS.values())
+    else:
+        readers = (TEXT_FORMATS[forced],) if forced in TEXT_FORMATS else ()
+    for read in readers:
+        record = read(line)
+        if record is not None:
+            return record
+    return None
+
+
 __all__ = [
     "FORMATS",
+    "TEXT_FORMATS",
     "AdapterContext",
     "InvalidRecord",
     "PartialRecord",
@@ -68,4 +94,5 @@ __all__ = [
     "UnknownFormat",
     "UnsupportedEventType",
     "detect_format",
+    "parse_text_record",
 ]

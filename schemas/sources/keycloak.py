@@ -1,9 +1,16 @@
-"""Keycloak user events, as Keycloak's JSON event listener writes them.
+"""Keycloak user events, as Keycloak's JSON event listener writes them, and the other shapes of one event.
 
 One record is one Keycloak event: ``time`` (epoch ms), ``type``, ``realmId``
 (the tenant), ``clientId``, ``userId``, ``sessionId``, ``ipAddress``,
 ``error`` and ``details`` (string → string). Wrapper keys some listeners add
 (``timestamp``, ``eventType``, ``realmName``, ``loggerName``) are ignored.
+
+The same event in its other shapes is brought to this one and mapped below:
+flat third-party JSON (time in seconds or ISO, details at the top level:
+``keycloak_flat``), the ``jboss-logging`` listener's text in a plain or JSON log
+line (``keycloak_text``); admin events are mapped by ``keycloak_admin``. Other
+log records of Keycloak's ``org.keycloak`` loggers in a JSON log stream are
+skipped as ``log record``.
 
 Keycloak's refresh chain is one client's part of a user session (its client
 session): each client that joins an SSO session gets its own refresh tokens,
@@ -14,10 +21,16 @@ rotated and revoked on their own. So ``family_id`` is ``"<sessionId>/<clientId>"
 type → canonical (family_id):
 
 - LOGIN → session_started; plus ``issued`` tokens when the details name them
-  (the password grant logs LOGIN with its token ids) (session/client).
+  (the password grant logs LOGIN with its token ids) (session/client). Keycloak
+  gives every LOGIN its session, but ``jboss-logging`` before Keycloak 24 does not
+  print it: without ``sessionId`` only the named tokens are mapped (family None),
+  else the record is skipped as ``LOGIN without sessionId``.
 - CODE_TO_TOKEN, OAUTH2_DEVICE_CODE_TO_TOKEN, AUTHREQID_TO_TOKEN → ``issued``
   access token (``token_id``) and refresh token (``refresh_token_id``;
-  "Refresh" and "Offline" are both type refresh) (session/client).
+  "Refresh" and "Offline" are both type refresh) (session/client). A grant whose
+  record names no token id (a listener that drops the details) has nothing to
+  follow: skipped as ``<type> without token id``, as are REFRESH_TOKEN and
+  TOKEN_EXCHANGE records naming none.
 - CLIENT_LOGIN → ``issued`` to the service account (session/client when the
   event has a session, else None: a sessionless client-credentials token is no
   refresh chain, and a made-up ``client:<id>`` family would lump every token of
@@ -36,7 +49,8 @@ type → canonical (family_id):
 - INTROSPECT_TOKEN / INTROSPECT_TOKEN_ERROR → ``used`` (success / failure)
   (None: ``clientId`` is the resource server asking, not the token's client;
   the lineage state knows the family from the token's issuance).
-- LOGOUT → session_ended: the whole SSO session, every client.
+- LOGOUT → session_ended: the whole SSO session, every client (skipped as
+  ``LOGOUT without sessionId`` when the line does not print it).
 - REVOKE_GRANT → ``revoked`` target token for each named token id (``#at``,
   ``#rt``), and target family (``#family``, family
   "<sessionId>/<revoked_client or clientId>") for the client's grant, unless
@@ -64,7 +78,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import (
     CanonicalEvent,
@@ -77,7 +91,10 @@ from schemas.events import (
     TokenType,
 )
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import Memo, client_address, content_id, epoch_to_utc, explain, invalid
+from schemas.sources.common import Memo, client_address, content_id, explain, invalid
+from schemas.sources.keycloak_admin import admin_events, is_admin_event
+from schemas.sources.keycloak_flat import event_time, flat_details
+from schemas.sources.keycloak_text import event_record, is_event_message, logger_of, record_time
 
 EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 _ISSUING_GRANTS = {
@@ -115,8 +132,9 @@ class KeycloakDetails(_Lenient):
 
 
 class KeycloakEvent(_Lenient):
+    """The record; its time is read by ``keycloak_flat.event_time`` (ms, s or ISO, or a wrapper's)."""
+
     id: str | None = _ID
-    time: StrictInt | StrictFloat
     type: str = Field(min_length=1, max_length=_MAX_TYPE)
     realmId: str | None = _ID
     clientId: str | None = _ID
@@ -128,6 +146,7 @@ class KeycloakEvent(_Lenient):
 
 
 _NO_DETAILS = KeycloakDetails()
+_DETAIL_KEYS = tuple(KeycloakDetails.model_fields)
 
 # One planned event: (id suffix, kind, fields beyond the record's common ones).
 Planned = tuple[str, EventKind, dict[str, Any]]
@@ -156,9 +175,20 @@ class KeycloakFormat:
         self._used_refs: Memo[str, TokenRef] = Memo()
 
     def matches(self, raw: Mapping[str, Any]) -> bool:
-        return "realmId" in raw and "type" in raw
+        return ("realmId" in raw and "type" in raw) or is_admin_event(raw) or logger_of(raw) is not None
 
     def to_events(self, raw: Mapping[str, Any], ctx: AdapterContext) -> list[CanonicalEvent]:
+        logger = logger_of(raw) if "message" in raw else None
+        if logger is not None:  # a JSON log record (or a plain log line read as one)
+            message = raw["message"]
+            if not is_event_message(logger, message):
+                raise UnsupportedEventType("log record")
+            raw = event_record(message, record_time(raw), ctx)
+        if is_admin_event(raw):
+            return admin_events(self.name, raw, event_time(raw))
+        return self._user_events(raw, ctx)
+
+    def _user_events(self, raw: Mapping[str, Any], ctx: AdapterContext) -> list[CanonicalEvent]:
         kind = raw.get("type")
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None and isinstance(kind, str) and 0 < len(kind) <= _MAX_TYPE:
@@ -169,11 +199,9 @@ class KeycloakFormat:
             raise invalid("keycloak: ", exc) from None
         if handler is None:  # unreachable: validation rejects every type the table lacks
             raise UnsupportedEventType(rec.type)
-        try:
-            time = epoch_to_utc(rec.time, millis=True)
-        except InvalidRecord as exc:
-            raise InvalidRecord(f"keycloak: time: {exc.reason}") from None
-        planned = handler(rec, rec.details or _NO_DETAILS, time)
+        time = event_time(raw)
+        details = _details(rec.details, raw, ctx)
+        planned = handler(rec, details, time)
         base_id = f"{self.name}:{rec.id}" if rec.id else _content_id(self.name, raw)
         common = {
             "time": time,
@@ -182,9 +210,9 @@ class KeycloakFormat:
             "client_id": rec.clientId,
             "session_id": rec.sessionId,
             "network": self._network(rec.ipAddress, ctx),
-            "outcome": self._outcome(rec),
+            "outcome": self._outcome(rec, details),
         }
-        subject = self._subject(rec)
+        subject = self._subject(rec, details)
         try:
             return [
                 CanonicalEvent(event_id=base_id + suffix, kind=event_kind, **{"subject": subject, **common, **fields})
@@ -196,17 +224,17 @@ class KeycloakFormat:
     # -- per event type -----------------------------------------------------------
     def _login(self, rec: KeycloakEvent, d: KeycloakDetails, time: datetime) -> list[Planned]:
         """A login starts the SSO session; a password grant also names the tokens it minted."""
-        if not rec.sessionId:
-            raise InvalidRecord("keycloak: LOGIN without sessionId")
-        planned: list[Planned] = [("", EventKind.SESSION_STARTED, {})]
+        planned: list[Planned] = [("", EventKind.SESSION_STARTED, {})] if rec.sessionId else []
         if d.token_id or d.refresh_token_id:
             planned += self._minted(rec, d, time, d.grant_type or "password")
+        if not planned:
+            raise UnsupportedEventType("LOGIN without sessionId")
         return planned
 
     def _grant(self, rec: KeycloakEvent, d: KeycloakDetails, time: datetime) -> list[Planned]:
         planned = self._minted(rec, d, time, d.grant_type or _ISSUING_GRANTS[rec.type])
         if not planned:
-            raise InvalidRecord(f"keycloak: {rec.type} names no token (details.token_id, details.refresh_token_id)")
+            raise UnsupportedEventType(f"{rec.type} without token id")
         return planned
 
     def _exchange(self, rec: KeycloakEvent, d: KeycloakDetails, time: datetime) -> list[Planned]:
@@ -218,7 +246,7 @@ class KeycloakFormat:
         audience = tuple(a for a in d.audience.replace(",", " ").split() if a) if d.audience else ()
         planned = self._minted(rec, d, time, EXCHANGE_GRANT, parent=d.subject_token_id, audience=audience)
         if not planned:
-            raise InvalidRecord("keycloak: TOKEN_EXCHANGE names no token (details.token_id)")
+            raise UnsupportedEventType("TOKEN_EXCHANGE without token id")
         return [(suffix, kind, {**fields, **extra}) for suffix, kind, fields in planned]
 
     def _refresh(self, rec: KeycloakEvent, d: KeycloakDetails, time: datetime) -> list[Planned]:
@@ -226,7 +254,7 @@ class KeycloakFormat:
         same id) only an access token was minted and the presented token stays current."""
         presented = d.refresh_token_id
         if not presented:
-            raise InvalidRecord("keycloak: REFRESH_TOKEN without details.refresh_token_id")
+            raise UnsupportedEventType("REFRESH_TOKEN without refresh_token_id")
         family, scopes = _family(rec.sessionId, rec.clientId), self._scopes(d.scope)
         fields = {"grant_type": "refresh_token", "scopes": scopes}
         rotated = d.updated_refresh_token_id if d.updated_refresh_token_id != presented else None
@@ -238,7 +266,7 @@ class KeycloakFormat:
             ref = TokenRef(id=d.token_id, type=TokenType.ACCESS, family_id=family, parent_id=presented, issued_at=time)
             planned.append(("#at", EventKind.ISSUED if rotated else EventKind.REFRESHED, {**fields, "token": ref}))
         if not planned:
-            raise InvalidRecord("keycloak: REFRESH_TOKEN names no new token (details.token_id)")
+            raise UnsupportedEventType("REFRESH_TOKEN without token id")
         return planned
 
     def _refresh_error(self, rec: KeycloakEvent, d: KeycloakDetails, time: datetime) -> list[Planned]:
@@ -268,7 +296,7 @@ class KeycloakFormat:
 
     def _logout(self, rec: KeycloakEvent, d: KeycloakDetails, time: datetime) -> list[Planned]:
         if not rec.sessionId:
-            raise InvalidRecord("keycloak: LOGOUT without sessionId")
+            raise UnsupportedEventType("LOGOUT without sessionId")
         return [("", EventKind.SESSION_ENDED, {})]
 
     def _revoke(self, rec: KeycloakEvent, d: KeycloakDetails, time: datetime) -> list[Planned]:
@@ -333,10 +361,10 @@ class KeycloakFormat:
                 planned.append((suffix, EventKind.ISSUED, {**fields, "token": ref}))
         return planned
 
-    def _subject(self, rec: KeycloakEvent) -> Subject | None:
+    def _subject(self, rec: KeycloakEvent, d: KeycloakDetails) -> Subject | None:
         if not rec.userId:
             return None
-        name = rec.details.username if rec.details is not None else None
+        name = d.username
         kind = _subject_kind(rec.type, name)
         key = (rec.userId, name, kind)
         return self._subjects.get(key) or self._subjects.put(key, Subject(id=rec.userId, name=name, kind=kind))
@@ -349,11 +377,11 @@ class KeycloakFormat:
             return _NO_NETWORK
         return self._networks.get(ip) or self._networks.put(ip, Network(ip=ip))
 
-    def _outcome(self, rec: KeycloakEvent) -> Outcome:
+    def _outcome(self, rec: KeycloakEvent, d: KeycloakDetails) -> Outcome:
         failed = rec.error is not None or rec.type.endswith("_ERROR")
         if not failed:
             return _SUCCESS
-        key = (rec.error or rec.type.lower(), rec.details.reason if rec.details is not None else None)
+        key = (rec.error or rec.type.lower(), d.reason)
         found = self._outcomes.get(key)
         if found is None:
             text = "; ".join(part for part in key if part)
@@ -371,6 +399,16 @@ class KeycloakFormat:
 
 _SUCCESS = Outcome()
 _NO_NETWORK = Network()
+
+
+def _details(nested: KeycloakDetails | None, raw: Mapping[str, Any], ctx: AdapterContext) -> KeycloakDetails:
+    """The ``details`` object, completed by the detail keys a flat listener puts at the top
+    level (``keycloak_flat``); a key in ``details`` wins."""
+    missing = _DETAIL_KEYS if nested is None else [k for k in _DETAIL_KEYS if getattr(nested, k) is None]
+    flat = flat_details(raw, missing, ctx)
+    if not flat:
+        return nested or _NO_DETAILS
+    return KeycloakDetails(**{**flat, **(nested.model_dump(exclude_none=True) if nested else {})})
 
 
 def _family(session_id: str | None, client_id: str | None) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -265,3 +267,177 @@ def test_resource_server_in_a_cloud_reads_as_a_hosting_use_until_its_range_is_al
     assert detect_lines(events).hits == [("geo_divergence.issue_use_divergence", "at-2")]
     allowlisted = {"enrich": {"allowlist": [{"name": "orders-api", "cidrs": ["3.120.5.0/24"]}]}}
     assert detect_lines(events, allowlisted).alerts == []
+
+
+# -- the other shapes of the same events (issue 13) ------------------------------------------
+# Rendered as Keycloak's documentation and the jboss-logging listener's source say it writes them:
+# the pairs in JBossLoggingEventListenerProvider's order (type, realmId, realmName, clientId, userId,
+# sessionId when set, ipAddress, error when set, the details), values in "…" with the quote escaped;
+# admin events as operationType, the admin's realmId/clientId/userId/ipAddress, resourceType,
+# resourcePath, representation; in the default console pattern or a Quarkus JSON / ECS log record.
+ADMIN_ID = "9e8d7c6b-5a49-4382-a1b0-c9d8e7f6a5b4"
+
+
+def _q(value: object) -> str:
+    return '"' + str("null" if value is None else value).replace('"', '\\"') + '"'
+
+
+def jboss_message(raw: dict[str, Any]) -> str:
+    """The jboss-logging listener's message for a user event or an admin event."""
+    if "operationType" in raw:
+        auth = raw["authDetails"]
+        pairs = [("operationType", raw["operationType"]), ("realmId", auth["realmId"]), ("realmName", "master"),
+                 ("clientId", auth["clientId"]), ("userId", auth["userId"]), ("ipAddress", auth["ipAddress"]),
+                 ("resourceType", raw["resourceType"]), ("resourcePath", raw["resourcePath"])]
+        if raw.get("representation") is not None:
+            pairs.append(("representation", raw["representation"]))
+        return ", ".join(f"{k}={_q(v)}" for k, v in pairs)
+    pairs = [("type", raw["type"]), ("realmId", raw["realmId"]), ("realmName", "acme"), ("clientId", raw["clientId"]),
+             ("userId", raw["userId"])]
+    if raw.get("sessionId"):
+        pairs.append(("sessionId", raw["sessionId"]))
+    pairs.append(("ipAddress", raw["ipAddress"]))
+    if raw.get("error"):
+        pairs.append(("error", raw["error"]))
+    pairs += list(raw["details"].items())
+    return ", ".join(f"{k}={_q(v)}" for k, v in pairs)
+
+
+def _utc(raw: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(raw["time"] / 1000, timezone.utc)
+
+
+def as_plain(raw: dict[str, Any]) -> bytes:
+    """Default console pattern: %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p [%c] (%t) %s."""
+    t = _utc(raw)
+    level = "WARN " if raw.get("error") else "DEBUG"
+    stamp = t.strftime("%Y-%m-%d %H:%M:%S") + f",{t.microsecond // 1000:03d}"
+    return f"{stamp} {level} [org.keycloak.events] (executor-thread-1) {jboss_message(raw)}".encode()
+
+
+def as_quarkus_json(raw: dict[str, Any]) -> dict[str, Any]:
+    """--log-console-output=json, the server's zone +01:00."""
+    t = _utc(raw).astimezone(timezone(timedelta(hours=1)))
+    return {"timestamp": t.isoformat(timespec="microseconds"), "sequence": 1, "loggerClassName":
+            "org.jboss.logging.Logger", "loggerName": "org.keycloak.events", "level": "DEBUG",
+            "message": jboss_message(raw), "threadName": "executor-thread-1", "threadId": 31, "mdc": {}, "ndc": "",
+            "hostName": "keycloak-0", "processName": "java", "processId": 1}
+
+
+def as_ecs(raw: dict[str, Any]) -> dict[str, Any]:
+    """--log-console-output=json --log-console-json-format=ecs."""
+    return {"@timestamp": _utc(raw).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "log.logger": "org.keycloak.events", "log.level": "DEBUG", "message": jboss_message(raw),
+            "process.thread.name": "executor-thread-1", "ecs.version": "1.12.2", "service.name": "Keycloak"}
+
+
+def as_flat(raw: dict[str, Any]) -> dict[str, Any]:
+    """A flat third-party listener: details at the top level, time in epoch seconds."""
+    if "operationType" in raw:
+        return raw
+    flat = {k: v for k, v in raw.items() if k != "details"}
+    return {**flat, **raw["details"], "time": raw["time"] / 1000}
+
+
+SHAPES = {"plain": as_plain, "quarkus-json": as_quarkus_json, "ecs": as_ecs, "flat": as_flat}
+
+
+def admin(t: float, operation: str, path: str, representation: str | None = None) -> dict[str, Any]:
+    """An admin event of a master-realm admin on Alice's realm (AdminEventRepresentation)."""
+    return {"id": f"adm-{next(_ids)}", "time": T0_MS + int(t * 1000), "realmId": REALM,
+            "authDetails": {"realmId": "0f6c6a55-1d2e-4b8a-9e0f-2a3b4c5d6e7f", "clientId": "security-admin-console",
+                            "userId": ADMIN_ID, "ipAddress": "10.0.8.21"},
+            "operationType": operation, "resourceType": "USER_SESSION" if path.startswith("sessions/") else "USER",
+            "resourcePath": path, "representation": representation, "error": None}
+
+
+def _disable(t: float, enabled: bool = False) -> dict[str, Any]:
+    body = {"id": ALICE, "username": "alice", "enabled": enabled}
+    return admin(t, "UPDATE", f"users/{ALICE}", json.dumps(body))
+
+
+def _in(shape: str, events: list[dict[str, Any]]) -> list[dict[str, Any] | bytes]:
+    return [SHAPES[shape](raw) for raw in events]
+
+
+_REUSE = [*login_and_code(), refresh(300, "rt-1", "rt-2", "at-2"),
+          refresh(900, "rt-1", "rt-3", "at-3", ipAddress="88.198.10.10")]
+_RETRY = [*login_and_code(), refresh(300, "rt-1", "rt-2", "at-2"), refresh(310, "rt-1", "rt-3", "at-3"),
+          refresh(900, "rt-3", "rt-4", "at-4")]
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_rotated_refresh_token_redeemed_again_in_every_shape(shape: str) -> None:
+    found = detect_lines(_in(shape, _REUSE))
+    assert found.hits == [("replay.refresh_reuse", "rt-1")] and found.dead_letters == []
+    assert found.alerts[0]["token"]["family_id"] == PORTAL
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_retry_within_the_grace_period_is_benign_in_every_shape(shape: str) -> None:
+    found = detect_lines(_in(shape, _RETRY))
+    assert found.alerts == [] and found.dead_letters == [] and found.summary.events == 9
+
+
+_AFTER_DISABLE = [*login_and_code(), refresh(300, "rt-1", "rt-2", "at-2"), introspect(400, "at-2"), _disable(600),
+                  introspect(900, "at-2")]
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_token_vouched_for_after_an_admin_disabled_the_user_in_every_shape(shape: str) -> None:
+    found = detect_lines(_in(shape, _AFTER_DISABLE))
+    assert found.hits == [("post_revocation_use.after_disable", "at-2")] and found.dead_letters == []
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize(
+    "change",
+    [
+        _disable(600, enabled=True),  # the admin edited Alice's profile, she stays enabled
+        admin(600, "ACTION", "clients/7d1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6/client-secret"),  # no canonical target
+    ],
+    ids=["profile-edit", "client-secret"],
+)
+def test_admin_changes_that_end_no_token_are_benign(shape: str, change: dict[str, Any]) -> None:
+    events = [*_AFTER_DISABLE[:4], change, _AFTER_DISABLE[-1]]
+    found = detect_lines(_in(shape, events))
+    assert found.alerts == [] and found.dead_letters == []
+    assert sum(found.summary.skipped.values()) == 1
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [admin(600, "ACTION", f"users/{ALICE}/logout"), admin(600, "DELETE", f"sessions/{SESSION}")],
+    ids=["logout-all-sessions", "session-deleted"],
+)
+@pytest.mark.parametrize("shape", ["plain", "ecs", "flat"])
+def test_use_after_an_admin_signed_the_user_out_is_post_revocation_use(ending: dict[str, Any], shape: str) -> None:
+    found = detect_lines(_in(shape, [*_AFTER_DISABLE[:4], ending, _AFTER_DISABLE[-1]]))
+    assert found.hits == [("post_revocation_use.after_revocation", "at-2")]
+
+
+def test_mixing_text_and_json_forms_gives_the_alerts_of_the_json_form_alone() -> None:
+    """Every event of several scenarios, each in a different shape in turn (the JSON
+    representation, plain jboss-logging, Quarkus JSON, ECS, flat): the same alerts."""
+    events = [*_REUSE, *_AFTER_DISABLE[4:], kc("LOGOUT", 1200, {}, clientId=None)]
+    shapes: list[Any] = [lambda raw: raw, *SHAPES.values()]
+    mixed = [shapes[i % len(shapes)](raw) for i, raw in enumerate(events)]
+    alone = detect_lines(list(events))
+    together = detect_lines(mixed)
+    assert alone.hits == together.hits == [("post_revocation_use.after_disable", "at-2"),
+                                           ("replay.refresh_reuse", "rt-1")]
+    assert together.dead_letters == [] and together.summary.events == alone.summary.events
+
+
+@pytest.mark.parametrize("shape", ["plain", "quarkus-json", "ecs", "flat"])
+def test_a_text_line_is_keyed_for_kafka_like_its_json_form(shape: str) -> None:
+    from pipeline.kafka.keys import line_key
+    from schemas.redaction import make_token_hasher
+    from tests.conftest import TEST_HASH_KEY
+
+    hasher = make_token_hasher(TEST_HASH_KEY)
+    for raw in [*_REUSE, _disable(600)]:
+        rendered = SHAPES[shape](raw)
+        line = rendered if isinstance(rendered, bytes) else json.dumps(rendered).encode()
+        want, got = line_key(json.dumps(raw).encode(), hasher), line_key(line, hasher)
+        assert (got.key, got.basis, got.format) == (want.key, want.basis, "keycloak")

@@ -359,6 +359,14 @@ def test_a_raw_token_a_listener_adds_is_never_kept(ctx: AdapterContext) -> None:
          "REVOKE_GRANT without sessionId"),
         (_record("REVOKE_GRANT", {}, sessionId=None), "REVOKE_GRANT without sessionId"),
         (_record("REVOKE_GRANT", {}, clientId=None), "REVOKE_GRANT without clientId"),
+        # Records that name nothing to follow (a listener that drops the details, a jboss-logging
+        # line from before Keycloak 24 without sessionId): counted, not dead-lettered.
+        (_record("CODE_TO_TOKEN", {"scope": "openid"}), "CODE_TO_TOKEN without token id"),
+        (_record("LOGOUT", sessionId=None), "LOGOUT without sessionId"),
+        (_record("LOGIN", sessionId=None), "LOGIN without sessionId"),
+        (_record("REFRESH_TOKEN", {"token_id": "at-2"}), "REFRESH_TOKEN without refresh_token_id"),
+        (_record("REFRESH_TOKEN", {"refresh_token_id": "rt-1"}), "REFRESH_TOKEN without token id"),
+        (_record("TOKEN_EXCHANGE", {"audience": "billing-api"}), "TOKEN_EXCHANGE without token id"),
     ],
 )
 def test_types_without_a_use_are_skipped(ctx: AdapterContext, raw: dict[str, Any], skipped: str) -> None:
@@ -370,8 +378,9 @@ def test_types_without_a_use_are_skipped(ctx: AdapterContext, raw: dict[str, Any
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"time": "1795510800000"}, "time"),
         ({"time": True}, "time"),
+        ({"time": "yesterday"}, "time: not an ISO 8601 time"),
+        ({"time": "2026-11-24T09:00:00"}, "time: time has no timezone"),
         ({"time": None}, "time"),
         ({"time": -5}, "time: epoch time out of range"),
         ({"time": 10**20}, "time: epoch time out of range"),
@@ -382,7 +391,6 @@ def test_types_without_a_use_are_skipped(ctx: AdapterContext, raw: dict[str, Any
         ({"details": {"token_id": 42, "refresh_token_id": "rt-1"}}, "details.token_id"),
         ({"realmId": "r" * 600}, "realmId"),
         ({"userId": {"id": "alice"}}, "userId"),
-        ({"details": {"scope": "openid"}}, "names no token"),
     ],
 )
 def test_malformed_records_raise_invalid_record_naming_the_field(
@@ -396,24 +404,7 @@ def test_malformed_records_raise_invalid_record_naming_the_field(
 
 def test_missing_time_is_invalid(ctx: AdapterContext) -> None:
     raw = {k: v for k, v in _sample(0).items() if k != "time"}
-    with pytest.raises(InvalidRecord, match="time: Field required"):
-        KeycloakFormat().to_events(raw, ctx)
-
-
-@pytest.mark.parametrize(
-    ("raw", "reason"),
-    [
-        (_record("LOGOUT", sessionId=None), "LOGOUT without sessionId"),
-        (_record("LOGIN", sessionId=None), "LOGIN without sessionId"),
-        (_record("REFRESH_TOKEN", {"token_id": "at-2"}), "details.refresh_token_id"),
-        (_record("REFRESH_TOKEN", {"refresh_token_id": "rt-1"}), "details.token_id"),
-        (_record("TOKEN_EXCHANGE", {"audience": "billing-api"}), "details.token_id"),
-    ],
-)
-def test_records_missing_what_their_type_needs_are_invalid(
-    ctx: AdapterContext, raw: dict[str, Any], reason: str
-) -> None:
-    with pytest.raises(InvalidRecord, match=reason):
+    with pytest.raises(InvalidRecord, match="time: Field required \\(nor timestamp or @timestamp\\)"):
         KeycloakFormat().to_events(raw, ctx)
 
 
@@ -422,11 +413,11 @@ def test_matches_keycloak_events_and_nothing_else() -> None:
     adapter = KeycloakFormat()
     assert all(adapter.matches(orjson.loads(line)) for line in SAMPLES)
     for sample in FORMATS_DIR.glob("*.jsonl"):
-        if sample.stem != "keycloak":
+        if not sample.stem.startswith("keycloak"):  # keycloak_*.jsonl: its other shapes
             assert not any(adapter.matches(orjson.loads(line)) for line in sample.read_bytes().splitlines())
     admin_event = {"time": 1795510800000, "realmId": REALM, "operationType": "UPDATE", "resourceType": "USER",
                    "authDetails": {"realmId": REALM, "clientId": "admin-cli"}}
-    assert not adapter.matches(admin_event)
+    assert adapter.matches(admin_event)  # admin events are Keycloak's too (keycloak_admin)
     assert FORMATS["keycloak"].name == "keycloak"
 
 
