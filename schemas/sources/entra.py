@@ -1,31 +1,40 @@
-"""Microsoft Entra ID sign-in logs, as Azure Monitor diagnostic settings export them.
+"""Microsoft Entra ID sign-in logs: a sign-in issues the token it names.
 
-A sign-in record names the token it produced by ``uniqueTokenIdentifier``
-(UTI); Graph activity logs name the token they accepted by the same value
-(``SignInActivityId``), which is what links issue to use across the two
-formats. A sign-in that redeemed a refresh token (``incomingTokenType``
-``refreshToken`` / ``primaryRefreshToken``) is a ``refreshed`` event; Entra
-does not log which refresh token was presented, so the new access token has
-no ``parent_id`` and its family is the session (``sessionId``). Entra does not
-log the token's expiry either, so ``expires_at`` stays unknown.
+A sign-in names the token it produced by ``uniqueTokenIdentifier`` (UTI); Graph
+activity logs name the token they accepted by the same value (``SignInActivityId``),
+which is what links issue to use across the two formats. All four sign-in logs
+(interactive and non-interactive user, service principal, managed identity) are read
+in both export shapes, diagnostic settings records and Log Analytics rows
+(``entra_shapes``), into one view mapped here.
 
-Granted scopes sit in ``authenticationProcessingDetails`` under
-``"Oauth Scope Info"`` as a JSON array inside a string. A value that is not
-such an array makes the record invalid (dead-lettered) rather than a sign-in
-with no scopes: silently empty scopes would switch off the scope check for
-every use of the token, and a changed vendor layout should be loud.
+A sign-in that redeemed a refresh token (``incomingTokenType`` ``refreshToken`` /
+``primaryRefreshToken``) is a ``refreshed`` event; Entra does not log which refresh
+token was presented, so the new access token has no ``parent_id`` and its family is the
+session (``sessionId``). Entra does not log the token's expiry either. A service
+principal or managed identity signing in is a ``client_credentials`` issuance to a
+service subject. A managed identity's token is bound to the Azure network (its
+credential never leaves the Azure resource), so its use from outside Azure is a binding
+mismatch, as for an EC2 instance profile's; the Azure resource it belongs to is the
+sign-in's ``network.device_id``.
+
+Granted scopes sit in ``authenticationProcessingDetails`` under ``"Oauth Scope Info"``
+as a JSON array inside a string. A value that is not such an array makes the record
+invalid (dead-lettered) rather than a sign-in with no scopes: silently empty scopes
+would switch off the scope check for every use of the token, and a changed vendor
+layout should be loud.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from schemas.events import (
+    Binding,
     CanonicalEvent,
     EventKind,
     Geo,
@@ -35,11 +44,18 @@ from schemas.events import (
     TokenRef,
     TokenType,
 )
-from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
-from schemas.sources.common import MAX_USER_AGENT, Memo, client_address, content_id, explain, invalid
+from schemas.sources.base import AdapterContext, InvalidRecord
+from schemas.sources.common import Memo, content_id, explain
+from schemas.sources.entra_shapes import (
+    CATEGORY_KINDS,
+    OTHER_FORMAT_CATEGORIES,
+    TABLE_CATEGORIES,
+    SignIn,
+    read_record,
+    read_row,
+)
 
-SIGN_IN_CATEGORIES = frozenset({"SignInLogs", "NonInteractiveUserSignInLogs", "ServicePrincipalSignInLogs"})
-SERVICE_CATEGORY = "ServicePrincipalSignInLogs"
+AZURE_NETWORK = Binding(method="network", value="azure")
 REFRESH_TOKEN_TYPES = frozenset({"refreshtoken", "primaryrefreshtoken"})
 SCOPE_INFO_KEY = "oauth scope info"
 # authenticationProtocol values that name an OAuth grant (others: "none", "saml20", "wsFederation", …).
@@ -47,65 +63,6 @@ GRANT_TYPES = {
     "ropc": "password",
     "devicecode": "urn:ietf:params:oauth:grant-type:device_code",
 }
-
-_ID = Field(default=None, max_length=512)
-_MAX_TYPE_CHARS = 100
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class Coordinates(_Lenient):
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
-
-
-class SignInLocation(_Lenient):
-    city: str | None = Field(default=None, max_length=256)
-    countryOrRegion: str | None = Field(default=None, max_length=64)
-    geoCoordinates: Coordinates | None = None
-
-
-class SignInStatus(_Lenient):
-    errorCode: int | None = None
-
-
-class DeviceDetail(_Lenient):
-    deviceId: str | None = _ID
-
-
-class SignInProperties(_Lenient):
-    id: str | None = _ID
-    userPrincipalName: str | None = _ID
-    userId: str | None = _ID
-    servicePrincipalId: str | None = _ID
-    servicePrincipalName: str | None = _ID
-    appId: str | None = _ID
-    ipAddress: str | None = Field(default=None, max_length=64)
-    userAgent: str | None = Field(default=None, max_length=MAX_USER_AGENT)
-    location: SignInLocation | None = None
-    status: SignInStatus | None = None
-    deviceDetail: DeviceDetail | None = None
-    sessionId: str | None = _ID
-    uniqueTokenIdentifier: str | None = _ID
-    incomingTokenType: str | None = Field(default=None, max_length=128)
-    authenticationProtocol: str | None = Field(default=None, max_length=128)
-    resourceId: str | None = _ID
-    resourceDisplayName: str | None = _ID
-    autonomousSystemNumber: int | None = Field(default=None, ge=0, le=4_294_967_295)
-    # {key, value} pairs; only "Oauth Scope Info" is read, so other entries are not validated.
-    authenticationProcessingDetails: list[Any] | None = Field(default=None, max_length=256)
-
-
-class SignInRecord(_Lenient):
-    time: datetime
-    category: str
-    tenantId: str | None = _ID
-    resultType: Annotated[str, Field(max_length=32)] | int | None = None
-    callerIpAddress: str | None = Field(default=None, max_length=64)
-    properties: SignInProperties
-
 
 class EntraFormat:
     name: ClassVar[str] = "entra"
@@ -118,70 +75,62 @@ class EntraFormat:
         self._outcomes: dict[int, Outcome] = {}
 
     def matches(self, raw: Mapping[str, Any]) -> bool:
-        # The Azure Monitor diagnostic envelope; other Entra categories match too and are skipped.
-        return "category" in raw and "properties" in raw and "operationName" in raw
+        if "TimeGenerated" in raw:  # a Log Analytics row: named by its table, else by its token column
+            table = raw.get("Type")
+            if isinstance(table, str) and table in TABLE_CATEGORIES:
+                return True
+            return "UniqueTokenIdentifier" in raw and "SignInActivityId" not in raw and "RequestUri" not in raw
+        # The diagnostic record; Entra categories other than sign-ins match too and are skipped.
+        if not ("category" in raw and "properties" in raw and "operationName" in raw):
+            return False
+        category = raw["category"]
+        return not (isinstance(category, str) and category in OTHER_FORMAT_CATEGORIES)
 
     def to_events(self, raw: Mapping[str, Any], ctx: AdapterContext) -> list[CanonicalEvent]:
-        category = raw.get("category")
-        if not isinstance(category, str):
-            raise InvalidRecord(f"entra: category: expected a string, got {type(category).__name__}")
-        if not category.strip():
-            raise InvalidRecord("entra: category: empty")
-        if category not in SIGN_IN_CATEGORIES:
-            raise UnsupportedEventType(category[:_MAX_TYPE_CHARS])
-        try:
-            rec = SignInRecord.model_validate(raw)
-        except ValidationError as exc:
-            raise invalid("entra: ", exc) from None
-        if rec.time.tzinfo is None:
-            raise InvalidRecord("entra: time has no timezone")
-        props = rec.properties
-        code = _error_code(rec)
-        ok = code == 0
-        refresh = (props.incomingTokenType or "").casefold() in REFRESH_TOKEN_TYPES
-        service = category == SERVICE_CATEGORY
-        token_id = props.uniqueTokenIdentifier or None
-        if token_id is None and ok:
-            raise InvalidRecord("entra: properties.uniqueTokenIdentifier missing on a successful sign-in")
+        sign_in = read_row(raw) if "TimeGenerated" in raw else read_record(raw)
+        if sign_in.token_id is None and sign_in.code == 0:
+            raise InvalidRecord("entra: uniqueTokenIdentifier missing on a successful sign-in")
+        ok = sign_in.code == 0
+        refresh = (sign_in.incoming_token_type or "").casefold() in REFRESH_TOKEN_TYPES
+        kind = CATEGORY_KINDS[sign_in.category]
         try:
             return [
                 CanonicalEvent(
-                    event_id=f"entra:{props.id}" if props.id else content_id(self.name, raw),
+                    event_id=f"entra:{sign_in.record_id}" if sign_in.record_id else content_id(self.name, raw),
                     kind=EventKind.REFRESHED if refresh else EventKind.ISSUED,
-                    time=rec.time,
+                    time=sign_in.time,
                     source=self.name,
-                    tenant=rec.tenantId or None,
-                    token=_token(token_id, props, rec.time if ok else None) if token_id else None,
-                    subject=self._subject(props, service),
-                    client_id=props.appId or None,
-                    session_id=props.sessionId or None,
-                    grant_type=_grant_type(props, refresh, service),
-                    scopes=self._scopes(props.authenticationProcessingDetails),
-                    network=self._network(props, rec.callerIpAddress, ctx),
-                    outcome=self._outcome(code),
+                    tenant=sign_in.tenant,
+                    token=_token(sign_in, kind, sign_in.time if ok else None) if sign_in.token_id else None,
+                    subject=self._subject(sign_in, kind),
+                    client_id=sign_in.app_id,
+                    session_id=sign_in.session_id,
+                    grant_type=_grant_type(sign_in, refresh, kind),
+                    scopes=self._scopes(sign_in.details),
+                    network=self._network(sign_in),
+                    outcome=self._outcome(sign_in.code),
                 )
             ]
         except ValidationError as exc:
             raise InvalidRecord(f"entra: {explain(exc)}") from None
 
-    def _subject(self, props: SignInProperties, service: bool) -> Subject | None:
-        if service:
-            sid, name, kind = props.servicePrincipalId, props.servicePrincipalName, "service"
+    def _subject(self, sign_in: SignIn, kind: str) -> Subject | None:
+        if kind == "user":
+            sid, name, subject_kind = sign_in.user_id, sign_in.user_name, "user"
         else:
-            sid, name, kind = props.userId, props.userPrincipalName, "user"
+            sid, name, subject_kind = sign_in.principal_id, sign_in.principal_name, "service"
         sid = sid or name  # failed sign-ins of unknown users carry only the name typed
         if not sid:
             return None
-        key = (sid, name or None, kind)
-        return self._subjects.get(key) or self._subjects.put(key, Subject(id=sid, name=name or None, kind=kind))
+        key = (sid, name or None, subject_kind)
+        found = self._subjects.get(key)
+        return found or self._subjects.put(key, Subject(id=sid, name=name or None, kind=subject_kind))
 
-    def _network(self, props: SignInProperties, caller_ip: str | None, ctx: AdapterContext) -> Network:
-        device = props.deviceDetail.deviceId if props.deviceDetail else None
-        loc = props.location
+    def _network(self, sign_in: SignIn) -> Network:
+        loc = sign_in.location
         coords = loc.geoCoordinates if loc else None
         key = (
-            client_address(props.ipAddress or caller_ip, ctx, "entra.ipAddress"), props.userAgent,
-            props.autonomousSystemNumber or None, device or None,
+            sign_in.ip, sign_in.user_agent, sign_in.asn, sign_in.device_id,
             loc.countryOrRegion if loc else None, loc.city if loc else None,
             coords.latitude if coords else None, coords.longitude if coords else None,
         )
@@ -189,8 +138,7 @@ class EntraFormat:
         if found is None:
             ip, agent, asn, device_id, country, city, lat, lon = key
             found = self._networks.put(key, Network(
-                ip=ip or None, user_agent=agent or None, geo=_geo(country, city, lat, lon), asn=asn,
-                device_id=device_id,
+                ip=ip, user_agent=agent, geo=_geo(country, city, lat, lon), asn=asn, device_id=device_id,
             ))
         return found
 
@@ -216,39 +164,23 @@ class EntraFormat:
         return found
 
 
-def _error_code(rec: SignInRecord) -> int:
-    """``properties.status.errorCode``, else the envelope's ``resultType`` (the same code as text)."""
-    status = rec.properties.status
-    if status is not None and status.errorCode is not None:
-        return status.errorCode
-    result = rec.resultType
-    if isinstance(result, int):
-        return result
-    if result is not None:
-        try:
-            return int(result)
-        except ValueError:
-            pass
-    raise InvalidRecord(f"entra: no result: properties.status.errorCode missing and resultType is {result!r}")
-
-
-def _token(token_id: str, props: SignInProperties, issued: datetime | None) -> TokenRef:
-    audience = props.resourceId or props.resourceDisplayName
+def _token(sign_in: SignIn, kind: str, issued: datetime | None) -> TokenRef:
     return TokenRef(
-        id=token_id,
+        id=sign_in.token_id or "",
         type=TokenType.ACCESS,
-        family_id=props.sessionId or None,
+        family_id=sign_in.session_id,
         issued_at=issued,
-        audience=(audience,) if audience else (),
+        audience=(sign_in.audience,) if sign_in.audience else (),
+        binding=AZURE_NETWORK if kind == "managed_identity" else None,
     )
 
 
-def _grant_type(props: SignInProperties, refresh: bool, service: bool) -> str | None:
+def _grant_type(sign_in: SignIn, refresh: bool, kind: str) -> str | None:
     if refresh:
         return "refresh_token"
-    if service:
+    if kind != "user":
         return "client_credentials"
-    return GRANT_TYPES.get((props.authenticationProtocol or "").casefold())
+    return GRANT_TYPES.get((sign_in.protocol or "").casefold())
 
 
 def _geo(country: str | None, city: str | None, lat: float | None, lon: float | None) -> Geo | None:
@@ -280,3 +212,4 @@ def _scope_list(value: Any) -> tuple[str, ...]:
             "expected a JSON array of scope strings"
         )
     return tuple(sorted({s.strip() for s in value if s.strip()}))
+

@@ -1,4 +1,7 @@
-"""Entra sign-in adapter: exact canonical events from the diagnostic-export layout."""
+"""Entra sign-in adapter: exact canonical events from diagnostic-settings records of user sign-ins.
+
+Other shapes (Log Analytics rows, service principal and managed identity sign-ins) are in
+``test_entra_shapes.py``."""
 
 from __future__ import annotations
 
@@ -196,7 +199,7 @@ def test_missing_sign_in_id_gets_a_stable_content_id(ctx: AdapterContext) -> Non
     assert _one(_with(0, id=None), ctx).event_id == first
 
 
-@pytest.mark.parametrize("category", ["AuditLogs", "ProvisioningLogs", "ManagedIdentitySignInLogs"])
+@pytest.mark.parametrize("category", ["AuditLogs", "ProvisioningLogs", "RiskyUsers"])
 def test_other_categories_are_unsupported_not_invalid(ctx: AdapterContext, category: str) -> None:
     raw = {"time": "2026-11-24T08:00:00Z", "category": category, "operationName": "Add user", "properties": {}}
     with pytest.raises(UnsupportedEventType) as info:
@@ -237,10 +240,10 @@ def test_malformed_records_raise_invalid_record_naming_the_field(
         EntraFormat().to_events(raw, ctx)
 
 
-def test_matches_only_the_diagnostic_envelope() -> None:
+def test_matches_sign_ins_in_both_shapes_and_nothing_of_other_formats() -> None:
     fmt = EntraFormat()
     assert all(fmt.matches(orjson.loads(line)) for line in SAMPLES)
-    others = [p for p in sorted(FORMATS.glob("*.jsonl")) if p.stem != "entra"]
+    others = [p for p in sorted(FORMATS.glob("*.jsonl")) if not p.stem.startswith("entra")]
     assert not any(fmt.matches(orjson.loads(line)) for p in others for line in p.read_bytes().splitlines())
 
 

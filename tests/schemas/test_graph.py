@@ -79,13 +79,14 @@ def test_rejected_request_is_a_failed_use(ctx: AdapterContext) -> None:
 def test_app_only_request_has_a_service_subject_and_roles_as_scopes(ctx: AdapterContext) -> None:
     raw = _sample(
         0, UserId="", ServicePrincipalId="9a0c7f55-0000-4000-8000-0000000000bb", Scopes="",
-        Roles="Mail.Read User.Read.All", DeviceId="dev-1", SessionId="sess-x", TenantId="t-1",
+        Roles="Mail.Read User.Read.All", DeviceId="dev-1", SessionId="sess-x", TenantId="workspace-1",
+        AadTenantId="t-1",
     )
     event = _one(raw, ctx)
     assert event.subject == Subject(id="9a0c7f55-0000-4000-8000-0000000000bb", kind="service")
     assert event.scopes == ("Mail.Read", "User.Read.All")
     assert event.network.device_id == "dev-1"
-    assert event.session_id == "sess-x" and event.tenant == "t-1"
+    assert event.session_id == "sess-x" and event.tenant == "t-1"  # TenantId is the Log Analytics workspace
 
 
 @pytest.mark.parametrize(
@@ -138,6 +139,7 @@ def test_rows_of_other_tables_are_unsupported(ctx: AdapterContext) -> None:
         (_sample(0, SignInActivityId=""), "SignInActivityId missing"),
         (_sample(0, UserId=7), "graph: UserId"),
         (_sample(0, IPAddress="1" * 100), "IPAddress"),
+        (_sample(0, IPAddress="159.89.1.1, 79.200.1.10"), "IPAddress: Value error, not an IP address"),
     ],
 )
 def test_malformed_rows_raise_invalid_record_naming_the_field(
@@ -150,7 +152,7 @@ def test_malformed_rows_raise_invalid_record_naming_the_field(
 def test_matches_only_graph_rows() -> None:
     fmt = GraphFormat()
     assert all(fmt.matches(orjson.loads(line)) for line in SAMPLES)
-    others = [p for p in sorted(FORMATS.glob("*.jsonl")) if p.stem != "graph"]
+    others = [p for p in sorted(FORMATS.glob("*.jsonl")) if not p.stem.startswith("graph")]
     assert not any(fmt.matches(orjson.loads(line)) for p in others for line in p.read_bytes().splitlines())
 
 
