@@ -1,5 +1,9 @@
 """Kubernetes audit events (``audit.k8s.io/v1`` ``Event``, one per line as the log backend writes them).
 
+The managed control planes export the same events in their clouds' envelopes; ``k8s_aks``
+(Azure diagnostic settings, Log Analytics) and ``k8s_gke`` (Cloud Audit Logs) unwrap them
+and map them with this class, so every shape gives the events described here.
+
 Two kinds of record matter, both only at the terminal stage of a request
 (``ResponseComplete``, or ``Panic`` when the handler crashed); the earlier stages
 (``RequestReceived``, ``ResponseStarted``) repeat the same request and are skipped as
@@ -78,6 +82,7 @@ POD_UID = "authentication.kubernetes.io/pod-uid"
 DECISION = "authorization.k8s.io/decision"
 STALE_TOKEN = "authentication.k8s.io/stale-token"
 SA_PREFIX = "system:serviceaccount:"
+SKIPPED_BODY = "skipped-too-big-size-object"  # AKS logs this string for a body too big to keep
 KUBELET_DEFAULT_SECONDS = 3607  # WarnOnlyBoundTokenExpirationSeconds: may be extended server-side
 EXTENDED_EXPIRY = timedelta(days=365)  # ExpirationExtensionSeconds, the cap of any extension
 _LONG_AUDIT_ID = 128  # longer (client-chosen) audit ids are hashed into the event id
@@ -292,7 +297,7 @@ class K8sAuditFormat:
 
     def _network(self, source_ips: list[str] | None, user_agent: str | None, ctx: AdapterContext) -> Network:
         # The peer, passing over the operator's trusted proxies: see the module docstring.
-        ip = client_address(source_ips, ctx, "k8s.sourceIPs")
+        ip = client_address(source_ips, ctx, f"{self.name}.sourceIPs")
         key = (ip, user_agent)
         found = self._networks.get(key)
         if found is None:
@@ -352,8 +357,8 @@ def _first(values: list[str] | None) -> str | None:
 
 
 def _token_request(value: Any, where: str) -> TokenRequestBody | None:
-    if value is None:
-        return None  # logged at Metadata level: no bodies
+    if value is None or value == SKIPPED_BODY:
+        return None  # logged at Metadata level, or too big to log (AKS): no body
     try:
         return TokenRequestBody.model_validate(value)
     except ValidationError as exc:

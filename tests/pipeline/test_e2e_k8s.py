@@ -149,3 +149,115 @@ def test_issued_token_string_never_leaves_the_pipeline() -> None:
     ])
     assert run.alerts  # the mismatch alert carries the issuance as evidence
     assert SECRET not in orjson.dumps(run.alerts).decode()
+
+
+# -- AKS: the same audit events as Azure exports them (tests/schemas/test_k8s_aks.py has the shapes) --------
+AKS_CLUSTER = ("/SUBSCRIPTIONS/0B1F6471-1BF0-4DDA-AEC3-CB9272F09590/RESOURCEGROUPS/RG-PROD/PROVIDERS/"
+               "MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-PROD")
+
+
+def aks_record(event: dict[str, Any], category: str = "kube-audit") -> dict[str, Any]:
+    """A diagnostic settings record: the event as text in ``properties.log`` (to Event Hubs or storage)."""
+    return {"time": event["stageTimestamp"], "resourceId": AKS_CLUSTER, "category": category,
+            "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+            "properties": {"log": orjson.dumps(event).decode() + "\n", "stream": "stdout",
+                           "pod": "kube-apiserver-7d9f8c6b5-x8k2m"}}
+
+
+def azure_diagnostics_row(event: dict[str, Any]) -> dict[str, Any]:
+    """A Log Analytics AzureDiagnostics row: the event as text in ``log_s``."""
+    return {"TimeGenerated": event["stageTimestamp"], "ResourceId": AKS_CLUSTER, "Category": "kube-audit",
+            "log_s": orjson.dumps(event).decode(), "pod_s": "kube-apiserver-7d9f8c6b5-x8k2m", "stream_s": "stdout",
+            "Type": "AzureDiagnostics"}
+
+
+def aks_audit_row(event: dict[str, Any]) -> dict[str, Any]:
+    """A Log Analytics AKSAudit row: the event's fields as columns."""
+    return {"TimeGenerated": event["stageTimestamp"], "Level": event["level"], "AuditId": event["auditID"],
+            "Stage": event["stage"], "RequestUri": event["requestURI"], "Verb": event["verb"], "User": event["user"],
+            "SourceIps": event["sourceIPs"], "UserAgent": event["userAgent"], "ObjectRef": event["objectRef"],
+            "ResponseStatus": event.get("responseStatus"), "RequestReceivedTime": event["requestReceivedTimestamp"],
+            "StageReceivedTime": event["stageTimestamp"], "Annotations": event["annotations"],
+            "PodName": "kube-apiserver-7d9f8c6b5-x8k2m", "Type": "AKSAudit", "_ResourceId": AKS_CLUSTER.lower()}
+
+
+def _aks_pod_lifetime() -> list[dict[str, Any]]:
+    """Issued in an Event Hubs message (kube-audit-admin), used from its pod in two other shapes."""
+    return [
+        {"records": [aks_record(kubelet_token(), "kube-audit-admin")]},
+        azure_diagnostics_row(use("a-2", "2026-11-24T09:01:00.000000Z")),
+        aks_audit_row(use("a-3", "2026-11-24T09:06:00.000000Z")),
+    ]
+
+
+def test_aks_pod_token_used_from_its_pod_across_shapes_is_benign() -> None:
+    run = detect_lines(_aks_pod_lifetime())
+    assert run.alerts == [] and run.dead_letters == []
+    assert run.summary.per_format == {"aks": 3}
+
+
+@pytest.mark.parametrize("thief", ["10.99.0.5", "88.198.10.10"])
+def test_aks_pod_token_used_from_another_address_is_a_binding_mismatch(thief: str) -> None:
+    stolen = aks_record(use("a-4", "2026-11-24T09:20:00.000000Z", ip=thief))
+    run = detect_lines([*_aks_pod_lifetime(), stolen])
+    assert run.hits == [("replay.binding_mismatch", JTI)]
+    assert thief in run.alerts[0]["alert"]["summary"] and run.dead_letters == []
+
+
+def test_aks_and_native_lines_of_one_cluster_give_the_native_alerts() -> None:
+    native = detect_lines([kubelet_token(), use("a-2", "2026-11-24T09:01:00.000000Z"),
+                           use("a-4", "2026-11-24T09:20:00.000000Z", ip="88.198.10.10")])
+    mixed = detect_lines([{"records": [aks_record(kubelet_token(), "kube-audit-admin")]},
+                          use("a-2", "2026-11-24T09:01:00.000000Z"),
+                          aks_audit_row(use("a-4", "2026-11-24T09:20:00.000000Z", ip="88.198.10.10"))])
+    assert mixed.hits == native.hits == [("replay.binding_mismatch", JTI)]
+
+
+def test_a_request_exported_under_both_aks_categories_counts_once() -> None:
+    first = use("a-2", "2026-11-24T09:01:00.000000Z")
+    run = detect_lines([aks_record(kubelet_token(), "kube-audit-admin"),
+                        aks_record(first, "kube-audit"), aks_record(first, "kube-audit-admin")])
+    assert run.summary.events == 3 and run.summary.engine["duplicates"] == 1
+    assert run.alerts == [] and run.dead_letters == []
+
+
+# -- GKE: Cloud Audit Logs entries of k8s.io (a Log Router sink to Pub/Sub or Cloud Storage) -------------------
+GKE_JTI = "JTI=9b8a7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
+
+
+def gke_entry(method: str, principal: str, caller: str, at: str, audit_id: str, *,
+              resource: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": principal},
+            "methodName": method, "serviceName": "k8s.io", "resourceName": resource,
+            "requestMetadata": {"callerIp": caller, "callerSuppliedUserAgent": "invoicer/1.8"},
+            "status": {},
+        },
+        "insertId": audit_id, "timestamp": at,
+        "resource": {"type": "k8s_cluster",
+                     "labels": {"project_id": "shop-prod", "location": "europe-west1", "cluster_name": "prod"}},
+        "labels": {"authorization.k8s.io/decision": "allow", **(labels or {})},
+        "logName": "projects/shop-prod/logs/cloudaudit.googleapis.com%2Factivity",
+        "operation": {"id": audit_id, "producer": "k8s.io", "first": True, "last": True},
+    }
+
+
+def test_gke_token_request_is_tracked_and_its_uses_are_counted_not_guessed() -> None:
+    """GKE's AuditLog has no credential id on a use: a use from anywhere names no token, so it
+    cannot be joined (README: not mapped). The issuance is an event; uses are counted skips."""
+    issued = gke_entry("io.k8s.core.v1.serviceaccounts.token.create", "system:node:gke-prod-pool-x7k9", "10.128.0.12",
+                       "2026-11-24T09:00:00.000000Z", "g-1",
+                       resource="core/v1/namespaces/billing/serviceaccounts/invoicer/token",
+                       labels={"authentication.kubernetes.io/issued-credential-id": GKE_JTI})
+    uses = [gke_entry("io.k8s.core.v1.secrets.get", "system:serviceaccount:billing:invoicer", ip, at, audit_id,
+                      resource="core/v1/namespaces/billing/secrets/invoicer-db")
+            for ip, at, audit_id in (("10.4.2.9", "2026-11-24T09:01:00Z", "g-2"),
+                                     ("88.198.10.10", "2026-11-24T09:20:00Z", "g-3"))]
+    other = {**issued, "protoPayload": {**issued["protoPayload"], "serviceName": "storage.googleapis.com"}}
+    run = detect_lines([issued, *uses, other])
+    assert run.summary.events == 1 and run.summary.per_format == {"gke": 1}
+    assert run.summary.skipped == {"gke:serviceaccount request without credential id": 2,
+                                   "gke:service:storage.googleapis.com": 1}
+    assert run.alerts == [] and run.dead_letters == []
