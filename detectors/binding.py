@@ -125,7 +125,11 @@ class BindingCheck:
     ) -> Finding | None:
         """Credentials issued to a cloud service (an EC2 instance profile) used from outside that
         cloud: GuardDuty's InstanceCredentialExfiltration.OutsideAWS. A non-cloud address counts
-        as outside; an address that was not recorded at all cannot be judged."""
+        as outside; an address that was not recorded at all cannot be judged.
+
+        The binding is known from the issuance when it was seen, else from the use record
+        itself (CloudTrail marks credentials the instance metadata service delivered), so a
+        lone use from outside is judged too."""
         net = event.network
         if net.ip is None and net.service is None:
             return None

@@ -25,7 +25,8 @@ _LONG_UNITS: tuple[_Unit, _Unit, _Unit, _Unit] = (
 
 class Located(Protocol):
     """Where an event happened, as recorded: ``detectors.state.Observation`` or
-    any record with the same fields (an optional ``egress`` is read when present)."""
+    any record with the same fields (optional ``egress`` and ``service`` are read
+    when present)."""
 
     @property
     def ip(self) -> str | None: ...
@@ -82,13 +83,15 @@ def place(where: Located | CanonicalEvent, *, address: bool = True, asn: bool = 
     whereabouts, and names the address only when nothing else is known:
     "Berlin, DE (Deutsche Telekom AG)". ``asn=True`` adds the AS number after the
     AS name ("Deutsche Telekom AG, AS3320"). An allowlisted egress is always named.
+    A cloud service that called instead of an address is named as one: "AWS service
+    ec2.amazonaws.com".
     """
     if isinstance(where, CanonicalEvent):
         net, geo = where.network, where.network.geo
-        ip, as_org, as_number, egress = net.ip or net.service, net.as_org, net.asn, net.egress
+        ip, as_org, as_number, egress = net.ip or _caller_service(net.service), net.as_org, net.asn, net.egress
         city, country = (geo.city, geo.country) if geo is not None else (None, None)
     else:
-        ip, as_org, as_number = where.ip, where.as_org, where.asn
+        ip, as_org, as_number = where.ip or _caller_service(getattr(where, "service", None)), where.as_org, where.asn
         city, country, egress = where.city, where.country, getattr(where, "egress", None)
     network = [part for part in (as_org, f"AS{as_number}" if asn and as_number else None) if part]
     if egress:
@@ -124,6 +127,15 @@ def evidence_with_issue(event: CanonicalEvent, token: TokenState | None) -> tupl
     if token is not None and token.issue is not None:
         return token.issue.evidence(token.token_id), EvidenceItem.of(event)
     return (EvidenceItem.of(event),)
+
+
+def _caller_service(service: str | None) -> str | None:
+    """A calling service as a place: "AWS service ec2.amazonaws.com", "service <name>"."""
+    if not service:
+        return None
+    if service.endswith(".amazonaws.com") or service == "AWS Internal":
+        return f"AWS service {service}"
+    return f"service {service}"
 
 
 def _amount(count: int, unit: _Unit) -> str:

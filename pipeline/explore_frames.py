@@ -25,7 +25,7 @@ ALERT_COLUMNS: tuple[str, ...] = (
 """Columns of ``alerts_frame``: the alert's event time, ids, where it came from, triage."""
 
 EVIDENCE_COLUMNS: tuple[str, ...] = (
-    "time", "event_id", "kind", "source", "token", "ip", "country", "city", "asn", "as_org", "scopes",
+    "time", "event_id", "kind", "source", "token", "ip", "service", "country", "city", "asn", "as_org", "scopes",
     "required_scopes", "client", "outcome", "request_id", "resource", "binding",
 )
 

@@ -101,7 +101,12 @@ class SourceDoc(_Doc):
 
 
 class EvidenceItem(_Doc):
-    """One event that proves the alert: enough to read it without the raw log."""
+    """One event that proves the alert: enough to read it without the raw log.
+
+    ``ip`` is an address only; a caller that is a cloud service ("ec2.amazonaws.com"
+    in CloudTrail's ``sourceIPAddress``) is ``service``, so that SIEMs mapping ``ip`` to
+    an address type and analysts pivoting on it never meet a service name there.
+    """
 
     event_id: str
     kind: str
@@ -109,6 +114,7 @@ class EvidenceItem(_Doc):
     source: str
     token_id: str | None = None
     ip: str | None = None
+    service: str | None = None
     country: str | None = None
     city: str | None = None
     asn: int | None = None
@@ -133,7 +139,8 @@ class EvidenceItem(_Doc):
             time=event.time,
             source=event.source,
             token_id=tok.id if tok else None,
-            ip=net.ip or net.service,
+            ip=net.ip,
+            service=net.service,
             country=geo.country if geo else None,
             city=geo.city if geo else None,
             asn=net.asn,

@@ -61,7 +61,7 @@ ALERT_PROPERTIES: dict[str, Any] = {
     "client": _obj(id=KW),
     "session": _obj(id=KW),
     "source": _SOURCE,
-    "evidence": _obj(event_id=KW, kind=KW, time=DATE, source=KW, token_id=KW, ip=KW, country=KW,
+    "evidence": _obj(event_id=KW, kind=KW, time=DATE, source=KW, token_id=KW, ip=KW, service=KW, country=KW,
                      city=KW, asn=LONG, as_org=KW, scopes=KW, required_scopes=KW, client_id=KW,
                      outcome=KW, request_id=KW, resource=KW, binding=KW),
     "threat": _obj(framework=KW, technique=_obj(id=KW, name=KW)),

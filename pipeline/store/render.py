@@ -114,7 +114,7 @@ def evidence_rows(evidence: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         if asn and e.get("as_org"):
             asn += f" {e['as_org']}"
         rows.append([
-            short_time(e.get("time")), e.get("kind"), e.get("source"), e.get("token_id"), e.get("ip"),
+            short_time(e.get("time")), e.get("kind"), e.get("source"), e.get("token_id"), e.get("ip") or e.get("service"),
             place, asn, e.get("outcome"), _evidence_detail(e),
         ])
     return rows

@@ -10,6 +10,9 @@ of record matter:
   bound to the AWS network: ``Binding(method="network", value="aws")``.
 - any record signed with a temporary key (``userIdentity.accessKeyId`` ``ASIA…``):
   ``used`` of that key. An STS issuance signed with one (role chaining) is both.
+  A use by EC2 instance credentials (``sessionContext.ec2RoleDelivery``, or a role
+  session named "i-<instance id>") carries the same ``aws`` binding on its token: the
+  use record alone says where the key belongs, issuance in the stream or not.
 
 Records signed with long-term keys (``AKIA…``) or by AWS itself are not token
 uses tokenwatch tracks: ``UnsupportedEventType("<eventSource>:<eventName>")``.
@@ -22,11 +25,17 @@ Issue and use agree on who holds a key, so lineage links them: subject = the
 role session's ARN (use: ``userIdentity.arn``), ``family_id`` = the
 assumed-role id "AROA…:<session name>" (use: ``principalId``); for
 GetSessionToken the calling IAM user, for GetFederationToken the federated
-user. ``client_id`` = the role session name (the instance id, function or
-person the caller named the session after). ``grant_type`` = the STS API.
+user. An AssumeRole by an AWS service has no ``assumedRoleUser`` in its response: its
+subject is the session ARN built from ``requestParameters.roleArn`` and
+``roleSessionName``, which is also its ``family_id`` (role + session). ``client_id``
+= the role session name (the instance id, function or person the caller named the
+session after). ``grant_type`` = the STS API.
 A use's ``request`` is (``requestID``, ``eventName``, "<eventSource>/<eventName>");
 ``sourceIPAddress`` is ``network.ip``, or ``network.service`` when an AWS service
-made the call; a call through a VPC endpoint is ``network.provider = "aws"``.
+made the call; a call through a VPC endpoint of the credentials' own account is
+``network.provider = "aws"``. A record with a ``requestID`` has an event id made
+from the call (``cloudtrail_aws.call_id``), so the copies an organisation trail
+delivers to several accounts are one event; others keep ``cloudtrail:<eventID>``.
 """
 
 from __future__ import annotations
@@ -34,7 +43,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from ipaddress import ip_address
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
@@ -51,6 +59,15 @@ from schemas.events import (
     TokenType,
 )
 from schemas.sources.base import AdapterContext, InvalidFields, InvalidRecord, UnsupportedEventType
+from schemas.sources.cloudtrail_aws import (
+    assumed_by_service,
+    aws_service,
+    call_id,
+    instance_credentials,
+    is_ip,
+    own_endpoint,
+    session_name,
+)
 from schemas.sources.common import Memo, PartialRecord, content_id, epoch_to_utc, explain, invalid, iso_to_utc
 
 STS = "sts.amazonaws.com"
@@ -81,6 +98,7 @@ class SessionAttributes(_Lenient):
 
 class SessionContext(_Lenient):
     attributes: SessionAttributes | None = None
+    ec2RoleDelivery: str | None = Field(default=None, max_length=16)  # noqa: N815 ("1.0" IMDSv1, "2.0" IMDSv2)
 
 
 class UserIdentity(_Lenient):
@@ -131,6 +149,8 @@ class CloudTrailRecord(_Lenient):
     errorMessage: str | None = None  # noqa: N815 (free text: truncated, not rejected)
     recipientAccountId: str | None = _ID  # noqa: N815
     vpcEndpointId: str | None = _ID  # noqa: N815
+    vpcEndpointAccountId: str | None = _ID  # noqa: N815 (the endpoint owner's account)
+    requestParameters: Any = None  # noqa: N815 (read only for an issuance by an AWS service)
     responseElements: Any = None  # noqa: N815 (validated as StsResponse only for issuance)
 
 
@@ -138,7 +158,7 @@ class CloudTrailFormat:
     name: ClassVar[str] = "cloudtrail"
 
     def __init__(self) -> None:
-        self._tokens: Memo[tuple[str, str | None, str | None], TokenRef] = Memo()
+        self._tokens: Memo[tuple[str, str | None, str | None, bool], TokenRef] = Memo()
         self._subjects: Memo[tuple[str, SubjectKind], Subject] = Memo()
         self._networks: Memo[tuple[str | None, str | None, bool], Network] = Memo()
 
@@ -202,7 +222,7 @@ class CloudTrailFormat:
         ident = rec.userIdentity
         key = ident.accessKeyId if ident is not None else None
         caller_key = key if key and key.startswith(TEMPORARY_KEY_PREFIX) else None
-        event_id = f"cloudtrail:{rec.eventID}" if rec.eventID else content_id(self.name, raw)
+        event_id = _event_id(rec, key, raw)
         try:
             if rec.eventSource == STS and rec.eventName in ISSUING:
                 return self._issuance(rec, time, event_id, caller_key)
@@ -254,7 +274,7 @@ class CloudTrailFormat:
             subject=subject,
             client_id=client_id,
             grant_type=rec.eventName,
-            network=self._network(ip_or_service, rec.userAgent, rec.vpcEndpointId is not None),
+            network=self._network(ip_or_service, rec.userAgent, _via_own_endpoint(rec)),
             request=_request(rec),
         )
         if caller_key is None:
@@ -280,10 +300,11 @@ class CloudTrailFormat:
                 return None, None, None
             return self._subject(fed.arn or fed.federatedUserId, "user"), fed.federatedUserId, None
         role = response.assumedRoleUser
-        if role is None:
-            return None, None, None
+        if role is None:  # an AssumeRole made by an AWS service: the request names the session
+            arn, session = assumed_by_service(rec.requestParameters)
+            return self._subject(arn, "service"), arn, session
         session = role.assumedRoleId
-        return self._subject(role.arn or session, "service"), session, _session_name(session)
+        return self._subject(role.arn or session, "service"), session, session_name(session)
 
     # -- use -----------------------------------------------------------------------
     def _use(self, rec: CloudTrailRecord, time: datetime, event_id: str, key: str) -> CanonicalEvent:
@@ -299,22 +320,24 @@ class CloudTrailFormat:
             time=time,
             source=self.name,
             tenant=_tenant(rec),
-            token=self._token(key, ident.principalId, created),
+            token=self._token(key, ident.principalId, created, instance_credentials(ident)),
             subject=self._subject(ident.arn or ident.principalId, _USER_KINDS.get(ident.type or "", "unknown")),
-            client_id=_session_name(ident.principalId) if assumed else None,
-            network=self._network(rec.sourceIPAddress, rec.userAgent, rec.vpcEndpointId is not None),
+            client_id=session_name(ident.principalId) if assumed else None,
+            network=self._network(rec.sourceIPAddress, rec.userAgent, _via_own_endpoint(rec)),
             request=_request(rec),
             outcome=_SUCCESS if not error else Outcome(result="failure", reason=_reason(error, rec.errorMessage)),
         )
 
     # Sub-objects repeat across the records of one key / caller: build each once.
-    def _token(self, key: str, principal: str | None, created: str | None) -> TokenRef:
-        memo = (key, principal, created)
+    def _token(self, key: str, principal: str | None, created: str | None, on_instance: bool) -> TokenRef:
+        """The used key; EC2 instance credentials carry the ``aws`` binding of their issuance."""
+        memo = (key, principal, created, on_instance)
         ref = self._tokens.get(memo)
         if ref is None:
             issued_at = iso_to_utc(created, "userIdentity.sessionContext.attributes.creationDate") if created else None
             ref = self._tokens.put(memo, TokenRef(
-                id=key, type=TokenType.TEMPORARY_CREDENTIAL, family_id=principal, issued_at=issued_at
+                id=key, type=TokenType.TEMPORARY_CREDENTIAL, family_id=principal, issued_at=issued_at,
+                binding=AWS_NETWORK if on_instance else None,
             ))
         return ref
 
@@ -330,13 +353,14 @@ class CloudTrailFormat:
     def _network(self, source: str | None, user_agent: str | None, via_vpc_endpoint: bool) -> Network:
         """``sourceIPAddress`` is an IP, or the name of the AWS service that called.
 
-        A call through a VPC endpoint comes from inside AWS whatever its (private) IP.
+        A call through a VPC endpoint of the credentials' own account comes from inside
+        AWS whatever its (private) IP.
         """
         memo = (source, user_agent, via_vpc_endpoint)
         found = self._networks.get(memo)
         if found is None:
             provider = "aws" if via_vpc_endpoint else None
-            if source is None or _is_ip(source):
+            if source is None or is_ip(source):
                 net = Network(ip=source, user_agent=user_agent, provider=provider)
             else:
                 net = Network(service=source, user_agent=user_agent, provider=provider)
@@ -388,29 +412,22 @@ def parse_expiration(value: str | int | float | None) -> datetime | None:
 
 def _invoked_by_aws(ident: UserIdentity | None, source: str | None) -> bool:
     """Did an AWS service (EC2 instance profile, Lambda, ECS task role…) ask for the credentials?"""
-    if ident is not None and (ident.type == "AWSService" or _aws_service(ident.invokedBy)):
+    if ident is not None and (ident.type == "AWSService" or aws_service(ident.invokedBy)):
         return True
-    return source is not None and _aws_service(source) and not _is_ip(source)
+    return source is not None and aws_service(source) and not is_ip(source)
 
 
-def _aws_service(name: str | None) -> bool:
-    """A service principal as CloudTrail writes it ("ec2.amazonaws.com", "AWS Internal")."""
-    return name is not None and (name.endswith(".amazonaws.com") or name == "AWS Internal")
+def _event_id(rec: CloudTrailRecord, key: str | None, raw: Mapping[str, Any]) -> str:
+    """The call's id when the record names its request, else ``eventID``, else a content hash."""
+    if rec.requestID:
+        return call_id(rec.requestID, rec.eventSource, rec.eventName, key, rec.eventTime, rec.sourceIPAddress)
+    return f"cloudtrail:{rec.eventID}" if rec.eventID else content_id("cloudtrail", raw)
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _session_name(principal: str | None) -> str | None:
-    """The role session name in "AROA…:<session>" (an assumed-role id)."""
-    if not principal or ":" not in principal:
-        return None
-    return principal.split(":", 1)[1] or None
+def _via_own_endpoint(rec: CloudTrailRecord) -> bool:
+    ident = rec.userIdentity
+    return own_endpoint(rec.vpcEndpointId, rec.vpcEndpointAccountId, rec.recipientAccountId,
+                        ident.accountId if ident is not None else None)
 
 
 def _arn_name(subject_id: str) -> str | None:

@@ -24,6 +24,7 @@ from schemas.events import (
 )
 from schemas.sources import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.cloudtrail import CloudTrailFormat, parse_expiration
+from schemas.sources.cloudtrail_aws import call_id
 from schemas.sources.common import PartialRecord
 from tests.fuzzing import FUZZ, cut_lines, mutated_lines, normalize
 
@@ -59,6 +60,12 @@ def _use(**changes: Any) -> dict[str, Any]:
     return raw
 
 
+def _id(raw: dict[str, Any], key: str | None = None) -> str:
+    """The event id of the call ``raw`` records (signed with ``key``)."""
+    return call_id(raw["requestID"], raw["eventSource"], raw["eventName"], key, raw["eventTime"],
+                   raw["sourceIPAddress"])
+
+
 def _iam_user(key: str = "AKIAEXAMPLELONGTERM1") -> dict[str, Any]:
     return {
         "type": "IAMUser", "principalId": "AIDAEXAMPLEUSER", "arn": "arn:aws:iam::111122223333:user/alice",
@@ -72,7 +79,7 @@ def _iam_user(key: str = "AKIAEXAMPLELONGTERM1") -> dict[str, Any]:
 def test_instance_profile_assume_role_is_a_network_bound_issue(ctx: AdapterContext) -> None:
     [event] = CloudTrailFormat().to_events(_assume_role(), ctx)
     assert event == CanonicalEvent(
-        event_id="cloudtrail:ct-1",
+        event_id=_id(_assume_role()),
         kind=EventKind.ISSUED,
         time=datetime(2026, 11, 24, 9, 0, tzinfo=UTC),
         source="cloudtrail",
@@ -193,9 +200,9 @@ def test_role_chaining_is_a_use_of_the_caller_key_and_an_issue_derived_from_it(c
         "assumedRoleId": "AROAAUDITID:chained", "arn": "arn:aws:sts::111122223333:assumed-role/audit/chained",
     }
     use, issued = CloudTrailFormat().to_events(raw, ctx)
-    assert (use.kind, use.event_id, use.token and use.token.id) == (EventKind.USED, "cloudtrail:ct-1#caller", KEY)
+    assert (use.kind, use.event_id, use.token and use.token.id) == (EventKind.USED, _id(raw, KEY) + "#caller", KEY)
     assert use.request == Request(id="r-1", method="AssumeRole", resource="sts.amazonaws.com/AssumeRole")
-    assert (issued.kind, issued.event_id) == (EventKind.ISSUED, "cloudtrail:ct-1")
+    assert (issued.kind, issued.event_id) == (EventKind.ISSUED, _id(raw, KEY))
     assert issued.token is not None
     assert (issued.token.id, issued.token.parent_id, issued.token.binding) == ("ASIACHAINED0000001", KEY, None)
 
@@ -212,7 +219,7 @@ def test_failed_issuance_signed_with_a_temporary_key_is_a_failed_use_of_it(ctx: 
     raw = _assume_role(userIdentity=_sample(1)["userIdentity"], sourceIPAddress="5.255.255.5",
                        errorCode="AccessDenied", errorMessage="not authorized", responseElements=None)
     [event] = CloudTrailFormat().to_events(raw, ctx)
-    assert (event.kind, event.event_id) == (EventKind.USED, "cloudtrail:ct-1")
+    assert (event.kind, event.event_id) == (EventKind.USED, _id(raw, KEY))
     assert event.token is not None and event.token.id == KEY
     assert event.outcome == Outcome(result="failure", reason="AccessDenied: not authorized")
 
@@ -222,7 +229,7 @@ def test_failed_issuance_signed_with_a_temporary_key_is_a_failed_use_of_it(ctx: 
 
 def _expected_use(**changes: Any) -> CanonicalEvent:
     base = CanonicalEvent(
-        event_id="cloudtrail:ct-2",
+        event_id=_id(_sample(1), KEY),
         kind=EventKind.USED,
         time=datetime(2026, 11, 24, 9, 10, tzinfo=UTC),
         source="cloudtrail",
@@ -244,7 +251,7 @@ def test_api_call_with_a_temporary_key_is_a_use(ctx: AdapterContext) -> None:
 def test_log_file_records_are_events(ctx: AdapterContext) -> None:
     [event] = CloudTrailFormat().to_events(_sample(2), ctx)
     assert event == _expected_use(
-        event_id="cloudtrail:ct-3",
+        event_id=_id(_sample(2)["Records"][0], KEY),
         time=datetime(2026, 11, 24, 9, 30, tzinfo=UTC),
         network=Network(ip="5.255.255.5", user_agent="aws-cli/2.15"),
         request=Request(id="r-3", method="GetObject", resource="s3.amazonaws.com/GetObject"),
@@ -283,9 +290,21 @@ def test_sts_calls_that_mint_nothing_are_uses(ctx: AdapterContext) -> None:
     assert event.request == Request(id="r-2", method="GetCallerIdentity", resource=resource)
 
 
+def test_event_id_of_a_call_names_its_request(ctx: AdapterContext) -> None:
+    [event] = CloudTrailFormat().to_events(_use(), ctx)
+    assert event.event_id.startswith("cloudtrail:r-2:") and len(event.event_id) == len("cloudtrail:r-2:") + 16
+
+
+def test_event_id_without_a_request_id_is_the_event_id(ctx: AdapterContext) -> None:
+    raw = _use()
+    del raw["requestID"]
+    [event] = CloudTrailFormat().to_events(raw, ctx)
+    assert event.event_id == "cloudtrail:ct-2"
+
+
 def test_event_id_falls_back_to_a_content_hash(ctx: AdapterContext) -> None:
     raw = _use()
-    del raw["eventID"]
+    del raw["eventID"], raw["requestID"]
     [first] = CloudTrailFormat().to_events(raw, ctx)
     [again] = CloudTrailFormat().to_events(copy.deepcopy(raw), ctx)
     assert first.event_id == again.event_id and first.event_id.startswith("cloudtrail:")
@@ -376,7 +395,7 @@ def test_log_file_with_a_bad_record_keeps_the_good_events_and_names_the_bad_one(
     assert caught.value.reason == (
         "cloudtrail: Records[1]: eventTime: not an ISO 8601 time: 'garbage' (2 of 4 records invalid: 1, 3)"
     )
-    assert [e.event_id for e in caught.value.events] == ["cloudtrail:ct-1", "cloudtrail:ct-4"]
+    assert [e.event_id for e in caught.value.events] == [_id(_assume_role()), _id(_use(), KEY)]
     assert isinstance(caught.value, InvalidRecord)  # callers unaware of partial results dead-letter the line
     assert SECRET not in caught.value.reason
 
@@ -395,7 +414,7 @@ def test_matches_records_and_log_files_only() -> None:
     fmt = CloudTrailFormat()
     assert all(fmt.matches(orjson.loads(line)) for line in SAMPLES)
     assert not fmt.matches({"Records": "nope"})
-    others = [p for p in sorted(FORMATS.glob("*.jsonl")) if p.stem != "cloudtrail"]
+    others = [p for p in sorted(FORMATS.glob("*.jsonl")) if not p.stem.startswith("cloudtrail")]
     assert not any(fmt.matches(orjson.loads(line)) for p in others for line in p.read_bytes().splitlines())
 
 
