@@ -62,3 +62,13 @@ def closer_than_km(lat1: float, lon1: float, lat2: float, lon2: float, km: float
     if dlon > 180.0:
         dlon = 360.0 - dlon
     return (abs(lat1 - lat2) + dlon) * _KM_PER_DEGREE < km
+
+
+# The accuracy the enricher gives a position that says nothing about where the user
+# is (an in-flight or provider network: README "Egress lists").
+UNLOCATED_ACCURACY_KM = MAX_SURFACE_DISTANCE_KM
+
+
+def locates(accuracy_km: float | None) -> bool:
+    """Whether a position with this accuracy says anything about where the user is."""
+    return accuracy_km is None or accuracy_km < UNLOCATED_ACCURACY_KM

@@ -7,6 +7,15 @@ compared with its predecessor *and* its successor in event time, and an
 ``issued`` event that arrives after the token's uses is checked against them.
 Sessions span several tokens, so the detector keeps the last few locations of
 each session in its own namespace of the state.
+
+The operator's egress lists (``network.net_class``) decide what a position means.
+An in-flight or provider network reaches here unlocated (the enricher gives it an
+accuracy wider than the Earth): it is never a point of travel, so a flight is
+measured between the ground points around it. A relay is a location to its coarse
+accuracy (``enrich.relay_accuracy_km``): a relay far beyond it is still impossible
+travel. Neither a relay, an in-flight nor a provider network names the user's
+country or counts as a move to hosting; a reputation-listed network counts as
+hosting/anonymising (the enricher marks it so).
 """
 
 from __future__ import annotations
@@ -15,13 +24,20 @@ import math
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import ClassVar, NamedTuple, TypeAlias
+from typing import ClassVar, NamedTuple
 
 from pydantic import Field
 
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
-from detectors.geo import closer_than_km, effective_distance_km, haversine_km, speed_kmh, travel_horizon_s
+from detectors.geo import (
+    closer_than_km,
+    effective_distance_km,
+    haversine_km,
+    locates,
+    speed_kmh,
+    travel_horizon_s,
+)
 from detectors.state import Observation, StateStore, TokenState
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, Geo
@@ -61,9 +77,30 @@ HOSTING_SEVERITY = "high"
 HOSTING_RISK_SCORE = 70
 
 _TOKEN_KINDS = frozenset({EventKind.ISSUED, EventKind.REFRESHED, EventKind.USED})
-# (country, ASN, AS organisation, allowlisted egress name, hosting) of one event
-_Context: TypeAlias = tuple[str | None, int | None, str | None, str | None, bool | None]
 _VERB = {"issued": "issued", "refreshed": "issued by a refresh", "used": "used"}
+# Egress-list classes whose position is not the user's: no country, no move to hosting.
+_NOT_THE_USERS = frozenset({"relay", "in_flight", "provider"})
+
+
+class _Context(NamedTuple):
+    """What the issue -> use comparison reads of one event."""
+
+    country: str | None
+    asn: int | None
+    as_org: str | None
+    egress: str | None
+    hosting: bool | None
+    net_class: str | None
+    located: bool
+
+    @property
+    def users_country(self) -> str | None:
+        """The country, when the position is the user's."""
+        return self.country if self.located and self.net_class not in _NOT_THE_USERS else None
+
+    @property
+    def hosting_move(self) -> bool:
+        return self.hosting is True and self.net_class not in _NOT_THE_USERS
 
 
 class GeoDivergenceConfig(DetectorConfig):
@@ -139,7 +176,10 @@ class GeoDivergenceDetector(Detector):
         token = state.tokens.get(event.token.id)
         findings: list[Finding] = []
         geo = event.network.geo
-        if geo is not None and geo.lat is not None and geo.lon is not None and event.network.egress is None:
+        if (
+            geo is not None and geo.lat is not None and geo.lon is not None
+            and event.network.egress is None and locates(geo.accuracy_km)
+        ):
             when = event.epoch
             travel = self._token_travel(event, when, geo, token) if token is not None else None
             if travel is not None:
@@ -186,6 +226,8 @@ class GeoDivergenceDetector(Detector):
         failed_ok = self.config.count_failed_uses
         for point in _token_points(token):
             if point.event_id == event_id or point.lat is None or point.lon is None or point.egress:
+                continue
+            if not locates(point.accuracy_km):
                 continue
             if not point.success and not failed_ok:
                 continue
@@ -329,10 +371,10 @@ class GeoDivergenceDetector(Detector):
         """(country changed, network changed, use network is hosting) when the
         change is worth an alert. Networks compare by ASN, by AS name when an
         ASN is missing, and count as unchanged when either side is unknown."""
-        issue_country, issue_asn, issue_org, issue_egress, _ = issue
-        use_country, use_asn, use_org, use_egress, use_hosting = use
-        if issue_egress or use_egress:
+        if issue.egress or use.egress:
             return None
+        issue_country, use_country = issue.users_country, use.users_country
+        issue_asn, issue_org, use_asn, use_org = issue.asn, issue.as_org, use.asn, use.as_org
         country_changed = bool(issue_country and use_country and issue_country != use_country)
         if issue_asn and use_asn:
             net_changed = issue_asn != use_asn
@@ -340,7 +382,7 @@ class GeoDivergenceDetector(Detector):
             net_changed = bool(issue_org and use_org and issue_org != use_org)
         if not (country_changed or net_changed):
             return None
-        hosting = use_hosting is True
+        hosting = use.hosting_move
         cfg = self.config
         if (
             (country_changed and cfg.alert_on_country_change)
@@ -354,7 +396,10 @@ class GeoDivergenceDetector(Detector):
         issue = token.issue
         assert issue is not None
         net, geo = event.network, event.network.geo
-        use_ctx: _Context = (geo.country if geo else None, net.asn, net.as_org, net.egress, net.hosting)
+        use_ctx = _Context(
+            geo.country if geo else None, net.asn, net.as_org, net.egress, net.hosting, net.net_class,
+            geo is not None and locates(geo.accuracy_km),
+        )
         verdict = self._diverges(_context(issue), use_ctx)
         if verdict is None:
             return None
@@ -362,7 +407,7 @@ class GeoDivergenceDetector(Detector):
         use = Observation(event)
         return self._divergence_finding(
             event, event.token.id, issue, use, verdict, (issue.evidence(event.token.id), EvidenceItem.of(event)),
-            token.family_id, others=0,
+            token.family_id, others=0, use_list=net.net_list,
         )
 
     def _late_issue_divergence(self, event: CanonicalEvent, token: TokenState) -> Finding | None:
@@ -396,6 +441,7 @@ class GeoDivergenceDetector(Detector):
         evidence: tuple[EvidenceItem, ...],
         family_id: str | None,
         others: int,
+        use_list: str | None = None,
     ) -> Finding:
         country_changed, net_changed, hosting = verdict
         changes = []
@@ -404,6 +450,8 @@ class GeoDivergenceDetector(Detector):
         if net_changed:
             changes.append(f"network {_network_name(issue)} → {_network_name(use)}")
         network_kind = ", a hosting/anonymising network," if hosting else ""
+        if hosting and use_list:
+            network_kind = f", a hosting/anonymising network on the list {use_list},"
         more = f" (and {others} more such use{'s' if others > 1 else ''})" if others else ""
         issue_place = describe.place(issue, address=False, asn=True)
         use_place = describe.place(use, address=False, asn=True)
@@ -428,6 +476,7 @@ class GeoDivergenceDetector(Detector):
                 "country_changed": country_changed,
                 "network_changed": net_changed,
                 "use_hosting": hosting,
+                "use_net_list": use_list,
                 "issue_event_id": issue.event_id,
                 "use_event_id": use.event_id,
             },
@@ -446,7 +495,9 @@ def _time(obs: Observation) -> float:
 
 
 def _context(obs: Observation) -> _Context:
-    return obs.country, obs.asn, obs.as_org, obs.egress, obs.hosting
+    return _Context(
+        obs.country, obs.asn, obs.as_org, obs.egress, obs.hosting, obs.net_class, locates(obs.accuracy_km)
+    )
 
 
 def _observation(state: StateStore, token_id: str, event_id: str) -> Observation | None:

@@ -1,6 +1,11 @@
 """Event enrichment: fill ``event.network`` with geo, AS organisation, whether the
-network is a hosting/VPN/Tor network, which cloud provider it belongs to, and
-which allowlisted egress it is.
+network is a hosting/VPN/Tor network, which cloud provider it belongs to, which
+allowlisted egress it is, and which of the operator's egress lists it is on.
+
+An egress list's class also says how far the network's position is the user's:
+a relay's only to ``relay_accuracy_km``, an in-flight or provider network's not
+at all (accuracy: the whole Earth, so no rule measures travel from it); a
+reputation list marks the network as hosting/anonymising.
 
 Geo a source already carries (Okta, Entra) is kept, with its country name turned
 into an ISO code and a default accuracy where it has none; the rest is filled
@@ -13,11 +18,10 @@ returned as is. The settings and their default lists live in
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Iterable
-from ipaddress import ip_network
 from pathlib import Path
 
+from detectors.geo import UNLOCATED_ACCURACY_KM
+from pipeline.egress_lists import EgressLists, ListSource, shipped_sources
 from pipeline.enrich_config import (
     DEFAULT_HOSTING_AS_ORGS,
     DEFAULT_HOSTING_AS_ORGS_EXCLUDE,
@@ -26,60 +30,20 @@ from pipeline.enrich_config import (
     DEFAULT_PROVIDER_SERVICES,
     DEFAULT_PROVIDERS,
     AllowlistEntry,
+    EgressListSource,
     EnrichConfig,
     provider_lines,
 )
-from pipeline.geoip import NOT_AN_IP, IPAddress, IpInfo, IpLocator, MmdbReader, country_code
+from pipeline.geoip import NOT_AN_IP, IpInfo, IpLocator, MmdbReader, country_code
+from pipeline.netmatch import CidrIndex, word_pattern
 from schemas.events import CanonicalEvent, Geo, Network
 
 __all__ = [
     "DEFAULT_HOSTING_AS_ORGS", "DEFAULT_HOSTING_AS_ORGS_EXCLUDE", "DEFAULT_HOSTING_ASNS", "DEFAULT_PROVIDER_ASNS",
-    "DEFAULT_PROVIDER_SERVICES", "DEFAULT_PROVIDERS", "AllowlistEntry", "CidrIndex", "EnrichConfig", "Enricher",
-    "provider_lines",
+    "DEFAULT_PROVIDER_SERVICES", "DEFAULT_PROVIDERS", "AllowlistEntry", "CidrIndex", "EgressListSource",
+    "EnrichConfig", "Enricher", "provider_lines",
 ]
 
-
-def _word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
-    """One case-insensitive regex matching any of ``words`` as a whole word; a
-    space matches any run of spaces, ``-`` or ``_`` ("Google Fiber" ~ "GOOGLE-FIBER").
-    Boundaries are asserted only where the word starts/ends with a letter or digit."""
-    parts = []
-    for word in words:
-        word = word.strip()
-        if word:
-            head = r"(?<!\w)" if re.match(r"\w", word[0]) else ""
-            tail = r"(?!\w)" if re.match(r"\w", word[-1]) else ""
-            body = r"[\s_-]+".join(re.escape(part) for part in word.split())
-            parts.append(head + body + tail)
-    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
-
-
-class CidrIndex:
-    """Longest-to-shortest prefix lookup: one hash probe per prefix length in use,
-    so thousands of ranges (a cloud's published list) stay cheap."""
-
-    def __init__(self, ranges: Iterable[tuple[str, int]]) -> None:
-        """``ranges``: (cidr, value); lookup returns the smallest value that matches."""
-        self._tables: dict[tuple[int, int], dict[int, int]] = {}
-        for cidr, value in ranges:
-            net = ip_network(cidr.strip(), strict=False)
-            table = self._tables.setdefault((net.version, net.prefixlen), {})
-            key = int(net.network_address)
-            table[key] = min(value, table.get(key, value))
-        self._by_version = {
-            v: [(plen, self._tables[(ver, plen)]) for ver, plen in sorted(self._tables) if ver == v]
-            for v in (4, 6)
-        }
-
-    def lookup(self, address: IPAddress) -> int | None:
-        bits = 32 if address.version == 4 else 128
-        value = int(address)
-        best: int | None = None
-        for plen, table in self._by_version[address.version]:
-            hit = table.get(value >> (bits - plen) << (bits - plen))
-            if hit is not None and (best is None or hit < best):
-                best = hit
-        return best
 
 
 class Enricher:
@@ -91,9 +55,10 @@ class Enricher:
         *,
         city_reader: MmdbReader | None = None,
         asn_reader: MmdbReader | None = None,
+        egress_lists: EgressLists | None = None,
     ) -> None:
-        """Readers may be injected; otherwise the configured .mmdb files are
-        opened here, so a wrong path fails at start-up, not on the first event."""
+        """Readers and lists may be injected; otherwise the configured .mmdb files and
+        egress lists are read here, so a wrong path fails at start-up, not on the first event."""
         self.config = config = config or EnrichConfig()
         self.locator = IpLocator(
             city_reader if city_reader is not None else _open_mmdb(config.mmdb_path, "mmdb_path"),
@@ -101,8 +66,8 @@ class Enricher:
             default_city_accuracy_km=config.mmdb_default_accuracy_km,
             max_country_accuracy_km=config.max_country_accuracy_km,
         )
-        self._hosting_orgs = _word_pattern(config.hosting_as_orgs)
-        self._hosting_exclude = _word_pattern(config.hosting_as_orgs_exclude)
+        self._hosting_orgs = word_pattern(config.hosting_as_orgs)
+        self._hosting_exclude = word_pattern(config.hosting_as_orgs_exclude)
         self._hosting_asns = frozenset(config.hosting_asns)
         self._hosting_cidrs = CidrIndex((c, 0) for c in config.hosting_cidrs)
         entries = config.allowlist
@@ -112,14 +77,14 @@ class Enricher:
         for i, entry in enumerate(entries):
             for asn in entry.asns:
                 self._egress_asns.setdefault(asn, i)
-        self._egress_orgs = [_word_pattern(e.as_orgs) for e in entries]
+        self._egress_orgs = [word_pattern(e.as_orgs) for e in entries]
         self._provider_asns: dict[int, str] = {}
         for name, asns in config.provider_asns.items():
             for asn in asns:
                 self._provider_asns.setdefault(asn, name)
         self._provider_orgs = [
             (name, pattern) for name, words in config.providers.items()
-            if (pattern := _word_pattern(words)) is not None
+            if (pattern := word_pattern(words)) is not None
         ]
         self._provider_services: dict[str, str] = {}
         for name, services in config.provider_services.items():
@@ -127,6 +92,7 @@ class Enricher:
                 key = service.strip().strip(".").casefold()
                 if key:
                     self._provider_services.setdefault(key, name)
+        self.egress_lists = egress_lists if egress_lists is not None else _load_egress_lists(config)
         self._resolve = functools.lru_cache(maxsize=config.cache_size)(self._compute)
         self._networks: dict[tuple[object, ...], Network] = {}
         self._networks_max = config.network_cache_size
@@ -139,6 +105,10 @@ class Enricher:
         return self._resolve.cache_info()
 
     def __call__(self, event: CanonicalEvent) -> CanonicalEvent:
+        lists = self.egress_lists
+        if lists is not None and lists.refresh():
+            self._resolve.cache_clear()
+            self._networks.clear()
         net = event.network
         if (
             net.ip is None and net.asn is None and net.as_org is None and net.geo is None
@@ -175,12 +145,28 @@ class Enricher:
                 net.hosting is None,
                 net.egress is None,
                 want_provider,
+                net.net_class is None,
             ))
         if geo is not None and "geo" not in update:
             fixed = self._event_geo(geo)
             if fixed is not geo:
                 update["geo"] = fixed
+        net_class = update.get("net_class", net.net_class)
+        if isinstance(net_class, str):
+            position = update.get("geo", geo)
+            self._apply_class(net_class, update, position if isinstance(position, Geo) else None)
         return net.model_copy(update=update) if update else net
+
+    def _apply_class(self, net_class: str, update: dict[str, object], geo: Geo | None) -> None:
+        """What the class says about the position and the network (module docstring)."""
+        if net_class == "reputation":
+            update["hosting"] = True
+            return
+        if geo is None:
+            return
+        accuracy = self.config.relay_accuracy_km if net_class == "relay" else UNLOCATED_ACCURACY_KM
+        if geo.accuracy_km is None or geo.accuracy_km < accuracy:
+            update["geo"] = geo.model_copy(update={"accuracy_km": accuracy})
 
     def _event_geo(self, geo: Geo) -> Geo:
         """A source's geo with its country as an ISO code and an accuracy."""
@@ -205,7 +191,7 @@ class Enricher:
 
     def _compute(
         self, ip: str | None, asn: int | None, org: str | None,
-        want_geo: bool, want_hosting: bool, want_egress: bool, want_provider: bool,
+        want_geo: bool, want_hosting: bool, want_egress: bool, want_provider: bool, want_class: bool,
     ) -> dict[str, object]:
         """The network fields to set; shared between events, so never mutated."""
         info = self.locator.lookup(ip) if ip is not None else NOT_AN_IP
@@ -229,6 +215,10 @@ class Enricher:
             provider = self._provider(info, asn, orgs)
             if provider is not None:
                 update["provider"] = provider
+        if want_class and self.egress_lists is not None:
+            found = self.egress_lists.classify(info.address, asn, orgs)
+            if found is not None:
+                update["net_class"], update["net_list"] = found
         return update
 
     def _is_hosting(self, info: IpInfo, asn: int | None, orgs: tuple[str, ...]) -> bool | None:
@@ -294,6 +284,22 @@ def _country(value: str) -> str:
     if len(text) > 2:
         return country_code(text) or value
     return value
+
+
+def _load_egress_lists(config: EnrichConfig) -> EgressLists | None:
+    sources = [
+        *shipped_sources(config.shipped_egress_lists),
+        *(ListSource(s.name, s.net_class, s.path) for s in config.egress_lists),
+    ]
+    if not sources:
+        return None
+    try:
+        return EgressLists(
+            sources, reload_interval_s=config.egress_reload_interval_s,
+            max_bytes=config.egress_list_max_bytes, max_entries=config.egress_list_max_entries,
+        )
+    except ValueError as exc:
+        raise ValueError(f"enrich.egress_lists: {exc}") from None
 
 
 def _open_mmdb(path: Path | None, field: str) -> MmdbReader | None:

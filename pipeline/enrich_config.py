@@ -1,5 +1,6 @@
 """Enrichment settings: hosting, VPN and cloud-provider networks by AS organisation,
-AS number and range, the allowlisted egresses, and the .mmdb files to read.
+AS number and range, the allowlisted egresses, the operator's egress lists, and the
+.mmdb files to read.
 
 Kept apart from the enricher so the defaults can be read and reviewed as lists;
 ``pipeline.enrich`` re-exports everything here.
@@ -10,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import ip_network
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from schemas.events import NetClass
 
 # Matched as whole words, case-insensitively, against AS organisation names as
 # they appear in GeoLite2 data ("AMAZON-02", "Hetzner Online GmbH") and in IdP
@@ -182,6 +186,21 @@ class AllowlistEntry(BaseModel):
         return self
 
 
+class EgressListSource(BaseModel):
+    """A list of networks of one class in a file the operator maintains (README "Egress lists")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, description="Set as network.net_list when this list matches")
+    net_class: NetClass = Field(
+        alias="class", description="relay, in_flight, provider (CIDR lines only) or reputation"
+    )
+    path: Path = Field(description="One entry a line: CIDR or IP, AS<number>, org: <AS name>, or CSV cidr,label")
+
+
+ShippedList = Literal["relay", "in_flight"]
+
+
 class EnrichConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -233,6 +252,32 @@ class EnrichConfig(BaseModel):
     )
     allowlist: tuple[AllowlistEntry, ...] = Field(
         default=(), description="Corporate egress, VPN and cloud ranges; the first match names network.egress"
+    )
+    egress_lists: tuple[EgressListSource, ...] = Field(
+        default=(),
+        description="Your egress lists ([[enrich.egress_lists]] name, class, path): relay egress, in-flight "
+        "Wi-Fi, a provider's own infrastructure, Tor exits and threat-intel CSVs; network.net_class is the "
+        "class of the first that matches (reputation lists first); reloaded when the file changes",
+    )
+    shipped_egress_lists: tuple[ShippedList, ...] = Field(
+        default=("in_flight",),
+        description="Shipped AS-name lists to load (pipeline/data/egress/<class>.txt): in_flight (airline "
+        "Wi-Fi providers) on by default; add relay for iCloud Private Relay's partner networks by AS name, "
+        "which also covers compute anyone can rent there (prefer Apple's published egress ranges)",
+    )
+    egress_reload_interval_s: float = Field(
+        default=60.0, gt=0, description="How often the egress list files are checked for changes (mtime)"
+    )
+    egress_list_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="A larger egress list file is refused (kept as before)"
+    )
+    egress_list_max_entries: int = Field(
+        default=1_000_000, ge=1, description="Entries read per egress list file; the rest are reported and ignored"
+    )
+    relay_accuracy_km: float = Field(
+        default=1000.0, ge=0,
+        description="Accuracy given to a relay network's position: Private Relay maps users to their region "
+        "by default, to their country and time zone when they ask",
     )
     trusted_proxies: tuple[str, ...] = Field(
         default=(),

@@ -81,6 +81,12 @@ class Geo(Frozen):
     source: Literal["event", "city_db", "country_db"] | None = None
 
 
+NetClass = Literal["relay", "in_flight", "provider", "reputation"]
+"""Classes of the operator's egress lists (README "Egress lists"): a relay's position is the
+user's only coarsely, an in-flight or provider network's not at all, a reputation network
+is anonymising."""
+
+
 class Network(Frozen):
     ip: str | None = None
     user_agent: str | None = None
@@ -98,6 +104,10 @@ class Network(Frozen):
         default=None, description="Cloud provider the address belongs to (aws, gcp, azure, …), if any"
     )
     device_id: str | None = None
+    net_class: NetClass | None = Field(
+        default=None, description="Class of the operator's egress list the network is on (enrich.egress_lists)"
+    )
+    net_list: str | None = Field(default=None, description="Name of that egress list")
 
 
 class Request(Frozen):
