@@ -5,7 +5,10 @@ stop accepting the affected tokens, and ``exp`` only if they check it. Each
 rule fires on a *successful* use (a refused one is the system working):
 
 - ``after_revocation`` — after the token, its family, its session or its
-  subject was revoked, or its session ended (logout);
+  subject was revoked, or its session ended (logout), when that revocation
+  kills this kind of token at the source that logged it (``REVOCATION_POLICY``:
+  an Okta sign-out kills no OAuth token, an Entra ``revokeSignInSessions``
+  leaves access tokens valid until ``exp``, …);
 - ``after_disable`` — after its subject was disabled (takes precedence: one
   use raises one alert);
 - ``after_expiry`` — after ``exp`` plus clock skew (only when neither of the
@@ -28,6 +31,7 @@ is the one in-order processing would have produced).
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar
 
@@ -53,6 +57,7 @@ from schemas.events import (
 LAG_METRIC = "revocation_propagation_lag_s"
 _ATT_TOKEN = (("T1550.001", "Use Alternate Authentication Material: Application Access Token"),)
 _BINDING_METHODS = frozenset({"dpop", "mtls", "pod", "network"})
+_MAX_LINEAGE_HOPS = 32
 
 AFTER_REVOCATION = RuleMeta(
     id="post_revocation_use.after_revocation",
@@ -63,7 +68,10 @@ AFTER_REVOCATION = RuleMeta(
     techniques=_ATT_TOKEN,
     response="revoke_session",
     description="A resource server accepted a token after it, its family, its session or its subject "
-    "was revoked or the session ended, beyond the revocation propagation lag.",
+    "was revoked or the session ended, beyond the revocation propagation lag, where that revocation kills "
+    "this kind of token at the IdP that logged it (an Okta sign-out kills no OAuth token; Entra "
+    "revokeSignInSessions leaves access tokens valid until exp; a Keycloak logout spares offline tokens; a token "
+    "minted later from a killed refresh token is killed too).",
 )
 AFTER_DISABLE = RuleMeta(
     id="post_revocation_use.after_disable",
@@ -89,6 +97,46 @@ AFTER_EXPIRY = RuleMeta(
 
 # (label, id of what was revoked, the revocation observation)
 Fact = tuple[str, str | None, Observation]
+
+
+@dataclass(frozen=True)
+class Kills:
+    """Which tokens one kind of revocation, as one IdP logs it, makes that IdP refuse.
+
+    ``refresh``: the refresh tokens it covers, and every token later minted from one
+    of them (a refresh the IdP should have refused); ``issued``: tokens already issued
+    for resource servers (access, ID, cloud and service-account credentials), False
+    when they stay valid until ``exp``; ``spared_scope``: tokens granted this scope
+    live elsewhere and survive it."""
+
+    refresh: bool
+    issued: bool
+    spared_scope: str | None = None
+
+
+EVERYTHING = Kills(refresh=True, issued=True)
+NOTHING = Kills(refresh=False, issued=False)
+
+# (event source, what ended: a ``_what`` label) -> what it kills. Not listed: everything,
+# the strict reading for sources whose semantics nobody wrote down (canonical input).
+# Subject-disabling is ``after_disable`` and always kills what was issued before it.
+REVOCATION_POLICY: dict[tuple[str, str], Kills] = {
+    # Okta sign-out or session expiry (user.session.end) ends the Okta sign-on session
+    # only: OAuth tokens are not bound to it (Okta's sign-out guides revoke them apart).
+    ("okta", "logout"): NOTHING,
+    # "Clear user sessions" with oauthTokens: "also revokes OpenID Connect and OAuth
+    # refresh and access tokens issued to the user" (the adapter maps only that to subject).
+    ("okta", "subject"): EVERYTHING,
+    # Keycloak LOGOUT removes the user session: its refresh tokens die and introspection
+    # reports its access tokens inactive; offline tokens belong to the offline session.
+    ("keycloak", "logout"): Kills(refresh=True, issued=True, spared_scope="offline_access"),
+    # Entra revokeSignInSessions: refresh tokens and session cookies are invalidated;
+    # access tokens stay valid until exp (CAE aside, which the sign-in logs do not carry here).
+    ("entra", "subject"): Kills(refresh=True, issued=False),
+    # Kubernetes: deleting the pod a token is bound to (session "pod:<uid>") invalidates it.
+    ("k8s", "session"): EVERYTHING,
+    ("k8s", "logout"): EVERYTHING,
+}
 
 
 class PostRevocationConfig(DetectorConfig):
@@ -140,14 +188,19 @@ class PostRevocationDetector(Detector):
             if delta >= 0:
                 within = delta
 
+        held = Held(
+            ts,
+            ref.type.value if ref.type is not TokenType.UNKNOWN or ts is None else ts.type,
+            ts.scopes if ts is not None and ts.scopes is not None else frozenset(event.scopes),
+            issued,
+        )
         facts = _facts(
             state,
-            ts,
+            held,
             ref.family_id or (ts.family_id if ts else None),
             event.session_id or (ts.session_id if ts else None),
             subject,
             sub,
-            issued,
         )
         earliest: Fact | None = None
         for fact in facts:
@@ -173,7 +226,6 @@ class PostRevocationDetector(Detector):
             return []
         when = event.epoch
         lag = self.config.propagation_lag_s
-        subject_wide = label in ("subject", "disabled")
         rev = Observation(event) if any(ts.accepted and ts.accepted[-1].time >= when for ts in tokens) else None
         if rev is None:
             return []
@@ -181,7 +233,10 @@ class PostRevocationDetector(Detector):
         for ts in tokens:
             if not ts.accepted or ts.accepted[-1].time < when:
                 continue
-            if subject_wide and not _before(_issued_at(ts), when):
+            if rule is AFTER_DISABLE:
+                if not _before(_issued_at(ts), when):
+                    continue
+            elif not _kills(state, (label, scope_id, rev), Held.of(ts)):
                 continue
             for use in ts.accepted:
                 if use.time < when or self._flagged(state, ts, use.time, rule):
@@ -204,7 +259,7 @@ class PostRevocationDetector(Detector):
                 return True
         if rule is AFTER_DISABLE:
             return False
-        facts = _facts(state, ts, ts.family_id, ts.session_id, ts.subject_id, sub, issued)
+        facts = _facts(state, Held.of(ts), ts.family_id, ts.session_id, ts.subject_id, sub)
         return any(use_time - fact[2].time > lag for fact in facts)
 
     # -- findings -------------------------------------------------------------
@@ -275,16 +330,30 @@ class PostRevocationDetector(Detector):
 
 
 # -- state look-ups --------------------------------------------------------------
+@dataclass(frozen=True)
+class Held:
+    """The token a revocation is judged against: what it is, what it was granted, when issued."""
+
+    state: TokenState | None
+    type: str
+    scopes: frozenset[str]
+    issued: float | None
+
+    @classmethod
+    def of(cls, ts: TokenState) -> Held:
+        return cls(ts, ts.type, ts.scopes or frozenset(), _issued_at(ts))
+
+
 def _facts(
     state: StateStore,
-    ts: TokenState | None,
+    held: Held,
     family: str | None,
     session: str | None,
     subject: str | None,
     sub: ScopeState | None,
-    issued: float | None,
 ) -> list[Fact]:
-    """Every revocation (not disable) known to cover a token with these ids."""
+    """Every revocation (not disable) known for a token with these ids that kills it."""
+    ts = held.state
     facts: list[Fact] = []
     if ts is not None and ts.revoked is not None:
         facts.append(("token", ts.token_id, ts.revoked))
@@ -297,9 +366,51 @@ def _facts(
             facts.append(("session", session, ses.revoked))
         if ses.ended is not None:
             facts.append(("logout", session, ses.ended))
-    if sub is not None and sub.revoked is not None and _before(issued, sub.revoked.time):
+    if sub is not None and sub.revoked is not None:
         facts.append(("subject", subject, sub.revoked))
-    return facts
+    return [fact for fact in facts if _kills(state, fact, held)] if facts else facts
+
+
+def _kills(state: StateStore, fact: Fact, held: Held) -> bool:
+    """Whether the revocation ``fact`` kills ``held``, by ``REVOCATION_POLICY`` for the source
+    that logged it. A subject-wide revocation covers what was issued up to it, and what was
+    minted afterwards from a refresh token it killed (the refresh the IdP should have refused)."""
+    label, _, rev = fact
+    kills = REVOCATION_POLICY.get((rev.source, label), EVERYTHING)
+    if kills.spared_scope is not None and kills.spared_scope in held.scopes:
+        return False
+    after = held.issued is not None and held.issued > rev.time
+    if after and (label == "subject" or not kills.issued):
+        return kills.refresh and _minted_from_older_grant(state, held.state, rev.time)
+    return kills.refresh if held.type == TokenType.REFRESH.value else kills.issued
+
+
+def _minted_from_older_grant(state: StateStore, ts: TokenState | None, when: float) -> bool:
+    """Whether ``ts`` came from a refresh whose lineage was issued by ``when``: by its parent
+    chain where the IdP logs it (Keycloak), else by its refresh chain's other tokens (Okta
+    and Entra log the session as the chain). A fresh sign-in after ``when`` starts anew."""
+    if ts is None:
+        return False
+    parent, hops = ts.parent_id, 0
+    while parent is not None and hops < _MAX_LINEAGE_HOPS:
+        known = state.tokens.get(parent)
+        if known is None:
+            break
+        issued = _issued_at(known)
+        if issued is not None and issued <= when:
+            return True
+        parent, hops = known.parent_id, hops + 1
+    if ts.parent_id is None and (ts.issue is None or ts.issue.kind != EventKind.REFRESHED.value):
+        return False  # a grant of its own, not a refresh
+    for scope in (
+        state.families.get(ts.family_id) if ts.family_id else None,
+        state.sessions.get(ts.session_id) if ts.session_id else None,
+    ):
+        for other in state.linked_tokens(scope):
+            issued = _issued_at(other)
+            if issued is not None and issued <= when:
+                return True
+    return False
 
 
 def _targets(event: CanonicalEvent, state: StateStore) -> tuple[RuleMeta, str, str | None, list[TokenState]]:

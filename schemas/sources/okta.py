@@ -19,12 +19,26 @@ admin, and carry no session (the admin's is not the user's). Okta writes
 never links unrelated tokens. Okta geolocates the caller and names its AS: that
 geo (country as Okta spells it, "Germany"), ASN and AS organisation are kept;
 ``isProxy`` marks an anonymising network.
+
+Sessions and tokens are apart in Okta. ``user.session.end`` (sign-out, expiry,
+and one per session when they are cleared, sharing the clear's transaction id:
+Okta's event-type reference) ends a sign-on session and revokes no OAuth token,
+so it is ``session_ended`` and ``detectors.post_revocation`` lets its tokens
+live. ``user.session.clear`` ("Clear user sessions", ``DELETE
+/api/v1/users/{id}/sessions``) "optionally revokes OpenID Connect and OAuth
+refresh and access tokens issued to the user" (``oauthTokens``): it is a
+subject-wide ``revoked`` unless the logged request says ``oauthTokens=false``,
+then a ``session_ended`` of the user naming no session (the per-session ends
+carry the sessions). A clear whose request is not logged counts as with
+tokens: the Admin Console's clear revokes them (Okta "Universal Logout
+revocations"), and a wrong guess the other way would silence a stolen token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, Field, StringConstraints, TypeAdapter, ValidationError
@@ -105,6 +119,7 @@ class OktaDebugData(TypedDict, total=False):
     grantType: _Name | None
     grantedScopes: _Text | Annotated[list[_Name], Field(max_length=512)] | None
     requestUri: Annotated[str, StringConstraints(max_length=MAX_RESOURCE)] | None
+    url: Annotated[str, StringConstraints(max_length=MAX_RESOURCE)] | None
 
 
 class OktaDebugContext(TypedDict, total=False):
@@ -258,6 +273,8 @@ class OktaFormat:
             subject = user or actor
             if subject is None:
                 raise InvalidRecord("okta: target: user.session.clear names no User target or actor")
+            if not _clears_tokens(rec):
+                return CanonicalEvent(kind=EventKind.SESSION_ENDED, subject=subject, **common)
             return CanonicalEvent(
                 kind=EventKind.REVOKED,
                 subject=subject,
@@ -412,6 +429,19 @@ def _token_ref(target: OktaTarget, family: str | None) -> TokenRef:
 def _expires(detail: dict[str, Any] | None) -> datetime | None:
     value = detail.get("expires") if detail else None
     return None if value is None else iso_to_utc(value, "okta: target.detailEntry.expires")
+
+
+def _clears_tokens(rec: OktaLogEvent) -> bool:
+    """Whether a session clear also revoked the user's OAuth tokens: yes unless the logged
+    request (``url`` keeps the query, ``requestUri`` may) says ``oauthTokens=false``, and
+    nothing in it says otherwise (a repeated parameter cannot talk a clear out of its tokens)."""
+    data = (rec.get("debugContext") or _NONE).get("debugData") or _NONE
+    said: set[str] = set()
+    for logged in (data.get("url"), data.get("requestUri")):
+        if logged and "?" in logged:
+            query = parse_qsl(urlsplit(logged).query)
+            said.update(value.strip().lower() for name, value in query if name == "oauthTokens")
+    return said != {"false"}
 
 
 def _request(rec: OktaLogEvent, ctx: AdapterContext) -> Request | None:
