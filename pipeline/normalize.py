@@ -218,7 +218,7 @@ class Normalizer:
         line's dead letter."""
         batch = _Batch(key, key=key)
         for index, entry in enumerate(entries):
-            self._entry(self.forced, index, entry, batch)
+            self._entry(self.forced, index, entry, batch, as_text=key == "logEvents")
         fmt = batch.formats.most_common(1)[0][0] if batch.formats else key
         batch.format = fmt  # its dead letter names the envelope's (main) format
         if not batch.events and not batch.bad and batch.skipped:  # the whole line is of skipped types
@@ -257,9 +257,12 @@ class Normalizer:
         dead = self._batch_dead(origin, batch, total, line.size, line.sha256) if batch.bad else None
         yield Normalized(events=batch.events, format=adapter.name, dead_letter=dead, skipped_entries=batch.skipped)
 
-    def _entry(self, adapter: SourceFormat | None, index: int, entry: Any, batch: _Batch) -> None:
-        """One entry of a batch; ``adapter`` None: recognise the entry's own format."""
+    def _entry(self, adapter: SourceFormat | None, index: int, entry: Any, batch: _Batch, as_text: bool = False) -> None:
+        """One entry of a batch; ``adapter`` None: recognise the entry's own format;
+        ``as_text``: the entries are records as JSON text (CloudWatch Logs messages)."""
         try:
+            if as_text and isinstance(entry, str):
+                entry = self._text_entry(entry)
             if not isinstance(entry, dict):
                 raise InvalidRecord(f"expected an object, got {type(entry).__name__}")
             if adapter is None:
@@ -272,6 +275,16 @@ class Normalizer:
             batch.skipped[f"{adapter.name if adapter else batch.format}:{_type_label(exc)}"] += 1
         except InvalidRecord as exc:
             batch.bad.append((index, exc.reason.removeprefix(f"{adapter.name}: ") if adapter else exc.reason, entry))
+
+    def _text_entry(self, text: str) -> Any:
+        """A record carried as text: parsed with the limits of an input line."""
+        data = text.encode("utf-8", "surrogatepass")
+        if len(data) > self.config.max_line_bytes:
+            raise InvalidRecord(f"message of {len(data)} bytes exceeds max_line_bytes")
+        try:
+            return parse_line(data, self.config.max_depth, self.repairs)
+        except NotJSON as exc:
+            raise InvalidRecord(f"message is {exc.reason}") from None
 
     def _batch_dead(self, origin: str, batch: _Batch, total: int, size: int, sha256: str) -> dict[str, Any]:
         bad = batch.bad
@@ -362,12 +375,19 @@ def _opens_log_file(head: bytes) -> bool:
 
 
 def envelope_entries(raw: dict[str, Any]) -> tuple[str, list[Any]] | None:
-    """The records of a transport's batch envelope, with the key that holds them: Azure
-    diagnostic settings streamed to Event Hubs (``{"records": [...]}``, one key), and a
-    Kubernetes audit webhook's ``EventList`` (``items``). None for anything else."""
+    """The records of a transport's envelope, with the key that holds them: Azure
+    diagnostic settings streamed to Event Hubs (``{"records": [...]}``, one key), a
+    Kubernetes audit webhook's ``EventList`` (``items``), an Amazon EventBridge event
+    (``detail``) and a CloudWatch Logs subscription payload (``logEvents[].message``,
+    JSON text). None for anything else."""
     records = raw.get("records")
     if isinstance(records, list) and len(raw) == 1:
         return "records", records
+    if "detail-type" in raw and "source" in raw and isinstance(raw.get("detail"), dict):
+        return "detail", [raw["detail"]]  # an Amazon EventBridge event (CloudTrail API calls, Okta Log Streaming)
+    if raw.get("messageType") == "DATA_MESSAGE" and isinstance(raw.get("logEvents"), list):
+        # A CloudWatch Logs subscription's payload (decompressed): each log event's message is one record.
+        return "logEvents", [e.get("message") if isinstance(e, dict) else e for e in raw["logEvents"]]
     if raw.get("kind") == "EventList" and isinstance(raw.get("items"), list) and str(
             raw.get("apiVersion", "")).startswith("audit.k8s.io/"):
         return "items", raw["items"]

@@ -83,3 +83,60 @@ def test_a_mixed_stream_of_envelopes_gives_the_alerts_of_the_shapes_one_at_a_tim
     mixed = detect_lines([{"records": [ENTRA[0]]}, event_list(*k8s[:2]), {"records": [ENTRA[1]]}, GRAPH[0],
                           orjson.dumps(event_list(k8s[2])), GRAPH[1]])
     assert mixed.hits == separately and mixed.dead_letters == []
+
+
+# -- AWS transports -----------------------------------------------------------------
+# Amazon EventBridge events: version, id, detail-type, source, account, time, region,
+# resources, detail (EventBridge User Guide, "Amazon EventBridge events"). CloudTrail
+# management events arrive as detail-type "AWS API Call via CloudTrail", source "aws.<service>",
+# the record in detail; Okta Log Streaming to EventBridge sends detail-type "SystemLog",
+# source "aws.partner/okta.com/<org>/<stream>", the System Log event in detail.
+# A CloudWatch Logs subscription filter delivers (gzip-compressed; read after decompressing)
+# {"messageType": "DATA_MESSAGE", "owner", "logGroup", "logStream", "subscriptionFilters",
+# "logEvents": [{"id", "timestamp", "message"}]} with each CloudTrail record as JSON text
+# in message (CloudWatch Logs User Guide, "Subscription filters", example payload);
+# "CONTROL_MESSAGE" payloads only check reachability.
+from pathlib import Path  # noqa: E402
+
+FORMATS_DIR = Path(__file__).resolve().parents[1] / "data" / "formats"
+IMDS_USES = [orjson.loads(line) for line in (FORMATS_DIR / "cloudtrail_instance.jsonl").read_bytes().splitlines()]
+OKTA = [orjson.loads(line) for line in (FORMATS_DIR / "okta.jsonl").read_bytes().splitlines()]
+
+
+def eventbridge(detail: dict[str, Any], detail_type: str, source: str) -> dict[str, Any]:
+    return {"version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": detail_type,
+            "source": source, "account": "111122223333", "time": detail.get("eventTime", "2026-11-24T09:00:00Z"),
+            "region": "eu-central-1", "resources": [], "detail": detail}
+
+
+def subscription(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "aws-cloudtrail-logs",
+            "logStream": "111122223333_CloudTrail_eu-central-1", "subscriptionFilters": ["to-tokenwatch"],
+            "logEvents": [{"id": f"3195310660696698337880902507980421114328961542429{n}", "timestamp": 1795510800000,
+                           "message": orjson.dumps(record).decode()} for n, record in enumerate(records)]}
+
+
+def test_cloudtrail_through_eventbridge_and_cloudwatch_logs_maps_like_the_records() -> None:
+    alone = detect_lines(IMDS_USES)
+    via_eventbridge = detect_lines([eventbridge(r, "AWS API Call via CloudTrail", "aws.sts") for r in IMDS_USES])
+    via_cloudwatch = detect_lines([subscription(*IMDS_USES)])
+    assert alone.hits  # the instance credentials used from outside AWS
+    for found in (via_eventbridge, via_cloudwatch):
+        assert found.dead_letters == [] and found.summary.per_format == alone.summary.per_format
+        assert found.summary.events == alone.summary.events and found.hits == alone.hits
+
+
+def test_okta_log_streaming_through_eventbridge_maps_like_the_system_log() -> None:
+    alone = detect_lines(OKTA)
+    streamed = detect_lines([eventbridge(e, "SystemLog", "aws.partner/okta.com/example/tokenwatch") for e in OKTA])
+    assert streamed.dead_letters == [] and streamed.summary.events == alone.summary.events
+    assert streamed.hits == alone.hits and streamed.hits  # the sample's impossible travel
+
+
+def test_a_cloudwatch_message_that_is_not_a_record_costs_only_itself() -> None:
+    payload = subscription(*IMDS_USES[:2])
+    payload["logEvents"].insert(1, {"id": "x", "timestamp": 1795510800000, "message": "START RequestId: abc"})
+    found = detect_lines([payload])
+    assert found.summary.events == 2
+    [letter] = found.dead_letters
+    assert letter["reason"].startswith("cloudtrail: logEvents[1]: message is ")
