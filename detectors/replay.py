@@ -20,7 +20,9 @@ from pydantic import Field
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.binding import BindingCheck, token_label
-from detectors.state import Observation, StateStore, TokenState, forget_before, network_key, stable_hash
+from detectors.concurrency import Match, Timeline, insert, judge, place_of, seed, trim
+from detectors.concurrency_words import concurrency_summary
+from detectors.state import Observation, StateStore, TokenState, forget_before, stable_hash
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, TokenRef
 
@@ -50,8 +52,10 @@ CONCURRENT_USE = RuleMeta(
     techniques=(_ALT_AUTH,),
     response="revoke_token",
     description=(
-        "The same token was accepted from two networks (different ASN, not one allowlisted "
-        "egress) or two device keys within a short window; one holder cannot be in both."
+        "The same token was accepted from network A, then B, then A again within a short window, or "
+        "moved within it to a hosting, anonymising or reputation-listed network, another country, "
+        "faster than anyone travels or through a third network; a device change counts only with a "
+        "network change. A one-way move within one country is roaming, not an alert."
     ),
 )
 BINDING_MISMATCH = RuleMeta(
@@ -91,7 +95,20 @@ class ReplayConfig(DetectorConfig):
     )
     concurrent_window_s: float = Field(
         default=60.0, ge=0,
-        description="Two successful uses of one token from different contexts closer than this are concurrent",
+        description="How close in time uses of one token from different networks are compared: A, B, A with "
+        "each step closer than this is two holders, and so is a move closer than this to a hosting, anonymising "
+        "or reputation-listed network, to another country or faster than concurrent_max_speed_kmh; a one-way "
+        "move to another network of the same country is roaming",
+    )
+    concurrent_max_speed_kmh: float = Field(
+        default=1000.0, gt=0,
+        description="Fastest plausible travel between two uses of one token (airliner speed), after allowing "
+        "for geolocation accuracy; a faster move inside the concurrent window is two holders",
+    )
+    max_tracked_timelines: int = Field(
+        default=200_000, ge=1,
+        description="Memory cap on tokens whose network changes are being followed (a few recent runs each, "
+        "only for tokens that changed network within the concurrent window); the least recent go first",
     )
     duplicate_request_window_s: float = Field(
         default=300.0, ge=0,
@@ -138,6 +155,8 @@ class ReplayDetector(Detector):
         self._grace = cfg.refresh_grace_s
         self._concurrent = cfg.concurrent_window_s
         self._dup_window = cfg.duplicate_request_window_s
+        self._max_speed = cfg.concurrent_max_speed_kmh
+        self._max_timelines = cfg.max_tracked_timelines
         self._cap = cfg.max_tracked_requests
         self._binding = BindingCheck(cfg, BINDING_MISMATCH, self.name)
 
@@ -161,6 +180,7 @@ class ReplayDetector(Detector):
         if not ns:
             return
         forget_before(ns.get("requests", {}), watermark - self._dup_window, _first)
+        forget_before(ns.get("timelines", {}), watermark - 2 * self._concurrent, _newest)
         self._binding.expire(watermark, state)
 
     def _requests(self, state: StateStore) -> dict[int, tuple[float, str, str]]:
@@ -239,7 +259,7 @@ class ReplayDetector(Detector):
             findings.append(mismatch)
         elif known is not None and known.accepted:
             # A binding mismatch already says "not the holder"; concurrent use would repeat it.
-            concurrent = self._concurrent_use(event, ref, known, when, check_keys=bound is None)
+            concurrent = self._concurrent_use(event, ref, known, state, check_keys=bound is None)
             if concurrent is not None:
                 findings.append(concurrent)
         if request is not None and request.id is not None:
@@ -249,50 +269,55 @@ class ReplayDetector(Detector):
         return findings
 
     def _concurrent_use(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState, when: float, check_keys: bool
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState, state: StateStore, check_keys: bool
     ) -> Finding | None:
-        """Compare with recent accepted uses on both sides of ``when`` (late events too).
+        """File this accepted use in the token's timeline and judge it (``detectors.concurrency``).
 
-        Only accepted uses are compared, and only they are in the history compared with:
-        rejected requests, which anyone holding the token can make at will, are kept apart
-        and cannot push the other holder's uses out of it. Device keys are compared only for unbound tokens: for a bound token a foreign key
-        is a binding mismatch, which says more.
-        """
-        window = self._concurrent
-        net = event.network
-        egress = net.egress
-        as_net = network_key(net.as_org, net.asn)
-        proof = event.request.proof if event.request is not None else None
-        key = f"{proof.method}:{proof.value}" if proof is not None and check_keys else None
-        best: Observation | None = None
-        best_gap = 0.0
-        reason = ""
-        for use in known.accepted:
-            gap = abs(use.time - when)
-            if gap > window or use.event_id == event.event_id:
-                continue
-            if best is not None and gap >= best_gap:
-                continue
-            if not (egress is not None and egress == use.egress) and as_net and use.net and as_net != use.net:
-                best, best_gap, reason = use, gap, "network"
-            elif key is not None and use.binding is not None and use.binding != key:
-                best, best_gap, reason = use, gap, "key"
-        if best is None:
-            return None
+        A token gets a timeline only once it changed network: until then its accepted
+        uses (``known.accepted``, late ones included) are all from one place. Rejected
+        requests, which anyone holding the token can make at will, are never filed."""
         current = Observation(event)
-        first, second = (best, current) if best.time <= current.time else (current, best)
-        keys = f" with {second.binding} vs {first.binding}" if reason == "key" else ""
-        summary = (
-            f"{token_label(ref, known)} {ref.id} was accepted from {describe.place(second)}{keys} "
-            f"{describe.duration(best_gap)} after a use from {describe.place(first)}; "
-            "one holder cannot be in both places"
-        )
+        place = place_of(current)
+        if place is None:
+            return None  # no network known, or a provider's service acting for the user
+        window = self._concurrent
+        timeline = state.detector_state.get(self.name, {}).get("timelines", {}).get(ref.id)
+        if timeline is None:
+            uses = [u for u in known.accepted if u.event_id != current.event_id]
+            if not any(place_of(u) not in (None, place) and abs(u.time - current.time) <= 2 * window for u in uses):
+                return None
+            timeline = Timeline(seed(uses, current.time - 2 * window), 0, current.time)
+        elif any(current.event_id in (run.first.event_id, run.last.event_id) for run in timeline.runs):
+            return None  # the same event again
+        runs, handover = insert(timeline.runs, current, place)
+        match = judge(runs, current, window, self._max_speed, check_keys)
+        newest = max(timeline.newest, current.time)
+        handovers = timeline.handovers + (1 if handover and match is None else 0)
+        timelines = self._timelines(state)
+        timelines.pop(ref.id, None)  # re-inserted last: kept in update order for expiry
+        timelines[ref.id] = Timeline(trim(runs, newest - 2 * window), handovers, newest)
+        while len(timelines) > self._max_timelines:
+            del timelines[next(iter(timelines))]
+        if match is None:
+            return None
+        return self._concurrent_finding(event, ref, known, match, handovers)
+
+    def _concurrent_finding(
+        self, event: CanonicalEvent, ref: TokenRef, known: TokenState, match: Match, handovers: int
+    ) -> Finding:
+        uses = match.uses
         return Finding(
-            rule=CONCURRENT_USE, event=event, key=ref.id, summary=summary,
-            evidence=(first.evidence(ref.id), second.evidence(ref.id)),
+            rule=CONCURRENT_USE, event=event, key=ref.id,
+            summary=concurrency_summary(f"{token_label(ref, known)} {ref.id}", match, self._concurrent),
+            evidence=tuple(use.evidence(ref.id) for use in uses),
             family_id=known.family_id or ref.family_id,
-            details={"gap_s": round(best_gap, 3), "difference": reason},
+            details={"gap_s": round(match.gap_s, 3), "difference": match.reason,
+                     "device_drift": ",".join(match.drift) or None, "handovers_before": handovers,
+                     "speed_kmh": None if match.speed_kmh is None else round(min(match.speed_kmh, 1e9), 1)},
         )
+
+    def _timelines(self, state: StateStore) -> dict[str, Timeline]:
+        return state.namespace(self.name).setdefault("timelines", {})
 
     # -- duplicate request ----------------------------------------------------------
     def _duplicate(
@@ -361,3 +386,7 @@ def _same_network(a: Observation, b: Observation) -> bool:
 
 def _first(record: tuple[float, ...]) -> float:
     return record[0]
+
+
+def _newest(timeline: Timeline) -> float:
+    return timeline.newest

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from detectors.device import MAX_ID_CHARS, agent_family
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, TokenType
 
@@ -65,7 +66,7 @@ class Observation:
     __slots__ = (
         "time", "event_id", "kind", "source", "ip", "net", "egress", "country", "city",
         "lat", "lon", "accuracy_km", "hosting", "binding", "client_id", "success",
-        "request_id", "scopes", "asn", "as_org",
+        "request_id", "scopes", "asn", "as_org", "service", "net_class", "agent", "device",
     )
 
     def __init__(self, event: CanonicalEvent) -> None:
@@ -76,12 +77,17 @@ class Observation:
         self.event_id: str = event.event_id
         self.kind: str = event.kind.value
         self.source: str = intern(event.source)
-        self.ip: str | None = net.ip or net.service
+        self.ip: str | None = net.ip
+        self.service: str | None = intern(net.service)  # a calling cloud service, never an address
         self.asn: int | None = net.asn
         self.as_org: str | None = net.as_org
         self.net: str | None = network_key(net.as_org, net.asn)
         self.egress: str | None = net.egress
         self.hosting: bool | None = net.hosting
+        # Device context and egress class: compared between uses by the concurrent-use rule.
+        self.net_class: str | None = net.net_class
+        self.agent: str | None = intern(agent_family(net.user_agent))
+        self.device: str | None = intern(net.device_id[:MAX_ID_CHARS]) if net.device_id else None
         if geo is not None:
             self.country, self.city = geo.country, geo.city
             self.lat, self.lon, self.accuracy_km = geo.lat, geo.lon, geo.accuracy_km
@@ -95,6 +101,15 @@ class Observation:
         self.request_id: str | None = request.id if request is not None else None
         self.scopes: tuple[str, ...] = intern(event.scopes) if event.scopes else ()
 
+    def __eq__(self, other: object) -> bool:
+        """Same facts: a copy restored from a changelog equals its original."""
+        if not isinstance(other, Observation):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in Observation.__slots__)
+
+    def __hash__(self) -> int:
+        return hash((self.event_id, self.time))
+
     def evidence(self, token_id: str | None = None) -> EvidenceItem:
         from datetime import datetime, timezone
 
@@ -105,6 +120,7 @@ class Observation:
             source=self.source,
             token_id=token_id,
             ip=self.ip,
+            service=self.service,
             country=self.country,
             city=self.city,
             asn=self.asn,
@@ -526,7 +542,7 @@ def _insert_use(uses: list[Observation], obs: Observation, limit: int) -> None:
 
 def _same_context(a: Observation, b: Observation) -> bool:
     return (
-        a.ip == b.ip and a.success == b.success and a.binding == b.binding
+        a.ip == b.ip and a.service == b.service and a.success == b.success and a.binding == b.binding
         and a.client_id == b.client_id and a.net == b.net
     )
 

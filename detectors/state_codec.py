@@ -52,7 +52,12 @@ _SCOPE_TABLES = {"f": "family", "s": "session", "u": "subject"}
 _OBS_SLOTS = Observation.__slots__
 _OBS_SCOPES = _OBS_SLOTS.index("scopes")  # a tuple: written as a list
 # Observation fields interned like ``Observation.__init__`` and the enricher share them.
-_OBS_INTERNED = frozenset({"kind", "source", "net", "egress", "country", "city", "as_org", "binding"})
+_OBS_INTERNED = frozenset({
+    "kind", "source", "net", "egress", "country", "city", "as_org", "binding", "service", "net_class", "agent",
+    "device",
+})
+# Observations of an earlier layout end before these slots (appended since): read as not recorded.
+_OBS_MIN_SLOTS = _OBS_SLOTS.index("service")
 _NAMEDTUPLES: dict[str, type] = {}
 _NAMEDTUPLE_NAMES: dict[type, str] = {}
 
@@ -68,9 +73,12 @@ def register_namedtuple(name: str, cls: type) -> None:
 
 
 def _register_detector_types() -> None:
+    from detectors.concurrency import Run, Timeline
     from detectors.geo_divergence import _Point
 
     register_namedtuple("geo_divergence.Point", _Point)
+    register_namedtuple("replay.Run", Run)
+    register_namedtuple("replay.Timeline", Timeline)
 
 
 _register_detector_types()
@@ -234,7 +242,8 @@ def pack(value: Any) -> Any:
     """A detector-namespace value as plain JSON, reversibly: JSON arrays are lists, every
     JSON object is a one-key tag — {"d": {...}} dict of str keys, {"D": [[k, v], ...]}
     dict of other keys, {"T": [...]} tuple, {"F": [...]} frozenset, {"S": [...]} set,
-    {"N": [name, [...]]} registered named tuple, {"x": "inf"} non-finite float."""
+    {"N": [name, [...]]} registered named tuple, {"O": [...]} ``Observation``, {"x": "inf"}
+    non-finite float."""
     kind = type(value)
     if value is None or kind is str or kind is int or kind is bool:
         return value
@@ -253,6 +262,8 @@ def pack(value: Any) -> Any:
         if all(type(item) is str for item in items):
             items.sort()
         return {"F" if kind is frozenset else "S": items}
+    if kind is Observation:
+        return {"O": _obs(value)}
     name = _NAMEDTUPLE_NAMES.get(kind)
     if name is not None:
         return {"N": [name, [pack(item) for item in value]]}
@@ -415,8 +426,9 @@ def _strs(values: Any) -> list[str]:
 def _obs_from(values: Any) -> Observation | None:
     if values is None:
         return None
-    if type(values) is not list or len(values) != len(_OBS_SLOTS):
+    if type(values) is not list or not _OBS_MIN_SLOTS <= len(values) <= len(_OBS_SLOTS):
         raise CodecError("bad observation")
+    values = values + [None] * (len(_OBS_SLOTS) - len(values))
     obs = Observation.__new__(Observation)
     for name, value in zip(_OBS_SLOTS, values):
         if name in _OBS_INTERNED and type(value) is str:
@@ -493,6 +505,8 @@ def unpack(value: Any) -> Any:
         if body not in ("inf", "-inf", "nan"):
             raise CodecError(f"bad float {body!r}")
         return float(body)
+    if tag == "O":
+        return _obs_from(body)
     if tag == "N":
         name, fields = body
         cls = _NAMEDTUPLES.get(name)

@@ -36,6 +36,8 @@ AT_LIFE = 3_600.0
 KEY_A = Binding(method="dpop", value="jkt-AAAA")
 KEY_B = Binding(method="dpop", value="jkt-BBBB")
 # A second uplink of the same allowlisted VPN concentrator: other IP and ASN, same egress name.
+# Another ISP in Berlin's metro area: a handover to it is plausible travel (same country, no hosting).
+O2_BERLIN = Place("84.150.2.2", "DE", "Berlin", 52.52, 13.41, 6805, "Telefonica Germany")
 CORP_VPN_TOKYO_2 = Place("198.51.100.20", "JP", "Tokyo", 35.69, 139.70, 17676, "SoftBank Corp.", egress="corp-vpn")
 
 
@@ -289,8 +291,10 @@ def test_concurrent_use_berlin_and_singapore() -> None:
     assert [e.event_id for e in alert.evidence] == [first.event_id, second.event_id]
     assert alert.alert.summary == (
         "Access token at-1 was accepted from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC) 20 s after a use "
-        "from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG); one holder cannot be in both places"
+        "from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG); one holder cannot be in both places "
+        "(DigitalOcean, LLC is a hosting, anonymising or reputation-listed network)"
     )
+    assert (alert.details["difference"], alert.details["handovers_before"]) == ("anonymising", 0)
 
 
 @pytest.mark.parametrize("lateness", [30.0, 0.0])
@@ -305,11 +309,18 @@ def test_concurrent_use_arriving_out_of_order(lateness: float) -> None:
         alerts[0].alert.summary)
 
 
-def test_concurrent_use_with_two_client_certificates_on_one_network() -> None:
+def test_a_new_client_certificate_alone_is_drift_not_a_second_holder() -> None:
+    """A key change inside one token is evidence (issue 14), a rule only with another signal:
+    on one network it raises nothing; with a change of network in the window it is an alert."""
     cert_a, cert_b = Binding(method="mtls", value="x5t-A"), Binding(method="mtls", value="x5t-B")
-    alerts = run([*login(), use(10, proof=cert_a), use(25, proof=cert_b)], ONLY_REPLAY)
+    assert run([*login(), use(10, proof=cert_a), use(25, proof=cert_b)], ONLY_REPLAY) == []
+    alerts = run([*login(), use(10, proof=cert_a), use(25, proof=cert_b, place=O2_BERLIN)], ONLY_REPLAY)
     assert rule_hits(alerts) == [("replay.concurrent_use", "at-1")]
-    assert "with mtls:x5t-B vs mtls:x5t-A" in alerts[0].alert.summary
+    assert (alerts[0].details["difference"], alerts[0].details["device_drift"]) == ("drift", "key")
+    assert alerts[0].alert.summary.endswith(
+        "; and the network changed along with the device: proven key mtls:x5t-A then mtls:x5t-B")
+    # Without the key change the same move is roaming.
+    assert run([*login(), use(10, proof=cert_a), use(25, proof=cert_a, place=O2_BERLIN)], ONLY_REPLAY) == []
 
 
 def test_nat_or_mobile_change_within_one_asn_is_benign() -> None:
