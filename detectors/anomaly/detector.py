@@ -7,6 +7,14 @@ not per event. Inactive (nothing kept, nothing scored) unless ``model_path``
 is set. A missing or unusable model file is logged and counted, never fatal:
 the detector then only collects its baseline (so the retraining job can write
 the first model) and the rule detectors run as usual.
+
+Learning period: a subject first seen less than ``learning_period_s`` ago is
+scored and learns, but raises no alert (its baseline cannot yet tell a new habit
+from a thief; Microsoft Defender for Cloud Apps' anomaly policies likewise raise
+no alerts in their first seven days). ``min_profile_windows`` bounds it by
+activity too: a subject needs that many windows before it is scored. A new
+client has no learning period: an app the subject never used is what consent
+phishing looks like.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from pydantic import Field
 
 from detectors.anomaly import explain
 from detectors.anomaly.features import (
-    CLIENT_KEYS, FEATURES, SUBJECT_KEYS, Profile, Record, Window, learn, new_profile, new_window,
+    CLIENT_KEYS, FEATURES, SUBJECT_KEYS, Profile, Record, Window, history_s, learn, new_profile, new_window,
     update_window, vector,
 )
 from detectors.anomaly.model import AnomalyModel, ModelError, load
@@ -47,8 +55,10 @@ BEHAVIOUR = RuleMeta(
     response="none",
     description=(
         "A token's activity in a window (rate, breadth of resources, new networks, countries or "
-        "user agents, failures, hour of day, scopes) scored above the anomaly model's threshold "
-        "against its subject's and client's baseline; the summary names the features that made it unusual."
+        "user agents, failures, hour of day, scopes, device drift and network roaming inside the "
+        "session) scored above the anomaly model's threshold against its subject's and client's "
+        "baseline, once the subject is past its learning period; the summary names the features that "
+        "made it unusual."
     ),
 )
 
@@ -60,6 +70,19 @@ class AnomalyConfig(DetectorConfig):
     window_s: float = Field(default=600.0, gt=0, description="Length of a token's behaviour window (event time)")
     min_profile_windows: int = Field(
         default=5, ge=1, description="Windows a subject needs in its baseline before its windows are scored"
+    )
+    learning_period_s: float = Field(
+        default=7 * 86_400.0, ge=0,
+        description="A subject first seen less than this long ago (event time) is scored and learned but raises "
+        "no alert; 0 = alert as soon as min_profile_windows are learned",
+    )
+    device_memory_s: float = Field(
+        default=86_400.0, gt=0,
+        description="Forget a session's (or token's) last device context after this long unused (event time)",
+    )
+    max_device_contexts: int = Field(
+        default=200_000, ge=100,
+        description="Sessions/tokens whose last device context is kept; the least recently used go first",
     )
     alerts_per_10k_tokens_per_day: float = Field(
         default=20.0, gt=0, description="Alert budget the threshold is calibrated to: alerts per 10k active tokens per day"
@@ -149,6 +172,7 @@ class AnomalyDetector(Detector):
         if not ns:
             ns.update({"w": {}, "closed": [], "u": {}, "c": {}, "pruned": 0.0})
         windows: dict[str, Window] = ns["w"]
+        devices: dict[str, list[Any]] = ns.setdefault("dev", {})
         when = event.epoch
         win = windows.get(token_id)
         if win is not None and when >= win["s"] + self.config.window_s:
@@ -157,7 +181,15 @@ class AnomalyDetector(Detector):
             win = None
         if win is None:
             win = windows[token_id] = new_window(when, subject, client)
-        update_window(win, event, ns["u"].get(subject), ns["c"].get(client) if client else None)
+        session = event.session_id or (known.session_id if known else None)
+        chain = f"s:{session}" if session else f"t:{token_id}"
+        last = devices.pop(chain, None)  # re-inserted last: the dict is in least-recently-used order
+        previous = last[:3] if last is not None and when - last[3] <= self.config.device_memory_s else None
+        context = update_window(win, event, ns["u"].get(subject), ns["c"].get(client) if client else None, previous)
+        devices[chain] = [*context, max(when, last[3]) if last is not None else when]
+        if len(devices) > self.config.max_device_contexts:
+            del devices[next(iter(devices))]
+            self.counters["device_contexts_evicted"] += 1
         return []
 
     def expire(self, watermark: float, state: StateStore) -> list[Finding] | None:
@@ -177,6 +209,7 @@ class AnomalyDetector(Detector):
         if watermark - ns["pruned"] >= 3_600.0:
             ns["pruned"] = watermark
             self._prune_profiles(ns, watermark - self.config.profile_ttl_s)
+            self._prune_devices(ns, watermark - self.config.device_memory_s)
         return findings
 
     def finish(self, state: StateStore) -> list[Finding]:
@@ -221,7 +254,9 @@ class AnomalyDetector(Detector):
                 self.counters["windows_scored"] += 1
                 if self.recorder is not None:
                     self.recorder.append((token_id, win["s"], win["e"], float(scores[i])))
-            if i in flagged:
+            if i in flagged and self._learning(win, subj):
+                self.counters["windows_in_learning_period"] += 1  # neither alerted nor in the ring
+            elif i in flagged:
                 assert model is not None and scores is not None
                 why = explain.reasons(drops[flagged.index(i)], win, subj, client, cfg.window_s, cfg.explain_top)
                 findings.append(self._finding(token_id, win, float(scores[i]), model, why, drops[flagged.index(i)]))
@@ -237,18 +272,27 @@ class AnomalyDetector(Detector):
                 self._filled = min(self._filled + 1, len(self._rows))
         for i in learnable:  # flagged windows never teach the baseline what an attack looks like
             self._learn(scored[i][1], subjects, clients)
+        for i in flagged:  # ... unless the subject is new: then it is how it behaves
+            if self._learning(scored[i][1], scored[i][2]):
+                self._learn(scored[i][1], subjects, clients)
         return findings
+
+    def _learning(self, win: Window, subj: Profile) -> bool:
+        """Whether the window's subject is inside its learning period. A young client is
+        not: a token of an app the subject never used (consent phishing) must stay judged."""
+        age = history_s(subj, win["s"])
+        return age is not None and age < self.config.learning_period_s
 
     def _learn(self, win: Window, subjects: dict[str, Profile], clients: dict[str, Profile]) -> None:
         cfg = self.config
         subj = subjects.get(win["sub"])
         if subj is None:
-            subj = subjects[win["sub"]] = new_profile()
+            subj = subjects[win["sub"]] = new_profile(win["s"])
         learn(subj, win, SUBJECT_KEYS, cfg.max_profile_items, cfg.profile_decay)
         if win["cli"]:
             client = clients.get(win["cli"])
             if client is None:
-                client = clients[win["cli"]] = new_profile()
+                client = clients[win["cli"]] = new_profile(win["s"])
             learn(client, win, CLIENT_KEYS, cfg.max_profile_items * 4, cfg.profile_decay)
 
     def _count_token_day(self, token_id: str, start: float) -> None:
@@ -271,6 +315,14 @@ class AnomalyDetector(Detector):
         for table in (ns["u"], ns["c"]):
             for key in [k for k, p in table.items() if p["t"] < horizon]:
                 del table[key]
+
+    def _prune_devices(self, ns: dict[str, Any], horizon: float) -> None:
+        devices: dict[str, list[Any]] = ns.get("dev", {})
+        while devices:  # least recently used first: stop at the first one still fresh
+            chain = next(iter(devices))
+            if devices[chain][3] >= horizon:
+                break
+            del devices[chain]
 
     # -- baseline for retraining ---------------------------------------------------
     def baseline(self) -> tuple[np.ndarray, np.ndarray, int]:
@@ -310,6 +362,10 @@ class AnomalyDetector(Detector):
         }
         for group, drop in drops[:4]:
             details[f"contribution.{group}"] = round(drop, 4)
+        for name, counter in (("agent_changes", "dua"), ("device_changes", "ddev"), ("key_changes", "dkey"),
+                              ("network_switches", "nsw"), ("network_returns", "nret")):
+            if win.get(counter):
+                details[name] = win[counter]
         high = score >= model.threshold + 0.1
         return Finding(
             rule=BEHAVIOUR, event=event, key=token_id, summary=summary,

@@ -2,7 +2,7 @@
 
 Which features made it unusual is measured, not guessed: for each group of
 related features (rate, breadth, new resources, networks, countries, user
-agents, failures, hour, scopes) the window is scored again with that group set
+agents, failures, hour, scopes, device drift, roaming) the window is scored again with that group set
 to the baseline's median; the drop in score is the group's contribution. The
 largest contributions are then worded with the window's own facts against the
 subject's or the client's baseline ("42 distinct resources in 10 min, 8x this
@@ -29,6 +29,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "failures": ("failure_ratio",),
     "hour": ("hour_rarity",),
     "scopes": ("scope_breadth", "new_scope_share"),
+    "device": ("agent_changes", "device_changes", "key_changes"),
+    "roaming": ("network_switches", "network_returns"),
 }
 _MIN_CONTRIBUTION = 0.005
 
@@ -145,6 +147,32 @@ def _scopes(win: Window, subj: Profile, client: Profile | None, window_s: float)
     return text
 
 
+_DRIFT_WORDS = {"agent": ("dua", "browser/OS"), "device": ("ddev", "device id"), "key": ("dkey", "DPoP/mTLS key")}
+
+
+def _device(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
+    """"browser/OS changed inside the session: Firefox on Windows → Chrome on Linux; DPoP/mTLS
+    key changed inside the session (2x): dpop:3q2+7w… → dpop:Nz9c1f…"."""
+    parts = []
+    for name, before, after in win["notes"].get("drift", []):
+        counter, what = _DRIFT_WORDS[name]
+        times = f" ({win[counter]}x)" if win.get(counter, 0) > 1 else ""
+        if name != "agent":  # ids and key thumbprints: a prefix tells them apart
+            before, after = f"{str(before)[:12]}…", f"{str(after)[:12]}…"
+        parts.append(f"{what} changed inside the session{times}: {before} → {after}")
+    return "; ".join(parts) or "no device change inside the session"
+
+
+def _roaming(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
+    path = " → ".join(win.get("path", []))
+    if win.get("nret"):
+        return (f"network interleaving: {win['nsw']} switches, {win['nret']} back to a network already left "
+                f"in {_span(window_s)} ({path})")
+    if win.get("nsw"):
+        return f"{win['nsw']} one-way network handover(s) in {_span(window_s)} ({path})"
+    return "one network throughout"
+
+
 _WORDING: dict[str, Callable[[Window, Profile, Profile | None, float], str]] = {
     "rate": _rate,
     "breadth": _breadth,
@@ -155,4 +183,6 @@ _WORDING: dict[str, Callable[[Window, Profile, Profile | None, float], str]] = {
     "failures": _failures,
     "hour": _hour,
     "scopes": _scopes,
+    "device": _device,
+    "roaming": _roaming,
 }

@@ -8,6 +8,17 @@ the window with two baselines kept beside it: the subject's profile (hours,
 networks, user agents, countries, resources, scopes, usual request count) and
 the client's (resources, usual breadth). Everything here is plain dicts, sets
 and lists, so it snapshots with the rest of the state (``state_codec.pack``).
+
+Two kinds of change *inside* a window are counted as well. Device drift: a use whose
+browser family/OS, device id or DPoP/mTLS key differs from the previous use of the
+same session (or token, when no session is known), as Okta's session protection
+re-evaluates a session on a device-context change (``detectors.device``). Roaming:
+switches between networks, and returns to a network the token had left; a phone
+handing over from home to its carrier is one switch and no return, a token shared
+between two places (A, B, A) returns.
+
+The feature list is versioned by its names: a model file records the names it was
+trained on, and ``model.load`` refuses a file whose list differs (retrain).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from detectors.device import DeviceContext, drift
 from schemas.events import CanonicalEvent
 
 FEATURES: tuple[str, ...] = (
@@ -39,6 +51,11 @@ FEATURES: tuple[str, ...] = (
     "hour_rarity",                # 1 = the subject is never active at this hour, 0 = usual hour
     "scope_breadth",              # distinct scopes the requests required
     "new_scope_share",            # share of requests requiring a scope the subject never needed
+    "agent_changes",              # uses whose browser family/OS differs from the session's previous use
+    "device_changes",             # uses whose device id differs from the session's previous use
+    "key_changes",                # uses whose proven DPoP/mTLS key differs from the session's previous use
+    "network_switches",           # changes of network between consecutive uses of the token
+    "network_returns",            # switches back to a network the token had left (interleaving)
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
 
@@ -49,6 +66,7 @@ Record = list[Any]  # an evidence record, see ``record``
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{8,}|[A-Za-z0-9_-]{20,})$")
 _MAX_NOTES = 3  # new networks / agents / resources remembered per window for the wording
 _MAX_EVIDENCE = 6
+_MAX_PATH = 6  # networks of the window's switch sequence kept for the wording
 
 
 @lru_cache(maxsize=65_536)
@@ -81,21 +99,50 @@ def new_window(start: float, subject: str | None, client: str | None) -> Window:
         "s": start, "e": start, "sub": subject, "cli": client,
         "n": 0, "f": 0, "host": 0, "nip": 0, "nnet": 0, "nua": 0, "ncc": 0, "nres": 0, "ncres": 0, "nsc": 0,
         "ips": set(), "nets": set(), "cc": set(), "ua": set(), "res": set(), "sc": set(),
-        "notes": {"net": [], "ua": [], "cc": [], "res": [], "cres": [], "sc": []},
+        "notes": {"net": [], "ua": [], "cc": [], "res": [], "cres": [], "sc": [], "drift": []},
         "ev": [],
+        **_drift_counters(),
     }
 
 
-def new_profile() -> Profile:
+def _drift_counters() -> Window:
+    """Counters of change inside a window: agent/device/key changes, network switches and
+    returns, the last network, the networks left, and the switch path for the wording."""
+    return {"dua": 0, "ddev": 0, "dkey": 0, "nsw": 0, "nret": 0, "lnet": None, "left": [], "path": []}
+
+
+def _current(win: Window) -> Window:
+    """A window restored from a checkpoint of the version before the drift counters."""
+    if "nsw" not in win:
+        win.update(_drift_counters())
+        win["notes"].setdefault("drift", [])
+    return win
+
+
+def new_profile(since: float | None = None) -> Profile:
     """Subject or client baseline: windows seen, usual requests and breadth per window,
-    activity per hour of day (UTC), and what it has used (key -> last seen)."""
-    return {"w": 0, "n": 0.0, "r": 0.0, "t": 0.0, "h": [0.0] * 24,
+    activity per hour of day (UTC), what it has used (key -> last seen), and when its
+    first window started (``since``: the learning period counts from there)."""
+    return {"w": 0, "n": 0.0, "r": 0.0, "t": 0.0, "h": [0.0] * 24, "since": since,
             "ip": {}, "net": {}, "ua": {}, "cc": {}, "res": {}, "sc": {}}
 
 
-def update_window(win: Window, event: CanonicalEvent, subj: Profile | None, client: Profile | None) -> None:
+def history_s(profile: Profile, when: float) -> float | None:
+    """How long before ``when`` the profile's first window started; None for a profile
+    kept by an earlier version, which did not record it (it has history already)."""
+    since = profile.get("since")
+    return None if since is None else when - since
+
+
+def update_window(
+    win: Window, event: CanonicalEvent, subj: Profile | None, client: Profile | None,
+    previous: DeviceContext | list[str | None] | None = None,
+) -> DeviceContext:
     """Fold one ``used`` event into its window, judging novelty against the profiles as
-    they are now (profiles learn only when windows close)."""
+    they are now (profiles learn only when windows close) and device drift against
+    ``previous``, the device context of the session's (or token's) previous use.
+    Returns this use's device context, for the caller to remember as the next previous."""
+    _current(win)
     net = event.network
     when = event.epoch
     if when > win["e"]:
@@ -118,6 +165,7 @@ def update_window(win: Window, event: CanonicalEvent, subj: Profile | None, clie
         if subj is not None and network not in subj["net"]:
             win["nnet"] += 1
             new_for_subject = _note(notes["net"], [network, net.asn, net.as_org]) or new_for_subject
+        new_for_subject = _roam(win, network) or new_for_subject
     country = net.geo.country if net.geo else None
     if country:
         win["cc"].add(country)
@@ -149,10 +197,40 @@ def update_window(win: Window, event: CanonicalEvent, subj: Profile | None, clie
                 win["nsc"] += 1
                 for scope in fresh:
                     _note(notes["sc"], scope)
+    context = DeviceContext.of(event)
+    if previous is not None:
+        for name in drift(previous, context):
+            win[_DRIFT_COUNTER[name]] += 1
+            before = previous[("agent", "device", "key").index(name)]
+            new_for_subject = _note(notes["drift"], [name, before, getattr(context, name)]) or new_for_subject
     # Records are built only for the first event and novelties (the hot path stays cheap);
     # the latest of them is the alert's trigger.
     if not win["ev"] or (new_for_subject and len(win["ev"]) < _MAX_EVIDENCE):
         win["ev"].append(record(event))
+    return context
+
+
+_DRIFT_COUNTER = {"agent": "dua", "device": "ddev", "key": "dkey"}
+
+
+def _roam(win: Window, network: str) -> bool:
+    """Count a switch from the window's last network, and a return when the token goes
+    back to a network it had left; True when this use switched."""
+    last = win["lnet"]
+    win["lnet"] = network
+    if last is None or last == network:
+        if last is None:
+            win["path"].append(network)
+        return False
+    win["nsw"] += 1
+    left: list[str] = win["left"]
+    if network in left:
+        win["nret"] += 1
+    if last not in left and len(left) < 16:
+        left.append(last)
+    if len(win["path"]) < _MAX_PATH:
+        win["path"].append(network)
+    return True
 
 
 def _note(notes: list[Any], value: Any) -> bool:
@@ -165,6 +243,7 @@ def _note(notes: list[Any], value: Any) -> bool:
 
 def vector(win: Window, subj: Profile, client: Profile | None) -> list[float]:
     """The window's features, in ``FEATURES`` order."""
+    _current(win)
     n = win["n"] or 1
     distinct_res = len(win["res"])
     client_breadth = client["r"] if client is not None and client["w"] else distinct_res
@@ -188,6 +267,11 @@ def vector(win: Window, subj: Profile, client: Profile | None) -> list[float]:
         hour_rarity(subj["h"], hour_of(win["s"])),
         float(len(win["sc"])),
         win["nsc"] / n,
+        float(win["dua"]),
+        float(win["ddev"]),
+        float(win["dkey"]),
+        float(win["nsw"]),
+        float(win["nret"]),
     ]
 
 

@@ -236,10 +236,7 @@ def load(path: Path | str, limits: ArchiveLimits = DEFAULT_LIMITS) -> AnomalyMod
         )
     features = tuple(document.get("features") or ())
     if features != FEATURES:
-        raise ModelError(
-            f"anomaly model {path}: trained on features {list(features)}, this version computes "
-            f"{list(FEATURES)}; retrain with `tokenwatch model train`"
-        )
+        raise ModelError(f"anomaly model {path}: {_feature_change(features)}; retrain with `tokenwatch model train`")
     kind = document.get("kind")
     estimator, grid, spread = document.get("estimator"), document.get("grid"), document.get("spread")
     if kind == "isolation_forest":
@@ -271,3 +268,18 @@ def load(path: Path | str, limits: ArchiveLimits = DEFAULT_LIMITS) -> AnomalyMod
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"anomaly model {path}: missing or bad field {exc}") from None
+
+
+def _feature_change(features: tuple[str, ...]) -> str:
+    """Why a model's feature list does not fit this version, in the fewest names: what this
+    version added, what it no longer computes, or (same names) that the order differs."""
+    added = [f for f in FEATURES if f not in features]
+    gone = [f for f in features if f not in FEATURES]
+    parts = []
+    if added:
+        parts.append(f"this version adds features {', '.join(added)}")
+    if gone:
+        parts.append(f"no longer computes {', '.join(gone)}")
+    if not parts:
+        parts.append(f"its features are in another order ({', '.join(features)})")
+    return f"trained on {len(features)} features, this version computes {len(FEATURES)}: " + "; ".join(parts)

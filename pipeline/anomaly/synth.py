@@ -6,8 +6,10 @@ their own time zone, a personal set of pages), mobile-app users (home ISP and
 mobile carrier), analysts (wide report sweeps are normal for them), a night
 shift, and automation service accounts (around the clock, from a cloud
 network, a handful of endpoints). Ordinary noise: a café or hotel network,
-browser updates, a page never opened before, late evenings, 3 % rejected
-requests.
+a browser update landing in the middle of a burst, a page never opened before,
+late evenings, 3 % rejected requests, a phone handing over from home Wi-Fi to
+its carrier (or back), an office worker connecting the corporate VPN
+mid-session (one-way: the earlier network and agent are not used again).
 
 Attacks, all on tokens valid at the time, from places and with scopes that
 the rule families accept (same country, residential networks, granted
@@ -22,7 +24,11 @@ scopes, no concurrent second network, failures only where rejected):
 - ``scope_sweep``: a stolen mobile token exercising every granted scope;
 - ``low_and_slow``: a few extra ordinary requests from another address of the
   victim's ISP during working hours — deliberately close to normal, to show
-  what the model misses.
+  what the model misses;
+- ``session_takeover``: the victim works from home, then a thief carries on with
+  the same token, once the victim stops, from another ISP of the victim's country
+  with another browser and OS, reading the victim's usual pages (a one-way move in
+  one country: no concurrency rule fires; the device change inside the token does).
 
 Labels: one JSON line per attack, ``{"token_id", "start", "end", "attack"}``;
 a behaviour window of that token overlapping [start, end] is an attack window.
@@ -36,8 +42,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from detectors.device import agent_family
+
 BASE = datetime(2026, 11, 2, tzinfo=timezone.utc)  # a Monday
-ATTACKS = ("offhours_burst", "automation_reads_mail", "device_enumeration", "scope_sweep", "low_and_slow")
+ATTACKS = ("offhours_burst", "automation_reads_mail", "device_enumeration", "scope_sweep", "low_and_slow",
+           "session_takeover")
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,15 @@ class User:
     end: int  # last local hour (exclusive)
     ttl_s: int
     other_nets: list[Net] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Change:
+    """From ``at`` (epoch s) on, a user's uses come from ``net`` and/or with ``agent``."""
+
+    at: float
+    net: Net | None = None
+    agent: str | None = None
 
 
 @dataclass
@@ -204,11 +222,15 @@ class Generator:
         self.lines.append(line)
 
     def _burst(self, user: User, t: float, n: int, span_s: float, net: Net, agent: str,
-               resources: list[tuple[str, str]], fail: float = 0.03) -> None:
+               resources: list[tuple[str, str]], fail: float = 0.03, change: Change | None = None) -> None:
+        """``n`` uses over ``span_s``; from ``change.at`` on, ``change``'s network or agent."""
         tok = self._token(user, t, net)
         for k in sorted(self.rng.uniform(0, span_s) for _ in range(n)):
             status = 403 if self.rng.random() < fail else 200
-            self._use(t + k, user, tok, net, agent, self.rng.choice(resources), status)
+            late = change is not None and t + k >= change.at
+            self._use(t + k, user, tok, change.net if late and change.net else net,  # type: ignore[union-attr]
+                      change.agent if late and change.agent else agent,  # type: ignore[union-attr]
+                      self.rng.choice(resources), status)
 
     def _day(self, user: User, day: int) -> None:
         rng = self.rng
@@ -222,22 +244,27 @@ class Generator:
             return
         if weekend and rng.random() > 0.15:
             return
+        agent = user.agent
+        updated = None
         if rng.random() < 0.03:  # a browser or app update: a new user agent from now on
-            user.agent = user.agent.rsplit("/", 1)[0] + f"/{rng.randint(125, 140)}.0"
+            updated = user.agent = user.agent.rsplit("/", 1)[0] + f"/{rng.randint(125, 140)}.0"
         if user.kind != "analyst" and rng.random() < 0.15:
             user.host += 1  # residential addresses change now and then
-        day_net = user.home  # one network a day: a token is never used from two at once
+        day_net = user.home  # one network at a time: a token is never used from two at once
         if user.other_nets and rng.random() < 0.6:
             day_net = user.other_nets[0]
         if rng.random() < 0.04:
             day_net = rng.choice(ISPS[user.country])  # café, hotel, a friend's network
-        bursts = {"office": 6, "mobile": 8, "analyst": 4, "night": 5}[user.kind]
-        for _ in range(max(1, int(rng.gauss(bursts, 1.5)))):
+        handover = None
+        if user.kind == "mobile" and rng.random() < 0.3:  # home Wi-Fi <-> carrier
+            handover = user.other_nets[0] if day_net is user.home else user.home
+        elif user.kind == "office" and day_net is not CORP[user.country] and rng.random() < 0.1:
+            handover = CORP[user.country]  # the corporate VPN connects
+        plan = []
+        for _ in range(max(1, int(rng.gauss({"office": 6, "mobile": 8, "analyst": 4, "night": 5}[user.kind], 1.5)))):
             hour = rng.uniform(user.start, user.end)
             if rng.random() < 0.03:
                 hour = rng.uniform(user.end, user.end + 3)  # working late
-            t = t0 + (hour - TZ[user.country]) * 3600
-            net = day_net
             resources = list(user.resources)
             if rng.random() < 0.1:
                 resources.append(rng.choice(user.catalogue[:21]))  # a page never opened before
@@ -245,7 +272,13 @@ class Generator:
                 n, span = rng.randint(20, 60), 540
             else:
                 n, span = max(1, int(rng.gauss(7 if user.kind == "office" else 4, 2))), 420
-            self._burst(user, t, n, span, net, user.agent, resources)
+            plan.append((t0 + (hour - TZ[user.country]) * 3600, n, span, resources))
+        # A handover or an update happens once, in the middle of one burst, and holds from then
+        # on (one-way: the earlier network or agent is not used again that day).
+        middle = rng.choice(plan)
+        change = Change(middle[0] + middle[2] / 2, handover, updated) if handover or updated else None
+        for t, n, span, resources in plan:
+            self._burst(user, t, n, span, day_net, agent, resources, change=change)
 
     # -- attacks ---------------------------------------------------------------------
     def _attack(self, kind: str, victim: User, day: int) -> None:
@@ -283,6 +316,18 @@ class Generator:
             scoped: dict[str, tuple[str, str]] = {s: (p, s) for p, s in victim.catalogue}
             for k, res in enumerate(rng.sample(list(scoped.values()), min(10, len(scoped)))):
                 self._use(start + 20 + k * 40, victim, tok, net, victim.agent, res)
+        elif kind == "session_takeover":
+            begin = local(rng.uniform(victim.start + 1, victim.end - 1))
+            tok = self._token(victim, begin, victim.home)
+            for k in range(rng.randint(2, 4)):
+                self._use(begin + k * 40, victim, tok, victim.home, victim.agent, rng.choice(victim.resources))
+            start = begin + 200
+            net = rng.choice([n for n in ISPS[victim.country] if n is not victim.home])
+            other = [b for b in BROWSERS if agent_family(b) != agent_family(victim.agent)]
+            agent = rng.choice(other).format(v=f"{rng.randint(118, 124)}.0")
+            for k in range(rng.randint(4, 8)):
+                self._use(start + k * 45, victim, tok, net, agent, rng.choice(victim.resources),
+                          host=rng.randint(0, 9999))
         else:  # low_and_slow
             start = local(rng.uniform(victim.start + 1, victim.end - 1))
             tok = self._token(victim, start, victim.home)
@@ -301,6 +346,7 @@ class Generator:
             "device_enumeration": [u for u in self.users if u.kind == "office"],
             "scope_sweep": [u for u in self.users if u.kind == "mobile"],
             "low_and_slow": [u for u in self.users if u.kind == "office"],
+            "session_takeover": [u for u in self.users if u.kind == "office"],
         }
         first = self.days - self.attack_days
         plan: dict[int, list[tuple[str, User]]] = {}

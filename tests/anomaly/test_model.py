@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.anomaly.features import FEATURES
 from detectors.anomaly.model import ModelError, calibrate, load, save, train
 from pipeline.cli import main
 
@@ -49,7 +50,7 @@ def test_incompatible_feature_list_is_refused(trained, tmp_path: Path) -> None:
 
 def test_same_baseline_and_seed_give_the_same_model() -> None:
     rng = np.random.default_rng(1)
-    rows = rng.random((300, 19)).astype(np.float32)
+    rows = rng.random((300, len(FEATURES))).astype(np.float32)
     times = np.arange(300, dtype=float) * 600
     for kind in ("tail", "isolation_forest"):
         a = train(rows, times, 400, 20.0, seed=5, kind=kind, n_estimators=20)
