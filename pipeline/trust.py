@@ -42,6 +42,9 @@ REVOCATION_KINDS = frozenset(
 """Events that arm post-revocation detection (and, but for a reuse verdict, are sent to every instance)."""
 
 IDP_FORMATS = ("keycloak", "okta", "entra")
+TOKEN_ISSUER_FORMATS = (*IDP_FORMATS, "k8s", "aks")
+"""Authoritative by default: the IdPs, and the Kubernetes API server, which issues service-account
+tokens and is the authority on deleting the pods and service accounts they are bound to."""
 
 MAX_REFUSED_LISTED = 20
 """Refused events named in one dead letter (a refused CloudTrail log file may hold thousands)."""
@@ -96,7 +99,7 @@ def _listed(value: str | None, allowed: tuple[str, ...]) -> bool:
 
 
 DEFAULT_AUTHORITATIVE = (
-    *(AuthoritativeSource(format=name) for name in IDP_FORMATS),
+    *(AuthoritativeSource(format=name) for name in TOKEN_ISSUER_FORMATS),
     AuthoritativeSource(format=CANONICAL),  # only where canonical is accepted at all: trusted topics, detect
 )
 
@@ -120,7 +123,8 @@ class TrustConfig(BaseModel):
     authoritative: list[AuthoritativeSource] = Field(
         default=list(DEFAULT_AUTHORITATIVE),
         description="Sources whose revoked, session_ended, principal_disabled and reuse_reported events are "
-        "believed: [{format, tenants, sources}]; default every IdP format and canonical, any tenant",
+        "believed: [{format, tenants, sources}]; default every IdP format, the Kubernetes API server (k8s, aks) "
+        "and canonical, any tenant",
     )
     detect_canonical: bool = Field(
         default=True,

@@ -223,3 +223,62 @@ def k8s_call(audit_id: str, t: float, namespace: str, account: str, account_uid:
         "requestReceivedTimestamp": iso(t, 6), "stageTimestamp": iso(t + 0.02, 6),
         "annotations": {"authorization.k8s.io/decision": "allow" if code < 400 else "forbid"},
     }
+
+
+# -- Entra audit log and Kubernetes deletions: revocations in the vendors' own lines ------
+def entra_audit(record_id: str, t: float, activity: str, user_id: str, upn: str, admin: str,
+                modified: list[dict[str, Any]] | None = None, result: int = 0) -> dict[str, Any]:
+    """An Entra ``AuditLogs`` diagnostic record (Microsoft's "Interpret the Microsoft Entra
+    audit logs schema in Azure Monitor" sample) of a UserManagement activity on one user."""
+    return {
+        "time": iso(t, 7), "resourceId": f"/tenants/{ENTRA_TENANT}/providers/Microsoft.aadiam",
+        "operationName": activity, "operationVersion": "1.0", "category": "AuditLogs", "tenantId": ENTRA_TENANT,
+        "resultSignature": "None", "durationMs": 0, "callerIpAddress": "<null>", "correlationId": f"corr-{record_id}",
+        "identity": admin, "level": "Informational",
+        "properties": {
+            "id": record_id, "category": "UserManagement", "correlationId": f"corr-{record_id}", "result": result,
+            "resultReason": "", "activityDisplayName": activity, "activityDateTime": iso(t, 7).replace("Z", "+00:00"),
+            "loggedByService": "Core Directory", "operationType": "Update",
+            "initiatedBy": {"user": {"id": None, "displayName": None, "userPrincipalName": admin, "ipAddress": "",
+                                     "roles": []}},
+            "targetResources": [{"id": user_id, "displayName": None, "type": "User", "userPrincipalName": upn,
+                                 "modifiedProperties": modified or [], "administrativeUnits": []}],
+            "additionalDetails": [],
+        },
+    }
+
+
+def entra_revoke_sign_in_sessions(record_id: str, t: float, user_id: str, upn: str, admin: str) -> dict[str, Any]:
+    """What Graph ``revokeSignInSessions`` / the portal's "Revoke sessions" logs."""
+    stamp = iso(t, 0)
+    return entra_audit(record_id, t, "Update StsRefreshTokenValidFrom Timestamp", user_id, upn, admin, [
+        {"displayName": "StsRefreshTokensValidFrom", "oldValue": "[]", "newValue": f'["{stamp}"]'},
+        {"displayName": "Included Updated Properties", "oldValue": None, "newValue": '"StsRefreshTokensValidFrom"'},
+    ])
+
+
+def k8s_delete(audit_id: str, t: float, namespace: str, resource: str, name: str, uid: str | None, user: str,
+               ip: str, grace_s: float = 0.0) -> dict[str, Any]:
+    """A completed ``delete`` of a pod or service account by ``user``, logged at RequestResponse
+    level (the deleted object as the response, marked for deletion ``grace_s`` later) or, with
+    ``uid`` None, at Metadata level (no bodies)."""
+    kind = {"pods": "Pod", "serviceaccounts": "ServiceAccount"}[resource]
+    event: dict[str, Any] = {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata" if uid is None else "RequestResponse",
+        "auditID": audit_id, "stage": "ResponseComplete",
+        "requestURI": f"/api/v1/namespaces/{namespace}/{resource}/{name}", "verb": "delete",
+        "user": {"username": user, "groups": ["system:authenticated"]}, "sourceIPs": [ip],
+        "userAgent": "kubectl/v1.31.2 (linux/amd64) kubernetes/5864a46",
+        "objectRef": {"resource": resource, "namespace": namespace, "name": name, "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": 200},
+        "requestReceivedTimestamp": iso(t, 6), "stageTimestamp": iso(t + 0.03, 6),
+        "annotations": {"authorization.k8s.io/decision": "allow"},
+    }
+    if uid is not None:
+        event["requestObject"] = {"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/__internal"}
+        meta: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid}
+        if resource == "pods":
+            meta["deletionTimestamp"] = iso(t + grace_s, 0)
+            meta["deletionGracePeriodSeconds"] = int(grace_s)
+        event["responseObject"] = {"kind": kind, "apiVersion": "v1", "metadata": meta}
+    return event

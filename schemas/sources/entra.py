@@ -22,6 +22,10 @@ as a JSON array inside a string. A value that is not such an array makes the rec
 invalid (dead-lettered) rather than a sign-in with no scopes: silently empty scopes
 would switch off the scope check for every use of the token, and a changed vendor
 layout should be loud.
+
+The audit log (category/table ``AuditLogs``) is read by ``entra_audit``: revoking a user's
+sign-in sessions is a ``revoked`` event of the subject, disabling or deleting the user a
+``principal_disabled`` one; other activities are skipped and counted.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from schemas.events import (
 )
 from schemas.sources.base import AdapterContext, InvalidRecord
 from schemas.sources.common import Memo, content_id, explain
+from schemas.sources.entra_audit import CATEGORY as AUDIT_CATEGORY
+from schemas.sources.entra_audit import activity_events, is_audit_row
 from schemas.sources.entra_shapes import (
     CATEGORY_KINDS,
     OTHER_FORMAT_CATEGORIES,
@@ -77,7 +83,7 @@ class EntraFormat:
     def matches(self, raw: Mapping[str, Any]) -> bool:
         if "TimeGenerated" in raw:  # a Log Analytics row: named by its table, else by its token column
             table = raw.get("Type")
-            if isinstance(table, str) and table in TABLE_CATEGORIES:
+            if (isinstance(table, str) and table in TABLE_CATEGORIES) or is_audit_row(raw):
                 return True
             return "UniqueTokenIdentifier" in raw and "SignInActivityId" not in raw and "RequestUri" not in raw
         # The diagnostic record; Entra categories other than sign-ins match too and are skipped.
@@ -87,7 +93,11 @@ class EntraFormat:
         return not (isinstance(category, str) and category in OTHER_FORMAT_CATEGORIES)
 
     def to_events(self, raw: Mapping[str, Any], ctx: AdapterContext) -> list[CanonicalEvent]:
-        sign_in = read_row(raw) if "TimeGenerated" in raw else read_record(raw)
+        row = "TimeGenerated" in raw
+        audit = is_audit_row(raw) if row else raw.get("category") == AUDIT_CATEGORY
+        if audit:  # a revocation or a disabled user, else skipped (entra_audit)
+            return activity_events(raw, row, self.name)
+        sign_in = read_row(raw) if row else read_record(raw)
         if sign_in.token_id is None and sign_in.code == 0:
             raise InvalidRecord("entra: uniqueTokenIdentifier missing on a successful sign-in")
         ok = sign_in.code == 0

@@ -24,6 +24,10 @@ Two kinds of record matter, both only at the terminal stage of a request
   workload the token was issued to, as ``azp`` names an OAuth client); whether the caller
   really is that pod is the replay detector's address check.
 
+- **Deletion** — a completed ``delete`` of a pod → ``revoked`` of its session
+  ``pod:<uid>``; of a service account → ``principal_disabled`` of its subject
+  (``k8s_deletions``: where the uid comes from, and what happens at ``Metadata`` level).
+
 Caller address: the LAST entry of ``sourceIPs`` that is not one of the operator's
 trusted proxies (``common.client_address``), the connection's peer. The earlier
 entries come from ``X-Forwarded-For``/``X-Real-Ip``, which any client can set (the
@@ -73,6 +77,7 @@ from schemas.events import (
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.redaction import redact_url
 from schemas.sources.common import MAX_RESOURCE, MAX_USER_AGENT, Memo, client_address, explain, invalid
+from schemas.sources.k8s_deletions import SA_PREFIX, SKIPPED_BODY, deletion_event, is_deletion
 
 API_VERSION = "audit.k8s.io/v1"
 ISSUED_ID = "authentication.kubernetes.io/issued-credential-id"
@@ -81,8 +86,6 @@ POD_NAME = "authentication.kubernetes.io/pod-name"
 POD_UID = "authentication.kubernetes.io/pod-uid"
 DECISION = "authorization.k8s.io/decision"
 STALE_TOKEN = "authentication.k8s.io/stale-token"
-SA_PREFIX = "system:serviceaccount:"
-SKIPPED_BODY = "skipped-too-big-size-object"  # AKS logs this string for a body too big to keep
 KUBELET_DEFAULT_SECONDS = 3607  # WarnOnlyBoundTokenExpirationSeconds: may be extended server-side
 EXTENDED_EXPIRY = timedelta(days=365)  # ExpirationExtensionSeconds, the cap of any extension
 _LONG_AUDIT_ID = 128  # longer (client-chosen) audit ids are hashed into the event id
@@ -106,6 +109,7 @@ class AuditUser(_Lenient):
 
 
 class ObjectRef(_Lenient):
+    uid: str | None = _ID
     resource: str | None = _ID
     subresource: str | None = _ID
     namespace: str | None = _ID
@@ -192,6 +196,8 @@ class K8sAuditFormat:
                     return [used, self._issued(rec, raw, base_id, time, ctx)]
                 except UnsupportedEventType:
                     return [used]
+            if is_deletion(rec):
+                return self._deletion(rec, raw, credential, base_id, time, ctx)
             if credential is None:
                 raise UnsupportedEventType(_skip_label(rec))
             return [self._used(rec, credential, base_id, time, ctx)]
@@ -242,6 +248,21 @@ class K8sAuditFormat:
             request=self._request(rec, code, ctx),
             outcome=self._outcome(code, rec),
         )
+
+    # -- deletion of a pod or service account (k8s_deletions) ----------------------------
+    def _deletion(
+        self, rec: AuditEvent, raw: Mapping[str, Any], credential: str | None, base_id: str, time: datetime,
+        ctx: AdapterContext,
+    ) -> list[CanonicalEvent]:
+        request = self._request(rec, rec.responseStatus.code if rec.responseStatus else None, ctx)
+        if credential is None:
+            return [deletion_event(rec, raw, base_id, time, self.name, request)]
+        # Deleted with a service-account token (a controller, a CI job): a use, and the deletion.
+        used = self._used(rec, credential, f"{base_id}#used", time, ctx)
+        try:
+            return [used, deletion_event(rec, raw, base_id, time, self.name, request)]
+        except UnsupportedEventType:
+            return [used]
 
     # -- use ---------------------------------------------------------------------------
     def _used(

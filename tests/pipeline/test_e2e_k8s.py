@@ -261,3 +261,76 @@ def test_gke_token_request_is_tracked_and_its_uses_are_counted_not_guessed() -> 
     assert run.summary.skipped == {"gke:serviceaccount request without credential id": 2,
                                    "gke:service:storage.googleapis.com": 1}
     assert run.alerts == [] and run.dead_letters == []
+
+
+# -- deletions: a pod's or service account's tokens die with it ----------------------------
+# The apiserver's audit log is the authority on its own deletions; the operator names it so.
+K8S_TRUSTED = {"trust": {"authoritative": [{"format": name} for name in ("keycloak", "okta", "entra", "k8s", "aks")]}}
+
+
+def delete(audit_id: str, at: str, resource: str, name: str, response: dict[str, Any] | None) -> dict[str, Any]:
+    """An operator's kubectl delete, completed (RequestResponse level: the deleted object as the response)."""
+    line: dict[str, Any] = {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse" if response else "Metadata",
+        "auditID": audit_id, "stage": "ResponseComplete", "verb": "delete",
+        "requestURI": f"/api/v1/namespaces/payments/{resource}/{name}",
+        "user": {"username": "alice@example.org", "groups": ["system:authenticated"]},
+        "sourceIPs": ["10.0.9.9"], "userAgent": "kubectl/v1.31.2 (linux/amd64) kubernetes/5864a46",
+        "objectRef": {"resource": resource, "namespace": "payments", "name": name, "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": 200},
+        "requestReceivedTimestamp": at, "stageTimestamp": at,
+        "annotations": {"authorization.k8s.io/decision": "allow"},
+    }
+    if response is not None:
+        line["responseObject"] = response
+    return line
+
+
+def pod_deleted(at: str = "2026-11-24T09:02:00.000000Z", marked: str = "2026-11-24T09:02:30Z",
+                body: bool = True) -> dict[str, Any]:
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {
+        "name": "ledger-6f9c7d-x2x4q", "namespace": "payments", "uid": "pod-uid-1",
+        "deletionTimestamp": marked, "deletionGracePeriodSeconds": 30}}
+    return delete("d-1", at, "pods", "ledger-6f9c7d-x2x4q", pod if body else None)
+
+
+def account_deleted() -> dict[str, Any]:
+    account = {"kind": "ServiceAccount", "apiVersion": "v1",
+               "metadata": {"name": "ledger", "namespace": "payments", "uid": "sa-uid-1"}}
+    return delete("d-2", "2026-11-24T09:02:00.000000Z", "serviceaccounts", "ledger", account)
+
+
+def test_token_of_a_deleted_pod_still_accepted_is_an_alert() -> None:
+    """The thief replays the pod's token from the pod's own address after the pod is gone."""
+    run = detect_lines([kubelet_token(), use("a-2", "2026-11-24T09:01:00.000000Z"), pod_deleted(),
+                        use("a-3", "2026-11-24T09:10:00.000000Z")], K8S_TRUSTED)
+    assert run.hits == [("post_revocation_use.after_revocation", JTI)]
+    assert run.alerts[0]["details"]["revocation_event_id"] == "k8s:d-1@2026-11-24T09:02:00.000000Z"
+
+
+def test_token_used_during_its_pods_graceful_termination_is_benign() -> None:
+    run = detect_lines([kubelet_token(), pod_deleted(), use("a-3", "2026-11-24T09:03:00.000000Z")], K8S_TRUSTED)
+    assert run.alerts == [] and run.dead_letters == []
+
+
+def test_metadata_level_pod_deletion_is_counted_not_guessed() -> None:
+    """Without the deleted pod the audit event names no uid: skipped and counted (README)."""
+    run = detect_lines([kubelet_token(), pod_deleted(body=False), use("a-3", "2026-11-24T09:10:00.000000Z")],
+                       K8S_TRUSTED)
+    assert run.alerts == [] and run.summary.skipped == {"k8s:delete pods without uid": 1}
+
+
+def test_token_of_a_deleted_service_account_still_accepted_is_an_alert() -> None:
+    run = detect_lines([kubelet_token(), account_deleted(), use("a-3", "2026-11-24T09:10:00.000000Z")], K8S_TRUSTED)
+    assert run.hits == [("post_revocation_use.after_disable", JTI)]
+
+
+def test_token_used_before_its_service_account_was_deleted_is_benign() -> None:
+    run = detect_lines([kubelet_token(), use("a-2", "2026-11-24T09:01:00.000000Z"), account_deleted()], K8S_TRUSTED)
+    assert run.alerts == [] and run.dead_letters == []
+
+
+def test_aks_pod_deletion_in_its_diagnostic_record_ends_the_pods_tokens() -> None:
+    run = detect_lines([aks_record(kubelet_token()), aks_record(pod_deleted()),
+                        aks_record(use("a-3", "2026-11-24T09:10:00.000000Z"))], K8S_TRUSTED)
+    assert run.hits == [("post_revocation_use.after_revocation", JTI)]

@@ -19,13 +19,13 @@ def _interleaved() -> list[bytes]:
 def test_every_format_is_read_in_one_interleaved_run() -> None:
     found = detect_lines(_interleaved())
     assert dict(found.summary.per_format) == {
-        "aks": 4, "cloudtrail": 7, "entra": 8, "gateway": 3, "gke": 1, "graph": 5, "k8s": 2, "keycloak": 36,
+        "aks": 4, "cloudtrail": 7, "entra": 11, "gateway": 3, "gke": 1, "graph": 5, "k8s": 2, "keycloak": 36,
         "okta": 6,
     }
     assert found.dead_letters == []
     assert dict(found.summary.skipped) == {  # each named, none dead-lettered
         "keycloak:admin client-secret regenerated": 2, "keycloak:log record": 2, "keycloak:admin CREATE GROUP": 1,
-        "keycloak:LOGOUT without sessionId": 1,
+        "keycloak:LOGOUT without sessionId": 1, "entra:AuditLogs": 1,
     }
 
 

@@ -201,7 +201,7 @@ def test_an_authoritative_source_bound_to_its_topics_is_not_believed_from_anothe
     assert refused is not None and refused.code == "not_authoritative"
     assert r.check(event("session_ended"), "keycloak", None) is None  # detect reads the files it is given
     assert r.check(event("used"), "keycloak", "gateway") is None  # uses need no authority
-    assert rules().config.unbound_authorities() == ["keycloak", "okta", "entra", "canonical"]
+    assert rules().config.unbound_authorities() == ["keycloak", "okta", "entra", "k8s", "aks", "canonical"]
     assert r.config.unbound_authorities() == []
 
 
@@ -213,5 +213,5 @@ def test_run_with_response_enabled_refuses_sources_believed_from_any_topic(
     config.write_text('[response]\nenabled = true\n', encoding="utf-8")
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "believes keycloak, okta, entra, canonical revocations from any input topic" in err
+    assert "believes keycloak, okta, entra, k8s, aks, canonical revocations from any input topic" in err
     assert "topics = [" in err

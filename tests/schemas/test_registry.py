@@ -13,7 +13,10 @@ import schemas.sources as sources
 from schemas.sources import FORMATS, UnknownFormat, detect_format
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "formats"
-_NOT_ADAPTERS = {"base", "common", "entra_shapes", "cloudtrail_aws", "keycloak_admin", "keycloak_flat", "keycloak_text"}
+_NOT_ADAPTERS = {
+    "base", "common", "entra_shapes", "entra_audit", "k8s_deletions", "cloudtrail_aws", "keycloak_admin",
+    "keycloak_flat", "keycloak_text",
+}
 
 
 def test_every_adapter_module_is_registered() -> None:

@@ -16,21 +16,18 @@ Entra ``revokeSignInSessions`` invalidates refresh tokens and session cookies;
 access tokens stay valid until they expire (Microsoft Graph ``user:
 revokeSignInSessions``). Kubernetes: a bound service-account token is invalid
 once its pod or service account is deleted (Kubernetes "Service account tokens",
-bound tokens). No adapter maps an Entra audit-log or Kubernetes delete event
-yet, so those revocations are canonical lines naming their source.
+bound tokens). Every revocation is the vendor's own line: Okta System Log events,
+Keycloak events, the Entra audit log's "Update StsRefreshTokenValidFrom Timestamp",
+Kubernetes audit events of ``delete`` of pods and service accounts.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
-
-import orjson
 
 from pipeline.world import emit
 from pipeline.world.net import CITIES, NETWORKS, Place
-from schemas.events import CanonicalEvent, EventKind, Revocation, Subject
-from tests.detect_helpers import detect_lines
+from tests.detect_helpers import Detected, detect_lines
 
 T0 = 1794214800.0  # 2026-11-09T09:00:00Z
 HOUR = 3600.0
@@ -226,19 +223,9 @@ def graph_use(n: int, t: float, place: Place, uti: str, issued: float) -> dict[s
                       issued)
 
 
-def _at(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=timezone.utc)
-
-
-def canonical(event: CanonicalEvent) -> bytes:
-    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
-
-
-def revoke_sign_in_sessions(t: float) -> bytes:
-    """POST /users/{id}/revokeSignInSessions, as a canonical line: the Entra audit log is not mapped yet."""
-    return canonical(CanonicalEvent(event_id="entra-audit-revoke", kind=EventKind.REVOKED, time=_at(t),
-                                    source="entra", subject=Subject(id=ENTRA_USER, kind="user"),
-                                    revocation=Revocation(target="subject", actor="admin@acme.example")))
+def revoke_sign_in_sessions(t: float) -> dict[str, Any]:
+    """POST /users/{id}/revokeSignInSessions, as the Entra audit log records it."""
+    return emit.entra_revoke_sign_in_sessions("Directory_rev-0001", t, ENTRA_USER, UPN, "admin@acme.example")
 
 
 def test_entra_access_token_stays_valid_after_revoke_sign_in_sessions() -> None:
@@ -272,6 +259,14 @@ NS, ACCOUNT, ACCOUNT_UID, NODE, NODE_IP = "shop", "orders", "0f9a4c2e-8b1d-4e6f-
 POD, POD_UID, POD_IP = "orders-7d9f-abcde", "3c1b2a9d-5e4f-4a3b-8c7d-6e5f4a3b2c1d", "10.0.1.23"
 
 
+# The apiserver's audit log is the authority on its own deletions; the operator names it so.
+K8S_TRUSTED = {"trust": {"authoritative": [{"format": name} for name in ("keycloak", "okta", "entra", "k8s")]}}
+
+
+def detect_k8s(lines: list[dict[str, Any]]) -> Detected:
+    return detect_lines(lines, K8S_TRUSTED)
+
+
 def k8s_lines(call_at: float, jti: str = "5f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0") -> list[dict[str, Any]]:
     issue = emit.k8s_token_request("a-1", T0, NS, ACCOUNT, POD, POD_UID, NODE, NODE_IP, jti, 3607)
     call = emit.k8s_call("a-2", call_at, NS, ACCOUNT, ACCOUNT_UID, POD, POD_UID, NODE, jti, POD_IP,
@@ -279,31 +274,59 @@ def k8s_lines(call_at: float, jti: str = "5f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0")
     return [issue, call]
 
 
-def pod_deleted(t: float) -> bytes:
-    """The pod's deletion (not mapped from the audit log yet): its bound tokens are invalid."""
-    return canonical(CanonicalEvent(event_id="k8s-delete-pod", kind=EventKind.REVOKED, time=_at(t), source="k8s",
-                                    session_id=f"pod:{POD_UID}", revocation=Revocation(target="session")))
+def pod_deleted(t: float, grace_s: float = 0.0) -> dict[str, Any]:
+    """An operator deletes the pod (audit level RequestResponse: the deleted pod names its uid)."""
+    return emit.k8s_delete("a-del-pod", t, NS, "pods", POD, POD_UID, "alice@example.org", ADMIN_DESK.ip, grace_s)
 
 
-def service_account_deleted(t: float, subject: str) -> bytes:
-    return canonical(CanonicalEvent(event_id="k8s-delete-sa", kind=EventKind.PRINCIPAL_DISABLED, time=_at(t),
-                                    source="k8s", subject=Subject(id=subject, kind="service")))
+def service_account_deleted(t: float) -> dict[str, Any]:
+    return emit.k8s_delete("a-del-sa", t, NS, "serviceaccounts", ACCOUNT, ACCOUNT_UID, "alice@example.org",
+                           ADMIN_DESK.ip)
 
 
 def test_k8s_token_of_a_deleted_pod_accepted_alerts() -> None:
     issue, call = k8s_lines(T0 + 600)
-    detected = detect_lines([issue, pod_deleted(T0 + 300), call])
+    detected = detect_k8s([issue, pod_deleted(T0 + 300), call])
     assert detected.hits == [(AFTER_REVOCATION, "JTI=5f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0")]
     assert f"its session pod:{POD_UID} was revoked" in detected.alerts[0]["alert"]["summary"]
 
 
 def test_k8s_token_used_before_its_pod_was_deleted_is_benign() -> None:
     issue, call = k8s_lines(T0 + 200)
-    assert detect_lines([issue, call, pod_deleted(T0 + 300)]).hits == []
+    assert detect_k8s([issue, call, pod_deleted(T0 + 300)]).hits == []
 
 
 def test_k8s_token_of_a_deleted_service_account_accepted_alerts() -> None:
     issue, call = k8s_lines(T0 + 600)
-    subject = f"system:serviceaccount:{NS}:{ACCOUNT}"
-    detected = detect_lines([issue, service_account_deleted(T0 + 300, subject), call])
+    detected = detect_k8s([issue, service_account_deleted(T0 + 300), call])
     assert detected.hits == [(AFTER_DISABLE, "JTI=5f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0")]
+
+
+def test_k8s_token_used_before_its_service_account_was_deleted_is_benign() -> None:
+    issue, call = k8s_lines(T0 + 200)
+    assert detect_k8s([issue, call, service_account_deleted(T0 + 300)]).hits == []
+
+
+def test_k8s_token_used_while_its_pod_terminates_gracefully_is_benign() -> None:
+    """The pod exists until its deletionTimestamp (request + grace period): its tokens still work."""
+    issue, call = k8s_lines(T0 + 600)
+    detected = detect_k8s([issue, pod_deleted(T0 + 300, grace_s=600), call])
+    assert detected.dead_letters == []
+    assert detected.hits == []
+
+
+def test_k8s_token_used_after_its_pods_grace_period_alerts() -> None:
+    issue, call = k8s_lines(T0 + 300 + 600 + 120)
+    detected = detect_k8s([issue, pod_deleted(T0 + 300, grace_s=600), call])
+    assert detected.hits == [(AFTER_REVOCATION, "JTI=5f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0")]
+
+
+def test_k8s_deletions_count_only_from_an_authoritative_source() -> None:
+    """The API server is authoritative by default (it issues the tokens and deletes the pods);
+    an operator who names other authorities refuses its deletions, dead-lettered."""
+    issue, call = k8s_lines(T0 + 600)
+    assert detect_lines([issue, pod_deleted(T0 + 300), call]).hits != []
+    idps_only = {"trust": {"authoritative": [{"format": name} for name in ("keycloak", "okta", "entra")]}}
+    detected = detect_lines([issue, pod_deleted(T0 + 300), call], idps_only)
+    assert detected.hits == []
+    assert [d["trust"] for d in detected.dead_letters] == ["not_authoritative"]
