@@ -13,7 +13,8 @@ holder only together with a change of network (``drift``).
 
 Each token that changed network keeps a short ``Timeline`` of runs (consecutive
 uses from one place, first and last use), bounded in length and in time, so the
-thief cannot push the victim's last use out of it by rotating addresses.
+thief cannot push the victim's last use out of it by rotating addresses. A use that
+arrives after later ones is judged among every use still known around it (``around``).
 """
 
 from __future__ import annotations
@@ -103,6 +104,22 @@ def seed(uses: list[Observation] | tuple[Observation, ...], horizon: float) -> t
         if place is not None and use.time >= horizon:
             runs, _ = insert(runs, use, place)
     return runs
+
+
+def around(runs: tuple[Run, ...], uses: list[Observation] | tuple[Observation, ...], late: Observation,
+           reach: float) -> tuple[Run, ...]:
+    """Runs within ``reach`` of a ``late`` use, rebuilt in time order with it from every use
+    still known: the timeline's run ends and the token's recent history.
+
+    A run keeps only its first and last use, and the timeline only reaches back twice
+    the window before its newest use; a use filed late into them would be judged without
+    the neighbours that show it between two uses of one other network, so a thief whose
+    requests are logged by a slow source would never be seen taking turns."""
+    known = {obs.event_id: obs for run in runs for obs in (run.first, run.last)}
+    known.update((use.event_id, use) for use in uses)
+    known[late.event_id] = late
+    return seed(sorted((obs for obs in known.values() if abs(obs.time - late.time) <= reach), key=_time),
+                late.time - reach)
 
 
 def insert(runs: tuple[Run, ...], obs: Observation, place: str) -> tuple[tuple[Run, ...], bool]:

@@ -70,7 +70,7 @@ AFTER_REVOCATION = RuleMeta(
     description="A resource server accepted a token after it, its family, its session or its subject "
     "was revoked or the session ended, beyond the revocation propagation lag, where that revocation kills "
     "this kind of token at the IdP that logged it (an Okta sign-out kills no OAuth token; Entra "
-    "revokeSignInSessions leaves access tokens valid until exp; a Keycloak logout spares offline tokens; a token "
+    "revokeSignInSessions leaves access tokens valid for their 60-90 min lifetime; a Keycloak logout spares offline tokens; a token "
     "minted later from a killed refresh token is killed too).",
 )
 AFTER_DISABLE = RuleMeta(
@@ -107,11 +107,14 @@ class Kills:
     of them (a refresh the IdP should have refused); ``issued``: tokens already issued
     for resource servers (access, ID, cloud and service-account credentials), False
     when they stay valid until ``exp``; ``spared_scope``: tokens granted this scope
-    live elsewhere and survive it."""
+    live elsewhere and survive it; ``lifetime_s``: issued tokens that survive it are
+    refused anyway once this old (the IdP does not log ``exp``, and a longer-lived token
+    is one a resource enforcing continuous access evaluation must refuse at once)."""
 
     refresh: bool
     issued: bool
     spared_scope: str | None = None
+    lifetime_s: float | None = None
 
 
 EVERYTHING = Kills(refresh=True, issued=True)
@@ -131,8 +134,11 @@ REVOCATION_POLICY: dict[tuple[str, str], Kills] = {
     # reports its access tokens inactive; offline tokens belong to the offline session.
     ("keycloak", "logout"): Kills(refresh=True, issued=True, spared_scope="offline_access"),
     # Entra revokeSignInSessions: refresh tokens and session cookies are invalidated;
-    # access tokens stay valid until exp (CAE aside, which the sign-in logs do not carry here).
-    ("entra", "subject"): Kills(refresh=True, issued=False),
+    # access tokens stay valid until exp, which Entra sets 60-90 minutes after issue
+    # ("Access tokens in the Microsoft identity platform": token lifetime). A token used
+    # later than that is a CAE token (up to 28 h), which CAE resources such as Graph must
+    # refuse after this critical event, or one that outlived its lifetime.
+    ("entra", "subject"): Kills(refresh=True, issued=False, lifetime_s=5400.0),
     # Kubernetes: deleting the pod a token is bound to (session "pod:<uid>") invalidates it.
     ("k8s", "session"): EVERYTHING,
     ("k8s", "logout"): EVERYTHING,
@@ -193,6 +199,7 @@ class PostRevocationDetector(Detector):
             ref.type.value if ref.type is not TokenType.UNKNOWN or ts is None else ts.type,
             ts.scopes if ts is not None and ts.scopes is not None else frozenset(event.scopes),
             issued,
+            t,
         )
         facts = _facts(
             state,
@@ -236,10 +243,12 @@ class PostRevocationDetector(Detector):
             if rule is AFTER_DISABLE:
                 if not _before(_issued_at(ts), when):
                     continue
-            elif not _kills(state, (label, scope_id, rev), Held.of(ts)):
-                continue
+            elif not _kills(state, (label, scope_id, rev), Held.of(ts, ts.accepted[-1].time)):
+                continue  # (a lifetime-bound kill covers the latest use first: checked per use below)
             for use in ts.accepted:
                 if use.time < when or self._flagged(state, ts, use.time, rule):
+                    continue
+                if rule is not AFTER_DISABLE and not _kills(state, (label, scope_id, rev), Held.of(ts, use.time)):
                     continue
                 delta = use.time - when
                 if delta <= lag:
@@ -259,7 +268,7 @@ class PostRevocationDetector(Detector):
                 return True
         if rule is AFTER_DISABLE:
             return False
-        facts = _facts(state, Held.of(ts), ts.family_id, ts.session_id, ts.subject_id, sub)
+        facts = _facts(state, Held.of(ts, use_time), ts.family_id, ts.session_id, ts.subject_id, sub)
         return any(use_time - fact[2].time > lag for fact in facts)
 
     # -- findings -------------------------------------------------------------
@@ -338,10 +347,11 @@ class Held:
     type: str
     scopes: frozenset[str]
     issued: float | None
+    used_at: float | None = None  # the use being judged (a policy's lifetime_s needs it)
 
     @classmethod
-    def of(cls, ts: TokenState) -> Held:
-        return cls(ts, ts.type, ts.scopes or frozenset(), _issued_at(ts))
+    def of(cls, ts: TokenState, used_at: float | None = None) -> Held:
+        return cls(ts, ts.type, ts.scopes or frozenset(), _issued_at(ts), used_at)
 
 
 def _facts(
@@ -382,7 +392,15 @@ def _kills(state: StateStore, fact: Fact, held: Held) -> bool:
     after = held.issued is not None and held.issued > rev.time
     if after and (label == "subject" or not kills.issued):
         return kills.refresh and _minted_from_older_grant(state, held.state, rev.time)
-    return kills.refresh if held.type == TokenType.REFRESH.value else kills.issued
+    if held.type == TokenType.REFRESH.value:
+        return kills.refresh
+    return kills.issued or _outlived(kills, held)
+
+
+def _outlived(kills: Kills, held: Held) -> bool:
+    """An issued token, spared by the revocation, used past the lifetime its IdP gives it."""
+    return (kills.lifetime_s is not None and held.issued is not None and held.used_at is not None
+            and held.used_at > held.issued + kills.lifetime_s)
 
 
 def _minted_from_older_grant(state: StateStore, ts: TokenState | None, when: float) -> bool:

@@ -20,7 +20,7 @@ from pydantic import Field
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.binding import BindingCheck, token_label
-from detectors.concurrency import Match, Timeline, insert, judge, place_of, seed, trim
+from detectors.concurrency import Match, Timeline, around, insert, judge, place_of, seed, trim
 from detectors.concurrency_words import concurrency_summary
 from detectors.state import Observation, StateStore, TokenState, forget_before, stable_hash
 from schemas.alerts import EvidenceItem
@@ -290,7 +290,11 @@ class ReplayDetector(Detector):
         elif any(current.event_id in (run.first.event_id, run.last.event_id) for run in timeline.runs):
             return None  # the same event again
         runs, handover = insert(timeline.runs, current, place)
-        match = judge(runs, current, window, self._max_speed, check_keys)
+        if current.time < max(timeline.newest, runs[-1].last.time):  # late: judged among every use known
+            match = judge(around(timeline.runs, known.accepted, current, 2 * window), current, window,
+                          self._max_speed, check_keys)
+        else:
+            match = judge(runs, current, window, self._max_speed, check_keys)
         newest = max(timeline.newest, current.time)
         handovers = timeline.handovers + (1 if handover and match is None else 0)
         timelines = self._timelines(state)

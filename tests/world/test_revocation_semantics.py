@@ -237,6 +237,19 @@ def test_entra_access_token_stays_valid_after_revoke_sign_in_sessions() -> None:
     assert detected.hits == []
 
 
+def test_entra_access_token_used_past_its_lifetime_after_revoke_sign_in_sessions_alerts() -> None:
+    """Entra access tokens live 60-90 minutes; one still accepted 3 h after issue, after the user's
+    sessions were revoked, is a CAE token a CAE resource must have refused (up to 28 h): a thief
+    who holds one cannot wait out the revocation. Also when the revocation is logged late."""
+    lines = [entra_sign_in("uti-1", T0, HOME, True), graph_use(1, T0 + 60, HOME, "uti-1", T0),
+             revoke_sign_in_sessions(T0 + 600), graph_use(2, T0 + 3 * HOUR, THIEF, "uti-1", T0)]
+    assert detect_lines(lines).hits == [(AFTER_REVOCATION, "uti-1")]
+    late = [lines[0], lines[1], lines[3], {**lines[2]}]  # the audit record arrives after the use
+    assert (AFTER_REVOCATION, "uti-1") in detect_lines(late).hits
+    within = [*lines[:3], graph_use(2, T0 + 80 * 60, THIEF, "uti-1", T0)]  # 80 min: inside its lifetime
+    assert (AFTER_REVOCATION, "uti-1") not in detect_lines(within).hits
+
+
 def test_entra_token_refreshed_after_revoke_sign_in_sessions_alerts() -> None:
     """The refresh tokens were invalidated: a refresh Entra logged afterwards in the same session,
     and the use of the token it minted, are a revoked refresh token still working."""
