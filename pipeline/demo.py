@@ -235,6 +235,8 @@ def render_summary(r: DemoResult) -> str:
         f"  world: {len(world.users):,} employees ({spec.users:,} + {victims} attack victims), "
         f"{max(3, spec.users // 40)} client-credentials jobs ({', '.join(c for c, *_ in SERVICE_CLIENTS)}), "
         f"as many Kubernetes pods, {max(2, max(3, spec.users // 40) // 2)} EC2 instances; {victims} injected attacks",
+        "  benign moves (each a classic false positive): "
+        + (", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(world.behaviours.items())) or "none"),
         f"  lines: {d.lines:,} ({fmt}); canonical events: {d.events:,}; dead letters: "
         f"{sum(d.dead_letters.values())}; skipped types: {sum(d.skipped.values())}",
         f"  detection: {d.events:,} events in {d.seconds:.1f} s = {r.events_per_s:,.0f} events/s",

@@ -46,6 +46,7 @@ class World:
     users: list[User]
     labels: list[Label]
     records: list[tuple[float, int, str, bytes]] = field(repr=False)  # (time, seq, format, JSON line)
+    behaviours: Counter[str] = field(default_factory=Counter)  # benign network moves it contains
 
     def lines(self) -> Iterator[tuple[str, bytes]]:
         """(format, JSON line) in event-time order."""
@@ -82,7 +83,7 @@ def generate(spec: WorldSpec, progress: Callable[[int], None] | None = None) -> 
     injector = Injector(spec, rec)
     labels = [episode(injector, victim, t) for (episode, _, _), victim, t in zip(EPISODES, targets, times, strict=True)]
     records = sorted(rec.items, key=lambda item: (item[0], item[1]))
-    return World(spec, population, labels, records)
+    return World(spec, population, labels, records, rec.behaviours)
 
 
 def actor_count(spec: WorldSpec) -> int:

@@ -9,6 +9,7 @@ import random
 
 from pipeline.world import emit
 from pipeline.world.model import Records, User, WorldSpec, new_id
+from pipeline.world.moves import Whereabouts, flight_egress, relay_egress
 from pipeline.world.net import NETWORKS, Place, place_in, vpn_place
 from pipeline.world.sessions import (
     ADMIN_CONSOLE,
@@ -16,15 +17,19 @@ from pipeline.world.sessions import (
     MOBILE,
     EntraSession,
     KeycloakSession,
+    OktaSession,
     Session,
     session_for,
 )
 
 CALL_INTERVAL_S = 55.0  # mean gap between API calls of an active user
+VPN_LATE_SHARE = 0.5  # work blocks a VPN user starts at home, connecting the VPN a few minutes in
+HANDOVER_IN_USE_SHARE = 0.5  # phones leaving home whose app is in use as Wi-Fi drops to the carrier
+OKTA_EVENING_SHARE = 0.3  # evenings an Okta user with the HR app (keeps_refresh) checks it again
 
 
 def user_place(user: User, t: float) -> Place:
-    """Where the user works from at ``t``: the VPN egress, home, or the hotel after a trip."""
+    """Where the user's laptop is at ``t``: the VPN egress, home, or the hotel after a trip."""
     trip = user.trip
     if trip is not None and t >= trip.arrive:
         return Place(NETWORKS[trip.network].address(random.Random(user.id)), NETWORKS[trip.network], trip.city)
@@ -33,25 +38,41 @@ def user_place(user: User, t: float) -> Place:
     return user.home()
 
 
-def drive(session: Session, start: float, end: float, place: Place, resume: bool = False) -> float:
-    """Log in (or refresh on resume), call APIs until ``end``, refreshing before expiry;
-    returns when the last call was made."""
+def browser_whereabouts(user: User, rec: Records, a: float, b: float) -> Whereabouts:
+    """Where the user's browser egresses during [a, b): through Private Relay for relay users
+    (the VPN bypasses it), else the laptop's place; a VPN user who starts at home connects
+    the VPN a few minutes into the block, in the middle of the session."""
+    place = user_place(user, a)
+    if user.relay:
+        rec.behaviours["private_relay_sessions"] += 1
+        return relay_egress(place.country, place.city, a, b, user.rng)
+    if place.egress is not None and user.rng.random() < VPN_LATE_SHARE:
+        rec.behaviours["vpn_connected_mid_session"] += 1
+        return Whereabouts.still(user.home()).then(a + user.rng.uniform(60, 900), place)
+    return Whereabouts.still(place)
+
+
+def drive(session: Session, start: float, end: float, where: Place | Whereabouts, resume: bool = False) -> float:
+    """Log in (or refresh on resume), call APIs until ``end``, refreshing before expiry,
+    from wherever the device is at each moment; returns when the last call was made."""
     rng = session.user.rng
-    token = session.refresh(start, place) if resume else session.login(start, place)
-    t = token.iat
+    path = where if isinstance(where, Whereabouts) else Whereabouts.still(where)
+    token = session.refresh(start, path.at(start)) if resume else session.login(start, path.at(start))
+    t = last = token.iat
     while True:
         t += min(rng.expovariate(1 / CALL_INTERVAL_S), 900)
         if t >= end:
-            return t
+            return last
         if t > token.exp - 20:
             if rng.random() < 0.02:
                 # the client's clock runs behind: it sends the expired token once, gets 401, then refreshes
                 t = max(t, token.exp + rng.uniform(2, 25))
-                session.use(t, place, status=401)
+                session.use(t, path.at(t), status=401)
                 t += 0.3
-            token = session.refresh(t, place)
+            token = session.refresh(t, path.at(t))
             t += 0.2
-        session.use(t, place)
+        session.use(t, path.at(t))
+        last = t
 
 
 def simulate_user(user: User, spec: WorldSpec, rec: Records) -> None:
@@ -72,9 +93,13 @@ def simulate_user(user: User, spec: WorldSpec, rec: Records) -> None:
             worked = _work_block(user, spec, rec, a, b, first=not worked) or worked
         trip = user.trip
         if trip is not None and midnight <= trip.depart < midnight + 86400:
+            if trip.wifi is not None:
+                _on_board(user, spec, rec)
             _arrival(user, spec, rec)
         if user.device_key is not None and rng.random() < 0.6:
             _mobile_evening(user, spec, rec, midnight + rng.uniform(19.0, 21.5) * 3600)
+        if user.keeps_refresh and rng.random() < OKTA_EVENING_SHARE:
+            _okta_evening(user, spec, rec, midnight + rng.uniform(18.5, 22.0) * 3600)
 
 
 def _clip(user: User, spec: WorldSpec, a: float, b: float) -> tuple[float, float] | None:
@@ -94,31 +119,63 @@ def _work_block(user: User, spec: WorldSpec, rec: Records, a: float, b: float, f
     if span is None:
         return False
     a, b = span
-    place = user_place(user, a)
+    browser = browser_whereabouts(user, rec, a, b)
+    laptop = Whereabouts.still(user_place(user, a)) if user.relay else browser  # the CLI bypasses the relay
     if first and user.admin:
         # Admins open their admin tool first thing (the demo learns privileged scopes for an hour)
         if user.idp == "keycloak":
             admin: Session = KeycloakSession(user, rec, ADMIN_CONSOLE)
         else:
             admin = EntraSession(user, rec, HR_PORTAL, admin_app=True)
-        a = drive(admin, a, a + rng.uniform(600, 1500), place) + rng.uniform(60, 300)
-        admin.logout(a - 30, place)
+        a = drive(admin, a, a + rng.uniform(600, 1500), browser) + rng.uniform(60, 300)
+        admin.logout(a - 30, browser.at(a - 30))
     if first and user.engineer:
-        _aws_console(user, rec, a, min(b, a + rng.uniform(1800, 5400)), place)
+        _aws_console(user, rec, a, min(b, a + rng.uniform(1800, 5400)), laptop)
+    kept = _kept_app_session(user)
+    if kept is not None:
+        # The HR app redeems the refresh token it kept when the user signed out of Okta, an hour
+        # or more ago: no new sign-on, and the app is simply closed at the end.
+        rec.behaviours["okta_refresh_after_sign_out"] += 1
+        drive(kept, a, b, browser, resume=True)
+        return True
     session = session_for(user, rec)
-    last = drive(session, a, b, place)
+    last = drive(session, a, b, browser)
     if rng.random() < 0.5:
-        session.logout(min(last, b) + rng.uniform(1, 30), place)
-        user.last_session = None  # signed out: nothing for the laptop to resume
+        at = min(last, b) + rng.uniform(1, 30)
+        session.logout(at, browser.at(at))
+        # signed out: nothing for the laptop to resume, except an Okta app's refresh token
+        user.last_session = session if user.keeps_refresh else None
     else:
         user.last_session = session  # the laptop is closed with the session still alive
     return True
 
 
+def _kept_app_session(user: User) -> OktaSession | None:
+    session = user.last_session
+    if user.keeps_refresh and isinstance(session, OktaSession) and session.token is not None:
+        return session
+    return None
+
+
+def _resume_or_sign_in(user: User, rec: Records, a: float, b: float, where: Whereabouts) -> Session:
+    """The laptop's client redeems the refresh token it still holds: Okta and Entra refresh
+    tokens outlive hours of sleep; Keycloak's SSO session has idled out, so Keycloak refuses
+    and the user signs in again. Returns the session that worked until ``b``."""
+    rng = user.rng
+    session, user.last_session = user.last_session, None
+    if isinstance(session, Session) and session.token is not None:
+        if not isinstance(session, KeycloakSession):
+            drive(session, a, b, where, resume=True)
+            return session
+        session.stale_refresh(a, where.at(a))
+        a += rng.uniform(5, 40)
+    session = session_for(user, rec)
+    drive(session, a, b, where)
+    return session
+
+
 def _arrival(user: User, spec: WorldSpec, rec: Records) -> None:
-    """An hour or so after landing the user works from the hotel. The laptop's client redeems
-    the refresh token it got at home before the flight: Okta and Entra refresh tokens outlive
-    it; Keycloak's SSO session has idled out, so Keycloak refuses and the user signs in again."""
+    """An hour or so after landing the user works from the hotel, resuming the laptop's session."""
     rng, trip = user.rng, user.trip
     assert trip is not None
     start = trip.arrive + rng.uniform(0.5, 1.5) * 3600
@@ -126,24 +183,45 @@ def _arrival(user: User, spec: WorldSpec, rec: Records) -> None:
     if span is None:
         return
     a, b = span
-    place = user_place(user, a)
-    session, user.last_session = user.last_session, None
-    if isinstance(session, Session) and session.token is not None:
-        if isinstance(session, KeycloakSession):
-            session.stale_refresh(a, place)
-            a += rng.uniform(5, 40)
-        else:
-            last = drive(session, a, b, place, resume=True)
-            session.logout(min(last, b) + rng.uniform(1, 30), place)
-            return
-    session = session_for(user, rec)
-    last = drive(session, a, b, place)
-    session.logout(min(last, b) + rng.uniform(1, 30), place)
+    where = browser_whereabouts(user, rec, a, b)
+    session = _resume_or_sign_in(user, rec, a, b, where)
+    session.logout(b + rng.uniform(1, 30), where.at(b))
+
+
+def _on_board(user: User, spec: WorldSpec, rec: Records) -> None:
+    """On a transatlantic flight the user works on the plane's Wi-Fi, across the handover from
+    one side's ground station to the other's (another country within a second); the laptop is
+    closed for landing with the session alive, and resumed at the hotel (``_arrival``)."""
+    rng, trip = user.rng, user.trip
+    assert trip is not None and trip.wifi is not None
+    takeoff, landing = trip.depart + 1.5 * 3600, trip.arrive - 1.5 * 3600
+    handover = takeoff + (landing - takeoff) * rng.uniform(0.4, 0.6)
+    a = max(takeoff + 1800, handover - rng.uniform(0.3, 1.5) * 3600)
+    b = min(landing - 1800, handover + rng.uniform(0.3, 1.5) * 3600)
+    b = min(b, spec.t_end - 60, user.until if user.until is not None else b)
+    if a < spec.t0 or b - a < 600:
+        return
+    rec.behaviours["flight_on_board_wifi"] += 1
+    where = flight_egress(trip.wifi, a, b, handover, rng)
+    user.last_session = _resume_or_sign_in(user, rec, a, b, where)
+
+
+def _okta_evening(user: User, spec: WorldSpec, rec: Records, start: float) -> None:
+    """An Okta user checks an expense in the HR app at home hours after signing out of Okta:
+    the app redeems its refresh token (Okta refresh tokens outlive the sign-on session)."""
+    kept = _kept_app_session(user)
+    span = _clip(user, spec, start, start + user.rng.uniform(300, 1200))
+    if kept is None or span is None or (user.trip is not None and start >= user.trip.depart):
+        return
+    a, b = span
+    rec.behaviours["okta_refresh_after_sign_out"] += 1
+    drive(kept, a, b, browser_whereabouts(user, rec, a, b), resume=True)
 
 
 def _mobile_evening(user: User, spec: WorldSpec, rec: Records, start: float) -> None:
     """The phone app on home wifi; some evenings the user leaves and carries on over the
-    carrier's network a few minutes later (the same refresh chain, new addresses)."""
+    carrier's network (the same token and refresh chain, new addresses): seconds later when
+    Wi-Fi drops at the door with the app open, else at the next screen minutes later."""
     rng = user.rng
     span = _clip(user, spec, start, start + rng.uniform(600, 2400))
     if span is None or (user.trip is not None and start >= user.trip.depart):
@@ -155,7 +233,11 @@ def _mobile_evening(user: User, spec: WorldSpec, rec: Records, start: float) -> 
         switch = a + (b - a) * rng.uniform(0.3, 0.6)
         last = drive(session, a, switch, home)
         carrier = place_in(user.mobile_net, rng, user.city)
-        walking = last + rng.uniform(150, 600)  # out of the door: the app is idle until the next screen
+        if rng.random() < HANDOVER_IN_USE_SHARE:
+            walking = last + rng.uniform(2, 40)  # Wi-Fi drops at the door while the app is open
+            rec.behaviours["phone_handover_in_use"] += 1
+        else:
+            walking = last + rng.uniform(150, 600)  # the app is idle until the next screen
         _continue(session, walking, b, carrier)
     else:
         drive(session, a, b, home)
@@ -174,11 +256,12 @@ def _continue(session: Session, start: float, end: float, place: Place) -> None:
         t += min(rng.expovariate(1 / CALL_INTERVAL_S), 900)
 
 
-def _aws_console(user: User, rec: Records, a: float, b: float, place: Place) -> None:
-    """An engineer federates into AWS (SAML) and works with the CLI from the same place."""
+def _aws_console(user: User, rec: Records, a: float, b: float, where: Whereabouts) -> None:
+    """An engineer federates into AWS (SAML) and works with the CLI from the laptop."""
     rng = user.rng
     t = a
     while t < b:
+        place = where.at(t)
         key = "ASIA" + new_id(rng).replace("-", "")[:16].upper()
         created = t
         rec.add(t, "cloudtrail", emit.trail_assume_role_with_saml(new_id(rng), t, "engineer", user.login, key,
@@ -190,7 +273,7 @@ def _aws_console(user: User, rec: Records, a: float, b: float, place: Place) -> 
                 break
             source, name, params = rng.choice(_ENGINEER_CALLS)
             error = "AccessDenied" if rng.random() < 0.03 else None
-            caller, agent = place.ip, "aws-cli/2.15.30"
+            caller, agent = where.at(t).ip, "aws-cli/2.15.30"
             if rng.random() < 0.1:  # an Athena query reads S3 with the engineer's credentials (forward access)
                 source, name, params = "s3.amazonaws.com", "GetObject", {"bucketName": "acme-athena-results"}
                 caller = agent = "athena.amazonaws.com"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -57,6 +58,7 @@ class Trip:
     arrive: float  # first activity possible at the destination
     network: str  # destination network key
     city: City
+    wifi: tuple[str, str] | None = None  # in-flight Wi-Fi used on board: egress networks before/after handover
 
 
 @dataclass
@@ -79,6 +81,8 @@ class User:
     until: float | None = None  # activity stops here (the account is disabled by an injected attack)
     home_ip: str = ""
     last_session: Any = None  # the sign-in session a laptop resumes after a flight (benign.py)
+    relay: bool = False  # browses with iCloud Private Relay: web traffic egresses from a relay
+    keeps_refresh: bool = False  # Okta: the HR app refreshes after the user signed out of Okta
 
     def home(self) -> Place:
         from pipeline.world.net import NETWORKS
@@ -92,6 +96,7 @@ class Records:
     (a JSON line takes a quarter of the memory of its dict)."""
 
     items: list[tuple[float, int, str, bytes]] = field(default_factory=list)
+    behaviours: Counter[str] = field(default_factory=Counter)  # benign network moves, for the summary
 
     def add(self, t: float, fmt: str, raw: dict[str, Any]) -> None:
         # orjson's result keeps its whole output buffer (~8 KB) allocated; an exact copy does not

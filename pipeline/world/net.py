@@ -1,7 +1,8 @@
-"""The networks of the synthetic world: real address ranges of real ISPs, clouds
-and hosting companies, chosen so that the offline lookup (``pipeline.geoip``,
-GeoLite2-derived data) resolves every address to the intended country and AS
-organisation (``tests/world/test_world.py`` checks each range).
+"""The networks of the synthetic world: real address ranges of real ISPs, clouds,
+hosting companies, iCloud Private Relay egress and in-flight Wi-Fi, chosen so that
+the offline lookup (``pipeline.geoip``, GeoLite2-derived data) resolves every
+address to the intended country and AS organisation (``tests/world/test_world.py``
+checks each range).
 
 AS numbers are the real ones; the shipped lookup data has none, but Okta and
 Entra log the number, so their lines carry it. Okta spells AS names in lower
@@ -33,7 +34,7 @@ class Network:
     as_org: str  # as the offline lookup names it
     asn: int
     blocks: tuple[str, ...]
-    kind: str  # "home", "mobile", "hosting", "cloud"
+    kind: str  # "home", "mobile", "hosting", "cloud", "relay", "in_flight"
     domain: str = ""
 
     def address(self, rng: random.Random) -> str:
@@ -107,22 +108,50 @@ _NETWORKS = (
     # the company's cloud (eu-central-1) and its corporate VPN concentrators in it
     Network("aws-fra", "DE", "AMAZON-02", 16509, ("3.120", "3.121"), "cloud", "amazonaws.com"),
     Network("aws-iad", "US", "AMAZON-AES", 14618, ("54.160",), "cloud", "amazonaws.com"),
+    # iCloud Private Relay egress (Apple, "Prepare your network or web server for iCloud Private
+    # Relay": egress addresses map to the user's region): Akamai's relay /24s per country, and
+    # Cloudflare's where the lookup places a whole /24 in one country
+    *(Network(f"relay-akamai-{c.lower()}", c, "AKAMAI-AS", 36183, blocks, "relay", "akamaitechnologies.com")
+      for c, blocks in (("DE", ("172.224.46", "172.224.47", "172.224.134")), ("FR", ("172.224.44", "172.224.97")),
+                        ("NL", ("172.224.129", "172.224.130")), ("GB", ("172.224.60", "172.224.99")),
+                        ("ES", ("172.224.53", "172.224.54")), ("IT", ("172.224.57", "172.224.58")),
+                        ("PL", ("172.224.39", "172.224.40")), ("US", ("172.224.0", "172.224.1", "172.224.2")),
+                        ("JP", ("172.224.21", "172.224.22")), ("SG", ("172.224.26", "172.224.154")),
+                        ("IN", ("172.224.18", "172.224.19")))),
+    *(Network(f"relay-cloudflare-{c.lower()}", c, "CLOUDFLARENET", 13335, (block,), "relay", "cloudflare.com")
+      for c, block in (("GB", "104.28.41"), ("IT", "104.29.45"), ("PL", "104.29.76"), ("US", "104.28.14"))),
+    # in-flight Wi-Fi: the satellite operators' ground-station egress on each side of the Atlantic
+    Network("intelsat-gb", "GB", "INTELSAT-1", 22351, ("80.255.40", "80.255.41"), "in_flight", "intelsat.com"),
+    Network("intelsat-us", "US", "INTELSAT-1", 22351, ("66.36.200", "66.36.201"), "in_flight", "intelsat.com"),
+    Network("viasat-gb", "GB", "VIASAT-SP-BACKBONE", 7155, ("37.203.193",), "in_flight", "viasat.com"),
+    Network("viasat-us", "US", "VIASAT-SP-BACKBONE", 7155, ("70.41.4",), "in_flight", "viasat.com"),
 )
 NETWORKS: dict[str, Network] = {n.key: n for n in _NETWORKS}
 
 HOME_BY_COUNTRY: dict[str, tuple[str, ...]] = {}
 MOBILE_BY_COUNTRY: dict[str, tuple[str, ...]] = {}
+RELAY_BY_COUNTRY: dict[str, tuple[str, ...]] = {}
 for _n in _NETWORKS:
     if _n.kind == "home":
         HOME_BY_COUNTRY[_n.country] = (*HOME_BY_COUNTRY.get(_n.country, ()), _n.key)
     elif _n.kind == "mobile":
         MOBILE_BY_COUNTRY[_n.country] = (*MOBILE_BY_COUNTRY.get(_n.country, ()), _n.key)
+    elif _n.kind == "relay":
+        RELAY_BY_COUNTRY[_n.country] = (*RELAY_BY_COUNTRY.get(_n.country, ()), _n.key)
 
 # Corporate VPN egress: the company's VPN concentrators in AWS. The ranges are in
 # pipeline/data/demo.toml as [[enrich.allowlist]] entries with these names.
 VPN_EGRESS: dict[str, tuple[str, str]] = {
     "corp-vpn-fra": ("aws-fra", "3.121.200"),  # /24 in eu-central-1
     "corp-vpn-iad": ("aws-iad", "54.160.200"),  # /24 in us-east-1
+}
+
+
+# In-flight Wi-Fi of transatlantic flights: one operator per flight, its egress on the
+# European side (GB ground stations), then on the American side (US) after the handover.
+IN_FLIGHT: dict[str, tuple[str, str]] = {
+    "Intelsat": ("intelsat-gb", "intelsat-us"),  # Gogo's former commercial-aviation service
+    "Viasat": ("viasat-gb", "viasat-us"),
 }
 
 

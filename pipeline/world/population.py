@@ -1,6 +1,8 @@
 """Who lives in the world: employees with a home city, ISP and mobile carrier,
 some on the corporate VPN, some with the DPoP-bound mobile app, a few admins,
-engineers with AWS access, and travellers on a plausible flight."""
+engineers with AWS access, travellers on a plausible flight (some working on its
+Wi-Fi), Safari users on iCloud Private Relay, and Okta users whose HR app keeps
+its refresh token after they sign out of Okta."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import math
 import random
 
 from pipeline.world.model import Trip, User, WorldSpec, new_id, short_id
-from pipeline.world.net import CITIES, HOME_BY_COUNTRY, MOBILE_BY_COUNTRY, NETWORKS
+from pipeline.world.net import CITIES, HOME_BY_COUNTRY, IN_FLIGHT, MOBILE_BY_COUNTRY, NETWORKS, RELAY_BY_COUNTRY
 
 # (country, share of employees, UTC offset in November)
 OFFICES = (("DE", 0.40, 1), ("FR", 0.10, 1), ("NL", 0.07, 1), ("GB", 0.10, 0), ("ES", 0.05, 1),
@@ -18,6 +20,11 @@ FIRST = ("Anna", "Ben", "Chloe", "David", "Elif", "Finn", "Greta", "Hugo", "Ines
 LAST = ("Schmidt", "Dubois", "de Vries", "Smith", "Garcia", "Rossi", "Nowak", "Miller", "Tanaka", "Tan", "Sharma",
         "Weber", "Martin", "Jansen", "Brown", "Lopez", "Bianchi", "Kowalski", "Johnson", "Sato", "Lim", "Patel")
 DESTINATIONS = {"EU": ("US", "JP", "SG"), "US": ("DE", "GB"), "APAC": ("DE", "US")}
+# Habits that move a token between networks or outlive a sign-on session (drawn from their
+# own generator per user, so the rest of the population keeps its draws):
+RELAY_SHARE = 0.06  # Safari with iCloud Private Relay (iCloud+ on a Mac; not with the VPN, which bypasses it)
+KEEPS_REFRESH_SHARE = 0.5  # Okta users whose HR app keeps its refresh token (offline_access) after sign-out
+ON_BOARD_WIFI_SHARE = 0.6  # transatlantic travellers who work on the plane's Wi-Fi
 FLIGHT_KMH = 800.0  # gate to gate, plus 3 h at airports on each trip
 
 
@@ -62,8 +69,26 @@ def build_users(spec: WorldSpec) -> list[User]:
         user.engineer = idp in ("keycloak", "okta") and rng.random() < 0.1
         if rng.random() < 0.05 and spec.hours >= 16:
             user.trip = _trip(user, spec, rng)
+        _habits(user, random.Random(f"{spec.seed}:habits:{i}"))
         users.append(user)
     return users
+
+
+def _habits(user: User, rng: random.Random) -> None:
+    """Every draw is made for every user, so one habit's share never shifts another's."""
+    relay = rng.random() < RELAY_SHARE
+    user.relay = relay and user.vpn is None and user.country in RELAY_BY_COUNTRY
+    keeps = rng.random() < KEEPS_REFRESH_SHARE
+    user.keeps_refresh = keeps and user.idp == "okta"
+    wifi = rng.random() < ON_BOARD_WIFI_SHARE
+    operator = IN_FLIGHT[rng.choice(sorted(IN_FLIGHT))]  # (European side, American side)
+    trip = user.trip
+    if wifi and trip is not None:
+        route = (_region(user.country), _region(NETWORKS[trip.network].country))
+        if route == ("EU", "US"):
+            trip.wifi = operator
+        elif route == ("US", "EU"):
+            trip.wifi = (operator[1], operator[0])
 
 
 def _trip(user: User, spec: WorldSpec, rng: random.Random) -> Trip:
