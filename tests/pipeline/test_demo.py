@@ -43,6 +43,8 @@ def test_demo_catches_every_injected_attack_with_no_false_positive(demo_run: tup
     assert f"attacks caught: {len(EPISODES)}/{len(EPISODES)}; false positives on the benign population: 0" in text
     assert sum(figures["alerts_per_rule"].values()) == len(EPISODES)
     assert figures["events"] > 5000 and figures["events_per_s"] > 0
+    [moves] = [line for line in text.splitlines() if line.startswith("  benign moves")]
+    assert "vpn" in moves and "none" not in moves  # the classic false positives are in the world, and quiet
 
 
 def test_demo_writes_events_labels_alerts_and_the_store(demo_run: tuple[Path, int, str]) -> None:
