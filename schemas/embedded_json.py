@@ -4,9 +4,14 @@ Some exports wrap a record's body as text: AKS diagnostic settings put the whole
 Kubernetes audit event in ``properties.log``, the AzureDiagnostics table in ``log_s``,
 and the Log Analytics query API returns ``dynamic`` columns as JSON strings. The line
 was bounded when it was parsed; the text inside it was not, so it gets its own bounds:
-a size cap, orjson's strict parse (a malformed body is the record's fault, not a
-field's), and nesting deeper than ``MAX_DEPTH`` cut to a marker, so that no later step
-(redaction, a dead letter's quote) recurses without bound.
+a size cap, and nesting deeper than ``MAX_DEPTH`` cut to a marker, so that no later step
+(redaction, a dead letter's quote) recurses without bound. The body holds what the
+watched caller sent (an AKS audit event's ``requestObject``: a custom resource nested
+past orjson's 1,024 levels, say), so what orjson refuses for content rather than
+structure is repaired as in a line, never a reason to lose the record: nesting past
+``PARSE_DEPTH`` is cut in the text, ``NaN``/``Infinity``, numbers beyond a double or 64
+bits and lone surrogate escapes become null or U+FFFD. Text that is not JSON at all is
+the record's fault.
 
 The decoded value replaces the text in the record (``decode_in_place``): the
 normalizer repairs a refused field at its location in the record it handed to the
@@ -19,6 +24,9 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
+import json
+import re
+
 import orjson
 
 from schemas.sources.base import InvalidRecord
@@ -30,6 +38,13 @@ MAX_DEPTH = 64
 """Containers nested deeper than this (below the embedded value) are replaced by ``DEPTH_MARKER``."""
 
 DEPTH_MARKER = "[tokenwatch: nested deeper than 64 levels, cut]"
+
+PARSE_DEPTH = 256
+"""Depth at which text too deep for the parsers is cut before the lenient parse."""
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT_RANGE = (-(2**63), 2**64 - 1)
 
 
 def decode_in_place(
@@ -47,11 +62,88 @@ def decode_in_place(
     try:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"{fmt}: {path}: not JSON: {str(exc)[:120]}") from None
+        decoded = _lenient(value, f"{fmt}.{path}", repairs)
+        if decoded is _NOT_JSON:
+            raise InvalidRecord(f"{fmt}: {path}: not JSON: {str(exc)[:120]}") from None
     if value.count("{") + value.count("[") > MAX_DEPTH:  # only then can it nest too deep
         decoded = _bound_depth(decoded, repairs, f"{fmt}.{path}")
     holder[key] = decoded
     return decoded
+
+
+_NOT_JSON = object()
+
+
+def _lenient(text: str, where: str, repairs: Counter[str]) -> Any:
+    """What orjson refused, parsed as ``pipeline.untrusted`` parses a line: the standard
+    parser with non-finite numbers and out-of-range integers as null, lone surrogates as
+    U+FFFD, nesting too deep for it cut in the text first; ``_NOT_JSON`` when it is not JSON."""
+    if text.count("{") + text.count("[") > PARSE_DEPTH:
+        text = _cut_deep_text(text, PARSE_DEPTH)
+        repairs[f"{where}: nesting cut"] += 1
+
+    def dropped(kind: str) -> None:
+        repairs[f"{where}: {kind}"] += 1
+
+    def integer(digits: str) -> int | None:
+        if len(digits) > 20 or not _INT_RANGE[0] <= int(digits) <= _INT_RANGE[1]:
+            return dropped("integer beyond 64 bits dropped")
+        return int(digits)
+
+    def number(digits: str) -> float | None:
+        value = float(digits)
+        return value if value not in (float("inf"), float("-inf")) else dropped("non-finite number dropped")
+
+    try:
+        decoded = json.loads(text, parse_constant=lambda _: dropped("non-finite number dropped"),
+                             parse_int=integer, parse_float=number, strict=False)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+    if _SURROGATE.search(text) or "\\ud" in text.lower():
+        decoded = _clean_strings(decoded, where, repairs)
+    return decoded
+
+
+def _cut_deep_text(text: str, max_depth: int) -> str:
+    """JSON text with every container deeper than ``max_depth`` replaced by ``DEPTH_MARKER``,
+    found by a scan that skips strings whole (a parser would recurse)."""
+    out: list[str] = []
+    depth, kept_until, cut_from = 0, 0, -1
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        if token in "[{":
+            depth += 1
+            if depth == max_depth + 1:
+                cut_from = match.start()
+        else:
+            if depth == max_depth + 1 and cut_from >= 0:
+                out.append(f"{text[kept_until:cut_from]}{orjson.dumps(DEPTH_MARKER).decode()}")
+                kept_until, cut_from = match.end(), -1
+            depth -= 1
+    out.append(text[kept_until:])
+    return "".join(out)
+
+
+def _clean_strings(root: Any, where: str, repairs: Counter[str]) -> Any:
+    """Lone surrogates (which no encoder writes back) replaced by U+FFFD, keys and values, iteratively."""
+    holder = [root]
+    stack: list[tuple[Any, Any]] = [(holder, 0)]
+    while stack:
+        parent, key = stack.pop()
+        value = parent[key]
+        if isinstance(value, str) and _SURROGATE.search(value):
+            parent[key] = _SURROGATE.sub("\ufffd", value)
+            repairs[f"{where}: lone surrogate replaced"] += 1
+        elif isinstance(value, dict):
+            for name in [name for name in value if _SURROGATE.search(name)]:
+                value[_SURROGATE.sub("\ufffd", name)] = value.pop(name)
+                repairs[f"{where}: lone surrogate replaced"] += 1
+            stack.extend((value, child) for child in value)
+        elif isinstance(value, list):
+            stack.extend((value, index) for index in range(len(value)))
+    return holder[0]
 
 
 def _bound_depth(root: Any, repairs: Counter[str], where: str) -> Any:

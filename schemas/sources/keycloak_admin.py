@@ -39,7 +39,10 @@ from schemas.events import CanonicalEvent, EventKind, Revocation, Subject
 from schemas.sources.base import InvalidRecord, UnsupportedEventType
 from schemas.sources.common import MAX_ID, MAX_RESOURCE, content_id, cut, explain, invalid
 
-MAX_REPRESENTATION = 65_536
+MAX_REPRESENTATION = 1_048_576
+"""The whole representation a line can hold (``input.max_line_bytes``' default): it holds the
+user's own attributes, so a user who pads them must not push ``"enabled": false`` out of what
+is read. Only ``enabled`` is read, and nothing of it is kept."""
 _ID = Field(default=None, max_length=MAX_ID)
 
 

@@ -34,9 +34,11 @@ A plain line is turned into the JSON record Quarkus would have written for it
 record the JSON listeners write (``event_record``) and mapped by ``KeycloakFormat``.
 
 Bounds: at most ``MAX_PAIRS`` pairs, keys of ``MAX_KEY`` characters, values cut with
-``common.cut``. The first occurrence of a key wins. A quote is only ever a value's end
-when not escaped, so a value cannot inject a pair; a value that *ends* in a backslash
-(Keycloak does not escape backslashes) swallows the pairs after it in that message.
+``common.cut``. The first occurrence of a key wins. With quoting on, a quote inside a value
+is escaped, so a value cannot inject a pair; one that *ends* in a backslash (Keycloak does
+not escape backslashes) is told apart by reading the message to its end (``parse_pairs``).
+With ``quotes=none`` (and before Keycloak 23) the text is ambiguous by design: a value
+holding ``, error=x`` adds that pair when no earlier one of the name was written.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ LOGGER_KEYS = ("loggerName", "log.logger")  # Quarkus JSON, ECS
 TIME_KEYS = ("timestamp", "@timestamp")
 MAX_PAIRS = 256
 MAX_KEY = 64
-MAX_REPRESENTATION = 65_536  # an admin event's JSON object, read only for "enabled"
+MAX_CHOICES = 16  # escaped quotes per value taken as its possible end (a value ending in "\\")
+MAX_STARTS = 4 * MAX_PAIRS  # pair starts weighed when a value may end in "\\" (then: contested pairs dropped)
+MAX_REPRESENTATION = 1_048_576  # an admin event's JSON object, read only for "enabled" (see keycloak_admin)
 _TRACE_KEYS = frozenset({"requestUri", "cookies", "stackTrace"})
 _USER_KEYS = ("type", "realmId", "realmName", "clientId", "userId", "sessionId", "ipAddress", "error")
 _ADMIN_AUTH_KEYS = ("realmId", "realmName", "clientId", "userId", "ipAddress")
@@ -63,6 +67,11 @@ _DETAIL_CAPS = {"scope": MAX_RESOURCE, "audience": MAX_RESOURCE, "reason": 2048,
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,%d}=" % (MAX_KEY - 1))
 _BARE_END = re.compile(r", (?=[A-Za-z_][A-Za-z0-9_.\-]{0,%d}=)" % (MAX_KEY - 1))
+_UNESCAPED = {q: re.compile(r"(?<!\\)%s" % q) for q in "\"'"}
+_ESCAPED_END = {  # an escaped quote that only the next pair, the TRACE context or the end can follow
+    q: re.compile(r"(?<=\\)%s(?=\Z|, (?:[A-Za-z_][A-Za-z0-9_.\-]{0,%d}=%s|cookies=\[|stackTrace=))" % (q, MAX_KEY - 1, q))
+    for q in "\"'"
+}
 # %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p [%c] (%t) %s
 _LINE = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:[,.](?P<frac>\d{1,9}))?"
@@ -114,23 +123,40 @@ def record_time(raw: Mapping[str, Any]) -> datetime:
 
 # -- the message ------------------------------------------------------------------------
 def parse_pairs(text: str) -> dict[str, str | None]:
-    """``key="value", …`` in any of the listener's quoting styles, bounded; ``"null"`` is None."""
+    """``key="value", …`` in any of the listener's quoting styles, bounded; ``"null"`` is None.
+
+    ``sanitize`` escapes the quote but not the backslash, so ``\\"`` is either a quote inside
+    a value or the closing quote of a value that ends in a backslash (a username, a
+    ``redirect_uri`` or a ``client_id`` the user typed). The reading kept is the one that
+    takes the message furthest (to its end or Keycloak's TRACE context; a false reading
+    breaks off, or stops at a ``requestUri=`` a value holds); the pairs on which equally
+    long readings disagree are dropped. So a value can neither hide the pairs after it nor
+    add one of its own (``error``, ``sessionId``, a token id)."""
+    if "\\" not in text:
+        return _reading(text, prefer_close=False, reach=None)  # the common case: one reading
+    reach = _reaches(text)
+    escaped = _reading(text, prefer_close=False, reach=reach)
+    closing = _reading(text, prefer_close=True, reach=reach)
+    return {key: value for key, value in escaped.items() if key in closing and closing[key] == value}
+
+
+def _reading(text: str, prefer_close: bool, reach: dict[int, int] | None) -> dict[str, str | None]:
+    """The pairs of one reading: at a value that may end at more than one quote, the end
+    whose rest reads furthest (``reach``), among those the first (``prefer_close``) or the
+    last."""
     pairs: dict[str, str | None] = {}
-    pos, end = 0, len(text)
+    pos, end, style = 0, len(text), _style(text)
     while pos < end and len(pairs) < MAX_PAIRS:
-        key_match = _KEY.match(text, pos)
-        if key_match is None:
+        step = _step(text, pos, style)
+        if step is None:
             break
-        key = key_match.group()[:-1]
-        if key in _TRACE_KEYS:
+        key, options = step
+        if not options:  # the TRACE context: never read
             break
-        pos = key_match.end()
-        if pos < end and text[pos] in "\"'":
-            value, pos = _quoted(text, pos + 1, text[pos])
-        else:
-            bare_end = _BARE_END.search(text, pos)
-            stop = bare_end.start() if bare_end else end
-            value, pos = text[pos:stop], stop
+        ordered = options if prefer_close else options[::-1]
+        if reach is not None:
+            ordered = sorted(ordered, key=lambda option: -_reach_after(text, option[1], reach))
+        value, pos = ordered[0]
         if key not in pairs:
             pairs[key] = None if value == "null" else cut(value, MAX_RESOURCE if key != "representation"
                                                           else MAX_REPRESENTATION)
@@ -140,22 +166,75 @@ def parse_pairs(text: str) -> dict[str, str | None]:
     return pairs
 
 
-def _quoted(text: str, pos: int, quote: str) -> tuple[str, int]:
-    """A quoted value from ``pos`` (after the opening quote) and the index after its closing
-    quote; only a backslash right before the quote escapes it (Keycloak's ``sanitize``)."""
-    parts: list[str] = []
-    start = pos
-    while True:
-        close = text.find(quote, pos)
-        if close == -1:  # unterminated (a cut line): the rest is the value
-            parts.append(text[start:])
-            return "".join(parts), len(text)
-        if close > start and text[close - 1] == "\\":
-            parts.append(text[start:close - 1] + quote)
-            start = pos = close + 1
-            continue
-        parts.append(text[start:close])
-        return "".join(parts), close + 1
+def _reaches(text: str) -> dict[int, int]:
+    """For every pair start a reading can come to: how far the furthest reading from there
+    goes (the end, a TRACE key's position, or where it breaks off). Iterative: positions
+    only grow, so the starts are settled from the last back."""
+    style = _style(text)
+    steps: dict[int, list[int]] = {}
+    stack, seen = [0], {0}
+    while stack and len(steps) < MAX_STARTS:
+        pos = stack.pop()
+        step = _step(text, pos, style)
+        steps[pos] = [] if step is None else [after for _, after in step[1]] or [-pos - 1]  # -pos-1: TRACE
+        for after in steps[pos]:
+            if after >= 0 and text.startswith(", ", after) and after + 2 not in seen:
+                seen.add(after + 2)
+                stack.append(after + 2)
+    reach: dict[int, int] = {}
+    for pos in sorted(steps, reverse=True):  # a start not explored (past MAX_STARTS) reaches itself
+        reach[pos] = max((-after - 1 if after < 0 else _reach_after(text, after, reach)
+                          for after in steps[pos]), default=pos)
+    return reach
+
+
+def _reach_after(text: str, after: int, reach: dict[int, int]) -> int:
+    """How far a reading goes once a value ends at ``after``."""
+    if after >= len(text):  # a value closed at the end reaches past it; an unterminated one (cut) not
+        return len(text) + 1 if after == len(text) else len(text)
+    return reach.get(after + 2, after) if text.startswith(", ", after) else after
+
+
+def _style(text: str) -> str:
+    """The quote of the first value (the option ``quotes`` applies to every value), "" if bare."""
+    first = _KEY.match(text)
+    return text[first.end()] if first and first.end() < len(text) and text[first.end()] in "\"'" else ""
+
+
+def _step(text: str, pos: int, style: str) -> tuple[str, list[tuple[str, int]]] | None:
+    """The pair at ``pos``: its key and each (value, index after it) it may end with, ascending;
+    no options for a TRACE key; None when no pair starts there. With quoting on, an unquoted
+    value is text some value injected."""
+    key_match = _KEY.match(text, pos)
+    if key_match is None:
+        return None
+    key, pos = key_match.group()[:-1], key_match.end()
+    if key in _TRACE_KEYS:
+        return key, []
+    opening = text[pos] if pos < len(text) and text[pos] in "\"'" else ""
+    if opening != style and not (style == "" and opening == "'"):  # before 23: bare, '…' with a space
+        return None
+    if not opening:
+        bare_end = _BARE_END.search(text, pos)
+        stop = bare_end.start() if bare_end else len(text)
+        return key, [(text[pos:stop], stop)]
+    return key, _quoted_ends(text, pos + 1, opening)
+
+
+def _quoted_ends(text: str, start: int, quote: str) -> list[tuple[str, int]]:
+    """The values a quoted value from ``start`` may be: it ends at its first unescaped quote,
+    or at an escaped one that only the next pair, the TRACE context or the end can follow
+    (the value then ends in a backslash); at most ``MAX_CHOICES``. Unterminated (a cut line):
+    the rest, "ending" one past the text's end."""
+    final = _UNESCAPED[quote].search(text, start)
+    limit = final.start() if final else len(text)
+    ends: list[int] = []
+    for escaped in _ESCAPED_END[quote].finditer(text, start):
+        if escaped.start() >= limit or len(ends) == MAX_CHOICES:
+            break
+        ends.append(escaped.start())
+    ends.append(limit)  # past the end when unterminated: "after" is then len(text) + 1
+    return [(text[start:close].replace("\\" + quote, quote), close + 1) for close in ends]
 
 
 def event_record(message: str, time: datetime, ctx: AdapterContext) -> dict[str, Any]:
