@@ -88,6 +88,9 @@ class Normalized:
     dead_letter: dict[str, Any] | None = None
     # Entries of a batch (a log file, an envelope) of types no detector needs: "format:type" -> count.
     skipped_entries: Counter[str] = field(default_factory=Counter)
+    # The format of each event when an envelope mixed formats (None: all are ``format``): trust
+    # judges each record by its own format, never by the envelope's majority.
+    event_formats: tuple[str, ...] | None = None
 
 
 class Normalizer:
@@ -227,7 +230,9 @@ class Normalizer:
         dead = None
         if batch.bad:
             dead = self._batch_dead(origin, batch, len(entries), len(line), hashlib.sha256(line).hexdigest())
-        return Normalized(events=batch.events, format=fmt, dead_letter=dead, skipped_entries=batch.skipped)
+        mixed = tuple(batch.event_formats) if len(batch.formats) > 1 else None
+        return Normalized(events=batch.events, format=fmt, dead_letter=dead, skipped_entries=batch.skipped,
+                          event_formats=mixed)
 
     def normalize_long(self, line: LongLine, origin: str) -> Iterator[Normalized]:
         """A line longer than ``max_line_bytes``: a CloudTrail log file is read record by
@@ -270,7 +275,9 @@ class Normalizer:
             elif not adapter.matches(entry):
                 raise InvalidRecord(f"does not look like {adapter.name}")
             batch.formats[adapter.name] += 1
-            batch.events.extend(self._map(adapter, entry))
+            mapped = self._map(adapter, entry)
+            batch.events.extend(mapped)
+            batch.event_formats.extend([adapter.name] * len(mapped))
         except UnsupportedEventType as exc:
             batch.skipped[f"{adapter.name if adapter else batch.format}:{_type_label(exc)}"] += 1
         except InvalidRecord as exc:
@@ -366,6 +373,7 @@ class _Batch:
     skipped: Counter[str] = field(default_factory=Counter)
     key: str = "Records"  # the envelope's list, as its dead letter names entries
     formats: Counter[str] = field(default_factory=Counter)
+    event_formats: list[str] = field(default_factory=list)  # one per event, in order
 
 
 def _opens_log_file(head: bytes) -> bool:

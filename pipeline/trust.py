@@ -214,15 +214,20 @@ class TrustRules:
         return Refusal(code, fmt, DETECT_INPUT if topic is None else topic, event.kind.value, event.tenant,
                        event.source)
 
-    def split(self, events: list[CanonicalEvent], fmt: str,
-              topic: str | None) -> tuple[list[CanonicalEvent], list[tuple[CanonicalEvent, Refusal]]]:
-        """The events that may go on, and the refused ones with their refusal."""
-        if fmt in self.allowed_formats(topic) and not any(e.kind in REVOCATION_KINDS for e in events):
+    def split(
+        self, events: list[CanonicalEvent], fmt: str, topic: str | None, formats: tuple[str, ...] | None = None,
+    ) -> tuple[list[CanonicalEvent], list[tuple[CanonicalEvent, Refusal]]]:
+        """The events that may go on, and the refused ones with their refusal. ``formats`` gives
+        each event's own format when one line mixed them (a transport envelope): a record is
+        judged by what it is, not by what most of its envelope is."""
+        allowed = self.allowed_formats(topic)
+        if (all(f in allowed for f in formats) if formats is not None else fmt in allowed) and not any(
+                e.kind in REVOCATION_KINDS for e in events):
             return events, []  # the common case: nothing to decide per event
         kept: list[CanonicalEvent] = []
         refused: list[tuple[CanonicalEvent, Refusal]] = []
-        for event in events:
-            refusal = self.check(event, fmt, topic)
+        for index, event in enumerate(events):
+            refusal = self.check(event, formats[index] if formats is not None else fmt, topic)
             if refusal is None:
                 kept.append(event)
             else:

@@ -233,18 +233,36 @@ def _lines(name: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in (FORMATS_DIR / name).read_bytes().splitlines() if line.strip()]
 
 
-@pytest.mark.xfail(strict=True, reason="hole outside this part's files: TrustRules.split judges a whole envelope "
-                   "by its most common format (normalize._envelope sets Normalized.format); see the report")
 def test_an_envelope_cannot_carry_a_format_its_topic_refuses() -> None:
     """A writer on a gateway-only topic wraps a Keycloak record between two gateway records:
-    its events must be refused as on their own line (``trust.topic_formats``)."""
+    its events are refused as on their own line (``trust.topic_formats``), not waved through
+    because most of the envelope is gateway."""
     gateway, keycloak = _lines("gateway.jsonl")[:2], _lines("keycloak.jsonl")[1]
     alone = normalize(orjson.dumps(keycloak))
     rules = TrustRules(TrustConfig(topic_formats={"gw": ("gateway",)}))
     assert rules.split(alone.events, alone.format or "", "gw")[0] == []  # refused on its own line
     wrapped = normalize(orjson.dumps({"records": [*gateway, keycloak]}))
-    kept, _ = rules.split(wrapped.events, wrapped.format or "", "gw")
+    assert wrapped.format == "gateway" and wrapped.event_formats is not None
+    kept, refused = rules.split(wrapped.events, wrapped.format, "gw", wrapped.event_formats)
     assert [event.source for event in kept] == ["gateway", "gateway"]
+    assert {refusal.format for _, refusal in refused} == {"keycloak"}
+
+
+def test_an_envelope_cannot_pass_one_sources_revocation_off_as_anothers() -> None:
+    """On a Keycloak topic, an Okta session clear wrapped among Keycloak records is judged as
+    Okta's: not authoritative there, refused."""
+    keycloak, okta = _lines("keycloak.jsonl")[:2], _lines("okta.jsonl")
+    clear = next((e for e in okta if e.get("eventType") == "user.session.clear"), None)
+    if clear is None:  # the sample has none: an Okta clear in Okta's shape, from a sample event
+        clear = {**okta[0], "uuid": "clear-1", "eventType": "user.session.clear"}
+    rules = TrustRules(TrustConfig(authoritative=[{"format": "keycloak", "topics": ["kc"]},
+                                                  {"format": "okta", "topics": ["okta"]}]))
+    wrapped = normalize(orjson.dumps({"records": [*keycloak, clear]}))
+    revocations = [e for e in wrapped.events if e.source == "okta"]
+    assert revocations, "the clear maps to a revocation"
+    kept, refused = rules.split(wrapped.events, wrapped.format or "", "kc", wrapped.event_formats)
+    assert not any(e.source == "okta" for e in kept)
+    assert {refusal.code for _, refusal in refused} == {"not_authoritative"}
 
 
 @pytest.mark.parametrize("payload", [
