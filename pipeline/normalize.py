@@ -291,7 +291,10 @@ class Normalizer:
         try:
             return parse_line(data, self.config.max_depth, self.repairs)
         except NotJSON as exc:
-            raise InvalidRecord(f"message is {exc.reason}") from None
+            raw = parse_text_record(data, self.forced.name if self.forced else None)  # Keycloak's log text
+            if raw is None:
+                raise InvalidRecord(f"message is {exc.reason}") from None
+            return raw
 
     def _batch_dead(self, origin: str, batch: _Batch, total: int, size: int, sha256: str) -> dict[str, Any]:
         bad = batch.bad

@@ -140,3 +140,16 @@ def test_a_cloudwatch_message_that_is_not_a_record_costs_only_itself() -> None:
     assert found.summary.events == 2
     [letter] = found.dead_letters
     assert letter["reason"].startswith("cloudtrail: logEvents[1]: message is ")
+
+
+def test_keycloak_log_text_shipped_through_cloudwatch_logs_maps_like_the_plain_lines() -> None:
+    """Keycloak on ECS/EKS logs to CloudWatch Logs: each log event's message is a plain
+    jboss-logging line, read as it is from a file."""
+    plain = [line.decode() for line in (FORMATS_DIR / "keycloak_jboss.log").read_bytes().splitlines() if line.strip()]
+    alone = detect_lines([line.encode() for line in plain])
+    payload = {"messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "/ecs/keycloak",
+               "logStream": "keycloak/keycloak/0123", "subscriptionFilters": ["to-tokenwatch"],
+               "logEvents": [{"id": str(n), "timestamp": 1795510800000, "message": m} for n, m in enumerate(plain)]}
+    shipped = detect_lines([payload])
+    assert shipped.dead_letters == [] and shipped.summary.events == alone.summary.events > 0
+    assert shipped.hits == alone.hits and shipped.hits
