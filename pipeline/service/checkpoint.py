@@ -11,6 +11,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from datetime import datetime, timezone
@@ -30,13 +31,26 @@ log = logging.getLogger("tokenwatch.checkpoint")
 
 
 def stage_open_alerts(states: Iterable[PartitionState], sinks: Iterable[Sink]) -> int:
-    """Add every still-open alert as an update (same id as its final version)."""
+    """Add every still-open alert that changed since the last checkpoint as an update (same id
+    as its final version); an unchanged one is not written again."""
     sinks = list(sinks)
     count = 0
     for state in states:
+        still_open: dict[str, bytes] = {}
         for alert in state.open_alerts():
-            count += stage_alert(alert, sinks) is not None
+            digest = _digest(alert)
+            still_open[alert.alert.id] = digest
+            if state.staged.get(alert.alert.id) != digest:
+                count += stage_alert(alert, sinks) is not None
+        state.staged = still_open
     return count
+
+
+def _digest(alert: Alert) -> bytes:
+    try:
+        return hashlib.blake2b(alert.model_dump_json().encode(), digest_size=16).digest()
+    except Exception:  # noqa: BLE001 -- stage_alert reports an unserializable alert; always stage it
+        return b""
 
 
 def stage_alert(alert: Alert, sinks: Iterable[Sink]) -> dict[str, Any] | None:
@@ -148,9 +162,14 @@ def checkpoint(
     written = flush_sinks(sinks)
     changed = write_changelog(producer, changelog_topic, states, origin=origin)
     offsets: dict[TopicPartition, int] = {}
+    moved: dict[TopicPartition, int] = {}
     for state in states:
-        offsets.update(state.commit_offsets())
-    commit(consumer, offsets)
+        safe = state.commit_offsets()
+        offsets.update(safe)
+        moved.update({tp: off for tp, off in safe.items() if state.committed.get(tp) != off})
+    commit(consumer, moved)  # an idle checkpoint commits nothing
+    for state in states:
+        state.committed.update({tp: off for tp, off in moved.items() if tp in state.next_offsets})
     elapsed = time.perf_counter() - started
     if metrics is not None:
         metrics.checkpoint_seconds.observe(elapsed)

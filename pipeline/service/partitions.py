@@ -45,6 +45,10 @@ class PartitionState:
     inflight: dict[str, tuple[TopicPartition, int]] = field(default_factory=dict)
     records: int = 0
     last_event_wall: float = 0.0  # monotonic time of the last event submitted
+    # What the last checkpoint wrote, so an idle one writes nothing: open alert id -> digest of
+    # the document staged for it, and the offsets committed.
+    staged: dict[str, bytes] = field(default_factory=dict)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
 
     @property
     def store(self) -> StateStore:
