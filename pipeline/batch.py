@@ -49,6 +49,7 @@ class Summary:
             f"({rate:,.0f} lines/s)",
             "  per format: " + _fmt(self.per_format),
             f"  duplicates: {self.engine['duplicates']}, late events: {self.engine['late_events']}, "
+            f"reordered: {self.engine['reordered_events']}, "
             f"held ahead of the stream: {self.engine['held_events']}, clock jumps: {self.engine['clock_jumps']}, "
             f"out of range: {self.engine['out_of_range_events']}",
             f"  skipped (unsupported event types): {sum(self.skipped.values())} " + _fmt(self.skipped),
@@ -154,7 +155,7 @@ class DetectRun:
             summary.skipped[f"{result.format}:{result.skipped_type}"] += 1
             return
         fmt = result.format or "unknown"
-        events, untrusted = self.trust.split(result.events, fmt, None)
+        events, untrusted = self.trust.split(result.events, fmt, None, result.event_formats)
         if untrusted:
             summary.dead_letters[fmt] += 1
             for _, refusal in untrusted:

@@ -1,11 +1,21 @@
 """The detection loop: dedup -> enrich -> event-time ordering -> detectors -> alerter.
 
-Events are held in a reorder buffer until the watermark (the stream's clock minus
-``allowed_lateness_s``) passes them, then released in event-time order, so a
-revocation that arrives a little after a use it precedes is still applied first.
-An event older than the watermark is processed at once and counted as late, never
-dropped. Exact redeliveries (same ``event_id``) inside ``dedup_window_s`` are
-counted once.
+Time advances per source (format and tenant, ``pipeline.event_time``): the watermark is
+the earliest latest event time among the sources still delivering, minus
+``allowed_lateness_s``; a source that sent nothing while the stream's clock moved
+``source_idle_s`` stops holding it back. The watermark drives state expiry, alert
+closing and lateness. It goes back when a source resumes behind it (a connector catching
+up, the next file of a backfill): expiry then waits while that source delivers, so the
+facts it brings late still find the state they concern.
+
+An event that is in order for its keys (token, family, session, subject: nothing later
+judged for any of them, nothing of theirs waiting) is judged at once, without waiting
+for the watermark. One that arrives out of order for a key waits in the reorder buffer,
+with the later events of its keys, until the watermark passes it, and they are judged in
+event-time order. An event older than the watermark is judged at once and counted as
+late, never dropped: detectors apply it to what is still in state (a late revocation
+re-checks the uses it covers). Exact redeliveries (same ``event_id``) inside
+``dedup_window_s`` are counted once.
 
 The clock is the latest event time seen among events in range. An event more than
 ``max_lead_s`` ahead of it (plus the wall time since the clock last moved, so a
@@ -34,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from detectors.base import Detector, Finding
 from detectors.state import StateStore, forget_before, stable_hash
 from pipeline.alerting import Alerter
+from pipeline.event_time import KeyClocks, SourceClocks, keys_of
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 
@@ -50,7 +61,18 @@ ENGINE_NAMESPACE = "engine"
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    allowed_lateness_s: float = Field(default=5.0, ge=0, description="Out-of-order tolerance")
+    allowed_lateness_s: float = Field(
+        default=5.0, ge=0,
+        description="Out-of-order tolerance: the watermark is this far behind the slowest source still "
+                    "delivering; an event out of order for its token, family, session or subject waits "
+                    "until the watermark passes it (an event in order for them is judged at once)",
+    )
+    source_idle_s: float = Field(
+        default=1800.0, gt=0,
+        description="A source (format and tenant) that sent nothing while the stream's event time moved "
+                    "this far stops holding the watermark back (measured in event time, so detect and run "
+                    "agree); a slower or delayed source holds state expiry back while it delivers",
+    )
     dedup_window_s: float = Field(default=900.0, ge=0, description="How long event ids are remembered")
     expire_every_s: float = Field(default=60.0, gt=0, description="Event-time interval of state expiry")
     max_lead_s: float = Field(
@@ -152,8 +174,11 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self._buffer: list[_Queued] = []
         self._seq = itertools.count()
-        self._max_time = float("-inf")
-        self._released_until = float("-inf")
+        self._max_time = float("-inf")  # the stream's clock: the latest event time in range
+        self._watermark = float("-inf")
+        self._sources = SourceClocks(self.config.source_idle_s)
+        self._keys = KeyClocks()
+        self._early: set[str] = set()  # external events buffered ahead of the clock
         # Event-id hashes in arrival order -> time they may be forgotten after.
         self._seen: dict[int, float] = {}
         self._next_expiry = float("-inf")
@@ -164,14 +189,23 @@ class Engine:
 
     @property
     def watermark(self) -> float:
-        return self._max_time - self.config.allowed_lateness_s
+        """The earliest latest event time of the sources still delivering, minus the allowed
+        lateness. It goes back when a source resumes or a backfill starts behind it: expiry
+        then waits for that source, so its late facts still find the state they concern."""
+        return self._watermark
+
+    def source_lags(self) -> dict[str, float]:
+        """Seconds each source's latest event is behind the stream's clock (the lag gauge)."""
+        return dict(self._sources.lags(self._max_time))
 
     def submit(self, event: CanonicalEvent, external: bool = False) -> list[Alert]:
         """Take one event; returns alerts whose fold window closed meanwhile.
 
         ``external``: an event of another stream (a revocation another partition read, fed to
-        this one): it is judged in this stream's event-time order but is no evidence about
-        this stream's clock, so it neither moves the clock nor is held nor counts for a jump."""
+        this one): no evidence about this stream's clock, so it neither moves the clock nor is
+        held nor counts for a jump. One ahead of this stream's clock waits until the watermark
+        reaches it, without holding back its keys' events (a revocation re-checks the uses it
+        covers when it is judged)."""
         key = stable_hash(event.event_id)  # a stable 64-bit hash: small, the same on every instance
         if key in self._seen or key in self._hold.keys:
             self.counters["duplicates"] += 1
@@ -181,14 +215,19 @@ class Engine:
         self.counters["events"] += 1
         when = event.epoch
         if external:
-            return self._enqueue(event, key, move_clock=False) + self._release(self.watermark)
+            if when > self._max_time:
+                self._seen[key] = when
+                self._early.add(event.event_id)  # waits, but holds no key back
+                heapq.heappush(self._buffer, (when, next(self._seq), event))
+                return self._release(self._watermark)
+            return self._enqueue(event, key, move_clock=False) + self._release(self._watermark)
         if when > self._max_time + self.config.max_lead_s and when > self._reach():
             return self._hold_back(event)
         self._hold.note(None)
         alerts = self._enqueue(event, key)
         if self._hold.earliest <= self._max_time + self.config.max_lead_s:
             alerts.extend(self._admit(counter="held_caught_up"))
-        alerts.extend(self._release(self.watermark))
+        alerts.extend(self._release(self._watermark))
         return alerts
 
     def restored(self) -> None:
@@ -223,8 +262,9 @@ class Engine:
         hold its last events, and their alerts, forever). Held events enter if they outnumber the
         events in range that arrived since the first of them (the stream's last word is theirs:
         a sparse stream that jumped), else
-        only if the wall time the stream was quiet brings them within reach. Alerts stay open
-        for folding; anything that arrives older than what was released counts as late."""
+        only if the wall time the stream was quiet brings them within reach. The watermark
+        stays where the sources put it (wall time moves no event time), so alerts stay open
+        for folding and expiry waits as it would in a replay of the same stream."""
         hold = self._hold
         if hold.heap and len(hold) > hold.contradicted:
             alerts = self._admit(float("inf"), counter="held_idle")
@@ -243,7 +283,7 @@ class Engine:
             event = self._hold.pop()
             self.counters["held_flushed"] += 1
             alerts.extend(self._enqueue(event, stable_hash(event.event_id)))
-            alerts.extend(self._release(self.watermark))
+            alerts.extend(self._release(self._watermark))
         alerts.extend(self._release(float("inf")))
         for detector in self.detectors:
             for finding in detector.finish(self.state):
@@ -283,7 +323,7 @@ class Engine:
         anchor = hold.anchor()
         hold.forget_evidence()
         alerts = self._admit(anchor, counter="held_confirmed")
-        alerts.extend(self._release(self.watermark))
+        alerts.extend(self._release(self._watermark))
         return alerts
 
     def _admit(self, floor: float = float("-inf"), counter: str = "held_caught_up") -> list[Alert]:
@@ -294,34 +334,53 @@ class Engine:
         while hold.heap and hold.earliest <= max(floor + lead, self._reach()):
             event = hold.pop()
             self.counters[counter] += 1
+            alerts.extend(self._release(event.epoch))  # what waits before it goes first
             alerts.extend(self._enqueue(event, stable_hash(event.event_id)))
         return alerts
 
     def _enqueue(self, event: CanonicalEvent, key: int, move_clock: bool = True) -> list[Alert]:
-        """An event in range: into the reorder buffer (or judged at once if late); moves the clock."""
+        """An event in range: judged at once if late or in order for its keys, else into the
+        reorder buffer; moves its source's clock, and the watermark with it."""
         when = event.epoch
         self._seen[key] = max(when, self._max_time)
-        if when < self._released_until:
-            self.counters["late_events"] += 1
-            alerts = self._detect(event)
+        keys = keys_of(event)
+        if when < self._watermark:
+            # Another partition's revocation behind this one's time is no lateness of this stream.
+            self.counters["late_events" if move_clock else "external_behind"] += 1
+            alerts = self._judge(event, keys)
+        elif self._keys.in_order(keys, when):
+            alerts = self._judge(event, keys)
         else:
+            self.counters["reordered_events"] += 1
+            self._keys.wait(keys)
             heapq.heappush(self._buffer, (when, next(self._seq), event))
             alerts = []
         if move_clock:
             self._move_clock(when)
+            self._sources.note(event, self._max_time)
+            self._watermark = self._sources.low(self._max_time) - self.config.allowed_lateness_s
         return alerts
 
     # -- detection --------------------------------------------------------------
     def _release(self, until: float) -> list[Alert]:
+        """Judge buffered events up to ``until`` in event-time order; expire at the watermark."""
         alerts: list[Alert] = []
-        buffer = self._buffer
+        buffer, clocks = self._buffer, self._keys
         while buffer and buffer[0][0] <= until:
-            when, _, event = heapq.heappop(buffer)
-            self._released_until = max(self._released_until, when)
-            alerts.extend(self._detect(event))
-        if until != float("inf") and until >= self._next_expiry:
-            alerts.extend(self._expire(until))
+            _, _, event = heapq.heappop(buffer)
+            keys = keys_of(event)
+            if event.event_id not in self._early:
+                clocks.done_waiting(keys)
+            else:
+                self._early.discard(event.event_id)
+            alerts.extend(self._judge(event, keys))
+        if until != float("inf") and self._watermark >= self._next_expiry:
+            alerts.extend(self._expire(self._watermark))
         return alerts
+
+    def _judge(self, event: CanonicalEvent, keys: tuple[int, ...]) -> list[Alert]:
+        self._keys.judged(keys, event.epoch)
+        return self._detect(event)
 
     def _detect(self, event: CanonicalEvent) -> list[Alert]:
         findings: list[Finding] = []
@@ -346,6 +405,7 @@ class Engine:
             for finding in detector.expire(watermark, self.state) or ():
                 self.counters[f"findings.{finding.rule.id}"] += 1
                 alerts.extend(self.alerter.add(finding, self.state))
+        self._keys.forget_before(watermark)
         horizon = watermark - self.config.dedup_window_s
         forget_before(self._seen, horizon, float)
         released = self.state.detector_state.get(ENGINE_NAMESPACE, {}).get("released")

@@ -41,7 +41,20 @@ class ServiceMetrics:
         self.alerts = Counter("tokenwatch_alerts", "Alerts emitted, per rule", ["rule"], registry=r)
         self.duplicates = Counter("tokenwatch_duplicate_events", "Redelivered events counted once", registry=r)
         self.late_events = Counter(
-            "tokenwatch_late_events", "Events later than the allowed lateness (still processed)", registry=r
+            "tokenwatch_late_events",
+            "Events older than the watermark (the slowest source still delivering, minus the allowed "
+            "lateness) when they arrived; still processed. The engine's late_events, as detect counts them",
+            registry=r,
+        )
+        self.reordered_events = Counter(
+            "tokenwatch_reordered_events",
+            "Events out of order for their token, family, session or subject, held until the watermark passed them",
+            registry=r,
+        )
+        self.source_lag = Gauge(
+            "tokenwatch_source_event_time_lag_seconds",
+            "How far each source's latest event time is behind the latest of any source (format/tenant; the "
+            "largest over the owned partitions)", ["source"], registry=r,
         )
         self.consumer_lag = Gauge(
             "tokenwatch_consumer_lag", "Records behind the end of each assigned partition",

@@ -29,6 +29,7 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -41,7 +42,8 @@ from kafka.errors import KafkaError
 
 from pipeline import exit_codes
 from pipeline.config import Settings
-from pipeline.engine import Enrich
+from pipeline.engine import Engine, Enrich
+from pipeline.event_time import MAX_SOURCES
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.normalize import Normalizer
@@ -136,6 +138,8 @@ class Service:
         self.metrics = metrics or ServiceMetrics()
         handles = handle_store(settings, hash_token) if settings.response.enabled else None
         self._repairs_seen: Counter[str] = Counter()
+        # What each partition's engine had counted at the last _count_engines (engines go with their partition).
+        self._engine_seen: weakref.WeakKeyDictionary[Engine, Counter[str]] = weakref.WeakKeyDictionary()
         self.normalizer = Normalizer(hash_token, settings.input,
                                      accept_handle=handles.accept if handles is not None else None,
                                      trusted_proxies=settings.enrich.trusted_proxies)
@@ -202,6 +206,7 @@ class Service:
                 self._count_repairs()
                 self._apply_global(self.revocations.poll())
                 self._release_idle()
+                self._count_engines()
                 self._take_response_alerts()
                 self._publish_changed()
                 if self._checkpoint_due():
@@ -298,7 +303,7 @@ class Service:
                 self.metrics.events_skipped.labels(record.format).inc()
                 return
             stage = "trust"
-            events = self._trusted(record, result.events)
+            events = self._trusted(record, result.events, result.event_formats)
             if events:
                 self.metrics.events_in.labels(record.format).inc(len(events))
             for event in events:
@@ -317,10 +322,12 @@ class Service:
             error = type(exc).__name__
             self._dead_letter_failure(record, stage, f"{stage} raised {error}", error)
 
-    def _trusted(self, record: SourceRecord, events: list[CanonicalEvent]) -> list[CanonicalEvent]:
+    def _trusted(
+        self, record: SourceRecord, events: list[CanonicalEvent], formats: tuple[str, ...] | None = None,
+    ) -> list[CanonicalEvent]:
         """The record's events its topic may carry (``pipeline.trust``); the others are dead-lettered
         with the reason, before they reach the engine or the revocations topic."""
-        kept, refused = self.trust.split(events, record.format, record.tp.topic)
+        kept, refused = self.trust.split(events, record.format, record.tp.topic, formats)
         if refused:
             self.counts["trust_refused"] += len(refused)
             letter = refused_letter(refused, record.format, record.origin,
@@ -392,6 +399,26 @@ class Service:
             if count > seen[kind]:
                 self.metrics.repairs.labels(kind).inc(count - seen[kind])
                 seen[kind] = count
+
+    def _count_engines(self) -> None:
+        """Move what the partitions' engines counted since the last call to the metrics (late and
+        reordered events, counted by the engine exactly as ``tokenwatch detect`` counts them), and
+        set each source's event-time lag."""
+        metrics = self.metrics
+        lags: dict[str, float] = {}
+        for state in self.states.values():
+            engine = state.engine
+            seen = self._engine_seen.setdefault(engine, Counter())
+            for name, metric in (("late_events", metrics.late_events),
+                                 ("reordered_events", metrics.reordered_events)):
+                now = engine.counters[name]
+                if now > seen[name]:
+                    metric.inc(now - seen[name])
+                    seen[name] = now
+            for source, lag in engine.source_lags().items():
+                lags[source] = max(lag, lags.get(source, 0.0))
+        for source, lag in sorted(lags.items())[:MAX_SOURCES]:  # bounded: a tenant is attacker-influenced
+            metrics.source_lag.labels(source).set(lag)
 
     def _apply_global(self, events: list[CanonicalEvent], states: list[PartitionState] | None = None) -> None:
         """Feed revocations from the revocations topic to every owned partition (the one they

@@ -559,9 +559,10 @@ def test_request_ids_expire_with_event_time_and_are_capped() -> None:
     eng = engine(ONLY_REPLAY, expire_every_s=1)
     for ev in [*login(), *(use(t, request_id=f"req-{t}") for t in range(0, 1000, 50))]:
         eng.submit(ev)
-    # Watermark 945 (t=950 still buffered): ids older than 945 - 300 s are forgotten.
+    # In-order uses are judged at once (t=950 too); the watermark is 945: ids older than 945 - 300 s
+    # are forgotten.
     requests = eng.state.namespace("replay")["requests"]
-    assert sorted(requests) == sorted(stable_hash("at-1", f"req-{t}") for t in range(650, 950, 50))
+    assert sorted(requests) == sorted(stable_hash("at-1", f"req-{t}") for t in range(650, 1000, 50))
 
     capped = engine({**ONLY_REPLAY, "replay": {"max_tracked_requests": 3}})
     for ev in [*login(), *(use(t, request_id=f"req-{t}") for t in range(10, 40, 2))]:

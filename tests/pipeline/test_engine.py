@@ -42,13 +42,26 @@ def _engine(fold: float = 3600, **kw: float) -> tuple[Engine, Recorder]:
     return Engine([recorder], StateStore(), Alerter(AlertingConfig(fold_window_s=fold)), EngineConfig(**kw)), recorder
 
 
-def test_events_reach_detectors_in_event_time_order_within_lateness() -> None:
-    eng, rec = _engine(allowed_lateness_s=10)
-    for t, eid in ((5, "b"), (1, "a"), (8, "c"), (30, "d")):
+def test_an_event_in_order_for_its_keys_is_judged_at_once() -> None:
+    """No waiting for the watermark: the lateness only matters to what arrives out of order."""
+    eng, rec = _engine(allowed_lateness_s=300)
+    for t, eid in ((0, "a"), (5, "b"), (9, "c")):
         eng.submit(event("used", t, token="at-1", event_id=eid))
-    assert rec.seen == ["a", "b", "c"]  # d is still inside the lateness window
+    assert rec.seen == ["a", "b", "c"] and eng.pending_event_ids() == set()
+    assert eng.counters["reordered_events"] == 0
+
+
+def test_what_arrives_out_of_order_for_a_key_is_reordered_with_that_key_only() -> None:
+    eng, rec = _engine(allowed_lateness_s=10)
+    for t, eid, token in ((5, "b", "at-1"), (1, "a", "at-1"), (8, "c", "at-1"), (6, "other", "at-2"),
+                          (30, "d", "at-1")):
+        eng.submit(event("used", t, token=token, event_id=eid, subject=f"u-{token}", session=f"s-{token}"))
+    # b in order; a arrived after it: a waits, and c and d (same token) wait behind it until the
+    # watermark (30 - 10) passes them; at-2's event is in order for its own keys.
+    assert rec.seen == ["b", "other", "a", "c"] and eng.pending_event_ids() == {"d"}
     eng.flush()
-    assert rec.seen == ["a", "b", "c", "d"] and eng.counters["late_events"] == 0
+    assert rec.seen[-1] == "d" and eng.counters["late_events"] == 0
+    assert eng.counters["reordered_events"] == 3
 
 
 def test_events_later_than_the_lateness_are_processed_and_counted() -> None:
@@ -105,14 +118,14 @@ def test_replaying_the_same_input_gives_the_same_alert_ids() -> None:
 
 def test_release_idle_judges_buffered_events_and_keeps_alerts_open() -> None:
     eng, rec = _engine(allowed_lateness_s=300)
-    eng.submit(event("used", 0, token="at-1", event_id="a"))
     eng.submit(event("used", 10, token="at-1", event_id="b"))
-    assert rec.seen == [] and eng.pending_event_ids() == {"a", "b"}
+    eng.submit(event("used", 0, token="at-1", event_id="a"))  # out of order: waits
+    assert rec.seen == ["b"] and eng.pending_event_ids() == {"a"}
+    watermark = eng.watermark
     assert eng.release_idle() == []  # findings fold into an alert that stays open
-    assert rec.seen == ["a", "b"] and eng.pending_event_ids() == set()
+    assert rec.seen == ["b", "a"] and eng.pending_event_ids() == set()
     assert [a.alert.count for a in eng.alerter.snapshot()] == [2]
-    eng.submit(event("used", 5, token="at-1", event_id="older"))
-    assert eng.counters["late_events"] == 1 and rec.seen[-1] == "older"
+    assert eng.watermark == watermark  # wall time moves no event time: expiry waits as in a replay
 
 
 def test_take_changed_hands_out_new_and_updated_open_alerts_once() -> None:
@@ -131,10 +144,10 @@ def test_after_a_restore_applied_events_are_duplicates_and_buffered_ones_are_not
 
     store = StateStore(track_changes=True)
     eng = Engine([Recorder()], store, Alerter(), EngineConfig(allowed_lateness_s=10))
-    events = [event("used", t, token="at-1", event_id=eid) for t, eid in ((0, "a"), (5, "b"), (30, "c"))]
+    events = [event("used", t, token="at-1", event_id=eid) for t, eid in ((0, "a"), (30, "b"), (25, "c"))]
     for ev in events:
         eng.submit(ev)
-    assert eng.pending_event_ids() == {"c"}  # a and b are applied; c waits in the reorder buffer
+    assert eng.pending_event_ids() == {"c"}  # a and b are applied; c (out of order) waits
     changelog = dirty_records(store)  # what a checkpoint writes
 
     recorder = Recorder()
@@ -278,3 +291,74 @@ def test_after_a_restore_the_first_line_cannot_set_the_clock() -> None:
     successor.restored()  # the clock is the latest applied event: 5
     _feed(successor, (10_000, "ahead"), (6, "c"))
     assert successor.pending_event_ids() == {"ahead"} and successor.watermark == at(6).timestamp()
+
+
+# -- per-source watermarks -------------------------------------------------------------
+
+
+def _sourced(t: float, eid: str, source: str, token: str = "at-1", tenant: str | None = None) -> CanonicalEvent:
+    ev = event("used", t, token=token, event_id=eid, source=source, subject=f"u-{token}", session=f"s-{token}")
+    return ev.model_copy(update={"tenant": tenant}) if tenant else ev
+
+
+def test_the_watermark_is_the_slowest_source_still_delivering() -> None:
+    eng, _ = _engine(allowed_lateness_s=5, source_idle_s=600)
+    eng.submit(_sourced(940, "o1", "okta", "at-o1"))  # Okta delivers a minute behind the gateway
+    eng.submit(_sourced(1_000, "g1", "gateway", "at-g1"))
+    eng.submit(_sourced(1_100, "g2", "gateway", "at-g2"))
+    assert eng.watermark == at(940 - 5).timestamp()
+    eng.submit(_sourced(1_040, "o2", "okta", "at-o2"))
+    assert eng.watermark == at(1_040 - 5).timestamp()
+    assert eng.source_lags() == {"gateway": 0.0, "okta": 60.0}
+
+
+def test_tenants_of_one_format_are_separate_sources() -> None:
+    eng, _ = _engine(allowed_lateness_s=0, source_idle_s=600)
+    eng.submit(_sourced(700, "b", "entra", "at-b", tenant="fabrikam"))
+    eng.submit(_sourced(1_000, "a", "entra", "at-a", tenant="contoso"))
+    eng.submit(_sourced(1_010, "c", "entra", "at-c", tenant="contoso"))
+    assert eng.watermark == at(700).timestamp()
+
+
+def test_a_source_idle_in_event_time_stops_holding_the_watermark_back() -> None:
+    eng, _ = _engine(allowed_lateness_s=0, source_idle_s=300)
+    eng.submit(_sourced(0, "o1", "okta", "at-o"))
+    eng.submit(_sourced(200, "g1", "gateway", "at-g1"))
+    assert eng.watermark == at(0).timestamp()  # heard from 200 s of stream time ago
+    eng.submit(_sourced(301, "g2", "gateway", "at-g2"))
+    assert eng.watermark == at(301).timestamp()  # Okta is idle: time follows the gateway
+    eng.submit(_sourced(100, "o2", "okta", "at-o2"))  # Okta resumes, far behind: late, still judged
+    assert eng.counters["late_events"] == 1
+    assert eng.watermark == at(100).timestamp()  # and time waits for it again while it delivers
+    eng.submit(_sourced(150, "o3", "okta", "at-o3"))
+    assert eng.counters["late_events"] == 1 and eng.watermark == at(150).timestamp()
+
+
+def test_a_delayed_source_holds_expiry_back_so_its_late_facts_find_the_state() -> None:
+    """A token is issued and revoked at Okta, used at the gateway; Okta's feed is two hours
+    behind and keeps delivering (not idle), so the token's state outlives the gateway's clock
+    and the revocation, judged two hours after the use, is applied to the use it covers."""
+    from tests.factories import engine as full_engine
+    from tests.factories import rule_hits
+
+    common = dict(token="at-r", subject="carol", session="s-r", scopes=("read",), expires_in=600.0)
+    okta = [event("issued", 8_000, source="okta", **common),  # type: ignore[arg-type]
+            event("revoked", 8_100, source="okta", revoke="token", **common),  # type: ignore[arg-type]
+            *(event("session_started", t, session=f"s-{t}", subject="erin", source="okta")
+              for t in range(0, 9_000, 300))]
+    gateway = [event("used", t, source="gateway", required=("read",), **common)  # type: ignore[arg-type]
+               for t in (8_050, 8_400)]
+    noise = [event("used", t, token=f"at-n{t}", subject="dave", source="gateway") for t in range(0, 16_000, 60)]
+    base = at(0).timestamp()
+    arrivals = [ev for _, _, ev in sorted(
+        (ev.epoch - base + (7_200 if ev.source == "okta" else 1), n, ev)
+        for n, ev in enumerate([*okta, *gateway, *noise]))]
+
+    def detect(**kw: float) -> list:
+        eng = full_engine(**kw)
+        return [alert for ev in arrivals for alert in eng.submit(ev)] + eng.flush()
+
+    alerts = detect()
+    assert rule_hits(alerts) == [("post_revocation_use.after_revocation", "at-r")]
+    assert alerts[0].evidence[-1].time == at(8_400)  # the use after the revocation
+    assert detect(source_idle_s=200) == []  # Okta counted idle between its events: the state is gone
