@@ -30,33 +30,24 @@ is the one in-order processing would have produced).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import ClassVar
 
 from pydantic import Field
 
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.recorded import use_event
 from detectors.state import Observation, ScopeState, StateStore, TokenState
 from schemas.alerts import EvidenceItem
 from schemas.events import (
-    Binding,
     CanonicalEvent,
     EventKind,
-    Geo,
-    Network,
-    Outcome,
-    Request,
-    Subject,
-    TokenRef,
     TokenType,
 )
 
 LAG_METRIC = "revocation_propagation_lag_s"
 _ATT_TOKEN = (("T1550.001", "Use Alternate Authentication Material: Application Access Token"),)
-_BINDING_METHODS = frozenset({"dpop", "mtls", "pod", "network"})
 _MAX_LINEAGE_HOPS = 32
 
 AFTER_REVOCATION = RuleMeta(
@@ -473,59 +464,6 @@ def _before(issued: float | None, revoked: float) -> bool:
 
 
 # -- rebuilding a use for retroactive findings -----------------------------------
-def use_event(use: Observation, ts: TokenState) -> CanonicalEvent:
-    """A minimal ``used`` event from a recorded use, with its original event id,
-    so a retroactive alert cites (and hashes to) the use it is about."""
-    ip: str | None = use.ip
-    service: str | None = None
-    if ip is not None:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            ip, service = None, ip
-    geo = None
-    if use.country or use.city or use.lat is not None:
-        geo = Geo(country=use.country, city=use.city, lat=use.lat, lon=use.lon, accuracy_km=use.accuracy_km)
-    proof = None
-    if use.binding and ":" in use.binding:
-        method, value = use.binding.split(":", 1)
-        if method in _BINDING_METHODS:
-            proof = Binding(method=method, value=value)  # type: ignore[arg-type]
-    bound = None
-    if ts.binding and ":" in ts.binding:
-        method, value = ts.binding.split(":", 1)
-        if method in _BINDING_METHODS:
-            bound = Binding(method=method, value=value)  # type: ignore[arg-type]
-    try:
-        token_type = TokenType(ts.type)
-    except ValueError:
-        token_type = TokenType.UNKNOWN
-    return CanonicalEvent(
-        event_id=use.event_id,
-        kind=EventKind.USED,
-        time=datetime.fromtimestamp(use.time, tz=timezone.utc),
-        source=use.source,
-        token=TokenRef(
-            id=ts.token_id,
-            type=token_type,
-            family_id=ts.family_id,
-            parent_id=ts.parent_id,
-            expires_at=datetime.fromtimestamp(ts.expires_at, tz=timezone.utc) if ts.expires_at else None,
-            audience=ts.audience,
-            binding=bound,
-        ),
-        subject=Subject(id=ts.subject_id) if ts.subject_id else None,
-        client_id=use.client_id or ts.client_id,
-        session_id=ts.session_id,
-        scopes=use.scopes,
-        network=Network(
-            ip=ip, service=service, geo=geo, asn=use.asn, as_org=use.as_org, hosting=use.hosting, egress=use.egress
-        ),
-        request=Request(id=use.request_id, proof=proof),
-        outcome=Outcome(result="success" if use.success else "failure"),
-    )
-
-
 # -- wording ---------------------------------------------------------------------
 def _what(label: str, scope_id: str | None, used: CanonicalEvent) -> str:
     return {

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.recorded import use_event
 from detectors.state import StateStore, TokenState, intern
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind
@@ -121,6 +122,7 @@ class ScopeEscalationDetector(Detector):
             if event.token is None or event.outcome.result != "success":
                 return []
             findings = self._check_widening(event, state)
+            findings += self._late_issue(event, state)
             privileged = self._check_privileged(event, state)
             if privileged is not None:
                 findings.append(privileged)
@@ -181,6 +183,39 @@ class ScopeEscalationDetector(Detector):
                 },
             )
         ]
+
+    def _late_issue(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        """Uses judged before this issue arrived (another source's log came later): re-judge
+        the scopes they presented against the grant now known. Each is cited with a ``used``
+        event rebuilt under its own id, as in-order processing would have cited it."""
+        ref = event.token
+        assert ref is not None
+        ts = state.tokens.get(ref.id)
+        granted = frozenset(event.scopes)
+        if ts is None or not granted:
+            return []
+        findings: list[Finding] = []
+        for use in ts.accepted:
+            if not use.success or use.time < event.epoch or use.event_id == event.event_id:
+                continue
+            extra = [s for s in use.scopes if s not in granted]
+            if not extra:
+                continue
+            used = use_event(use, ts)
+            summary = (
+                f"Token {ref.id} (subject {describe.subject(used, ts)}, client {used.client_id or '?'}) was accepted "
+                f"at {describe.when(use.time)} with scope(s) {describe.scope_list(extra)} beyond those granted at "
+                f"issue ({describe.scope_list(granted)}; the issue was logged after the use)."
+            )
+            findings.append(Finding(
+                rule=SCOPE_NOT_GRANTED, event=used, key=ref.id, summary=summary,
+                evidence=(EvidenceItem.of(event), use.evidence(ref.id)),
+                family_id=ref.family_id or ts.family_id,
+                details={"extra_scopes": " ".join(extra), "granted_scopes": " ".join(sorted(granted)),
+                         "presented_scopes": " ".join(use.scopes), "required_scopes": "", "issue_seen": True,
+                         "retroactive": True},
+            ))
+        return findings
 
     # -- grant_widening -------------------------------------------------------
     def _check_widening(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
