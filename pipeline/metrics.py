@@ -18,8 +18,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-# Event time to alert emission: sub-second for a healthy stream, minutes when replaying a backlog.
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+# Event time to alert emission: sub-second for a healthy stream, minutes to days when replaying
+# a backlog or a backfill (no observation may fall in +Inf only).
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                   4 * 3600.0, 12 * 3600.0, 86_400.0, 7 * 86_400.0, 30 * 86_400.0)
 
 
 class ServiceMetrics:

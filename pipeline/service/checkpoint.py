@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from datetime import datetime, timezone
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -30,9 +30,12 @@ from schemas.alerts import Alert
 log = logging.getLogger("tokenwatch.checkpoint")
 
 
-def stage_open_alerts(states: Iterable[PartitionState], sinks: Iterable[Sink]) -> int:
+def stage_open_alerts(
+    states: Iterable[PartitionState], sinks: Iterable[Sink], on_staged: Callable[[Alert], None] | None = None,
+) -> int:
     """Add every still-open alert that changed since the last checkpoint as an update (same id
-    as its final version); an unchanged one is not written again."""
+    as its final version); an unchanged one is not written again. ``on_staged`` hears of each
+    one staged (the service counts alerts by what reaches the sinks)."""
     sinks = list(sinks)
     count = 0
     for state in states:
@@ -40,8 +43,10 @@ def stage_open_alerts(states: Iterable[PartitionState], sinks: Iterable[Sink]) -
         for alert in state.open_alerts():
             digest = _digest(alert)
             still_open[alert.alert.id] = digest
-            if state.staged.get(alert.alert.id) != digest:
-                count += stage_alert(alert, sinks) is not None
+            if state.staged.get(alert.alert.id) != digest and stage_alert(alert, sinks) is not None:
+                count += 1
+                if on_staged is not None:
+                    on_staged(alert)
         state.staged = still_open
     return count
 
@@ -153,12 +158,13 @@ def checkpoint(
     sinks: list[Sink],
     metrics: ServiceMetrics | None = None,
     origin: bytes | None = None,
+    on_staged: Callable[[Alert], None] | None = None,
 ) -> None:
     """The full checkpoint of ``states`` (all assigned, or the ones being revoked)."""
     if not states and not any(sink.pending for sink in sinks):
         return  # nothing assigned yet (joining the group) and nothing buffered
     started = time.perf_counter()
-    stage_open_alerts(states, sinks)
+    stage_open_alerts(states, sinks, on_staged)
     written = flush_sinks(sinks)
     changed = write_changelog(producer, changelog_topic, states, origin=origin)
     offsets: dict[TopicPartition, int] = {}

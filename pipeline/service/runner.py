@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -72,6 +72,9 @@ from pipeline.trust import TrustRules, refused_letter
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
+
+COUNTED_ALERT_IDS = 200_000
+"""Alert ids remembered so an alert staged open and later final is counted once."""
 
 log = logging.getLogger("tokenwatch.service")
 
@@ -165,6 +168,7 @@ class Service:
         self._last_checkpoint = time.monotonic()
         self.backlog = BacklogProgress(config.progress_every_s, config.backlog_threshold)
         self._retraining: Any = None  # the anomaly model's retraining scheduler, once run() starts it
+        self._counted_alerts: OrderedDict[str, None] = OrderedDict()  # alert ids already counted
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -464,11 +468,23 @@ class Service:
             document = stage_alert(alert, self.sinks)
             if document is None:
                 continue
-            self.metrics.alerts.labels(alert.rule.id).inc()
-            self.counts["alerts"] += 1
+            self._count_alert(alert)
             documents.append(document)
         if self.response is not None:
             self.response.submit(documents)
+
+    def _count_alert(self, alert: Alert) -> None:
+        """Count an alert once, when it first reaches the sinks (open at a checkpoint, or final):
+        the metric then equals the alert documents the sinks hold."""
+        alert_id = alert.alert.id
+        if alert_id in self._counted_alerts:
+            self._counted_alerts.move_to_end(alert_id)
+            return
+        self._counted_alerts[alert_id] = None
+        if len(self._counted_alerts) > COUNTED_ALERT_IDS:
+            self._counted_alerts.popitem(last=False)
+        self.metrics.alerts.labels(alert.rule.id).inc()
+        self.counts["alerts"] += 1
 
     def _take_response_alerts(self) -> None:
         """Alerts the response raised (its breaker) go to the sinks like any other."""
@@ -523,7 +539,7 @@ class Service:
             current = list(self.states.values()) if states is None else states  # a rebalance may have run
             try:
                 checkpoint(self.consumer, self.producer, self.changelog_topic, current, self.sinks, self.metrics,
-                           origin=self.origin)
+                           origin=self.origin, on_staged=self._count_alert)
                 break
             except SinkUnavailable as exc:
                 if self.paused_reason is None:

@@ -200,6 +200,10 @@ def test_run_detects_the_sample_and_dead_letters_garbage(kafka_bootstrap: str, o
 
     log_lines = [orjson.loads(line) for line in log_path.read_bytes().splitlines() if line.startswith(b"{")]
     assert any(entry["message"] == "checkpoint" for entry in log_lines)
+    # The service's own count (as /healthz and tokenwatch_alerts report it) equals the alert
+    # documents the sinks hold: an alert staged open and closed later is one alert.
+    [stopped] = [entry for entry in log_lines if entry["message"] == "stopped"]
+    assert stopped["alerts"] == len(ids)
 
 
 def _wait_for_log(log_path: Path, message: str, count: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
