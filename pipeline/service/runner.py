@@ -169,6 +169,10 @@ class Service:
         self.backlog = BacklogProgress(config.progress_every_s, config.backlog_threshold)
         self._retraining: Any = None  # the anomaly model's retraining scheduler, once run() starts it
         self._counted_alerts: OrderedDict[str, None] = OrderedDict()  # alert ids already counted
+        # Sinks that index the canonical events themselves ([elasticsearch] index_events): what the
+        # analysts' notebooks read (lineage, maps) from a running deployment.
+        self._event_sinks = [sink for sink in sinks if "event" in getattr(sink, "kinds", ())
+                             and settings.elasticsearch.index_events]
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -311,6 +315,11 @@ class Service:
             if events:
                 self.metrics.events_in.labels(record.format).inc(len(events))
             for event in events:
+                if self._event_sinks:
+                    stage = "index"
+                    document = event.model_dump(mode="json")
+                    for sink in self._event_sinks:
+                        sink.add("event", event.event_id, document)
                 stage = "revocation"
                 if is_global(event):
                     self.revocations.publish(event)

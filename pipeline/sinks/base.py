@@ -110,6 +110,7 @@ class Sink(Protocol):
     """What the service loop calls; a sink is registered by name in ``pipeline.sinks.SINKS``."""
 
     name: str
+    kinds: frozenset[DocKind]  # the document kinds it stores; ``add`` of another kind is a bug
 
     def start(self) -> None:
         """Prepare the destination (templates, topics); raises ``SinkUnavailable`` if it is down."""
@@ -134,6 +135,7 @@ class MemorySink:
 
     name: str = "memory"
     down: str | None = None
+    kinds: frozenset[DocKind] = frozenset(DOC_KINDS)
     documents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     flushes: int = 0
     _buffer: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)

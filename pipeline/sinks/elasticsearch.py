@@ -50,6 +50,11 @@ class ElasticsearchConfig(BaseModel):
     hosts: list[HttpUrl] = Field(
         default_factory=lambda: [HttpUrl("http://127.0.0.1:9200")], min_length=1, description="Cluster URLs"
     )
+    index_events: bool = Field(
+        default=False,
+        description="The service also indexes every canonical event it reads (token ids are keyed hashes "
+        "or the IdP's ids, never a bearer token), so notebooks and lineage work against a running deployment",
+    )
     flavour: Literal["elasticsearch", "opensearch"] = Field(
         default="elasticsearch", description="'opensearch' sends plain JSON media types (OpenSearch, osmem)"
     )
@@ -178,6 +183,7 @@ class ElasticsearchSink:
     """Buffers documents per (kind, id) and bulk-indexes them at a checkpoint."""
 
     name = "elasticsearch"
+    kinds: frozenset[DocKind] = frozenset(DOC_KINDS)
 
     def __init__(
         self,

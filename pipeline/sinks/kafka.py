@@ -48,6 +48,7 @@ class KafkaSink:
     """Writes ``alert`` and ``dead_letter`` documents; other kinds are refused (no topic for them)."""
 
     name = "kafka"
+    kinds: frozenset[DocKind] = frozenset({"alert", "dead_letter"})
 
     def __init__(
         self, config: KafkaConfig, *, producer: KafkaProducer | None = None, flush_timeout_s: float = 30.0

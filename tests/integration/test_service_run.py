@@ -27,6 +27,7 @@ from pipeline.demo import DEMO_CONFIG, scenario_report
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
+from pipeline.normalize import Normalizer
 from pipeline.sample import scenario_of, scenarios
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.sinks.es_templates import template_name
@@ -260,3 +261,54 @@ def test_kill_9_mid_stream_then_restart_gives_each_alert_once(kafka_bootstrap: s
     restored = [orjson.loads(line) for line in log_path.read_bytes().splitlines()
                 if b'"partition restored"' in line]
     assert any(entry["records"] > 0 for entry in restored), "the restart restored no state from the changelog"
+
+
+def test_the_analyst_tools_read_what_the_service_wrote(kafka_bootstrap: str, osmem_clone: Any, tmp_path: Path,
+                                                       capsys: Any) -> None:
+    """With the Elasticsearch store ([store] backend = "elasticsearch") and [elasticsearch]
+    index_events, `tokenwatch alerts list` and the notebooks' frames read the running
+    service's alerts and events (before: an empty table, exit 0, and empty lineage)."""
+    from pipeline.cli import main
+    from pipeline.config import load_settings
+    from pipeline.explore import alerts_frame, events_frame
+
+    name = f"svc-{uuid.uuid4().hex[:8]}"
+    prefix = f"tw{uuid.uuid4().hex[:6]}"
+    kafka = _config(kafka_bootstrap, name)
+    ensure_topics(kafka, 3)
+    hasher = make_token_hasher(HASH_KEY.encode())
+    lines = SAMPLE.read_bytes().splitlines()
+    assert produce(iter(lines), name, kafka, hash_token=hasher).failed == 0
+    config_path = tmp_path / "tokenwatch.toml"
+    _write_config(config_path, kafka, osmem_clone.url, prefix)
+    text = config_path.read_text()
+    config_path.write_text(text.replace("[elasticsearch]\n", "[elasticsearch]\nindex_events = true\n")
+                           + '\n[store]\nbackend = "elasticsearch"\n')
+    proc = _start(config_path, tmp_path / "service.log")
+    client = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+    try:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _caught([h["_source"] for h in _es_alerts(client, prefix)]):
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ids = sorted(h["_id"] for h in _es_alerts(client, prefix))
+    assert ids
+
+    assert main(["alerts", "list", "--config", str(config_path), "--json", "--limit", "1000"]) == 0
+    listed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(doc["alert"]["id"] for doc in listed) == ids
+
+    settings = load_settings(config_path)
+    client.indices.refresh(index=f"{template_name(prefix, 'event')}-*")
+    events = events_frame(settings=settings)
+    normalizer = Normalizer(hasher)
+    expected = {e.event_id for line in lines for e in normalizer.normalize(line, "x").events}
+    assert set(events["event_id"]) == expected
+    assert sorted(alerts_frame(settings)["alert_id"]) == ids
