@@ -41,7 +41,7 @@ def stage_open_alerts(
     for state in states:
         still_open: dict[str, bytes] = {}
         for alert in state.open_alerts():
-            digest = _digest(alert)
+            digest = alert_digest(alert)
             still_open[alert.alert.id] = digest
             if state.staged.get(alert.alert.id) != digest and stage_alert(alert, sinks) is not None:
                 count += 1
@@ -51,7 +51,8 @@ def stage_open_alerts(
     return count
 
 
-def _digest(alert: Alert) -> bytes:
+def alert_digest(alert: Alert) -> bytes:
+    """What an alert document is now, to tell whether it changed since it was last written."""
     try:
         return hashlib.blake2b(alert.model_dump_json().encode(), digest_size=16).digest()
     except Exception:  # noqa: BLE001 -- stage_alert reports an unserializable alert; always stage it

@@ -47,7 +47,7 @@ from pipeline.event_time import MAX_SOURCES
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.normalize import Normalizer
-from pipeline.service.checkpoint import checkpoint, dead_letter_rejected, stage_alert
+from pipeline.service.checkpoint import alert_digest, checkpoint, dead_letter_rejected, stage_alert
 from pipeline.service.config import ServiceConfig
 from pipeline.service.dead_letters import (
     SourceRecord,
@@ -516,6 +516,8 @@ class Service:
                 document = stage_alert(alert, self.sinks)
                 if document is None:
                     continue
+                self._count_alert(alert)
+                state.staged[alert.alert.id] = alert_digest(alert)  # the checkpoint need not write it again
                 if new:
                     self.metrics.alert_latency.observe(max(0.0, (now - alert.timestamp).total_seconds()))
                 staged.append(document)
