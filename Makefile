@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,17 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/tokenwatch demo
 
-test: install
+# Static checks (configured in pyproject.toml): ruff over the code, tests and benchmarks, mypy (strict)
+# over schemas/, detectors/ and pipeline/. `make test` runs them first and stops on a finding.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest
 
 bench: install
 	$(PY) benchmarks/bench_detect.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-output .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ arrives after later ones is judged among every use still known around it (``arou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -106,7 +107,7 @@ def seed(uses: list[Observation] | tuple[Observation, ...], horizon: float) -> t
     return runs
 
 
-def around(runs: tuple[Run, ...], uses: list[Observation] | tuple[Observation, ...], late: Observation,
+def around(runs: tuple[Run, ...], uses: Iterable[Observation], late: Observation,
            reach: float) -> tuple[Run, ...]:
     """Runs within ``reach`` of a ``late`` use, rebuilt in time order with it from every use
     still known: the timeline's run ends and the token's recent history.

@@ -91,5 +91,6 @@ DRIFT_FIELDS = ("agent", "device", "key")
 def drift(before: DeviceContext | list[str | None], after: DeviceContext) -> list[str]:
     """The fields that changed between two uses: each stated on both sides and different.
     A field stated on one side only is no change (sources differ in what they log)."""
-    return [name for name, old, new in zip(DRIFT_FIELDS, before, after)
+    # strict=False: ``before`` may be a list read back from detector state; a field it lacks is not stated
+    return [name for name, old, new in zip(DRIFT_FIELDS, before, after, strict=False)
             if old is not None and new is not None and old != new]

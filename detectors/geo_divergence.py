@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar, NamedTuple
@@ -39,7 +40,7 @@ from detectors.geo import (
     travel_horizon_s,
 )
 from detectors.state import Observation, StateStore, TokenState
-from schemas.alerts import EvidenceItem
+from schemas.alerts import EvidenceItem, Severity
 from schemas.events import CanonicalEvent, EventKind, Geo
 
 _TECHNIQUES = (
@@ -73,7 +74,7 @@ ISSUE_USE_DIVERGENCE = RuleMeta(
         "with where the token was issued; scored high when the use network is hosting or anonymising."
     ),
 )
-HOSTING_SEVERITY = "high"
+HOSTING_SEVERITY: Severity = "high"
 HOSTING_RISK_SCORE = 70
 
 _TOKEN_KINDS = frozenset({EventKind.ISSUED, EventKind.REFRESHED, EventKind.USED})
@@ -483,7 +484,7 @@ class GeoDivergenceDetector(Detector):
         )
 
 
-def _token_points(token: TokenState) -> list[Observation]:
+def _token_points(token: TokenState) -> Sequence[Observation]:
     """The token's located events: its issue, then its recent uses in event-time order
     (accepted and failed ones are kept apart in the state)."""
     uses = sorted((*token.accepted, *token.failed), key=_time) if token.failed else token.accepted

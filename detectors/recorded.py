@@ -6,10 +6,12 @@ processing would have produced)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import get_args
 
 from detectors.state import Observation, TokenState
 from schemas.events import (
     Binding,
+    BindingMethod,
     CanonicalEvent,
     EventKind,
     Geo,
@@ -21,7 +23,7 @@ from schemas.events import (
     TokenType,
 )
 
-_BINDING_METHODS = frozenset({"dpop", "mtls", "pod", "network"})
+_BINDING_METHODS: dict[str, BindingMethod] = {method: method for method in get_args(BindingMethod)}
 
 
 def use_event(use: Observation, ts: TokenState) -> CanonicalEvent:
@@ -35,12 +37,12 @@ def use_event(use: Observation, ts: TokenState) -> CanonicalEvent:
     if use.binding and ":" in use.binding:
         method, value = use.binding.split(":", 1)
         if method in _BINDING_METHODS:
-            proof = Binding(method=method, value=value)  # type: ignore[arg-type]
+            proof = Binding(method=_BINDING_METHODS[method], value=value)
     bound = None
     if ts.binding and ":" in ts.binding:
         method, value = ts.binding.split(":", 1)
         if method in _BINDING_METHODS:
-            bound = Binding(method=method, value=value)  # type: ignore[arg-type]
+            bound = Binding(method=_BINDING_METHODS[method], value=value)
     try:
         token_type = TokenType(ts.type)
     except ValueError:

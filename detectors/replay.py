@@ -149,7 +149,8 @@ class ReplayDetector(Detector):
         if config is not None and not isinstance(config, ReplayConfig):
             config = ReplayConfig.model_validate(config.model_dump())
         super().__init__(config)
-        cfg: ReplayConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
+        assert isinstance(cfg, ReplayConfig)  # converted above
         self.cfg = cfg
         # Plain floats: read on every event.
         self._grace = cfg.refresh_grace_s
@@ -184,7 +185,8 @@ class ReplayDetector(Detector):
         self._binding.expire(watermark, state)
 
     def _requests(self, state: StateStore) -> dict[int, tuple[float, str, str]]:
-        return state.namespace(self.name).setdefault("requests", {})
+        requests: dict[int, tuple[float, str, str]] = state.namespace(self.name).setdefault("requests", {})
+        return requests
 
     # -- refresh reuse -----------------------------------------------------------
     def _refreshed(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
@@ -321,7 +323,8 @@ class ReplayDetector(Detector):
         )
 
     def _timelines(self, state: StateStore) -> dict[str, Timeline]:
-        return state.namespace(self.name).setdefault("timelines", {})
+        timelines: dict[str, Timeline] = state.namespace(self.name).setdefault("timelines", {})
+        return timelines
 
     # -- duplicate request ----------------------------------------------------------
     def _duplicate(

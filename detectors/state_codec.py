@@ -135,7 +135,7 @@ class Encoder:
     def _slots_of(self, name: str, ident: str) -> list[int]:
         if self._scope_slots is None:
             index: dict[tuple[str, str], list[int]] = {}
-            for slot, entries in self.store._scope_wheel.items():
+            for slot, entries in self.store._scope_wheel.items():  # noqa: SLF001 -- StateStore has no public wheel yet (typed-state rewrite, issue 15)
                 for entry in entries:
                     index.setdefault(entry, []).append(slot)
             self._scope_slots = index
@@ -359,7 +359,7 @@ class Restorer:
                 unseen.append(token)
             else:
                 store.unseen_failing.pop(ident, None)
-                store._wheel[token.wheel_slot].append(ident)
+                store._wheel[token.wheel_slot].append(ident)  # noqa: SLF001 -- StateStore has no public wheel yet (typed-state rewrite, issue 15)
         lru = store.unseen_failing
         for token in sorted(unseen, key=_last_seen):  # stable: restore order breaks ties
             lru.pop(token.token_id, None)
@@ -367,7 +367,7 @@ class Restorer:
         for (name, ident), slots in self._scopes.items():
             if ident in _scope_table(store, name):
                 for slot in slots:
-                    store._scope_wheel[slot].append((name, ident))
+                    store._scope_wheel[slot].append((name, ident))  # noqa: SLF001 -- StateStore has no public wheel yet (typed-state rewrite, issue 15)
         self._tokens.clear()
         self._scopes.clear()
 
@@ -414,7 +414,8 @@ def _str(value: Any) -> str | None:
 
 
 def _istr(value: Any) -> str | None:
-    return intern(_str(value))
+    interned: str | None = intern(_str(value))  # intern() keeps the type it is given
+    return interned
 
 
 def _strs(values: Any) -> list[str]:
@@ -430,12 +431,15 @@ def _obs_from(values: Any) -> Observation | None:
         raise CodecError("bad observation")
     values = values + [None] * (len(_OBS_SLOTS) - len(values))
     obs = Observation.__new__(Observation)
-    for name, value in zip(_OBS_SLOTS, values):
+    for name, value in zip(_OBS_SLOTS, values, strict=True):
         if name in _OBS_INTERNED and type(value) is str:
             value = intern(value)
         setattr(obs, name, value)
     obs.scopes = intern(tuple(_strs(obs.scopes))) if obs.scopes else ()
-    obs.time = _float(obs.time)  # type: ignore[assignment]
+    time = _float(obs.time)
+    if time is None:
+        raise CodecError("observation without a time")
+    obs.time = time
     return obs
 
 
@@ -512,7 +516,7 @@ def unpack(value: Any) -> Any:
         cls = _NAMEDTUPLES.get(name)
         if cls is None:
             raise CodecError(f"unregistered named tuple {name!r}")
-        return cls._make(unpack(item) for item in fields)  # type: ignore[attr-defined]
+        return cls._make(unpack(item) for item in fields)  # type: ignore[attr-defined]  # registered classes are NamedTuples; typing has no base for them
     raise CodecError(f"unknown tag {tag!r}")
 
 

@@ -19,6 +19,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +35,7 @@ from schemas.alerts import (
     ResponseDoc,
     RuleRef,
     SessionDoc,
+    Severity,
     SourceAs,
     SourceAsOrg,
     SourceDoc,
@@ -114,7 +116,7 @@ class _OpenAlert:
     last_seen: datetime
     lineage: Lineage = Lineage()
     count: int = 1
-    severity: str = "low"
+    severity: Severity = "low"
     risk_score: int = 0
     evidence: list[EvidenceItem] = field(default_factory=list)
     triggers: set[str] = field(default_factory=set)
@@ -212,7 +214,7 @@ class Alerter:
             timestamp=event.time,
             alert=AlertCore(
                 id=alert_id(rule.id, finding.key, event.event_id),
-                severity=open_alert.severity,  # type: ignore[arg-type]
+                severity=open_alert.severity,
                 risk_score=open_alert.risk_score,
                 summary=finding.summary,
                 first_seen=first_seen,

@@ -26,7 +26,6 @@ from schemas.alerts import Alert
 from schemas.redaction import make_token_hasher
 from schemas.sources import FORMATS
 
-
 SAMPLE_STREAM = Path(__file__).parent / "data" / "sample.jsonl"
 
 
@@ -176,7 +175,7 @@ class StoreFeed:
         self.store: AlertStore | None = None
         try:
             self.store = open_store(settings)
-        except Exception as exc:  # whatever the backend raises, the run goes on without it
+        except Exception as exc:  # noqa: BLE001 -- whatever the backend raises, the run goes on without it
             self.error = _store_failure(exc)
 
     def __call__(self, alerts: list[Alert]) -> None:
@@ -187,7 +186,7 @@ class StoreFeed:
             return
         try:
             self.stored += store_alerts(self.store, alerts)
-        except Exception as exc:  # as above: reported at the end, exit 1
+        except Exception as exc:  # noqa: BLE001 -- as above: reported at the end, exit 1
             self.error = _store_failure(exc)
             self.close()
 
@@ -296,7 +295,7 @@ class _LazyFile:
 def _lazy_writer(path: Path) -> Iterator[IO[bytes]]:
     writer = _LazyFile(path)
     try:
-        yield writer  # type: ignore[misc]
+        yield writer  # type: ignore[misc]  # _LazyFile is written like IO[bytes]: only write() is called
     finally:
         writer.close()
 

@@ -98,8 +98,10 @@ def cmd_seal(args: argparse.Namespace) -> int:
     if expires_at is None:
         claims = jwt_claims(token) or {}
         jwt_exp = claims.get("exp")
-        known = isinstance(jwt_exp, (int, float)) and not isinstance(jwt_exp, bool) and math.isfinite(jwt_exp)
-        expires_at = float(jwt_exp) if known else time.time() + DEFAULT_TTL_S
+        if isinstance(jwt_exp, (int, float)) and not isinstance(jwt_exp, bool) and math.isfinite(jwt_exp):
+            expires_at = float(jwt_exp)
+        else:
+            expires_at = time.time() + DEFAULT_TTL_S
     extra = {name: value for name, value in (("token_id", args.token_id), ("family_id", args.family_id),
                                              ("issuer", args.issuer), ("client_id", args.client_id))
              if value is not None}

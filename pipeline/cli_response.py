@@ -33,11 +33,11 @@ from pipeline.response.config import ResponderSettings, ResponseConfig
 from pipeline.response.executor import Executor
 from pipeline.response.policy import plan, responder_for
 from pipeline.response.responders import build_responders
+from pipeline.secrets import SecretError
 from pipeline.store import render
 from pipeline.store.base import ActionConflict, AlertStore
-from schemas.actions import RevocationTarget
-from pipeline.secrets import SecretError
 from pipeline.terminal import printable
+from schemas.actions import RevocationTarget
 
 
 def add_commands(sub: Any) -> None:

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
 
 def load_settings(path: Path | None = None) -> Settings:
     """Read ``path`` (TOML) with environment overrides; raise ``ConfigError`` with the key."""
+    settings: Settings  # a FileSettings below: a subclass built at run time
     try:
         if path is None:
             settings = Settings()
@@ -182,7 +183,8 @@ _SECRET_NAME = re.compile(r"(^|_)(password|passwd|passphrase|secret|token|api_ke
 def masked_dump(settings: Settings) -> dict[str, Any]:
     """The effective settings as JSON data with every secret masked: SecretStr fields, keys
     named like a secret, and the userinfo of any URL (refused at load; masked here as well)."""
-    return _masked(settings.model_dump(mode="json"))
+    masked: dict[str, Any] = _masked(settings.model_dump(mode="json"))
+    return masked
 
 
 def _masked(value: Any, key: str = "") -> Any:

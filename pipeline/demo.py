@@ -137,12 +137,15 @@ def detect(settings: Settings, output_dir: Path, world: World,
     # The world may be dated after the wall clock (a long --duration): keep its lines out of
     # the "dated in the future" dead letters.
     horizon = datetime.fromtimestamp(world.spec.t_end, tz=timezone.utc) + timedelta(hours=1)
-    clock: Callable[[], datetime] = lambda: max(datetime.now(timezone.utc), horizon)  # noqa: E731
+
+    def clock() -> datetime:
+        return max(datetime.now(timezone.utc), horizon)
+
     alerts_path, dead_path = output_dir / "alerts.jsonl", output_dir / "dead-letters.jsonl"
     dead_path.unlink(missing_ok=True)
     hasher = make_token_hasher(token_hash_key())
     with open(alerts_path, "wb") as alerts_out, _LazyFile(dead_path) as dead_out:
-        run = DetectRun(settings, hasher, alerts_out, dead_out, None, enricher, clock)  # type: ignore[arg-type]
+        run = DetectRun(settings, hasher, alerts_out, dead_out, None, enricher, clock)  # type: ignore[arg-type]  # _LazyFile is written like IO[bytes]
         with _bar(len(world.records), "detecting", "lines", progress) as tick:
             run.feed(_ticking((line for _, line in world.lines()), tick), "world")
         summary = run.finish()
@@ -206,7 +209,7 @@ def _local_revocation_endpoint() -> Iterator[tuple[str, list[bytes]]]:
     received: list[bytes] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:  # http.server's naming
             received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -310,7 +313,8 @@ class _LazyFile:
     """Creates the dead-letter file only when the first dead letter arrives."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.handle = path, None  # type: ignore[var-annotated]
+        self.path = path
+        self.handle: IO[bytes] | None = None
 
     def __enter__(self) -> _LazyFile:
         return self
@@ -322,7 +326,7 @@ class _LazyFile:
     def write(self, data: bytes) -> int:
         if self.handle is None:
             self.handle = open(self.path, "ab")
-        return self.handle.write(data)  # type: ignore[attr-defined]
+        return self.handle.write(data)
 
 
 # -- the bundled sample (``--sample``) ---------------------------------------------------------
@@ -351,7 +355,7 @@ class ScenarioReport:
         self.caught, self.attacks, self.false_positives, self.text = caught, attacks, false_positives, text
 
 
-def scenario_report(alerts: list[dict]) -> ScenarioReport:
+def scenario_report(alerts: list[dict[str, Any]]) -> ScenarioReport:
     """Compare alerts with what each sample scenario expects."""
     all_scenarios = scenarios()
     raised: dict[str, set[str]] = defaultdict(set)

@@ -207,7 +207,7 @@ class EgressLists:
         return tuple(p for parsed in self._parsed for p in parsed.problems)
 
     def entries(self, name: str) -> ParsedList | None:
-        for source, parsed in zip(self.sources, self._parsed):
+        for source, parsed in zip(self.sources, self._parsed, strict=True):
             if source.name == name:
                 return parsed
         return None

@@ -242,11 +242,11 @@ def replay(lines: Iterable[bytes | str] | Sequence[CanonicalEvent], overrides: M
     ``read_events`` (normalise once, replay many times). ``only`` names the detectors to run."""
     settings = _with_overrides(settings or settings_from_env(), overrides, only)
     items = list(lines)
-    events = items if items and isinstance(items[0], CanonicalEvent) else read_events(items, settings)  # type: ignore[arg-type]
+    events = items if items and isinstance(items[0], CanonicalEvent) else read_events(items, settings)  # type: ignore[arg-type]  # lines or events, told apart by the first
     engine = build_engine(settings, enrich=None)  # events are enriched already
     alerts = []
     for event in events:
-        alerts.extend(engine.submit(event))  # type: ignore[arg-type]
+        alerts.extend(engine.submit(event))  # type: ignore[arg-type]  # events by now (see above)
     alerts.extend(engine.flush())
     return [a.to_json_dict() for a in alerts]
 
@@ -289,7 +289,7 @@ def score(alerts: pd.DataFrame | Iterable[Mapping[str, Any]], labels: pd.DataFra
             by_key.setdefault(key, []).append((row["rule"], row["alert_id"]))
     out = labels.copy()
     out["alert_ids"] = [sorted({aid for k in keys for rule, aid in by_key.get(k, ()) if rule == want})
-                        for keys, want in zip(labels["keys"], labels["rule"])]
+                        for keys, want in zip(labels["keys"], labels["rule"], strict=True)]
     out["caught"] = out["alert_ids"].map(bool)
     return out
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import IO, Any
 
 from schemas.redaction import TokenHasher, is_secret_key, redact_text, redact_value
@@ -50,7 +50,8 @@ class JsonFormatter(logging.Formatter):
         else:
             safe = tuple(self._argument(value) for value in args)
         try:
-            return str(record.msg) % safe
+            message: str = str(record.msg) % safe
+            return message
         except (TypeError, ValueError, KeyError):  # a format that needs the original types
             return record.getMessage()
 

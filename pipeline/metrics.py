@@ -106,7 +106,7 @@ class MetricsServer:
 
 def _handler(metrics: ServiceMetrics, health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:  # http.server's naming
             if self.path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, metrics.exposition())
             elif self.path == "/healthz":
@@ -123,7 +123,7 @@ def _handler(metrics: ServiceMetrics, health: Callable[[], Health]) -> type[Base
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return  # scrapes every few seconds would flood the service log
 
     return Handler

@@ -21,10 +21,10 @@ import ijson
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.events import CanonicalEvent
-from schemas.redaction import TokenHasher, redact_text, redact_value
 from pipeline.reading import LongLine
 from pipeline.untrusted import NotJSON, RepairingReader, bound_value, parse_line, repair_fields
+from schemas.events import CanonicalEvent
+from schemas.redaction import TokenHasher, redact_text, redact_value
 from schemas.sources import (
     FORMATS,
     AdapterContext,
@@ -409,5 +409,6 @@ def log_file_entries(adapter: SourceFormat, raw: dict[str, Any]) -> list[Any] | 
     """The records of a batch envelope (a CloudTrail log file ``{"Records": [...]}``), each
     mapped on its own; None for a single record."""
     if adapter.name == "cloudtrail" and "eventSource" not in raw and isinstance(raw.get("Records"), list):
-        return raw["Records"]
+        records: list[Any] = raw["Records"]  # checked to be a list above
+        return records
     return None

@@ -10,8 +10,8 @@ import hashlib
 import ipaddress
 import uuid
 from collections.abc import Mapping
-from fnmatch import fnmatchcase
 from datetime import datetime
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator

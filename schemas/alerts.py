@@ -7,7 +7,7 @@ documents index into Elasticsearch without an ingest pipeline.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -174,5 +174,5 @@ class Alert(_Doc):
     response: ResponseDoc = ResponseDoc()
     details: dict[str, str | int | float | bool | None] = {}
 
-    def to_json_dict(self) -> dict:
+    def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

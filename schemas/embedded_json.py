@@ -20,12 +20,11 @@ adapter, and only a decoded body has locations inside it.
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
-
-import json
-import re
 
 import orjson
 
@@ -87,12 +86,16 @@ def _lenient(text: str, where: str, repairs: Counter[str]) -> Any:
 
     def integer(digits: str) -> int | None:
         if len(digits) > 20 or not _INT_RANGE[0] <= int(digits) <= _INT_RANGE[1]:
-            return dropped("integer beyond 64 bits dropped")
+            dropped("integer beyond 64 bits dropped")
+            return None
         return int(digits)
 
     def number(digits: str) -> float | None:
         value = float(digits)
-        return value if value not in (float("inf"), float("-inf")) else dropped("non-finite number dropped")
+        if value in (float("inf"), float("-inf")):
+            dropped("non-finite number dropped")
+            return None
+        return value
 
     try:
         decoded = json.loads(text, parse_constant=lambda _: dropped("non-finite number dropped"),

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from enum import StrEnum
 from functools import cached_property
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-CANONICAL_VERSION = 1
+CANONICAL_VERSION: Final = 1
 
 
 class Frozen(BaseModel):
@@ -43,6 +43,9 @@ class TokenType(StrEnum):
     UNKNOWN = "unknown"
 
 
+BindingMethod = Literal["dpop", "mtls", "pod", "network"]
+
+
 class Binding(Frozen):
     """What a token is bound to (at issue), or what a request proved (at use).
 
@@ -51,7 +54,7 @@ class Binding(Frozen):
     Two bindings of the same method with different values are a mismatch.
     """
 
-    method: Literal["dpop", "mtls", "pod", "network"]
+    method: BindingMethod
     value: str
 
 
@@ -66,10 +69,13 @@ class TokenRef(Frozen):
     binding: Binding | None = None
 
 
+SubjectKind = Literal["user", "service", "unknown"]
+
+
 class Subject(Frozen):
     id: str
     name: str | None = None
-    kind: Literal["user", "service", "unknown"] = "unknown"
+    kind: SubjectKind = "unknown"
 
 
 class Geo(Frozen):

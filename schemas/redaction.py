@@ -146,7 +146,7 @@ def redact_value(value: Any, hash_token: TokenHasher) -> Any:
     """
     try:
         return _redact(value, hash_token, 0, False)
-    except Exception:  # noqa: BLE001 - a record that cannot be redacted must not leave in clear
+    except Exception:  # noqa: BLE001 -- a record that cannot be redacted must not leave in clear
         return FAILED_MARKER
 
 
@@ -198,7 +198,7 @@ def _hash_number(value: int | float, hash_token: TokenHasher) -> str:
 def _as_text(value: object) -> str:
     try:
         return str(value)
-    except Exception:  # noqa: BLE001 - a hostile __str__
+    except Exception:  # noqa: BLE001 -- a hostile __str__
         return FAILED_MARKER
 
 

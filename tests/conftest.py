@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings as _hypothesis_settings
 
 from schemas.redaction import make_token_hasher
 
@@ -24,8 +25,6 @@ def hasher():
 
 # CI runs the property tests with a fixed derivation of examples, so a landing is
 # never blocked by a chance draw; local runs keep exploring new examples.
-from hypothesis import settings as _hypothesis_settings  # noqa: E402
-
 _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     _hypothesis_settings.load_profile("ci")

@@ -28,8 +28,11 @@ FUZZ = settings(max_examples=200, deadline=None)
 ADAPTER_CRASH = " failed: "
 
 
+_ANY_INT = st.integers()  # strategies are immutable: one shared default
+
+
 def json_values(
-    ints: st.SearchStrategy[int] = st.integers(), *, infinity: bool = True, max_leaves: int = 12
+    ints: st.SearchStrategy[int] = _ANY_INT, *, infinity: bool = True, max_leaves: int = 12
 ) -> st.SearchStrategy[Any]:
     """Any JSON value, nested a few levels (NaN left out: it never equals itself)."""
     return st.recursive(

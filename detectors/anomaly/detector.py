@@ -31,15 +31,33 @@ from pydantic import Field
 
 from detectors.anomaly import explain
 from detectors.anomaly.features import (
-    CLIENT_KEYS, FEATURES, SUBJECT_KEYS, Profile, Record, Window, history_s, learn, new_profile, new_window,
-    update_window, vector,
+    CLIENT_KEYS,
+    FEATURES,
+    SUBJECT_KEYS,
+    Profile,
+    Record,
+    Window,
+    history_s,
+    learn,
+    new_profile,
+    new_window,
+    update_window,
+    vector,
 )
 from detectors.anomaly.model import AnomalyModel, ModelError, load
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.state import StateStore, stable_hash
 from schemas.alerts import EvidenceItem
 from schemas.events import (
-    CanonicalEvent, EventKind, Geo, Network, Outcome, Request, Subject, TokenRef, TokenType,
+    CanonicalEvent,
+    EventKind,
+    Geo,
+    Network,
+    Outcome,
+    Request,
+    Subject,
+    TokenRef,
+    TokenType,
 )
 
 log = logging.getLogger("tokenwatch.anomaly")
@@ -245,7 +263,7 @@ class AnomalyDetector(Detector):
             return []
         matrix = np.asarray(rows, dtype=np.float32)
         scores = model.score(matrix) if model is not None else None
-        flagged = [i for i in range(len(rows)) if scores is not None and scores[i] > model.threshold]  # type: ignore[union-attr]
+        flagged = [i for i, score in enumerate(scores) if score > model.threshold] if model is not None and scores is not None else []
         drops = explain.contributions(model, matrix[flagged]) if flagged and model is not None else []
         findings: list[Finding] = []
         learnable: list[int] = []
@@ -302,8 +320,8 @@ class AnomalyDetector(Detector):
         seen = self._day_tokens.get(day)
         if seen is None:
             with self._lock:
-                for old in [d for d, v in self._day_tokens.items() if d < day - 1 and isinstance(v, set)]:
-                    self._day_tokens[old] = len(self._day_tokens[old])  # type: ignore[arg-type]
+                for old, tokens in [(d, v) for d, v in self._day_tokens.items() if d < day - 1 and isinstance(v, set)]:
+                    self._day_tokens[old] = len(tokens)
                 horizon = day - int(self.config.baseline_window_s // 86_400) - 2
                 for old in [d for d in self._day_tokens if d < horizon]:
                     del self._day_tokens[old]

@@ -70,7 +70,8 @@ class AnomalyModel:
         """Higher = more unusual."""
         if self.kind == "isolation_forest":
             assert self.estimator is not None
-            return -self.estimator.score_samples(rows)
+            scores: np.ndarray = -self.estimator.score_samples(rows)  # scikit-learn is untyped
+            return scores
         assert self.grid is not None and self.spread is not None
         return tail_scores(self.grid, self.spread, self.windows, rows)
 
@@ -218,14 +219,14 @@ def load(path: Path | str, limits: ArchiveLimits = DEFAULT_LIMITS) -> AnomalyMod
     from sklearn.ensemble import IsolationForest
     try:
         untrusted = set(sio.get_untrusted_types(file=path))
-    except Exception as exc:  # a damaged schema raises anything from KeyError to RecursionError
+    except Exception as exc:  # noqa: BLE001 -- a damaged schema raises anything from KeyError to RecursionError
         raise ModelError(f"anomaly model {path}: not a readable skops model file ({type(exc).__name__}: {exc})") from None
     refused = sorted(untrusted - _TRUSTED_EXTRA)
     if refused:
         raise ModelError(f"anomaly model {path}: refuses to load untrusted types {', '.join(refused)}")
     try:
         document = sio.load(path, trusted=sorted(untrusted))
-    except Exception as exc:  # skops raises many kinds on a damaged archive
+    except Exception as exc:  # noqa: BLE001 -- skops raises many kinds on a damaged archive
         raise ModelError(f"anomaly model {path}: corrupt model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ModelError(f"anomaly model {path}: not a tokenwatch anomaly model")

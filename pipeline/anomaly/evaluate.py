@@ -117,20 +117,20 @@ def evaluate(events: Iterable[CanonicalEvent], labels: list[dict[str, Any]], mod
         report.roc_auc = float(roc_auc_score(y, scores))
     flagged = [s > model.threshold for s in scores]
     report.flagged = sum(flagged)
-    report.true_positives = sum(f and t for f, t in zip(flagged, y))
+    report.true_positives = sum(f and t for f, t in zip(flagged, y, strict=True))
     report.precision = report.true_positives / report.flagged if report.flagged else float("nan")
     report.recall = report.true_positives / report.attack_windows if report.attack_windows else float("nan")
 
     per: dict[str, list[int]] = {}
     for label in labels:
         key = (label["token_id"], _epoch(label["start"]))
-        score = best.get(key)
-        caught = score is not None and score > model.threshold
+        best_score = best.get(key)
+        caught = best_score is not None and best_score > model.threshold
         counts = per.setdefault(label["attack"], [0, 0])
         counts[0] += caught
         counts[1] += 1
         if not caught:
-            shown = f"{score:.4f}" if score is not None else "no window judged"
+            shown = f"{best_score:.4f}" if best_score is not None else "no window judged"
             report.misses.append(f"{label['attack']} on {label.get('subject', '?')} ({label['token_id']}): {shown} "
                                  f"vs {model.threshold:.4f}")
     report.per_attack = {k: (c, t) for k, (c, t) in per.items()}

@@ -227,9 +227,9 @@ class Generator:
         tok = self._token(user, t, net)
         for k in sorted(self.rng.uniform(0, span_s) for _ in range(n)):
             status = 403 if self.rng.random() < fail else 200
-            late = change is not None and t + k >= change.at
-            self._use(t + k, user, tok, change.net if late and change.net else net,  # type: ignore[union-attr]
-                      change.agent if late and change.agent else agent,  # type: ignore[union-attr]
+            now = change if change is not None and t + k >= change.at else None
+            self._use(t + k, user, tok, now.net if now is not None and now.net else net,
+                      now.agent if now is not None and now.agent else agent,
                       self.rng.choice(resources), status)
 
     def _day(self, user: User, day: int) -> None:
@@ -284,7 +284,11 @@ class Generator:
     def _attack(self, kind: str, victim: User, day: int) -> None:
         rng = self.rng
         t0 = (BASE + timedelta(days=day)).timestamp()
-        local = lambda h: t0 + (h - TZ[victim.country]) * 3600  # noqa: E731
+
+        def local(hour: float) -> float:
+            """Epoch seconds of ``hour`` o'clock in the victim's time zone on that day."""
+            return t0 + (hour - TZ[victim.country]) * 3600
+
         self.tokens.pop(victim.id, None)  # a token of its own: the victim's other uses stay unlabeled
         if kind == "offhours_burst":
             # the victim worked in the afternoon: its token is valid through the night

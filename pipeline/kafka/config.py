@@ -15,9 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic_settings import NoDecode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-
+from pydantic_settings import NoDecode
 
 
 class KafkaTopics(BaseModel):

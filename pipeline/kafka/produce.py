@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from contextlib import ExitStack
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

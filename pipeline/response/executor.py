@@ -44,7 +44,7 @@ from pipeline.response.policy import plan
 from pipeline.response.responders.base import Responder, ResponderResult, RevocationHandle
 from pipeline.response.scheduling import start_interval_job
 from pipeline.store.base import AlertStore
-from schemas.actions import Action, ActionMode, AuditEntry
+from schemas.actions import Action, AuditEntry
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent, EventKind, Revocation, Subject, TokenRef
 
@@ -341,7 +341,7 @@ def revoked_event(action: Action, now: datetime) -> dict[str, Any]:
     event = CanonicalEvent(
         event_id=f"tw-revoked-{action.id}", kind=EventKind.REVOKED, time=now, source=REVOKED_SOURCE,
         token=token,
-        subject=Subject(id=target.id if target.kind == "subject" else target.user_id)  # type: ignore[arg-type]
+        subject=Subject(id=target.id if target.kind == "subject" else target.user_id)  # type: ignore[arg-type]  # user_id is set: see the condition
         if target.kind == "subject" or target.user_id else None,
         client_id=target.client_id,
         session_id=target.id if target.kind == "session" else None,

@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from pydantic import SecretStr
+from typing_extensions import TypeIs  # typing has it from Python 3.13
 
 from pipeline.response.responders.base import RevocationHandle
 from pipeline.secrets import SecretError
@@ -201,7 +202,7 @@ def jwt_claims(token: str) -> Mapping[str, Any] | None:
     return claims if isinstance(claims, dict) else None
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeIs[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -251,9 +252,9 @@ class HandleStore:
         if len(sealed) > MAX_SEALED_CHARS:
             raise HandleError(f"revocation handle longer than {MAX_SEALED_CHARS} characters")
         try:
-            raw = base64.urlsafe_b64decode(sealed + ("=" * (-len(sealed) % 4) if isinstance(sealed, str) else b""))
+            raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4) if isinstance(sealed, str) else sealed)
             body = json.loads(SUITE.decrypt(raw, self._key, info=INFO))
-        except Exception:  # wrong key, tampered, truncated, not JSON: all the same to the caller
+        except Exception:  # noqa: BLE001 -- wrong key, tampered, truncated, not JSON: all the same to the caller
             raise HandleError("revocation handle cannot be opened (wrong key or corrupted)") from None
         if not isinstance(body, dict):
             raise HandleError("revocation handle is not a JSON object")

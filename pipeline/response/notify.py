@@ -37,7 +37,7 @@ from schemas.actions import Action, AuditEntry
 
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 4096  # we read only the status; a chat service's error text is short
-NOTIFY_STATES = ("notified", "awaiting_approval")
+NOTIFY_STATES: tuple[Literal["notified", "awaiting_approval"], ...] = ("notified", "awaiting_approval")
 
 
 class WebhookConfig(BaseModel):
@@ -226,7 +226,7 @@ class WebhookNotifier:
 
     def _delay(self, attempts: int, after_s: float | None) -> float:
         """Exponential backoff with jitter (half to full); a Retry-After counts up to backoff_max_s."""
-        backoff = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempts - 1))
+        backoff = min(self.config.backoff_max_s, self.config.backoff_base_s * 2.0 ** (attempts - 1))
         return max(backoff * (0.5 + self.rng() / 2), min(after_s or 0.0, self.config.backoff_max_s))
 
     def _audit(self, delivery: Delivery, verb: str, result: str, why: str, now: datetime) -> None:

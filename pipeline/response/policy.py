@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.response.config import Mode, ResponseConfig
 from schemas.actions import Action, ActionMode, ActionState, RevocationTarget, TargetKind, action_id
@@ -30,6 +30,10 @@ INITIAL_STATE: dict[str, ActionState] = {
 _KIND_OF_ACTION: dict[str, TargetKind] = {
     "revoke_token": "token", "revoke_family": "family", "revoke_session": "session", "revoke_subject": "subject",
 }
+
+
+# the alert's token.type -> the RFC 7009 token_type_hint of its revocation
+_HINTS: dict[str, Literal["access_token", "refresh_token"]] = {"refresh": "refresh_token", "access": "access_token"}
 
 
 def mode_for(alert: Mapping[str, Any], config: ResponseConfig) -> tuple[Mode, str]:
@@ -120,10 +124,10 @@ def target_for(alert: Mapping[str, Any]) -> RevocationTarget | None:
     for candidate in fallbacks[kind]:
         if ids[candidate]:
             token_type = _get(alert, "token", "type")
-            hint = {"refresh": "refresh_token", "access": "access_token"}.get(token_type or "")
+            hint = _HINTS.get(token_type or "")
             return RevocationTarget(
                 kind=candidate, id=str(ids[candidate]), source=source_of(alert), user_id=user, client_id=client,
-                token_type_hint=hint if candidate == "token" else ("refresh_token" if candidate == "family" else None),  # type: ignore[arg-type]
+                token_type_hint=hint if candidate == "token" else ("refresh_token" if candidate == "family" else None),
             )
     return None
 
@@ -149,6 +153,7 @@ def plan(alert: Mapping[str, Any], config: ResponseConfig, now: datetime,
     target = target_for(alert)
     if target is None:
         return None
+    chosen: ActionMode
     if mode is None:
         chosen, why = mode_for(alert, config)
     else:

@@ -106,4 +106,5 @@ def ecs_event(event: Mapping[str, Any]) -> dict[str, Any]:
             "revocation": event.get("revocation"),
         },
     }
-    return _drop_none(doc)
+    cleaned: dict[str, Any] = _drop_none(doc)
+    return cleaned

@@ -125,8 +125,8 @@ class ElasticsearchStore:
         fields = {**empty_triage(), **{k: v for k, v in (triage or {}).items() if k in empty_triage()}}
         doc["alert"] = {**doc["alert"], "status": (triage or {}).get("status", "open")}
         doc["triage"] = fields
-        if (triage or {}).get("response_state"):
-            doc["response"] = {**(doc.get("response") or {}), "state": triage["response_state"]}  # type: ignore[index]
+        if triage and triage.get("response_state"):
+            doc["response"] = {**(doc.get("response") or {}), "state": triage["response_state"]}
         return doc
 
     def _triage_op(self, alert_id: str, fields: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -270,10 +270,10 @@ class ElasticsearchStore:
 
     def _index_action(self, action: Action, version: tuple[int, int] | None = None) -> None:
         """Index the action; with ``version`` (seq_no, primary_term) only if nobody changed it meanwhile."""
-        checked = {"if_seq_no": version[0], "if_primary_term": version[1]} if version else {}
         self.client.index(
             index=index_name(self.prefix, "action", action.created), id=action.id, refresh=self._refresh,
-            **checked, document={
+            if_seq_no=version[0] if version else None, if_primary_term=version[1] if version else None,
+            document={
                 "@timestamp": iso(action.created),
                 "action": {"id": action.id, "type": action.action, "target": action.target.label(),
                            "state": action.state, "mode": action.mode, "attempts": action.attempts,
@@ -370,7 +370,8 @@ class ElasticsearchStore:
             found = self.client.get(index=self._index("flags"), id=name)
         except NotFoundError:
             return None
-        return found["_source"]["value"]
+        value: str | None = found["_source"]["value"]
+        return value
 
     def set_flag(self, name: str, value: str | None) -> None:
         if value is None:

@@ -64,7 +64,7 @@ def _put(store: AlertStore, batch: list[Mapping[str, Any]]) -> int:
 
 
 def _import_entry(time: datetime, actor: str, source: str, stored: int, error: Exception | None) -> AuditEntry:
-    details: dict[str, str | int] = {"alerts": stored}
+    details: dict[str, str | int | float | bool | None] = {"alerts": stored}
     if error is not None:
         details["error"] = f"{type(error).__name__}: {error}"[:500]
     return AuditEntry(time=time, actor=actor, verb="alerts.import", target=source,
@@ -86,6 +86,6 @@ def read_alert_lines(stream: TextIO, name: str = "-") -> Iterator[dict[str, Any]
             first = str(exc).splitlines()
             reason = first[0] if first else type(exc).__name__
             if hasattr(exc, "errors"):
-                err = exc.errors()[0]  # type: ignore[attr-defined]
+                err = exc.errors()[0]
                 reason = f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
             raise AlertFileError(f"{name}:{number}: not an alert document ({reason})") from None

@@ -57,7 +57,7 @@ class World:
         return Counter(fmt for _, _, fmt, _ in self.records)
 
 
-def generate(spec: WorldSpec, progress: Callable[[int], None] | None = None) -> World:
+def generate(spec: WorldSpec, progress: Callable[[int], object] | None = None) -> World:
     """Benign population first (each actor from its own seeded generator), then the
     attack episodes; ``progress`` is called with the number of actors done."""
     rec = Records()

@@ -66,9 +66,10 @@ def refresh_reuse(inj: Injector, v: User, t: float) -> Label:
     stolen = first.refresh_id  # rotated by the victim's first refresh, some 15 minutes before the theft
     inj.uses(s, t - 600, t + 300, home)
     thief = place_in("tor", inj.rng)
-    s._kc(t, "REFRESH_TOKEN_ERROR", thief, {"refresh_token_id": stolen or "", "grant_type": "refresh_token",
-                                             "reason": "Maximum allowed refresh token reuse exceeded"},
-          error="invalid_token")
+    s.keycloak_event(t, "REFRESH_TOKEN_ERROR", thief,
+                     {"refresh_token_id": stolen or "", "grant_type": "refresh_token",
+                      "reason": "Maximum allowed refresh token reuse exceeded"},
+                     error="invalid_token")
     return inj.label("refresh_token_replay", "replay.refresh_reuse", v, (stolen or "",), t, "keycloak",
                      "a refresh token the victim's client rotated earlier is redeemed again from a Tor exit")
 
@@ -79,8 +80,8 @@ def okta_reported_reuse(inj: Injector, v: User, t: float) -> Label:
     token = s.login(t - 1800, home)
     inj.uses(s, t - 1790, t - 60, home, every=60)
     thief = place_in("do-de", inj.rng)
-    s._okta(t, "app.oauth2.as.token.detect_reuse", thief, {"grantType": "refresh_token"},
-            [emit.okta_token_target("refresh_token", token.refresh_id or "", t + 86400, v.id)])
+    s.okta_event(t, "app.oauth2.as.token.detect_reuse", thief, {"grantType": "refresh_token"},
+                 [emit.okta_token_target("refresh_token", token.refresh_id or "", t + 86400, v.id)])
     return inj.label("okta_refresh_reuse_verdict", "replay.refresh_reuse", v,
                      (token.refresh_id or "", f"family:{s.id}"), t, "okta",
                      "Okta reports reuse of a rotated refresh token, redeemed from a DigitalOcean droplet")
@@ -231,8 +232,8 @@ def use_after_okta_revoke(inj: Injector, v: User, t: float) -> Label:
     home = v.home()
     token = s.login(t - 1500, home)
     inj.uses(s, t - 1490, t - 700, home, every=60)
-    s._okta(t - 600, "app.oauth2.as.token.revoke", home, {"clientAuthType": "client_secret_basic"},
-            [emit.okta_token_target("access_token", token.id, token.exp, v.id)])
+    s.okta_event(t - 600, "app.oauth2.as.token.revoke", home, {"clientAuthType": "client_secret_basic"},
+                 [emit.okta_token_target("access_token", token.id, token.exp, v.id)])
     thief = inj.attacker_residential(v)
     s.use(t, thief, route=("GET", "/hr/me", "hr:read", "api://hr"))
     return inj.label("revoked_token_still_accepted", "post_revocation_use.after_revocation", v, (token.id,), t,

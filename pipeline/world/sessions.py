@@ -108,8 +108,9 @@ class Session:
 
 
 class KeycloakSession(Session):
-    def _kc(self, t: float, type_: str, place: Place, details: dict[str, str], error: str | None = None,
-            client: str | None = None) -> dict[str, Any]:
+    def keycloak_event(self, t: float, type_: str, place: Place, details: dict[str, str], error: str | None = None,
+                       client: str | None = None) -> dict[str, Any]:
+        """Log one Keycloak event of this session (public: attacks log events a session never would)."""
         raw = emit.keycloak(new_id(self.user.rng), t, type_, client or self.client.id, self.user.id, self.id,
                             place.ip, details, error)
         self.rec.add(t, "keycloak", raw)
@@ -125,10 +126,10 @@ class KeycloakSession(Session):
                                 "invalid_user_credentials")
             self.rec.add(failed_at, "keycloak", raw)
         code = new_id(rng)
-        self._kc(t, "LOGIN", place, {"auth_method": "openid-connect", "auth_type": "code", "code_id": code,
-                                      "username": self.user.login})
+        self.keycloak_event(t, "LOGIN", place, {"auth_method": "openid-connect", "auth_type": "code", "code_id": code,
+                                                 "username": self.user.login})
         token = Token(new_id(rng), t + 0.4, t + 0.4 + self.client.access_ttl, self.scopes(), new_id(rng))
-        self._kc(t + 0.4, "CODE_TO_TOKEN", place, {
+        self.keycloak_event(t + 0.4, "CODE_TO_TOKEN", place, {
             "code_id": code, "token_id": token.id, "refresh_token_id": token.refresh_id or "",
             "refresh_token_type": "Refresh", "scope": " ".join(token.scopes), "grant_type": "authorization_code",
             "client_auth_method": "client-secret"})
@@ -142,7 +143,7 @@ class KeycloakSession(Session):
         rng, old = self.user.rng, self.token
         assert old is not None
         token = Token(new_id(rng), t, t + self.client.access_ttl, old.scopes, new_id(rng))
-        self._kc(t, "REFRESH_TOKEN", place, {
+        self.keycloak_event(t, "REFRESH_TOKEN", place, {
             "token_id": token.id, "refresh_token_id": presented or old.refresh_id or "",
             "updated_refresh_token_id": token.refresh_id or "", "refresh_token_type": "Refresh",
             "scope": " ".join(token.scopes), "grant_type": "refresh_token", "client_auth_method": "client-secret"})
@@ -152,7 +153,7 @@ class KeycloakSession(Session):
             # seconds later, from the same place; Keycloak (reuse allowed once) answers again.
             retry = Token(new_id(rng), t + rng.uniform(3, 12), 0, old.scopes, new_id(rng))
             retry.exp = retry.iat + self.client.access_ttl
-            self._kc(retry.iat, "REFRESH_TOKEN", place, {
+            self.keycloak_event(retry.iat, "REFRESH_TOKEN", place, {
                 "token_id": retry.id, "refresh_token_id": old.refresh_id or "",
                 "updated_refresh_token_id": retry.refresh_id or "", "refresh_token_type": "Refresh",
                 "scope": " ".join(retry.scopes), "grant_type": "refresh_token", "client_auth_method": "client-secret"})
@@ -162,12 +163,12 @@ class KeycloakSession(Session):
     def stale_refresh(self, t: float, place: Place) -> None:
         """The SSO session timed out while the laptop slept: Keycloak refuses the current refresh token."""
         assert self.token is not None
-        self._kc(t, "REFRESH_TOKEN_ERROR", place, {"refresh_token_id": self.token.refresh_id or "",
-                                                   "grant_type": "refresh_token", "reason": "Session not active"},
-                 error="invalid_token")
+        self.keycloak_event(t, "REFRESH_TOKEN_ERROR", place, {"refresh_token_id": self.token.refresh_id or "",
+                                                              "grant_type": "refresh_token", "reason": "Session not active"},
+                            error="invalid_token")
 
     def logout(self, t: float, place: Place) -> None:
-        self._kc(t, "LOGOUT", place, {"redirect_uri": "https://portal.acme.example/"}, client="portal")
+        self.keycloak_event(t, "LOGOUT", place, {"redirect_uri": "https://portal.acme.example/"}, client="portal")
 
     def use(self, t: float, place: Place, status: int | None = None, route: Route | None = None) -> dict[str, Any]:
         rng = self.user.rng
@@ -191,8 +192,9 @@ class KeycloakSession(Session):
 
 
 class OktaSession(Session):
-    def _okta(self, t: float, event_type: str, place: Place, debug: dict[str, Any],
-              targets: list[dict[str, Any]]) -> None:
+    def okta_event(self, t: float, event_type: str, place: Place, debug: dict[str, Any],
+                   targets: list[dict[str, Any]]) -> None:
+        """Log one Okta System Log event of this session (public: attacks log events a session never would)."""
         u = self.user
         raw = emit.okta(new_id(u.rng), t, event_type, emit.okta_actor(u.id, u.login, u.name), place,
                         self.client.user_agent, self.id, debug, [{"id": u.id, "type": "User"}, *targets],
@@ -203,16 +205,16 @@ class OktaSession(Session):
         debug = {"grantType": grant, "grantedScopes": ", ".join(token.scopes),
                  "requestedScopes": " ".join(token.scopes), "clientAuthType": "client_secret_basic",
                  "requestUri": "/oauth2/aus1acme/v1/token"}
-        self._okta(t, "app.oauth2.as.token.grant.access_token", place, debug,
-                   [emit.okta_token_target("access_token", token.id, token.exp, self.user.id)])
+        self.okta_event(t, "app.oauth2.as.token.grant.access_token", place, debug,
+                        [emit.okta_token_target("access_token", token.id, token.exp, self.user.id)])
         if token.refresh_id:
-            self._okta(t + 0.1, "app.oauth2.as.token.grant.refresh_token", place, debug,
-                       [emit.okta_token_target("refresh_token", token.refresh_id, t + 7 * 86400, self.user.id)])
+            self.okta_event(t + 0.1, "app.oauth2.as.token.grant.refresh_token", place, debug,
+                            [emit.okta_token_target("refresh_token", token.refresh_id, t + 7 * 86400, self.user.id)])
 
     def login(self, t: float, place: Place) -> Token:
         rng = self.user.rng
         self.id = "102" + short_id(rng, 22)
-        self._okta(t, "user.session.start", place, {}, [])
+        self.okta_event(t, "user.session.start", place, {}, [])
         token = Token("AT." + short_id(rng), t + 1.2, t + 1.2 + self.client.access_ttl, self.client.scopes,
                       "RT." + short_id(rng))
         self._grant(t + 1.2, place, "authorization_code", token)
@@ -227,7 +229,7 @@ class OktaSession(Session):
         return token
 
     def logout(self, t: float, place: Place) -> None:
-        self._okta(t, "user.session.end", place, {}, [])
+        self.okta_event(t, "user.session.end", place, {}, [])
 
     def claims(self, token: Token, aud: str) -> dict[str, Any]:
         return {"jti": token.id, "sub": self.user.id, "client_id": self.client.id, "sid": self.id,

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from schemas.events import CanonicalEvent
-from schemas.sources.base import AdapterContext, InvalidRecord
+from schemas.sources.base import AdapterContext
 from schemas.sources.common import invalid
 
 

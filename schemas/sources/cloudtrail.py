@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
@@ -55,10 +55,11 @@ from schemas.events import (
     Outcome,
     Request,
     Subject,
+    SubjectKind,
     TokenRef,
     TokenType,
 )
-from schemas.sources.base import AdapterContext, InvalidFields, InvalidRecord, UnsupportedEventType
+from schemas.sources.base import AdapterContext, InvalidFields, InvalidRecord, PartialRecord, UnsupportedEventType
 from schemas.sources.cloudtrail_aws import (
     assumed_by_service,
     aws_service,
@@ -68,7 +69,7 @@ from schemas.sources.cloudtrail_aws import (
     own_endpoint,
     session_name,
 )
-from schemas.sources.common import Memo, PartialRecord, content_id, epoch_to_utc, explain, invalid, iso_to_utc
+from schemas.sources.common import Memo, content_id, epoch_to_utc, explain, invalid, iso_to_utc
 
 STS = "sts.amazonaws.com"
 ISSUING = frozenset(
@@ -83,7 +84,6 @@ _MAX_REASON = 300
 _MAX_BAD_INDICES = 10
 _EPOCH_MS_ABOVE = 1e11  # an expiry this many seconds after 1970 is in year 5138: it is milliseconds
 
-SubjectKind = Literal["user", "service", "unknown"]
 _ID = Field(default=None, max_length=256)
 _NAME = Field(default=None, max_length=512)
 
@@ -93,22 +93,22 @@ class _Lenient(BaseModel):
 
 
 class SessionAttributes(_Lenient):
-    creationDate: str | None = Field(default=None, max_length=64)  # noqa: N815 (vendor names)
+    creationDate: str | None = Field(default=None, max_length=64)  # vendor names
 
 
 class SessionContext(_Lenient):
     attributes: SessionAttributes | None = None
-    ec2RoleDelivery: str | None = Field(default=None, max_length=16)  # noqa: N815 ("1.0" IMDSv1, "2.0" IMDSv2)
+    ec2RoleDelivery: str | None = Field(default=None, max_length=16)  # "1.0" IMDSv1, "2.0" IMDSv2
 
 
 class UserIdentity(_Lenient):
     type: str | None = Field(default=None, max_length=64)
-    principalId: str | None = _NAME  # noqa: N815
+    principalId: str | None = _NAME
     arn: str | None = Field(default=None, max_length=2048)
-    accountId: str | None = _ID  # noqa: N815
-    accessKeyId: str | None = Field(default=None, max_length=128)  # noqa: N815
-    invokedBy: str | None = _NAME  # noqa: N815
-    sessionContext: SessionContext | None = None  # noqa: N815
+    accountId: str | None = _ID
+    accessKeyId: str | None = Field(default=None, max_length=128)
+    invokedBy: str | None = _NAME
+    sessionContext: SessionContext | None = None
 
 
 class Credentials(BaseModel):
@@ -116,42 +116,42 @@ class Credentials(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    accessKeyId: str = Field(min_length=1, max_length=128)  # noqa: N815
+    accessKeyId: str = Field(min_length=1, max_length=128)
     expiration: StrictStr | StrictInt | StrictFloat | None = None
 
 
 class AssumedRoleUser(_Lenient):
-    assumedRoleId: str | None = _NAME  # noqa: N815
+    assumedRoleId: str | None = _NAME
     arn: str | None = Field(default=None, max_length=2048)
 
 
 class FederatedUser(_Lenient):
-    federatedUserId: str | None = _NAME  # noqa: N815
+    federatedUserId: str | None = _NAME
     arn: str | None = Field(default=None, max_length=2048)
 
 
 class StsResponse(_Lenient):
     credentials: Credentials | None = None
-    assumedRoleUser: AssumedRoleUser | None = None  # noqa: N815
-    federatedUser: FederatedUser | None = None  # noqa: N815
+    assumedRoleUser: AssumedRoleUser | None = None
+    federatedUser: FederatedUser | None = None
 
 
 class CloudTrailRecord(_Lenient):
-    eventTime: str = Field(max_length=64)  # noqa: N815
-    eventSource: str = Field(min_length=1, max_length=256)  # noqa: N815
-    eventName: str = Field(min_length=1, max_length=256)  # noqa: N815
-    eventID: str | None = _ID  # noqa: N815
-    requestID: str | None = _ID  # noqa: N815
-    sourceIPAddress: str | None = _NAME  # noqa: N815
-    userAgent: str | None = Field(default=None, max_length=4096)  # noqa: N815
-    userIdentity: UserIdentity | None = None  # noqa: N815
-    errorCode: str | None = _NAME  # noqa: N815
-    errorMessage: str | None = None  # noqa: N815 (free text: truncated, not rejected)
-    recipientAccountId: str | None = _ID  # noqa: N815
-    vpcEndpointId: str | None = _ID  # noqa: N815
-    vpcEndpointAccountId: str | None = _ID  # noqa: N815 (the endpoint owner's account)
-    requestParameters: Any = None  # noqa: N815 (read only for an issuance by an AWS service)
-    responseElements: Any = None  # noqa: N815 (validated as StsResponse only for issuance)
+    eventTime: str = Field(max_length=64)
+    eventSource: str = Field(min_length=1, max_length=256)
+    eventName: str = Field(min_length=1, max_length=256)
+    eventID: str | None = _ID
+    requestID: str | None = _ID
+    sourceIPAddress: str | None = _NAME
+    userAgent: str | None = Field(default=None, max_length=4096)
+    userIdentity: UserIdentity | None = None
+    errorCode: str | None = _NAME
+    errorMessage: str | None = None  # free text: truncated, not rejected
+    recipientAccountId: str | None = _ID
+    vpcEndpointId: str | None = _ID
+    vpcEndpointAccountId: str | None = _ID  # the endpoint owner's account
+    requestParameters: Any = None  # read only for an issuance by an AWS service
+    responseElements: Any = None  # validated as StsResponse only for issuance
 
 
 class CloudTrailFormat:

@@ -33,18 +33,18 @@ _ROLE_ARN = re.compile(r"arn:(aws[a-z-]*):iam::([0-9]{12}):role/(?:.*/)?([^/]+)"
 
 class _Session(Protocol):
     @property
-    def ec2RoleDelivery(self) -> str | None: ...  # noqa: N802 (vendor name)
+    def ec2RoleDelivery(self) -> str | None: ...  # vendor name
 
 
 class _Identity(Protocol):
     @property
     def type(self) -> str | None: ...
     @property
-    def principalId(self) -> str | None: ...  # noqa: N802
+    def principalId(self) -> str | None: ...
     @property
     def arn(self) -> str | None: ...
     @property
-    def sessionContext(self) -> _Session | None: ...  # noqa: N802
+    def sessionContext(self) -> _Session | None: ...
 
 
 def aws_service(name: str | None) -> bool:

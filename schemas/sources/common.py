@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from ipaddress import ip_address
 from datetime import datetime, timezone
+from enum import Enum, auto
+from ipaddress import ip_address
 from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import ValidationError
 
 from schemas.events import Outcome
-from schemas.sources.base import (  # noqa: F401  (InvalidRecord, PartialRecord re-exported)
+from schemas.sources.base import (
     AdapterContext,
     InvalidFields,
     InvalidRecord,
-    PartialRecord,
 )
 
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
@@ -90,8 +90,8 @@ def client_address(value: object, ctx: AdapterContext, where: str) -> str | None
     elif isinstance(value, list) and len(value) > MAX_CHAIN_ENTRIES:
         value = value[-MAX_CHAIN_ENTRIES:]
     key = (value, ctx.trusted_proxies) if isinstance(value, str) and len(value) <= 256 else None
-    found = _ADDRESSES.get(key, _MISS) if key is not None else _MISS
-    if found is _MISS:
+    found = _ADDRESSES.get(key, _Miss.MISS) if key is not None else _Miss.MISS
+    if found is _Miss.MISS:
         found = _caller(value, ctx.trusted_proxies)
         if key is not None:
             if len(_ADDRESSES) >= _ADDRESSES_MAX:
@@ -99,10 +99,15 @@ def client_address(value: object, ctx: AdapterContext, where: str) -> str | None
             _ADDRESSES[key] = found
     if found is None:
         ctx.repairs[f"{where}: not an IP address (dropped)"] += 1
-    return found  # type: ignore[return-value]  (not _MISS here)
+    return found
 
 
-_MISS = object()
+class _Miss(Enum):
+    """A cache miss, told apart from a cached None (an enum member, so the type checker narrows on it)."""
+
+    MISS = auto()
+
+
 _ADDRESSES: dict[tuple[str, Any], str | None] = {}
 _ADDRESSES_MAX = 65_536
 

@@ -45,6 +45,7 @@ from schemas.events import (
     Network,
     Outcome,
     Subject,
+    SubjectKind,
     TokenRef,
     TokenType,
 )
@@ -75,7 +76,7 @@ class EntraFormat:
 
     def __init__(self) -> None:
         # Users, places and scope lists repeat across sign-ins: build each once.
-        self._subjects: Memo[tuple[str, str | None, str], Subject] = Memo()
+        self._subjects: Memo[tuple[str, str | None, SubjectKind], Subject] = Memo()
         self._networks: Memo[tuple[Any, ...], Network] = Memo()
         self._scope_sets: Memo[str, tuple[str, ...]] = Memo(4096)
         self._outcomes: dict[int, Outcome] = {}
@@ -125,6 +126,7 @@ class EntraFormat:
             raise InvalidRecord(f"entra: {explain(exc)}") from None
 
     def _subject(self, sign_in: SignIn, kind: str) -> Subject | None:
+        subject_kind: SubjectKind
         if kind == "user":
             sid, name, subject_kind = sign_in.user_id, sign_in.user_name, "user"
         else:

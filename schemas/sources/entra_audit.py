@@ -122,7 +122,7 @@ def is_audit_row(raw: Mapping[str, Any]) -> bool:
     """A Log Analytics ``AuditLogs`` row, by its table or, projected without it, by its columns."""
     table = raw.get("Type")
     if table is not None:
-        return table == CATEGORY
+        return bool(table == CATEGORY)
     return "ActivityDisplayName" in raw and "TargetResources" in raw
 
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, ValidationError, field_validator
 
-from schemas.events import CanonicalEvent, EventKind, Network, Request, Subject, TokenRef, TokenType
+from schemas.events import CanonicalEvent, EventKind, Network, Request, Subject, SubjectKind, TokenRef, TokenType
 from schemas.redaction import redact_url
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.common import MAX_RESOURCE, MAX_USER_AGENT, Memo, content_id, explain, http_outcome, invalid
@@ -130,7 +130,7 @@ class GraphFormat:
     def __init__(self) -> None:
         # Requests of one token / caller repeat their sub-objects: build each once.
         self._tokens: Memo[tuple[str, datetime | None], TokenRef] = Memo()
-        self._subjects: Memo[tuple[str, str], Subject] = Memo()
+        self._subjects: Memo[tuple[str, SubjectKind], Subject] = Memo()
         self._networks: Memo[tuple[str | None, str | None, str | None], Network] = Memo()
         self._scope_sets: Memo[tuple[Any, Any], tuple[str, ...]] = Memo(4096)
 
@@ -181,6 +181,7 @@ class GraphFormat:
         return found
 
     def _subject(self, found: GraphRequest) -> Subject | None:
+        key: tuple[str, SubjectKind]
         if found.user_id:
             key = (found.user_id, "user")
         elif found.principal_id:

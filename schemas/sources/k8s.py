@@ -74,8 +74,8 @@ from schemas.events import (
     TokenRef,
     TokenType,
 )
-from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.redaction import redact_url
+from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.common import MAX_RESOURCE, MAX_USER_AGENT, Memo, client_address, explain, invalid
 from schemas.sources.k8s_deletions import SA_PREFIX, SKIPPED_BODY, deletion_event, is_deletion
 

@@ -37,7 +37,8 @@ from schemas.embedded_json import decode_in_place
 from schemas.events import CanonicalEvent
 from schemas.sources.base import AdapterContext, InvalidFields, InvalidRecord
 from schemas.sources.common import MAX_ID
-from schemas.sources.k8s import API_VERSION, SKIPPED_BODY, K8sAuditFormat
+from schemas.sources.k8s import API_VERSION, K8sAuditFormat
+from schemas.sources.k8s_deletions import SKIPPED_BODY
 
 CATEGORIES = frozenset({"kube-audit", "kube-audit-admin"})
 

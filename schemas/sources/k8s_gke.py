@@ -45,7 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schemas.events import CanonicalEvent, Outcome
 from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.common import MAX_ID, MAX_RESOURCE, MAX_USER_AGENT, invalid
-from schemas.sources.k8s import API_VERSION, SA_PREFIX, K8sAuditFormat
+from schemas.sources.k8s import API_VERSION, K8sAuditFormat
+from schemas.sources.k8s_deletions import SA_PREFIX
 
 AUDIT_LOG_TYPE = "type.googleapis.com/google.cloud.audit.AuditLog"
 SERVICE = "k8s.io"

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import AwareDatetime, Field, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
@@ -53,17 +53,17 @@ from schemas.events import (
     Request,
     Revocation,
     Subject,
+    SubjectKind,
     TokenRef,
     TokenType,
 )
-from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.redaction import redact_url
+from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.common import (
     MAX_RESOURCE,
     MAX_USER_AGENT,
     Memo,
     client_address,
-    explain,
     invalid,
     iso_to_utc,
 )
@@ -160,6 +160,7 @@ class OktaLogEvent(TypedDict):
 
 _VALIDATE = TypeAdapter(OktaLogEvent).validate_python
 _NONE: dict[str, Any] = {}  # stands in for a missing or null part
+_NO_OUTCOME: OktaOutcome = {}
 
 
 # eventType -> what it is. Custom authorization servers log "app.oauth2.as.*",
@@ -204,7 +205,7 @@ class OktaFormat:
     def __init__(self) -> None:
         # Callers, users and outcomes repeat across thousands of lines: build each once.
         self._networks: Memo[tuple[Any, ...], Network] = Memo()
-        self._subjects: Memo[tuple[str, str | None, str], Subject] = Memo()
+        self._subjects: Memo[tuple[str, str | None, SubjectKind], Subject] = Memo()
         self._scope_sets: Memo[str, tuple[str, ...]] = Memo(4096)
         self._outcomes: dict[tuple[str | None, str | None], Outcome] = {}
 
@@ -234,7 +235,7 @@ class OktaFormat:
             "source": self.name,
             "client_id": _id((rec.get("client") or _NONE).get("id")),
             "network": self._network(rec, ctx),
-            "outcome": self._outcome(rec.get("outcome") or _NONE),
+            "outcome": self._outcome(rec.get("outcome") or _NO_OUTCOME),
             "request": _request(rec, ctx),
         }
         session = _id((rec.get("authenticationContext") or _NONE).get("externalSessionId"))
@@ -325,7 +326,7 @@ class OktaFormat:
         key = (subject_id, name, kind)
         found = self._subjects.get(key)
         if found is None:
-            found = self._subjects.put(key, Subject(id=subject_id, name=name, kind=kind))  # type: ignore[arg-type]
+            found = self._subjects.put(key, Subject(id=subject_id, name=name, kind=kind))
         return found
 
     def _network(self, rec: OktaLogEvent, ctx: AdapterContext) -> Network:
@@ -389,7 +390,7 @@ def _id(value: str | None) -> str | None:
     return None if value is None or value.strip().lower() in _NO_ID else value
 
 
-def _subject_kind(okta_type: str | None) -> str:
+def _subject_kind(okta_type: str | None) -> SubjectKind:
     """Okta actor types: "User" for people; apps and system principals are services."""
     if okta_type is None:
         return "user"
@@ -418,9 +419,11 @@ def _token_target(rec: OktaLogEvent, wanted: str | None) -> OktaTarget | None:
 
 
 def _token_ref(target: OktaTarget, family: str | None) -> TokenRef:
+    token_id, kind = target.get("id"), target.get("type")
+    assert token_id is not None and kind is not None  # a target _token_target chose has both
     return TokenRef(
-        id=target["id"],  # type: ignore[typeddict-item]  # _token_target checked it
-        type=_TOKEN_TYPES[target["type"]],  # type: ignore[typeddict-item,index]
+        id=token_id,
+        type=_TOKEN_TYPES[kind],
         family_id=family,
         expires_at=_expires(target.get("detailEntry")),
     )

@@ -34,12 +34,12 @@ from tests.detect_helpers import detect_lines
 from tests.fuzzing import normalize
 from tests.pipeline.test_e2e_k8s import JTI, _aks_pod_lifetime, aks_record, use
 from tests.pipeline.test_e2e_keycloak import (
+    _AFTER_DISABLE,
     ALICE,
     EXCHANGE,
-    _AFTER_DISABLE,
+    admin,
     as_ecs,
     as_plain,
-    admin,
     kc,
 )
 

@@ -30,16 +30,16 @@ from pipeline.config import Settings
 from pipeline.normalize import Normalizer
 from pipeline.response.config import ResponseConfig
 from pipeline.response.policy import plan
-from pipeline.trust import Refusal, TrustRules, refused_letter
 from pipeline.service.config import ServiceConfig
 from pipeline.sinks.base import MemorySink
 from pipeline.sinks.kafka import KafkaSink
+from pipeline.trust import Refusal, TrustRules, refused_letter
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY
+from tests.detect_helpers import NOW, detect_lines
 from tests.integration.conftest import kafka_bootstrap  # noqa: F401 -- the real broker, as in tests/integration
 from tests.integration.test_service_poison import _alerts, _produce_to, _service, _topics
 from tests.integration.test_service_run import _config, _read_topic
-from tests.detect_helpers import NOW, detect_lines
 from tests.pipeline.test_e2e_keycloak import REALM, _session_then, introspect, kc
 from tests.pipeline.test_e2e_okta import (
     ACCESS,

@@ -29,7 +29,7 @@ from pipeline.response.handles import (
 from pipeline.response.responders.rfc7009 import Rfc7009Config, Rfc7009Responder
 from schemas.actions import RevocationTarget
 from schemas.redaction import make_token_hasher
-from tests.integration.oauth_server import CLIENTS, OAuthServer, oauth_server  # noqa: F401  (fixture)
+from tests.integration.oauth_server import CLIENTS, OAuthServer, oauth_server  # noqa: F401 -- a pytest fixture, used by name
 
 HASH = make_token_hasher(b"adversarial-handle-hash-key-0123")
 KEY = load_private_key(generate_key_pem()[0])
@@ -44,7 +44,7 @@ def forged_jwt(jti: str) -> str:
 
 
 def test_a_replacing_handle_is_refused_and_the_genuine_token_is_revoked(
-    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     stolen = oauth_server.login()["access_token"]
     token_id = HASH(stolen)

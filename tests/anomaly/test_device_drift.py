@@ -83,7 +83,7 @@ def features(events: list) -> list[dict[str, float]]:
         det.process(ev, state)
         state.apply(ev)
     det.finish(state)
-    return [dict(zip(FEATURES, row.tolist())) for row in det.baseline()[0]]
+    return [dict(zip(FEATURES, row.tolist(), strict=True)) for row in det.baseline()[0]]
 
 
 def drift_row(x: dict[str, float]) -> tuple[float, ...]:

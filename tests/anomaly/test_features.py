@@ -50,7 +50,7 @@ def test_first_window_only_teaches_the_profile_then_the_second_is_measured_again
     det, state, _ = collect(first + second)
     rows, times, _ = det.baseline()
     assert len(rows) == 1  # the first window had no profile to compare with
-    x = dict(zip(FEATURES, rows[0].tolist()))
+    x = dict(zip(FEATURES, rows[0].tolist(), strict=True))
     assert x["requests"] == pytest.approx(math.log1p(4))
     assert x["rate_ratio"] == pytest.approx(math.log2(5 / 4))  # usual 3 requests per window
     assert x["distinct_resources"] == pytest.approx(math.log1p(3))  # orders/{id}, mail/{id}, invoices
@@ -82,7 +82,7 @@ def test_window_closes_after_window_s_and_a_later_use_opens_the_next() -> None:
 def test_hosting_share_and_new_country() -> None:
     events = [use(0, "t1", "/a"), use(3600, "t2", "/a", place=SINGAPORE_VPS), use(3601, "t2", "/a")]
     det, _, _ = collect(events)
-    x = dict(zip(FEATURES, det.baseline()[0][0].tolist()))
+    x = dict(zip(FEATURES, det.baseline()[0][0].tolist(), strict=True))
     assert x["hosting_share"] == pytest.approx(0.5) and x["new_country_share"] == pytest.approx(0.5)
     assert x["distinct_countries"] == 2
 

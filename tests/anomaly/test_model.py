@@ -9,7 +9,7 @@ import pytest
 
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.features import FEATURES
-from detectors.anomaly.model import ModelError, calibrate, load, save, train
+from detectors.anomaly.model import ModelError, calibrate, load, train
 from pipeline.cli import main
 
 

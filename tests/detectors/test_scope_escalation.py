@@ -211,7 +211,7 @@ def test_default_privileged_patterns() -> None:
     detector = ScopeEscalationDetector()
     scopes = ("admin:org", "delete_repo", "Directory.ReadWrite.All", "Mail.Read", "openid", "offline_access",
               "orders:write:all", "read", "https://www.googleapis.com/auth/cloud-platform", "user:admin")
-    assert detector._privileged(tuple(sorted(scopes))) == {
+    assert detector._privileged(tuple(sorted(scopes))) == {  # noqa: SLF001 -- unit test of the scope classifier
         "admin:org", "delete_repo", "Directory.ReadWrite.All", "orders:write:all",
         "https://www.googleapis.com/auth/cloud-platform", "user:admin",
     }

@@ -9,7 +9,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.response.breaker import FLAG
 from pipeline.store.sqlite import SqliteStore
-from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401  (fixture)
+from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401 -- a pytest fixture, used by name
 from tests.response.conftest import alert_doc
 
 
@@ -33,7 +33,7 @@ type = "{responder}"
 
 
 def test_revoke_needing_a_handle_is_queued_for_the_service_and_audited_with_the_analyst(
-    oauth_server: OAuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    oauth_server: OAuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811 -- the pytest fixture imported above, requested by name
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("TW_IDP_SECRET", "tokenwatch-secret")
@@ -51,7 +51,7 @@ def test_revoke_needing_a_handle_is_queued_for_the_service_and_audited_with_the_
     assert main(["revoke", "--alert", "nope", "--config", str(config)]) == 2
 
 
-def test_breaker_status_and_reset_are_audited(tmp_path: Path, oauth_server: OAuthServer,  # noqa: F811
+def test_breaker_status_and_reset_are_audited(tmp_path: Path, oauth_server: OAuthServer,  # noqa: F811 -- the pytest fixture imported above, requested by name
                                               monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("TW_IDP_SECRET", "tokenwatch-secret")

@@ -8,8 +8,7 @@ string exists on our side. Introspection (RFC 7662) is the proof a revocation ha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from schemas.actions import Action
 from schemas.events import CanonicalEvent
 from schemas.redaction import make_token_hasher
 from tests.factories import SINGAPORE_VPS, at, engine, event
-from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401  (fixture)
+from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401 -- a pytest fixture, used by name
 from tests.response.conftest import alert_doc
 
 HASH = make_token_hasher(b"integration-test-token-hash-key!")
@@ -68,7 +67,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
 # -- the must-show flow ------------------------------------------------------------------
 
 def test_detected_refresh_reuse_revokes_the_family_and_introspection_says_inactive(
-    oauth_server: OAuthServer, secret: None  # noqa: F811
+    oauth_server: OAuthServer, secret: None  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     login = oauth_server.login()
     rotated = oauth_server.refresh(login["refresh_token"])
@@ -121,7 +120,7 @@ def test_detected_refresh_reuse_revokes_the_family_and_introspection_says_inacti
 
 
 def test_503_then_200_is_retried_to_success_after_retry_after(
-    oauth_server: OAuthServer, secret: None  # noqa: F811
+    oauth_server: OAuthServer, secret: None  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     pair = oauth_server.login()
     handles = handles_for({pair["access_token"]: ("access_token", "f")})
@@ -142,7 +141,7 @@ def test_503_then_200_is_retried_to_success_after_retry_after(
 
 
 def test_401_is_reported_as_a_configuration_error_and_not_retried(
-    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     monkeypatch.setenv("TW_IDP_SECRET", "wrong-secret")
     handles = handles_for({"some-token": ("access_token", "f")})
@@ -161,7 +160,7 @@ def test_401_is_reported_as_a_configuration_error_and_not_retried(
 
 
 def test_a_burst_of_500_findings_revokes_at_most_the_cap_and_raises_one_breaker_alert(
-    oauth_server: OAuthServer, secret: None  # noqa: F811
+    oauth_server: OAuthServer, secret: None  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     tokens = {f"burst-token-{n}": ("access_token", f"f{n}") for n in range(500)}
     store, raised = SqliteStore(":memory:"), []
@@ -175,7 +174,7 @@ def test_a_burst_of_500_findings_revokes_at_most_the_cap_and_raises_one_breaker_
 
 
 def test_restart_with_pending_retries_loses_none_and_repeats_none(
-    oauth_server: OAuthServer, secret: None, tmp_path: Path  # noqa: F811
+    oauth_server: OAuthServer, secret: None, tmp_path: Path  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     pairs = [oauth_server.login() for _ in range(5)]
     tokens = {p["access_token"]: ("access_token", f"f{n}") for n, p in enumerate(pairs)}
@@ -200,7 +199,7 @@ def test_restart_with_pending_retries_loses_none_and_repeats_none(
     assert all(oauth_server.introspect(raw) == {"active": False} for raw in tokens)
 
 
-def test_dry_run_records_but_sends_nothing(oauth_server: OAuthServer, secret: None) -> None:  # noqa: F811
+def test_dry_run_records_but_sends_nothing(oauth_server: OAuthServer, secret: None) -> None:  # noqa: F811 -- the pytest fixture imported above, requested by name
     pair = oauth_server.login()
     store = SqliteStore(":memory:")
     ex = Executor(config(dry_run=True), store, {"idp": rfc7009(oauth_server)},

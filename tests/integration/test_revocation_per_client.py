@@ -29,7 +29,7 @@ from pipeline.kafka.config import producer_kwargs
 from pipeline.kafka.topics import ensure_topics
 from pipeline.store.sqlite import SqliteStore
 from schemas.redaction import make_token_hasher
-from tests.integration.oauth_server import CLIENTS, OAuthServer, strict_oauth_server  # noqa: F401  (fixture)
+from tests.integration.oauth_server import CLIENTS, OAuthServer, strict_oauth_server  # noqa: F401 -- a pytest fixture, used by name
 from tests.integration.test_service_run import HASH_KEY, ROOT, _config, _start, _write_config
 
 HASH = make_token_hasher(HASH_KEY.encode())
@@ -76,7 +76,7 @@ def _reused_family(server: OAuthServer, client: str) -> list[str]:
 
 
 def test_run_revokes_each_clients_tokens_as_that_client(
-    kafka_bootstrap: str, osmem_clone: Any, strict_oauth_server: OAuthServer, tmp_path: Path  # noqa: F811
+    kafka_bootstrap: str, osmem_clone: Any, strict_oauth_server: OAuthServer, tmp_path: Path  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     server = strict_oauth_server
     # The server really enforces the check: portal cannot revoke a cli token.

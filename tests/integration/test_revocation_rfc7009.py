@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from pipeline.response.responders.base import RevocationHandle
 from pipeline.response.responders.rfc7009 import Rfc7009Config, Rfc7009Responder
 from schemas.actions import RevocationTarget
-from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401  (fixture)
+from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401 -- a pytest fixture, used by name
 
 
 def responder(server: OAuthServer, monkeypatch: pytest.MonkeyPatch, secret: str = "tokenwatch-secret",
@@ -25,7 +25,7 @@ def handle(token: str, kind: str) -> RevocationHandle:
 
 @pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post"])
 def test_revoking_an_access_token_makes_introspection_inactive(
-    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch, auth_method: str  # noqa: F811
+    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch, auth_method: str  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     pair = oauth_server.login()
     assert oauth_server.introspect(pair["access_token"])["active"] is True
@@ -39,7 +39,7 @@ def test_revoking_an_access_token_makes_introspection_inactive(
 
 
 def test_unknown_token_is_done_and_bad_credentials_are_a_config_error(
-    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     target = RevocationTarget(kind="token", id="hmac:x")
     assert responder(oauth_server, monkeypatch).revoke(target, handle("never-issued", "access_token")).outcome == "done"
@@ -48,7 +48,7 @@ def test_unknown_token_is_done_and_bad_credentials_are_a_config_error(
 
 
 def test_injected_503_is_a_retry_with_the_servers_delay(
-    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    oauth_server: OAuthServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     oauth_server.fail_next(503, retry_after="1")
     result = responder(oauth_server, monkeypatch).revoke(RevocationTarget(kind="token", id="x"), handle("t", "access_token"))

@@ -26,7 +26,15 @@ from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from schemas.redaction import make_token_hasher
 from tests.integration.servers import OutageProxy, free_port
 from tests.integration.test_service_run import (
-    HASH_KEY, KNOWN_FALSE_POSITIVES, KNOWN_MISSED, SAMPLE, _caught, _config, _es_alerts, _results, _start,
+    HASH_KEY,
+    KNOWN_FALSE_POSITIVES,
+    KNOWN_MISSED,
+    SAMPLE,
+    _caught,
+    _config,
+    _es_alerts,
+    _results,
+    _start,
     _write_config,
 )
 

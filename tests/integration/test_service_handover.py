@@ -25,8 +25,17 @@ from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from schemas.redaction import make_token_hasher
 from tests.integration.test_service_backpressure import _committed
 from tests.integration.test_service_run import (
-    HASH_KEY, KNOWN_FALSE_POSITIVES, KNOWN_MISSED, SAMPLE, _caught, _config, _es_alerts, _read_topic, _results,
-    _start, _write_config,
+    HASH_KEY,
+    KNOWN_FALSE_POSITIVES,
+    KNOWN_MISSED,
+    SAMPLE,
+    _caught,
+    _config,
+    _es_alerts,
+    _read_topic,
+    _results,
+    _start,
+    _write_config,
 )
 
 STRADDLING = "refresh-reuse"  # issue, issue, refresh | handover | refresh of the same token again

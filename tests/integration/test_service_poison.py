@@ -31,8 +31,8 @@ from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
 from pipeline.sample import scenarios
 from pipeline.service.config import ServiceConfig
-from pipeline.service.partitions import STATE_STORE
 from pipeline.service.dead_letters import SourceRecord, failure_dead_letter, original_without_handle
+from pipeline.service.partitions import STATE_STORE
 from pipeline.service.runner import Service
 from pipeline.sinks.base import MemorySink, SinkUnavailable
 from pipeline.sinks.kafka import KafkaSink
@@ -117,7 +117,7 @@ class _Running:
     def _run(self) -> None:
         try:
             self.service.run()
-        except BaseException as exc:  # reported to the test
+        except BaseException as exc:  # noqa: BLE001 -- reported to the test
             self.error = exc
 
 
@@ -194,7 +194,7 @@ def test_poison_records_are_dead_lettered_and_the_attack_still_alerts(
     lines = SAMPLE.read_bytes().splitlines()
     half = len(lines) // 2
     assert produce(iter(lines[:half]), name, kafka, hash_token=HASHER).failed == 0
-    where = dict(zip(HOSTILE, _produce_to(kafka, name, [(i % PARTITIONS, v) for i, v in enumerate(HOSTILE.values())])))
+    where = dict(zip(HOSTILE, _produce_to(kafka, name, [(i % PARTITIONS, v) for i, v in enumerate(HOSTILE.values())]), strict=True))
     assert produce(iter(lines[half:]), name, kafka, hash_token=HASHER).failed == 0
     settings = _settings(kafka)
 

@@ -23,7 +23,7 @@ from pipeline.response.handles import generate_key_pem, load_private_key, seal
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.store.sqlite import SqliteStore
 from schemas.redaction import make_token_hasher
-from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401  (fixture)
+from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401 -- a pytest fixture, used by name
 from tests.integration.test_service_run import HASH_KEY, _config, _es_alerts, _read_topic, _start, _write_config
 
 HASH = make_token_hasher(HASH_KEY.encode())
@@ -44,7 +44,7 @@ def _line(event_id: str, kind: str, when: datetime, token: str, ttype: str, pare
 
 
 def test_run_revokes_a_reused_refresh_family_through_rfc7009(
-    kafka_bootstrap: str, osmem_clone: Any, oauth_server: OAuthServer, tmp_path: Path  # noqa: F811
+    kafka_bootstrap: str, osmem_clone: Any, oauth_server: OAuthServer, tmp_path: Path  # noqa: F811 -- the pytest fixture imported above, requested by name
 ) -> None:
     name = f"resp-{uuid.uuid4().hex[:8]}"
     prefix = f"tw{uuid.uuid4().hex[:6]}"

@@ -9,7 +9,6 @@ alerts are in Elasticsearch.
 from __future__ import annotations
 
 import hashlib
-
 import os
 import signal
 import subprocess
@@ -84,7 +83,7 @@ def _es_alerts(client: Elasticsearch, prefix: str) -> list[dict[str, Any]]:
     try:
         client.indices.refresh(index=index)
         return client.search(index=index, query={"match_all": {}}, size=1000)["hits"]["hits"]
-    except Exception:  # the index does not exist yet
+    except Exception:  # noqa: BLE001 -- the index does not exist yet
         return []
 
 

@@ -28,7 +28,7 @@ HASH_KEY = "trial-token-hash-key-0123456789abcdef0123456789"
 
 
 def _healthz(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
         return json.loads(answer.read())
 
 

@@ -38,12 +38,12 @@ class FakeKeycloak:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # http.server's name
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 kc.requests.append(("POST", self.path))
                 self._reply(200, {"access_token": "admin-token", "expires_in": 300, "token_type": "Bearer"})
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 kc.requests.append(("DELETE", self.path))
                 self._reply(204)
 

@@ -415,10 +415,10 @@ def test_repeated_network_is_served_from_the_caches_and_the_caches_are_bounded()
     for ip in ("8.8.8.8", "88.198.10.10", "139.59.1.1"):
         enrich(ev(ip=ip))
     assert enrich.cache_info().currsize == 2
-    assert len(enrich._networks) <= 2
+    assert len(enrich._networks) <= 2  # noqa: SLF001 -- the bound of the cache is the point; no public size
     no_network_cache = Enricher(EnrichConfig(network_cache_size=0))
     assert no_network_cache(ev(ip="8.8.8.8")).network.geo is not None
-    assert not no_network_cache._networks
+    assert not no_network_cache._networks  # noqa: SLF001 -- the bound of the cache is the point; no public size
 
 
 # --- optional .mmdb ----------------------------------------------------------------

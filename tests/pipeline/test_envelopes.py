@@ -13,6 +13,7 @@ each; a bad record costs itself and is named in the line's dead letter.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -96,8 +97,6 @@ def test_a_mixed_stream_of_envelopes_gives_the_alerts_of_the_shapes_one_at_a_tim
 # "logEvents": [{"id", "timestamp", "message"}]} with each CloudTrail record as JSON text
 # in message (CloudWatch Logs User Guide, "Subscription filters", example payload);
 # "CONTROL_MESSAGE" payloads only check reachability.
-from pathlib import Path  # noqa: E402
-
 FORMATS_DIR = Path(__file__).resolve().parents[1] / "data" / "formats"
 IMDS_USES = [orjson.loads(line) for line in (FORMATS_DIR / "cloudtrail_instance.jsonl").read_bytes().splitlines()]
 OKTA = [orjson.loads(line) for line in (FORMATS_DIR / "okta.jsonl").read_bytes().splitlines()]

@@ -53,7 +53,7 @@ def events(sample_events) -> pd.DataFrame:
 
 
 def pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    return list(zip(frame["rule"], frame["token"]))
+    return list(zip(frame["rule"], frame["token"], strict=True))
 
 
 # -- alerts from the store -------------------------------------------------------------------

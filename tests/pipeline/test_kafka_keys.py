@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.config import ConfigError, load_settings
 from pipeline.kafka.config import (
     KafkaConfig,
     client_kwargs,
     consumer_kwargs,
     producer_kwargs,
 )
-from pipeline.config import ConfigError, load_settings
 from pipeline.kafka.keys import KEY_ORDER, line_key, partition_key
 from pipeline.normalize import InputConfig, Normalizer
 from tests.fuzzing import NOW

@@ -62,7 +62,7 @@ class ScriptedES:
     def bulk_docs(self, index: int) -> list[tuple[str, dict[str, Any]]]:
         """(_id, source) of each document in the ``index``-th request (a bulk)."""
         lines = [json.loads(line) for line in self.requests[index]["body"].splitlines() if line]
-        return [(op["index"]["_id"], src) for op, src in zip(lines[::2], lines[1::2])]
+        return [(op["index"]["_id"], src) for op, src in zip(lines[::2], lines[1::2], strict=True)]
 
 
 def bulk_ok(statuses: dict[str, int] | None = None) -> Callable[[dict[str, Any]], Reply]:

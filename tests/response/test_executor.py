@@ -214,7 +214,7 @@ class _Revocations:
         sent = self.sent = []  # type: ignore[var-annotated]
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 sent.append(parse_qs(body)["token"][0])
                 self.send_response(200)

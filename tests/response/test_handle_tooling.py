@@ -129,7 +129,7 @@ def test_seal_without_a_token_or_with_a_private_key_is_a_usage_error(
 
 
 class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  (the base class's name)
+    def log_message(self, format: str, *args: object) -> None:  # the base class's name
         pass
 
 

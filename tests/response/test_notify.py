@@ -34,7 +34,7 @@ class Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # http.server's name
                 length = int(self.headers.get("Content-Length", 0))
                 hook.received.append((self.path, json.loads(self.rfile.read(length))))
                 status, headers = hook.script.pop(0) if hook.script else (200, {})

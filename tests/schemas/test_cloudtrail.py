@@ -23,9 +23,9 @@ from schemas.events import (
     TokenType,
 )
 from schemas.sources import AdapterContext, InvalidRecord, UnsupportedEventType
+from schemas.sources.base import PartialRecord
 from schemas.sources.cloudtrail import CloudTrailFormat, parse_expiration
 from schemas.sources.cloudtrail_aws import call_id
-from schemas.sources.common import PartialRecord
 from tests.fuzzing import FUZZ, cut_lines, mutated_lines, normalize
 
 FORMATS = Path(__file__).resolve().parents[1] / "data" / "formats"

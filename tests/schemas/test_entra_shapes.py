@@ -24,7 +24,15 @@ from hypothesis import given
 
 from pipeline.normalize import Normalizer
 from schemas.events import (
-    Binding, CanonicalEvent, EventKind, Geo, Network, Outcome, Subject, TokenRef, TokenType,
+    Binding,
+    CanonicalEvent,
+    EventKind,
+    Geo,
+    Network,
+    Outcome,
+    Subject,
+    TokenRef,
+    TokenType,
 )
 from schemas.sources import FORMATS, AdapterContext, InvalidRecord, UnsupportedEventType, detect_format
 from schemas.sources.entra import EntraFormat

@@ -19,12 +19,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.normalize import Normalizer
 from schemas.events import CanonicalEvent, EventKind, Network, Outcome, Revocation, Subject, TokenRef, TokenType
 from schemas.sources import FORMATS, AdapterContext, UnsupportedEventType, parse_text_record
 from schemas.sources.base import InvalidRecord
 from schemas.sources.keycloak import KeycloakFormat
 from schemas.sources.keycloak_text import MAX_PAIRS, log_line_record, parse_pairs
-from pipeline.normalize import Normalizer
 from tests.fuzzing import FUZZ, NOW, assert_accounted_for, cut_lines, normalize
 
 FORMATS_DIR = Path(__file__).resolve().parents[1] / "data" / "formats"

@@ -18,7 +18,7 @@ class Clock:
     def __init__(self) -> None:
         self.now = T0 + timedelta(days=1)
 
-    def __call__(self):  # noqa: ANN204 - a clock
+    def __call__(self):  # a clock
         return self.now
 
 
@@ -26,7 +26,7 @@ def ids(alerts: list[dict]) -> list[str]:
     return [a["alert"]["id"] for a in alerts]
 
 
-def suppression(**criteria) -> Suppression:  # noqa: ANN003
+def suppression(**criteria) -> Suppression:
     created = criteria.pop("created", T0)
     return Suppression(reason="known scanner", actor="carol", created=created,
                        expires=criteria.pop("expires", created + timedelta(days=7)), **criteria)

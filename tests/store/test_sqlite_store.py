@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,8 @@ def test_a_store_is_never_created_in_a_missing_directory_nor_by_a_reader(tmp_pat
 
 def test_file_store_uses_wal_so_readers_see_a_writers_commits(tmp_path: Path) -> None:
     writer, reader = SqliteStore(tmp_path / "tw.db"), SqliteStore(tmp_path / "tw.db")
-    assert writer._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    with closing(sqlite3.connect(tmp_path / "tw.db")) as db:  # WAL is a property of the file
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     writer.put_alerts([alert_doc("a1")])
     assert reader.get_alert("a1") is not None
     writer.close()
@@ -86,7 +89,7 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
                 store.put_alerts([alert_doc(f"t{n}-{i}", i)])
                 store.set_flag(f"flag-{n}", str(i))
                 store.due_actions(at(i))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # noqa: BLE001 -- reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -93,7 +94,7 @@ def moves(kind_from: str, kind_to: str) -> list[tuple[str, Use, Use]]:
     networks of these kinds within the concurrent window, never to come back."""
     found = []
     for token, uses in token_uses().items():
-        changes = [(a, b) for a, b in zip(uses, uses[1:]) if a.net != b.net]
+        changes = [(a, b) for a, b in pairwise(uses) if a.net != b.net]
         if len(changes) != 1:
             continue
         a, b = changes[0]
@@ -112,7 +113,7 @@ def in_flight_country_changes() -> list[tuple[str, Use, Use]]:
     """Consecutive uses of one token from in-flight egress in two countries."""
     found = []
     for token, uses in token_uses().items():
-        for a, b in zip(uses, uses[1:]):
+        for a, b in pairwise(uses):
             if _kind(a.net) == _kind(b.net) == "in_flight" and NETWORKS[a.net].country != NETWORKS[b.net].country:
                 found.append((token, a, b))
     return found
@@ -246,7 +247,7 @@ def _between(token: str, kind: str) -> float:
     """A moment between two consecutive uses of ``token`` from ``kind`` networks that are
     closer than the window, so a use slipped in there is sandwiched (A, B, A)."""
     uses = token_uses()[token]
-    a, b = next((a, b) for a, b in zip(uses, uses[1:])
+    a, b = next((a, b) for a, b in pairwise(uses)
                 if _kind(a.net) == _kind(b.net) == kind and b.t - a.t < WINDOW_S - 5)
     return (a.t + b.t) / 2
 

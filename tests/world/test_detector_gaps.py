@@ -14,8 +14,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import pytest
-
 from pipeline.world import emit
 from pipeline.world.net import CITIES, NETWORKS, Place, vpn_place
 from tests.detect_helpers import detect_lines

@@ -158,7 +158,7 @@ def make_app(sealer: TokenSealer, payload_header: str = PAYLOAD_HEADER
         if token is not None and verified(token, environ.get(environ_key)):
             try:
                 headers.append((HEADER, sealer.seal(token)))
-            except Exception:  # noqa: BLE001  (nothing here may refuse traffic; the message could echo the token)
+            except Exception:  # noqa: BLE001 -- nothing here may refuse traffic; the message could echo the token
                 pass
         start_response("200 OK", headers)
         return [b""]

@@ -1,6 +1,11 @@
 """Responders by type name; importing this package registers every adapter (see RESPONDERS)."""
 
-from pipeline.response.responders import caep, entra, keycloak, okta, rfc7009  # noqa: F401  (registration)
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from pipeline.response.responders import caep, entra, keycloak, okta, rfc7009  # noqa: F401 -- imported to register the responders
 from pipeline.response.responders.base import (
     RESPONDERS,
     Responder,
@@ -9,11 +14,11 @@ from pipeline.response.responders.base import (
 )
 
 
-def build_responders(configs: dict, transport: object | None = None) -> dict[str, Responder]:
+def build_responders(configs: Mapping[str, Any], transport: httpx.BaseTransport | None = None) -> dict[str, Responder]:
     """One live responder per configured name (``[response.responders.<name>]``); a ``fallback``
     must name another configured responder that needs no handle (checked here, at start)."""
     built = {
-        name: RESPONDERS[cfg.type](name, cfg, transport)  # type: ignore[arg-type]  # transport: httpx or None
+        name: RESPONDERS[cfg.type](name, cfg, transport)
         for name, cfg in configs.items()
     }
     for name, responder in built.items():

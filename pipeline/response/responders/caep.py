@@ -21,8 +21,8 @@ from joserfc import jwk, jwt
 from pydantic import Field
 
 from pipeline.response.responders.base import (
-    ResponderConfig,
     Responder,
+    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,
@@ -34,6 +34,7 @@ from pipeline.secrets import SecretError
 from schemas.actions import RevocationTarget
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+_KEY_TYPES: dict[str, Literal["EC", "RSA", "OKP"]] = {"ES256": "EC", "RS256": "RSA", "PS256": "RSA", "EdDSA": "OKP"}
 _CONFIG_ERRORS = {"authentication_failed", "invalid_key", "access_denied", "invalid_issuer", "invalid_audience"}
 
 
@@ -59,10 +60,10 @@ class CaepResponder(Responder):
     def __init__(self, name: str, config: CaepConfig, transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(name, config, transport)
         pem = read_secret(config.signing_key_env, config.signing_key_file, f"responder {name} signing key")
-        kty = {"ES256": "EC", "RS256": "RSA", "PS256": "RSA", "EdDSA": "OKP"}[config.algorithm]
+        kty = _KEY_TYPES[config.algorithm]
         try:
             self._key = jwk.import_key(pem.get_secret_value().encode(), kty)
-        except Exception as exc:  # joserfc raises various errors for a bad PEM; never echo the key
+        except Exception as exc:  # noqa: BLE001 -- joserfc raises various errors for a bad PEM; never echo the key
             raise SecretError(f"responder {name} signing key is not a {kty} private key: {type(exc).__name__}") from None
         self._auth = None
         if config.auth_token_env or config.auth_token_file:

@@ -16,8 +16,8 @@ import httpx
 from pydantic import Field
 
 from pipeline.response.responders.base import (
-    ResponderConfig,
     Responder,
+    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,

@@ -20,8 +20,8 @@ import httpx
 from pydantic import Field
 
 from pipeline.response.responders.base import (
-    ResponderConfig,
     Responder,
+    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,

@@ -21,8 +21,8 @@ import httpx
 from pydantic import Field
 
 from pipeline.response.responders.base import (
-    ResponderConfig,
     Responder,
+    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,
@@ -50,7 +50,9 @@ class OktaResponder(Responder):
         self._token = read_secret(config.api_token_env, config.api_token_file, f"responder {name} API token")
 
     def revoke(self, target: RevocationTarget, handle: RevocationHandle | None) -> ResponderResult:
-        q = lambda s: quote(s, safe="")  # noqa: E731
+        def q(segment: str) -> str:
+            return quote(segment, safe="")
+
         if target.kind == "subject":
             url, what = f"{self._base}/users/{q(target.id)}/sessions?oauthTokens=true", "clear user sessions"
         elif target.kind == "session":

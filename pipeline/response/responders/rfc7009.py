@@ -25,8 +25,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from pipeline.response.responders.base import (
-    ResponderConfig,
     Responder,
+    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,
@@ -112,7 +112,8 @@ class Rfc7009Responder(Responder):
             self._clients[client_id] = _Credentials(client_id, secret, ref.auth_method)
 
     def fallback(self) -> str | None:
-        return self.config.fallback
+        name: str | None = self.config.fallback
+        return name
 
     def credentials_for(self, target: RevocationTarget, handle: RevocationHandle) -> _Credentials | ResponderResult:
         """The credentials of the client the token was issued to (the handle's word, else the
