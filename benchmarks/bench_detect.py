@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.traffic import generate  # noqa: E402
-from pipeline.batch import DetectRun, build_engine, settle_heap  # noqa: E402
+from pipeline.runtime.build import build_engine, settle_heap  # noqa: E402
+from pipeline.runtime.detect import DetectRun  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.enrich import Enricher  # noqa: E402
 from pipeline.normalize import Normalizer  # noqa: E402

@@ -10,20 +10,17 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 from pipeline import exit_codes
-from pipeline.batch import DetectRun, Summary, settle_heap
 from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, masked_dump, rules_markdown
-from pipeline.enrich import Enricher
-from pipeline.reading import read_lines
-from pipeline.secrets import SecretError, token_hash_key
+from pipeline.runtime.detect import run_detect
+from pipeline.runtime.files import open_output
+from pipeline.secrets import SecretError
 from pipeline.store.base import AlertStore, StoreNotFound
 from pipeline.terminal import printable
 from schemas.alerts import Alert
-from schemas.redaction import make_token_hasher
 from schemas.sources import FORMATS
 
 SAMPLE_STREAM = Path(__file__).parent / "data" / "sample.jsonl"
@@ -120,25 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_detect(
-    settings: Settings, input_name: str, output: IO[bytes], dead_path: Path, fmt: str,
-    on_alerts: Callable[[list[Alert]], None] | None = None,
-) -> Summary:
-    hasher = make_token_hasher(token_hash_key())
-    enricher = Enricher(settings.enrich)
-    enricher.warm()
-    settle_heap()
-    with _lazy_writer(dead_path) as dead_out, _open_input(input_name) as stream:
-        run = DetectRun(settings, hasher, output, dead_out, fmt, enricher, on_alerts=on_alerts)
-        run.feed(read_lines(stream, settings.input.max_line_bytes), "stdin" if input_name == "-" else input_name)
-        return run.finish()
-
-
 def cmd_detect(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     feed = StoreFeed(settings) if args.store else None
     try:
-        with _open_output(args.output) as output:
+        with open_output(args.output) as output:
             summary = run_detect(settings, args.input, output, args.dead_letter, args.format, on_alerts=feed)
     finally:
         if feed is not None:
@@ -253,51 +236,6 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_config_defaults(args: argparse.Namespace) -> int:
     sys.stdout.write(defaults_toml())
     return 0
-
-
-@contextlib.contextmanager
-def _open_input(name: str) -> Iterator[IO[bytes]]:
-    if name == "-":
-        yield sys.stdin.buffer
-        return
-    with open(name, "rb", buffering=1 << 20) as handle:
-        yield handle
-
-
-@contextlib.contextmanager
-def _open_output(name: str) -> Iterator[IO[bytes]]:
-    if name == "-":
-        yield sys.stdout.buffer
-        sys.stdout.flush()
-        return
-    with open(name, "wb", buffering=1 << 16) as handle:
-        yield handle
-
-
-class _LazyFile:
-    """Creates the dead-letter file only when the first dead letter arrives."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.handle: IO[bytes] | None = None
-
-    def write(self, data: bytes) -> int:
-        if self.handle is None:
-            self.handle = open(self.path, "ab")
-        return self.handle.write(data)
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-
-@contextlib.contextmanager
-def _lazy_writer(path: Path) -> Iterator[IO[bytes]]:
-    writer = _LazyFile(path)
-    try:
-        yield writer  # type: ignore[misc]  # _LazyFile is written like IO[bytes]: only write() is called
-    finally:
-        writer.close()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`tokenwatch demo`: the whole flow on one machine, no servers.
 
 generate a synthetic world (``pipeline.world``) → write its vendor lines →
-detect (the same ``DetectRun`` as ``tokenwatch detect``) → local alert store →
+detect (``pipeline.runtime``: the same ``DetectRun`` as ``tokenwatch detect``) → local alert store →
 responder in dry-run against a local RFC 7009 endpoint → a summary: alerts per
 rule, each injected attack and the alert that caught it, false positives on
 the benign population, throughput, and where everything was written.
@@ -27,16 +27,15 @@ from typing import IO, Any
 
 import orjson
 
-from pipeline.batch import DetectRun, Summary, settle_heap
 from pipeline.config import Settings, load_settings
-from pipeline.enrich import Enricher
+from pipeline.runtime.build import build_enricher, settle_heap, token_hasher
+from pipeline.runtime.detect import DetectRun, Summary, run_detect
+from pipeline.runtime.files import LazyFile
 from pipeline.sample import scenario_of, scenarios
-from pipeline.secrets import token_hash_key
 from pipeline.terminal import printable, printable_lines
 from pipeline.world import World, WorldSpec, actor_count, generate
 from pipeline.world.benign import SERVICE_CLIENTS
 from pipeline.world.score import Score, render, score
-from schemas.redaction import make_token_hasher
 
 DEMO_CONFIG = Path(__file__).parent / "data" / "demo.toml"
 
@@ -131,8 +130,7 @@ def detect(settings: Settings, output_dir: Path, world: World,
            progress: bool | None) -> tuple[list[dict[str, Any]], Summary]:
     """The batch detection path (``DetectRun``, as `tokenwatch detect`) over every line of
     the world, all sources interleaved in event-time order; alerts to alerts.jsonl."""
-    enricher = Enricher(settings.enrich)
-    enricher.warm()
+    enricher = build_enricher(settings)
     settle_heap()
     # The world may be dated after the wall clock (a long --duration): keep its lines out of
     # the "dated in the future" dead letters.
@@ -143,9 +141,8 @@ def detect(settings: Settings, output_dir: Path, world: World,
 
     alerts_path, dead_path = output_dir / "alerts.jsonl", output_dir / "dead-letters.jsonl"
     dead_path.unlink(missing_ok=True)
-    hasher = make_token_hasher(token_hash_key())
-    with open(alerts_path, "wb") as alerts_out, _LazyFile(dead_path) as dead_out:
-        run = DetectRun(settings, hasher, alerts_out, dead_out, None, enricher, clock)  # type: ignore[arg-type]  # _LazyFile is written like IO[bytes]
+    with open(alerts_path, "wb") as alerts_out, LazyFile(dead_path) as dead_out:
+        run = DetectRun(settings, token_hasher(), alerts_out, dead_out, None, enricher, clock)
         with _bar(len(world.records), "detecting", "lines", progress) as tick:
             run.feed(_ticking((line for _, line in world.lines()), tick), "world")
         summary = run.finish()
@@ -309,30 +306,8 @@ def _ticking(lines: Iterable[bytes], tick: Callable[[int], object], every: int =
     tick(n)
 
 
-class _LazyFile:
-    """Creates the dead-letter file only when the first dead letter arrives."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.handle: IO[bytes] | None = None
-
-    def __enter__(self) -> _LazyFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-    def write(self, data: bytes) -> int:
-        if self.handle is None:
-            self.handle = open(self.path, "ab")
-        return self.handle.write(data)
-
-
 # -- the bundled sample (``--sample``) ---------------------------------------------------------
 def show_demo(sample: Path, output_dir: Path) -> int:
-    from pipeline.cli import run_detect
-
     output_dir.mkdir(parents=True, exist_ok=True)
     alerts_path = output_dir / "alerts.jsonl"
     settings = load_settings(DEMO_CONFIG)

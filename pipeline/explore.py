@@ -4,7 +4,8 @@ Notebooks read what the pipeline already wrote — the alert store (SQLite by de
 Elasticsearch when ``[store] backend = "elasticsearch"``) and event JSON lines of any
 supported format — through these few functions, so they stay short and the frames have
 one documented shape. Raw bearer tokens never reach a frame: lines go through the same
-``Normalizer`` and keyed token hasher as ``tokenwatch detect``.
+runtime as ``tokenwatch detect`` (``pipeline.runtime``: normaliser, keyed token hasher,
+trust rules, enrichment, engine).
 
 Inputs come from the environment when not given: ``TOKENWATCH_CONFIG`` (a TOML file;
 ``TOKENWATCH_<SECTION>__<KEY>`` overrides apply as everywhere), ``TOKENWATCH_EVENTS``
@@ -23,7 +24,6 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from pipeline.batch import build_engine
 from pipeline.config import Settings, load_settings
 from pipeline.enrich import Enricher
 from pipeline.explore_frames import (
@@ -35,10 +35,8 @@ from pipeline.explore_frames import (
     evidence_frame,
     typed_events,
 )
-from pipeline.normalize import Normalizer
-from pipeline.secrets import token_hash_key
+from pipeline.runtime.build import build_engine, build_enricher, build_reader, token_hasher
 from schemas.events import CanonicalEvent
-from schemas.redaction import make_token_hasher
 
 __all__ = [
     "ALERT_COLUMNS", "EVENT_COLUMNS", "alerts_frame", "alerts_frame_of", "alert_doc", "evidence_frame",
@@ -78,26 +76,25 @@ def read_lines(path_or_dir: str | Path) -> list[bytes]:
 def _enricher(settings: Settings) -> Enricher:
     key = settings.enrich.model_dump_json()
     if key not in _ENRICHERS:
-        _ENRICHERS[key] = Enricher(settings.enrich)
+        _ENRICHERS[key] = build_enricher(settings, warm=False)
     return _ENRICHERS[key]
 
 
 def read_events(lines: Iterable[bytes | str], settings: Settings | None = None, enrich: bool = True) -> list[CanonicalEvent]:
     """Canonical events of ``lines`` (any supported format, auto-detected per line), enriched
     with geo/ASN, in event-time order, exact redeliveries (same ``event_id``) once.
-    Lines that would be dead letters are left out."""
+    Lines that would be dead letters (or skipped, or refused by the trust rules) are left out."""
     settings = settings or settings_from_env()
-    normalizer = Normalizer(make_token_hasher(token_hash_key()), settings.input, clock=lambda: _FAR_FUTURE)
+    reader = build_reader(settings, token_hasher(), clock=lambda: _FAR_FUTURE)
     enricher = _enricher(settings) if enrich else None
     seen: set[str] = set()
     out: list[CanonicalEvent] = []
-    for number, line in enumerate(lines, start=1):
-        raw = line.encode() if isinstance(line, str) else line
-        for event in normalizer.normalize(raw.rstrip(b"\r\n"), f"notebook:{number}").events:
-            if event.event_id in seen:
-                continue
-            seen.add(event.event_id)
-            out.append(enricher(event) if enricher else event)
+    raw = (line.encode() if isinstance(line, str) else line for line in lines)
+    for event in reader.events(raw, "notebook"):
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        out.append(enricher(event) if enricher else event)
     out.sort(key=lambda e: e.epoch)
     return out
 

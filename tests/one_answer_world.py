@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.batch import DetectRun, Summary
 from pipeline.config import Settings, load_settings
 from pipeline.demo import DEMO_CONFIG
 from pipeline.enrich import Enricher
+from pipeline.runtime.detect import DetectRun, Summary
 from pipeline.world import World, WorldSpec, generate
 from schemas.redaction import TokenHasher
 

@@ -1,10 +1,10 @@
-"""Training from a file: the same normalizer, enrichment and engine as `detect`, with
-the anomaly detector alone collecting its baseline, then a model fitted on it."""
+"""Training from a file: the same runtime as `detect` (``pipeline.runtime``: normaliser,
+trust rules, enrichment, engine), with the anomaly detector alone collecting its
+baseline, then a model fitted on it."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,16 +12,11 @@ from typing import Any
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.model import AnomalyModel, ModelError, train
 from detectors.base import Detector
-from detectors.state import StateStore
-from pipeline.alerting import Alerter
 from pipeline.config import Settings
-from pipeline.engine import Engine
-from pipeline.enrich import Enricher
-from pipeline.normalize import Normalizer
-from pipeline.secrets import token_hash_key
+from pipeline.reading import read_lines
+from pipeline.runtime.build import build_engine, build_enricher, build_reader, token_hasher
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
-from schemas.redaction import make_token_hasher
 
 log = logging.getLogger("tokenwatch.anomaly")
 
@@ -33,23 +28,18 @@ def anomaly_config(settings: Settings, **override: Any) -> AnomalyConfig:
     return AnomalyConfig.model_validate(section)
 
 
-def read_events(path: Path, settings: Settings, enrich: bool = True, skipped: Counter[str] | None = None) -> Iterator[CanonicalEvent]:
-    """Events of a JSON-lines file in any supported format, enriched like `detect` does."""
-    normalizer = Normalizer(make_token_hasher(token_hash_key()), settings.input)
-    enricher = Enricher(settings.enrich) if enrich else None
-    with open(path, "rb") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            result = normalizer.normalize(line.rstrip(b"\r\n"), f"{path}:{number}")
-            if result.dead_letter is not None and skipped is not None:
-                skipped["dead_letters"] += 1
-            for event in result.events:
-                yield enricher(event) if enricher is not None else event
+def read_events(path: Path, settings: Settings, enrich: bool = True) -> Iterator[CanonicalEvent]:
+    """Events of a JSON-lines file in any supported format that `detect` would hand its engine
+    (dead letters, skipped types and events the trust rules refuse left out), enriched."""
+    reader = build_reader(settings, token_hasher())
+    enricher = build_enricher(settings, warm=False) if enrich else None
+    with open(path, "rb") as stream:
+        for event in reader.events(read_lines(stream, settings.input.max_line_bytes), str(path)):
+            yield enricher(event) if enricher is not None else event
 
 
 def run_engine(detectors: list[Detector], events: Iterable[CanonicalEvent], settings: Settings) -> list[Alert]:
-    engine = Engine(detectors, StateStore(settings.state.limits()), Alerter(settings.alerting), settings.engine)
+    engine = build_engine(settings, detectors=detectors)
     alerts: list[Alert] = []
     for event in events:
         alerts.extend(engine.submit(event))

@@ -25,9 +25,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from detectors.state import StateStore
 from detectors.state_codec import Restorer
-from pipeline.alerting import Alerter
 from pipeline.config import Settings
 from pipeline.engine import Engine, Enrich
+from pipeline.runtime.build import build_engine
 from schemas.alerts import Alert
 
 STATE_STORE = "state"
@@ -80,9 +80,7 @@ class PartitionState:
 
 
 def new_partition_state(partition: int, settings: Settings, enrich: Enrich | None) -> PartitionState:
-    store = StateStore(settings.state.limits(), track_changes=True)
-    engine = Engine(settings.build_detectors(), store, Alerter(settings.alerting), settings.engine, enrich)
-    return PartitionState(partition, engine)
+    return PartitionState(partition, build_engine(settings, enrich, track_changes=True))
 
 
 ORIGIN_HEADER = "tokenwatch.input"

@@ -25,11 +25,11 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.batch import build_engine
 from pipeline.config import Settings
 from pipeline.normalize import Normalizer
 from pipeline.response.config import ResponseConfig
 from pipeline.response.policy import plan
+from pipeline.runtime.build import build_engine
 from pipeline.service.config import ServiceConfig
 from pipeline.sinks.base import MemorySink
 from pipeline.sinks.kafka import KafkaSink

@@ -1,28 +1,28 @@
 """`tokenwatch detect`: JSON lines in, alert JSON lines out, dead letters aside.
 
-Also how investigations replay history: the same engine as the service, fed
-from a file or stdin, with a summary of what was read, skipped and raised.
+Also how investigations replay history, and what the demo runs: the same engine as
+the service, fed from a file or stdin through ``LineReader``, with a summary of what
+was read, skipped and raised.
 """
 
 from __future__ import annotations
 
-import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from pathlib import Path
 
 import orjson
 
-from detectors.state import StateStore
-from pipeline.alerting import Alerter
 from pipeline.config import Settings
-from pipeline.engine import Engine, Enrich
-from pipeline.normalize import Clock, Normalized, Normalizer
-from pipeline.reading import LongLine
+from pipeline.engine import Enrich
+from pipeline.normalize import Clock
+from pipeline.reading import LongLine, read_lines
+from pipeline.runtime.build import build_engine, build_enricher, build_reader, settle_heap, token_hasher
+from pipeline.runtime.files import LazyFile, Writer, open_input
+from pipeline.runtime.lines import LineResult
 from pipeline.terminal import printable
-from pipeline.trust import TrustRules, refused_letter
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
@@ -62,6 +62,12 @@ class Summary:
         return "\n".join(out)
 
 
+def _fmt(counter: Counter[str]) -> str:
+    if not counter:
+        return "-"
+    return ", ".join(f"{printable(k)}={v}" for k, v in sorted(counter.items()))
+
+
 def out_of_range_letter(event: CanonicalEvent, origin: str) -> dict[str, object]:
     """The dead letter of an event the engine refused: far ahead of the stream while its
     hold of such events was full. The canonical event is kept (it holds no raw token)."""
@@ -73,52 +79,24 @@ def out_of_range_letter(event: CanonicalEvent, origin: str) -> dict[str, object]
     }
 
 
-def _fmt(counter: Counter[str]) -> str:
-    if not counter:
-        return "-"
-    return ", ".join(f"{printable(k)}={v}" for k, v in sorted(counter.items()))
-
-
-def settle_heap() -> None:
-    """Call once after loading: moves long-lived objects (the geo tables, ~1.5M
-    objects) out of the garbage collector's sight and collects young objects
-    less often; the detection loop makes many short-lived objects and few
-    cycles (~10% faster, measured)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
-def build_engine(settings: Settings, enrich: Enrich | None) -> Engine:
-    return Engine(
-        settings.build_detectors(),
-        StateStore(settings.state.limits()),
-        Alerter(settings.alerting),
-        settings.engine,
-        enrich,
-    )
-
-
 class DetectRun:
-    """One pass over input lines; writers are binary file objects."""
+    """One pass over input lines into one engine; alerts and dead letters as JSON lines."""
 
     def __init__(
         self,
         settings: Settings,
         hash_token: TokenHasher,
-        alerts_out: IO[bytes],
-        dead_out: IO[bytes],
+        alerts_out: Writer,
+        dead_out: Writer,
         forced_format: str | None = None,
         enrich: Enrich | None = None,
         clock: Clock | None = None,
         on_alerts: Callable[[list[Alert]], None] | None = None,
     ) -> None:
         self.on_alerts = on_alerts  # e.g. the alert store, beside the alerts file
-        self.normalizer = Normalizer(
-            hash_token, settings.input, forced_format, clock, trusted_proxies=settings.enrich.trusted_proxies
-        )
+        self.reader = build_reader(settings, hash_token, forced_format, clock)
+        self.normalizer = self.reader.normalizer
         self.engine = build_engine(settings, enrich)
-        self.trust = TrustRules(settings.trust)
         self.alerts_out = alerts_out
         self.dead_out = dead_out
         self.summary = Summary()
@@ -126,44 +104,39 @@ class DetectRun:
     def feed(self, lines: Iterable[bytes | LongLine], origin: str) -> None:
         """Lines as ``read_lines`` gives them: a line longer than ``input.max_line_bytes``
         arrives as a ``LongLine`` and is never held whole."""
-        summary, normalize = self.summary, self.normalizer.normalize
+        summary = self.summary
         started = time.perf_counter()
-        for number, line in enumerate(lines, start=1):
-            summary.lines += 1
-            if isinstance(line, LongLine):
-                for result in self.normalizer.normalize_long(line, f"{origin}:{number}"):
-                    self._take(result, f"{origin}:{number}")
-                continue
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
+        for result in self.reader.results(self._counted(lines), origin):
+            if result.blank:
                 summary.blank_lines += 1
-                continue
-            where = f"{origin}:{number}"
-            self._take(normalize(line, where), where)
+            else:
+                self._take(result)
         summary.seconds += time.perf_counter() - started
 
-    def _take(self, result: Normalized, origin: str) -> None:
+    def _counted(self, lines: Iterable[bytes | LongLine]) -> Iterator[bytes | LongLine]:
+        for line in lines:
+            self.summary.lines += 1
+            yield line
+
+    def _take(self, result: LineResult) -> None:
         summary = self.summary
         if result.skipped_entries:
             summary.skipped.update(result.skipped_entries)
         if result.dead_letter is not None:
-            summary.dead_letters[result.format or "unknown"] += 1
-            self.dead_out.write(orjson.dumps(result.dead_letter) + b"\n")
-            if not result.events:
+            summary.dead_letters[result.format] += 1
+            self._dead(result.dead_letter)
+            if not result.mapped:
                 return
         if result.skipped_type is not None:
-            summary.skipped[f"{result.format}:{result.skipped_type}"] += 1
+            summary.skipped[f"{result.normalized.format}:{result.skipped_type}"] += 1
             return
-        fmt = result.format or "unknown"
-        events, untrusted = self.trust.split(result.events, fmt, None, result.event_formats)
-        if untrusted:
-            summary.dead_letters[fmt] += 1
-            for _, refusal in untrusted:
-                summary.refused[refusal.code] += 1
-            letter = refused_letter(untrusted, fmt, origin, self.normalizer.hash_token)
-            self.dead_out.write(orjson.dumps(letter) + b"\n")
-        if events or not untrusted:
-            summary.per_format[fmt] += len(events)
+        if result.refused_letter is not None:
+            summary.dead_letters[result.format] += 1
+            summary.refused.update(refusal.code for _, refusal in result.refused)
+            self._dead(result.refused_letter)
+        events = result.events
+        if events or not result.refused:
+            summary.per_format[result.format] += len(events)
         summary.events += len(events)
         submit, refused = self.engine.submit, self.engine.take_out_of_range
         for event in events:
@@ -172,7 +145,7 @@ class DetectRun:
                 self._write(alerts)
             for late in refused():
                 summary.dead_letters[late.source] += 1
-                self.dead_out.write(orjson.dumps(out_of_range_letter(late, origin)) + b"\n")
+                self._dead(out_of_range_letter(late, result.origin))
 
     def finish(self) -> Summary:
         started = time.perf_counter()
@@ -182,9 +155,27 @@ class DetectRun:
         self.summary.seconds += time.perf_counter() - started
         return self.summary
 
+    def _dead(self, letter: dict[str, object]) -> None:
+        self.dead_out.write(orjson.dumps(letter) + b"\n")
+
     def _write(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             self.summary.alerts[alert.rule.id] += 1
             self.alerts_out.write(orjson.dumps(alert.to_json_dict()) + b"\n")
         if alerts and self.on_alerts is not None:
             self.on_alerts(alerts)
+
+
+def run_detect(
+    settings: Settings, input_name: str, output: Writer, dead_path: Path, fmt: str,
+    on_alerts: Callable[[list[Alert]], None] | None = None,
+) -> Summary:
+    """`tokenwatch detect` over ``input_name`` (``-``: stdin): alerts to ``output``, dead
+    letters appended to ``dead_path`` (created only if there is one)."""
+    hasher = token_hasher()
+    enricher = build_enricher(settings)
+    settle_heap()
+    with LazyFile(dead_path) as dead_out, open_input(input_name) as stream:
+        run = DetectRun(settings, hasher, output, dead_out, fmt, enricher, on_alerts=on_alerts)
+        run.feed(read_lines(stream, settings.input.max_line_bytes), "stdin" if input_name == "-" else input_name)
+        return run.finish()
