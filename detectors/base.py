@@ -9,6 +9,7 @@ revocations, happens in the pipeline.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from detectors.state import StateStore
 from schemas.alerts import Category, EvidenceItem, ResponseAction, Severity
 from schemas.events import CanonicalEvent
 
+_WORD = re.compile(r"[a-z][a-z0-9_]*")
+
 
 class DetectorConfig(BaseModel):
     """Base for detector settings: unknown keys are configuration mistakes."""
@@ -29,16 +32,33 @@ class DetectorConfig(BaseModel):
     enabled: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuleMeta:
+    """One rule's metadata: the single source of the alert's ``rule``/``threat`` fields, the
+    README rule table and the default configuration's comments.
+
+    ``id`` is ``<category>.<rule>``: ``category`` left out is the id's prefix, so no list of
+    categories is kept by hand (``detectors.register`` refuses a registered rule whose
+    category is not its prefix)."""
+
     id: str
     name: str
-    category: Category
+    category: Category = ""
     severity: Severity
     risk_score: int
     techniques: tuple[tuple[str, str], ...]
     response: ResponseAction
     description: str
+    # Whether the demo's sample and world stage an attack for it (their coverage tests ask);
+    # a behaviour model has no scripted attack.
+    in_demo: bool = True
+
+    def __post_init__(self) -> None:
+        prefix, dot, rest = self.id.partition(".")
+        if not (dot and _WORD.fullmatch(prefix) and _WORD.fullmatch(rest)):
+            raise ValueError(f"rule id {self.id!r} is not <category>.<rule> in lower_snake_case")
+        if not self.category:
+            object.__setattr__(self, "category", prefix)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ BEHAVIOUR = RuleMeta(
     techniques=(("T1550.001", "Use Alternate Authentication Material: Application Access Token"),
                 ("T1078", "Valid Accounts")),
     response="none",
+    in_demo=False,  # a model, not a scripted attack: the demo scores it apart (notebook 04)
     description=(
         "A token's activity in a window (rate, breadth of resources, new networks, countries or "
         "user agents, failures, hour of day, scopes, device drift and network roaming inside the "

@@ -1,0 +1,138 @@
+"""README "Add a detector", followed as written (issue 15): the example module is taken from
+the README into a temporary package, registered with ``detectors.register`` and run through
+the whole ``detect`` path; no file of ours changes, and the generated rule table and default
+configuration pick it up."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from detectors import BUILTIN, DETECTORS, build_detectors, register
+from detectors.state import StateStore
+from detectors.state_codec import restore, snapshot_records
+from pipeline.config import defaults_toml, rules_markdown
+from tests.detect_helpers import detect_lines
+from tests.factories import FRANKFURT_HOSTING, event, rule_hits, run
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTION = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Add a detector\n", 1)[1].split("\n## ", 1)[0]
+RULE = "first_use.from_hosting"
+ONLY_THE_EXAMPLE = {cls.name: {"enabled": False} for cls in BUILTIN}
+T = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+
+
+def readme_example() -> str:
+    """The one Python block of the section, as a reader would copy it."""
+    [block] = re.findall(r"```python\n(.*?)```", SECTION, re.S)
+    return textwrap.dedent(block)
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """Step 1 (the module, in a package of its own) and step 2 (``register``), undone after."""
+    package = tmp_path / "recipe_detectors"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "first_use.py").write_text(readme_example(), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("recipe_detectors.first_use")
+    register(module.FirstUseDetector)
+    try:
+        yield module
+    finally:
+        DETECTORS.pop("first_use", None)
+        for name in ("recipe_detectors.first_use", "recipe_detectors"):
+            sys.modules.pop(name, None)
+
+
+def gateway(ip: str, seconds: int, request_id: str, token: str = "at-recipe-1") -> dict[str, Any]:
+    """A line of README "Gateway layout" (tokenwatch's documented resource-server layout)."""
+    when = T + timedelta(seconds=seconds)
+    iat = int(T.timestamp())
+    return {
+        "timestamp": when.isoformat().replace("+00:00", "Z"), "request_id": request_id, "client_ip": ip,
+        "method": "GET", "path": "/orders/42", "status": 200, "user_agent": "curl/8.5",
+        "required_scope": "orders:read",
+        "jwt": {"jti": token, "sub": "alice", "client_id": "portal", "scope": "openid orders:read",
+                "iss": "https://sso.example.org/realms/main", "aud": "orders-api", "iat": iat, "exp": iat + 3600},
+    }
+
+
+def test_the_example_is_registered_under_its_name(example: ModuleType) -> None:
+    assert DETECTORS["first_use"] is example.FirstUseDetector
+    [built] = build_detectors({**ONLY_THE_EXAMPLE, "first_use": {"retention_s": 60}})
+    assert (type(built), built.config.retention_s) == (example.FirstUseDetector, 60.0)
+
+
+def test_attack_through_detect_raises_exactly_the_example_alert(example: ModuleType) -> None:
+    found = detect_lines([gateway("88.198.10.10", 5, "gw-1"), gateway("88.198.10.10", 65, "gw-2")])
+    assert found.hits == [(RULE, "at-recipe-1")]
+    [alert] = found.alerts
+    assert alert["rule"] == {"id": RULE, "name": "Token first used from a hosting network", "category": "first_use"}
+    assert (alert["alert"]["severity"], alert["alert"]["risk_score"], alert["response"]["action"]) == ("medium", 50, "none")
+    assert alert["alert"]["summary"] == (
+        "alice's token was first used from 88.198.10.10 (DE, Hetzner Online GmbH), a hosting network."
+    )
+    assert (alert["user"]["id"], alert["client"]["id"], alert["source"]["ip"], alert["source"]["hosting"]) == (
+        "alice", "portal", "88.198.10.10", True,
+    )
+    assert [(e["kind"], e["ip"], e["request_id"]) for e in alert["evidence"]] == [("used", "88.198.10.10", "gw-1")]
+    assert alert["@timestamp"] == "2026-11-24T09:00:05Z"
+
+
+def test_benign_twin_through_detect_raises_nothing(example: ModuleType) -> None:
+    """The same two uses from the user's home network."""
+    found = detect_lines([gateway("79.200.1.10", 5, "gw-1"), gateway("79.200.1.10", 65, "gw-2")])
+    assert found.alerts == [] and found.dead_letters == []
+
+
+def test_only_a_first_use_counts_until_it_is_forgotten(example: ModuleType) -> None:
+    home_first = [event("used", 0, token="at-1"), event("used", 600, token="at-1", place=FRANKFURT_HOSTING)]
+    assert rule_hits(run(home_first, ONLY_THE_EXAMPLE)) == []
+    [detector] = build_detectors({**ONLY_THE_EXAMPLE, "first_use": {"retention_s": 60}})
+    state = StateStore()
+    assert detector.process(home_first[0], state) == []
+    detector.expire(home_first[0].time.timestamp() + 61, state)
+    assert [f.rule.id for f in detector.process(home_first[1], state)] == [RULE]
+
+
+def test_its_state_needs_no_codec_registration(example: ModuleType) -> None:
+    """Plain dicts of numbers: the changelog writes and restores them with no line in the codec."""
+    [detector] = build_detectors(ONLY_THE_EXAMPLE)
+    state = StateStore()
+    detector.process(event("used", 0, token="at-1"), state)
+    restored = restore(StateStore(), snapshot_records(state))
+    assert restored.detector_state["first_use"] == state.detector_state["first_use"] == {
+        "first_use": {"at-1": event("used", 0).time.timestamp()},
+    }
+
+
+def test_generated_rule_table_and_defaults_pick_it_up(example: ModuleType) -> None:
+    assert rules_markdown().endswith(
+        "| `first_use.from_hosting` | medium (50) | none | T1550.001 "
+        "| A token's first accepted use came from a hosting network. |\n"
+    )
+    assert defaults_toml().endswith(
+        "\n[detectors.first_use]\n"
+        "# first_use.from_hosting: A token's first accepted use came from a hosting network.\n"
+        "enabled = true\n"
+        "# Forget a token's first use after this long\n"
+        "retention_s = 86400.0\n"
+    )
+
+
+def test_the_recipe_cites_only_files_that_exist() -> None:
+    cited = set(re.findall(r"`((?:detectors|tests|pipeline|notebooks)/[\w./]+)`", SECTION))
+    assert {"detectors/__init__.py", "tests/detectors/test_registry.py", "tests/factories.py"} <= cited
+    assert sorted(path for path in cited if not (ROOT / path).exists()) == []
+    assert Path(__file__).relative_to(ROOT).as_posix() in SECTION
