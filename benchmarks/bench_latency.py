@@ -34,12 +34,15 @@ def main() -> None:
     parser.add_argument("--attack-every", type=int, default=200, help="one attack per this many lines")
     parser.add_argument("--lateness", type=float, default=None,
                         help="engine.allowed_lateness_s (default: the shipped default, 5 s)")
+    parser.add_argument("--cross", action="store_true",
+                        help="a cross-source attack (IdP issuance delivered 5 s late, gateway use 1 s) instead")
     args = parser.parse_args()
     from osmem_server import OsmemServer
 
     with tansu_broker() as bootstrap, OsmemServer.start() as osmem, tempfile.TemporaryDirectory() as tmp:
         print(f"servers: Tansu {bootstrap}, osmem {osmem.url}; {os.cpu_count()} CPUs")
-        latency(bootstrap, osmem.url, args.rate, args.seconds, args.attack_every, args.lateness, Path(tmp))
+        latency(bootstrap, osmem.url, args.rate, args.seconds, args.attack_every, args.lateness, Path(tmp),
+                cross=args.cross)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,13 @@ the earliest latest event time among the sources still delivering, minus
 ``source_idle_s`` stops holding it back. The watermark drives state expiry, alert
 closing and lateness. It goes back when a source resumes behind it (a connector catching
 up, the next file of a backfill): expiry then waits while that source delivers, so the
-facts it brings late still find the state they concern.
+facts it brings late still find the state they concern. No watermark can wait for a
+source not heard from yet (the next file of a concatenated backfill starts hours
+behind), so once the stream has shown a source that far behind its clock, lineage state
+and open alerts are kept that much longer (``event_time.Lateness``, at most
+``late_retention_max_s``): whether a fact that late finds them then no longer depends on
+how far *other* subjects' input had taken the stream, and `detect` and each `run`
+partition, holding the same events for a subject, keep the same state for it.
 
 An event that is in order for its keys (token, family, session, subject: nothing later
 judged for any of them, nothing of theirs waiting) is judged at once, without waiting
@@ -44,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from detectors.base import Detector, Finding
 from detectors.state import StateStore, forget_before, stable_hash
 from pipeline.alerting import Alerter
-from pipeline.event_time import KeyClocks, SourceClocks, keys_of
+from pipeline.event_time import KeyClocks, Lateness, SourceClocks, keys_of
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 
@@ -72,6 +78,14 @@ class EngineConfig(BaseModel):
         description="A source (format and tenant) that sent nothing while the stream's event time moved "
                     "this far stops holding the watermark back (measured in event time, so detect and run "
                     "agree); a slower or delayed source holds state expiry back while it delivers",
+    )
+    late_retention_max_s: float = Field(
+        default=86_400.0, ge=0,
+        description="Once a source has delivered behind the stream's clock (a connector catching up, the "
+                    "next file of a concatenated backfill), lineage state is kept as much longer, so a later "
+                    "source as late still finds it (detect and every run partition alike); at most this "
+                    "(the memory bound of that extension); the extension ends once the clock has moved on "
+                    "by as much",
     )
     dedup_window_s: float = Field(default=900.0, ge=0, description="How long event ids are remembered")
     expire_every_s: float = Field(default=60.0, gt=0, description="Event-time interval of state expiry")
@@ -178,6 +192,7 @@ class Engine:
         self._watermark = float("-inf")
         self._sources = SourceClocks(self.config.source_idle_s)
         self._keys = KeyClocks()
+        self._lateness = Lateness(self.config.late_retention_max_s)
         self._early: set[str] = set()  # external events buffered ahead of the clock
         # Event-id hashes in arrival order -> time they may be forgotten after.
         self._seen: dict[int, float] = {}
@@ -356,6 +371,7 @@ class Engine:
             heapq.heappush(self._buffer, (when, next(self._seq), event))
             alerts = []
         if move_clock:
+            self._lateness.note(self._max_time - when, self._max_time)
             self._move_clock(when)
             self._sources.note(event, self._max_time)
             self._watermark = self._sources.low(self._max_time) - self.config.allowed_lateness_s
@@ -399,7 +415,10 @@ class Engine:
 
     def _expire(self, watermark: float) -> list[Alert]:
         self._next_expiry = watermark + self.config.expire_every_s
-        self.counters["expired_tokens"] += self.state.expire(watermark)
+        # Lineage state and open alerts wait as long again as a source was lately behind
+        # (``Lateness``): what a source as late brings still finds them, to re-judge or fold into.
+        kept = watermark - self._lateness.depth(self._max_time)
+        self.counters["expired_tokens"] += self.state.expire(kept)
         alerts: list[Alert] = []
         for detector in self.detectors:
             for finding in detector.expire(watermark, self.state) or ():
@@ -412,4 +431,4 @@ class Engine:
         if released:
             forget_before(released, horizon, float)
             self.state.namespace(ENGINE_NAMESPACE)  # changed: the checkpoint writes the tombstones
-        return alerts + self.alerter.close_ready(watermark)
+        return alerts + self.alerter.close_ready(kept)

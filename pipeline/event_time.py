@@ -128,3 +128,34 @@ class KeyClocks:
     def forget_before(self, watermark: float) -> None:
         """Keys last judged before the watermark: any event for them now is in order or late."""
         self.latest = {k: t for k, t in self.latest.items() if t >= watermark}
+
+
+class Lateness:
+    """How far behind the stream's clock a source has lately delivered, for state retention.
+
+    Expiry follows the watermark, and the watermark cannot wait for a source it has not heard
+    from yet: the next file of a concatenated backfill, or a connector's first catch-up, starts
+    hours behind. Whether the state it concerns had been swept by then depended on how far
+    *other* subjects' earlier input had taken the stream (a sweep runs only past the highest
+    watermark), so `detect` and one `run` partition, holding the same events for a subject,
+    could disagree. Once the stream has shown a source this far behind its clock, state is kept
+    this much longer, so a later source as late finds it alike in both, whatever else shares the
+    stream. The extension lasts until the clock has moved on by as much (a backfill followed by
+    live data sheds it) and is at most ``max_s`` (its memory bound)."""
+
+    def __init__(self, max_s: float) -> None:
+        self.max_s = max_s
+        self._depth = 0.0
+        self._until = NEVER  # stream clock up to which the depth holds
+
+    def note(self, behind: float, clock: float) -> None:
+        """An event ``behind`` seconds behind the stream's clock ``clock`` (before it moved)."""
+        if behind <= 0:
+            return
+        behind = min(behind, self.max_s)
+        if behind >= self.depth(clock):
+            self._depth, self._until = behind, clock + behind
+
+    def depth(self, clock: float) -> float:
+        """Seconds state is kept beyond its own retention at stream clock ``clock``."""
+        return self._depth if clock <= self._until else 0.0

@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import datetime, timezone
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -24,6 +26,7 @@ from kafka.structs import OffsetAndMetadata
 from detectors.state_codec import dirty_records
 from pipeline.metrics import ServiceMetrics
 from pipeline.service.partitions import ORIGIN_HEADER, PartitionState
+from pipeline.sinks.background import BackgroundSink
 from pipeline.sinks.base import RAW_FIELD, Rejected, Sink, Unencodable, encode
 from schemas.alerts import Alert
 
@@ -79,14 +82,15 @@ def stage_alert(alert: Alert, sinks: Iterable[Sink]) -> dict[str, Any] | None:
     return document
 
 
-def flush_sinks(sinks: Iterable[Sink], rounds: int = 3) -> int:
+def flush_sinks(sinks: Iterable[Sink], rounds: int = 3, also: Iterable[Sink] = ()) -> int:
     """Flush every sink; raises ``SinkUnavailable`` from the first that cannot write.
 
     A document a sink refuses for itself (a mapping conflict) is not retried
     there; it becomes a dead letter in the *other* sinks (with the refusal as the
     reason) and those are flushed again before this returns, so the checkpoint
-    that follows never commits past a document that went nowhere."""
-    sinks = list(sinks)
+    that follows never commits past a document that went nowhere. ``also``: sinks flushed
+    elsewhere (on a worker thread) that take those dead letters too."""
+    sinks, also = list(sinks), list(also)
     written = 0
     for _ in range(rounds):
         rerouted = 0
@@ -96,7 +100,7 @@ def flush_sinks(sinks: Iterable[Sink], rounds: int = 3) -> int:
             for rejected in result.rejected:
                 log.error("document rejected by sink", extra={"sink": sink.name, "doc_kind": rejected.doc_kind,
                                                                "doc_id": rejected.doc_id, "reason": rejected.reason})
-                rerouted += dead_letter_rejected(rejected, sink.name, [s for s in sinks if s is not sink])
+                rerouted += dead_letter_rejected(rejected, sink.name, [s for s in [*sinks, *also] if s is not sink])
         if not rerouted:
             break
     return written
@@ -130,25 +134,148 @@ def dead_letter_rejected(rejected: Rejected, refused_by: str, others: Iterable[S
     return taken
 
 
-def write_changelog(producer: KafkaProducer, topic: str, states: Iterable[PartitionState],
-                    timeout_s: float = 30.0, origin: bytes | None = None) -> int:
-    """Send each partition's changed keys to changelog partition = its input partition; wait for acks.
-    ``origin`` (the input topics, ``partitions.changelog_origin``) rides on every record as the
-    ``ORIGIN_HEADER`` header, so state is never restored onto another topic's partitions."""
-    futures = []
-    headers = [(ORIGIN_HEADER, origin)] if origin is not None else None
-    for state in states:
-        for key, value in dirty_records(state.store):
-            futures.append(producer.send(topic, key=key, value=value, partition=state.partition, headers=headers))
-    producer.flush(timeout=timeout_s)
-    for future in futures:
-        future.get(timeout=0)  # raises the send error: the checkpoint fails, offsets stay
-    return len(futures)
+def changelog_records(states: Iterable[PartitionState]) -> deque[tuple[int, bytes, bytes | None]]:
+    """(changelog partition, key, value) of every key changed since the last checkpoint."""
+    return deque((state.partition, key, value) for state in states for key, value in dirty_records(state.store))
+
+
+class ChangelogSend:
+    """A checkpoint's changelog records, sent a slice at a time: thousands of ``producer.send``
+    calls cost the loop most of a second, so the service sends a slice per loop turn and keeps
+    judging events meanwhile; the checkpoint's offsets wait until every record is acknowledged."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, records: deque[tuple[int, bytes, bytes | None]],
+                 origin: bytes | None) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.records = records
+        self.total = len(records)
+        self.headers = [(ORIGIN_HEADER, origin)] if origin is not None else None
+        self.futures: list[Any] = []
+
+    def add(self, records: Iterable[tuple[int, bytes, bytes | None]]) -> None:
+        before = len(self.records)
+        self.records.extend(records)
+        self.total += len(self.records) - before
+
+    def send(self, budget: int) -> None:
+        records, send = self.records, self.producer.send
+        for _ in range(min(budget, len(records))):
+            partition, key, value = records.popleft()
+            self.futures.append(send(self.topic, key=key, value=value, partition=partition, headers=self.headers))
+
+    def done(self) -> bool:
+        """Every record sent and acknowledged; raises the first send error (offsets then stay)."""
+        if self.records:
+            return False
+        futures = self.futures
+        while futures and futures[-1].is_done:
+            futures.pop().get(timeout=0)  # raises what failed
+        return not futures
+
+    def wait(self, timeout_s: float) -> None:
+        """Send the rest and wait for every ack; raises the first send error."""
+        self.send(len(self.records))
+        self.producer.flush(timeout=timeout_s)
+        for future in self.futures:
+            future.get(timeout=0)  # raises the send error: the checkpoint fails, offsets stay
+        self.futures.clear()
 
 
 def commit(consumer: KafkaConsumer, offsets: Mapping[TopicPartition, int]) -> None:
     if offsets:
         consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+
+
+@dataclass
+class PendingCheckpoint:
+    """A checkpoint whose sinks are flushed: each partition's state changes are encoded and its
+    offsets taken together (one partition per step, ``encode_next``), and the offsets are
+    committed once every changelog record is acknowledged (``ChangelogSend``). Events a
+    partition judges after its step are past its offsets, so a crash replays them."""
+
+    states: list[PartitionState]
+    changelog: ChangelogSend
+    offsets: dict[TopicPartition, int]
+    written: int
+    started: float
+    background: list[BackgroundSink]  # flushing on their worker threads
+    others: list[Sink]  # flushed already
+    unencoded: list[PartitionState]
+
+    def encode_next(self) -> bool:
+        """Encode the next partition's changes and take its offsets; False when none is left."""
+        if not self.unencoded:
+            return False
+        state = self.unencoded.pop(0)
+        self.changelog.add(changelog_records([state]))
+        self.offsets.update(state.commit_offsets())
+        return True
+
+    def ready(self) -> bool:
+        """Every partition encoded, the changelog acknowledged, the background flushes over."""
+        return (not self.unencoded and self.changelog.done()
+                and all(sink.finished() for sink in self.background))
+
+    def settle_sinks(self) -> None:
+        """Take the background flushes' results: a document a sink refused becomes a dead letter
+        in the other sinks (flushed now); raises ``SinkUnavailable`` (the offsets then stay)."""
+        for sink in self.background:
+            result = sink.result()
+            self.written += result.written
+            rerouted = 0
+            for rejected in result.rejected:
+                log.error("document rejected by sink", extra={"sink": sink.name, "doc_kind": rejected.doc_kind,
+                                                               "doc_id": rejected.doc_id, "reason": rejected.reason})
+                rerouted += dead_letter_rejected(rejected, sink.name, self.others)
+            if rerouted:
+                self.written += flush_sinks(self.others)
+
+    def commit(self, consumer: KafkaConsumer, metrics: ServiceMetrics | None = None) -> None:
+        """The last step: commit the offsets that moved (an idle checkpoint commits nothing)."""
+        states, offsets = self.states, self.offsets
+        moved = {tp: off for tp, off in offsets.items()
+                 if any(state.committed.get(tp, -1) != off for state in states if tp in state.next_offsets)}
+        commit(consumer, moved)
+        for state in states:
+            state.committed.update({tp: off for tp, off in moved.items() if tp in state.next_offsets})
+        elapsed = time.perf_counter() - self.started
+        if metrics is not None:
+            metrics.checkpoint_seconds.observe(elapsed)
+            metrics.tracked_tokens.set(sum(len(s.store.tokens) for s in states))
+        log.info("checkpoint", extra={"documents": self.written, "state_records": self.changelog.total,
+                                      "partitions": len(states),
+                                      "offsets": {f"{tp.topic}[{tp.partition}]": o for tp, o in offsets.items()}.__repr__(),
+                                      "seconds": round(elapsed, 4)})
+
+
+def begin_checkpoint(
+    producer: KafkaProducer,
+    changelog_topic: str,
+    states: list[PartitionState],
+    sinks: list[Sink],
+    origin: bytes | None = None,
+    on_staged: Callable[[Alert], None] | None = None,
+    wait: bool = True,
+) -> PendingCheckpoint | None:
+    """The first steps of a checkpoint of ``states``: stage open alerts, flush the sinks (raises
+    ``SinkUnavailable``), encode the changed state and take the offsets it covers. None when
+    there is nothing to checkpoint. ``wait=False``: a ``BackgroundSink`` only starts its flush
+    and the partitions are encoded later, one per step (``PendingCheckpoint.encode_next``)."""
+    if not states and not any(sink.pending for sink in sinks):
+        return None  # nothing assigned yet (joining the group) and nothing buffered
+    started = time.perf_counter()
+    stage_open_alerts(states, sinks, on_staged)
+    background = [] if wait else [sink for sink in sinks if isinstance(sink, BackgroundSink)]
+    others = [sink for sink in sinks if sink not in background]
+    written = flush_sinks(others, also=background)
+    for sink in background:
+        sink.start_flush()
+    pending = PendingCheckpoint(states, ChangelogSend(producer, changelog_topic, deque(), origin), {},
+                                written, started, background, others, list(states))
+    while wait and pending.encode_next():
+        pass
+    return pending
 
 
 def checkpoint(
@@ -160,27 +287,19 @@ def checkpoint(
     metrics: ServiceMetrics | None = None,
     origin: bytes | None = None,
     on_staged: Callable[[Alert], None] | None = None,
+    timeout_s: float = 30.0,
 ) -> None:
-    """The full checkpoint of ``states`` (all assigned, or the ones being revoked)."""
-    if not states and not any(sink.pending for sink in sinks):
-        return  # nothing assigned yet (joining the group) and nothing buffered
-    started = time.perf_counter()
-    stage_open_alerts(states, sinks, on_staged)
-    written = flush_sinks(sinks)
-    changed = write_changelog(producer, changelog_topic, states, origin=origin)
-    offsets: dict[TopicPartition, int] = {}
-    moved: dict[TopicPartition, int] = {}
-    for state in states:
-        safe = state.commit_offsets()
-        offsets.update(safe)
-        moved.update({tp: off for tp, off in safe.items() if state.committed.get(tp) != off})
-    commit(consumer, moved)  # an idle checkpoint commits nothing
-    for state in states:
-        state.committed.update({tp: off for tp, off in moved.items() if tp in state.next_offsets})
-    elapsed = time.perf_counter() - started
-    if metrics is not None:
-        metrics.checkpoint_seconds.observe(elapsed)
-        metrics.tracked_tokens.set(sum(len(s.store.tokens) for s in states))
-    log.info("checkpoint", extra={"documents": written, "state_records": changed, "partitions": len(states),
-                                  "offsets": {f"{tp.topic}[{tp.partition}]": o for tp, o in offsets.items()}.__repr__(),
-                                  "seconds": round(elapsed, 4)})
+    """The full checkpoint of ``states`` (all assigned, or the ones being revoked), at once."""
+    pending = begin_checkpoint(producer, changelog_topic, states, sinks, origin, on_staged)
+    if pending is not None:
+        complete(pending, consumer, metrics, timeout_s)
+
+
+def complete(pending: PendingCheckpoint, consumer: KafkaConsumer, metrics: ServiceMetrics | None = None,
+             timeout_s: float = 30.0) -> None:
+    """Send what is left of a checkpoint's changelog, wait for its acks, commit its offsets."""
+    while pending.encode_next():
+        pass
+    pending.changelog.wait(timeout_s)
+    pending.settle_sinks()
+    pending.commit(consumer, metrics)

@@ -25,6 +25,7 @@ rewound to its committed offset before it is resumed.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import signal
 import threading
@@ -47,14 +48,21 @@ from pipeline.event_time import MAX_SOURCES
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.normalize import Normalizer
-from pipeline.service.checkpoint import alert_digest, checkpoint, dead_letter_rejected, stage_alert
+from pipeline.service.checkpoint import (
+    PendingCheckpoint,
+    alert_digest,
+    begin_checkpoint,
+    complete,
+    dead_letter_rejected,
+    stage_alert,
+)
 from pipeline.service.config import ServiceConfig
 from pipeline.service.dead_letters import (
     SourceRecord,
     applied,
     failure_dead_letter,
-    original_without_handle,
     judged_event_tracer,
+    original_without_handle,
 )
 from pipeline.service.partitions import (
     STATE_STORE,
@@ -75,6 +83,12 @@ from schemas.redaction import TokenHasher
 
 COUNTED_ALERT_IDS = 200_000
 """Alert ids remembered so an alert staged open and later final is counted once."""
+CHANGELOG_SLICE = 250
+"""Changelog records a checkpoint in flight sends per loop turn (~30 ms of ``producer.send``)."""
+FETCH_MAX_WAIT_MS = 50
+"""How long the broker may hold a fetch that finds nothing new (kafka-python's default, 500 ms,
+is added to the latency of a record that arrives meanwhile on a broker that does not answer the
+waiting fetch at once, as Tansu does not); an idle consumer then asks 20 times a second."""
 
 log = logging.getLogger("tokenwatch.service")
 
@@ -109,7 +123,7 @@ async def _off_io_thread(consumer: KafkaConsumer, fn: Callable[..., None], *args
     def target() -> None:
         try:
             fn(*args)
-        except BaseException as exc:  # re-raised on the IO thread: the listener failed
+        except BaseException as exc:  # noqa: BLE001 -- re-raised on the IO thread: the listener failed
             errors.append(exc)
         finally:
             done.set()
@@ -151,7 +165,8 @@ class Service:
         self.changelog_topic = kafka.topics.changelog(STATE_STORE)
         self.origin = changelog_origin(kafka.topics.input)
         self.consumer = KafkaConsumer(
-            **consumer_kwargs(kafka), partition_assignment_strategy=[RangePartitionAssignor]
+            **consumer_kwargs(kafka), partition_assignment_strategy=[RangePartitionAssignor],
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self.restorer = KafkaConsumer(**consumer_kwargs(kafka, group=False))
         self.producer = KafkaProducer(**producer_kwargs(kafka))
@@ -166,9 +181,13 @@ class Service:
         self._stop = threading.Event()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._pending: PendingCheckpoint | None = None  # a checkpoint whose changelog is being sent
         self.backlog = BacklogProgress(config.progress_every_s, config.backlog_threshold)
         self._retraining: Any = None  # the anomaly model's retraining scheduler, once run() starts it
         self._counted_alerts: OrderedDict[str, None] = OrderedDict()  # alert ids already counted
+        # Sinks flushed as alerts open or change, not only at checkpoints (``flush_early``: the
+        # Kafka sink; Elasticsearch bulk requests wait for the checkpoint).
+        self._early_sinks = [sink for sink in sinks if sink.flush_early]
         # Sinks that index the canonical events themselves ([elasticsearch] index_events): what the
         # analysts' notebooks read (lineage, maps) from a running deployment.
         self._event_sinks = [sink for sink in sinks if "event" in getattr(sink, "kinds", ())
@@ -206,7 +225,9 @@ class Service:
                                      "group": self.settings.kafka.group_id})
         try:
             while not self._stop.is_set():
-                batches = self.consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+                # A checkpoint in flight sends a slice per turn: do not sleep in poll meanwhile.
+                wait_ms = 0 if self._pending is not None else self.config.poll_timeout_ms
+                batches = self.consumer.poll(timeout_ms=wait_ms)
                 if self._to_restore:
                     self._restore_new()
                 for tp, records in batches.items():
@@ -217,8 +238,10 @@ class Service:
                 self._count_engines()
                 self._take_response_alerts()
                 self._publish_changed()
-                if self._checkpoint_due():
-                    self.checkpoint()
+                if self._pending is not None:
+                    self._advance_checkpoint()
+                elif self._checkpoint_due():
+                    self.checkpoint(wait=False)
             self.checkpoint()  # graceful shutdown: the batch is done, write everything
             self.states.clear()  # checkpointed: the revoke in close() has nothing left to do
         finally:
@@ -506,9 +529,10 @@ class Service:
 
     def _publish_changed(self) -> None:
         """Alerts opened or updated since the last poll go out now, not at the next
-        checkpoint: an analyst (and a responder) sees a new alert within a poll.
-        Writing early is safe (documents are keyed by alert id; the checkpoint still
-        flushes before it commits). A sink that is down keeps them buffered."""
+        checkpoint: the alerts topic (and a responder) has a new alert within a poll;
+        Elasticsearch, whose bulk requests can take most of a second, has it at the next
+        checkpoint. Writing early is safe (documents are keyed by alert id; the checkpoint
+        still flushes before it commits). A sink that is down keeps them buffered."""
         now = datetime.now(timezone.utc)
         staged: list[dict[str, Any]] = []
         for state in self.states.values():
@@ -525,7 +549,7 @@ class Service:
             return
         if self.response is not None:
             self.response.submit(staged)  # revocation starts as soon as the alert opens
-        for sink in self.sinks:
+        for sink in self._early_sinks:
             try:
                 result = sink.flush()
             except SinkUnavailable as exc:  # the checkpoint handles backpressure
@@ -541,16 +565,22 @@ class Service:
         return (self._since_checkpoint >= self.config.checkpoint_records
                 or time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s)
 
-    def checkpoint(self, states: list[PartitionState] | None = None, retry: bool = True) -> bool:
+    def checkpoint(self, states: list[PartitionState] | None = None, retry: bool = True, wait: bool = True) -> bool:
         """Checkpoint ``states`` (default: all). While a sink is down: pause consumption, keep
         polling, retry with backoff (``retry=False``: one attempt, for the rebalance callback,
-        where polling is not allowed). False when nothing was committed (stopping while down)."""
+        where polling is not allowed). False when nothing was committed (stopping while down).
+
+        ``wait=False`` (the periodic checkpoint): sinks are flushed and the state's changes
+        encoded now, then the changelog records go out a slice per loop turn and the offsets
+        are committed once they are acknowledged (``_advance_checkpoint``), so events keep being
+        judged (and alerts published) meanwhile instead of waiting most of a second."""
+        self._settle_checkpoint()  # one at a time, in order
         delay = self.config.backpressure_backoff_s
         while True:
             current = list(self.states.values()) if states is None else states  # a rebalance may have run
             try:
-                checkpoint(self.consumer, self.producer, self.changelog_topic, current, self.sinks, self.metrics,
-                           origin=self.origin, on_staged=self._count_alert)
+                pending = begin_checkpoint(self.producer, self.changelog_topic, current, self.sinks,
+                                           origin=self.origin, on_staged=self._count_alert, wait=wait)
                 break
             except SinkUnavailable as exc:
                 if self.paused_reason is None:
@@ -568,8 +598,42 @@ class Service:
             self.consumer.resume(*[tp for tp in self.consumer.paused() if tp.partition in self.states])
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        self._update_lag()
+        if pending is not None:
+            self._pending = pending
+            if wait:
+                self._settle_checkpoint()
         return True
+
+    def _advance_checkpoint(self) -> None:
+        """The next step of the checkpoint in flight (encode a partition, or send a slice of the
+        changelog); once every record is acknowledged, commit its offsets."""
+        pending = self._pending
+        assert pending is not None
+        if not pending.encode_next():  # one partition's changes, or a slice of records, per turn
+            pending.changelog.send(CHANGELOG_SLICE)
+        if not pending.ready():
+            return
+        self._pending = None
+        try:
+            pending.settle_sinks()
+        except SinkUnavailable as exc:  # offsets stay: the synchronous checkpoint retries with backpressure
+            log.warning("checkpoint flush failed: retrying", extra={"sink": exc.sink, "reason": exc.reason})
+            self.checkpoint()
+            return
+        pending.commit(self.consumer, self.metrics)
+        self._update_lag()
+
+    def _settle_checkpoint(self) -> None:
+        """Finish the checkpoint in flight now (before another, a rebalance or the shutdown)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            complete(pending, self.consumer, self.metrics)
+        except SinkUnavailable as exc:  # offsets stay; the checkpoint that follows retries the flush
+            log.warning("checkpoint flush failed", extra={"sink": exc.sink, "reason": exc.reason})
+            return
+        self._update_lag()
 
     def _wait(self, seconds: float) -> None:
         """Keep polling (paused: no records) so the consumer stays in the group."""
@@ -616,6 +680,7 @@ class Service:
         still = {tp.partition for tp in self.assigned}
         for number in gone - still:
             self.states.pop(number, None)
+        self._pending = None  # its offsets can no longer be committed; the new owner replays after the last commit
         log.warning("partitions lost", extra={"partitions": ",".join(map(str, sorted(gone)))})
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -697,6 +762,7 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
     from pipeline.kafka.topics import ensure_topics, existing_topics
     from pipeline.logs import configure
     from pipeline.secrets import token_hash_key
+    from pipeline.sinks.background import BackgroundSink
     from pipeline.sinks.elasticsearch import ElasticsearchSink
     from pipeline.sinks.kafka import KafkaSink
     from schemas.redaction import make_token_hasher
@@ -720,8 +786,13 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
                       revocation_retention_s=settings.state.revocation_retention_s)
         enricher = Enricher(settings.enrich)
         enricher.warm()
-        sinks: list[Sink] = [ElasticsearchSink(settings.elasticsearch), KafkaSink(settings.kafka)]
+        # The alerts topic first: an alert published early (``_publish_changed``) reaches it
+        # without waiting for an Elasticsearch bulk request.
+        sinks: list[Sink] = [KafkaSink(settings.kafka), BackgroundSink(ElasticsearchSink(settings.elasticsearch))]
         service = Service(settings, config, hasher, sinks, enricher)
+        # What startup loaded (IP data, egress lists, models) lives as long as the process: out of
+        # the collector's way, so a full collection does not walk it (a pause in the alert path).
+        gc.freeze()
     except KafkaError as exc:
         raise StartupError(
             exit_codes.KAFKA_UNREACHABLE,

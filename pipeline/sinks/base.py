@@ -111,6 +111,7 @@ class Sink(Protocol):
 
     name: str
     kinds: frozenset[DocKind]  # the document kinds it stores; ``add`` of another kind is a bug
+    flush_early: bool  # flushed as alerts open or change (cheap, e.g. Kafka), not only at checkpoints
 
     def start(self) -> None:
         """Prepare the destination (templates, topics); raises ``SinkUnavailable`` if it is down."""
@@ -136,6 +137,7 @@ class MemorySink:
     name: str = "memory"
     down: str | None = None
     kinds: frozenset[DocKind] = frozenset(DOC_KINDS)
+    flush_early: bool = True
     documents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     flushes: int = 0
     _buffer: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)

@@ -14,10 +14,10 @@ orjson in ``add``, so one hostile document never reaches the bulk request.
 from __future__ import annotations
 
 import time
-from itertools import islice
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,6 +184,9 @@ class ElasticsearchSink:
 
     name = "elasticsearch"
     kinds: frozenset[DocKind] = frozenset(DOC_KINDS)
+    # Written at checkpoints only, never between them: one bulk request can take most of a
+    # second (an index created by a day's first document) and would hold every event behind it.
+    flush_early = False
 
     def __init__(
         self,
@@ -259,7 +262,7 @@ class ElasticsearchSink:
                 reason = str(exc)
             else:
                 retry_keys, reasons = [], []
-                for key, item in zip(todo, response["items"]):
+                for key, item in zip(todo, response["items"], strict=True):  # _bulk checked the count
                     result = next(iter(item.values()))
                     status = int(result.get("status", 0))
                     if 200 <= status < 300:

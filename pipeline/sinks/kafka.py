@@ -49,6 +49,9 @@ class KafkaSink:
 
     name = "kafka"
     kinds: frozenset[DocKind] = frozenset({"alert", "dead_letter"})
+    # Also flushed between checkpoints, as alerts open or change (a produce and its acks:
+    # milliseconds): the alerts topic is where an alert is first seen.
+    flush_early = True
 
     def __init__(
         self, config: KafkaConfig, *, producer: KafkaProducer | None = None, flush_timeout_s: float = 30.0

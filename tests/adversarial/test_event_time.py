@@ -6,7 +6,7 @@ real jump (old data, then live data) still moves the clock and alerts on the liv
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 

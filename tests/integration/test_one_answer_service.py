@@ -125,17 +125,7 @@ def _run(bootstrap: str, lines: list[bytes]) -> tuple[dict[str, dict[str, Any]],
     return _alerts_on_topic(kafka), service
 
 
-# Known gap (issue 18): the concatenated files, split over 3 partitions. In one partition the
-# gateway file takes event time past the deadline of tokens it saw used (JWT exp + 1 h retention)
-# before the Keycloak file, hours earlier in event time, brings their issuance: the state is gone
-# and issue_use_divergence (token_used_from_vps) is missed; `detect`'s single stream keeps it by the
-# order its files happen to cover time. No watermark can wait for a source not yet heard from:
-# it needs retention counted in stream progress for state a late event touched (StateStore).
-_CONCATENATED_GAP = pytest.mark.xfail(strict=True, reason="expiry before a later-starting file's facts")
-
-
-@pytest.mark.parametrize("how", [pytest.param(how, marks=_CONCATENATED_GAP) if how == "files_one_after_another"
-                                 else how for how in DELIVERIES])
+@pytest.mark.parametrize("how", DELIVERIES)
 def test_run_gives_the_alert_ids_detect_gives(kafka_bootstrap: str, how: str) -> None:
     lines = deliver(how)
     started = time.monotonic()

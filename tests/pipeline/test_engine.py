@@ -361,4 +361,68 @@ def test_a_delayed_source_holds_expiry_back_so_its_late_facts_find_the_state() -
     alerts = detect()
     assert rule_hits(alerts) == [("post_revocation_use.after_revocation", "at-r")]
     assert alerts[0].evidence[-1].time == at(8_400)  # the use after the revocation
-    assert detect(source_idle_s=200) == []  # Okta counted idle between its events: the state is gone
+    # Okta counted idle between its events: time follows the gateway, and only the lateness
+    # Okta has shown (2 h behind the clock) keeps the state for its revocation ...
+    assert rule_hits(detect(source_idle_s=200)) == [("post_revocation_use.after_revocation", "at-r")]
+    # ... without which it is gone.
+    assert detect(source_idle_s=200, late_retention_max_s=0) == []
+
+
+def _files_one_after_another(first_file_ends: float) -> list[CanonicalEvent]:
+    """Per-source files concatenated: another source's file (ending at ``first_file_ends``), the
+    gateway's (carol's token used at 8,050 and 8,400 among dave's traffic to 16,000), then
+    Okta's (the token issued at 8,000, revoked at 8,100)."""
+    common = dict(token="at-r", subject="carol", session="s-r", scopes=("read",), expires_in=600.0)
+    other = [event("session_started", t, session=f"k-{t}", subject="erin", source="k8s")
+             for t in range(0, int(first_file_ends) + 1, 300)]
+    gateway = sorted([*(event("used", t, source="gateway", required=("read",), **common)  # type: ignore[arg-type]
+                        for t in (8_050, 8_400)),
+                      *(event("used", t, token=f"at-n{t}", subject="dave", source="gateway")
+                        for t in range(0, 16_000, 60))], key=lambda ev: ev.epoch)
+    okta = [event("issued", 8_000, source="okta", **common),  # type: ignore[arg-type]
+            event("revoked", 8_100, source="okta", revoke="token", **common)]  # type: ignore[arg-type]
+    return [*other, *gateway, *okta]
+
+
+def test_a_later_file_as_late_as_one_the_stream_showed_finds_the_state_whatever_shares_the_stream() -> None:
+    """Issue 18 (d): `detect` reads every subject's files, one `run` partition only some. The
+    Okta file brings a revocation of a token the gateway file saw used hours "earlier" in the
+    stream. Whether the use was still in state depended on how far the *first* file had taken
+    the stream (a sweep runs only past the highest watermark): the whole stream's first file
+    reached 16,000 and nothing was swept, a partition's reached 9,000 and the gateway's own
+    progress swept the token (deadline 12,200). The gateway file started 9,000 behind the
+    clock: state is now kept that much longer, so both keep it and both alert."""
+    from tests.factories import engine as full_engine
+    from tests.factories import rule_hits
+
+    def detect(stream: list[CanonicalEvent], **kw: float) -> list:
+        eng = full_engine(**kw)
+        return [alert for ev in stream for alert in eng.submit(ev)] + eng.flush()
+
+    whole, partition = _files_one_after_another(16_000), _files_one_after_another(9_000)
+    expected = [("post_revocation_use.after_revocation", "at-r")]
+    assert rule_hits(detect(whole)) == rule_hits(detect(partition)) == expected
+    # The cause, with the extension off: the same events for carol, two answers.
+    assert rule_hits(detect(whole, late_retention_max_s=0)) == expected
+    assert detect(partition, late_retention_max_s=0) == []
+
+
+def test_the_retention_extension_is_bounded_and_ends_once_the_clock_moved_on() -> None:
+    """The extension is the lateness the stream showed, at most ``late_retention_max_s``, and
+    lasts until the clock has moved on by as much; then state is swept at its own deadline
+    (a token used at t is kept to t + 300 s lifetime + 3,600 s retention)."""
+
+    def stream(used_at: float) -> Engine:
+        eng, _ = _engine(allowed_lateness_s=0, source_idle_s=500, late_retention_max_s=5_000, expire_every_s=1)
+        eng.submit(_sourced(20_000, "k1", "k8s", "at-k"))
+        eng.submit(_sourced(used_at, "g0", "gateway", "at-g"))  # behind the clock: the stream's lateness
+        return eng
+
+    bounded = stream(14_000)  # 6,000 behind, kept 5,000 longer: to 17,900 + 5,000
+    for t, kept in ((21_000, True), (22_000, True), (23_000, False)):  # (a minute's sweep granularity)
+        bounded.submit(_sourced(t, f"g{t}", "gateway", f"at-{t}"))
+        assert ("at-g" in bounded.state.tokens) is kept, t
+    ending = stream(18_000)  # 2,000 behind: kept 2,000 longer while the clock is within 2,000 of 20,000
+    for t, kept in ((21_000, True), (22_000, True), (22_001, False)):
+        ending.submit(_sourced(t, f"g{t}", "gateway", f"at-{t}"))
+        assert ("at-g" in ending.state.tokens) is kept, t

@@ -44,6 +44,9 @@ def test_interleaved_run_raises_per_format_alerts_plus_the_cross_source_ones() -
         # Keycloak issued at-0001 in Berlin; the gateway saw it used from Hetzner (the issue is logged
         # a year before the uses and arrives after them: the late issue re-checks them)
         ("geo_divergence.issue_use_divergence", "at-0001"),
+        # ... after Keycloak logged its session's LOGOUT: a Keycloak logout kills the session's access
+        # tokens (REVOCATION_POLICY); the late Keycloak file still finds the gateway's uses in state
+        ("post_revocation_use.after_revocation", "at-0001"),
     }
     assert not cross_source & alone
     assert mixed == alone | cross_source
