@@ -175,3 +175,19 @@ def test_a_complete_import_stores_and_audits_once() -> None:
     [entry] = _import_entries(store)
     assert (entry.result, entry.details, entry.time) == ("stored", {"alerts": 12}, NOW)
     assert len(store.list_alerts(limit=100)) == 12
+
+
+def test_detect_with_a_store_path_in_a_missing_directory_says_so_and_creates_nothing(
+    sample: Path, expected: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped store.path used to create its directories and an empty store."""
+    missing = tmp_path / "no-such-dir"
+    config = tmp_path / "tokenwatch.toml"
+    config.write_text(f'[store]\npath = "{missing / "tw.db"}"\n', encoding="utf-8")
+    out = tmp_path / "alerts.jsonl"
+    code = main(["detect", "-i", str(sample), "-o", str(out), "--dead-letter", str(tmp_path / "dl.jsonl"),
+                 "--config", str(config), "--store"])
+    assert code == 1 and out.read_bytes().splitlines() == expected
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "store" in x]
+    assert f"store.path {missing / 'tw.db'}: directory {missing} does not exist" in line
+    assert not missing.exists()
