@@ -26,12 +26,13 @@ from typing import Any
 
 import orjson
 
+from schemas.json_depth import DEPTH_MARKER_TEMPLATE as DEPTH_MARKER
+from schemas.json_depth import cut_deep_text
 from schemas.sources.common import cut
 
 MAX_LABEL = 120
 """Characters of a field path in a repair counter's name."""
 
-DEPTH_MARKER = "[tokenwatch: nested deeper than {depth} levels, cut]"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -88,7 +89,6 @@ PARSE_DEPTH = 256
 """Depth at which the text of a line too deep for the parsers is cut before parsing."""
 
 _INT64 = (-(2**63), 2**64 - 1)
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def _int(digits: str, repairs: Counter[str] | None) -> int | None:
@@ -97,29 +97,6 @@ def _int(digits: str, repairs: Counter[str] | None) -> int | None:
         _count(repairs, "integer beyond 64 bits dropped")
         return None
     return int(digits)
-
-
-def cut_deep_text(text: str, max_depth: int) -> str:
-    """JSON text with every container deeper than ``max_depth`` replaced by a marker
-    string, found by a scan that skips strings whole (a parser would recurse)."""
-    out: list[str] = []
-    depth, kept_until, cut_from = 0, 0, -1
-    for match in _JSON_TOKEN.finditer(text):
-        token = match.group()
-        if token[0] == '"':
-            continue
-        if token in "[{":
-            depth += 1
-            if depth == max_depth + 1:
-                cut_from = match.start()
-        else:
-            if depth == max_depth + 1 and cut_from >= 0:
-                out.append(text[kept_until:cut_from])
-                out.append('"' + DEPTH_MARKER.format(depth=max_depth) + '"')
-                kept_until, cut_from = match.end(), -1
-            depth -= 1
-    out.append(text[kept_until:])
-    return "".join(out)
 
 
 def bound_value(value: Any, max_depth: int, repairs: Counter[str] | None = None) -> Any:

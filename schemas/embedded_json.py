@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from schemas.json_depth import DEPTH_MARKER_TEMPLATE, cut_deep_text
 from schemas.sources.base import InvalidRecord
 
 MAX_TEXT_CHARS = 1_048_576
@@ -36,12 +37,11 @@ MAX_TEXT_CHARS = 1_048_576
 MAX_DEPTH = 64
 """Containers nested deeper than this (below the embedded value) are replaced by ``DEPTH_MARKER``."""
 
-DEPTH_MARKER = "[tokenwatch: nested deeper than 64 levels, cut]"
+DEPTH_MARKER = DEPTH_MARKER_TEMPLATE.format(depth=MAX_DEPTH)
 
 PARSE_DEPTH = 256
 """Depth at which text too deep for the parsers is cut before the lenient parse."""
 
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INT_RANGE = (-(2**63), 2**64 - 1)
 
@@ -78,7 +78,7 @@ def _lenient(text: str, where: str, repairs: Counter[str]) -> Any:
     parser with non-finite numbers and out-of-range integers as null, lone surrogates as
     U+FFFD, nesting too deep for it cut in the text first; ``_NOT_JSON`` when it is not JSON."""
     if text.count("{") + text.count("[") > PARSE_DEPTH:
-        text = _cut_deep_text(text, PARSE_DEPTH)
+        text = cut_deep_text(text, PARSE_DEPTH)
         repairs[f"{where}: nesting cut"] += 1
 
     def dropped(kind: str) -> None:
@@ -105,28 +105,6 @@ def _lenient(text: str, where: str, repairs: Counter[str]) -> Any:
     if _SURROGATE.search(text) or "\\ud" in text.lower():
         decoded = _clean_strings(decoded, where, repairs)
     return decoded
-
-
-def _cut_deep_text(text: str, max_depth: int) -> str:
-    """JSON text with every container deeper than ``max_depth`` replaced by ``DEPTH_MARKER``,
-    found by a scan that skips strings whole (a parser would recurse)."""
-    out: list[str] = []
-    depth, kept_until, cut_from = 0, 0, -1
-    for match in _JSON_TOKEN.finditer(text):
-        token = match.group()
-        if token[0] == '"':
-            continue
-        if token in "[{":
-            depth += 1
-            if depth == max_depth + 1:
-                cut_from = match.start()
-        else:
-            if depth == max_depth + 1 and cut_from >= 0:
-                out.append(f"{text[kept_until:cut_from]}{orjson.dumps(DEPTH_MARKER).decode()}")
-                kept_until, cut_from = match.end(), -1
-            depth -= 1
-    out.append(text[kept_until:])
-    return "".join(out)
 
 
 def _clean_strings(root: Any, where: str, repairs: Counter[str]) -> Any:
