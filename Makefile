@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo lint test regen bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: install
 
 test: lint
 	$(PY) -m pytest
+
+# Rewrite what is generated from the detectors' RuleMeta and Config and the settings models: the
+# README rule table and pipeline/data/tokenwatch.toml (pipeline/regen.py; tests/test_regen.py fails while stale).
+regen: install
+	$(PY) -m pipeline.regen
 
 bench: install
 	$(PY) benchmarks/bench_detect.py
