@@ -14,7 +14,7 @@ from typing import Any
 from detectors.anomaly import AnomalyDetector
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.geo_divergence import GeoDivergenceDetector
-from detectors.post_revocation import PostRevocationDetector
+from detectors.post_revocation_use import PostRevocationUseDetector
 from detectors.replay import ReplayDetector
 from detectors.scope_escalation import ScopeEscalationDetector
 
@@ -25,7 +25,7 @@ BUILTIN: tuple[type[Detector], ...] = (
     ReplayDetector,
     GeoDivergenceDetector,
     ScopeEscalationDetector,
-    PostRevocationDetector,
+    PostRevocationUseDetector,
     AnomalyDetector,
 )
 DETECTORS: dict[str, type[Detector]] = {}

@@ -52,6 +52,12 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message names the key and the problem."""
 
 
+# Detector sections renamed since a release (old -> new): a file still naming the old one is
+# told the new name, rather than "unknown detector" (issue 15: a rule's id prefix, module,
+# detector name and section are one word).
+RENAMED_DETECTORS = {"post_revocation": "post_revocation_use"}
+
+
 class StateConfig(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
@@ -116,6 +122,12 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def build_detectors(self) -> list[Detector]:
+        for old, new in RENAMED_DETECTORS.items():
+            if old in self.detectors:
+                raise ConfigError(
+                    f"detectors.{old} was renamed to detectors.{new}: "
+                    f"rename the [detectors.{old}] section (its keys are unchanged)"
+                )
         try:
             return build_detectors(self.detectors)
         except ValidationError as exc:

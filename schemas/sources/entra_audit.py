@@ -18,7 +18,7 @@ UserManagement), each about the ``User`` in ``targetResources`` (Graph ``targetR
 
 - ``Update StsRefreshTokenValidFrom Timestamp``: what Graph ``revokeSignInSessions`` and
   the portal's "Revoke sessions" log → ``revoked`` of the subject (refresh tokens and
-  session cookies die; access tokens live to ``exp``: ``post_revocation.REVOCATION_POLICY``);
+  session cookies die; access tokens live to ``exp``: ``revocation_policy.REVOCATION_POLICY``);
 - ``Disable account``, ``Delete user``, ``Hard Delete user``, and ``Update user`` whose
   ``modifiedProperties`` set ``AccountEnabled`` to false (its values are JSON text,
   ``"[false]"``) → ``principal_disabled``.

@@ -23,7 +23,7 @@ geo (country as Okta spells it, "Germany"), ASN and AS organisation are kept;
 Sessions and tokens are apart in Okta. ``user.session.end`` (sign-out, expiry,
 and one per session when they are cleared, sharing the clear's transaction id:
 Okta's event-type reference) ends a sign-on session and revokes no OAuth token,
-so it is ``session_ended`` and ``detectors.post_revocation`` lets its tokens
+so it is ``session_ended`` and ``detectors.post_revocation_use`` lets its tokens
 live. ``user.session.clear`` ("Clear user sessions", ``DELETE
 /api/v1/users/{id}/sessions``) "optionally revokes OpenID Connect and OAuth
 refresh and access tokens issued to the user" (``oauthTokens``): it is a

@@ -21,7 +21,6 @@ from schemas.events import CanonicalEvent
 from tests.factories import event, run
 
 BUILTIN_NAMES = [cls.name for cls in BUILTIN]
-RENAME_PENDING = "issue 15: rule prefix post_revocation_use is to become post_revocation (alert ids must not change)"
 
 
 def _detector_classes_in_package() -> set[type[Detector]]:
@@ -46,14 +45,7 @@ def test_rule_ids_are_unique_and_their_prefix_is_the_alert_category() -> None:
     assert all(rule.category == rule.id.split(".")[0] for cls in DETECTORS.values() for rule in cls.rules)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=RENAME_PENDING))
-        if name == "post_revocation" else name
-        for name in DETECTORS
-    ],
-)
+@pytest.mark.parametrize("name", list(DETECTORS))
 def test_rule_prefix_is_the_detector_name_and_its_config_section(name: str) -> None:
     cls = DETECTORS[name]
     assert f"\n[detectors.{name}]\n" in defaults_toml()

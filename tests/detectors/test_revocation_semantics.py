@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from detectors.post_revocation import EVERYTHING, NOTHING, REVOCATION_POLICY, Kills
+from detectors.revocation_policy import EVERYTHING, NOTHING, REVOCATION_POLICY, Kills
 from schemas.events import CanonicalEvent, TokenType
 from schemas.sources import FORMATS
 from tests.factories import event, rule_hits, run

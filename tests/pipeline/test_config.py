@@ -20,7 +20,7 @@ def test_shipped_defaults_load_to_the_built_in_defaults() -> None:
 def test_every_detector_threshold_is_documented() -> None:
     text = defaults_toml()
     for section in ("[detectors.replay]", "[detectors.geo_divergence]", "[detectors.scope_escalation]",
-                    "[detectors.post_revocation]"):
+                    "[detectors.post_revocation_use]"):
         assert section in text
     assert "refresh_grace_s = 30" in text and "propagation_lag_s = 60" in text
 

@@ -2,7 +2,7 @@
 
 ``post_revocation_use.after_revocation`` fires only when the revocation, as the
 source that logged it defines it, kills the token that was used
-(``detectors.post_revocation.REVOCATION_POLICY``). Each behaviour has its attack
+(``detectors.revocation_policy.REVOCATION_POLICY``). Each behaviour has its attack
 and its benign twin; the expected alerts are exact.
 
 Okta: ``user.session.end`` is a sign-out or session expiry and revokes no OAuth

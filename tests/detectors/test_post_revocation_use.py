@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.post_revocation import LAG_METRIC, PostRevocationDetector, use_event
+from detectors.post_revocation_use import (
+    LAG_METRIC,
+    Expiry,
+    Judgement,
+    LateUse,
+    PostRevocationUseConfig,
+    PostRevocationUseDetector,
+    judge_revocation,
+    judge_use,
+    late_use_finding,
+    use_event,
+)
+from detectors.revocation_policy import Revocation
 from detectors.state import Observation, StateStore
+from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, TokenType
 from tests.factories import BERLIN_HOME, BERLIN_MOBILE, at, engine, event, rule_hits, run
 
@@ -107,7 +120,7 @@ def test_use_within_propagation_lag_is_a_metric_not_an_alert() -> None:
 
 def test_propagation_lag_is_configurable() -> None:
     events = [issue(), revoke(100, "token"), use(200)]
-    assert run(events, config={"post_revocation": {"propagation_lag_s": 300}}) == []
+    assert run(events, config={"post_revocation_use": {"propagation_lag_s": 300}}) == []
 
 
 def test_use_before_revocation_is_benign() -> None:
@@ -278,7 +291,94 @@ def test_use_event_rebuilds_a_used_event_from_an_observation() -> None:
 
 
 def test_process_ignores_other_kinds_cheaply() -> None:
-    detector = PostRevocationDetector()
+    detector = PostRevocationUseDetector()
     state = StateStore()
     assert detector.process(issue(), state) == []
     assert detector.process(event("session_started", 0, session="s-1"), state) == []
+
+
+# -- deciding and wording apart (issue 15: decide, then describe) -------------------
+CONFIG = PostRevocationUseConfig()
+REVOKED_RULE, DISABLED_RULE, EXPIRED_RULE = PostRevocationUseDetector.rules
+
+
+def _state(*events: CanonicalEvent) -> StateStore:
+    """State as the engine holds it when the next event reaches ``process`` (applied after it)."""
+    state = StateStore()
+    for ev in events:
+        state.apply(ev)
+    return state
+
+
+def test_judge_use_names_the_revocation_a_use_came_after() -> None:
+    rev, trigger = revoke(100, "token"), use(700)
+    judged = judge_use(trigger, _state(issue(), rev), CONFIG)
+    [match] = judged.late
+    assert judged.lags == ()
+    assert match.rule is REVOKED_RULE and match.use is trigger
+    assert match.token is not None and match.token.token_id == "at-1"
+    assert isinstance(match.after, Revocation)
+    assert (match.after.what, match.after.scope_id, match.after.observation.event_id) == ("token", "at-1", rev.event_id)
+    assert (match.late_s, match.allowed_s, match.revoking) == (600.0, 60.0, None)
+
+
+def test_judge_use_finds_nothing_late_in_the_benign_twins() -> None:
+    """The twins of the use above: within the propagation lag (a metric sample, no alert),
+    before the revocation, and a token issued after its subject was revoked."""
+    assert judge_use(use(130), _state(issue(), revoke(100, "token")), CONFIG) == Judgement(lags=(30.0,))
+    assert judge_use(use(90), _state(issue(), use(50)), CONFIG) == Judgement()
+    fresh = _state(issue(), revoke(100, "subject", subject="alice"), issue(150, token="at-2", session="s-2"))
+    assert judge_use(use(300, token="at-2", session="s-2"), fresh, CONFIG) == Judgement()
+
+
+def test_judge_use_prefers_disabling_and_words_nothing() -> None:
+    judged = judge_use(use(200), _state(issue(), disable(100), logout(101)), CONFIG)
+    [match] = judged.late
+    assert match.rule is DISABLED_RULE and isinstance(match.after, Revocation)
+    assert (match.after.what, match.after.scope_id, match.late_s) == ("disabled", "alice", 100.0)
+
+
+def test_judge_revocation_finds_the_recorded_uses_a_late_revocation_covers() -> None:
+    within, late = use(130), use(200)
+    rev = revoke(100, "token")
+    judged = judge_revocation(rev, _state(issue(), within, late), CONFIG)
+    [match] = judged.late
+    assert judged.lags == (30.0,)
+    assert match.rule is REVOKED_RULE and match.use.event_id == late.event_id and match.revoking is rev
+    assert isinstance(match.after, Revocation) and match.after.observation.event_id == rev.event_id
+    assert (match.after.what, match.late_s) == ("token", 100.0)
+
+
+def test_late_use_finding_words_a_revocation_match_exactly() -> None:
+    rev, used = revoke(100, "session", session="s-1"), use(700, place=BERLIN_MOBILE)
+    match = LateUse(REVOKED_RULE, used, None, Revocation("session", "s-1", Observation(rev)), 600.0, 60.0)
+    finding = late_use_finding(match)
+    assert finding.summary == (
+        "Token at-1 (access, subject alice, client portal) was accepted from 79.200.77.3 (Berlin, DE, "
+        "Deutsche Telekom AG, AS3320) at 2026-11-24 09:11:40Z, 10 min after its session s-1 was revoked at "
+        "2026-11-24 09:01:40Z (allowed propagation lag 60 s)."
+    )
+    assert finding.rule is REVOKED_RULE and finding.event is used and finding.key == "at-1"
+    assert finding.family_id == "fam-1"
+    assert finding.evidence == (Observation(rev).evidence(None), EvidenceItem.of(used))
+    assert finding.details == {
+        "revoked": "session", "revoked_id": "s-1", "revoked_at": "2026-11-24T09:01:40Z",
+        "revocation_event_id": rev.event_id, "seconds_after_revocation": 600.0, "propagation_lag_s": 60.0,
+        "retroactive": False,
+    }
+    retro = late_use_finding(LateUse(REVOKED_RULE, used, None, match.after, 600.0, 60.0, revoking=rev))
+    assert retro.summary == finding.summary and retro.details["retroactive"] is True
+    assert retro.evidence == (EvidenceItem.of(rev), EvidenceItem.of(used))
+
+
+def test_late_use_finding_words_an_expiry_match_exactly() -> None:
+    used = use(1000, expires_in=None)
+    finding = late_use_finding(LateUse(EXPIRED_RULE, used, None, Expiry(at(300).timestamp()), 700.0, 30.0))
+    assert finding.summary == (
+        "Token at-1 (access, subject alice, client portal) was accepted from 79.200.1.10 (Berlin, DE, "
+        "Deutsche Telekom AG, AS3320) at 2026-11-24 09:16:40Z, 11 min 40 s after it expired at "
+        "2026-11-24 09:05:00Z: the resource server does not check exp."
+    )
+    assert finding.rule is EXPIRED_RULE and finding.key == "at-1"
+    assert finding.details == {"expired_at": "2026-11-24T09:05:00Z", "seconds_after_expiry": 700.0,
+                               "clock_skew_s": 30.0}

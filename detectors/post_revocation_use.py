@@ -1,0 +1,399 @@
+"""Post-revocation use: a resource server accepted a token it should have refused.
+
+Revocation, logout and disabling only protect anything if resource servers
+stop accepting the affected tokens, and ``exp`` only if they check it. Each
+rule fires on a *successful* use (a refused one is the system working):
+
+- ``after_revocation`` — after the token, its family, its session or its
+  subject was revoked, or its session ended (logout), when that revocation
+  kills this kind of token at the source that logged it
+  (``detectors.revocation_policy.REVOCATION_POLICY``: an Okta sign-out kills no
+  OAuth token, an Entra ``revokeSignInSessions`` leaves access tokens valid
+  until ``exp``, …);
+- ``after_disable`` — after its subject was disabled (takes precedence: one
+  use raises one alert);
+- ``after_expiry`` — after ``exp`` plus clock skew (only when neither of the
+  above fired).
+
+A use within ``propagation_lag_s`` of a revocation is how long revocation
+takes to reach the resource server: it is recorded as the metric
+``revocation_propagation_lag_s``, not alerted. Subject-wide revocation and
+disabling cover only tokens issued before them, so a fresh login after a
+password reset stays quiet.
+
+The engine orders events within its allowed lateness; a revocation later
+than that reaches ``process`` after the uses it should have caught, so a
+``revoked``/``session_ended``/``principal_disabled`` event also checks the
+recorded uses of the tokens it covers (retroactive findings, each cited with
+a ``used`` event rebuilt from the recorded observation so that the alert id
+is the one in-order processing would have produced).
+
+Deciding and wording are apart: ``judge_use`` and ``judge_revocation`` read state and
+return a ``Judgement`` of facts; ``late_use_finding`` words one ``LateUse`` as an alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
+
+from detectors import describe
+from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.recorded import use_event
+from detectors.revocation_policy import Held, Revocation, issued_at, kills
+from detectors.state import Observation, ScopeState, StateStore, TokenState
+from schemas.alerts import EvidenceItem
+from schemas.events import CanonicalEvent, EventKind
+
+LAG_METRIC = "revocation_propagation_lag_s"
+_ATT_TOKEN = (("T1550.001", "Use Alternate Authentication Material: Application Access Token"),)
+
+AFTER_REVOCATION = RuleMeta(
+    id="post_revocation_use.after_revocation",
+    name="Token used after revocation or logout",
+    category="post_revocation_use",
+    severity="critical",
+    risk_score=90,
+    techniques=_ATT_TOKEN,
+    response="revoke_session",
+    description="A resource server accepted a token after it, its family, its session or its subject "
+    "was revoked or the session ended, beyond the revocation propagation lag, where that revocation kills "
+    "this kind of token at the IdP that logged it (an Okta sign-out kills no OAuth token; Entra "
+    "revokeSignInSessions leaves access tokens valid for their 60-90 min lifetime; a Keycloak logout spares offline tokens; a token "
+    "minted later from a killed refresh token is killed too).",
+)
+AFTER_DISABLE = RuleMeta(
+    id="post_revocation_use.after_disable",
+    name="Token used after its principal was disabled",
+    category="post_revocation_use",
+    severity="critical",
+    risk_score=95,
+    techniques=_ATT_TOKEN,
+    response="revoke_subject",
+    description="A resource server accepted a token issued before its user or service account was "
+    "disabled, deleted, suspended or had its password reset.",
+)
+AFTER_EXPIRY = RuleMeta(
+    id="post_revocation_use.after_expiry",
+    name="Token used after expiry",
+    category="post_revocation_use",
+    severity="high",
+    risk_score=70,
+    techniques=_ATT_TOKEN,
+    response="none",
+    description="A resource server accepted a token after its exp plus clock skew: it does not validate expiry.",
+)
+
+
+class PostRevocationUseConfig(DetectorConfig):
+    propagation_lag_s: float = Field(
+        default=60.0, ge=0, description="Uses this soon after a revocation are propagation lag (a metric), not alerts"
+    )
+    clock_skew_s: float = Field(
+        default=30.0, ge=0, description="Tolerance between issuer and resource-server clocks for exp"
+    )
+
+
+# -- the facts a decision returns ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """The token's ``exp`` (epoch seconds), for a use that came after it."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LateUse:
+    """A successful use its resource server should have refused: everything its alert says."""
+
+    rule: RuleMeta
+    use: CanonicalEvent  # the accepted use; rebuilt from state when the revocation came later
+    token: TokenState | None  # what state knew of the token
+    after: Revocation | Expiry  # what ended the token's validity
+    late_s: float  # seconds after it
+    allowed_s: float  # the propagation lag (revocation, disable) or clock skew (expiry) exceeded
+    revoking: CanonicalEvent | None = None  # the revocation, when it arrived after the use (retroactive)
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What one event shows: uses that came too late (one alert each, in order), and how long
+    after a revocation uses still came within the propagation lag (``LAG_METRIC`` samples)."""
+
+    late: tuple[LateUse, ...] = ()
+    lags: tuple[float, ...] = ()
+
+
+QUIET = Judgement()
+
+
+class PostRevocationUseDetector(Detector):
+    name: ClassVar[str] = "post_revocation_use"
+    rules: ClassVar[tuple[RuleMeta, ...]] = (AFTER_REVOCATION, AFTER_DISABLE, AFTER_EXPIRY)
+    Config: ClassVar[type[DetectorConfig]] = PostRevocationUseConfig
+    config: PostRevocationUseConfig
+
+    def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
+        kind = event.kind
+        if kind is EventKind.USED:
+            if event.token is None or event.outcome.result != "success":
+                return []
+            judged = judge_use(event, state, self.config)
+        elif kind is EventKind.REVOKED or kind is EventKind.SESSION_ENDED or kind is EventKind.PRINCIPAL_DISABLED:
+            if event.outcome.result == "failure":
+                return []  # a revocation that failed revoked nothing
+            judged = judge_revocation(event, state, self.config)
+        else:
+            return []
+        for lag in judged.lags:
+            state.observe(LAG_METRIC, lag)
+        return [late_use_finding(match) for match in judged.late]
+
+
+# -- deciding --------------------------------------------------------------------
+def judge_use(event: CanonicalEvent, state: StateStore, config: PostRevocationUseConfig) -> Judgement:
+    """An accepted use, in order: what state already knows ended the token is judged against it.
+
+    Disabling takes precedence over revocation, and both over expiry, so one use raises at
+    most one alert. Reads state, changes nothing."""
+    ref = event.token
+    assert ref is not None
+    ts = state.tokens.get(ref.id)
+    t, lag = event.epoch, config.propagation_lag_s
+    lags: list[float] = []
+    for rule, ended in _ends_of(event, ts, state):
+        late = t - ended.observation.time
+        if late > lag:
+            return Judgement((LateUse(rule, event, ts, ended, late, lag),))
+        if late >= 0:
+            lags.append(late)
+    within = (min(lags),) if lags else ()
+    expires = ref.expires_at.timestamp() if ref.expires_at else (ts.expires_at if ts else None)
+    if expires is not None and t > expires + config.clock_skew_s:
+        return Judgement((LateUse(AFTER_EXPIRY, event, ts, Expiry(expires), t - expires, config.clock_skew_s),), within)
+    return Judgement(lags=within) if within else QUIET
+
+
+def _ends_of(event: CanonicalEvent, ts: TokenState | None, state: StateStore) -> Iterator[tuple[RuleMeta, Revocation]]:
+    """What state knows ended the used token, in precedence order: its subject's disabling, then
+    the earliest revocation up to the use that kills it (looked up only when still needed)."""
+    ref = event.token
+    assert ref is not None
+    subject = _subject_of(event, ts, state)
+    sub = state.subjects.get(subject) if subject else None
+    issued = ref.issued_at.timestamp() if ref.issued_at else issued_at(ts)
+    disabled = _disabling(sub, subject, issued)
+    if disabled is not None:
+        yield AFTER_DISABLE, disabled
+    family = ref.family_id or (ts.family_id if ts else None)
+    session = event.session_id or (ts.session_id if ts else None)
+    known = _revocations(state, Held.of_use(event, ts, issued), family, session, subject, sub)
+    revoked = min((r for r in known if r.observation.time <= event.epoch), key=_time, default=None)
+    if revoked is not None:
+        yield AFTER_REVOCATION, revoked
+
+
+def judge_revocation(event: CanonicalEvent, state: StateStore, config: PostRevocationUseConfig) -> Judgement:
+    """A revocation that arrived after uses it covers (beyond the engine's lateness): the
+    recorded uses since it that nothing state knew before had already flagged."""
+    rule, what, scope_id, tokens = _targets(event, state)
+    when, lag = event.epoch, config.propagation_lag_s
+    used_since = [ts for ts in tokens if ts.accepted and ts.accepted[-1].time >= when]
+    if not used_since:
+        return QUIET
+    revocation = Revocation(what, scope_id, Observation(event))
+    late: list[LateUse] = []
+    lags: list[float] = []
+    for ts in used_since:
+        if not _covers(state, rule, revocation, ts):
+            continue  # (a lifetime-bound kill covers the latest use first: checked per use below)
+        for use in ts.accepted:
+            if use.time < when or _flagged(state, ts, use.time, rule, lag):
+                continue
+            if rule is not AFTER_DISABLE and not kills(state, revocation, Held.of(ts, use.time)):
+                continue
+            delta = use.time - when
+            if delta <= lag:
+                lags.append(delta)
+            else:
+                late.append(LateUse(rule, use_event(use, ts), ts, revocation, delta, lag, event))
+    return Judgement(tuple(late), tuple(lags))
+
+
+def _covers(state: StateStore, rule: RuleMeta, revocation: Revocation, ts: TokenState) -> bool:
+    """Whether a late revocation reaches ``ts`` at all (judged at its latest use)."""
+    if rule is AFTER_DISABLE:
+        return _before(issued_at(ts), revocation.observation.time)
+    return kills(state, revocation, Held.of(ts, ts.accepted[-1].time))
+
+
+def _flagged(state: StateStore, ts: TokenState, use_time: float, rule: RuleMeta, lag: float) -> bool:
+    """Whether what state knew before this event already made ``use_time`` an alert."""
+    sub = state.subjects.get(ts.subject_id) if ts.subject_id else None
+    disabled = _disabling(sub, ts.subject_id, issued_at(ts))
+    if disabled is not None and use_time - disabled.observation.time > lag:
+        return True
+    if rule is AFTER_DISABLE:
+        return False
+    known = _revocations(state, Held.of(ts, use_time), ts.family_id, ts.session_id, ts.subject_id, sub)
+    return any(use_time - r.observation.time > lag for r in known)
+
+
+# -- state look-ups --------------------------------------------------------------
+def _subject_of(event: CanonicalEvent, ts: TokenState | None, state: StateStore) -> str | None:
+    """The subject id state knows: a use may name it differently from the IdP (a JWT `sub`
+    that is the login, where IdP events carry the user id)."""
+    candidates = [s for s in (event.subject.id if event.subject else None, ts.subject_id if ts else None) if s]
+    return next((s for s in candidates if s in state.subjects), candidates[0] if candidates else None)
+
+
+def _disabling(sub: ScopeState | None, subject: str | None, issued: float | None) -> Revocation | None:
+    """The subject's disabling, when it covers a token issued at ``issued``."""
+    if sub is None or sub.disabled is None or not _before(issued, sub.disabled.time):
+        return None
+    return Revocation("disabled", subject, sub.disabled)
+
+
+def _revocations(
+    state: StateStore,
+    held: Held,
+    family: str | None,
+    session: str | None,
+    subject: str | None,
+    sub: ScopeState | None,
+) -> list[Revocation]:
+    """Every revocation (not disable) known for a token with these ids that kills it."""
+    ts = held.state
+    found: list[Revocation] = []
+    if ts is not None and ts.revoked is not None:
+        found.append(Revocation("token", ts.token_id, ts.revoked))
+    fam = state.families.get(family) if family else None
+    if fam is not None and fam.revoked is not None:
+        found.append(Revocation("family", family, fam.revoked))
+    ses = state.sessions.get(session) if session else None
+    if ses is not None:
+        if ses.revoked is not None:
+            found.append(Revocation("session", session, ses.revoked))
+        if ses.ended is not None:
+            found.append(Revocation("logout", session, ses.ended))
+    if sub is not None and sub.revoked is not None:
+        found.append(Revocation("subject", subject, sub.revoked))
+    return [r for r in found if kills(state, r, held)] if found else found
+
+
+def _targets(event: CanonicalEvent, state: StateStore) -> tuple[RuleMeta, str, str | None, list[TokenState]]:
+    """(rule, what, id, tokens) covered by a revoking event, from lineage state."""
+    kind = event.kind
+    scope: ScopeState | None = None
+    if kind is EventKind.PRINCIPAL_DISABLED:
+        key = event.subject.id if event.subject else None
+        scope = state.subjects.get(key) if key else None
+        return AFTER_DISABLE, "disabled", key, list(state.linked_tokens(scope))
+    if kind is EventKind.SESSION_ENDED:
+        key = event.session_id
+        scope = state.sessions.get(key) if key else None
+        return AFTER_REVOCATION, "logout", key, list(state.linked_tokens(scope))
+    target = event.revocation.target if event.revocation else "token"
+    if target == "token":
+        ts = state.token(event.token.id if event.token else None)
+        return AFTER_REVOCATION, "token", ts.token_id if ts else None, [ts] if ts else []
+    if target == "family":
+        key = state.family_of(event)
+        scope = state.families.get(key) if key else None
+    elif target == "session":
+        key = event.session_id
+        scope = state.sessions.get(key) if key else None
+    else:
+        key = event.subject.id if event.subject else None
+        scope = state.subjects.get(key) if key else None
+    return AFTER_REVOCATION, target, key, list(state.linked_tokens(scope))
+
+
+def _time(revocation: Revocation) -> float:
+    return revocation.observation.time
+
+
+def _before(issued: float | None, revoked: float) -> bool:
+    """A subject-wide revocation covers tokens issued up to it (unknown issue: assume before)."""
+    return issued is None or issued <= revoked
+
+
+# -- wording ---------------------------------------------------------------------
+def late_use_finding(match: LateUse) -> Finding:
+    """The alert for ``match``: its summary sentence, evidence and details. Decides nothing."""
+    if isinstance(match.after, Expiry):
+        return _expired_finding(match, match.after)
+    return _revoked_finding(match, match.after)
+
+
+def _revoked_finding(match: LateUse, revocation: Revocation) -> Finding:
+    used, ts, rev = match.use, match.token, revocation.observation
+    ref = used.token
+    assert ref is not None
+    cited = EvidenceItem.of(match.revoking) if match.revoking is not None else rev.evidence(
+        ref.id if revocation.what == "token" else None
+    )
+    summary = (
+        f"Token {ref.id} ({ref.type.value}, subject {describe.subject(used, ts)}, "
+        f"client {used.client_id or '?'}) was accepted from {describe.place(used, asn=True)} "
+        f"at {describe.when(used.epoch)}, {describe.duration(match.late_s)} after "
+        f"{_what(revocation)} at {describe.when(rev.time)} "
+        f"(allowed propagation lag {match.allowed_s:g} s)."
+    )
+    return Finding(
+        rule=match.rule,
+        event=used,
+        key=ref.id,
+        summary=summary,
+        evidence=(cited, EvidenceItem.of(used)),
+        family_id=ref.family_id or (ts.family_id if ts else None),
+        details={
+            "revoked": revocation.what,
+            "revoked_id": revocation.scope_id,
+            "revoked_at": describe.when(rev.time, exact=True),
+            "revocation_event_id": rev.event_id,
+            "seconds_after_revocation": round(match.late_s, 3),
+            "propagation_lag_s": match.allowed_s,
+            "retroactive": match.revoking is not None,
+        },
+    )
+
+
+def _expired_finding(match: LateUse, expiry: Expiry) -> Finding:
+    used, ts = match.use, match.token
+    ref = used.token
+    assert ref is not None
+    summary = (
+        f"Token {ref.id} ({ref.type.value}, subject {describe.subject(used, ts)}, "
+        f"client {used.client_id or '?'}) was accepted from {describe.place(used, asn=True)} "
+        f"at {describe.when(used.epoch)}, {describe.duration(match.late_s)} after it expired at "
+        f"{describe.when(expiry.at)}: the resource server does not check exp."
+    )
+    return Finding(
+        rule=match.rule,
+        event=used,
+        key=ref.id,
+        summary=summary,
+        evidence=describe.evidence_with_issue(used, ts),
+        family_id=ref.family_id or (ts.family_id if ts else None),
+        details={
+            "expired_at": describe.when(expiry.at, exact=True),
+            "seconds_after_expiry": round(match.late_s, 3),
+            "clock_skew_s": match.allowed_s,
+        },
+    )
+
+
+def _what(revocation: Revocation) -> str:
+    scope_id = revocation.scope_id
+    return {
+        "token": "the token itself was revoked",
+        "family": f"its token family {scope_id} was revoked",
+        "session": f"its session {scope_id} was revoked",
+        "logout": f"its session {scope_id} ended (logout)",
+        "subject": f"all tokens of subject {scope_id} were revoked",
+        "disabled": f"subject {scope_id} was disabled",
+    }.get(revocation.what, f"{revocation.what} {scope_id} was revoked")

@@ -1,0 +1,159 @@
+"""Which tokens a revocation kills, as the IdP that logged it defines it.
+
+A logout or revocation protects only the tokens its IdP then refuses: an Okta sign-out
+kills no OAuth token, an Entra ``revokeSignInSessions`` leaves access tokens valid until
+``exp``, a Keycloak logout spares offline tokens. ``post_revocation_use`` alerts only on
+uses of killed tokens; this module is that knowledge, kept apart from the rule so that a
+new IdP's semantics is one ``REVOCATION_POLICY`` line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detectors.state import Observation, StateStore, TokenState
+from schemas.events import CanonicalEvent, EventKind, TokenType
+
+_MAX_LINEAGE_HOPS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """One recorded end of validity a token is judged against.
+
+    ``what`` says what ended (the label alerts report as ``revoked``): ``token``, ``family``,
+    ``session``, ``subject`` (revoked), ``logout`` (session ended) or ``disabled`` (its
+    subject was disabled); ``scope_id`` is the id of that token, family, session or subject."""
+
+    what: str
+    scope_id: str | None
+    observation: Observation
+
+
+@dataclass(frozen=True)
+class Kills:
+    """Which tokens one kind of revocation, as one IdP logs it, makes that IdP refuse.
+
+    ``refresh``: the refresh tokens it covers, and every token later minted from one
+    of them (a refresh the IdP should have refused); ``issued``: tokens already issued
+    for resource servers (access, ID, cloud and service-account credentials), False
+    when they stay valid until ``exp``; ``spared_scope``: tokens granted this scope
+    live elsewhere and survive it; ``lifetime_s``: issued tokens that survive it are
+    refused anyway once this old (the IdP does not log ``exp``, and a longer-lived token
+    is one a resource enforcing continuous access evaluation must refuse at once)."""
+
+    refresh: bool
+    issued: bool
+    spared_scope: str | None = None
+    lifetime_s: float | None = None
+
+
+EVERYTHING = Kills(refresh=True, issued=True)
+NOTHING = Kills(refresh=False, issued=False)
+
+# (event source, what ended: ``Revocation.what``) -> what it kills. Not listed: everything,
+# the strict reading for sources whose semantics nobody wrote down (canonical input).
+# Subject-disabling is ``after_disable`` and always kills what was issued before it.
+REVOCATION_POLICY: dict[tuple[str, str], Kills] = {
+    # Okta sign-out or session expiry (user.session.end) ends the Okta sign-on session
+    # only: OAuth tokens are not bound to it (Okta's sign-out guides revoke them apart).
+    ("okta", "logout"): NOTHING,
+    # "Clear user sessions" with oauthTokens: "also revokes OpenID Connect and OAuth
+    # refresh and access tokens issued to the user" (the adapter maps only that to subject).
+    ("okta", "subject"): EVERYTHING,
+    # Keycloak LOGOUT removes the user session: its refresh tokens die and introspection
+    # reports its access tokens inactive; offline tokens belong to the offline session.
+    ("keycloak", "logout"): Kills(refresh=True, issued=True, spared_scope="offline_access"),
+    # Entra revokeSignInSessions: refresh tokens and session cookies are invalidated;
+    # access tokens stay valid until exp, which Entra sets 60-90 minutes after issue
+    # ("Access tokens in the Microsoft identity platform": token lifetime). A token used
+    # later than that is a CAE token (up to 28 h), which CAE resources such as Graph must
+    # refuse after this critical event, or one that outlived its lifetime.
+    ("entra", "subject"): Kills(refresh=True, issued=False, lifetime_s=5400.0),
+    # Kubernetes: deleting the pod a token is bound to (session "pod:<uid>") invalidates it.
+    ("k8s", "session"): EVERYTHING,
+    ("k8s", "logout"): EVERYTHING,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The token a revocation is judged against: what it is, what it was granted, when issued."""
+
+    state: TokenState | None
+    type: str
+    scopes: frozenset[str]
+    issued: float | None
+    used_at: float | None = None  # the use being judged (a policy's lifetime_s needs it)
+
+    @classmethod
+    def of(cls, ts: TokenState, used_at: float | None = None) -> Held:
+        return cls(ts, ts.type, ts.scopes or frozenset(), issued_at(ts), used_at)
+
+    @classmethod
+    def of_use(cls, event: CanonicalEvent, ts: TokenState | None, issued: float | None) -> Held:
+        """The token of a ``used`` event: the event's own type and scopes where it logs them."""
+        ref = event.token
+        assert ref is not None
+        kind = ref.type.value if ref.type is not TokenType.UNKNOWN or ts is None else ts.type
+        scopes = ts.scopes if ts is not None and ts.scopes is not None else frozenset(event.scopes)
+        return cls(ts, kind, scopes, issued, event.epoch)
+
+
+def kills(state: StateStore, revocation: Revocation, held: Held) -> bool:
+    """Whether ``revocation`` kills ``held``, by ``REVOCATION_POLICY`` for the source that
+    logged it. A subject-wide revocation covers what was issued up to it, and what was
+    minted afterwards from a refresh token it killed (the refresh the IdP should have refused)."""
+    rev = revocation.observation
+    policy = REVOCATION_POLICY.get((rev.source, revocation.what), EVERYTHING)
+    if policy.spared_scope is not None and policy.spared_scope in held.scopes:
+        return False
+    after = held.issued is not None and held.issued > rev.time
+    if after and (revocation.what == "subject" or not policy.issued):
+        return policy.refresh and _minted_from_older_grant(state, held.state, rev.time)
+    if held.type == TokenType.REFRESH.value:
+        return policy.refresh
+    return policy.issued or _outlived(policy, held)
+
+
+def issued_at(ts: TokenState | None) -> float | None:
+    """When state says the token was issued: its ``iat``, else its issuing event."""
+    if ts is None:
+        return None
+    if ts.issued_at is not None:
+        return ts.issued_at
+    return ts.issue.time if ts.issue is not None else None
+
+
+def _outlived(policy: Kills, held: Held) -> bool:
+    """An issued token, spared by the revocation, used past the lifetime its IdP gives it."""
+    return (policy.lifetime_s is not None and held.issued is not None and held.used_at is not None
+            and held.used_at > held.issued + policy.lifetime_s)
+
+
+def _minted_from_older_grant(state: StateStore, ts: TokenState | None, when: float) -> bool:
+    """Whether ``ts`` came from a refresh whose lineage was issued by ``when``: by its parent
+    chain where the IdP logs it (Keycloak), else by its refresh chain's other tokens (Okta
+    and Entra log the session as the chain). A fresh sign-in after ``when`` starts anew."""
+    if ts is None:
+        return False
+    parent, hops = ts.parent_id, 0
+    while parent is not None and hops < _MAX_LINEAGE_HOPS:
+        known = state.tokens.get(parent)
+        if known is None:
+            break
+        issued = issued_at(known)
+        if issued is not None and issued <= when:
+            return True
+        parent, hops = known.parent_id, hops + 1
+    if ts.parent_id is None and (ts.issue is None or ts.issue.kind != EventKind.REFRESHED.value):
+        return False  # a grant of its own, not a refresh
+    for scope in (
+        state.families.get(ts.family_id) if ts.family_id else None,
+        state.sessions.get(ts.session_id) if ts.session_id else None,
+    ):
+        for other in state.linked_tokens(scope):
+            issued = issued_at(other)
+            if issued is not None and issued <= when:
+                return True
+    return False
