@@ -7,19 +7,22 @@ to the cloud it was issued in (network binding), or to the pod it was issued to
 what it returns under ``replay.binding_mismatch``, whose metadata stays with the
 replay rules. Not a detector of its own: it is not registered in ``DETECTORS``.
 
-Pod addresses are learned per pod (trust on first use) and kept in the replay
-namespace of the state under ``"pods"``, so they snapshot with the rest;
+Pod addresses are learned per pod (trust on first use) and kept as
+:class:`PodAddress` rows in the replay detector's ``pods`` table, in last-use
+order, so they are written to the changelog with the rest of the state;
 ``BindingCheck.expire`` forgets them when their pod has been quiet long enough.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from detectors import describe
 from detectors.base import Finding, RuleMeta
-from detectors.state import StateStore, TokenState, forget_before
+from detectors.state import StateStore, TokenState
+from detectors.tables import Table, register_codec
 from schemas.alerts import EvidenceItem
 from schemas.events import Binding, CanonicalEvent, EventKind, Network, TokenRef
 
@@ -29,9 +32,6 @@ _METHOD_LABEL = {"dpop": "DPoP key", "mtls": "mTLS certificate", "pod": "pod", "
 # named in the alert details (a stolen DPoP key is not a metadata-API theft).
 _METADATA_API = "T1552.005 Unsecured Credentials: Cloud Instance Metadata API"
 _PROVIDER_SERVICE = {"aws": "an AWS service", "gcp": "a Google Cloud service", "azure": "an Azure service"}
-# A pod's learned address: (address, first use time, its event id, its token id, its source, last use time)
-_PodAddress = tuple[str, float, str, str, str, float]
-_PODS = "pods"  # key of the learned pod addresses in the detector's state namespace
 _TYPE_LABEL = {
     "access": "Access token",
     "refresh": "Refresh token",
@@ -39,6 +39,38 @@ _TYPE_LABEL = {
     "temporary_credential": "Temporary credential",
     "service_account": "Service-account token",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PodAddress:
+    """A pod's address as learned from its first successful use (trust on first use), with
+    that use to cite as evidence once the token's own state has forgotten it."""
+
+    address: str
+    first_use_time: float
+    first_event_id: str
+    first_token_id: str
+    first_source: str
+    last_use_time: float  # rows are kept in this order: expiry forgets the quiet pods first
+
+
+def _encode_pod(pod: PodAddress) -> list[Any]:
+    return [pod.address, pod.first_use_time, pod.first_event_id, pod.first_token_id, pod.first_source,
+            pod.last_use_time]
+
+
+def _decode_pod(values: Any) -> PodAddress:
+    if type(values) is not list:
+        raise TypeError("pod address must be a list")
+    address, first_time, event_id, token_id, source, last_time = values
+    if not all(type(text) is str for text in (address, event_id, token_id, source)):
+        raise TypeError("pod address: address and first-use ids must be strings")
+    if type(first_time) not in (int, float) or type(last_time) not in (int, float):
+        raise TypeError("pod address: times must be numbers")
+    return PodAddress(address, float(first_time), event_id, token_id, source, float(last_time))
+
+
+POD_ADDRESS = register_codec("binding.pod_address", _encode_pod, _decode_pod)
 
 
 class BindingSettings(Protocol):
@@ -56,7 +88,7 @@ class BindingSettings(Protocol):
 
 class BindingCheck:
     """Judges uses of bound tokens; findings are raised under ``rule``, pod
-    addresses are kept in the state namespace named ``namespace``."""
+    addresses are kept in the ``pods`` table of the detector named ``namespace``."""
 
     def __init__(self, settings: BindingSettings, rule: RuleMeta, namespace: str) -> None:
         self.rule = rule
@@ -105,10 +137,10 @@ class BindingCheck:
 
     def expire(self, watermark: float, state: StateStore) -> None:
         """Forget pod addresses once their pod has been quiet for the pod TTL."""
-        pods: dict[str, _PodAddress] | None = state.detector_state.get(self.namespace, {}).get(_PODS)
-        if not pods:
-            return
-        forget_before(pods, watermark - self._pod_ttl, _last_use)  # kept in last-use order
+        self._pods(state).forget_before(watermark - self._pod_ttl, _last_use)
+
+    def _pods(self, state: StateStore) -> Table[str, PodAddress]:
+        return state.table(self.namespace, "pods", POD_ADDRESS)
 
     def _finding(
         self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, summary: str,
@@ -162,27 +194,26 @@ class BindingCheck:
         if not ip:
             return None
         node = known.issue.ip if known is not None and known.issue is not None else None
-        pods: dict[str, _PodAddress] = state.namespace(self.namespace).setdefault(_PODS, {})
+        pods = self._pods(state)
         seen = pods.get(uid)
         when = event.epoch
         if seen is None:
             if ip != node:  # the node's address teaches nothing about the pod's
-                pods[uid] = (ip, when, event.event_id, ref.id, event.source, when)
-                if len(pods) > self._pod_cap:
-                    del pods[next(iter(pods))]
+                pods.put(uid, PodAddress(ip, when, event.event_id, ref.id, event.source, when))
+                pods.evict_oldest(self._pod_cap)
             return None
-        if ip == seen[0]:
-            if when > seen[5]:  # keep the dict in last-seen order for expiry
-                del pods[uid]
-                pods[uid] = (*seen[:5], when)
+        if ip == seen.address:
+            if when > seen.last_use_time:  # keep the table in last-use order for expiry
+                pods.put_last(uid, replace(seen, last_use_time=when))
             return None
         if ip == node:
             return None
-        address, first_time, first_id, first_token, first_source, _ = seen
+        address, first_id = seen.address, seen.first_event_id
         earlier = next((u for u in known.accepted if u.event_id == first_id), None) if known is not None else None
         first_use = earlier.evidence(ref.id) if earlier is not None else EvidenceItem(
-            event_id=first_id, kind=EventKind.USED.value, time=datetime.fromtimestamp(first_time, tz=timezone.utc),
-            source=first_source, token_id=first_token, ip=address, outcome="success",
+            event_id=first_id, kind=EventKind.USED.value,
+            time=datetime.fromtimestamp(seen.first_use_time, tz=timezone.utc),
+            source=seen.first_source, token_id=seen.first_token_id, ip=address, outcome="success",
         )
         evidence = sorted((*describe.evidence_with_issue(event, known), first_use), key=lambda item: item.time)
         summary = (
@@ -216,5 +247,5 @@ def token_label(ref: TokenRef, known: TokenState | None) -> str:
     return _TYPE_LABEL.get(kind, "Token")
 
 
-def _last_use(pod: _PodAddress) -> float:
-    return pod[5]
+def _last_use(pod: PodAddress) -> float:
+    return pod.last_use_time

@@ -20,12 +20,14 @@ arrives after later ones is judged among every use still known around it (``arou
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, replace
+from typing import Any
 
 from detectors.device import DeviceContext, drift
 from detectors.geo import effective_distance_km, haversine_km, speed_kmh
+from detectors.observation_codec import decode_observation, encode_observation
 from detectors.state import Observation
+from detectors.tables import register_codec
 
 MAX_RUNS = 6  # runs kept per token: A,B,A,B needs four; older runs fall out by time first
 DEFAULT_ACCURACY_KM = 50.0  # geolocation error radius assumed when an event carries none
@@ -35,7 +37,8 @@ _NOT_LOCATED = frozenset({"relay", "in_flight", "provider"})
 PRIORITY = ("interleaved", "anonymising", "travel", "country", "networks", "drift")
 
 
-class Run(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Run:
     """Consecutive accepted uses of one token from one place."""
 
     place: str
@@ -43,12 +46,33 @@ class Run(NamedTuple):
     last: Observation
 
 
-class Timeline(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Timeline:
     """Recent runs of one token in event-time order, and how often it roamed."""
 
     runs: tuple[Run, ...]
     handovers: int  # one-way changes of network recorded as roaming, not alerted
     newest: float
+
+
+def _encode_timeline(timeline: Timeline) -> list[Any]:
+    runs = [[run.place, encode_observation(run.first), encode_observation(run.last)] for run in timeline.runs]
+    return [runs, timeline.handovers, timeline.newest]
+
+
+def _decode_timeline(data: Any) -> Timeline:
+    runs, handovers, newest = data
+    decoded = []
+    for place, first, last in runs:
+        if type(place) is not str:
+            raise TypeError("a run's place must be a string")
+        decoded.append(Run(place, decode_observation(first), decode_observation(last)))
+    if type(handovers) is not int or type(newest) not in (int, float):
+        raise TypeError("bad timeline counters")
+    return Timeline(tuple(decoded), handovers, float(newest))
+
+
+TIMELINE = register_codec("concurrency.timeline", _encode_timeline, _decode_timeline)
 
 
 @dataclass(frozen=True)
@@ -139,10 +163,10 @@ def insert(runs: tuple[Run, ...], obs: Observation, place: str) -> tuple[tuple[R
                             Run(run.place, run.last, run.last)]
         return tuple(out), False
     if k > 0 and out[k - 1].place == place:
-        out[k - 1] = out[k - 1]._replace(last=obs)
+        out[k - 1] = replace(out[k - 1], last=obs)
         return tuple(out), False
     if k < len(out) and out[k].place == place:
-        out[k] = out[k]._replace(first=obs)
+        out[k] = replace(out[k], first=obs)
         return tuple(out), False
     out.insert(k, Run(place, obs, obs))
     return tuple(out), k == len(out) - 1 and k > 0

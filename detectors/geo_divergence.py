@@ -6,7 +6,8 @@ the event is applied. Events may arrive out of order, so a new event is
 compared with its predecessor *and* its successor in event time, and an
 ``issued`` event that arrives after the token's uses is checked against them.
 Sessions span several tokens, so the detector keeps the last few locations of
-each session in its own namespace of the state.
+each session in its own ``sessions`` table (:class:`SessionTrail` rows, in
+last-update order).
 
 The operator's egress lists (``network.net_class``) decide what a position means.
 An in-flight or provider network reaches here unlocated (the enricher gives it an
@@ -39,7 +40,9 @@ from detectors.geo import (
     speed_kmh,
     travel_horizon_s,
 )
+from detectors.geo_divergence_state import MAX_SESSION_POINTS, SESSION_TRAIL, SessionPoint, SessionTrail
 from detectors.state import Observation, StateStore, TokenState
+from detectors.tables import Table
 from schemas.alerts import EvidenceItem, Severity
 from schemas.events import CanonicalEvent, EventKind, Geo
 
@@ -118,7 +121,7 @@ class GeoDivergenceConfig(DetectorConfig):
         default=False, description="Also use rejected requests as locations for impossible travel"
     )
     session_history: int = Field(
-        default=3, ge=1, le=32, description="Located events kept per session to compare across its tokens"
+        default=3, ge=1, le=MAX_SESSION_POINTS, description="Located events kept per session to compare across its tokens"
     )
     alert_on_country_change: bool = Field(
         default=True, description="Alert when a token is used from another country than it was issued in"
@@ -129,25 +132,6 @@ class GeoDivergenceConfig(DetectorConfig):
     ignore_same_country_isp_change: bool = Field(
         default=True, description="Treat a change of non-hosting network within one country as benign (mobile users)"
     )
-
-
-class _Point(NamedTuple):
-    """One located event of a session: compact, yet enough to describe it once
-    the token's own state has forgotten the event."""
-
-    time: float
-    lat: float
-    lon: float
-    accuracy_km: float | None
-    token_id: str
-    event_id: str
-    kind: str
-    source: str
-    country: str | None
-    city: str | None
-    asn: int | None
-    as_org: str | None
-    ip: str | None
 
 
 @dataclass(frozen=True)
@@ -204,20 +188,13 @@ class GeoDivergenceDetector(Detector):
     def expire(self, watermark: float, state: StateStore) -> None:
         """Forget sessions whose newest location is older than any travel could explain.
 
-        Sessions are re-inserted on every update, so the dict is (nearly) in
+        Sessions are moved last on every update, so the table is (nearly) in
         update order and the scan stops at the first live one.
         """
-        sessions: dict[str, list[_Point]] | None = state.namespace(self.name).get("sessions")
-        if not sessions:
-            return
-        horizon = watermark - self._horizon_s
-        stale: list[str] = []
-        for session_id, points in sessions.items():
-            if points[-1].time >= horizon:
-                break
-            stale.append(session_id)
-        for session_id in stale:
-            del sessions[session_id]
+        self._sessions(state).forget_before(watermark - self._horizon_s, _newest_time)
+
+    def _sessions(self, state: StateStore) -> Table[str, SessionTrail]:
+        return state.table(self.name, "sessions", SESSION_TRAIL)
 
     # -- impossible travel ---------------------------------------------------
     def _token_travel(self, event: CanonicalEvent, when: float, geo: Geo, token: TokenState) -> Finding | None:
@@ -255,8 +232,9 @@ class GeoDivergenceDetector(Detector):
         token's own are covered above), then remember this location."""
         session_id = event.session_id
         assert session_id is not None and event.token is not None and geo.lat is not None and geo.lon is not None
-        sessions: dict[str, list[_Point]] = state.namespace(self.name).setdefault("sessions", {})
-        points = sessions.pop(session_id, None) or []  # re-inserted below: keeps update order for expire()
+        sessions = self._sessions(state)
+        trail = sessions.get(session_id)
+        points = list(trail.points) if trail is not None else []
         event_id, token_id = event.event_id, event.token.id
         index = len(points)
         while index > 0 and points[index - 1].time > when:
@@ -278,7 +256,7 @@ class GeoDivergenceDetector(Detector):
                     break
         if not duplicate:
             net, city, country, org = event.network, geo.city, geo.country, event.network.as_org
-            points.insert(index, _Point(
+            points.insert(index, SessionPoint(
                 when, geo.lat, geo.lon, geo.accuracy_km, token_id, event_id, event.kind.value,
                 sys.intern(event.source), sys.intern(country) if country else None,
                 sys.intern(city) if city else None, net.asn, sys.intern(org) if org else None,
@@ -286,7 +264,7 @@ class GeoDivergenceDetector(Detector):
             ))
             if len(points) > self.config.session_history:
                 del points[0]
-        sessions[session_id] = points
+        sessions.put_last(session_id, SessionTrail(tuple(points)))  # last: update order for expire()
         return finding
 
     def _measure(
@@ -316,7 +294,7 @@ class GeoDivergenceDetector(Detector):
     def _travel_finding(
         self,
         event: CanonicalEvent,
-        other: Observation | _Point,
+        other: Observation | SessionPoint,
         other_token: str,
         travel: _Travel,
         family_id: str | None,
@@ -326,7 +304,7 @@ class GeoDivergenceDetector(Detector):
         assert event.token is not None
         current = Observation(event)
         token_id = event.token.id
-        pair: list[tuple[str, Observation | _Point, EvidenceItem]] = [
+        pair: list[tuple[str, Observation | SessionPoint, EvidenceItem]] = [
             (other_token, other, other_evidence), (token_id, current, EvidenceItem.of(event)),
         ]
         pair.sort(key=lambda item: item[1].time)
@@ -495,6 +473,10 @@ def _time(obs: Observation) -> float:
     return obs.time
 
 
+def _newest_time(trail: SessionTrail) -> float:
+    return trail.points[-1].time
+
+
 def _context(obs: Observation) -> _Context:
     return _Context(
         obs.country, obs.asn, obs.as_org, obs.egress, obs.hosting, obs.net_class, locates(obs.accuracy_km)
@@ -510,7 +492,7 @@ def _observation(state: StateStore, token_id: str, event_id: str) -> Observation
     return None
 
 
-def _point_evidence(point: _Point) -> EvidenceItem:
+def _point_evidence(point: SessionPoint) -> EvidenceItem:
     return EvidenceItem(
         event_id=point.event_id, kind=point.kind, time=datetime.fromtimestamp(point.time, tz=timezone.utc),
         source=point.source, token_id=point.token_id, ip=point.ip, country=point.country, city=point.city,

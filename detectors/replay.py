@@ -12,17 +12,19 @@ exactly like one that arrived on time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.binding import BindingCheck, token_label
-from detectors.concurrency import Match, Timeline, around, insert, judge, place_of, seed, trim
+from detectors.concurrency import TIMELINE, Match, Timeline, around, insert, judge, place_of, seed, trim
 from detectors.concurrency_words import concurrency_summary
-from detectors.state import Observation, StateStore, TokenState, forget_before, stable_hash
+from detectors.state import Observation, StateStore, TokenState, stable_hash
+from detectors.tables import Table, register_codec
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, TokenRef
 
@@ -85,6 +87,29 @@ DUPLICATE_REQUEST = RuleMeta(
 )
 
 _SOURCE_LABEL = {"okta": "Okta", "keycloak": "Keycloak", "entra": "Microsoft Entra ID"}
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRequest:
+    """The first accepted use of one (token, request id): kept for the duplicate window."""
+
+    first_seen: float
+    event_id: str
+    source: str
+
+
+def _encode_request(request: SeenRequest) -> list[Any]:
+    return [request.first_seen, request.event_id, request.source]
+
+
+def _decode_request(data: Any) -> SeenRequest:
+    first_seen, event_id, source = data
+    if type(first_seen) not in (int, float) or type(event_id) is not str or type(source) is not str:
+        raise TypeError("bad seen request")
+    return SeenRequest(float(first_seen), event_id, source)
+
+
+SEEN_REQUEST = register_codec("replay.request", _encode_request, _decode_request)
 
 
 class ReplayConfig(DetectorConfig):
@@ -175,18 +200,15 @@ class ReplayDetector(Detector):
         return []
 
     def expire(self, watermark: float, state: StateStore) -> None:
-        """Forget request ids once event time is past their duplicate window, and pod
-        addresses once their pod has been quiet for the pod TTL."""
-        ns = state.detector_state.get(self.name)
-        if not ns:
-            return
-        forget_before(ns.get("requests", {}), watermark - self._dup_window, _first)
-        forget_before(ns.get("timelines", {}), watermark - 2 * self._concurrent, _newest)
+        """Forget request ids once event time is past their duplicate window, timelines
+        once quiet for two concurrency windows, and pod addresses once their pod has
+        been quiet for the pod TTL."""
+        self._requests(state).forget_before(watermark - self._dup_window, _first_seen)
+        self._timelines(state).forget_before(watermark - 2 * self._concurrent, _newest)
         self._binding.expire(watermark, state)
 
-    def _requests(self, state: StateStore) -> dict[int, tuple[float, str, str]]:
-        requests: dict[int, tuple[float, str, str]] = state.namespace(self.name).setdefault("requests", {})
-        return requests
+    def _requests(self, state: StateStore) -> Table[int, SeenRequest]:
+        return state.table(self.name, "requests", SEEN_REQUEST)
 
     # -- refresh reuse -----------------------------------------------------------
     def _refreshed(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
@@ -283,7 +305,8 @@ class ReplayDetector(Detector):
         if place is None:
             return None  # no network known, or a provider's service acting for the user
         window = self._concurrent
-        timeline = state.detector_state.get(self.name, {}).get("timelines", {}).get(ref.id)
+        timelines = self._timelines(state)
+        timeline = timelines.get(ref.id)
         if timeline is None:
             uses = [u for u in known.accepted if u.event_id != current.event_id]
             if not any(place_of(u) not in (None, place) and abs(u.time - current.time) <= 2 * window for u in uses):
@@ -299,11 +322,9 @@ class ReplayDetector(Detector):
             match = judge(runs, current, window, self._max_speed, check_keys)
         newest = max(timeline.newest, current.time)
         handovers = timeline.handovers + (1 if handover and match is None else 0)
-        timelines = self._timelines(state)
-        timelines.pop(ref.id, None)  # re-inserted last: kept in update order for expiry
-        timelines[ref.id] = Timeline(trim(runs, newest - 2 * window), handovers, newest)
-        while len(timelines) > self._max_timelines:
-            del timelines[next(iter(timelines))]
+        # Re-inserted last: kept in update order for expiry.
+        timelines.put_last(ref.id, Timeline(trim(runs, newest - 2 * window), handovers, newest))
+        timelines.evict_oldest(self._max_timelines)
         if match is None:
             return None
         return self._concurrent_finding(event, ref, known, match, handovers)
@@ -322,9 +343,8 @@ class ReplayDetector(Detector):
                      "speed_kmh": None if match.speed_kmh is None else round(min(match.speed_kmh, 1e9), 1)},
         )
 
-    def _timelines(self, state: StateStore) -> dict[str, Timeline]:
-        timelines: dict[str, Timeline] = state.namespace(self.name).setdefault("timelines", {})
-        return timelines
+    def _timelines(self, state: StateStore) -> Table[str, Timeline]:
+        return state.table(self.name, "timelines", TIMELINE)
 
     # -- duplicate request ----------------------------------------------------------
     def _duplicate(
@@ -336,20 +356,18 @@ class ReplayDetector(Detector):
         requests = self._requests(state)
         key = stable_hash(ref.id, request_id)
         seen = requests.get(key)
-        if seen is not None and seen[1] != event.event_id and abs(when - seen[0]) <= self._dup_window:
+        if seen is not None and seen.event_id != event.event_id and abs(when - seen.first_seen) <= self._dup_window:
             return self._duplicate_finding(event, ref, request_id, when, seen, known)
-        if seen is None or abs(when - seen[0]) > self._dup_window:
-            requests.pop(key, None)
-            requests[key] = (when, event.event_id, event.source)
-            while len(requests) > self._cap:
-                del requests[next(iter(requests))]
+        if seen is None or abs(when - seen.first_seen) > self._dup_window:
+            requests.put_last(key, SeenRequest(when, event.event_id, event.source))
+            requests.evict_oldest(self._cap)
         return None
 
     def _duplicate_finding(
         self, event: CanonicalEvent, ref: TokenRef, request_id: str, when: float,
-        seen: tuple[float, str, str], known: TokenState | None,
+        seen: SeenRequest, known: TokenState | None,
     ) -> Finding:
-        first_time, first_id, first_source = seen
+        first_time, first_id, first_source = seen.first_seen, seen.event_id, seen.source
         earlier = next((u for u in known.accepted if u.event_id == first_id), None) if known is not None else None
         last = describe.place(event)
         if earlier is not None:
@@ -391,8 +409,8 @@ def _same_network(a: Observation, b: Observation) -> bool:
     return a.net is None or b.net is None or a.net == b.net
 
 
-def _first(record: tuple[float, ...]) -> float:
-    return record[0]
+def _first_seen(request: SeenRequest) -> float:
+    return request.first_seen
 
 
 def _newest(timeline: Timeline) -> float:

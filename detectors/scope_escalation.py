@@ -9,15 +9,16 @@
 - ``new_privileged_scope`` — a subject or client obtained a privileged scope
   it has never held, once a learning period after it was first seen is over.
 
-Privileged scopes held per subject and per client live in
-``state.namespace("scope_escalation")`` as ``[first_seen, last_seen, held]``
-lists with interned frozensets, so they snapshot with the rest of the state.
+Privileged scopes held per subject and per client live in the detector's
+``subjects`` and ``clients`` tables as :class:`HeldScopes` rows (interned
+frozensets), so they are written to the changelog with the rest of the state.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -26,11 +27,44 @@ from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.recorded import use_event
 from detectors.state import StateStore, TokenState, intern
+from detectors.tables import PLAIN, Table, register_codec
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind
 
 _EMPTY: frozenset[str] = frozenset()
 _SWEEP_EVERY_S = 3600.0
+_NEXT_SWEEP = "next_sweep"  # row of the "bookkeeping" table: event time of the next retention sweep
+
+
+@dataclass(slots=True)
+class HeldScopes:
+    """What one subject or client has been seen with: the privileged scopes it holds and
+    when it was first and last seen (the learning period and retention run from these)."""
+
+    first_seen: float
+    last_seen: float
+    held: frozenset[str]
+
+
+def _encode_held(row: HeldScopes) -> list[Any]:
+    return [row.first_seen, row.last_seen, sorted(row.held)]
+
+
+def _decode_held(values: Any) -> HeldScopes:
+    first_seen, last_seen, held = values
+    if type(first_seen) not in (int, float) or type(last_seen) not in (int, float):
+        raise TypeError("held scopes: times must be numbers")
+    if type(held) is not list or not all(type(scope) is str for scope in held):
+        raise TypeError("held scopes: scopes must be a list of strings")
+    return HeldScopes(float(first_seen), float(last_seen), intern(frozenset(held)) or _EMPTY)
+
+
+def _first_seen(row: HeldScopes) -> float:
+    """Rows are kept in first-seen order (changed in place, never moved)."""
+    return row.first_seen
+
+
+HELD_SCOPES = register_codec("scope_escalation.held_scopes", _encode_held, _decode_held, order=_first_seen)
 
 SCOPE_NOT_GRANTED = RuleMeta(
     id="scope_escalation.scope_not_granted",
@@ -130,15 +164,17 @@ class ScopeEscalationDetector(Detector):
         return []
 
     def expire(self, watermark: float, state: StateStore) -> None:
-        ns = state.namespace(self.name)
-        if watermark < ns.get("next_sweep", float("-inf")):
+        """Hourly, forget subjects and clients unseen for the retention period (a full scan:
+        rows are in first-seen order, not last-seen)."""
+        bookkeeping = state.table(self.name, "bookkeeping", PLAIN)
+        next_sweep = bookkeeping.get(_NEXT_SWEEP)
+        if next_sweep is not None and watermark < next_sweep:
             return
-        ns["next_sweep"] = watermark + _SWEEP_EVERY_S
+        bookkeeping.put(_NEXT_SWEEP, watermark + _SWEEP_EVERY_S)
         horizon = watermark - self.config.retention_s
-        for table in (ns.get("subjects"), ns.get("clients")):
-            if table:
-                for key in [k for k, rec in table.items() if rec[1] < horizon]:
-                    del table[key]
+        for table in self._tables(state):
+            for key in [key for key, row in table.items() if row.last_seen < horizon]:
+                table.pop(key)
 
     # -- scope_not_granted ----------------------------------------------------
     def _check_use(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
@@ -288,13 +324,9 @@ class ScopeEscalationDetector(Detector):
             cache[scopes] = found
         return found
 
-    def _tables(self, state: StateStore) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-        ns = state.namespace(self.name)
-        subjects = ns.get("subjects")
-        if subjects is None:
-            subjects = ns["subjects"] = {}
-            ns["clients"] = {}
-        return subjects, ns["clients"]
+    def _tables(self, state: StateStore) -> tuple[Table[str, HeldScopes], Table[str, HeldScopes]]:
+        """The held-scope rows per subject and per client."""
+        return state.table(self.name, "subjects", HELD_SCOPES), state.table(self.name, "clients", HELD_SCOPES)
 
     def _learn_from_use(self, event: CanonicalEvent, state: StateStore) -> None:
         """Uses count as sightings, and the privileged scopes a token presents are held."""
@@ -304,14 +336,19 @@ class ScopeEscalationDetector(Detector):
         for table, key in ((subjects, event.subject.id if event.subject else None), (clients, event.client_id)):
             if key is None:
                 continue
-            rec = table.get(key)
-            if rec is None:
-                table[key] = [t, t, privileged]
+            row = table.get(key)
+            if row is None:
+                table.put(key, HeldScopes(t, t, privileged))
                 continue
-            if t > rec[1]:
-                rec[1] = t
-            if privileged and not privileged <= rec[2]:
-                rec[2] = intern(rec[2] | privileged)
+            changed = False
+            if t > row.last_seen:
+                row.last_seen = t
+                changed = True
+            if privileged and not privileged <= row.held:
+                row.held = intern(row.held | privileged)
+                changed = True
+            if changed:
+                table.touch(key)
 
     def _check_privileged(self, event: CanonicalEvent, state: StateStore) -> Finding | None:
         privileged = self._privileged(event.scopes)
@@ -324,17 +361,20 @@ class ScopeEscalationDetector(Detector):
         for label, table, key in (("subject", subjects, subject), ("client", clients, event.client_id)):
             if key is None:
                 continue
-            rec = table.get(key)
-            if rec is None:
-                table[key] = [t, t, privileged]
+            row = table.get(key)
+            if row is None:
+                table.put(key, HeldScopes(t, t, privileged))
                 continue
-            rec[0], rec[1] = min(rec[0], t), max(rec[1], t)
-            if not privileged or privileged <= rec[2]:
+            if t < row.first_seen or t > row.last_seen:
+                row.first_seen, row.last_seen = min(row.first_seen, t), max(row.last_seen, t)
+                table.touch(key)
+            if not privileged or privileged <= row.held:
                 continue
-            if t - rec[0] >= learning:
-                new[label] = sorted(privileged - rec[2])
-                history[label] = t - rec[0]
-            rec[2] = intern(rec[2] | privileged)
+            if t - row.first_seen >= learning:
+                new[label] = sorted(privileged - row.held)
+                history[label] = t - row.first_seen
+            row.held = intern(row.held | privileged)
+            table.touch(key)
         if not new:
             return None
         ref = event.token

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors.device import MAX_ID_CHARS, agent_family
+from detectors.tables import Table, ValueCodec
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind, TokenType
 
@@ -37,12 +38,15 @@ def forget_before(window: dict[Any, Any], horizon: float, when: Callable[[Any], 
 
     Arrival order follows event time closely, so this stops at the first entry
     ``when`` places at or after ``horizon``; a few out-of-order stragglers live a
-    little longer, which only delays forgetting them."""
-    while window:
-        oldest = next(iter(window))
-        if when(window[oldest]) >= horizon:
-            return
-        del window[oldest]
+    little longer, which only delays forgetting them. One pass over what goes: asking
+    ``next(iter(window))`` after each delete walks the freed slots again (quadratic)."""
+    gone = []
+    for key, value in window.items():
+        if when(value) >= horizon:
+            break
+        gone.append(key)
+    for key in gone:
+        del window[key]
 
 
 def intern(value: Any) -> Any:
@@ -170,7 +174,7 @@ class TokenState:
 class ScopeState:
     """Revocation/termination facts for a family, session or subject."""
 
-    __slots__ = ("revoked", "ended", "disabled", "scopes", "audience", "last_seen", "tokens")
+    __slots__ = ("revoked", "ended", "disabled", "scopes", "audience", "last_seen", "tokens", "wheel_slot")
 
     def __init__(self) -> None:
         self.revoked: Observation | None = None
@@ -180,6 +184,7 @@ class ScopeState:
         self.audience: tuple[str, ...] = ()
         self.last_seen: float = 0.0
         self.tokens: list[str] | None = None  # token ids linked here (a list: ~4x smaller than a set)
+        self.wheel_slot: int = -1  # expiry-wheel bucket this record is filed under (one at a time)
 
 
 @dataclass
@@ -211,7 +216,8 @@ class StateStore:
         self.families: dict[str, ScopeState] = {}
         self.sessions: dict[str, ScopeState] = {}
         self.subjects: dict[str, ScopeState] = {}
-        self.detector_state: dict[str, Any] = {}
+        # Detector tables by (detector, table name): see ``table``.
+        self.tables: dict[tuple[str, str], Table[Any, Any]] = {}
         self.metrics: dict[str, list[float]] = defaultdict(list)
         self._wheel: dict[int, list[str]] = defaultdict(list)
         self._scope_wheel: dict[int, list[tuple[str, str]]] = defaultdict(list)
@@ -219,7 +225,9 @@ class StateStore:
         # table so that marking costs a set add, no tuple. See ``take_dirty``.
         self._dirty_tokens: set[str] = set()
         self._dirty_scopes: dict[str, set[str]] = {"family": set(), "session": set(), "subject": set()}
-        self._dirty_ns: set[str] = set()
+        # Changelog keys of an earlier record format found at restore: tombstoned by the
+        # next checkpoint (``detectors.state_codec``), so compaction drops them.
+        self.stale_records: set[bytes] = set()
 
     # -- reading -------------------------------------------------------------
     def token(self, token_id: str | None) -> TokenState | None:
@@ -234,27 +242,29 @@ class StateStore:
         known = self.tokens.get(tok.id)
         return known.family_id if known else None
 
-    def namespace(self, detector: str) -> dict[str, Any]:
-        """A detector's private corner of the state (so it snapshots with the rest).
-
-        Asking for it marks it changed: detectors mutate it in place, so a checkpoint
-        rewrites every namespace handed out since the last one."""
-        self._dirty_ns.add(detector)
-        return self.detector_state.setdefault(detector, {})
+    def table(self, detector: str, name: str, codec: ValueCodec[Any]) -> Table[Any, Any]:
+        """Detector ``detector``'s table ``name`` of values ``codec`` encodes, created empty
+        on first use (or found restored from a changelog). The same table asked with another
+        codec is a programming error."""
+        found = self.tables.get((detector, name))
+        if found is None:
+            found = self.tables[(detector, name)] = Table(codec, self.track_changes)
+        elif found.codec is not codec:
+            raise TypeError(f"table {detector}/{name} holds {found.codec.name!r} values, not {codec.name!r}")
+        return found
 
     def take_dirty(self) -> set[tuple[str, str]]:
-        """Keys changed or deleted since the last call, and forget them: ("t", token id),
-        ("f", family), ("s", session), ("u", subject), ("d", detector namespace). A key no
-        longer present is a deletion (``detectors.state_codec`` writes it as a tombstone)."""
+        """Lineage keys changed or deleted since the last call, and forget them: ("t", token
+        id), ("f", family), ("s", session), ("u", subject). A key no longer present is a
+        deletion (``detectors.state_codec`` writes it as a tombstone). Detector tables keep
+        their own changed keys (``Table.take_changed``)."""
         if not self.track_changes:
             raise RuntimeError("StateStore(track_changes=True) is needed to take changed keys")
         dirty = {("t", key) for key in self._dirty_tokens}
         for prefix, name in (("f", "family"), ("s", "session"), ("u", "subject")):
             dirty.update((prefix, key) for key in self._dirty_scopes[name])
             self._dirty_scopes[name].clear()
-        dirty.update(("d", name) for name in self._dirty_ns)
         self._dirty_tokens.clear()
-        self._dirty_ns.clear()
         return dirty
 
     def observe(self, metric: str, value: float) -> None:
@@ -389,7 +399,8 @@ class StateStore:
         scope = table.get(key)
         if scope is None:
             scope = table[key] = ScopeState()
-            self._scope_wheel[_bucket(event.epoch + self.limits.expired_retention_s)].append((name, key))
+            scope.wheel_slot = _bucket(event.epoch + self.limits.expired_retention_s)
+            self._scope_wheel[scope.wheel_slot].append((name, key))
         scope.last_seen = max(scope.last_seen, event.epoch)
         return scope
 
@@ -414,6 +425,15 @@ class StateStore:
             state.wheel_slot = slot
             self._wheel[slot].append(state.token_id)
 
+    def file_token(self, token: TokenState) -> None:
+        """File a restored token under the wheel bucket its record names."""
+        self._wheel[token.wheel_slot].append(token.token_id)
+
+    def file_scope(self, name: str, key: str, scope: ScopeState) -> None:
+        """File a restored family/session/subject record under the bucket its record names."""
+        if scope.wheel_slot >= 0:
+            self._scope_wheel[scope.wheel_slot].append((name, key))
+
     def expire(self, watermark: float) -> int:
         """Drop state whose deadline event time has passed; returns tokens dropped.
 
@@ -424,12 +444,8 @@ class StateStore:
         dropped = 0
         if not self.track_changes:  # bounded: a batch run never takes them
             self._dirty_tokens.clear()
-            self._dirty_ns.clear()
             for keys in self._dirty_scopes.values():
                 keys.clear()
-        # Detectors prune their namespaces right after this (Engine._expire), some without
-        # asking ``namespace()``: count them all as changed.
-        self._dirty_ns.update(self.detector_state)
         dirty_tokens = self._dirty_tokens
         for slot in [b for b in self._wheel if b * _BUCKET_S < watermark]:
             for token_id in self._wheel.pop(slot):
@@ -468,7 +484,8 @@ class StateStore:
                 if deadline < watermark:
                     del table[key]
                 else:
-                    self._scope_wheel[_bucket(deadline)].append((name, key))
+                    scope.wheel_slot = _bucket(deadline)
+                    self._scope_wheel[scope.wheel_slot].append((name, key))
         return dropped
 
 

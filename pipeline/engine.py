@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import Detector, Finding
 from detectors.state import StateStore, forget_before, stable_hash
+from detectors.tables import EPOCH_SECONDS, Table
 from pipeline.alerting import Alerter
 from pipeline.event_time import KeyClocks, Lateness, SourceClocks, keys_of
 from schemas.alerts import Alert
@@ -250,11 +251,20 @@ class Engine:
         duplicates if they are delivered again (the replay after a crash or handover), and
         the latest of them is the stream's clock (so the first line after a restore cannot
         set it)."""
-        released = self.state.detector_state.get(ENGINE_NAMESPACE, {}).get("released", {})
+        released = self._released()
         for key, when in released.items():
             self._seen.setdefault(key, when)
-        if released:
+        if len(released):
             self._move_clock(max(released.values()))
+
+    def applied(self, event_id: str) -> bool:
+        """Whether ``event_id``'s effect is in the state (released from the reorder buffer
+        and detected), as the changelog keeps it."""
+        return stable_hash(event_id) in self._released()
+
+    def _released(self) -> Table[int, float]:
+        """Event time of each released event, keyed by the stable hash of its id."""
+        return self.state.table(ENGINE_NAMESPACE, "released", EPOCH_SECONDS)
 
     def pending_event_ids(self) -> set[str]:
         """Events in the reorder buffer or held ahead: not in the state yet (a checkpoint
@@ -406,7 +416,7 @@ class Engine:
         # Ids of events whose effect is in the state: kept with the state (changelog), so a
         # replay after a restore drops them as duplicates. Ids still in the reorder buffer
         # are not here: their replay must be processed.
-        self.state.namespace(ENGINE_NAMESPACE).setdefault("released", {})[stable_hash(event.event_id)] = event.epoch
+        self._released().put(stable_hash(event.event_id), event.epoch)
         alerts: list[Alert] = []
         for finding in findings:
             self.counters[f"findings.{finding.rule.id}"] += 1
@@ -427,8 +437,5 @@ class Engine:
         self._keys.forget_before(watermark)
         horizon = watermark - self.config.dedup_window_s
         forget_before(self._seen, horizon, float)
-        released = self.state.detector_state.get(ENGINE_NAMESPACE, {}).get("released")
-        if released:
-            forget_before(released, horizon, float)
-            self.state.namespace(ENGINE_NAMESPACE)  # changed: the checkpoint writes the tombstones
+        self._released().forget_before(horizon, float)
         return alerts + self.alerter.close_ready(kept)

@@ -24,29 +24,20 @@ import threading
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from detectors.anomaly import explain
-from detectors.anomaly.features import (
-    CLIENT_KEYS,
-    FEATURES,
-    SUBJECT_KEYS,
-    Profile,
-    Record,
-    Window,
-    history_s,
-    learn,
-    new_profile,
-    new_window,
-    update_window,
-    vector,
-)
+from detectors.anomaly.features import CLIENT_USED, FEATURES, SUBJECT_USED, learn, update_window, vector
+from detectors.anomaly.last_device import LAST_DEVICE, LastDevice
 from detectors.anomaly.model import AnomalyModel, ModelError, load
+from detectors.anomaly.profile import PROFILE, BehaviourProfile
+from detectors.anomaly.window import WINDOW, BehaviourWindow, EvidenceRecord
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.state import StateStore, stable_hash
+from detectors.tables import PLAIN, Table
 from schemas.alerts import EvidenceItem
 from schemas.events import (
     CanonicalEvent,
@@ -61,6 +52,16 @@ from schemas.events import (
 )
 
 log = logging.getLogger("tokenwatch.anomaly")
+
+# The detector's tables (``StateStore.table("anomaly", ...)``).
+OPEN_WINDOWS = "open_windows"  # token id -> its open BehaviourWindow, oldest first
+CLOSED_WINDOWS = "closed_windows"  # windows a later use closed, judged at the next expire
+SUBJECT_PROFILES = "subject_profiles"  # subject id -> BehaviourProfile
+CLIENT_PROFILES = "client_profiles"  # client id -> BehaviourProfile
+DEVICE_CONTEXTS = "device_contexts"  # "s:<session>" / "t:<token>" -> LastDevice, least recently used first
+HOUSEKEEPING = "housekeeping"  # LAST_PRUNE -> event time profiles and devices were last pruned
+LAST_PRUNE = "last_prune"
+_PRUNE_EVERY_S = 3_600.0
 
 BEHAVIOUR = RuleMeta(
     id="anomaly.behaviour",
@@ -187,78 +188,90 @@ class AnomalyDetector(Detector):
         if subject is None:
             return []
         client = event.client_id or (known.client_id if known else None)
-        ns = state.namespace(self.name)
-        if not ns:
-            ns.update({"w": {}, "closed": [], "u": {}, "c": {}, "pruned": 0.0})
-        windows: dict[str, Window] = ns["w"]
-        devices: dict[str, list[Any]] = ns.setdefault("dev", {})
+        housekeeping = state.table(self.name, HOUSEKEEPING, PLAIN)
+        if LAST_PRUNE not in housekeeping:  # the first use: from now on, expire prunes hourly
+            housekeeping.put(LAST_PRUNE, 0.0)
+        windows: Table[str, BehaviourWindow] = state.table(self.name, OPEN_WINDOWS, WINDOW)
         when = event.epoch
         win = windows.get(token_id)
-        if win is not None and when >= win["s"] + self.config.window_s:
-            del windows[token_id]
-            ns["closed"].append([token_id, win])
+        if win is not None and when >= win.start + self.config.window_s:
+            windows.pop(token_id)
+            state.table(self.name, CLOSED_WINDOWS, WINDOW).put(_closed_key(win), win)
             win = None
         if win is None:
-            win = windows[token_id] = new_window(when, subject, client)
+            win = BehaviourWindow.opened(token_id, when, subject, client)
+            windows.put(token_id, win)
         session = event.session_id or (known.session_id if known else None)
         chain = f"s:{session}" if session else f"t:{token_id}"
-        last = devices.pop(chain, None)  # re-inserted last: the dict is in least-recently-used order
-        previous = last[:3] if last is not None and when - last[3] <= self.config.device_memory_s else None
-        context = update_window(win, event, ns["u"].get(subject), ns["c"].get(client) if client else None, previous)
-        devices[chain] = [*context, max(when, last[3]) if last is not None else when]
-        if len(devices) > self.config.max_device_contexts:
-            del devices[next(iter(devices))]
-            self.counters["device_contexts_evicted"] += 1
+        devices: Table[str, LastDevice] = state.table(self.name, DEVICE_CONTEXTS, LAST_DEVICE)
+        last = devices.get(chain)
+        previous = last.context if last is not None and when - last.used <= self.config.device_memory_s else None
+        subjects, clients = self._profiles(state)
+        context = update_window(win, event, subjects.get(subject), clients.get(client) if client else None, previous)
+        windows.touch(token_id)
+        devices.put_last(chain, LastDevice(context, max(when, last.used) if last is not None else when))
+        evicted = devices.evict_oldest(self.config.max_device_contexts)
+        if evicted:
+            self.counters["device_contexts_evicted"] += evicted
         return []
 
     def expire(self, watermark: float, state: StateStore) -> list[Finding] | None:
-        if not self.active or self.name not in state.detector_state:
+        if not self.active:
             return None
-        ns = state.namespace(self.name)
-        closing: list[list[Any]] = ns["closed"]
-        ns["closed"] = []
-        windows: dict[str, Window] = ns["w"]
+        housekeeping = state.table(self.name, HOUSEKEEPING, PLAIN)
+        last_prune = housekeeping.get(LAST_PRUNE)
+        if last_prune is None:  # no use seen yet
+            return None
+        closing = _take_all(state.table(self.name, CLOSED_WINDOWS, WINDOW))
+        windows: Table[str, BehaviourWindow] = state.table(self.name, OPEN_WINDOWS, WINDOW)
         horizon = watermark - self.config.window_s
-        while windows:  # opened in event-time order (bar stragglers): the oldest close first
-            token_id = next(iter(windows))
-            if windows[token_id]["s"] > horizon:
+        due = []
+        for token_id, win in windows.items():  # opened in event-time order (bar stragglers)
+            if win.start > horizon:
                 break
-            closing.append([token_id, windows.pop(token_id)])
-        findings = self._judge(closing, ns)
-        if watermark - ns["pruned"] >= 3_600.0:
-            ns["pruned"] = watermark
-            self._prune_profiles(ns, watermark - self.config.profile_ttl_s)
-            self._prune_devices(ns, watermark - self.config.device_memory_s)
+            due.append(token_id)
+        for token_id in due:
+            closed = windows.pop(token_id)
+            if closed is not None:
+                closing.append(closed)
+        findings = self._judge(closing, state)
+        if watermark - last_prune >= _PRUNE_EVERY_S:
+            housekeeping.put(LAST_PRUNE, watermark)
+            self._prune_profiles(state, watermark - self.config.profile_ttl_s)
+            devices: Table[str, LastDevice] = state.table(self.name, DEVICE_CONTEXTS, LAST_DEVICE)
+            horizon = watermark - self.config.device_memory_s
+            devices.forget_before(horizon, _last_used)
         return findings
 
     def finish(self, state: StateStore) -> list[Finding]:
-        if not self.active or self.name not in state.detector_state:
+        if not self.active or LAST_PRUNE not in state.table(self.name, HOUSEKEEPING, PLAIN):
             return []
-        ns = state.namespace(self.name)
-        closing = ns["closed"] + [[tid, win] for tid, win in ns["w"].items()]
-        ns["closed"], ns["w"] = [], {}
-        return self._judge(closing, ns)
+        closing = _take_all(state.table(self.name, CLOSED_WINDOWS, WINDOW))
+        closing += _take_all(state.table(self.name, OPEN_WINDOWS, WINDOW))
+        return self._judge(closing, state)
+
+    def _profiles(self, state: StateStore) -> tuple[Table[str, BehaviourProfile], Table[str, BehaviourProfile]]:
+        return (state.table(self.name, SUBJECT_PROFILES, PROFILE), state.table(self.name, CLIENT_PROFILES, PROFILE))
 
     # -- judging -------------------------------------------------------------------
-    def _judge(self, closing: list[list[Any]], ns: dict[str, Any]) -> list[Finding]:
+    def _judge(self, closing: list[BehaviourWindow], state: StateStore) -> list[Finding]:
         """Score every closed window of a mature subject in one call; learn from the rest."""
         if not closing:
             return []
         model = self.model  # read once: a swap during this batch applies to the next
         cfg = self.config
-        subjects: dict[str, Profile] = ns["u"]
-        clients: dict[str, Profile] = ns["c"]
-        scored: list[tuple[str, Window, Profile, Profile | None]] = []
+        subjects, clients = self._profiles(state)
+        scored: list[tuple[BehaviourWindow, BehaviourProfile, BehaviourProfile | None]] = []
         rows: list[list[float]] = []
-        for token_id, win in closing:
-            self._count_token_day(token_id, win["s"])
-            subj = subjects.get(win["sub"])
-            client = clients.get(win["cli"]) if win["cli"] else None
-            if subj is None or subj["w"] < cfg.min_profile_windows:
+        for win in closing:
+            self._count_token_day(win.token, win.start)
+            subj = subjects.get(win.subject)
+            client = clients.get(win.client) if win.client else None
+            if subj is None or subj.windows < cfg.min_profile_windows:
                 self.counters["windows_learning"] += 1
                 self._learn(win, subjects, clients)
                 continue
-            scored.append((token_id, win, subj, client))
+            scored.append((win, subj, client))
             rows.append(vector(win, subj, client))
         if not rows:
             return []
@@ -268,17 +281,17 @@ class AnomalyDetector(Detector):
         drops = explain.contributions(model, matrix[flagged]) if flagged and model is not None else []
         findings: list[Finding] = []
         learnable: list[int] = []
-        for i, (token_id, win, subj, client) in enumerate(scored):
+        for i, (win, subj, client) in enumerate(scored):
             if scores is not None:
                 self.counters["windows_scored"] += 1
                 if self.recorder is not None:
-                    self.recorder.append((token_id, win["s"], win["e"], float(scores[i])))
+                    self.recorder.append((win.token, win.start, win.end, float(scores[i])))
             if i in flagged and self._learning(win, subj):
                 self.counters["windows_in_learning_period"] += 1  # neither alerted nor in the ring
             elif i in flagged:
                 assert model is not None and scores is not None
                 why = explain.reasons(drops[flagged.index(i)], win, subj, client, cfg.window_s, cfg.explain_top)
-                findings.append(self._finding(token_id, win, float(scores[i]), model, why, drops[flagged.index(i)]))
+                findings.append(self._finding(win, float(scores[i]), model, why, drops[flagged.index(i)]))
                 self.counters["windows_flagged"] += 1
             else:
                 learnable.append(i)
@@ -286,33 +299,29 @@ class AnomalyDetector(Detector):
             for i in learnable:
                 slot = self._next
                 self._rows[slot] = matrix[i]
-                self._times[slot] = scored[i][1]["e"]
+                self._times[slot] = scored[i][0].end
                 self._next = (slot + 1) % len(self._rows)
                 self._filled = min(self._filled + 1, len(self._rows))
         for i in learnable:  # flagged windows never teach the baseline what an attack looks like
-            self._learn(scored[i][1], subjects, clients)
+            self._learn(scored[i][0], subjects, clients)
         for i in flagged:  # ... unless the subject is new: then it is how it behaves
-            if self._learning(scored[i][1], scored[i][2]):
-                self._learn(scored[i][1], subjects, clients)
+            if self._learning(scored[i][0], scored[i][1]):
+                self._learn(scored[i][0], subjects, clients)
         return findings
 
-    def _learning(self, win: Window, subj: Profile) -> bool:
+    def _learning(self, win: BehaviourWindow, subj: BehaviourProfile) -> bool:
         """Whether the window's subject is inside its learning period. A young client is
         not: a token of an app the subject never used (consent phishing) must stay judged."""
-        age = history_s(subj, win["s"])
+        age = subj.history_s(win.start)
         return age is not None and age < self.config.learning_period_s
 
-    def _learn(self, win: Window, subjects: dict[str, Profile], clients: dict[str, Profile]) -> None:
+    def _learn(
+        self, win: BehaviourWindow, subjects: Table[str, BehaviourProfile], clients: Table[str, BehaviourProfile]
+    ) -> None:
         cfg = self.config
-        subj = subjects.get(win["sub"])
-        if subj is None:
-            subj = subjects[win["sub"]] = new_profile(win["s"])
-        learn(subj, win, SUBJECT_KEYS, cfg.max_profile_items, cfg.profile_decay)
-        if win["cli"]:
-            client = clients.get(win["cli"])
-            if client is None:
-                client = clients[win["cli"]] = new_profile(win["s"])
-            learn(client, win, CLIENT_KEYS, cfg.max_profile_items * 4, cfg.profile_decay)
+        _learn_into(subjects, win.subject, win, SUBJECT_USED, cfg.max_profile_items, cfg.profile_decay)
+        if win.client:
+            _learn_into(clients, win.client, win, CLIENT_USED, cfg.max_profile_items * 4, cfg.profile_decay)
 
     def _count_token_day(self, token_id: str, start: float) -> None:
         """Distinct active tokens per UTC day (the budget's denominator); days older than
@@ -330,18 +339,10 @@ class AnomalyDetector(Detector):
         if isinstance(seen, set):
             seen.add(stable_hash(token_id))
 
-    def _prune_profiles(self, ns: dict[str, Any], horizon: float) -> None:
-        for table in (ns["u"], ns["c"]):
-            for key in [k for k, p in table.items() if p["t"] < horizon]:
-                del table[key]
-
-    def _prune_devices(self, ns: dict[str, Any], horizon: float) -> None:
-        devices: dict[str, list[Any]] = ns.get("dev", {})
-        while devices:  # least recently used first: stop at the first one still fresh
-            chain = next(iter(devices))
-            if devices[chain][3] >= horizon:
-                break
-            del devices[chain]
+    def _prune_profiles(self, state: StateStore, horizon: float) -> None:
+        for table in self._profiles(state):
+            for key in [k for k, p in table.items() if p.last_window_end < horizon]:
+                table.pop(key)
 
     # -- baseline for retraining ---------------------------------------------------
     def baseline(self) -> tuple[np.ndarray, np.ndarray, int]:
@@ -366,54 +367,82 @@ class AnomalyDetector(Detector):
 
     # -- findings ------------------------------------------------------------------
     def _finding(
-        self, token_id: str, win: Window, score: float, model: AnomalyModel, why: list[str],
-        drops: list[tuple[str, float]],
+        self, win: BehaviourWindow, score: float, model: AnomalyModel, why: list[str], drops: list[tuple[str, float]],
     ) -> Finding:
-        last: Record = win["ev"][-1]  # the latest novelty (or the first event) stands for the window
-        event = _event_of(last)
-        who = f"{win['sub']}" + (f" (client {win['cli']})" if win["cli"] else "")
-        summary = (f"Token {token_id} of {who} behaved unlike its baseline "
+        last = win.evidence[-1]  # the latest novelty (or the first event) stands for the window
+        event = _event_of(last, win.token)
+        who = f"{win.subject}" + (f" (client {win.client})" if win.client else "")
+        summary = (f"Token {win.token} of {who} behaved unlike its baseline "
                    f"(anomaly score {score:.2f}, threshold {model.threshold:.2f}): {'; '.join(why)}.")
-        records = list(win["ev"])
         details: dict[str, str | int | float | bool | None] = {
             "score": round(score, 4), "threshold": round(model.threshold, 4), "model_version": model.version,
-            "requests": win["n"], "window_start": _iso(win["s"]), "window_end": _iso(win["e"]),
+            "requests": win.requests, "window_start": _iso(win.start), "window_end": _iso(win.end),
         }
         for group, drop in drops[:4]:
             details[f"contribution.{group}"] = round(drop, 4)
-        for name, counter in (("agent_changes", "dua"), ("device_changes", "ddev"), ("key_changes", "dkey"),
-                              ("network_switches", "nsw"), ("network_returns", "nret")):
-            if win.get(counter):
-                details[name] = win[counter]
+        for name, count in (("agent_changes", win.agent_changes), ("device_changes", win.device_changes),
+                            ("key_changes", win.key_changes), ("network_switches", win.network_switches),
+                            ("network_returns", win.network_returns)):
+            if count:
+                details[name] = count
         high = score >= model.threshold + 0.1
         return Finding(
-            rule=BEHAVIOUR, event=event, key=token_id, summary=summary,
-            evidence=tuple(_evidence(r) for r in records), family_id=last[4], token_id=token_id,
+            rule=BEHAVIOUR, event=event, key=win.token, summary=summary,
+            evidence=tuple(_evidence(r) for r in win.evidence), family_id=last.family_id, token_id=win.token,
             severity="high" if high else None, risk_score=70 if high else None, details=details,
         )
+
+
+def _closed_key(win: BehaviourWindow) -> str:
+    """A closed window's row key: a token's windows start at distinct times."""
+    return f"{win.token}@{win.start!r}"
+
+
+def _take_all(table: Table[str, BehaviourWindow]) -> list[BehaviourWindow]:
+    """Every window of ``table``, oldest first, removing them."""
+    return [win for key in list(table) if (win := table.pop(key)) is not None]
+
+
+def _last_used(last: LastDevice) -> float:
+    return last.used
+
+
+def _learn_into(
+    profiles: Table[str, BehaviourProfile], key: str, win: BehaviourWindow, used: tuple[str, ...], max_items: int,
+    decay: float,
+) -> None:
+    """Teach ``key``'s profile the window (a new profile starts at the window's start)."""
+    profile = profiles.get(key)
+    if profile is None:
+        profile = BehaviourProfile(win.start)
+        profiles.put(key, profile)
+    learn(profile, win, used, max_items, decay)
+    profiles.touch(key)
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
 
 
-def _event_of(r: Record) -> CanonicalEvent:
-    """The window's last event, rebuilt from its record (the alert's trigger)."""
-    geo = Geo(country=r[12], city=r[13]) if (r[12] or r[13]) else None
+def _event_of(r: EvidenceRecord, token_id: str) -> CanonicalEvent:
+    """The window's last event, rebuilt from its record (the alert's trigger); the window's
+    token is the record's."""
+    geo = Geo(country=r.country, city=r.city) if (r.country or r.city) else None
     return CanonicalEvent(
-        event_id=r[0], kind=EventKind.USED, time=datetime.fromtimestamp(r[1], tz=timezone.utc), source=r[2],
-        token=TokenRef(id=r[3], type=TokenType(r[5] or "unknown"), family_id=r[4]),
-        subject=Subject(id=r[6]) if r[6] else None, client_id=r[7], session_id=r[8], scopes=tuple(r[18]),
-        network=Network(ip=r[9], asn=r[10], as_org=r[11], geo=geo, hosting=r[14], user_agent=r[15]),
-        request=Request(id=r[17], method=r[19], resource=r[20]),
-        outcome=Outcome(result="success" if r[16] else "failure"),
+        event_id=r.event_id, kind=EventKind.USED, time=datetime.fromtimestamp(r.time, tz=timezone.utc),
+        source=r.source, token=TokenRef(id=token_id, type=TokenType(r.token_type or "unknown"), family_id=r.family_id),
+        subject=Subject(id=r.subject) if r.subject else None, client_id=r.client_id, session_id=r.session_id,
+        scopes=r.scopes,
+        network=Network(ip=r.ip, asn=r.asn, as_org=r.as_org, geo=geo, hosting=r.hosting, user_agent=r.user_agent),
+        request=Request(id=r.request_id, method=r.method, resource=r.resource),
+        outcome=Outcome(result="success" if r.succeeded else "failure"),
     )
 
 
-def _evidence(r: Record) -> EvidenceItem:
+def _evidence(r: EvidenceRecord) -> EvidenceItem:
     return EvidenceItem(
-        event_id=r[0], kind="used", time=datetime.fromtimestamp(r[1], tz=timezone.utc), source=r[2],
-        token_id=r[3], ip=r[9], country=r[12], city=r[13], asn=r[10], as_org=r[11], scopes=list(r[18]),
-        client_id=r[7], outcome="success" if r[16] else "failure", request_id=r[17],
-        resource=f"{r[19] or 'GET'} {r[20]}" if r[20] else None,
+        event_id=r.event_id, kind="used", time=datetime.fromtimestamp(r.time, tz=timezone.utc), source=r.source,
+        token_id=r.token_id, ip=r.ip, country=r.country, city=r.city, asn=r.asn, as_org=r.as_org,
+        scopes=list(r.scopes), client_id=r.client_id, outcome="success" if r.succeeded else "failure",
+        request_id=r.request_id, resource=f"{r.method or 'GET'} {r.resource}" if r.resource else None,
     )

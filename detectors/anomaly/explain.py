@@ -16,8 +16,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from detectors.anomaly.features import INDEX, Profile, Window, active_hours
+from detectors.anomaly.features import INDEX, active_hours
 from detectors.anomaly.model import AnomalyModel
+from detectors.anomaly.profile import BehaviourProfile
+from detectors.anomaly.window import BehaviourWindow
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "rate": ("requests", "rate_ratio"),
@@ -55,7 +57,8 @@ def contributions(model: AnomalyModel, rows: np.ndarray) -> list[list[tuple[str,
 
 
 def reasons(
-    drops: list[tuple[str, float]], win: Window, subj: Profile, client: Profile | None, window_s: float, top: int
+    drops: list[tuple[str, float]], win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None,
+    window_s: float, top: int,
 ) -> list[str]:
     """The wording of the ``top`` largest positive contributions (at least one)."""
     chosen = [group for group, drop in drops if drop >= _MIN_CONTRIBUTION][:top] or [drops[0][0]]
@@ -72,108 +75,136 @@ def _times(value: float, usual: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 2 else f"{ratio:.1f}x"
 
 
-def _rate(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    n, usual = win["n"], subj["n"]
+def _rate(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    n, usual = win.requests, subj.usual_requests
     if n >= usual:
         return f"{n} requests in {_span(window_s)}, {_times(n, usual)} this user's usual {usual:.0f}"
     return f"only {n} requests in {_span(window_s)}, this user usually makes {usual:.0f}"
 
 
-def _breadth(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    distinct = len(win["res"])
-    if client is not None and client["w"]:
-        usual, whose = client["r"], f"client {win['cli']}'s" if win["cli"] else "the client's"
+def _breadth(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    distinct = len(win.resources)
+    if client is not None and client.windows:
+        usual, whose = client.usual_resources, f"client {win.client}'s" if win.client else "the client's"
     else:
-        usual, whose = subj["r"], "this user's"
+        usual, whose = subj.usual_resources, "this user's"
     return f"{distinct} distinct resources in {_span(window_s)}, {_times(distinct, usual)} {whose} usual {usual:.0f}"
 
 
-def _new_resources(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    n = win["n"] or 1
+def _new_resources(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    n = win.requests or 1
     parts = []
-    if win["nres"]:
-        examples = ", ".join(win["notes"]["res"])
-        parts.append(f"{win['nres']} of {n} requests to resources this user never used ({examples})")
-    if win["ncres"] and win["cli"]:
-        examples = ", ".join(win["notes"]["cres"])
-        parts.append(f"{win['ncres']} to resources client {win['cli']} never called before ({examples})")
+    if win.new_resource_uses:
+        examples = ", ".join(win.notes.resources)
+        parts.append(f"{win.new_resource_uses} of {n} requests to resources this user never used ({examples})")
+    if win.new_client_resource_uses and win.client:
+        examples = ", ".join(win.notes.client_resources)
+        parts.append(
+            f"{win.new_client_resource_uses} to resources client {win.client} never called before ({examples})"
+        )
     return "; ".join(parts) or "requests only to resources this user already used"
 
 
-def _networks(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
+def _networks(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
     parts = []
-    for _, asn, org in win["notes"]["net"]:
+    for _, asn, org in win.notes.networks:
         name = " ".join(str(x) for x in (f"AS {asn}" if asn else None, org) if x)
         parts.append(f"first use from {name}")
-    if win["host"]:
-        parts.append(f"{win['host']} of {win['n']} requests from hosting/VPN networks")
-    if win["nip"] and not win["notes"]["net"]:
-        parts.append(f"{win['nip']} of {win['n']} requests from addresses this user never used")
-    if len(win["ips"]) > 1:
-        parts.append(f"{len(win['ips'])} IP addresses in {_span(window_s)}")
-    return "; ".join(parts) or f"from {len(win['nets'])} network(s) this user already used"
+    if win.hosting:
+        parts.append(f"{win.hosting} of {win.requests} requests from hosting/VPN networks")
+    if win.new_ip_uses and not win.notes.networks:
+        parts.append(f"{win.new_ip_uses} of {win.requests} requests from addresses this user never used")
+    if len(win.ips) > 1:
+        parts.append(f"{len(win.ips)} IP addresses in {_span(window_s)}")
+    return "; ".join(parts) or f"from {len(win.networks)} network(s) this user already used"
 
 
-def _countries(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    if win["notes"]["cc"]:
-        return "first use from " + ", ".join(win["notes"]["cc"])
-    return f"{len(win['cc'])} countries in {_span(window_s)}"
+def _countries(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    if win.notes.countries:
+        return "first use from " + ", ".join(win.notes.countries)
+    return f"{len(win.countries)} countries in {_span(window_s)}"
 
 
-def _agents(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    if win["notes"]["ua"]:
-        return "new user agent " + ", ".join(f"'{ua[:60]}'" for ua in win["notes"]["ua"])
-    return f"{len(win['ua'])} user agents in {_span(window_s)}"
+def _agents(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    if win.notes.agents:
+        return "new user agent " + ", ".join(f"'{ua[:60]}'" for ua in win.notes.agents)
+    return f"{len(win.agents)} user agents in {_span(window_s)}"
 
 
-def _failures(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    n = win["n"] or 1
-    return f"{win['f']} of {win['n']} requests rejected ({win['f'] / n:.0%})"
+def _failures(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    n = win.requests or 1
+    return f"{win.failures} of {win.requests} requests rejected ({win.failures / n:.0%})"
 
 
-def _hour(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    at = datetime.fromtimestamp(win["s"], tz=timezone.utc).strftime("%H:%M")
-    span = active_hours(subj["h"])
+def _hour(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    at = datetime.fromtimestamp(win.start, tz=timezone.utc).strftime("%H:%M")
+    span = active_hours(subj.hours)
     if span is None:
         return f"{at} UTC"
     return f"{at} UTC, user normally active {span[0]:02d}–{span[1]:02d} UTC"
 
 
-def _scopes(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    fresh = win["notes"]["sc"]
-    text = f"{len(win['sc'])} distinct scopes required"
+def _scopes(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    fresh = win.notes.scopes
+    text = f"{len(win.scopes)} distinct scopes required"
     if fresh:
         text += ", never needed before by this user: " + ", ".join(fresh)
     return text
 
 
-_DRIFT_WORDS = {"agent": ("dua", "browser/OS"), "device": ("ddev", "device id"), "key": ("dkey", "DPoP/mTLS key")}
+_DRIFT_WORDS = {"agent": "browser/OS", "device": "device id", "key": "DPoP/mTLS key"}
 
 
-def _device(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
+def _drift_count(win: BehaviourWindow, name: str) -> int:
+    return {"agent": win.agent_changes, "device": win.device_changes, "key": win.key_changes}[name]
+
+
+def _device(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
     """"browser/OS changed inside the session: Firefox on Windows → Chrome on Linux; DPoP/mTLS
     key changed inside the session (2x): dpop:3q2+7w… → dpop:Nz9c1f…"."""
     parts = []
-    for name, before, after in win["notes"].get("drift", []):
-        counter, what = _DRIFT_WORDS[name]
-        times = f" ({win[counter]}x)" if win.get(counter, 0) > 1 else ""
+    for name, before, after in win.notes.drift:
+        count = _drift_count(win, name)
+        times = f" ({count}x)" if count > 1 else ""
         if name != "agent":  # ids and key thumbprints: a prefix tells them apart
             before, after = f"{str(before)[:12]}…", f"{str(after)[:12]}…"
-        parts.append(f"{what} changed inside the session{times}: {before} → {after}")
+        parts.append(f"{_DRIFT_WORDS[name]} changed inside the session{times}: {before} → {after}")
     return "; ".join(parts) or "no device change inside the session"
 
 
-def _roaming(win: Window, subj: Profile, client: Profile | None, window_s: float) -> str:
-    path = " → ".join(win.get("path", []))
-    if win.get("nret"):
-        return (f"network interleaving: {win['nsw']} switches, {win['nret']} back to a network already left "
-                f"in {_span(window_s)} ({path})")
-    if win.get("nsw"):
-        return f"{win['nsw']} one-way network handover(s) in {_span(window_s)} ({path})"
+def _roaming(
+    win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None, window_s: float
+) -> str:
+    path = " → ".join(win.network_path)
+    if win.network_returns:
+        return (f"network interleaving: {win.network_switches} switches, {win.network_returns} back to a network "
+                f"already left in {_span(window_s)} ({path})")
+    if win.network_switches:
+        return f"{win.network_switches} one-way network handover(s) in {_span(window_s)} ({path})"
     return "one network throughout"
 
 
-_WORDING: dict[str, Callable[[Window, Profile, Profile | None, float], str]] = {
+_WORDING: dict[str, Callable[[BehaviourWindow, BehaviourProfile, BehaviourProfile | None, float], str]] = {
     "rate": _rate,
     "breadth": _breadth,
     "new_resources": _new_resources,

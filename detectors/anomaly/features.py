@@ -6,8 +6,8 @@ how many requests were new for the subject or the client), so closing a window
 costs a few arithmetic steps, never a look back at history. Features compare
 the window with two baselines kept beside it: the subject's profile (hours,
 networks, user agents, countries, resources, scopes, usual request count) and
-the client's (resources, usual breadth). Everything here is plain dicts, sets
-and lists, so it snapshots with the rest of the state (``state_codec.pack``).
+the client's (resources, usual breadth). The window and the profiles are the
+detector's table rows (``window.BehaviourWindow``, ``profile.BehaviourProfile``).
 
 Two kinds of change *inside* a window are counted as well. Device drift: a use whose
 browser family/OS, device id or DPoP/mTLS key differs from the previous use of the
@@ -26,8 +26,10 @@ from __future__ import annotations
 import math
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TypeVar
 
+from detectors.anomaly.profile import USED, BehaviourProfile
+from detectors.anomaly.window import BehaviourWindow, EvidenceRecord
 from detectors.device import DeviceContext, drift
 from schemas.events import CanonicalEvent
 
@@ -59,14 +61,13 @@ FEATURES: tuple[str, ...] = (
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
 
-Window = dict[str, Any]
-Profile = dict[str, Any]
-Record = list[Any]  # an evidence record, see ``record``
+T = TypeVar("T")
 
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{8,}|[A-Za-z0-9_-]{20,})$")
 _MAX_NOTES = 3  # new networks / agents / resources remembered per window for the wording
 _MAX_EVIDENCE = 6
 _MAX_PATH = 6  # networks of the window's switch sequence kept for the wording
+_MAX_LEFT = 16  # networks a window remembers having left (to count returns)
 
 
 @lru_cache(maxsize=65_536)
@@ -80,160 +81,111 @@ def resource_key(method: str | None, path: str | None) -> str | None:
     return f"{method or 'GET'} {'/'.join(parts)}"
 
 
-def record(event: CanonicalEvent) -> Record:
-    """What an alert needs of one event to cite it (and to stand for the window)."""
-    net, geo, req = event.network, event.network.geo, event.request
-    tok = event.token
-    return [
-        event.event_id, event.epoch, event.source, tok.id if tok else None,
-        tok.family_id if tok else None, tok.type.value if tok else None,
-        event.subject.id if event.subject else None, event.client_id, event.session_id,
-        net.ip, net.asn, net.as_org, geo.country if geo else None, geo.city if geo else None,
-        net.hosting, net.user_agent, event.succeeded, req.id if req else None,
-        list(event.scopes), req.method if req else None, req.resource if req else None,
-    ]
-
-
-def new_window(start: float, subject: str | None, client: str | None) -> Window:
-    return {
-        "s": start, "e": start, "sub": subject, "cli": client,
-        "n": 0, "f": 0, "host": 0, "nip": 0, "nnet": 0, "nua": 0, "ncc": 0, "nres": 0, "ncres": 0, "nsc": 0,
-        "ips": set(), "nets": set(), "cc": set(), "ua": set(), "res": set(), "sc": set(),
-        "notes": {"net": [], "ua": [], "cc": [], "res": [], "cres": [], "sc": [], "drift": []},
-        "ev": [],
-        **_drift_counters(),
-    }
-
-
-def _drift_counters() -> Window:
-    """Counters of change inside a window: agent/device/key changes, network switches and
-    returns, the last network, the networks left, and the switch path for the wording."""
-    return {"dua": 0, "ddev": 0, "dkey": 0, "nsw": 0, "nret": 0, "lnet": None, "left": [], "path": []}
-
-
-def _current(win: Window) -> Window:
-    """A window restored from a checkpoint of the version before the drift counters."""
-    if "nsw" not in win:
-        win.update(_drift_counters())
-        win["notes"].setdefault("drift", [])
-    return win
-
-
-def new_profile(since: float | None = None) -> Profile:
-    """Subject or client baseline: windows seen, usual requests and breadth per window,
-    activity per hour of day (UTC), what it has used (key -> last seen), and when its
-    first window started (``since``: the learning period counts from there)."""
-    return {"w": 0, "n": 0.0, "r": 0.0, "t": 0.0, "h": [0.0] * 24, "since": since,
-            "ip": {}, "net": {}, "ua": {}, "cc": {}, "res": {}, "sc": {}}
-
-
-def history_s(profile: Profile, when: float) -> float | None:
-    """How long before ``when`` the profile's first window started; None for a profile
-    kept by an earlier version, which did not record it (it has history already)."""
-    since = profile.get("since")
-    return None if since is None else when - since
-
-
 def update_window(
-    win: Window, event: CanonicalEvent, subj: Profile | None, client: Profile | None,
-    previous: DeviceContext | list[str | None] | None = None,
+    win: BehaviourWindow, event: CanonicalEvent, subj: BehaviourProfile | None, client: BehaviourProfile | None,
+    previous: DeviceContext | None = None,
 ) -> DeviceContext:
     """Fold one ``used`` event into its window, judging novelty against the profiles as
     they are now (profiles learn only when windows close) and device drift against
     ``previous``, the device context of the session's (or token's) previous use.
     Returns this use's device context, for the caller to remember as the next previous."""
-    _current(win)
     net = event.network
     when = event.epoch
-    if when > win["e"]:
-        win["e"] = when
-    win["n"] += 1
+    if when > win.end:
+        win.end = when
+    win.requests += 1
     if not event.succeeded:
-        win["f"] += 1
+        win.failures += 1
     if net.hosting:
-        win["host"] += 1
-    notes = win["notes"]
+        win.hosting += 1
+    notes = win.notes
     new_for_subject = False
     ip = net.ip or net.service
     if ip:
-        win["ips"].add(ip)
-        if subj is not None and ip not in subj["ip"]:
-            win["nip"] += 1
+        win.ips.add(ip)
+        if subj is not None and ip not in subj.ips:
+            win.new_ip_uses += 1
     network = f"AS{net.asn}" if net.asn else (net.as_org.casefold() if net.as_org else None)
     if network:
-        win["nets"].add(network)
-        if subj is not None and network not in subj["net"]:
-            win["nnet"] += 1
-            new_for_subject = _note(notes["net"], [network, net.asn, net.as_org]) or new_for_subject
+        win.networks.add(network)
+        if subj is not None and network not in subj.networks:
+            win.new_network_uses += 1
+            new_for_subject = _note(notes.networks, (network, net.asn, net.as_org)) or new_for_subject
         new_for_subject = _roam(win, network) or new_for_subject
     country = net.geo.country if net.geo else None
     if country:
-        win["cc"].add(country)
-        if subj is not None and country not in subj["cc"]:
-            win["ncc"] += 1
-            new_for_subject = _note(notes["cc"], country) or new_for_subject
+        win.countries.add(country)
+        if subj is not None and country not in subj.countries:
+            win.new_country_uses += 1
+            new_for_subject = _note(notes.countries, country) or new_for_subject
     agent = net.user_agent
     if agent:
-        win["ua"].add(agent)
-        if subj is not None and agent not in subj["ua"]:
-            win["nua"] += 1
-            new_for_subject = _note(notes["ua"], agent) or new_for_subject
+        win.agents.add(agent)
+        if subj is not None and agent not in subj.agents:
+            win.new_agent_uses += 1
+            new_for_subject = _note(notes.agents, agent) or new_for_subject
     req = event.request
     resource = resource_key(req.method, req.resource) if req is not None else None
     if resource:
-        win["res"].add(resource)
-        if subj is not None and resource not in subj["res"]:
-            win["nres"] += 1
-            _note(notes["res"], resource)
-        if client is not None and resource not in client["res"]:
-            win["ncres"] += 1
-            _note(notes["cres"], resource)
+        win.resources.add(resource)
+        if subj is not None and resource not in subj.resources:
+            win.new_resource_uses += 1
+            _note(notes.resources, resource)
+        if client is not None and resource not in client.resources:
+            win.new_client_resource_uses += 1
+            _note(notes.client_resources, resource)
     scopes = event.required_scopes
     if scopes:
-        win["sc"].update(scopes)
+        win.scopes.update(scopes)
         if subj is not None:
-            fresh = [s for s in scopes if s not in subj["sc"]]
+            fresh = [s for s in scopes if s not in subj.scopes]
             if fresh:
-                win["nsc"] += 1
+                win.new_scope_uses += 1
                 for scope in fresh:
-                    _note(notes["sc"], scope)
+                    _note(notes.scopes, scope)
     context = DeviceContext.of(event)
     if previous is not None:
         for name in drift(previous, context):
-            win[_DRIFT_COUNTER[name]] += 1
-            before = previous[("agent", "device", "key").index(name)]
-            new_for_subject = _note(notes["drift"], [name, before, getattr(context, name)]) or new_for_subject
+            _count_drift(win, name)
+            before, after = getattr(previous, name), getattr(context, name)
+            new_for_subject = _note(notes.drift, (name, before, after)) or new_for_subject
     # Records are built only for the first event and novelties (the hot path stays cheap);
     # the latest of them is the alert's trigger.
-    if not win["ev"] or (new_for_subject and len(win["ev"]) < _MAX_EVIDENCE):
-        win["ev"].append(record(event))
+    if not win.evidence or (new_for_subject and len(win.evidence) < _MAX_EVIDENCE):
+        win.evidence.append(EvidenceRecord.of(event))
     return context
 
 
-_DRIFT_COUNTER = {"agent": "dua", "device": "ddev", "key": "dkey"}
+def _count_drift(win: BehaviourWindow, name: str) -> None:
+    if name == "agent":
+        win.agent_changes += 1
+    elif name == "device":
+        win.device_changes += 1
+    else:
+        win.key_changes += 1
 
 
-def _roam(win: Window, network: str) -> bool:
+def _roam(win: BehaviourWindow, network: str) -> bool:
     """Count a switch from the window's last network, and a return when the token goes
     back to a network it had left; True when this use switched."""
-    last = win["lnet"]
-    win["lnet"] = network
+    last = win.last_network
+    win.last_network = network
     if last is None or last == network:
         if last is None:
-            win["path"].append(network)
+            win.network_path.append(network)
         return False
-    win["nsw"] += 1
-    left: list[str] = win["left"]
+    win.network_switches += 1
+    left = win.networks_left
     if network in left:
-        win["nret"] += 1
-    if last not in left and len(left) < 16:
+        win.network_returns += 1
+    if last not in left and len(left) < _MAX_LEFT:
         left.append(last)
-    if len(win["path"]) < _MAX_PATH:
-        win["path"].append(network)
+    if len(win.network_path) < _MAX_PATH:
+        win.network_path.append(network)
     return True
 
 
-def _note(notes: list[Any], value: Any) -> bool:
+def _note(notes: list[T], value: T) -> bool:
     """Remember a novelty once; True when it was not noted yet."""
     if value in notes or len(notes) >= _MAX_NOTES:
         return False
@@ -241,37 +193,37 @@ def _note(notes: list[Any], value: Any) -> bool:
     return True
 
 
-def vector(win: Window, subj: Profile, client: Profile | None) -> list[float]:
+def vector(win: BehaviourWindow, subj: BehaviourProfile, client: BehaviourProfile | None) -> list[float]:
     """The window's features, in ``FEATURES`` order."""
-    _current(win)
-    n = win["n"] or 1
-    distinct_res = len(win["res"])
-    client_breadth = client["r"] if client is not None and client["w"] else distinct_res
+    n = win.requests or 1
+    distinct_res = len(win.resources)
+    known_client = client is not None and client.windows > 0
+    client_breadth = client.usual_resources if client is not None and known_client else distinct_res
     return [
-        math.log1p(win["n"]),
-        math.log2((win["n"] + 1) / (subj["n"] + 1)),
+        math.log1p(win.requests),
+        math.log2((win.requests + 1) / (subj.usual_requests + 1)),
         math.log1p(distinct_res),
         math.log2((distinct_res + 1) / (client_breadth + 1)),
-        win["nres"] / n,
-        win["ncres"] / n if client is not None and client["w"] else 0.0,
-        float(len(win["ips"])),
-        float(len(win["nets"])),
-        float(len(win["cc"])),
-        float(len(win["ua"])),
-        win["nip"] / n,
-        win["nnet"] / n,
-        win["nua"] / n,
-        win["ncc"] / n,
-        win["host"] / n,
-        win["f"] / n,
-        hour_rarity(subj["h"], hour_of(win["s"])),
-        float(len(win["sc"])),
-        win["nsc"] / n,
-        float(win["dua"]),
-        float(win["ddev"]),
-        float(win["dkey"]),
-        float(win["nsw"]),
-        float(win["nret"]),
+        win.new_resource_uses / n,
+        win.new_client_resource_uses / n if known_client else 0.0,
+        float(len(win.ips)),
+        float(len(win.networks)),
+        float(len(win.countries)),
+        float(len(win.agents)),
+        win.new_ip_uses / n,
+        win.new_network_uses / n,
+        win.new_agent_uses / n,
+        win.new_country_uses / n,
+        win.hosting / n,
+        win.failures / n,
+        hour_rarity(subj.hours, hour_of(win.start)),
+        float(len(win.scopes)),
+        win.new_scope_uses / n,
+        float(win.agent_changes),
+        float(win.device_changes),
+        float(win.key_changes),
+        float(win.network_switches),
+        float(win.network_returns),
     ]
 
 
@@ -303,28 +255,30 @@ def active_hours(hours: list[float]) -> tuple[int, int] | None:
     return best[0], (best[0] + best[1]) % 24
 
 
-def learn(profile: Profile, win: Window, keys: tuple[str, ...], max_items: int, decay: float) -> None:
+def learn(profile: BehaviourProfile, win: BehaviourWindow, used: tuple[str, ...], max_items: int,
+          decay: float) -> None:
     """Teach a profile one closed window: usual counts (a running mean that becomes an
-    exponential one), the hour, and what was used (most recently used kept first out)."""
-    profile["w"] += 1
-    alpha = max(1.0 / profile["w"], 1.0 - decay)
-    profile["n"] += alpha * (win["n"] - profile["n"])
-    profile["r"] += alpha * (len(win["res"]) - profile["r"])
-    profile["t"] = max(profile["t"], win["e"])
-    hours = profile["h"]
+    exponential one), the hour, and what was used (most recently used kept first out).
+    ``used`` names the window's sets the profile remembers (``SUBJECT_USED``/``CLIENT_USED``)."""
+    profile.windows += 1
+    alpha = max(1.0 / profile.windows, 1.0 - decay)
+    profile.usual_requests += alpha * (win.requests - profile.usual_requests)
+    profile.usual_resources += alpha * (len(win.resources) - profile.usual_resources)
+    profile.last_window_end = max(profile.last_window_end, win.end)
+    hours = profile.hours
     for h in range(24):
         hours[h] *= decay
-    hours[hour_of(win["s"])] += 1.0
-    when = win["e"]
-    for key in keys:
-        seen: dict[str, float] = profile[key]
-        for value in win[_WINDOW_SET[key]]:
+    hours[hour_of(win.start)] += 1.0
+    when = win.end
+    for name in used:
+        seen: dict[str, float] = getattr(profile, name)
+        values: set[str] = getattr(win, name)
+        for value in values:
             seen.pop(value, None)
             seen[value] = when
         while len(seen) > max_items:
             del seen[next(iter(seen))]
 
 
-_WINDOW_SET = {"ip": "ips", "net": "nets", "ua": "ua", "cc": "cc", "res": "res", "sc": "sc"}
-SUBJECT_KEYS = ("ip", "net", "ua", "cc", "res", "sc")
-CLIENT_KEYS = ("res",)
+SUBJECT_USED = USED
+CLIENT_USED = ("resources",)

@@ -100,5 +100,5 @@ def test_hour_profile() -> None:
 def test_inactive_without_model_path_keeps_nothing() -> None:
     det = AnomalyDetector(AnomalyConfig())
     state = StateStore()
-    assert det.process(use(0, "t1", "/a"), state) == [] and "anomaly" not in state.detector_state
-    assert det.expire(10_000, state) is None and det.finish(state) == []
+    assert det.process(use(0, "t1", "/a"), state) == [] and state.tables == {}
+    assert det.expire(10_000, state) is None and det.finish(state) == [] and state.tables == {}

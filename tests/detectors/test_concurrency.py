@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import itertools
 
+import orjson
 import pytest
 
 from detectors import DETECTORS
-from detectors.concurrency import MAX_RUNS
+from detectors.concurrency import MAX_RUNS, TIMELINE
 from detectors.state import StateStore
-from detectors.state_codec import pack, unpack
 from schemas.events import CanonicalEvent
 from tests.factories import BERLIN_HOME, SINGAPORE_VPS, Place, engine, event, rule_hits, run
 
@@ -51,7 +51,8 @@ def test_one_way_handover_in_one_city_is_roaming_and_counted() -> None:
     eng = engine(ONLY_REPLAY)
     alerts = [a for ev in (issued(), use(10), use(30, O2_BERLIN), use(40, O2_BERLIN)) for a in eng.submit(ev)]
     assert alerts + eng.flush() == []
-    timeline = eng.state.detector_state["replay"]["timelines"]["at-1"]
+    timeline = eng.state.table("replay", "timelines", TIMELINE).get("at-1")
+    assert timeline is not None
     assert ([r.place for r in timeline.runs], timeline.handovers) == (["deutsche telekom ag", "telefonica germany"], 1)
 
 
@@ -120,12 +121,13 @@ def test_timeline_is_bounded_expires_and_round_trips() -> None:
     places = [BERLIN_HOME, O2_BERLIN] * 10
     for i, place in enumerate(places):
         eng.submit(use(10 + 10 * i, place))
-    timelines = eng.state.detector_state["replay"]["timelines"]
-    assert len(timelines["at-1"].runs) <= MAX_RUNS
-    assert unpack(pack(timelines)) == timelines
+    timelines = eng.state.table("replay", "timelines", TIMELINE)
+    timeline = timelines.get("at-1")
+    assert timeline is not None and len(timeline.runs) <= MAX_RUNS
+    assert TIMELINE.decode(orjson.loads(orjson.dumps(TIMELINE.encode(timeline)))) == timeline
     eng.submit(event("used", 2_000, token="other", place=BERLIN_HOME))
     eng.flush()
-    assert eng.state.detector_state["replay"]["timelines"] == {}
+    assert list(timelines) == []
 
 
 def test_tokens_that_never_change_network_get_no_timeline() -> None:
@@ -134,4 +136,4 @@ def test_tokens_that_never_change_network_get_no_timeline() -> None:
     eng.state = store
     for t in range(10, 300, 10):
         eng.submit(use(t))
-    assert store.detector_state.get("replay", {}).get("timelines", {}) == {}
+    assert len(store.table("replay", "timelines", TIMELINE)) == 0

@@ -13,6 +13,7 @@ import pytest
 
 from detectors import DETECTORS, build_detectors
 from detectors.geo_divergence import GeoDivergenceDetector
+from detectors.geo_divergence_state import SESSION_TRAIL
 from detectors.state import StateStore
 from schemas.events import CanonicalEvent
 from tests.factories import (
@@ -294,13 +295,15 @@ def test_session_locations_expire_after_the_travel_horizon() -> None:
     for ev in (issued(0, session="s-1"), used(60, BERLIN_HOME, session="s-1")):
         detector.process(ev, state)
         state.apply(ev)
-    sessions = state.namespace("geo_divergence")["sessions"]
-    assert [(p.token_id, p.city) for p in sessions["s-1"]] == [("at-1", "Berlin"), ("at-1", "Berlin")]
+    sessions = state.table("geo_divergence", "sessions", SESSION_TRAIL)
+    trail = sessions.get("s-1")
+    assert trail is not None
+    assert [(p.token_id, p.city) for p in trail.points] == [("at-1", "Berlin"), ("at-1", "Berlin")]
     start = issued(0).time.timestamp()
     detector.expire(start + 19 * HOUR, state)
     assert "s-1" in sessions
     detector.expire(start + 21 * HOUR, state)
-    assert sessions == {}
+    assert len(sessions) == 0
 
 
 def test_session_evidence_survives_the_token_state_being_forgotten() -> None:
@@ -332,7 +335,8 @@ def test_session_history_is_bounded() -> None:
         ev = used(60 * i, BERLIN_HOME, session="s-1")
         detector.process(ev, state)
         state.apply(ev)
-    assert len(state.namespace("geo_divergence")["sessions"]["s-1"]) == 2
+    trail = state.table("geo_divergence", "sessions", SESSION_TRAIL).get("s-1")
+    assert trail is not None and len(trail.points) == 2
 
 
 def test_registered_and_configured() -> None:

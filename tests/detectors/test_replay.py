@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from detectors import DETECTORS
-from detectors.replay import ReplayConfig, ReplayDetector
+from detectors.replay import SEEN_REQUEST, ReplayConfig, ReplayDetector
 from detectors.state import StateStore, stable_hash
 from pipeline.alerting import alert_id
 from schemas.events import Binding, CanonicalEvent, Network
@@ -124,7 +124,7 @@ def test_irrelevant_kinds_return_nothing_without_touching_state() -> None:
     detector, state = ReplayDetector(), StateStore()
     for ev in (*login(), event("revoked", 5, token="at-1", revoke="token"), event("session_ended", 6, session="s-1")):
         assert detector.process(ev, state) == []
-    assert state.detector_state == {}
+    assert all(len(table) == 0 for table in state.tables.values())
 
 
 # -- refresh reuse --------------------------------------------------------------------
@@ -503,20 +503,23 @@ def test_pod_token_presenting_another_pod_is_a_mismatch() -> None:
 
 
 def test_pod_addresses_expire_after_the_pod_is_quiet_and_are_capped() -> None:
+    from detectors.binding import POD_ADDRESS  # the binding check's table, kept in replay's name
+
     eng = engine(ONLY_REPLAY, expire_every_s=1)
     for ev in [pod_token(0, POD_IP), pod_token(DAY / 2, POD_IP)]:
         eng.submit(ev)
     eng.flush()
-    assert list(eng.state.namespace("replay")["pods"]) == [POD_UID]
+    pods = eng.state.table("replay", "pods", POD_ADDRESS)
+    assert list(pods) == [POD_UID]
     eng.submit(event("session_started", DAY / 2 + DAY + 10, session="s-x"))  # event time moves on
     eng.flush()
-    assert eng.state.namespace("replay")["pods"] == {}
+    assert len(pods) == 0
 
     capped = engine({**ONLY_REPLAY, "replay": {"max_tracked_pods": 2}})
     for i in range(4):
         capped.submit(pod_token(i, f"10.20.0.{i}", token=f"sa-{i}", pod=Binding(method="pod", value=f"pod-{i}")))
     capped.flush()
-    assert list(capped.state.namespace("replay")["pods"]) == ["pod-2", "pod-3"]
+    assert list(capped.state.table("replay", "pods", POD_ADDRESS)) == ["pod-2", "pod-3"]
 
 
 # -- duplicate request -------------------------------------------------------------------
@@ -561,11 +564,11 @@ def test_request_ids_expire_with_event_time_and_are_capped() -> None:
         eng.submit(ev)
     # In-order uses are judged at once (t=950 too); the watermark is 945: ids older than 945 - 300 s
     # are forgotten.
-    requests = eng.state.namespace("replay")["requests"]
+    requests = eng.state.table("replay", "requests", SEEN_REQUEST)
     assert sorted(requests) == sorted(stable_hash("at-1", f"req-{t}") for t in range(650, 1000, 50))
 
     capped = engine({**ONLY_REPLAY, "replay": {"max_tracked_requests": 3}})
     for ev in [*login(), *(use(t, request_id=f"req-{t}") for t in range(10, 40, 2))]:
         capped.submit(ev)
     capped.flush()
-    assert len(capped.state.namespace("replay")["requests"]) == 3
+    assert len(capped.state.table("replay", "requests", SEEN_REQUEST)) == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.scope_escalation import ScopeEscalationDetector
+from detectors.scope_escalation import HELD_SCOPES, ScopeEscalationDetector
 from detectors.state import StateStore
 from schemas.events import CanonicalEvent, TokenType
 from tests.factories import engine, event, rule_hits, run
@@ -222,13 +222,14 @@ def test_held_scopes_are_forgotten_after_retention() -> None:
     for ev in [issue(0, scopes=("admin",)), issue(20_000, token="at-9", subject="bob", session="s-9",
                                                   family="fam-9", client="cli")]:
         eng.submit(ev)
-    tables = eng.state.namespace("scope_escalation")
-    assert "alice" not in tables["subjects"] and "portal" not in tables["clients"]
-    assert "bob" in tables["subjects"]
+    subjects = eng.state.table("scope_escalation", "subjects", HELD_SCOPES)
+    clients = eng.state.table("scope_escalation", "clients", HELD_SCOPES)
+    assert "alice" not in subjects and "portal" not in clients
+    assert "bob" in subjects
 
 
 def test_process_ignores_other_kinds() -> None:
     detector = ScopeEscalationDetector()
     state = StateStore()
     assert detector.process(event("revoked", 0, token="at-1", revoke="token"), state) == []
-    assert state.detector_state == {}
+    assert state.tables == {}

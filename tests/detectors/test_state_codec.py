@@ -3,14 +3,13 @@ detection continued on it raises exactly the alerts the original would have."""
 
 from __future__ import annotations
 
-from collections import namedtuple
 from typing import Any
 
 import orjson
 import pytest
 
 from detectors import build_detectors
-from detectors.geo_divergence import _Point
+from detectors.replay import SEEN_REQUEST, SeenRequest
 from detectors.state import Observation, ScopeState, StateLimits, StateStore, TokenState, stable_hash
 from detectors.state_codec import (
     CodecError,
@@ -18,13 +17,12 @@ from detectors.state_codec import (
     apply_record,
     dirty_records,
     encode,
-    pack,
     parse_key,
     record_key,
     restore,
     snapshot_records,
-    unpack,
 )
+from detectors.tables import PLAIN, Table
 from pipeline.alerting import Alerter
 from pipeline.engine import Engine, EngineConfig
 from schemas.alerts import Alert
@@ -139,6 +137,12 @@ def view(store: StateStore) -> dict[str, Any]:
             return (type(value).__name__, sorted(map(repr, value)))
         return (type(value).__name__, value)
 
+    def rows(table: Table[Any, Any]) -> list[tuple[Any, Any]]:
+        order = table.codec.order
+        if order is None:
+            return list(table.items())
+        return sorted(table.items(), key=lambda row: (order(row[1]), repr(row[0])))
+
     scope_slots: dict[tuple[str, str], set[int]] = {}
     for slot, entries in store._scope_wheel.items():  # noqa: SLF001 -- store internals the codec restores (typed-state rewrite, issue 15)
         for entry in entries:
@@ -155,9 +159,20 @@ def view(store: StateStore) -> dict[str, Any]:
             for name, table in (("family", store.families), ("session", store.sessions), ("subject", store.subjects))
             for k in table
         },
-        # namespaces are looked up by name (their order is irrelevant); inside them order matters
-        "detector_state": typed(dict(sorted(store.detector_state.items()))),
+        # tables are looked up by name (their order is irrelevant; an empty one is no table);
+        # inside them order matters: arrival order, or the codec's order (ties: either way)
+        "tables": {name: (table.codec.name, typed(dict(rows(table))))
+                   for name, table in sorted(store.tables.items()) if len(table)},
     }
+
+
+def compact(changelog: list[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
+    """What log compaction keeps: each key's latest record, at that record's place."""
+    latest: dict[bytes, bytes | None] = {}
+    for key, value in changelog:
+        latest.pop(key, None)
+        latest[key] = value
+    return list(latest.items())
 
 
 def handed_over() -> tuple[StateStore, StateStore]:
@@ -171,7 +186,8 @@ def handed_over() -> tuple[StateStore, StateStore]:
 # -- round trip ----------------------------------------------------------------------------
 def test_restored_store_equals_the_original_field_by_field() -> None:
     original, restored = handed_over()
-    assert set(original.detector_state) == {"engine", "replay", "geo_divergence", "scope_escalation"}
+    assert {("engine", "released"), ("replay", "requests"), ("replay", "pods"), ("geo_divergence", "sessions"),
+            ("scope_escalation", "subjects")} <= {name for name, table in original.tables.items() if len(table)}
     assert original.tokens["rt-1"].rotation is not None and original.tokens["at-3"].revoked is not None
     assert original.tokens["at-1"].failed and list(original.unseen_failing) == ["junk-1"]
     assert view(restored) == view(original)
@@ -209,20 +225,19 @@ def test_incremental_checkpoints_replayed_in_order_restore_the_same_state() -> N
     eng.flush()
     changelog += dirty_records(original)
     assert any(value is None for _, value in changelog), "expiry should have written tombstones"
-    compacted = dict(changelog)  # what log compaction keeps: the latest value per key
+    compacted = compact(changelog)
     assert view(restore(StateStore(), changelog)) == view(original)
-    assert view(restore(StateStore(), list(compacted.items()))) == view(original)
+    assert view(restore(StateStore(), compacted)) == view(original)
 
 
 # -- tombstones and dirty keys -----------------------------------------------------------
 def test_tombstones_delete_and_absent_keys_encode_as_tombstones() -> None:
     original, restored = handed_over()
-    for key in (("t", "at-1"), ("f", "fam-1"), ("s", "s-1"), ("u", "alice"), ("d", "replay")):
+    for key in (("t", "at-1"), ("f", "fam-1"), ("s", "s-1"), ("u", "alice")):
         assert encode(original, key) is not None
         apply_record(restored, record_key(key), None)
     assert "at-1" not in restored.tokens and "fam-1" not in restored.families
     assert "s-1" not in restored.sessions and "alice" not in restored.subjects
-    assert "replay" not in restored.detector_state
     assert encode(original, ("t", "never-seen")) is None and encode(original, ("f", "nope")) is None
 
 
@@ -246,8 +261,6 @@ def test_dirty_tracking_reports_exactly_the_changed_keys() -> None:
     store.apply(event("principal_disabled", 70, token=None, subject="bob"))
     store.apply(event("revoked", 80, token=None, subject="carol", session="s-2", revoke="session", success=False))
     assert store.take_dirty() == {("u", "bob")}  # a failed revocation changes nothing
-    store.namespace("replay")
-    assert store.take_dirty() == {("d", "replay")}
 
 
 def test_without_tracking_changed_keys_are_dropped_at_expiry() -> None:
@@ -260,118 +273,105 @@ def test_without_tracking_changed_keys_are_dropped_at_expiry() -> None:
         store.take_dirty()
 
 
-def test_detectors_mark_their_namespaces_dirty() -> None:
+def test_a_use_writes_the_rows_it_changed_in_each_detector_table() -> None:
     eng = new_engine(StateStore(track_changes=True))
-    eng.state.take_dirty()
+    dirty_records(eng.state)
     feed(eng, [event("used", 0, token="at-1", session="s-1", request_id="r-1", scopes=("read",))])
-    dirty = eng.state.take_dirty()
-    assert {("d", "replay"), ("d", "geo_divergence"), ("d", "scope_escalation")} <= dirty
-    assert {("t", "at-1"), ("s", "s-1"), ("u", "alice")} <= dirty
+    written = {key.rsplit(b"\x1f", 1)[0] if key.startswith(b"d:") else key for key, _ in dirty_records(eng.state)}
+    assert written == {
+        b"t:at-1", b"s:s-1", b"u:alice", b"d:engine\x1freleased", b"d:replay\x1frequests",
+        b"d:geo_divergence\x1fsessions", b"d:scope_escalation\x1fsubjects", b"d:scope_escalation\x1fclients",
+        b"d:scope_escalation\x1fbookkeeping",
+    }
+    assert dirty_records(eng.state) == []
 
 
 # -- encoding details ---------------------------------------------------------------------
 def test_records_are_plain_json_with_readable_keys() -> None:
     original, _ = handed_over()
     records = dict(snapshot_records(original))
-    assert {b"t:rt-1", b"f:fam-1", b"s:s-1", b"u:alice", b"d:geo_divergence\x1fsessions"} <= set(records)
+    assert {b"t:rt-1", b"f:fam-1", b"s:s-1", b"u:alice", b'd:geo_divergence\x1fsessions\x1f"s-1"'} <= set(records)
     assert any(key.startswith(b"d:replay\x1frequests\x1f") for key in records)
     for value in records.values():
         assert isinstance(orjson.loads(value), list)
     assert parse_key(b"t:tok:with:colons") == ("t", "tok:with:colons")
 
 
-def test_namespace_values_round_trip_with_their_types() -> None:
-    point = _Point(1.5, 52.5, 13.4, None, "at-1", "ev-1", "used", "test", "DE", "Berlin", 3320, "DT", None)
-    value = {
-        "requests": {stable_hash("at-1", "r-1"): (1.5, "ev-1", "okta"), 2**64 - 1: (2.0, "e", "s")},
-        "sessions": {"s-1": [point]},
-        "subjects": {"alice": [1.0, 2.0, frozenset({"admin", "root"})]},
-        "mixed": {1: {2, 3}, "x": None, (1, "a"): [True, False]},
-        "next_sweep": float("inf"),
-        "empty": frozenset(),
-    }
-    back = unpack(orjson.loads(orjson.dumps(pack(value))))
-    assert back == value
-    assert type(back["sessions"]["s-1"][0]) is _Point and type(back["requests"][2**64 - 1]) is tuple
-    assert type(back["mixed"][1]) is set and type(back["subjects"]["alice"][2]) is frozenset
+def test_unknown_codecs_and_mismatched_tables_are_refused() -> None:
+    row = b"d:replay\x1frequests\x1f1"
+    with pytest.raises(CodecError, match="no codec named 'os.system'"):
+        apply_record(StateStore(), row, orjson.dumps([2, "os.system", ["echo"]]))
+    store = StateStore()
+    store.table("replay", "requests", PLAIN)  # the same table holding other values
+    with pytest.raises(CodecError, match="holds 'plain' values"):
+        apply_record(store, row, orjson.dumps([2, "replay.request", [1.0, "ev-1", "okta"]]))
+    with pytest.raises(CodecError):  # a value its codec cannot read
+        apply_record(StateStore(), row, orjson.dumps([2, "replay.request", [1.0, 2, "okta"]]))
 
 
-def test_unregistered_types_are_refused_both_ways() -> None:
-    Pair = namedtuple("Pair", "a b")
-    with pytest.raises(TypeError, match="Pair"):
-        pack({"x": Pair(1, 2)})
-    with pytest.raises(TypeError):
-        pack({"x": object()})
-    with pytest.raises(CodecError, match="unregistered"):
-        unpack({"N": ["os.system", ["echo"]]})
-    with pytest.raises(CodecError):
-        unpack({"Z": 1})
-
-
-@pytest.mark.parametrize("value", [b"not json", b"{}", b"[99]", b'[1, "too short"]', b"[1]"])
+@pytest.mark.parametrize("value", [b"not json", b"{}", b"[99]", b'[2, "replay.request"]', b"[]"])
 def test_corrupt_records_raise_a_codec_error(value: bytes) -> None:
-    for key in (b"t:at-1", b"f:fam", b"d:replay"):
+    for key in (b"t:at-1", b"f:fam", b"d:replay\x1frequests\x1f1"):
         with pytest.raises(CodecError):
             apply_record(StateStore(), key, value)
     with pytest.raises(CodecError):
         parse_key(b"x:whatever")
 
 
-def _ns_store(track: bool = True) -> StateStore:
+def _requests_store(track: bool = True) -> StateStore:
     store = StateStore(track_changes=track)
-    ns = store.namespace("replay")
-    ns["requests"] = {stable_hash("at-1", f"r-{i}"): (float(i), f"ev-{i}", "okta") for i in range(1000)}
-    ns["next_sweep"] = 60.0
+    requests = store.table("replay", "requests", SEEN_REQUEST)
+    for i in range(1000):
+        requests.put(stable_hash("at-1", f"r-{i}"), SeenRequest(float(i), f"ev-{i}", "okta"))
     return store
 
 
-def test_a_checkpoint_writes_only_the_namespace_entries_that_changed() -> None:
-    store = _ns_store()
-    first = dirty_records(store)
-    assert len(first) == 1000 + 2  # every entry, the table marker, the scalar
-    ns = store.namespace("replay")
-    ns["requests"][stable_hash("at-1", "r-new")] = (2000.0, "ev-new", "okta")
-    del ns["requests"][stable_hash("at-1", "r-0")]
-    ns["next_sweep"] = 120.0
+def test_a_checkpoint_writes_only_the_rows_that_changed() -> None:
+    store = _requests_store()
+    assert len(dirty_records(store)) == 1000
+    requests = store.table("replay", "requests", SEEN_REQUEST)
+    requests.put(stable_hash("at-1", "r-new"), SeenRequest(2000.0, "ev-new", "okta"))
+    requests.pop(stable_hash("at-1", "r-0"))
     second = dirty_records(store)
     gone = b"d:replay\x1frequests\x1f" + orjson.dumps(stable_hash("at-1", "r-0"))
-    assert len(second) == 3 and (gone, None) in second
-    assert dirty_records(store) == []  # nothing asked for the namespace since
+    assert len(second) == 2 and (gone, None) in second
+    assert dirty_records(store) == []  # nothing changed since
 
 
-def test_per_entry_records_restore_the_namespace_in_order_also_after_compaction() -> None:
-    store = _ns_store()
+def test_rows_restore_in_the_order_last_written_also_after_compaction() -> None:
+    """Time windows and LRU bounds stop at the first recent row: a restored table must keep
+    the order rows were last written in, whichever checkpoint wrote them."""
+    store = _requests_store()
     changelog = dirty_records(store)
-    ns = store.namespace("replay")
+    requests = store.table("replay", "requests", SEEN_REQUEST)
     for i in range(0, 500):
-        del ns["requests"][stable_hash("at-1", f"r-{i}")]
-    ns["requests"][7] = (5000.0, "ev-x", "okta")
+        requests.pop(stable_hash("at-1", f"r-{i}"))
+    requests.put_last(stable_hash("at-1", "r-700"), SeenRequest(5000.0, "ev-x", "okta"))  # moved last
+    requests.put(7, SeenRequest(5001.0, "ev-y", "okta"))
     changelog += dirty_records(store)
-    for records in (changelog, list(dict(changelog).items())):
+    for records in (changelog, compact(changelog)):
         restored = restore(StateStore(track_changes=True), records)
-        assert list(restored.detector_state["replay"]["requests"].items()) == list(ns["requests"].items())
-        assert restored.detector_state["replay"]["next_sweep"] == 60.0
-        # The restored store knows what is in the changelog: deleting an entry writes its tombstone.
-        del restored.namespace("replay")["requests"][7]
+        again = restored.table("replay", "requests", SEEN_REQUEST)
+        assert list(again.items()) == list(requests.items())
+        # The restored store knows nothing changed yet: deleting a row writes its tombstone only.
+        again.pop(7)
         assert dirty_records(restored) == [(b"d:replay\x1frequests\x1f7", None)]
 
 
-def test_an_empty_table_and_a_dropped_namespace_survive_the_round_trip() -> None:
-    store = StateStore(track_changes=True)
-    store.namespace("scope_escalation").update(subjects={}, clients={})
-    changelog = dirty_records(store)
-    restored = restore(StateStore(), changelog)
-    assert restored.detector_state == {"scope_escalation": {"subjects": {}, "clients": {}}}
-    del store.detector_state["scope_escalation"]
-    store._dirty_ns.add("scope_escalation")  # noqa: SLF001 -- as a detector dropping its namespace would (typed-state rewrite, issue 15)
-    changelog += dirty_records(store)
-    assert restore(StateStore(), changelog).detector_state == {}
-
-
-def test_whole_namespace_records_of_the_first_format_are_still_read() -> None:
-    legacy = orjson.dumps([1, pack({"requests": {5: (1.0, "e", "s")}, "next_sweep": 3.0})])
-    restored = restore(StateStore(), [(b"d:replay", legacy)])
-    assert restored.detector_state == {"replay": {"requests": {5: (1.0, "e", "s")}, "next_sweep": 3.0}}
+def test_detector_namespaces_of_the_earlier_format_are_tombstoned_at_the_next_checkpoint() -> None:
+    """Records of the earlier per-namespace format (whole ``d:<detector>``, ``[1, ...]`` rows
+    and table markers) are not read: the next checkpoint deletes them, so compaction drops them."""
+    legacy = [
+        (b"d:replay", orjson.dumps([1, {"d": {"next_sweep": 3.0}}])),
+        (b"d:replay\x1frequests", orjson.dumps([1, {"d": {}}])),
+        (b"d:replay\x1frequests\x1f5", orjson.dumps([1, {"T": [1.0, "e", "s"]}])),
+        (b"d:gone\x1fx\x1f1", orjson.dumps([1, 1.0])),
+        (b"d:gone\x1fx\x1f1", None),  # already deleted in the topic: nothing to do
+    ]
+    restored = restore(StateStore(track_changes=True), legacy)
+    assert all(len(table) == 0 for table in restored.tables.values())
+    assert dirty_records(restored) == [(key, None) for key, _ in legacy[:3]]
+    assert dirty_records(restored) == []
 
 
 # -- use history ----------------------------------------------------------------------------
