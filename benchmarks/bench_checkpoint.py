@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors import state_codec  # noqa: E402
-from detectors.replay import SEEN_REQUEST, SeenRequest  # noqa: E402
-from detectors.state import StateStore, stable_hash  # noqa: E402
+from detectors import state_codec  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from detectors.replay import SEEN_REQUEST, SeenRequest  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from detectors.state import StateStore, stable_hash  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 
 
 def main() -> None:

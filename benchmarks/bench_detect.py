@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.traffic import generate  # noqa: E402
-from pipeline.runtime.build import build_engine, settle_heap  # noqa: E402
-from pipeline.runtime.detect import DetectRun  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
-from pipeline.enrich import Enricher  # noqa: E402
-from pipeline.normalize import Normalizer  # noqa: E402
-from schemas.redaction import make_token_hasher  # noqa: E402
+from benchmarks.traffic import generate
+from pipeline.config import Settings
+from pipeline.enrich import Enricher
+from pipeline.normalize import Normalizer
+from pipeline.runtime.build import build_engine, settle_heap
+from pipeline.runtime.detect import DetectRun
+from schemas.redaction import make_token_hasher
 
 HASHER = make_token_hasher(b"benchmark-key-0123456789abcdef")
 

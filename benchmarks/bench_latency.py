@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_service import latency  # noqa: E402
-from tests.integration.servers import tansu_broker  # noqa: E402
+from benchmarks.bench_service import latency  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from tests.integration.servers import tansu_broker  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 
 
 def main() -> None:

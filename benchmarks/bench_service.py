@@ -43,22 +43,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+import orjson  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 
-from benchmarks.traffic import generate  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
-from pipeline.enrich import Enricher  # noqa: E402
-from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs, producer_kwargs  # noqa: E402
-from pipeline.kafka.produce import produce  # noqa: E402
-from pipeline.kafka.topics import ensure_topics  # noqa: E402
-from pipeline.service.config import ServiceConfig  # noqa: E402
-from pipeline.service.partitions import STATE_STORE  # noqa: E402
-from pipeline.service.runner import Service  # noqa: E402
-from pipeline.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchSink  # noqa: E402
-from pipeline.sinks.kafka import KafkaSink  # noqa: E402
-from schemas.redaction import make_token_hasher  # noqa: E402
-from tests.integration.servers import tansu_broker  # noqa: E402
+from benchmarks.traffic import generate  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.config import Settings  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.enrich import Enricher  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs, producer_kwargs  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.kafka.produce import produce  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.kafka.topics import ensure_topics  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.service.config import ServiceConfig  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.service.partitions import STATE_STORE  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.service.runner import Service  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchSink  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.sinks.kafka import KafkaSink  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from schemas.redaction import make_token_hasher  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from tests.integration.servers import tansu_broker  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 
 HASH_KEY = "benchmark-token-hash-key-0123456789abcdef"
 HASHER = make_token_hasher(HASH_KEY.encode())

@@ -67,8 +67,7 @@ def _comments(top: str) -> list[tuple[str, int, str]]:
 @pytest.mark.parametrize("top", CHECKED)
 def test_every_noqa_names_its_rules_and_says_why(top: str) -> None:
     bare = [f"{where}:{n}: {line.strip()}" for where, n, line in _comments(top)
-            if (m := NOQA.search(line)) and not NOQA_WITH_REASON.match(m["rest"])
-            and not where.startswith("benchmarks/")]  # TEMPORARY: benchmarks/ is being rewritten (issue 15)
+            if (m := NOQA.search(line)) and not NOQA_WITH_REASON.match(m["rest"])]
     assert not bare, "write `# noqa: CODE -- why`:\n" + "\n".join(bare)
 
 

@@ -11,7 +11,7 @@ retraining is logged and counted; the current model stays.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -60,18 +60,35 @@ def retrain_once(detectors: Iterable[Detector], config: AnomalyConfig | None = N
     return model
 
 
-def start_retraining(detectors: Iterable[Detector], config: AnomalyConfig | None = None,
-                     **scheduler_options: Any) -> Any:
+def start_retraining(detectors: Iterable[Detector] | Callable[[], Iterable[Detector]],
+                     config: AnomalyConfig | None = None, **scheduler_options: Any) -> Any:
     """Start a ``BackgroundScheduler`` retraining every ``retrain_every_s`` (wall clock);
-    returns it (call ``shutdown()`` at exit), or None when nothing is to be retrained."""
+    returns it (call ``shutdown()`` at exit), or None when nothing is to be retrained.
+
+    ``detectors``: the detectors themselves, or a function naming those of the moment (the
+    service's partitions, and with them their detectors, come and go; ``config`` is then
+    required, since there may be none yet to take it from)."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    found = anomaly_detectors(detectors)
-    config = config or (found[0].config if found else None)
-    if not found or config is None or config.retrain_every_s <= 0:
+    if isinstance(detectors, Iterable):
+        found = anomaly_detectors(detectors)
+        if not found:
+            return None
+        config = config or found[0].config
+
+        def current() -> Iterable[Detector]:
+            return found
+    else:
+        current = detectors
+    if config is None or config.retrain_every_s <= 0:
         return None
+    chosen = config
+
+    def job() -> None:
+        retrain_once(current(), chosen)
+
     scheduler = BackgroundScheduler(**scheduler_options)
-    scheduler.add_job(retrain_once, "interval", seconds=config.retrain_every_s, args=(found, config),
-                      id="anomaly-retrain", max_instances=1, coalesce=True)
+    scheduler.add_job(job, "interval", seconds=config.retrain_every_s, id="anomaly-retrain",
+                      max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler

@@ -27,7 +27,8 @@ from detectors.state_codec import dirty_records
 from pipeline.metrics import ServiceMetrics
 from pipeline.service.partitions import ORIGIN_HEADER, PartitionState
 from pipeline.sinks.background import BackgroundSink
-from pipeline.sinks.base import RAW_FIELD, Rejected, Sink, Unencodable, encode
+from pipeline.sinks.base import Rejected, Sink, Unencodable, encode
+from pipeline.sinks.fanout import Fanout
 from schemas.alerts import Alert
 
 log = logging.getLogger("tokenwatch.checkpoint")
@@ -39,14 +40,14 @@ def stage_open_alerts(
     """Add every still-open alert that changed since the last checkpoint as an update (same id
     as its final version); an unchanged one is not written again. ``on_staged`` hears of each
     one staged (the service counts alerts by what reaches the sinks)."""
-    sinks = list(sinks)
+    fanout = Fanout.of(sinks)
     count = 0
     for state in states:
         still_open: dict[str, bytes] = {}
         for alert in state.open_alerts():
             digest = alert_digest(alert)
             still_open[alert.alert.id] = digest
-            if state.staged.get(alert.alert.id) != digest and stage_alert(alert, sinks) is not None:
+            if state.staged.get(alert.alert.id) != digest and stage_alert(alert, fanout) is not None:
                 count += 1
                 if on_staged is not None:
                     on_staged(alert)
@@ -66,7 +67,7 @@ def stage_alert(alert: Alert, sinks: Iterable[Sink]) -> dict[str, Any] | None:
     """Add one alert to every sink; returns its document. An alert that cannot be serialized
     is dead-lettered with the exception type (its text may quote event content) and None is
     returned: one broken alert never stops the loop or a checkpoint."""
-    sinks = list(sinks)
+    fanout = Fanout.of(sinks)
     try:
         document = alert.to_json_dict()
     except Exception as exc:  # noqa: BLE001 -- any failure of one alert's content, named by type
@@ -74,11 +75,9 @@ def stage_alert(alert: Alert, sinks: Iterable[Sink]) -> dict[str, Any] | None:
         dead = {"reason": f"alert {alert.alert.id} could not be serialized: {type(exc).__name__}",
                 "stage": "alert", "error": type(exc).__name__, "format": "tokenwatch",
                 "origin": f"alert:{alert.alert.id}", "ingested_at": datetime.now(timezone.utc).isoformat()}
-        for sink in sinks:
-            sink.add("dead_letter", f"alert-{alert.alert.id}", dead)
+        fanout.add("dead_letter", f"alert-{alert.alert.id}", dead)
         return None
-    for sink in sinks:
-        sink.add("alert", alert.alert.id, document)
+    fanout.add("alert", alert.alert.id, document)
     return document
 
 
@@ -90,7 +89,8 @@ def flush_sinks(sinks: Iterable[Sink], rounds: int = 3, also: Iterable[Sink] = (
     reason) and those are flushed again before this returns, so the checkpoint
     that follows never commits past a document that went nowhere. ``also``: sinks flushed
     elsewhere (on a worker thread) that take those dead letters too."""
-    sinks, also = list(sinks), list(also)
+    sinks = list(sinks)
+    everywhere = Fanout([*sinks, *also])
     written = 0
     for _ in range(rounds):
         rerouted = 0
@@ -100,7 +100,7 @@ def flush_sinks(sinks: Iterable[Sink], rounds: int = 3, also: Iterable[Sink] = (
             for rejected in result.rejected:
                 log.error("document rejected by sink", extra={"sink": sink.name, "doc_kind": rejected.doc_kind,
                                                                "doc_id": rejected.doc_id, "reason": rejected.reason})
-                rerouted += dead_letter_rejected(rejected, sink.name, [s for s in [*sinks, *also] if s is not sink])
+                rerouted += dead_letter_rejected(rejected, sink.name, everywhere.without(sink))
         if not rerouted:
             break
     return written
@@ -119,16 +119,13 @@ def dead_letter_rejected(rejected: Rejected, refused_by: str, others: Iterable[S
         "ingested_at": datetime.now(timezone.utc).isoformat(),
         "rejected": {"kind": rejected.doc_kind, "id": rejected.doc_id, "status": rejected.status},
     }
-    raw = {k: v for k, v in rejected.document.items() if k != RAW_FIELD}  # original bytes stay out
+    raw = dict(rejected.document)
     try:
         encode(raw)
         document["raw"] = raw
     except Unencodable:
         document["raw_omitted"] = True
-    taken = 0
-    for sink in others:
-        sink.add("dead_letter", doc_id, document)
-        taken += 1
+    taken = Fanout.of(others).add("dead_letter", doc_id, document)
     if not taken:
         log.error("refused document has no other sink to go to", extra={"doc_id": doc_id})
     return taken
@@ -227,7 +224,7 @@ class PendingCheckpoint:
             for rejected in result.rejected:
                 log.error("document rejected by sink", extra={"sink": sink.name, "doc_kind": rejected.doc_kind,
                                                                "doc_id": rejected.doc_id, "reason": rejected.reason})
-                rerouted += dead_letter_rejected(rejected, sink.name, self.others)
+                rerouted += dead_letter_rejected(rejected, sink.name, Fanout(self.others))
             if rerouted:
                 self.written += flush_sinks(self.others)
 
@@ -253,7 +250,7 @@ def begin_checkpoint(
     producer: KafkaProducer,
     changelog_topic: str,
     states: list[PartitionState],
-    sinks: list[Sink],
+    sinks: Iterable[Sink],
     origin: bytes | None = None,
     on_staged: Callable[[Alert], None] | None = None,
     wait: bool = True,
@@ -262,6 +259,7 @@ def begin_checkpoint(
     ``SinkUnavailable``), encode the changed state and take the offsets it covers. None when
     there is nothing to checkpoint. ``wait=False``: a ``BackgroundSink`` only starts its flush
     and the partitions are encoded later, one per step (``PendingCheckpoint.encode_next``)."""
+    sinks = list(sinks)
     if not states and not any(sink.pending for sink in sinks):
         return None  # nothing assigned yet (joining the group) and nothing buffered
     started = time.perf_counter()
@@ -283,7 +281,7 @@ def checkpoint(
     producer: KafkaProducer,
     changelog_topic: str,
     states: list[PartitionState],
-    sinks: list[Sink],
+    sinks: Iterable[Sink],
     metrics: ServiceMetrics | None = None,
     origin: bytes | None = None,
     on_staged: Callable[[Alert], None] | None = None,

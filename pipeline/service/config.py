@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline.sinks import SINKS
 
 
 class ServiceConfig(BaseModel):
@@ -31,8 +33,24 @@ class ServiceConfig(BaseModel):
     backlog_threshold: int = Field(
         default=10_000, ge=1, description="Consumer lag (records) above which the service reports backlog progress"
     )
+    sinks: tuple[str, ...] = Field(
+        default=("kafka", "elasticsearch"), min_length=1,
+        description="Where alerts, dead letters (and events, with elasticsearch.index_events) go, by registered "
+        "sink name (pipeline.sinks.SINKS), in order: kafka first, so an alert reaches its topic without waiting "
+        "for a bulk request",
+    )
     dead_letter_keep_original: bool = Field(
         default=False,
         description="Dead-letter topic records carry the original record bytes (tokens included; "
         "tokenwatch_handle removed) instead of the redacted record: only for a topic protected like the input",
     )
+
+    @field_validator("sinks")
+    @classmethod
+    def _registered_sinks(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in names if name not in SINKS]
+        if unknown:
+            raise ValueError(f"unknown sink {', '.join(map(repr, unknown))}: choose from {', '.join(sorted(SINKS))}")
+        if len(set(names)) != len(names):
+            raise ValueError("a sink is named twice")
+        return names

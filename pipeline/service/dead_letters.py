@@ -22,8 +22,7 @@ import orjson
 from kafka import TopicPartition
 
 from detectors.base import Detector, Finding
-from detectors.state import StateStore, stable_hash
-from pipeline.engine import ENGINE_NAMESPACE
+from detectors.state import StateStore
 from pipeline.normalize import HANDLE_FIELD
 from pipeline.service.partitions import PartitionState
 from schemas.events import CanonicalEvent
@@ -42,6 +41,10 @@ class LastEvent(Detector):
         super().__init__()
         self.event_id: str | None = None
 
+    def reset(self) -> None:
+        """Before an engine call: no event judged yet."""
+        self.event_id = None
+
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
         self.event_id = event.event_id
         return []
@@ -59,8 +62,7 @@ def judged_event_tracer(state: PartitionState) -> LastEvent:
 
 def applied(state: PartitionState, event_id: str) -> bool:
     """The engine records each event id whose effect is in the state (hashed, changelogged)."""
-    applied = state.store.detector_state.get(ENGINE_NAMESPACE, {}).get("released", {})
-    return stable_hash(event_id) in applied
+    return state.engine.applied(event_id)
 
 
 @dataclass

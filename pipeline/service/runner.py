@@ -17,9 +17,14 @@ record's offset becomes committable only once it is processed or dead-lettered,
 so a failure that escapes (the broker itself failing) never commits it unseen.
 
 Rebalances (eager, range assignor): a revoke checkpoints and commits the
-partitions being given up (on a worker thread, see ``_Rebalance``), then drops
-their state; a (re)assigned partition is restored from the changelog and
+partitions being given up (on a worker thread, see ``rebalance.RebalanceListener``),
+then drops their state; a (re)assigned partition is restored from the changelog and
 rewound to its committed offset before it is resumed.
+
+The service keeps the loop; its parts are objects of their own: ``rebalance.Rebalance``
+(partition ownership), ``response.ServiceResponse`` (the response worker),
+``retraining.Retraining`` (the anomaly model's schedule), ``backlog.BacklogProgress``,
+``revocations.RevocationFeed``, and a ``Fanout`` over the sinks.
 """
 
 from __future__ import annotations
@@ -32,22 +37,24 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
+from detectors.base import Detector
 from pipeline import exit_codes
 from pipeline.config import Settings
 from pipeline.engine import Engine, Enrich
 from pipeline.event_time import MAX_SOURCES
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
-from pipeline.normalize import Normalizer
+from pipeline.runtime.build import build_reader
+from pipeline.service.backlog import BacklogProgress, consumer_lag
 from pipeline.service.checkpoint import (
     PendingCheckpoint,
     alert_digest,
@@ -72,11 +79,13 @@ from pipeline.service.partitions import (
     new_partition_state,
     restore_partition,
 )
+from pipeline.service.rebalance import Rebalance, RebalanceListener
 from pipeline.service.response import ServiceResponse, handle_store
+from pipeline.service.retraining import Retraining
 from pipeline.service.revocations import RevocationFeed, is_global
 from pipeline.service.startup import StartupError, StoppedBeforeStart, lasting_refusal
-from pipeline.sinks.base import RAW_FIELD, SOURCE_FIELD, Sink, SinkUnavailable
-from pipeline.trust import TrustRules, refused_letter
+from pipeline.sinks.base import SOURCE_FIELD, Sink, SinkUnavailable
+from pipeline.sinks.fanout import Fanout
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
@@ -93,49 +102,6 @@ waiting fetch at once, as Tansu does not); an idle consumer then asks 20 times a
 log = logging.getLogger("tokenwatch.service")
 
 
-class _Rebalance(AsyncConsumerRebalanceListener):
-    """kafka-python 3 runs rebalance listeners on its IO thread, where a blocking
-    ``consumer.commit`` fails ("Cannot block on net.run() from the IO thread"). The
-    async listener is its supported way out: the revoke checkpoint (sink flush,
-    changelog, commit) runs on a worker thread while the listener awaits it with
-    event-loop sleeps, so heartbeats and the commit request keep flowing. The main
-    thread is inside ``consumer.poll`` meanwhile (rebalances only run there or in
-    ``close``), so the worker has the partition states to itself."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await _off_io_thread(self.service.consumer, self.service.on_revoked, list(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.service.on_assigned(list(assigned))  # non-blocking: pause + note for the loop
-
-    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self.service.on_lost(list(lost))  # evicted: a commit would fail, the new owner replays
-
-
-async def _off_io_thread(consumer: KafkaConsumer, fn: Callable[..., None], *args: Any) -> None:
-    """Run blocking ``fn`` on a worker thread; await it on kafka-python's event loop."""
-    done = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn(*args)
-        except BaseException as exc:  # noqa: BLE001 -- re-raised on the IO thread: the listener failed
-            errors.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="tokenwatch-revoke", daemon=True).start()
-    net = consumer._net  # noqa: SLF001 -- its sleep() is the loop's awaitable; no public equivalent
-    while not done.is_set():
-        await net.sleep(0.01)
-    if errors:
-        raise errors[0]
-
-
 class Service:
     """One instance of the consumer group. ``run`` returns after ``stop`` (or a signal)."""
 
@@ -144,23 +110,22 @@ class Service:
         settings: Settings,
         config: ServiceConfig,
         hash_token: TokenHasher,
-        sinks: list[Sink],
+        sinks: Iterable[Sink],
         enrich: Enrich | None = None,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
-        self.sinks = sinks
+        self.sinks = Fanout.of(sinks)
         self.enrich = enrich
         self.metrics = metrics or ServiceMetrics()
+        self.hash_token = hash_token
         handles = handle_store(settings, hash_token) if settings.response.enabled else None
         self._repairs_seen: Counter[str] = Counter()
         # What each partition's engine had counted at the last _count_engines (engines go with their partition).
         self._engine_seen: weakref.WeakKeyDictionary[Engine, Counter[str]] = weakref.WeakKeyDictionary()
-        self.normalizer = Normalizer(hash_token, settings.input,
-                                     accept_handle=handles.accept if handles is not None else None,
-                                     trusted_proxies=settings.enrich.trusted_proxies)
-        self.trust = TrustRules(settings.trust)
+        self.reader = build_reader(settings, hash_token,
+                                   accept_handle=handles.accept if handles is not None else None)
         kafka = settings.kafka
         self.changelog_topic = kafka.topics.changelog(STATE_STORE)
         self.origin = changelog_origin(kafka.topics.input)
@@ -174,8 +139,10 @@ class Service:
         self.response = (ServiceResponse(settings, self.revocations.publish, handles=handles)
                          if settings.response.enabled else None)
         self.states: dict[int, PartitionState] = {}
-        self.assigned: set[TopicPartition] = set()
-        self._to_restore: set[int] = set()
+        self.rebalance = Rebalance(
+            self.consumer, self.states, checkpoint=lambda states: self.checkpoint(states, retry=False),
+            restore=self._restore, on_lost=self._drop_pending, rewind_to_beginning=kafka.auto_offset_reset == "earliest",
+        )
         self.paused_reason: str | None = None
         self.counts: Counter[str] = Counter()
         self._stop = threading.Event()
@@ -183,15 +150,18 @@ class Service:
         self._last_checkpoint = time.monotonic()
         self._pending: PendingCheckpoint | None = None  # a checkpoint whose changelog is being sent
         self.backlog = BacklogProgress(config.progress_every_s, config.backlog_threshold)
-        self._retraining: Any = None  # the anomaly model's retraining scheduler, once run() starts it
+        self.retraining = Retraining.from_settings(settings.detectors, self._detectors)
         self._counted_alerts: OrderedDict[str, None] = OrderedDict()  # alert ids already counted
         # Sinks flushed as alerts open or change, not only at checkpoints (``flush_early``: the
         # Kafka sink; Elasticsearch bulk requests wait for the checkpoint).
-        self._early_sinks = [sink for sink in sinks if sink.flush_early]
-        # Sinks that index the canonical events themselves ([elasticsearch] index_events): what the
-        # analysts' notebooks read (lineage, maps) from a running deployment.
-        self._event_sinks = [sink for sink in sinks if "event" in getattr(sink, "kinds", ())
-                             and settings.elasticsearch.index_events]
+        self._early_sinks = self.sinks.where(flush_early=True)
+        # The canonical events themselves are indexed ([elasticsearch] index_events) when a sink
+        # keeps them: what the analysts' notebooks read (lineage, maps) from a running deployment.
+        self._index_events = settings.elasticsearch.index_events and self.sinks.keeps("event")
+
+    @property
+    def assigned(self) -> set[TopicPartition]:
+        return self.rebalance.assigned
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -217,10 +187,11 @@ class Service:
             raise
         if self.response is not None:
             self.response.start()
-        self._retraining = self._start_retraining()
+        self.retraining.start()
         known = self.revocations.start()
         log.info("revocations read", extra={"topic": self.revocations.topic, "retained": known})
-        self.consumer.subscribe(self.settings.kafka.topics.input, listener=_Rebalance(self))
+        self.consumer.subscribe(self.settings.kafka.topics.input,
+                                listener=RebalanceListener(self.rebalance, self.consumer))
         log.info("consuming", extra={"topics": ",".join(self.settings.kafka.topics.input),
                                      "group": self.settings.kafka.group_id})
         try:
@@ -228,8 +199,8 @@ class Service:
                 # A checkpoint in flight sends a slice per turn: do not sleep in poll meanwhile.
                 wait_ms = 0 if self._pending is not None else self.config.poll_timeout_ms
                 batches = self.consumer.poll(timeout_ms=wait_ms)
-                if self._to_restore:
-                    self._restore_new()
+                if self.rebalance.to_restore:
+                    self.rebalance.restore_new(resume=self.paused_reason is None)
                 for tp, records in batches.items():
                     self._process(tp, records)
                 self._count_repairs()
@@ -250,8 +221,7 @@ class Service:
     def close(self) -> None:
         self.consumer.close()  # leaves the group: the partitions move at once
         self.restorer.close()
-        if self._retraining is not None:
-            self._retraining.shutdown(wait=False)
+        self.retraining.stop()
         if self.response is not None:
             self.response.stop()  # finishes queued actions; may still publish revocations
         self.revocations.close()
@@ -259,26 +229,10 @@ class Service:
         for sink in self.sinks:
             sink.close()
 
-    def _start_retraining(self) -> Any:
-        """Retrain the anomaly model on the baseline every partition's detector collected, on
-        a schedule (APScheduler); each detector swaps the new model in atomically."""
-        from detectors.anomaly import AnomalyDetector
-        from pipeline.anomaly.retrain import retrain_once
-
-        config = AnomalyDetector.Config.model_validate(self.settings.detectors.get("anomaly", {}))
-        if not config.enabled or config.model_path is None or config.retrain_every_s <= 0:
-            return None
-        from apscheduler.schedulers.background import BackgroundScheduler
-
-        def job() -> None:
-            states = list(self.states.copy().values())  # the loop may reassign meanwhile
-            retrain_once([d for state in states for d in state.engine.detectors], config)
-
-        scheduler = BackgroundScheduler(timezone=timezone.utc)
-        scheduler.add_job(job, "interval", seconds=config.retrain_every_s, id="anomaly-retrain",
-                          max_instances=1, coalesce=True)
-        scheduler.start()
-        return scheduler
+    def _detectors(self) -> list[Detector]:
+        """Every owned partition's detectors (what retraining pools the baseline of)."""
+        states = list(self.states.copy().values())  # the loop may reassign meanwhile
+        return [detector for state in states for detector in state.engine.detectors]
 
     def _start_sinks(self) -> None:
         delay = self.config.backpressure_backoff_s
@@ -323,32 +277,34 @@ class Service:
         record = SourceRecord(tp, offset, line)
         stage = "normalize"
         try:
-            result = self.normalizer.normalize(line, record.origin)
+            result = self.reader.normalize(line, record.origin)
             record.format = result.format or "unknown"
             if result.dead_letter is not None:
                 stage = "dead_letter"
-                self._dead_letter(tp, offset, line, result.dead_letter, record.format)
+                self._dead_letter(record, result.dead_letter)
             for label, count in result.skipped_entries.items():  # entries of a batch
                 self.metrics.events_skipped.labels(label.split(":", 1)[0]).inc(count)
             if result.skipped_type is not None:
                 self.metrics.events_skipped.labels(record.format).inc()
                 return
             stage = "trust"
-            events = self._trusted(record, result.events, result.event_formats)
+            judged = self.reader.judge(result, record.origin, tp.topic)
+            if judged.refused_letter is not None:  # events the record's topic may not carry
+                self.counts["trust_refused"] += len(judged.refused)
+                self._dead_letter(record, judged.refused_letter, "-trust")
+            events = judged.events
             if events:
                 self.metrics.events_in.labels(record.format).inc(len(events))
             for event in events:
-                if self._event_sinks:
+                if self._index_events:
                     stage = "index"
-                    document = event.model_dump(mode="json")
-                    for sink in self._event_sinks:
-                        sink.add("event", event.event_id, document)
+                    self.sinks.add("event", event.event_id, event.model_dump(mode="json"))
                 stage = "revocation"
                 if is_global(event):
                     self.revocations.publish(event)
                 state.submitted(event.event_id, tp, offset)
                 stage = "detect"
-                alerts = self._engine_call(state, lambda event=event: state.engine.submit(event), record)
+                alerts = self._engine_call(state, partial(state.engine.submit, event), record)
                 stage = "alert"
                 if alerts:
                     self._emit(alerts)
@@ -358,19 +314,6 @@ class Service:
             error = type(exc).__name__
             self._dead_letter_failure(record, stage, f"{stage} raised {error}", error)
 
-    def _trusted(
-        self, record: SourceRecord, events: list[CanonicalEvent], formats: tuple[str, ...] | None = None,
-    ) -> list[CanonicalEvent]:
-        """The record's events its topic may carry (``pipeline.trust``); the others are dead-lettered
-        with the reason, before they reach the engine or the revocations topic."""
-        kept, refused = self.trust.split(events, record.format, record.tp.topic, formats)
-        if refused:
-            self.counts["trust_refused"] += len(refused)
-            letter = refused_letter(refused, record.format, record.origin,
-                                    self.normalizer.hash_token)
-            self._dead_letter(record.tp, record.offset, record.line, letter, record.format, "-trust")
-        return kept
-
     def _engine_call(self, state: PartitionState, call: Callable[[], list[Alert]],
                      current: SourceRecord | None = None) -> list[Alert]:
         """Run an engine call. When a detector (or the engine) raises on an event, dead-letter
@@ -379,7 +322,7 @@ class Service:
         Events the engine refused as out of range are dead-lettered too. Never raises for an
         event's content."""
         tracer = judged_event_tracer(state)
-        tracer.event_id = None
+        tracer.reset()
         try:
             alerts = call()
         except KafkaError:
@@ -420,17 +363,17 @@ class Service:
         where = {"topic": record.tp.topic, "partition": record.tp.partition, "offset": record.offset}
         log.log(logging.ERROR if error else logging.WARNING, "record dead-lettered",
                 extra={"stage": stage, "error": error, **where})
-        doc = failure_dead_letter(record, stage, reason, error, self.normalizer.hash_token,
+        doc = failure_dead_letter(record, stage, reason, error, self.hash_token,
                                   self.settings.input.dead_letter_raw_bytes)
         suffix = f"-{stage}" + (f"-{event_id}" if event_id is not None else "")
         if event_id is not None:
             doc["event_id"] = event_id
-        self._dead_letter(record.tp, record.offset, record.line, doc, record.format, suffix)
+        self._dead_letter(record, doc, suffix)
 
     def _count_repairs(self) -> None:
         """Move what the normalizer repaired since the last call to the metric (its kinds are
         bounded: field paths of the vendor models)."""
-        repairs, seen = self.normalizer.repairs, self._repairs_seen
+        repairs, seen = self.reader.normalizer.repairs, self._repairs_seen
         for kind, count in repairs.items():
             if count > seen[kind]:
                 self.metrics.repairs.labels(kind).inc(count - seen[kind])
@@ -456,14 +399,13 @@ class Service:
         for source, lag in sorted(lags.items())[:MAX_SOURCES]:  # bounded: a tenant is attacker-influenced
             metrics.source_lag.labels(source).set(lag)
 
-    def _apply_global(self, events: list[CanonicalEvent], states: list[PartitionState] | None = None) -> None:
+    def _apply_global(self, events: Iterable[CanonicalEvent], states: list[PartitionState] | None = None) -> None:
         """Feed revocations from the revocations topic to every owned partition (the one they
         came from drops its copy as a duplicate event id)."""
         for event in events:
             self.counts["revocations_received"] += 1
             for state in self.states.values() if states is None else states:
-                alerts = self._engine_call(
-                    state, lambda state=state, event=event: state.engine.submit(event, external=True))
+                alerts = self._engine_call(state, partial(state.engine.submit, event, external=True))
                 if alerts:
                     self._emit(alerts)
 
@@ -478,20 +420,18 @@ class Service:
                 if alerts:
                     self._emit(alerts)
 
-    def _dead_letter(self, tp: TopicPartition, offset: int, line: bytes, doc: dict[str, Any], fmt: str,
-                     suffix: str = "") -> None:
-        """Hand a dead letter to every sink. The Kafka one gets the original bytes too, minus
-        the revocation handle, only when the operator asked for them."""
+    def _dead_letter(self, record: SourceRecord, doc: dict[str, Any], suffix: str = "") -> None:
+        """Hand a dead letter of ``record`` to every sink, with the original bytes (minus the
+        revocation handle) only when the operator asked for them; a sink that has no place
+        for them (an index analysts read) ignores them."""
+        tp, offset = record.tp, record.offset
         doc_id = f"{tp.topic}-{tp.partition}-{offset}{suffix}"
         document = {**doc, SOURCE_FIELD: {"topic": tp.topic, "partition": tp.partition, "offset": offset}}
-        self.metrics.dead_letters.labels(fmt).inc()
+        self.metrics.dead_letters.labels(record.format).inc()
         self.counts["dead_letters"] += 1
-        original = original_without_handle(line) if self.config.dead_letter_keep_original and line else None
-        for sink in self.sinks:
-            if sink.name == "kafka" and original is not None:
-                sink.add("dead_letter", doc_id, {**document, RAW_FIELD: original})
-            else:
-                sink.add("dead_letter", doc_id, document)
+        keep = self.config.dead_letter_keep_original and record.line
+        original = original_without_handle(record.line) if keep else None
+        self.sinks.add("dead_letter", doc_id, document, original)
 
     def _emit(self, alerts: list[Alert]) -> None:
         """Alerts whose fold window closed: their final version."""
@@ -523,8 +463,7 @@ class Service:
         if self.response is None:
             return
         for document in self.response.take_alerts():
-            for sink in self.sinks:
-                sink.add("alert", document["alert"]["id"], document)
+            self.sinks.add("alert", document["alert"]["id"], document)
             self.counts["alerts"] += 1
 
     def _publish_changed(self) -> None:
@@ -558,7 +497,7 @@ class Service:
             for rejected in result.rejected:  # dead-lettered elsewhere; the checkpoint flushes those
                 log.error("document rejected by sink", extra={"sink": sink.name, "doc_id": rejected.doc_id,
                                                                "reason": rejected.reason})
-                dead_letter_rejected(rejected, sink.name, [other for other in self.sinks if other is not sink])
+                dead_letter_rejected(rejected, sink.name, self.sinks.without(sink))
 
     # -- checkpoints ----------------------------------------------------------
     def _checkpoint_due(self) -> bool:
@@ -643,131 +582,39 @@ class Service:
                 self._process(tp, records)  # records fetched before the pause
 
     def _update_lag(self) -> None:
-        total = 0
-        for tp in self.assigned:
-            high = self.consumer.highwater(tp)
-            state = self.states.get(tp.partition)
-            if high is not None and state is not None and tp in state.next_offsets:
-                lag = max(0, high - state.next_offsets[tp])
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-                total += lag
-        self.backlog.update(total, sum(state.records for state in self.states.values()))
+        lag = consumer_lag(self.consumer, self.assigned, self.states, self.metrics)
+        self.backlog.update(lag, sum(state.records for state in self.states.values()))
 
-    # -- rebalances -----------------------------------------------------------
-    def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Checkpoint, then forget the revoked partitions' state (the next owner restores it)."""
-        gone = {tp.partition for tp in revoked}
-        self.assigned -= set(revoked)
-        self._to_restore -= gone
-        still = {tp.partition for tp in self.assigned}
-        dropping = [self.states[p] for p in sorted(gone - still) if p in self.states]
-        if dropping:
-            try:
-                self.checkpoint(dropping, retry=False)
-            except Exception:  # the next owner replays from the last commit
-                log.exception("checkpoint on revoke failed")
-        for state in dropping:
-            del self.states[state.partition]
-        log.info("partitions revoked", extra={"partitions": ",".join(map(str, sorted(gone))),
-                                              "checkpointed": len(dropping)})
+    # -- rebalances (``Rebalance`` owns the partitions; these are its hooks) -----
+    def _drop_pending(self) -> None:
+        """Partitions lost: the checkpoint in flight can no longer commit its offsets (the new
+        owner replays after the last commit)."""
+        self._pending = None
 
-    def on_lost(self, lost: list[TopicPartition]) -> None:
-        """Evicted from the group: drop the state unsaved (the new owner restores the last
-        checkpoint and replays after it; alert ids are stable, so replays overwrite)."""
-        gone = {tp.partition for tp in lost}
-        self.assigned -= set(lost)
-        self._to_restore -= gone
-        still = {tp.partition for tp in self.assigned}
-        for number in gone - still:
-            self.states.pop(number, None)
-        self._pending = None  # its offsets can no longer be committed; the new owner replays after the last commit
-        log.warning("partitions lost", extra={"partitions": ",".join(map(str, sorted(gone)))})
-
-    def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Pause newly owned partitions; the loop restores their state before resuming them
-        (the listener runs on kafka-python's IO thread, which must not block)."""
-        self.assigned |= set(assigned)
-        self._to_restore |= {tp.partition for tp in assigned} - set(self.states)
-        self.consumer.pause(*assigned)
-
-    def _rewind(self, number: int) -> None:
-        """Seek partition ``number`` back to its committed offset: the restored state is the one
-        of that commit. kafka-python keeps the fetch position of a partition that is revoked and
-        assigned again, which would skip the events held in the dropped engine's reorder buffer."""
-        for tp in [tp for tp in self.assigned if tp.partition == number]:
-            committed = self.consumer.committed(tp)
-            if committed is not None:
-                self.consumer.seek(tp, committed)
-            elif self.settings.kafka.auto_offset_reset == "earliest":
-                self.consumer.seek_to_beginning(tp)
-
-    def _restore_new(self) -> None:
-        """Restore each newly owned partition's state from the changelog, then resume it."""
-        for number in sorted(self._to_restore):
-            state = new_partition_state(number, self.settings, self.enrich)
-            started = time.perf_counter()
-            try:
-                records = restore_partition(self.restorer, self.changelog_topic, state,
-                                            self.config.restore_idle_polls, origin=self.origin)
-            except ChangelogMismatch as exc:
-                raise StartupError(exit_codes.CONFIG, str(exc)) from None
-            self.states[number] = state
-            self._apply_global(self.revocations.retained(), [state])
-            self._rewind(number)
-            log.info("partition restored", extra={"partition": number, "records": records,
-                                                  "tokens": len(state.store.tokens),
-                                                  "seconds": round(time.perf_counter() - started, 3)})
-        self._to_restore.clear()
-        if self.paused_reason is None:
-            self.consumer.resume(*[tp for tp in self.assigned if tp.partition in self.states])
-
-
-class BacklogProgress:
-    """Progress while replaying a backlog (a first start on a full topic, a long outage):
-    every ``every_s`` while the lag is above ``threshold``, one log line with what was
-    processed, what is left, the rate and the time to catch up; one line when caught up."""
-
-    def __init__(self, every_s: float, threshold: int) -> None:
-        self.every_s = every_s
-        self.threshold = threshold
-        self.catching_up = False
-        self._last: tuple[float, int] | None = None  # (monotonic time, records) at the last line
-
-    def update(self, lag: int, records: int) -> None:
-        now = time.monotonic()
-        if lag < self.threshold:
-            if self.catching_up:
-                log.info("backlog caught up", extra={"records": records, "lag": lag})
-            self.catching_up = False
-            self._last = None
-            return
-        if self._last is None:
-            self.catching_up = True
-            self._last = (now, records)
-            log.info("replaying backlog", extra={"records": records, "lag": lag})
-            return
-        since, before = self._last
-        if now - since < self.every_s:
-            return
-        rate = (records - before) / (now - since)
-        eta = lag / rate if rate > 0 else None
-        log.info("replaying backlog", extra={"records": records, "lag": lag, "records_per_s": round(rate),
-                                              "eta_s": round(eta) if eta is not None else None})
-        self._last = (now, records)
+    def _restore(self, number: int) -> PartitionState:
+        """Partition ``number``'s state from the changelog, with the retained revocations."""
+        state = new_partition_state(number, self.settings, self.enrich)
+        started = time.perf_counter()
+        try:
+            records = restore_partition(self.restorer, self.changelog_topic, state,
+                                        self.config.restore_idle_polls, origin=self.origin)
+        except ChangelogMismatch as exc:
+            raise StartupError(exit_codes.CONFIG, str(exc)) from None
+        self._apply_global(self.revocations.retained(), [state])
+        log.info("partition restored", extra={"partition": number, "records": records,
+                                              "tokens": len(state.store.tokens),
+                                              "seconds": round(time.perf_counter() - started, 3)})
+        return state
 
 
 def run_service(settings: Settings, config: ServiceConfig) -> int:
     """``tokenwatch run``: build sinks, topics, metrics; run until SIGTERM/SIGINT."""
-    from pipeline.enrich import Enricher
     from pipeline.kafka.topics import ensure_topics, existing_topics
     from pipeline.logs import configure
-    from pipeline.secrets import token_hash_key
-    from pipeline.sinks.background import BackgroundSink
-    from pipeline.sinks.elasticsearch import ElasticsearchSink
-    from pipeline.sinks.kafka import KafkaSink
-    from schemas.redaction import make_token_hasher
+    from pipeline.runtime.build import build_enricher, token_hasher
+    from pipeline.sinks import build_sinks
 
-    hasher = make_token_hasher(token_hash_key())
+    hasher = token_hasher()
     configure(hasher, config.log_level, client_level=config.client_log_level)
     try:
         kafka = settings.kafka
@@ -784,12 +631,10 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
         partitions = inputs[settings.kafka.topics.input[0]].partitions or 3
         ensure_topics(settings.kafka, partitions, changelog_stores=(STATE_STORE,),
                       revocation_retention_s=settings.state.revocation_retention_s)
-        enricher = Enricher(settings.enrich)
-        enricher.warm()
-        # The alerts topic first: an alert published early (``_publish_changed``) reaches it
-        # without waiting for an Elasticsearch bulk request.
-        sinks: list[Sink] = [KafkaSink(settings.kafka), BackgroundSink(ElasticsearchSink(settings.elasticsearch))]
-        service = Service(settings, config, hasher, sinks, enricher)
+        enricher = build_enricher(settings)
+        # In ``service.sinks`` order (the alerts topic first by default: an alert published early,
+        # ``_publish_changed``, reaches it without waiting for an Elasticsearch bulk request).
+        service = Service(settings, config, hasher, build_sinks(config.sinks, settings), enricher)
         # What startup loaded (IP data, egress lists, models) lives as long as the process: out of
         # the collector's way, so a full collection does not walk it (a pause in the alert path).
         gc.freeze()

@@ -29,19 +29,21 @@ class BackgroundSink:
     def __init__(self, inner: Sink) -> None:
         self.inner = inner
         self.name = inner.name
-        self.kinds: frozenset[DocKind] = getattr(inner, "kinds", frozenset())
-        self._staged: dict[tuple[DocKind, str], Mapping[str, Any]] = {}
+        self.kinds: frozenset[DocKind] = inner.kinds
+        self._staged: dict[tuple[DocKind, str], tuple[Mapping[str, Any], bytes | None]] = {}
         self._thread: threading.Thread | None = None
         self._outcome: FlushResult | BaseException | None = None
 
     def start(self) -> None:
         self.inner.start()
 
-    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> None:
+    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any], raw: bytes | None = None) -> None:
+        if doc_kind not in self.kinds:
+            return
         if self._thread is None:
-            self.inner.add(doc_kind, doc_id, document)
+            self.inner.add(doc_kind, doc_id, document, raw)
         else:
-            self._staged[(doc_kind, doc_id)] = document
+            self._staged[(doc_kind, doc_id)] = (document, raw)
 
     @property
     def pending(self) -> int:
@@ -88,7 +90,7 @@ class BackgroundSink:
         thread.join()
         self._thread = None
         outcome, self._outcome = self._outcome, None
-        for (doc_kind, doc_id), document in self._staged.items():
-            self.inner.add(doc_kind, doc_id, document)
+        for (doc_kind, doc_id), (document, raw) in self._staged.items():
+            self.inner.add(doc_kind, doc_id, document, raw)
         self._staged.clear()
         return outcome

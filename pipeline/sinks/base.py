@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import orjson
+
+if TYPE_CHECKING:  # pipeline.config imports the sinks' settings: a runtime import would be a cycle
+    from pipeline.config import Settings
 
 DocKind = Literal["alert", "event", "dead_letter", "action"]
 DOC_KINDS: tuple[DocKind, ...] = ("alert", "event", "dead_letter", "action")
 
-RAW_FIELD = "raw_original"
-"""Key of the original record bytes in a dead-letter document: only the Kafka sink is handed
-them, and only when ``service.dead_letter_keep_original`` is set."""
 SOURCE_FIELD = "source_record"
 """Key of ``{"topic", "partition", "offset"}`` of the rejected record in a dead-letter document."""
 
@@ -107,17 +107,22 @@ def _plain(value: Any) -> str | int | float | bool | None:
 
 @runtime_checkable
 class Sink(Protocol):
-    """What the service loop calls; a sink is registered by name in ``pipeline.sinks.SINKS``."""
+    """What the service loop calls; a sink is registered by name in ``pipeline.sinks.SINKS``.
+
+    Every sink takes every document kind: one it does not keep (``kinds``) is ignored, so
+    the caller hands each document to all sinks alike (``pipeline.sinks.fanout.Fanout``)."""
 
     name: str
-    kinds: frozenset[DocKind]  # the document kinds it stores; ``add`` of another kind is a bug
+    kinds: frozenset[DocKind]  # the document kinds it keeps; ``add`` of another kind does nothing
     flush_early: bool  # flushed as alerts open or change (cheap, e.g. Kafka), not only at checkpoints
 
     def start(self) -> None:
         """Prepare the destination (templates, topics); raises ``SinkUnavailable`` if it is down."""
 
-    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> None:
-        """Buffer one document; a later ``add`` of the same (kind, id) replaces it. No I/O."""
+    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any], raw: bytes | None = None) -> None:
+        """Buffer one document; a later ``add`` of the same (kind, id) replaces it. No I/O.
+        ``raw``: the original record bytes of a dead letter, when the operator keeps them
+        (``service.dead_letter_keep_original``); a sink that has no place for them ignores them."""
 
     def flush(self) -> FlushResult:
         """Write the buffer; on success it is empty. Raises ``SinkUnavailable`` keeping it."""
@@ -130,37 +135,54 @@ class Sink(Protocol):
         """Release connections; does not flush (the caller checkpoints first)."""
 
 
+class RegisteredSink(Protocol):
+    """A sink class as ``pipeline.sinks.SINKS`` holds it: built from the settings by name."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sink:
+        """The sink the settings describe (no I/O: ``start`` connects)."""
+        ...
+
+
 @dataclass
 class MemorySink:
-    """An in-process sink for tests of the service loop: can be told to be down."""
+    """An in-process sink for tests of the service loop: can be told to be down. Keeps the
+    original bytes a dead letter came with in ``originals``, as the Kafka sink writes them."""
 
     name: str = "memory"
     down: str | None = None
     kinds: frozenset[DocKind] = frozenset(DOC_KINDS)
     flush_early: bool = True
     documents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    originals: dict[tuple[str, str], bytes] = field(default_factory=dict)
     flushes: int = 0
     _buffer: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _rejected: list[Rejected] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MemorySink:
+        """Keeps every document in process memory: for trials and tests, not for production."""
+        return cls()
 
     def start(self) -> None:
         if self.down:
             raise SinkUnavailable(self.name, self.down, self.pending)
 
-    _rejected: list[Rejected] = field(default_factory=list)
-
-    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> None:
+    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any], raw: bytes | None = None) -> None:
         """Like the real sinks: an unencodable dead letter is cut to its facts, any other
         unencodable document is handed back as rejected by the next ``flush``."""
-        if doc_kind not in DOC_KINDS:
-            raise ValueError(f"unknown document kind {doc_kind!r}")
+        if doc_kind not in self.kinds:
+            return
         try:
-            encode({key: value for key, value in document.items() if key != RAW_FIELD})
+            encode(document)
         except Unencodable as exc:
             if doc_kind != "dead_letter":
                 self._rejected.append(Rejected(doc_kind, doc_id, document, f"not encodable: {exc}"))
                 return
             document = encodable_dead_letter(document, str(exc))
         self._buffer[(doc_kind, doc_id)] = dict(document)
+        if raw is not None and doc_kind == "dead_letter":
+            self.originals[(doc_kind, doc_id)] = bytes(raw)
 
     def flush(self) -> FlushResult:
         if self.down:

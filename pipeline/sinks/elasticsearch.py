@@ -14,14 +14,16 @@ orjson in ``add``, so one hostile document never reaches the bulk request.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from elastic_transport import HttpHeaders, NodeConfig, TransportError, Urllib3HttpNode
+from elastic_transport.client_utils import DEFAULT, DefaultType
 from elasticsearch import ApiError, Elasticsearch
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 
@@ -38,6 +40,11 @@ from pipeline.sinks.base import (
 from pipeline.sinks.es_documents import shape
 from pipeline.sinks.es_templates import document_time, index_name, index_template
 from pipeline.url_credentials import refuse_userinfo
+
+if TYPE_CHECKING:
+    from elastic_transport._node import NodeApiResponse  # the node API's return type, not re-exported
+
+    from pipeline.config import Settings  # pipeline.config imports this module: a runtime import is a cycle
 
 _VERSIONED = "application/vnd.elasticsearch+"
 
@@ -96,7 +103,7 @@ class ElasticsearchConfig(BaseModel):
 
     def backoff(self, retry: int) -> float:
         """Delay before retry number ``retry`` (1-based)."""
-        return min(self.retry_backoff_s * 2 ** (retry - 1), self.retry_backoff_max_s)
+        return min(self.retry_backoff_s * 2.0 ** (retry - 1), self.retry_backoff_max_s)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Arguments for ``Elasticsearch(...)``; the sink owns retries, so the client does none."""
@@ -154,9 +161,10 @@ class PlainMediaTypeNode(Urllib3HttpNode):
         self._headers = plain_media_types(self._headers)
 
     def perform_request(self, method: str, target: str, body: bytes | None = None,
-                        headers: HttpHeaders | None = None, **kwargs: Any) -> Any:
+                        headers: HttpHeaders | None = None,
+                        request_timeout: DefaultType | float | None = DEFAULT) -> NodeApiResponse:
         response = super().perform_request(
-            method, target, body, plain_media_types(headers) if headers else headers, **kwargs
+            method, target, body, plain_media_types(headers) if headers else headers, request_timeout
         )
         meta = response[0]
         if "x-elastic-product" not in meta.headers:
@@ -203,13 +211,19 @@ class ElasticsearchSink:
         self._buffer: dict[tuple[str, str], _Pending] = {}
         self._rejected: list[Rejected] = []
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ElasticsearchSink:
+        return cls(settings.elasticsearch)
+
     # -- Sink interface -------------------------------------------------------------
     def start(self) -> None:
         self.ensure_templates()
 
-    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> None:
-        if doc_kind not in DOC_KINDS:
-            raise ValueError(f"unknown document kind {doc_kind!r}")
+    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any], raw: bytes | None = None) -> None:
+        """Buffer one document; ``raw`` (a dead letter's original bytes) never reaches the cluster:
+        its indices are read by analysts, not protected like the input topic."""
+        if doc_kind not in self.kinds:
+            return
         try:
             pending = self._prepare(doc_kind, doc_id, document)
         except (Unencodable, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
@@ -247,7 +261,7 @@ class ElasticsearchSink:
         for kind in DOC_KINDS:
             body = index_template(self.config.index_prefix, kind)
             self._with_retries(f"index template {body['name']}",
-                               lambda body=body: self.client.indices.put_index_template(**body))
+                               partial(self.client.indices.put_index_template, **body))
 
     # -- writing --------------------------------------------------------------------
     def _write_chunk(self, keys: list[tuple[str, str]]) -> int:
@@ -290,7 +304,10 @@ class ElasticsearchSink:
             pending = self._buffer[key]
             operations.append({"index": {"_index": pending.index, "_id": pending.doc_id}})
             operations.append(pending.source)
-        response = self._call(lambda: self.client.bulk(operations=operations))
+        # Encoded sources go out as they are: the client's NDJSON serializer passes bytes lines
+        # through unchanged (its annotation names mappings only).
+        lines = cast(Sequence[Mapping[str, Any]], operations)
+        response: Mapping[str, Any] = self._call(lambda: self.client.bulk(operations=lines))
         if len(response.get("items") or ()) != len(keys):
             raise _Transient(f"bulk answered {len(response.get('items') or ())} items for {len(keys)} documents")
         return response

@@ -7,9 +7,10 @@ reason, the record with its credentials replaced by keyed hashes, the
 original's SHA-256 and size, source topic/partition/offset); its headers
 repeat the reason, format, source, SHA-256 and size, and ``tokenwatch.value``
 says what the value is. Only when the caller hands over the original bytes
-(``document[RAW_FIELD]``: the service does so when the operator sets
+(``add(..., raw=...)``: the service does so when the operator sets
 ``service.dead_letter_keep_original``, for a topic protected like the input)
-is the value those bytes, so a fixed record can be re-produced as is.
+is the value those bytes, so a fixed record can be re-produced as is. Events
+and actions have no topic here: they are ignored, as the sink contract allows.
 
 Like every sink it buffers in ``add`` and writes in ``flush``; a record the
 broker did not acknowledge stays buffered and ``flush`` raises
@@ -21,14 +22,13 @@ cannot be encoded never stops a flush: a dead letter is cut to its facts
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.kafka.config import KafkaConfig, producer_kwargs
 from pipeline.sinks.base import (
-    RAW_FIELD,
     SOURCE_FIELD,
     DocKind,
     FlushResult,
@@ -39,13 +39,16 @@ from pipeline.sinks.base import (
     encode,
 )
 
-__all__ = ["RAW_FIELD", "SOURCE_FIELD", "KafkaSink"]
+if TYPE_CHECKING:  # pipeline.config imports the sinks' settings: a runtime import would be a cycle
+    from pipeline.config import Settings
+
+__all__ = ["SOURCE_FIELD", "KafkaSink"]
 
 Headers = list[tuple[str, bytes]]
 
 
 class KafkaSink:
-    """Writes ``alert`` and ``dead_letter`` documents; other kinds are refused (no topic for them)."""
+    """Writes ``alert`` and ``dead_letter`` documents; other kinds are ignored (no topic for them)."""
 
     name = "kafka"
     kinds: frozenset[DocKind] = frozenset({"alert", "dead_letter"})
@@ -63,10 +66,14 @@ class KafkaSink:
         self._buffer: dict[tuple[str, str], tuple[str, bytes, bytes, Headers]] = {}
         self._rejected: list[Rejected] = []
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaSink:
+        return cls(settings.kafka)
+
     def start(self) -> None:
         """Topics are created by ``ensure_topics`` at service start; nothing else to prepare."""
 
-    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any]) -> None:
+    def add(self, doc_kind: DocKind, doc_id: str, document: Mapping[str, Any], raw: bytes | None = None) -> None:
         topics = self.config.topics
         if doc_kind == "alert":
             try:
@@ -76,9 +83,7 @@ class KafkaSink:
                 return
             self._buffer[(doc_kind, doc_id)] = (topics.alerts, doc_id.encode(), value, [])
         elif doc_kind == "dead_letter":
-            self._buffer[(doc_kind, doc_id)] = (topics.dead_letter, doc_id.encode(), *_dead_letter(document))
-        else:
-            raise ValueError(f"the kafka sink has no topic for {doc_kind!r} documents")
+            self._buffer[(doc_kind, doc_id)] = (topics.dead_letter, doc_id.encode(), *_dead_letter(document, raw))
 
     @property
     def pending(self) -> int:
@@ -117,11 +122,10 @@ class KafkaSink:
             self.producer.close(timeout=5)
 
 
-def _dead_letter(document: Mapping[str, Any]) -> tuple[bytes, Headers]:
+def _dead_letter(document: Mapping[str, Any], raw: bytes | None) -> tuple[bytes, Headers]:
     """(value, headers) of one dead letter: the redacted document as JSON, or the original
     bytes when the caller handed them over; the facts as headers either way."""
     doc = dict(document)
-    raw = doc.pop(RAW_FIELD, None)
     try:
         value = encode(doc)
     except Unencodable as exc:

@@ -6,14 +6,14 @@ import logging
 
 import pytest
 
-from pipeline.service import runner
-from pipeline.service.runner import BacklogProgress
+from pipeline.service import backlog
+from pipeline.service.backlog import BacklogProgress
 
 
 def test_progress_reports_rate_and_eta_then_caught_up(monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     clock = iter([0.0, 5.0, 10.0, 20.0, 21.0])
-    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(backlog.time, "monotonic", lambda: next(clock))
     progress = BacklogProgress(every_s=10.0, threshold=1_000)
     with caplog.at_level(logging.INFO, logger="tokenwatch.service"):
         progress.update(lag=50_000, records=0)        # t=0: starts

@@ -1,0 +1,153 @@
+"""Rebalances: which input partitions this member owns, and what happens when that changes.
+
+Eager rebalancing with the range assignor: a revoke checkpoints and commits the partitions
+being given up, then drops their state; a lost partition (evicted from the group) is dropped
+unsaved, since its commit would fail and the new owner replays after the last one; an
+assigned partition is paused until the loop has restored its state from the changelog and
+rewound it to its committed offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+
+from pipeline.service.partitions import PartitionState
+
+log = logging.getLogger("tokenwatch.service")
+
+
+class Rebalance:
+    """Owns ``assigned`` and the partitions waiting for their state. ``states`` is the service's
+    own dict of partition states (shared: the loop judges with it, this adds and drops).
+
+    ``checkpoint`` saves the states being revoked (raises on failure: the next owner replays);
+    ``restore`` builds one partition's state from the changelog; ``on_lost`` hears that a
+    checkpoint in flight can no longer be committed."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        states: dict[int, PartitionState],
+        checkpoint: Callable[[list[PartitionState]], object],
+        restore: Callable[[int], PartitionState],
+        on_lost: Callable[[], None],
+        rewind_to_beginning: bool,
+    ) -> None:
+        self.consumer = consumer
+        self.states = states
+        self.assigned: set[TopicPartition] = set()
+        self.to_restore: set[int] = set()
+        self._checkpoint = checkpoint
+        self._restore = restore
+        self._on_lost = on_lost
+        self.rewind_to_beginning = rewind_to_beginning  # kafka.auto_offset_reset == "earliest"
+
+    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Checkpoint, then forget the revoked partitions' state (the next owner restores it)."""
+        gone = self._release(revoked)
+        dropping = [self.states[p] for p in gone if p in self.states]
+        if dropping:
+            try:
+                self._checkpoint(dropping)
+            except Exception:  # whatever failed, the next owner replays from the last commit
+                log.exception("checkpoint on revoke failed")
+        for state in dropping:
+            del self.states[state.partition]
+        log.info("partitions revoked", extra={"partitions": _numbers(revoked), "checkpointed": len(dropping)})
+
+    def on_lost(self, lost: list[TopicPartition]) -> None:
+        """Evicted from the group: drop the state unsaved (the new owner restores the last
+        checkpoint and replays after it; alert ids are stable, so replays overwrite)."""
+        for number in self._release(lost):
+            self.states.pop(number, None)
+        self._on_lost()
+        log.warning("partitions lost", extra={"partitions": _numbers(lost)})
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Pause newly owned partitions; the loop restores their state before resuming them
+        (the listener runs on kafka-python's IO thread, which must not block)."""
+        self.assigned |= set(assigned)
+        self.to_restore |= {tp.partition for tp in assigned} - set(self.states)
+        self.consumer.pause(*assigned)
+
+    def restore_new(self, resume: bool) -> None:
+        """Restore each newly owned partition's state, rewind it to its committed offset, and
+        (``resume``: no sink is down) resume every owned partition that has its state."""
+        for number in sorted(self.to_restore):
+            self.states[number] = self._restore(number)
+            self._rewind(number)
+        self.to_restore.clear()
+        if resume:
+            self.consumer.resume(*[tp for tp in self.assigned if tp.partition in self.states])
+
+    def _release(self, tps: list[TopicPartition]) -> list[int]:
+        """Forget ``tps``; the partition numbers no longer owned through any input topic."""
+        gone = {tp.partition for tp in tps}
+        self.assigned -= set(tps)
+        self.to_restore -= gone
+        still = {tp.partition for tp in self.assigned}
+        return sorted(gone - still)
+
+    def _rewind(self, number: int) -> None:
+        """Seek partition ``number`` back to its committed offset: the restored state is the one
+        of that commit. kafka-python keeps the fetch position of a partition that is revoked and
+        assigned again, which would skip the events held in the dropped engine's reorder buffer."""
+        for tp in [tp for tp in self.assigned if tp.partition == number]:
+            committed = self.consumer.committed(tp)
+            if committed is not None:
+                self.consumer.seek(tp, committed)
+            elif self.rewind_to_beginning:
+                self.consumer.seek_to_beginning(tp)
+
+
+def _numbers(tps: list[TopicPartition]) -> str:
+    return ",".join(map(str, sorted({tp.partition for tp in tps})))
+
+
+class RebalanceListener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no types: its base is Any
+    """kafka-python 3 runs rebalance listeners on its IO thread, where a blocking
+    ``consumer.commit`` fails ("Cannot block on net.run() from the IO thread"). The async
+    listener is its supported way out: the revoke checkpoint (sink flush, changelog, commit)
+    runs on a worker thread while the listener awaits it with event-loop sleeps, so heartbeats
+    and the commit request keep flowing. The main thread is inside ``consumer.poll`` meanwhile
+    (rebalances only run there or in ``close``), so the worker has the partition states to itself."""
+
+    def __init__(self, rebalance: Rebalance, consumer: Any) -> None:
+        self.rebalance = rebalance
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await off_io_thread(self.consumer, self.rebalance.on_revoked, sorted(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.rebalance.on_assigned(sorted(assigned))  # non-blocking: pause + note for the loop
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.rebalance.on_lost(sorted(lost))  # evicted: a commit would fail, the new owner replays
+
+
+async def off_io_thread(consumer: Any, fn: Callable[[list[TopicPartition]], None], tps: list[TopicPartition]) -> None:
+    """Run blocking ``fn(tps)`` on a worker thread; await it on kafka-python's event loop."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn(tps)
+        except BaseException as exc:  # noqa: BLE001 -- re-raised on the IO thread: the listener failed
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="tokenwatch-revoke", daemon=True).start()
+    net = consumer._net  # noqa: SLF001 -- its sleep() is the loop's awaitable; no public equivalent
+    while not done.is_set():
+        await net.sleep(0.01)
+    if errors:
+        raise errors[0]

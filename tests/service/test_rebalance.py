@@ -1,0 +1,140 @@
+"""Partition ownership through rebalances, with a consumer double (the real group protocol
+runs in tests/integration/test_service_handover.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+from pipeline.service.rebalance import Rebalance, RebalanceListener, off_io_thread
+
+A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
+
+
+class Net:
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class Consumer:
+    """Records what the rebalance asks of the consumer."""
+
+    def __init__(self, committed: dict[TopicPartition, int] | None = None) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self._committed = committed or {}
+        self._net = Net()
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.calls.append(("pause", sorted(tps)))
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.calls.append(("resume", sorted(tps)))
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self._committed.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.calls.append(("seek", (tp, offset)))
+
+    def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.calls.append(("seek_to_beginning", tp))
+
+
+class Owner:
+    """The service's side: states, checkpoints and restores, recorded."""
+
+    def __init__(self, consumer: Consumer, fail_checkpoint: bool = False, earliest: bool = True) -> None:
+        self.states: dict[int, Any] = {}
+        self.checkpointed: list[list[int]] = []
+        self.lost = 0
+        self.fail_checkpoint = fail_checkpoint
+        self.rebalance = Rebalance(consumer, self.states, self.checkpoint, self.restore, self.on_lost, earliest)
+
+    def checkpoint(self, states: list[Any]) -> bool:
+        self.checkpointed.append([s.partition for s in states])
+        if self.fail_checkpoint:
+            raise RuntimeError("flush failed")
+        return True
+
+    def restore(self, number: int) -> Any:
+        return type("State", (), {"partition": number})()
+
+    def on_lost(self) -> None:
+        self.lost += 1
+
+
+def test_assigned_partitions_wait_paused_until_restored_then_rewound_and_resumed() -> None:
+    consumer = Consumer(committed={A0: 42})
+    owner = Owner(consumer)
+    owner.rebalance.on_assigned([A0, A1, B0])
+    assert consumer.calls == [("pause", [A0, A1, B0])]
+    assert owner.rebalance.to_restore == {0, 1} and owner.states == {}
+    owner.rebalance.restore_new(resume=True)
+    assert sorted(owner.states) == [0, 1] and owner.rebalance.to_restore == set()
+    seeks = sorted((name, str(arg)) for name, arg in consumer.calls[1:-1])
+    assert seeks == sorted([("seek", str((A0, 42))), ("seek_to_beginning", str(B0)), ("seek_to_beginning", str(A1))])
+    assert consumer.calls[-1] == ("resume", [A0, A1, B0])
+
+
+def test_a_restore_while_a_sink_is_down_leaves_the_partitions_paused() -> None:
+    consumer = Consumer()
+    owner = Owner(consumer, earliest=False)
+    owner.rebalance.on_assigned([A0])
+    owner.rebalance.restore_new(resume=False)
+    assert 0 in owner.states and consumer.calls == [("pause", [A0])]  # latest: no seek without a commit
+
+
+def test_a_revoke_checkpoints_then_drops_only_partitions_no_longer_owned() -> None:
+    owner = Owner(Consumer())
+    owner.rebalance.on_assigned([A0, A1, B0])
+    owner.rebalance.restore_new(resume=True)
+    owner.rebalance.on_revoked([B0])  # partition 0 is still owned through topic a
+    assert owner.checkpointed == [] and sorted(owner.states) == [0, 1]
+    owner.rebalance.on_revoked([A0, A1])
+    assert owner.checkpointed == [[0, 1]] and owner.states == {} and owner.rebalance.assigned == set()
+
+
+def test_a_failed_revoke_checkpoint_still_drops_the_state(caplog: pytest.LogCaptureFixture) -> None:
+    owner = Owner(Consumer(), fail_checkpoint=True)
+    owner.rebalance.on_assigned([A0])
+    owner.rebalance.restore_new(resume=True)
+    owner.rebalance.on_revoked([A0])
+    assert owner.states == {} and "checkpoint on revoke failed" in caplog.text
+
+
+def test_lost_partitions_are_dropped_unsaved_and_the_checkpoint_in_flight_forgotten() -> None:
+    owner = Owner(Consumer())
+    owner.rebalance.on_assigned([A0, A1])
+    owner.rebalance.restore_new(resume=True)
+    owner.rebalance.on_assigned([B0])  # assigned, not restored yet
+    owner.rebalance.on_lost([A0, A1, B0])
+    assert owner.checkpointed == [] and owner.states == {} and owner.lost == 1
+    assert owner.rebalance.to_restore == set() and owner.rebalance.assigned == set()
+
+
+def test_the_listener_runs_the_revoke_off_the_io_thread_and_reraises_its_failure() -> None:
+    consumer = Consumer()
+    owner = Owner(consumer)
+    owner.rebalance.on_assigned([A0])
+    owner.rebalance.restore_new(resume=True)
+    listener = RebalanceListener(owner.rebalance, consumer)
+    threads: list[str] = []
+    checkpoint = owner.rebalance._checkpoint  # noqa: SLF001 -- wrapped to see which thread runs it
+
+    def noting(states: list[Any]) -> object:
+        threads.append(threading.current_thread().name)
+        return checkpoint(states)
+
+    owner.rebalance._checkpoint = noting  # noqa: SLF001 -- see above
+    asyncio.run(listener.on_partitions_revoked({A0}))
+    assert threads == ["tokenwatch-revoke"] and owner.states == {}
+
+    def broken(tps: list[TopicPartition]) -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        asyncio.run(off_io_thread(consumer, broken, [A0]))
