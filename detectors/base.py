@@ -1,8 +1,9 @@
 """The detector interface and the finding it emits.
 
-A detector is one module: a ``Config`` model with its thresholds and
-defaults, ``process(event, state) -> findings``, an event-time ``expire``
-hook, and ``RuleMeta`` for each rule it raises. It reads canonical events and
+A detector is one module: a settings model with its thresholds and defaults
+(named once, as the class's type parameter: ``Detector[ReplayConfig]``),
+``process(event, state) -> findings``, an event-time ``expire`` hook, and
+``RuleMeta`` for each rule it raises. It reads canonical events and
 the shared ``StateStore`` only; turning findings into alerts, and alerts into
 revocations, happens in the pipeline.
 """
@@ -13,9 +14,10 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Generic, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeVar
 
 from detectors.state import StateStore
 from schemas.alerts import Category, EvidenceItem, ResponseAction, Severity
@@ -78,13 +80,43 @@ class Finding:
     details: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
 
 
-class Detector(ABC):
+# A detector's settings type. Covariant, so every detector is a ``Detector`` (of
+# ``DetectorConfig``, the default) to the registry and the engine.
+ConfigT = TypeVar("ConfigT", bound=DetectorConfig, default=DetectorConfig, covariant=True)
+
+
+def config_class(detector: type[Detector[ConfigT]]) -> type[DetectorConfig]:
+    """The settings model a detector class names as its parameter (``Detector[ReplayConfig]``),
+    nearest first along its bases; ``DetectorConfig`` when it names none."""
+    for klass in detector.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            if get_origin(base) is Detector:
+                (arg,) = get_args(base)
+                if isinstance(arg, type) and issubclass(arg, DetectorConfig):
+                    return arg
+    return DetectorConfig
+
+
+class _ConfigOf:
+    """``Detector.Config``: the class's settings model, derived from its type parameter, so it is
+    declared once. A descriptor because a ``ClassVar`` cannot name a type variable: this way
+    ``ReplayDetector.Config`` is ``type[ReplayConfig]`` to mypy, not the base."""
+
+    def __get__(self, instance: object, owner: type[Detector[ConfigT]]) -> type[ConfigT]:
+        return cast("type[ConfigT]", config_class(owner))
+
+
+class Detector(ABC, Generic[ConfigT]):
+    """Subclass as ``class ReplayDetector(Detector[ReplayConfig])``: ``self.config`` is then a
+    ``ReplayConfig`` and ``ReplayDetector.Config`` is ``ReplayConfig`` (the registry builds the
+    detector's settings from it), with nothing declared twice."""
+
     name: ClassVar[str]
     rules: ClassVar[tuple[RuleMeta, ...]]
-    Config: ClassVar[type[DetectorConfig]] = DetectorConfig
+    Config: ClassVar[_ConfigOf] = _ConfigOf()
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config()
+    def __init__(self, config: ConfigT | None = None) -> None:
+        self.config: ConfigT = config if config is not None else self.Config()
 
     @abstractmethod
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:

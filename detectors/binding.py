@@ -100,7 +100,7 @@ class BindingCheck:
         self._pod_cap = settings.max_tracked_pods
 
     def check(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, bound: str, proof: Binding | None,
+        self, event: CanonicalEvent, ref: TokenRef, token_state: TokenState | None, bound: str, proof: Binding | None,
         state: StateStore,
     ) -> Finding | None:
         """A finding when the successful use ``event`` of ``ref`` (bound to ``bound``,
@@ -115,9 +115,9 @@ class BindingCheck:
         elif proof is None or proof.method != method or proof.value == value:
             # No contradicting pod/network proof at the request: judge by the caller's address.
             if method == "pod":
-                return self._pod_address(event, ref, known, value, state)
+                return self._pod_address(event, ref, token_state, value, state)
             if method == "network" and (proof is None or proof.method != method) and value.lower() in self._providers:
-                return self._outside_provider(event, ref, known, value)
+                return self._outside_provider(event, ref, token_state, value)
             return None
         label = _METHOD_LABEL.get(method, method)
         if proof is None:
@@ -127,11 +127,11 @@ class BindingCheck:
         else:
             how = f"with {label} {proof.value}"
         summary = (
-            f"{token_label(ref, known)} {ref.id} is bound to {label} {value} but was accepted {how}, "
+            f"{token_label(ref, token_state)} {ref.id} is bound to {label} {value} but was accepted {how}, "
             f"from {describe.place(event)}"
         )
         return self._finding(
-            event, ref, known, summary, describe.evidence_with_issue(event, known),
+            event, ref, token_state, summary, describe.evidence_with_issue(event, token_state),
             {"bound": bound, "proof": f"{proof.method}:{proof.value}" if proof else None},
         )
 
@@ -143,17 +143,17 @@ class BindingCheck:
         return state.table(self.namespace, "pods", POD_ADDRESS)
 
     def _finding(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, summary: str,
+        self, event: CanonicalEvent, ref: TokenRef, token_state: TokenState | None, summary: str,
         evidence: tuple[EvidenceItem, ...], details: dict[str, str | None],
     ) -> Finding:
         return Finding(
             rule=self.rule, event=event, key=ref.id, summary=summary, evidence=evidence,
-            family_id=(known.family_id if known is not None else None) or ref.family_id,
+            family_id=(token_state.family_id if token_state is not None else None) or ref.family_id,
             details=details,
         )
 
     def _outside_provider(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, provider: str
+        self, event: CanonicalEvent, ref: TokenRef, token_state: TokenState | None, provider: str
     ) -> Finding | None:
         """Credentials issued to a cloud service (an EC2 instance profile) used from outside that
         cloud: GuardDuty's InstanceCredentialExfiltration.OutsideAWS. A non-cloud address counts
@@ -169,22 +169,22 @@ class BindingCheck:
         if used_in == provider.lower():
             return None
         holder = _PROVIDER_SERVICE.get(provider.lower(), f"a {provider} service")
-        if ref.type.value == "temporary_credential" or (known is not None and known.type == "temporary_credential"):
+        if ref.type.value == "temporary_credential" or (token_state is not None and token_state.type == "temporary_credential"):
             what, verb = f"Temporary credentials {ref.id}", "were"
         else:
-            what, verb = f"{token_label(ref, known)} {ref.id}", "was"
+            what, verb = f"{token_label(ref, token_state)} {ref.id}", "was"
         where = f"a {used_in} address outside {provider}" if used_in else f"outside {provider}"
         summary = (
             f"{what} issued to {holder} (bound to {provider}) {verb} used from {describe.place(event)}, "
             f"{where} — the credential exfiltration pattern"
         )
         return self._finding(
-            event, ref, known, summary, describe.evidence_with_issue(event, known),
+            event, ref, token_state, summary, describe.evidence_with_issue(event, token_state),
             {"bound": f"network:{provider}", "used_from_provider": used_in, "related_technique": _METADATA_API},
         )
 
     def _pod_address(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState | None, uid: str, state: StateStore
+        self, event: CanonicalEvent, ref: TokenRef, token_state: TokenState | None, uid: str, state: StateStore
     ) -> Finding | None:
         """A pod-bound token must be used from its pod's address, learned from the first successful
         use (trust on first use, per pod uid: the kubelet's rotated tokens share it), or from the
@@ -193,7 +193,7 @@ class BindingCheck:
         ip = event.network.ip
         if not ip:
             return None
-        node = known.issue.ip if known is not None and known.issue is not None else None
+        node = token_state.issue.ip if token_state is not None and token_state.issue is not None else None
         pods = self._pods(state)
         seen = pods.get(uid)
         when = event.epoch
@@ -209,19 +209,19 @@ class BindingCheck:
         if ip == node:
             return None
         address, first_id = seen.address, seen.first_event_id
-        earlier = next((u for u in known.accepted if u.event_id == first_id), None) if known is not None else None
+        earlier = next((u for u in token_state.accepted if u.event_id == first_id), None) if token_state is not None else None
         first_use = earlier.evidence(ref.id) if earlier is not None else EvidenceItem(
             event_id=first_id, kind=EventKind.USED.value,
             time=datetime.fromtimestamp(seen.first_use_time, tz=timezone.utc),
             source=seen.first_source, token_id=seen.first_token_id, ip=address, outcome="success",
         )
-        evidence = sorted((*describe.evidence_with_issue(event, known), first_use), key=lambda item: item.time)
+        evidence = sorted((*describe.evidence_with_issue(event, token_state), first_use), key=lambda item: item.time)
         summary = (
-            f"Pod-bound {token_label(ref, known).lower()} {ref.id} of pod {uid} was used from "
+            f"Pod-bound {token_label(ref, token_state).lower()} {ref.id} of pod {uid} was used from "
             f"{describe.place(event)}, not its pod's address {address}{f' or its node address {node}' if node else ''}"
         )
         return self._finding(
-            event, ref, known, summary, tuple(evidence),
+            event, ref, token_state, summary, tuple(evidence),
             {"bound": f"pod:{uid}", "pod_address": address, "node_address": node, "pod_address_learned_from": first_id},
         )
 
@@ -239,11 +239,11 @@ def _provider_of(net: Network) -> str | None:
     return None
 
 
-def token_label(ref: TokenRef, known: TokenState | None) -> str:
+def token_label(ref: TokenRef, token_state: TokenState | None) -> str:
     """How a summary names the token: by its type, or the type learned at issuance."""
     kind = ref.type.value
-    if kind == "unknown" and known is not None:
-        kind = known.type
+    if kind == "unknown" and token_state is not None:
+        kind = token_state.type
     return _TYPE_LABEL.get(kind, "Token")
 
 

@@ -75,9 +75,10 @@ def _decode_timeline(data: Any) -> Timeline:
 TIMELINE = register_codec("concurrency.timeline", _encode_timeline, _decode_timeline)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
-    """Why one token has two holders: the uses that show it, oldest first."""
+    """Why one token has two holders: the uses that show it, oldest first (the decision;
+    ``detectors.concurrency_words`` words it)."""
 
     reason: str
     uses: tuple[Observation, ...]
@@ -140,10 +141,10 @@ def around(runs: tuple[Run, ...], uses: Iterable[Observation], late: Observation
     the window before its newest use; a use filed late into them would be judged without
     the neighbours that show it between two uses of one other network, so a thief whose
     requests are logged by a slow source would never be seen taking turns."""
-    known = {obs.event_id: obs for run in runs for obs in (run.first, run.last)}
-    known.update((use.event_id, use) for use in uses)
-    known[late.event_id] = late
-    return seed(sorted((obs for obs in known.values() if abs(obs.time - late.time) <= reach), key=_time),
+    by_id = {obs.event_id: obs for run in runs for obs in (run.first, run.last)}
+    by_id.update((use.event_id, use) for use in uses)
+    by_id[late.event_id] = late
+    return seed(sorted((obs for obs in by_id.values() if abs(obs.time - late.time) <= reach), key=_time),
                 late.time - reach)
 
 

@@ -107,12 +107,12 @@ def place(where: Located | CanonicalEvent, *, address: bool = True, asn: bool = 
     return f"{spot} ({', '.join(network)})" if network else spot
 
 
-def subject(event: CanonicalEvent, token: TokenState | None = None) -> str:
+def subject(event: CanonicalEvent, token_state: TokenState | None = None) -> str:
     """Who a token belongs to: the event's subject by name, else by id, else the
     subject recorded for the token, else "?"."""
     if event.subject is not None:
         return event.subject.name or event.subject.id
-    return (token.subject_id if token is not None else None) or "?"
+    return (token_state.subject_id if token_state is not None else None) or "?"
 
 
 def scope_list(scopes: Iterable[str]) -> str:
@@ -121,11 +121,11 @@ def scope_list(scopes: Iterable[str]) -> str:
     return " ".join(sorted(scopes)) or "(none)"
 
 
-def evidence_with_issue(event: CanonicalEvent, token: TokenState | None) -> tuple[EvidenceItem, ...]:
+def evidence_with_issue(event: CanonicalEvent, token_state: TokenState | None) -> tuple[EvidenceItem, ...]:
     """Evidence for a finding about what a token did in ``event``: the token's
     issue first when it was seen (what was granted), then the event itself."""
-    if token is not None and token.issue is not None:
-        return token.issue.evidence(token.token_id), EvidenceItem.of(event)
+    if token_state is not None and token_state.issue is not None:
+        return token_state.issue.evidence(token_state.token_id), EvidenceItem.of(event)
     return (EvidenceItem.of(event),)
 
 

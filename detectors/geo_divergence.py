@@ -142,13 +142,11 @@ class _Travel:
     speed_kmh: float
 
 
-class GeoDivergenceDetector(Detector):
+class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
     name: ClassVar[str] = "geo_divergence"
     rules: ClassVar[tuple[RuleMeta, ...]] = (IMPOSSIBLE_TRAVEL, ISSUE_USE_DIVERGENCE)
-    Config: ClassVar[type[DetectorConfig]] = GeoDivergenceConfig
-    config: GeoDivergenceConfig
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(self, config: GeoDivergenceConfig | None = None) -> None:
         super().__init__(config)
         self._horizon_s = travel_horizon_s(self.config.max_speed_kmh)
 
@@ -248,10 +246,10 @@ class GeoDivergenceDetector(Detector):
                 other = points[i]
                 travel = self._measure(geo, when, other.lat, other.lon, other.accuracy_km, other.time)
                 if travel is not None:
-                    known = _observation(state, other.token_id, other.event_id)
+                    recorded = _observation(state, other.token_id, other.event_id)
                     finding = self._travel_finding(
-                        event, known or other, other.token_id, travel, None, session_id,
-                        known.evidence(other.token_id) if known else _point_evidence(other),
+                        event, recorded or other, other.token_id, travel, None, session_id,
+                        recorded.evidence(other.token_id) if recorded else _point_evidence(other),
                     )
                     break
         if not duplicate:

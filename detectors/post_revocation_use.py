@@ -111,7 +111,7 @@ class LateUse:
 
     rule: RuleMeta
     use: CanonicalEvent  # the accepted use; rebuilt from state when the revocation came later
-    token: TokenState | None  # what state knew of the token
+    token_state: TokenState | None  # what state knew of the token
     after: Revocation | Expiry  # what ended the token's validity
     late_s: float  # seconds after it
     allowed_s: float  # the propagation lag (revocation, disable) or clock skew (expiry) exceeded
@@ -130,11 +130,9 @@ class Judgement:
 QUIET = Judgement()
 
 
-class PostRevocationUseDetector(Detector):
+class PostRevocationUseDetector(Detector[PostRevocationUseConfig]):
     name: ClassVar[str] = "post_revocation_use"
     rules: ClassVar[tuple[RuleMeta, ...]] = (AFTER_REVOCATION, AFTER_DISABLE, AFTER_EXPIRY)
-    Config: ClassVar[type[DetectorConfig]] = PostRevocationUseConfig
-    config: PostRevocationUseConfig
 
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
         kind = event.kind
@@ -161,37 +159,37 @@ def judge_use(event: CanonicalEvent, state: StateStore, config: PostRevocationUs
     most one alert. Reads state, changes nothing."""
     ref = event.token
     assert ref is not None
-    ts = state.tokens.get(ref.id)
+    token_state = state.tokens.get(ref.id)
     t, lag = event.epoch, config.propagation_lag_s
     lags: list[float] = []
-    for rule, ended in _ends_of(event, ts, state):
+    for rule, ended in _ends_of(event, token_state, state):
         late = t - ended.observation.time
         if late > lag:
-            return Judgement((LateUse(rule, event, ts, ended, late, lag),))
+            return Judgement((LateUse(rule, event, token_state, ended, late, lag),))
         if late >= 0:
             lags.append(late)
     within = (min(lags),) if lags else ()
-    expires = ref.expires_at.timestamp() if ref.expires_at else (ts.expires_at if ts else None)
+    expires = ref.expires_at.timestamp() if ref.expires_at else (token_state.expires_at if token_state else None)
     if expires is not None and t > expires + config.clock_skew_s:
-        return Judgement((LateUse(AFTER_EXPIRY, event, ts, Expiry(expires), t - expires, config.clock_skew_s),), within)
+        return Judgement((LateUse(AFTER_EXPIRY, event, token_state, Expiry(expires), t - expires, config.clock_skew_s),), within)
     return Judgement(lags=within) if within else QUIET
 
 
-def _ends_of(event: CanonicalEvent, ts: TokenState | None, state: StateStore) -> Iterator[tuple[RuleMeta, Revocation]]:
+def _ends_of(event: CanonicalEvent, token_state: TokenState | None, state: StateStore) -> Iterator[tuple[RuleMeta, Revocation]]:
     """What state knows ended the used token, in precedence order: its subject's disabling, then
     the earliest revocation up to the use that kills it (looked up only when still needed)."""
     ref = event.token
     assert ref is not None
-    subject = _subject_of(event, ts, state)
+    subject = _subject_of(event, token_state, state)
     sub = state.subjects.get(subject) if subject else None
-    issued = ref.issued_at.timestamp() if ref.issued_at else issued_at(ts)
+    issued = ref.issued_at.timestamp() if ref.issued_at else issued_at(token_state)
     disabled = _disabling(sub, subject, issued)
     if disabled is not None:
         yield AFTER_DISABLE, disabled
-    family = ref.family_id or (ts.family_id if ts else None)
-    session = event.session_id or (ts.session_id if ts else None)
-    known = _revocations(state, Held.of_use(event, ts, issued), family, session, subject, sub)
-    revoked = min((r for r in known if r.observation.time <= event.epoch), key=_time, default=None)
+    family = ref.family_id or (token_state.family_id if token_state else None)
+    session = event.session_id or (token_state.session_id if token_state else None)
+    revocations = _revocations(state, Held.of_use(event, token_state, issued), family, session, subject, sub)
+    revoked = min((r for r in revocations if r.observation.time <= event.epoch), key=_time, default=None)
     if revoked is not None:
         yield AFTER_REVOCATION, revoked
 
@@ -201,52 +199,52 @@ def judge_revocation(event: CanonicalEvent, state: StateStore, config: PostRevoc
     recorded uses since it that nothing state knew before had already flagged."""
     rule, what, scope_id, tokens = _targets(event, state)
     when, lag = event.epoch, config.propagation_lag_s
-    used_since = [ts for ts in tokens if ts.accepted and ts.accepted[-1].time >= when]
+    used_since = [token_state for token_state in tokens if token_state.accepted and token_state.accepted[-1].time >= when]
     if not used_since:
         return QUIET
     revocation = Revocation(what, scope_id, Observation(event))
     late: list[LateUse] = []
     lags: list[float] = []
-    for ts in used_since:
-        if not _covers(state, rule, revocation, ts):
+    for token_state in used_since:
+        if not _covers(state, rule, revocation, token_state):
             continue  # (a lifetime-bound kill covers the latest use first: checked per use below)
-        for use in ts.accepted:
-            if use.time < when or _flagged(state, ts, use.time, rule, lag):
+        for use in token_state.accepted:
+            if use.time < when or _flagged(state, token_state, use.time, rule, lag):
                 continue
-            if rule is not AFTER_DISABLE and not kills(state, revocation, Held.of(ts, use.time)):
+            if rule is not AFTER_DISABLE and not kills(state, revocation, Held.of(token_state, use.time)):
                 continue
             delta = use.time - when
             if delta <= lag:
                 lags.append(delta)
             else:
-                late.append(LateUse(rule, use_event(use, ts), ts, revocation, delta, lag, event))
+                late.append(LateUse(rule, use_event(use, token_state), token_state, revocation, delta, lag, event))
     return Judgement(tuple(late), tuple(lags))
 
 
-def _covers(state: StateStore, rule: RuleMeta, revocation: Revocation, ts: TokenState) -> bool:
-    """Whether a late revocation reaches ``ts`` at all (judged at its latest use)."""
+def _covers(state: StateStore, rule: RuleMeta, revocation: Revocation, token_state: TokenState) -> bool:
+    """Whether a late revocation reaches ``token_state`` at all (judged at its latest use)."""
     if rule is AFTER_DISABLE:
-        return _before(issued_at(ts), revocation.observation.time)
-    return kills(state, revocation, Held.of(ts, ts.accepted[-1].time))
+        return _before(issued_at(token_state), revocation.observation.time)
+    return kills(state, revocation, Held.of(token_state, token_state.accepted[-1].time))
 
 
-def _flagged(state: StateStore, ts: TokenState, use_time: float, rule: RuleMeta, lag: float) -> bool:
+def _flagged(state: StateStore, token_state: TokenState, use_time: float, rule: RuleMeta, lag: float) -> bool:
     """Whether what state knew before this event already made ``use_time`` an alert."""
-    sub = state.subjects.get(ts.subject_id) if ts.subject_id else None
-    disabled = _disabling(sub, ts.subject_id, issued_at(ts))
+    sub = state.subjects.get(token_state.subject_id) if token_state.subject_id else None
+    disabled = _disabling(sub, token_state.subject_id, issued_at(token_state))
     if disabled is not None and use_time - disabled.observation.time > lag:
         return True
     if rule is AFTER_DISABLE:
         return False
-    known = _revocations(state, Held.of(ts, use_time), ts.family_id, ts.session_id, ts.subject_id, sub)
-    return any(use_time - r.observation.time > lag for r in known)
+    revocations = _revocations(state, Held.of(token_state, use_time), token_state.family_id, token_state.session_id, token_state.subject_id, sub)
+    return any(use_time - r.observation.time > lag for r in revocations)
 
 
 # -- state look-ups --------------------------------------------------------------
-def _subject_of(event: CanonicalEvent, ts: TokenState | None, state: StateStore) -> str | None:
+def _subject_of(event: CanonicalEvent, token_state: TokenState | None, state: StateStore) -> str | None:
     """The subject id state knows: a use may name it differently from the IdP (a JWT `sub`
     that is the login, where IdP events carry the user id)."""
-    candidates = [s for s in (event.subject.id if event.subject else None, ts.subject_id if ts else None) if s]
+    candidates = [s for s in (event.subject.id if event.subject else None, token_state.subject_id if token_state else None) if s]
     return next((s for s in candidates if s in state.subjects), candidates[0] if candidates else None)
 
 
@@ -266,10 +264,10 @@ def _revocations(
     sub: ScopeState | None,
 ) -> list[Revocation]:
     """Every revocation (not disable) known for a token with these ids that kills it."""
-    ts = held.state
+    token_state = held.state
     found: list[Revocation] = []
-    if ts is not None and ts.revoked is not None:
-        found.append(Revocation("token", ts.token_id, ts.revoked))
+    if token_state is not None and token_state.revoked is not None:
+        found.append(Revocation("token", token_state.token_id, token_state.revoked))
     fam = state.families.get(family) if family else None
     if fam is not None and fam.revoked is not None:
         found.append(Revocation("family", family, fam.revoked))
@@ -298,8 +296,8 @@ def _targets(event: CanonicalEvent, state: StateStore) -> tuple[RuleMeta, str, s
         return AFTER_REVOCATION, "logout", key, list(state.linked_tokens(scope))
     target = event.revocation.target if event.revocation else "token"
     if target == "token":
-        ts = state.token(event.token.id if event.token else None)
-        return AFTER_REVOCATION, "token", ts.token_id if ts else None, [ts] if ts else []
+        token_state = state.token(event.token.id if event.token else None)
+        return AFTER_REVOCATION, "token", token_state.token_id if token_state else None, [token_state] if token_state else []
     if target == "family":
         key = state.family_of(event)
         scope = state.families.get(key) if key else None
@@ -330,14 +328,14 @@ def late_use_finding(match: LateUse) -> Finding:
 
 
 def _revoked_finding(match: LateUse, revocation: Revocation) -> Finding:
-    used, ts, rev = match.use, match.token, revocation.observation
+    used, token_state, rev = match.use, match.token_state, revocation.observation
     ref = used.token
     assert ref is not None
     cited = EvidenceItem.of(match.revoking) if match.revoking is not None else rev.evidence(
         ref.id if revocation.what == "token" else None
     )
     summary = (
-        f"Token {ref.id} ({ref.type.value}, subject {describe.subject(used, ts)}, "
+        f"Token {ref.id} ({ref.type.value}, subject {describe.subject(used, token_state)}, "
         f"client {used.client_id or '?'}) was accepted from {describe.place(used, asn=True)} "
         f"at {describe.when(used.epoch)}, {describe.duration(match.late_s)} after "
         f"{_what(revocation)} at {describe.when(rev.time)} "
@@ -349,7 +347,7 @@ def _revoked_finding(match: LateUse, revocation: Revocation) -> Finding:
         key=ref.id,
         summary=summary,
         evidence=(cited, EvidenceItem.of(used)),
-        family_id=ref.family_id or (ts.family_id if ts else None),
+        family_id=ref.family_id or (token_state.family_id if token_state else None),
         details={
             "revoked": revocation.what,
             "revoked_id": revocation.scope_id,
@@ -363,11 +361,11 @@ def _revoked_finding(match: LateUse, revocation: Revocation) -> Finding:
 
 
 def _expired_finding(match: LateUse, expiry: Expiry) -> Finding:
-    used, ts = match.use, match.token
+    used, token_state = match.use, match.token_state
     ref = used.token
     assert ref is not None
     summary = (
-        f"Token {ref.id} ({ref.type.value}, subject {describe.subject(used, ts)}, "
+        f"Token {ref.id} ({ref.type.value}, subject {describe.subject(used, token_state)}, "
         f"client {used.client_id or '?'}) was accepted from {describe.place(used, asn=True)} "
         f"at {describe.when(used.epoch)}, {describe.duration(match.late_s)} after it expired at "
         f"{describe.when(expiry.at)}: the resource server does not check exp."
@@ -377,8 +375,8 @@ def _expired_finding(match: LateUse, expiry: Expiry) -> Finding:
         event=used,
         key=ref.id,
         summary=summary,
-        evidence=describe.evidence_with_issue(used, ts),
-        family_id=ref.family_id or (ts.family_id if ts else None),
+        evidence=describe.evidence_with_issue(used, token_state),
+        family_id=ref.family_id or (token_state.family_id if token_state else None),
         details={
             "expired_at": describe.when(expiry.at, exact=True),
             "seconds_after_expiry": round(match.late_s, 3),

@@ -26,7 +26,7 @@ from schemas.events import (
 _BINDING_METHODS: dict[str, BindingMethod] = {method: method for method in get_args(BindingMethod)}
 
 
-def use_event(use: Observation, ts: TokenState) -> CanonicalEvent:
+def use_event(use: Observation, token_state: TokenState) -> CanonicalEvent:
     """A minimal ``used`` event from a recorded use, with its original event id,
     so a retroactive alert cites (and hashes to) the use it is about."""
     ip, service = use.ip, use.service
@@ -39,12 +39,12 @@ def use_event(use: Observation, ts: TokenState) -> CanonicalEvent:
         if method in _BINDING_METHODS:
             proof = Binding(method=_BINDING_METHODS[method], value=value)
     bound = None
-    if ts.binding and ":" in ts.binding:
-        method, value = ts.binding.split(":", 1)
+    if token_state.binding and ":" in token_state.binding:
+        method, value = token_state.binding.split(":", 1)
         if method in _BINDING_METHODS:
             bound = Binding(method=_BINDING_METHODS[method], value=value)
     try:
-        token_type = TokenType(ts.type)
+        token_type = TokenType(token_state.type)
     except ValueError:
         token_type = TokenType.UNKNOWN
     return CanonicalEvent(
@@ -53,17 +53,17 @@ def use_event(use: Observation, ts: TokenState) -> CanonicalEvent:
         time=datetime.fromtimestamp(use.time, tz=timezone.utc),
         source=use.source,
         token=TokenRef(
-            id=ts.token_id,
+            id=token_state.token_id,
             type=token_type,
-            family_id=ts.family_id,
-            parent_id=ts.parent_id,
-            expires_at=datetime.fromtimestamp(ts.expires_at, tz=timezone.utc) if ts.expires_at else None,
-            audience=ts.audience,
+            family_id=token_state.family_id,
+            parent_id=token_state.parent_id,
+            expires_at=datetime.fromtimestamp(token_state.expires_at, tz=timezone.utc) if token_state.expires_at else None,
+            audience=token_state.audience,
             binding=bound,
         ),
-        subject=Subject(id=ts.subject_id) if ts.subject_id else None,
-        client_id=use.client_id or ts.client_id,
-        session_id=ts.session_id,
+        subject=Subject(id=token_state.subject_id) if token_state.subject_id else None,
+        client_id=use.client_id or token_state.client_id,
+        session_id=token_state.session_id,
         scopes=use.scopes,
         network=Network(
             ip=ip, service=service, geo=geo, asn=use.asn, as_org=use.as_org, hosting=use.hosting, egress=use.egress

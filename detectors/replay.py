@@ -8,6 +8,10 @@ mTLS), the cloud it was issued in, the pod it was issued to (checked by
 ``detectors.binding``) — and one request id accepted twice. Every comparison
 is by absolute event-time distance, so an event that arrives late is judged
 exactly like one that arrived on time.
+
+Concurrent use is decided, then described: ``ReplayDetector.judge_concurrent_use`` files
+the use in the token's timeline and returns a frozen ``ConcurrentUse`` (or None for one
+holder); ``concurrent_use_finding`` words it.
 """
 
 from __future__ import annotations
@@ -112,6 +116,18 @@ def _decode_request(data: Any) -> SeenRequest:
 SEEN_REQUEST = register_codec("replay.request", _encode_request, _decode_request)
 
 
+@dataclass(frozen=True, slots=True)
+class ConcurrentUse:
+    """Two holders of one token, as ``ReplayDetector.judge_concurrent_use`` found them:
+    everything the ``concurrent_use`` alert says."""
+
+    event: CanonicalEvent  # the accepted use that showed it
+    token_state: TokenState  # what state knew of the token before it
+    match: Match  # why, and the uses that show it
+    handovers: int  # one-way moves of this token counted as roaming before
+    window_s: float  # the concurrency window the uses fell in
+
+
 class ReplayConfig(DetectorConfig):
     refresh_grace_s: float = Field(
         default=30.0, ge=0,
@@ -165,18 +181,13 @@ class ReplayConfig(DetectorConfig):
     )
 
 
-class ReplayDetector(Detector):
+class ReplayDetector(Detector[ReplayConfig]):
     name: ClassVar[str] = "replay"
     rules: ClassVar[tuple[RuleMeta, ...]] = (REFRESH_REUSE, CONCURRENT_USE, BINDING_MISMATCH, DUPLICATE_REQUEST)
-    Config: ClassVar[type[DetectorConfig]] = ReplayConfig
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
-        if config is not None and not isinstance(config, ReplayConfig):
-            config = ReplayConfig.model_validate(config.model_dump())
+    def __init__(self, config: ReplayConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
-        assert isinstance(cfg, ReplayConfig)  # converted above
-        self.cfg = cfg
         # Plain floats: read on every event.
         self._grace = cfg.refresh_grace_s
         self._concurrent = cfg.concurrent_window_s
@@ -215,11 +226,11 @@ class ReplayDetector(Detector):
         failed = event.outcome.result == "failure"
         # A failed redemption may name only the presented token (nothing new was minted).
         redeemed = ref.parent_id or (ref.id if failed else None)
-        known = state.tokens.get(redeemed) if redeemed else None
-        rotation = known.rotation if known is not None else None
+        token_state = state.tokens.get(redeemed) if redeemed else None
+        rotation = token_state.rotation if token_state is not None else None
         if rotation is None or not rotation.success or rotation.event_id == event.event_id:
             return []
-        assert redeemed is not None and known is not None
+        assert redeemed is not None and token_state is not None
         current = Observation(event)
         gap = abs(current.time - rotation.time)
         why = ""
@@ -229,7 +240,7 @@ class ReplayDetector(Detector):
                 return []  # a retry of the same client after a lost response
             why = f" (inside the {describe.duration(self._grace)} grace period, but {other})"
         first, second = (rotation, current) if rotation.time <= current.time else (current, rotation)
-        family = known.family_id or ref.family_id
+        family = token_state.family_id or ref.family_id
         outcome = "; the IdP rejected it, so someone still holds the old token" if failed else ""
         summary = (
             f"Refresh token {redeemed}{f' of family {family}' if family else ''} was redeemed again "
@@ -253,8 +264,8 @@ class ReplayDetector(Detector):
         """The IdP detected the reuse itself (Okta refresh-token reuse detection): take its word.
 
         Without a token in the report the alert is about the session's token family."""
-        known = state.tokens.get(ref.id) if ref is not None else None
-        family = (ref.family_id if ref is not None else None) or (known.family_id if known is not None else None)
+        token_state = state.tokens.get(ref.id) if ref is not None else None
+        family = (ref.family_id if ref is not None else None) or (token_state.family_id if token_state is not None else None)
         family = family or event.session_id
         if ref is None and family is None:
             return []
@@ -264,84 +275,68 @@ class ReplayDetector(Detector):
         key = ref.id if ref is not None else f"family:{family}"
         return [Finding(
             rule=REFRESH_REUSE, event=event, key=key, summary=summary,
-            evidence=describe.evidence_with_issue(event, known), family_id=family,
+            evidence=describe.evidence_with_issue(event, token_state), family_id=family,
             details={"refresh_token_id": ref.id if ref is not None else None, "reported_by": event.source},
         )]
 
     # -- uses ------------------------------------------------------------------
     def _used(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
-        known = state.tokens.get(ref.id)
+        token_state = state.tokens.get(ref.id)
         request = event.request
         proof = request.proof if request is not None else None
-        bound = known.binding if known is not None else None
+        bound = token_state.binding if token_state is not None else None
         if bound is None and ref.binding is not None:
             bound = f"{ref.binding.method}:{ref.binding.value}"
         when = event.epoch
         findings: list[Finding] = []
-        mismatch = self._binding.check(event, ref, known, bound, proof, state) if bound is not None else None
+        mismatch = self._binding.check(event, ref, token_state, bound, proof, state) if bound is not None else None
         if mismatch is not None:
             findings.append(mismatch)
-        elif known is not None and known.accepted:
+        elif token_state is not None and token_state.accepted:
             # A binding mismatch already says "not the holder"; concurrent use would repeat it.
-            concurrent = self._concurrent_use(event, ref, known, state, check_keys=bound is None)
+            concurrent = self.judge_concurrent_use(event, token_state, state, check_keys=bound is None)
             if concurrent is not None:
-                findings.append(concurrent)
+                findings.append(concurrent_use_finding(concurrent))
         if request is not None and request.id is not None:
-            duplicate = self._duplicate(event, ref, request.id, when, known, state)
+            duplicate = self._duplicate(event, ref, request.id, when, token_state, state)
             if duplicate is not None:
                 findings.append(duplicate)
         return findings
 
-    def _concurrent_use(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState, state: StateStore, check_keys: bool
-    ) -> Finding | None:
-        """File this accepted use in the token's timeline and judge it (``detectors.concurrency``).
+    def judge_concurrent_use(
+        self, event: CanonicalEvent, token_state: TokenState, state: StateStore, check_keys: bool = True
+    ) -> ConcurrentUse | None:
+        """File this accepted use in the token's timeline and judge it (``detectors.concurrency``):
+        the facts of two holders, or None for one holder (roaming is counted on the timeline).
 
         A token gets a timeline only once it changed network: until then its accepted
-        uses (``known.accepted``, late ones included) are all from one place. Rejected
+        uses (``token_state.accepted``, late ones included) are all from one place. Rejected
         requests, which anyone holding the token can make at will, are never filed."""
+        ref = event.token
+        assert ref is not None
         current = Observation(event)
         place = place_of(current)
         if place is None:
             return None  # no network known, or a provider's service acting for the user
-        window = self._concurrent
+        reach = 2 * self._concurrent
         timelines = self._timelines(state)
-        timeline = timelines.get(ref.id)
+        timeline = _timeline_to_file(timelines.get(ref.id), token_state, current, place, reach)
         if timeline is None:
-            uses = [u for u in known.accepted if u.event_id != current.event_id]
-            if not any(place_of(u) not in (None, place) and abs(u.time - current.time) <= 2 * window for u in uses):
-                return None
-            timeline = Timeline(seed(uses, current.time - 2 * window), 0, current.time)
-        elif any(current.event_id in (run.first.event_id, run.last.event_id) for run in timeline.runs):
-            return None  # the same event again
+            return None
         runs, handover = insert(timeline.runs, current, place)
         if current.time < max(timeline.newest, runs[-1].last.time):  # late: judged among every use known
-            match = judge(around(timeline.runs, known.accepted, current, 2 * window), current, window,
-                          self._max_speed, check_keys)
+            runs_around = around(timeline.runs, token_state.accepted, current, reach)
+            match = judge(runs_around, current, self._concurrent, self._max_speed, check_keys)
         else:
-            match = judge(runs, current, window, self._max_speed, check_keys)
+            match = judge(runs, current, self._concurrent, self._max_speed, check_keys)
         newest = max(timeline.newest, current.time)
         handovers = timeline.handovers + (1 if handover and match is None else 0)
         # Re-inserted last: kept in update order for expiry.
-        timelines.put_last(ref.id, Timeline(trim(runs, newest - 2 * window), handovers, newest))
+        timelines.put_last(ref.id, Timeline(trim(runs, newest - reach), handovers, newest))
         timelines.evict_oldest(self._max_timelines)
         if match is None:
             return None
-        return self._concurrent_finding(event, ref, known, match, handovers)
-
-    def _concurrent_finding(
-        self, event: CanonicalEvent, ref: TokenRef, known: TokenState, match: Match, handovers: int
-    ) -> Finding:
-        uses = match.uses
-        return Finding(
-            rule=CONCURRENT_USE, event=event, key=ref.id,
-            summary=concurrency_summary(f"{token_label(ref, known)} {ref.id}", match, self._concurrent),
-            evidence=tuple(use.evidence(ref.id) for use in uses),
-            family_id=known.family_id or ref.family_id,
-            details={"gap_s": round(match.gap_s, 3), "difference": match.reason,
-                     "device_drift": ",".join(match.drift) or None, "handovers_before": handovers,
-                     "speed_kmh": None if match.speed_kmh is None else round(min(match.speed_kmh, 1e9), 1)},
-        )
+        return ConcurrentUse(event, token_state, match, handovers, self._concurrent)
 
     def _timelines(self, state: StateStore) -> Table[str, Timeline]:
         return state.table(self.name, "timelines", TIMELINE)
@@ -349,7 +344,7 @@ class ReplayDetector(Detector):
     # -- duplicate request ----------------------------------------------------------
     def _duplicate(
         self, event: CanonicalEvent, ref: TokenRef, request_id: str, when: float,
-        known: TokenState | None, state: StateStore,
+        token_state: TokenState | None, state: StateStore,
     ) -> Finding | None:
         # Keyed by a stable hash of (token, request id): a dict entry of ints and floats
         # instead of two strings per request; kept in arrival order for expiry.
@@ -357,7 +352,7 @@ class ReplayDetector(Detector):
         key = stable_hash(ref.id, request_id)
         seen = requests.get(key)
         if seen is not None and seen.event_id != event.event_id and abs(when - seen.first_seen) <= self._dup_window:
-            return self._duplicate_finding(event, ref, request_id, when, seen, known)
+            return self._duplicate_finding(event, ref, request_id, when, seen, token_state)
         if seen is None or abs(when - seen.first_seen) > self._dup_window:
             requests.put_last(key, SeenRequest(when, event.event_id, event.source))
             requests.evict_oldest(self._cap)
@@ -365,10 +360,10 @@ class ReplayDetector(Detector):
 
     def _duplicate_finding(
         self, event: CanonicalEvent, ref: TokenRef, request_id: str, when: float,
-        seen: SeenRequest, known: TokenState | None,
+        seen: SeenRequest, token_state: TokenState | None,
     ) -> Finding:
         first_time, first_id, first_source = seen.first_seen, seen.event_id, seen.source
-        earlier = next((u for u in known.accepted if u.event_id == first_id), None) if known is not None else None
+        earlier = next((u for u in token_state.accepted if u.event_id == first_id), None) if token_state is not None else None
         last = describe.place(event)
         if earlier is not None:
             first_item = earlier.evidence(ref.id)
@@ -382,15 +377,47 @@ class ReplayDetector(Detector):
             )
             where = f", the second time from {last}"
         summary = (
-            f"Request {request_id} with {token_label(ref, known).lower()} {ref.id} was accepted twice, "
+            f"Request {request_id} with {token_label(ref, token_state).lower()} {ref.id} was accepted twice, "
             f"{describe.duration(when - first_time)} apart{where}"
         )
         evidence = sorted((first_item, EvidenceItem.of(event)), key=lambda item: item.time)
         return Finding(
             rule=DUPLICATE_REQUEST, event=event, key=ref.id, summary=summary, evidence=tuple(evidence),
-            family_id=(known.family_id if known is not None else None) or ref.family_id,
+            family_id=(token_state.family_id if token_state is not None else None) or ref.family_id,
             details={"request_id": request_id, "first_event_id": first_id, "gap_s": round(abs(when - first_time), 3)},
         )
+
+
+def _timeline_to_file(
+    timeline: Timeline | None, token_state: TokenState, current: Observation, place: str, reach: float
+) -> Timeline | None:
+    """The timeline ``current`` goes into: the token's, or one seeded from its recent uses when one
+    of them, within ``reach``, came from another place; None when there is nothing to judge (one
+    place so far, or ``current`` filed already)."""
+    if timeline is None:
+        uses = [u for u in token_state.accepted if u.event_id != current.event_id]
+        if not any(place_of(u) not in (None, place) and abs(u.time - current.time) <= reach for u in uses):
+            return None
+        return Timeline(seed(uses, current.time - reach), 0, current.time)
+    if any(current.event_id in (run.first.event_id, run.last.event_id) for run in timeline.runs):
+        return None  # the same event again
+    return timeline
+
+
+def concurrent_use_finding(found: ConcurrentUse) -> Finding:
+    """``found`` as a ``concurrent_use`` alert: the uses that show two holders as evidence."""
+    event, token_state, match = found.event, found.token_state, found.match
+    ref = event.token
+    assert ref is not None
+    return Finding(
+        rule=CONCURRENT_USE, event=event, key=ref.id,
+        summary=concurrency_summary(f"{token_label(ref, token_state)} {ref.id}", match, found.window_s),
+        evidence=tuple(use.evidence(ref.id) for use in match.uses),
+        family_id=token_state.family_id or ref.family_id,
+        details={"gap_s": round(match.gap_s, 3), "difference": match.reason,
+                 "device_drift": ",".join(match.drift) or None, "handovers_before": found.handovers,
+                 "speed_kmh": None if match.speed_kmh is None else round(min(match.speed_kmh, 1e9), 1)},
+    )
 
 
 def _other_client_context(a: Observation, b: Observation) -> str | None:

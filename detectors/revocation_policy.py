@@ -87,17 +87,18 @@ class Held:
     used_at: float | None = None  # the use being judged (a policy's lifetime_s needs it)
 
     @classmethod
-    def of(cls, ts: TokenState, used_at: float | None = None) -> Held:
-        return cls(ts, ts.type, ts.scopes or frozenset(), issued_at(ts), used_at)
+    def of(cls, token_state: TokenState, used_at: float | None = None) -> Held:
+        return cls(token_state, token_state.type, token_state.scopes or frozenset(), issued_at(token_state), used_at)
 
     @classmethod
-    def of_use(cls, event: CanonicalEvent, ts: TokenState | None, issued: float | None) -> Held:
+    def of_use(cls, event: CanonicalEvent, token_state: TokenState | None, issued: float | None) -> Held:
         """The token of a ``used`` event: the event's own type and scopes where it logs them."""
         ref = event.token
         assert ref is not None
-        kind = ref.type.value if ref.type is not TokenType.UNKNOWN or ts is None else ts.type
-        scopes = ts.scopes if ts is not None and ts.scopes is not None else frozenset(event.scopes)
-        return cls(ts, kind, scopes, issued, event.epoch)
+        kind = ref.type.value if ref.type is not TokenType.UNKNOWN or token_state is None else token_state.type
+        known_scopes = token_state.scopes if token_state is not None else None
+        scopes = known_scopes if known_scopes is not None else frozenset(event.scopes)
+        return cls(token_state, kind, scopes, issued, event.epoch)
 
 
 def kills(state: StateStore, revocation: Revocation, held: Held) -> bool:
@@ -116,13 +117,13 @@ def kills(state: StateStore, revocation: Revocation, held: Held) -> bool:
     return policy.issued or _outlived(policy, held)
 
 
-def issued_at(ts: TokenState | None) -> float | None:
+def issued_at(token_state: TokenState | None) -> float | None:
     """When state says the token was issued: its ``iat``, else its issuing event."""
-    if ts is None:
+    if token_state is None:
         return None
-    if ts.issued_at is not None:
-        return ts.issued_at
-    return ts.issue.time if ts.issue is not None else None
+    if token_state.issued_at is not None:
+        return token_state.issued_at
+    return token_state.issue.time if token_state.issue is not None else None
 
 
 def _outlived(policy: Kills, held: Held) -> bool:
@@ -131,26 +132,28 @@ def _outlived(policy: Kills, held: Held) -> bool:
             and held.used_at > held.issued + policy.lifetime_s)
 
 
-def _minted_from_older_grant(state: StateStore, ts: TokenState | None, when: float) -> bool:
-    """Whether ``ts`` came from a refresh whose lineage was issued by ``when``: by its parent
+def _minted_from_older_grant(state: StateStore, token_state: TokenState | None, when: float) -> bool:
+    """Whether ``token_state`` came from a refresh whose lineage was issued by ``when``: by its parent
     chain where the IdP logs it (Keycloak), else by its refresh chain's other tokens (Okta
     and Entra log the session as the chain). A fresh sign-in after ``when`` starts anew."""
-    if ts is None:
+    if token_state is None:
         return False
-    parent, hops = ts.parent_id, 0
+    parent, hops = token_state.parent_id, 0
     while parent is not None and hops < _MAX_LINEAGE_HOPS:
-        known = state.tokens.get(parent)
-        if known is None:
+        ancestor = state.tokens.get(parent)
+        if ancestor is None:
             break
-        issued = issued_at(known)
+        issued = issued_at(ancestor)
         if issued is not None and issued <= when:
             return True
-        parent, hops = known.parent_id, hops + 1
-    if ts.parent_id is None and (ts.issue is None or ts.issue.kind != EventKind.REFRESHED.value):
+        parent, hops = ancestor.parent_id, hops + 1
+    if token_state.parent_id is None and (
+        token_state.issue is None or token_state.issue.kind != EventKind.REFRESHED.value
+    ):
         return False  # a grant of its own, not a refresh
     for scope in (
-        state.families.get(ts.family_id) if ts.family_id else None,
-        state.sessions.get(ts.session_id) if ts.session_id else None,
+        state.families.get(token_state.family_id) if token_state.family_id else None,
+        state.sessions.get(token_state.session_id) if token_state.session_id else None,
     ):
         for other in state.linked_tokens(scope):
             issued = issued_at(other)

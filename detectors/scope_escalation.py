@@ -12,6 +12,10 @@
 Privileged scopes held per subject and per client live in the detector's
 ``subjects`` and ``clients`` tables as :class:`HeldScopes` rows (interned
 frozensets), so they are written to the changelog with the rest of the state.
+
+Deciding and wording are apart: ``judge_use_scopes``, ``judge_late_issue`` and
+``judge_widening`` read state and return frozen facts (``Overreach``, ``Widening``);
+``overreach_finding`` and ``widening_finding`` word them as alerts.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pydantic import Field
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.recorded import use_event
-from detectors.state import StateStore, TokenState, intern
+from detectors.state import Observation, StateStore, TokenState, intern
 from detectors.tables import PLAIN, Table, register_codec
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, EventKind
@@ -133,13 +137,11 @@ class ScopeEscalationConfig(DetectorConfig):
     )
 
 
-class ScopeEscalationDetector(Detector):
+class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
     name: ClassVar[str] = "scope_escalation"
     rules: ClassVar[tuple[RuleMeta, ...]] = (SCOPE_NOT_GRANTED, GRANT_WIDENING, NEW_PRIVILEGED_SCOPE)
-    Config: ClassVar[type[DetectorConfig]] = ScopeEscalationConfig
-    config: ScopeEscalationConfig
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(self, config: ScopeEscalationConfig | None = None) -> None:
         super().__init__(config)
         patterns = self.config.privileged_scopes
         self._privileged_re = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
@@ -151,12 +153,14 @@ class ScopeEscalationDetector(Detector):
             if event.token is None or event.outcome.result != "success":
                 return []
             self._learn_from_use(event, state)
-            return self._check_use(event, state)
+            overreach = judge_use_scopes(event, state)
+            return [overreach_finding(overreach)] if overreach is not None else []
         if kind is EventKind.ISSUED or kind is EventKind.REFRESHED:
             if event.token is None or event.outcome.result != "success":
                 return []
-            findings = self._check_widening(event, state)
-            findings += self._late_issue(event, state)
+            widened = judge_widening(event, state, self.config.exchange_grant_types)
+            findings = [widening_finding(widened)] if widened is not None else []
+            findings += [overreach_finding(late) for late in judge_late_issue(event, state)]
             privileged = self._check_privileged(event, state)
             if privileged is not None:
                 findings.append(privileged)
@@ -175,139 +179,6 @@ class ScopeEscalationDetector(Detector):
         for table in self._tables(state):
             for key in [key for key, row in table.items() if row.last_seen < horizon]:
                 table.pop(key)
-
-    # -- scope_not_granted ----------------------------------------------------
-    def _check_use(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
-        ref = event.token
-        assert ref is not None
-        ts = state.tokens.get(ref.id)
-        granted = ts.scopes if ts is not None and ts.issue is not None and ts.issue.scopes else None
-        if granted is not None:
-            extra = [s for s in event.scopes if s not in granted]
-            extra += [s for s in event.required_scopes if s not in granted and s not in extra]
-            basis = f"granted at issue ({describe.scope_list(granted)})"
-        elif event.scopes and event.required_scopes:
-            extra = [s for s in event.required_scopes if s not in event.scopes]
-            basis = f"carried by the token ({describe.scope_list(event.scopes)}; its issue was not seen)"
-        else:
-            return []
-        if not extra:
-            return []
-        request = event.request
-        route = ""
-        if request is not None and request.resource:
-            route = f" for {request.method} {request.resource}" if request.method else f" for {request.resource}"
-        summary = (
-            f"Token {ref.id} (subject {describe.subject(event)}, client {event.client_id or '?'}) was accepted{route} "
-            f"at {describe.when(event.epoch)} with scope(s) {describe.scope_list(extra)} "
-            f"beyond those {basis}."
-        )
-        return [
-            Finding(
-                rule=SCOPE_NOT_GRANTED,
-                event=event,
-                key=ref.id,
-                summary=summary,
-                evidence=describe.evidence_with_issue(event, ts),
-                family_id=ref.family_id or (ts.family_id if ts else None),
-                details={
-                    "extra_scopes": " ".join(extra),
-                    "granted_scopes": " ".join(sorted(granted)) if granted is not None else None,
-                    "presented_scopes": " ".join(event.scopes),
-                    "required_scopes": " ".join(event.required_scopes),
-                    "issue_seen": granted is not None,
-                },
-            )
-        ]
-
-    def _late_issue(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
-        """Uses judged before this issue arrived (another source's log came later): re-judge
-        the scopes they presented against the grant now known. Each is cited with a ``used``
-        event rebuilt under its own id, as in-order processing would have cited it."""
-        ref = event.token
-        assert ref is not None
-        ts = state.tokens.get(ref.id)
-        granted = frozenset(event.scopes)
-        if ts is None or not granted:
-            return []
-        findings: list[Finding] = []
-        for use in ts.accepted:
-            if not use.success or use.time < event.epoch or use.event_id == event.event_id:
-                continue
-            extra = [s for s in use.scopes if s not in granted]
-            if not extra:
-                continue
-            used = use_event(use, ts)
-            summary = (
-                f"Token {ref.id} (subject {describe.subject(used, ts)}, client {used.client_id or '?'}) was accepted "
-                f"at {describe.when(use.time)} with scope(s) {describe.scope_list(extra)} beyond those granted at "
-                f"issue ({describe.scope_list(granted)}; the issue was logged after the use)."
-            )
-            findings.append(Finding(
-                rule=SCOPE_NOT_GRANTED, event=used, key=ref.id, summary=summary,
-                evidence=(EvidenceItem.of(event), use.evidence(ref.id)),
-                family_id=ref.family_id or ts.family_id,
-                details={"extra_scopes": " ".join(extra), "granted_scopes": " ".join(sorted(granted)),
-                         "presented_scopes": " ".join(use.scopes), "required_scopes": "", "issue_seen": True,
-                         "retroactive": True},
-            ))
-        return findings
-
-    # -- grant_widening -------------------------------------------------------
-    def _check_widening(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
-        ref = event.token
-        assert ref is not None
-        if not ref.parent_id:
-            return []
-        exchange = event.kind is EventKind.ISSUED
-        if exchange and event.grant_type not in self.config.exchange_grant_types:
-            return []
-        parent = state.tokens.get(ref.parent_id)
-        family_id = ref.family_id or (parent.family_id if parent else None)
-        allowed_scopes, allowed_aud = _grant(state, family_id, parent)
-        extra = [s for s in event.scopes if s not in allowed_scopes] if allowed_scopes else []
-        wider_aud: list[str] = []
-        if ref.audience and allowed_aud:
-            outside = [a for a in ref.audience if a not in allowed_aud]
-            parent_aud = parent.audience if parent else ()
-            if outside and (not exchange or len(set(ref.audience)) > len(set(parent_aud or allowed_aud))):
-                wider_aud = outside
-        if not extra and not wider_aud:
-            return []
-        what = "Token exchange" if exchange else "Refresh"
-        grew = []
-        if extra:
-            grew.append(
-                f"scope(s) {describe.scope_list(extra)} beyond the grant ({describe.scope_list(allowed_scopes)})"
-            )
-        if wider_aud:
-            grew.append(f"audience(s) {describe.scope_list(wider_aud)} beyond {describe.scope_list(allowed_aud)}")
-        rule_text = "an exchanged token may not exceed its subject token" if exchange else (
-            "a refresh may only keep or narrow scope (RFC 6749 §6)"
-        )
-        summary = (
-            f"{what} of token {ref.parent_id} (subject {describe.subject(event)}, client {event.client_id or '?'}, "
-            f"family {family_id or '?'}) at {describe.when(event.epoch)} minted token {ref.id} with "
-            f"{' and '.join(grew)}; {rule_text}."
-        )
-        return [
-            Finding(
-                rule=GRANT_WIDENING,
-                event=event,
-                key=ref.id,
-                summary=summary,
-                evidence=describe.evidence_with_issue(event, parent),
-                family_id=family_id,
-                details={
-                    "via": "token_exchange" if exchange else "refresh",
-                    "parent_token_id": ref.parent_id,
-                    "extra_scopes": " ".join(extra) or None,
-                    "granted_scopes": " ".join(sorted(allowed_scopes)) or None,
-                    "extra_audience": " ".join(wider_aud) or None,
-                    "granted_audience": " ".join(sorted(allowed_aud)) or None,
-                },
-            )
-        ]
 
     # -- new_privileged_scope -------------------------------------------------
     def _privileged(self, scopes: tuple[str, ...]) -> frozenset[str]:
@@ -406,6 +277,204 @@ class ScopeEscalationDetector(Detector):
         )
 
 
+# -- scope_not_granted --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Overreach:
+    """An accepted use whose scopes exceed its grant: everything a ``scope_not_granted`` alert says."""
+
+    use: CanonicalEvent  # the accepted use (rebuilt from state when the issue was logged later)
+    token_state: TokenState | None  # what state knew of the token before the judging event
+    extra: tuple[str, ...]  # presented or required beyond the grant, in the use's order
+    granted: frozenset[str] | None  # None: its issue was not seen (judged against its own scopes)
+    recorded: Observation | None = None  # the use as state recorded it, when re-judged late
+    issue: CanonicalEvent | None = None  # the issue, when it was logged after the use
+
+
+def judge_use_scopes(event: CanonicalEvent, state: StateStore) -> Overreach | None:
+    """An accepted use against the scopes granted at issue; its issue unseen, the scopes the route
+    required against those the token carries. Reads state, changes nothing."""
+    ref = event.token
+    assert ref is not None
+    token_state = state.tokens.get(ref.id)
+    granted = None  # the issue's scopes, when it was seen
+    if token_state is not None and token_state.issue is not None and token_state.scopes:
+        granted = token_state.scopes
+    if granted is not None:
+        extra = [s for s in event.scopes if s not in granted]
+        extra += [s for s in event.required_scopes if s not in granted and s not in extra]
+    elif event.scopes and event.required_scopes:
+        extra = [s for s in event.required_scopes if s not in event.scopes]
+    else:
+        return None
+    return Overreach(event, token_state, tuple(extra), granted) if extra else None
+
+
+def judge_late_issue(event: CanonicalEvent, state: StateStore) -> tuple[Overreach, ...]:
+    """Uses judged before this issue arrived (another source's log came later), re-judged against
+    the grant now known; each is cited as a ``used`` event rebuilt under its own id, as in-order
+    processing would have cited it. Reads state, changes nothing."""
+    ref = event.token
+    assert ref is not None
+    token_state = state.tokens.get(ref.id)
+    granted = frozenset(event.scopes)
+    if token_state is None or not granted:
+        return ()
+    found: list[Overreach] = []
+    for use in token_state.accepted:
+        if not use.success or use.time < event.epoch or use.event_id == event.event_id:
+            continue
+        extra = tuple(s for s in use.scopes if s not in granted)
+        if extra:
+            found.append(Overreach(use_event(use, token_state), token_state, extra, granted, use, event))
+    return tuple(found)
+
+
+def overreach_finding(overreach: Overreach) -> Finding:
+    """``overreach`` as a ``scope_not_granted`` alert."""
+    if overreach.recorded is not None and overreach.issue is not None:
+        return _late_overreach_finding(overreach, overreach.recorded, overreach.issue)
+    event, token_state, granted, extra = overreach.use, overreach.token_state, overreach.granted, overreach.extra
+    ref = event.token
+    assert ref is not None
+    if granted is not None:
+        basis = f"granted at issue ({describe.scope_list(granted)})"
+    else:
+        basis = f"carried by the token ({describe.scope_list(event.scopes)}; its issue was not seen)"
+    request = event.request
+    route = ""
+    if request is not None and request.resource:
+        route = f" for {request.method} {request.resource}" if request.method else f" for {request.resource}"
+    summary = (
+        f"Token {ref.id} (subject {describe.subject(event)}, client {event.client_id or '?'}) was accepted{route} "
+        f"at {describe.when(event.epoch)} with scope(s) {describe.scope_list(extra)} "
+        f"beyond those {basis}."
+    )
+    return Finding(
+        rule=SCOPE_NOT_GRANTED,
+        event=event,
+        key=ref.id,
+        summary=summary,
+        evidence=describe.evidence_with_issue(event, token_state),
+        family_id=ref.family_id or (token_state.family_id if token_state else None),
+        details={
+            "extra_scopes": " ".join(extra),
+            "granted_scopes": " ".join(sorted(granted)) if granted is not None else None,
+            "presented_scopes": " ".join(event.scopes),
+            "required_scopes": " ".join(event.required_scopes),
+            "issue_seen": granted is not None,
+        },
+    )
+
+
+def _late_overreach_finding(overreach: Overreach, use: Observation, issue: CanonicalEvent) -> Finding:
+    """A use re-judged when its issue was logged after it: cited with the issue first."""
+    used, token_state, extra = overreach.use, overreach.token_state, overreach.extra
+    ref = issue.token
+    assert ref is not None and token_state is not None and overreach.granted is not None
+    granted = overreach.granted
+    summary = (
+        f"Token {ref.id} (subject {describe.subject(used, token_state)}, client {used.client_id or '?'}) was accepted "
+        f"at {describe.when(use.time)} with scope(s) {describe.scope_list(extra)} beyond those granted at "
+        f"issue ({describe.scope_list(granted)}; the issue was logged after the use)."
+    )
+    return Finding(
+        rule=SCOPE_NOT_GRANTED, event=used, key=ref.id, summary=summary,
+        evidence=(EvidenceItem.of(issue), use.evidence(ref.id)),
+        family_id=ref.family_id or token_state.family_id,
+        details={"extra_scopes": " ".join(extra), "granted_scopes": " ".join(sorted(granted)),
+                 "presented_scopes": " ".join(use.scopes), "required_scopes": "", "issue_seen": True,
+                 "retroactive": True},
+    )
+
+
+# -- grant_widening ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Widening:
+    """A refresh or token exchange that minted more than its grant: everything its alert says."""
+
+    event: CanonicalEvent  # the refresh or exchange
+    parent: TokenState | None  # what state knew of the token it came from
+    family_id: str | None
+    exchange: bool  # a token exchange (RFC 8693), else a refresh
+    extra_scopes: tuple[str, ...]  # minted beyond the grant, in the event's order
+    allowed_scopes: frozenset[str]
+    extra_audience: tuple[str, ...]
+    allowed_audience: frozenset[str]
+
+
+def judge_widening(event: CanonicalEvent, state: StateStore, exchange_grant_types: tuple[str, ...]) -> Widening | None:
+    """A successful refresh or exchange (``event``) compared with the grant it came from: the family's
+    original grant plus its parent token's. An exchange may change audience but not widen it. Reads
+    state, changes nothing."""
+    ref = event.token
+    assert ref is not None
+    if not ref.parent_id:
+        return None
+    exchange = event.kind is EventKind.ISSUED
+    if exchange and event.grant_type not in exchange_grant_types:
+        return None
+    parent = state.tokens.get(ref.parent_id)
+    family_id = ref.family_id or (parent.family_id if parent else None)
+    allowed_scopes, allowed_aud = _grant(state, family_id, parent)
+    extra = tuple(s for s in event.scopes if s not in allowed_scopes) if allowed_scopes else ()
+    wider_aud = _wider_audience(ref.audience, allowed_aud, parent, exchange)
+    if not extra and not wider_aud:
+        return None
+    return Widening(event, parent, family_id, exchange, extra, allowed_scopes, wider_aud, allowed_aud)
+
+
+def _wider_audience(
+    audience: tuple[str, ...], allowed: frozenset[str], parent: TokenState | None, exchange: bool
+) -> tuple[str, ...]:
+    """Audiences beyond the grant; an exchange only when it also adds audiences (a swap is its point)."""
+    if not audience or not allowed:
+        return ()
+    outside = tuple(a for a in audience if a not in allowed)
+    parent_aud = parent.audience if parent else ()
+    if outside and (not exchange or len(set(audience)) > len(set(parent_aud or allowed))):
+        return outside
+    return ()
+
+
+def widening_finding(widening: Widening) -> Finding:
+    """``widening`` as a ``grant_widening`` alert."""
+    event, family_id = widening.event, widening.family_id
+    ref = event.token
+    assert ref is not None and ref.parent_id is not None
+    grew = []
+    if widening.extra_scopes:
+        grew.append(f"scope(s) {describe.scope_list(widening.extra_scopes)} beyond the grant "
+                    f"({describe.scope_list(widening.allowed_scopes)})")
+    if widening.extra_audience:
+        grew.append(f"audience(s) {describe.scope_list(widening.extra_audience)} beyond "
+                    f"{describe.scope_list(widening.allowed_audience)}")
+    what, rule_text = (
+        ("Token exchange", "an exchanged token may not exceed its subject token") if widening.exchange
+        else ("Refresh", "a refresh may only keep or narrow scope (RFC 6749 §6)")
+    )
+    summary = (
+        f"{what} of token {ref.parent_id} (subject {describe.subject(event)}, client {event.client_id or '?'}, "
+        f"family {family_id or '?'}) at {describe.when(event.epoch)} minted token {ref.id} with "
+        f"{' and '.join(grew)}; {rule_text}."
+    )
+    return Finding(
+        rule=GRANT_WIDENING,
+        event=event,
+        key=ref.id,
+        summary=summary,
+        evidence=describe.evidence_with_issue(event, widening.parent),
+        family_id=family_id,
+        details={
+            "via": "token_exchange" if widening.exchange else "refresh",
+            "parent_token_id": ref.parent_id,
+            "extra_scopes": " ".join(widening.extra_scopes) or None,
+            "granted_scopes": " ".join(sorted(widening.allowed_scopes)) or None,
+            "extra_audience": " ".join(widening.extra_audience) or None,
+            "granted_audience": " ".join(sorted(widening.allowed_audience)) or None,
+        },
+    )
+
+
 def _grant(
     state: StateStore, family_id: str | None, parent: TokenState | None
 ) -> tuple[frozenset[str], frozenset[str]]:
@@ -417,10 +486,10 @@ def _grant(
     if family is not None:
         scopes.update(family.scopes or ())
         audience.update(family.audience)
-        for ts in state.linked_tokens(family):
-            if ts.issue is not None and ts.issue.kind == "issued":
-                scopes.update(ts.scopes or ())
-                audience.update(ts.audience)
+        for token_state in state.linked_tokens(family):
+            if token_state.issue is not None and token_state.issue.kind == "issued":
+                scopes.update(token_state.scopes or ())
+                audience.update(token_state.audience)
     if parent is not None:
         scopes.update(parent.scopes or ())
         audience.update(parent.audience)

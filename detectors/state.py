@@ -239,8 +239,8 @@ class StateStore:
             return None
         if tok.family_id:
             return tok.family_id
-        known = self.tokens.get(tok.id)
-        return known.family_id if known else None
+        token_state = self.tokens.get(tok.id)
+        return token_state.family_id if token_state else None
 
     def table(self, detector: str, name: str, codec: ValueCodec[Any]) -> Table[Any, Any]:
         """Detector ``detector``'s table ``name`` of values ``codec`` encodes, created empty
@@ -276,9 +276,9 @@ class StateStore:
         if scope is None or not scope.tokens:
             return
         for token_id in scope.tokens:
-            known = self.tokens.get(token_id)
-            if known is not None:
-                yield known
+            token_state = self.tokens.get(token_id)
+            if token_state is not None:
+                yield token_state
 
     # -- writing -------------------------------------------------------------
     def apply(self, event: CanonicalEvent) -> None:

@@ -24,7 +24,7 @@ import threading
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -131,15 +131,13 @@ class AnomalyConfig(DetectorConfig):
     seed: int = Field(default=0, description="Random seed of retraining (same baseline + seed = same model)")
 
 
-class AnomalyDetector(Detector):
-    name = "anomaly"
-    rules = (BEHAVIOUR,)
-    Config = AnomalyConfig
+class AnomalyDetector(Detector[AnomalyConfig]):
+    name: ClassVar[str] = "anomaly"
+    rules: ClassVar[tuple[RuleMeta, ...]] = (BEHAVIOUR,)
 
-    def __init__(self, config: DetectorConfig | None = None, *, collect: bool = False) -> None:
+    def __init__(self, config: AnomalyConfig | None = None, *, collect: bool = False) -> None:
         """``collect``: keep windows and the baseline even without a model (training)."""
         super().__init__(config)
-        self.config: AnomalyConfig
         self.active = collect or self.config.model_path is not None
         self.model: AnomalyModel | None = None
         self.model_error: str | None = None
@@ -183,11 +181,11 @@ class AnomalyDetector(Detector):
         if not self.active or event.kind is not EventKind.USED or event.token is None:
             return []
         token_id = event.token.id
-        known = state.tokens.get(token_id)
-        subject = event.subject.id if event.subject else (known.subject_id if known else None)
+        token_state = state.tokens.get(token_id)
+        subject = event.subject.id if event.subject else (token_state.subject_id if token_state else None)
         if subject is None:
             return []
-        client = event.client_id or (known.client_id if known else None)
+        client = event.client_id or (token_state.client_id if token_state else None)
         housekeeping = state.table(self.name, HOUSEKEEPING, PLAIN)
         if LAST_PRUNE not in housekeeping:  # the first use: from now on, expire prunes hourly
             housekeeping.put(LAST_PRUNE, 0.0)
@@ -201,7 +199,7 @@ class AnomalyDetector(Detector):
         if win is None:
             win = BehaviourWindow.opened(token_id, when, subject, client)
             windows.put(token_id, win)
-        session = event.session_id or (known.session_id if known else None)
+        session = event.session_id or (token_state.session_id if token_state else None)
         chain = f"s:{session}" if session else f"t:{token_id}"
         devices: Table[str, LastDevice] = state.table(self.name, DEVICE_CONTEXTS, LAST_DEVICE)
         last = devices.get(chain)

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from detectors import DETECTORS
-from detectors.concurrency import MAX_RUNS, TIMELINE
-from detectors.state import StateStore
+from detectors.concurrency import MAX_RUNS, TIMELINE, Match
+from detectors.replay import ConcurrentUse, ReplayDetector, concurrent_use_finding
+from detectors.state import Observation, StateStore
 from schemas.events import CanonicalEvent
 from tests.factories import BERLIN_HOME, SINGAPORE_VPS, Place, engine, event, rule_hits, run
 
@@ -137,3 +138,56 @@ def test_tokens_that_never_change_network_get_no_timeline() -> None:
     for t in range(10, 300, 10):
         eng.submit(use(t))
     assert len(store.table("replay", "timelines", TIMELINE)) == 0
+
+
+# -- deciding and wording apart (issue 15: decide, then describe) -------------------
+def _judged(*events: CanonicalEvent) -> ConcurrentUse | None:
+    """``judge_concurrent_use`` of the last event, after the others went through the detector as
+    the engine sends them (``process``, then the lineage state applies the event)."""
+    detector, state = ReplayDetector(), StateStore()
+    *before, last = events
+    for ev in before:
+        detector.process(ev, state)
+        state.apply(ev)
+    token_state = state.tokens.get("at-1")
+    assert token_state is not None
+    return detector.judge_concurrent_use(last, token_state, state)
+
+
+def test_judge_concurrent_use_returns_the_facts_of_a_b_a() -> None:
+    first, other, again = use(10), use(30, O2_BERLIN), use(50)
+    found = _judged(issued(), first, other, again)
+    assert found is not None
+    assert (found.event, found.token_state.token_id, found.handovers, found.window_s) == (again, "at-1", 1, 60.0)
+    assert (found.match.reason, found.match.gap_s, found.match.drift, found.match.speed_kmh) == (
+        "interleaved", 20.0, (), None)
+    assert [use.event_id for use in found.match.uses] == [first.event_id, other.event_id, again.event_id]
+
+
+def test_judge_concurrent_use_finds_nothing_in_the_benign_twins() -> None:
+    """A, B, B in one city is one device roaming; A, B, A with steps longer than the window is
+    going out and coming back; a token that never changed network is not even filed."""
+    assert _judged(issued(), use(10), use(30, O2_BERLIN), use(40, O2_BERLIN)) is None
+    assert _judged(issued(), use(10), use(30, O2_BERLIN), use(100, O2_BERLIN), use(170)) is None
+    assert _judged(issued(), use(10), use(30)) is None
+
+
+def test_concurrent_use_finding_words_a_hand_built_match_exactly() -> None:
+    state = StateStore()
+    state.apply(issued())
+    token_state = state.tokens.get("at-1")
+    assert token_state is not None
+    first, other, again = use(10), use(30, SINGAPORE_VPS), use(50, user_agent="curl/8.5.0")
+    uses = (Observation(first), Observation(other), Observation(again))
+    match = Match("interleaved", uses, 20.0, ("agent",))
+    finding = concurrent_use_finding(ConcurrentUse(again, token_state, match, 2, 60.0))
+    assert finding.summary == (
+        "Access token at-1 was accepted from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG), 20 s later from "
+        "139.59.1.1 (Singapore, SG, DigitalOcean, LLC), and 20 s after that from the first network again; two "
+        "holders take turns, one device changing network does not come back at once; the device changed too: "
+        "user agent mozilla then curl"
+    )
+    assert (finding.rule.id, finding.event, finding.key, finding.family_id) == (HIT[0][0], again, "at-1", None)
+    assert finding.evidence == tuple(obs.evidence("at-1") for obs in uses)
+    assert finding.details == {"gap_s": 20.0, "difference": "interleaved", "device_drift": "agent",
+                               "handovers_before": 2, "speed_kmh": None}

@@ -316,7 +316,7 @@ def test_judge_use_names_the_revocation_a_use_came_after() -> None:
     [match] = judged.late
     assert judged.lags == ()
     assert match.rule is REVOKED_RULE and match.use is trigger
-    assert match.token is not None and match.token.token_id == "at-1"
+    assert match.token_state is not None and match.token_state.token_id == "at-1"
     assert isinstance(match.after, Revocation)
     assert (match.after.what, match.after.scope_id, match.after.observation.event_id) == ("token", "at-1", rev.event_id)
     assert (match.late_s, match.allowed_s, match.revoking) == (600.0, 60.0, None)

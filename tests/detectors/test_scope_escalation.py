@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.scope_escalation import HELD_SCOPES, ScopeEscalationDetector
+from detectors.scope_escalation import (
+    EXCHANGE_GRANT_TYPES,
+    HELD_SCOPES,
+    Overreach,
+    ScopeEscalationDetector,
+    Widening,
+    judge_late_issue,
+    judge_use_scopes,
+    judge_widening,
+    overreach_finding,
+    widening_finding,
+)
 from detectors.state import StateStore
+from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, TokenType
 from tests.factories import engine, event, rule_hits, run
 
@@ -233,3 +245,95 @@ def test_process_ignores_other_kinds() -> None:
     state = StateStore()
     assert detector.process(event("revoked", 0, token="at-1", revoke="token"), state) == []
     assert state.tables == {}
+
+
+# -- deciding and wording apart (issue 15: decide, then describe) -------------------
+def _applied(*events: CanonicalEvent) -> StateStore:
+    """Lineage state as the engine holds it when the next event reaches ``process``."""
+    state = StateStore()
+    for ev in events:
+        state.apply(ev)
+    return state
+
+
+def test_judge_widening_returns_the_facts_of_a_widening_refresh() -> None:
+    grant = login(scopes=("read",), audience=("api",))
+    widening = refresh(100, "rt-2", "rt-1", scopes=("write", "read"), audience=("api", "admin-api"))
+    found = judge_widening(widening, _applied(*grant), EXCHANGE_GRANT_TYPES)
+    assert found is not None
+    assert (found.event, found.family_id, found.exchange) == (widening, "fam-1", False)
+    assert found.parent is not None and found.parent.token_id == "rt-1"
+    assert (found.extra_scopes, found.allowed_scopes) == (("write",), frozenset({"read"}))
+    assert (found.extra_audience, found.allowed_audience) == (("admin-api",), frozenset({"api"}))
+
+
+def test_judge_widening_finds_nothing_in_the_benign_twins() -> None:
+    """The refresh above keeping its grant, a down-scoping one, and an exchange that swaps its
+    single audience (what an exchange is for)."""
+    grant = _applied(*login(scopes=("read", "write"), audience=("api",)))
+    same = refresh(100, "rt-2", "rt-1", scopes=("write", "read"), audience=("api",))
+    assert judge_widening(same, grant, EXCHANGE_GRANT_TYPES) is None
+    assert judge_widening(refresh(100, "rt-2", "rt-1", scopes=("read",)), grant, EXCHANGE_GRANT_TYPES) is None
+    swap = issue(10, token="at-x", family=None, grant_type=EXCHANGE, parent="at-1", audience=("billing",))
+    assert judge_widening(swap, _applied(issue(audience=("api",))), EXCHANGE_GRANT_TYPES) is None
+
+
+def test_widening_finding_words_a_hand_built_match_exactly() -> None:
+    minted = refresh(100, "rt-2", "rt-1", scopes=("read", "write", "admin"), audience=("api", "billing"))
+    match = Widening(minted, None, "fam-1", False, ("write", "admin"), frozenset({"read"}),
+                     ("billing",), frozenset({"api"}))
+    finding = widening_finding(match)
+    assert finding.summary == (
+        "Refresh of token rt-1 (subject alice, client portal, family fam-1) at 2026-11-24 09:01:40Z minted token "
+        "rt-2 with scope(s) admin write beyond the grant (read) and audience(s) billing beyond api; a refresh may "
+        "only keep or narrow scope (RFC 6749 §6)."
+    )
+    assert (finding.rule.id, finding.event, finding.key, finding.family_id) == (WIDENING, minted, "rt-2", "fam-1")
+    assert finding.evidence == (EvidenceItem.of(minted),)
+    assert finding.details == {
+        "via": "refresh", "parent_token_id": "rt-1", "extra_scopes": "write admin", "granted_scopes": "read",
+        "extra_audience": "billing", "granted_audience": "api",
+    }
+    exchange = widening_finding(Widening(minted, None, None, True, (), frozenset(), ("billing",), frozenset({"api"})))
+    assert exchange.summary == (
+        "Token exchange of token rt-1 (subject alice, client portal, family ?) at 2026-11-24 09:01:40Z minted token "
+        "rt-2 with audience(s) billing beyond api; an exchanged token may not exceed its subject token."
+    )
+    assert exchange.details["via"] == "token_exchange" and exchange.details["extra_scopes"] is None
+
+
+def test_judge_use_scopes_returns_the_facts_and_nothing_for_the_benign_twin() -> None:
+    granted = _applied(issue(scopes=("read",)))
+    trigger = use(10, scopes=("read", "write"), required=("delete",))
+    found = judge_use_scopes(trigger, granted)
+    assert found is not None
+    assert (found.use, found.extra, found.granted, found.recorded, found.issue) == (
+        trigger, ("write", "delete"), frozenset({"read"}), None, None)
+    assert found.token_state is not None and found.token_state.token_id == "at-1"
+    assert judge_use_scopes(use(10, scopes=("read",), required=("read",)), granted) is None
+
+
+def test_judge_late_issue_re_judges_the_recorded_uses_it_covers() -> None:
+    early, within = use(10, scopes=("read", "write")), use(20, scopes=("read",))
+    late_issue = issue(5, scopes=("read",))
+    [found] = judge_late_issue(late_issue, _applied(early, within))
+    assert (found.use.event_id, found.extra, found.granted, found.issue) == (
+        early.event_id, ("write",), frozenset({"read"}), late_issue)
+    assert found.recorded is not None and found.recorded.event_id == early.event_id
+    assert judge_late_issue(issue(5, scopes=("read", "write")), _applied(early, within)) == ()
+
+
+def test_overreach_finding_words_hand_built_matches_exactly() -> None:
+    trigger = use(10, scopes=("read",), required=("write",))
+    carried = overreach_finding(Overreach(trigger, None, ("write",), None))
+    assert carried.summary == (
+        "Token at-1 (subject alice, client portal) was accepted for GET /api at 2026-11-24 09:00:10Z with scope(s) "
+        "write beyond those carried by the token (read; its issue was not seen)."
+    )
+    assert (carried.rule.id, carried.key, carried.family_id, carried.evidence) == (
+        NOT_GRANTED, "at-1", "fam-1", (EvidenceItem.of(trigger),))
+    assert carried.details == {"extra_scopes": "write", "granted_scopes": None, "presented_scopes": "read",
+                               "required_scopes": "write", "issue_seen": False}
+    granted = overreach_finding(Overreach(trigger, None, ("write",), frozenset({"read", "openid"})))
+    assert granted.summary.endswith("write beyond those granted at issue (openid read).")
+    assert granted.details["granted_scopes"] == "openid read" and granted.details["issue_seen"] is True
