@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.normalize import Normalizer  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.ingest.normalize import Normalizer  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from schemas.redaction import make_token_hasher  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 
 SAMPLES = ROOT / "tests" / "data" / "formats"

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.traffic import generate
 from pipeline.config import Settings
-from pipeline.enrich import Enricher
-from pipeline.normalize import Normalizer
+from pipeline.ingest.enrich import Enricher
+from pipeline.ingest.normalize import Normalizer
 from pipeline.runtime.build import build_engine, settle_heap
 from pipeline.runtime.detect import DetectRun
 from schemas.redaction import make_token_hasher
@@ -78,7 +78,7 @@ def bench_memory(lines: list[bytes], settings: Settings) -> tuple[int, dict[str,
             part = "lineage state (detectors/state.py)"
         elif "/detectors/" in name:
             part = "detector-owned state (" + name.rsplit("/", 1)[-1] + ")"
-        elif "pipeline/engine.py" in name:
+        elif "pipeline/runtime/engine.py" in name:
             part = "dedup window + reorder buffer (engine)"
         else:
             part = "other (alerts, interned values, caches)"

@@ -48,7 +48,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402 -- 
 
 from benchmarks.traffic import generate  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.config import Settings  # noqa: E402 -- run as a script: the repository root goes on sys.path first
-from pipeline.enrich import Enricher  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.ingest.enrich import Enricher  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs, producer_kwargs  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.kafka.produce import produce  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.kafka.topics import ensure_topics  # noqa: E402 -- run as a script: the repository root goes on sys.path first
@@ -428,7 +428,7 @@ def latency(bootstrap: str, es_url: str, rate: float, seconds: float, attack_eve
     if cross:
         label += f", cross-source (IdP delivered {IDP_DELAY_S:.0f} s late, gateway {GATEWAY_DELAY_S:.0f} s)"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "run", "--config", str(config)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     reader = AlertReader(kafka)
     reader.start()

@@ -27,16 +27,16 @@ from pydantic_settings import (
 from detectors import DETECTORS, build_detectors
 from detectors.base import Detector
 from detectors.state import StateLimits
-from pipeline.alerting import AlertingConfig
-from pipeline.engine import EngineConfig
-from pipeline.enrich import EnrichConfig
+from pipeline.ingest.enrich import EnrichConfig
+from pipeline.ingest.normalize import InputConfig
+from pipeline.ingest.trust import TrustConfig
 from pipeline.kafka.config import KafkaConfig
-from pipeline.normalize import InputConfig
 from pipeline.response.config import ResponseConfig
+from pipeline.runtime.alerting import AlertingConfig
+from pipeline.runtime.engine import EngineConfig
 from pipeline.service.config import ServiceConfig
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.store.config import StoreConfig
-from pipeline.trust import TrustConfig
 from pipeline.url_credentials import masked_url, urls_with_userinfo
 
 # Keys that hold secrets: refused in a config file (backups, repositories); set them

@@ -74,7 +74,7 @@ _NOT_JSON = object()
 
 
 def _lenient(text: str, where: str, repairs: Counter[str]) -> Any:
-    """What orjson refused, parsed as ``pipeline.untrusted`` parses a line: the standard
+    """What orjson refused, parsed as ``pipeline.ingest.untrusted`` parses a line: the standard
     parser with non-finite numbers and out-of-range integers as null, lone surrogates as
     U+FFFD, nesting too deep for it cut in the text first; ``_NOT_JSON`` when it is not JSON."""
     if text.count("{") + text.count("[") > PARSE_DEPTH:

@@ -1,5 +1,5 @@
 """Nesting cut in JSON text, before any parser recurses into it: shared by the line reader
-(``pipeline.untrusted``) and the decoder of JSON embedded in a record (``schemas.embedded_json``)."""
+(``pipeline.ingest.untrusted``) and the decoder of JSON embedded in a record (``schemas.embedded_json``)."""
 
 from __future__ import annotations
 

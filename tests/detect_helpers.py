@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from pipeline.config import Settings
-from pipeline.enrich import Enricher
+from pipeline.ingest.enrich import Enricher
 from pipeline.runtime.detect import DetectRun, Summary
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY

@@ -14,8 +14,8 @@ from typing import Any
 
 from detectors import build_detectors
 from detectors.state import StateStore
-from pipeline.alerting import Alerter
-from pipeline.engine import Engine, EngineConfig
+from pipeline.runtime.alerting import Alerter
+from pipeline.runtime.engine import Engine, EngineConfig
 from schemas.alerts import Alert
 from schemas.events import (
     Binding,

@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
+from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.config import Settings, load_settings
-from pipeline.demo import DEMO_CONFIG
-from pipeline.enrich import Enricher
+from pipeline.ingest.enrich import Enricher
 from pipeline.runtime.detect import DetectRun, Summary
-from pipeline.world import World, WorldSpec, generate
+from pipeline.synthetic.world import World, WorldSpec, generate
 from schemas.redaction import TokenHasher
 
 # Twelve hours: the first six of the small world hold no Entra or Graph line.

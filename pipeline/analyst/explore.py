@@ -24,9 +24,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from pipeline.config import Settings, load_settings
-from pipeline.enrich import Enricher
-from pipeline.explore_frames import (
+from pipeline.analyst.frames import (
     ALERT_COLUMNS,
     EVENT_COLUMNS,
     alerts_frame_of,
@@ -35,6 +33,8 @@ from pipeline.explore_frames import (
     evidence_frame,
     typed_events,
 )
+from pipeline.config import Settings, load_settings
+from pipeline.ingest.enrich import Enricher
 from pipeline.runtime.build import build_engine, build_enricher, build_reader, token_hasher
 from schemas.events import CanonicalEvent
 
@@ -152,7 +152,7 @@ def events_frame(path_or_dir: str | Path | None = None, settings: Settings | Non
 def _es_events(settings: Settings, limit: int) -> pd.DataFrame:
     from elasticsearch import Elasticsearch
 
-    from pipeline.sinks.es_templates import template_name
+    from pipeline.es.templates import template_name
 
     config = settings.elasticsearch
     client = Elasticsearch(**config.client_kwargs())

@@ -2,7 +2,7 @@
 
 Pure functions from documents (alert JSON, canonical events, the ECS event documents of
 the Elasticsearch events index) to rows: one place that names the columns, so every
-notebook and ``pipeline.explore`` agree on them. Times are timezone-aware UTC, ASNs and
+notebook and ``pipeline.analyst.explore`` agree on them. Times are timezone-aware UTC, ASNs and
 HTTP statuses nullable integers, scope lists space-separated text.
 """
 
@@ -155,7 +155,7 @@ def event_row(event: CanonicalEvent) -> dict[str, Any]:
 
 
 def ecs_event_row(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """One document of the Elasticsearch events index (``pipeline.sinks.es_documents.ecs_event``)
+    """One document of the Elasticsearch events index (``pipeline.es.documents.ecs_event``)
     as the same flat row as ``event_row``."""
     source = doc.get("source") or {}
     tw = doc.get("tokenwatch") or {}

@@ -13,7 +13,7 @@ from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.model import AnomalyModel, ModelError, train
 from detectors.base import Detector
 from pipeline.config import Settings
-from pipeline.reading import read_lines
+from pipeline.ingest.reading import read_lines
 from pipeline.runtime.build import build_engine, build_enricher, build_reader, token_hasher
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent

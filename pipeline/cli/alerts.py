@@ -1,5 +1,5 @@
 """Analyst triage commands: `tokenwatch alerts list|show|ack|close|reopen|suppress|unsuppress|
-suppressions|import` (the `actions` commands live in :mod:`pipeline.cli_response`).
+suppressions|import` (the `actions` commands live in :mod:`pipeline.cli.response`).
 
 They work on the configured store (``[store]``: SQLite file by default, Elasticsearch when
 ``backend = "elasticsearch"``). Every command that changes something is written to the

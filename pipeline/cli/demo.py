@@ -1,13 +1,13 @@
 """`tokenwatch demo`: the whole flow on one machine, no servers.
 
-generate a synthetic world (``pipeline.world``) → write its vendor lines →
+generate a synthetic world (``pipeline.synthetic.world``) → write its vendor lines →
 detect (``pipeline.runtime``: the same ``DetectRun`` as ``tokenwatch detect``) → local alert store →
 responder in dry-run against a local RFC 7009 endpoint → a summary: alerts per
 rule, each injected attack and the alert that caught it, false positives on
 the benign population, throughput, and where everything was written.
 
 ``--sample`` runs the older bundled sample instead (each attack next to its
-benign twin; ``pipeline/sample.py``).
+benign twin; ``pipeline/synthetic/sample.py``).
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ from typing import IO, Any
 
 import orjson
 
+from pipeline import DATA_DIR
 from pipeline.config import Settings, load_settings
 from pipeline.runtime.build import build_enricher, settle_heap, token_hasher
 from pipeline.runtime.detect import DetectRun, Summary, run_detect
 from pipeline.runtime.files import LazyFile
-from pipeline.sample import scenario_of, scenarios
+from pipeline.synthetic.sample import scenario_of, scenarios
+from pipeline.synthetic.world import World, WorldSpec, actor_count, generate
+from pipeline.synthetic.world.benign import SERVICE_CLIENTS
+from pipeline.synthetic.world.score import Score, render, score
 from pipeline.terminal import printable, printable_lines
-from pipeline.world import World, WorldSpec, actor_count, generate
-from pipeline.world.benign import SERVICE_CLIENTS
-from pipeline.world.score import Score, render, score
 
-DEMO_CONFIG = Path(__file__).parent / "data" / "demo.toml"
+DEMO_CONFIG = DATA_DIR / "demo.toml"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import exit_codes
+from pipeline import DATA_DIR, exit_codes
 from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, masked_dump, rules_markdown
 from pipeline.runtime.detect import run_detect
 from pipeline.runtime.files import open_output
@@ -23,7 +23,7 @@ from pipeline.terminal import printable
 from schemas.alerts import Alert
 from schemas.sources import FORMATS
 
-SAMPLE_STREAM = Path(__file__).parent / "data" / "sample.jsonl"
+SAMPLE_STREAM = DATA_DIR / "sample.jsonl"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,9 +110,9 @@ def _parser() -> argparse.ArgumentParser:
 
     # Command groups that live in their own modules (one job each): analyst triage,
     # response, the anomaly model. Each adds its sub-commands to ``sub``.
-    from pipeline import cli_analyst, cli_handles, cli_model, cli_response
+    from pipeline.cli import alerts, handles, model, response
 
-    for module in (cli_analyst, cli_response, cli_model, cli_handles):
+    for module in (alerts, response, model, handles):
         module.add_commands(sub)
     return parser
 
@@ -185,8 +185,8 @@ def _store_failure(exc: Exception) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import show_demo, show_world_demo
-    from pipeline.world import WorldSpec, parse_duration
+    from pipeline.cli.demo import show_demo, show_world_demo
+    from pipeline.synthetic.world import WorldSpec, parse_duration
 
     if args.sample:
         return show_demo(SAMPLE_STREAM, args.output_dir)

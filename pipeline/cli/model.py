@@ -96,7 +96,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pipeline.anomaly.synth import generate, split_time
+    from pipeline.synthetic.anomaly_stream import generate, split_time
 
     lines, labels = generate(args.seed, args.scale, args.days, args.attack_days)
     out: Path = args.output_dir

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.actor import ActorError, resolve_actor
-from pipeline.cli_analyst import ACTION_STATES, UsageError, json_option, opened_store, with_store
+from pipeline.cli.alerts import ACTION_STATES, UsageError, json_option, opened_store, with_store
 from pipeline.config import ConfigError, load_settings
 from pipeline.response.breaker import Breaker
 from pipeline.response.config import ResponderSettings, ResponseConfig

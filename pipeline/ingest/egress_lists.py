@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from ipaddress import ip_network
 from pathlib import Path
 
-from pipeline.geoip import IPAddress
-from pipeline.netmatch import CidrIndex, word_pattern
+from pipeline import DATA_DIR
+from pipeline.ingest.geoip import IPAddress
+from pipeline.ingest.netmatch import CidrIndex, word_pattern
 from schemas.events import NetClass
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = Path(__file__).parent / "data" / "egress"
+SHIPPED_DIR = DATA_DIR / "egress"
 MAX_LINE_CHARS = 1024
 MAX_REPORTED_PROBLEMS = 20  # per file and load; the rest are counted
 _ASN = re.compile(r"(?i)AS(\d{1,10})")

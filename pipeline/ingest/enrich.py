@@ -12,7 +12,7 @@ into an ISO code and a default accuracy where it has none; the rest is filled
 only where the event has nothing. Runs once per event, so results are cached per
 (ip, asn, as_org) and per whole network, and an event that gains nothing is
 returned as is. The settings and their default lists live in
-``pipeline.enrich_config`` and are re-exported here.
+``pipeline.ingest.enrich_config`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import functools
 from pathlib import Path
 
 from detectors.geo import UNLOCATED_ACCURACY_KM
-from pipeline.egress_lists import EgressLists, ListSource, shipped_sources
-from pipeline.enrich_config import (
+from pipeline.ingest.egress_lists import EgressLists, ListSource, shipped_sources
+from pipeline.ingest.enrich_config import (
     DEFAULT_HOSTING_AS_ORGS,
     DEFAULT_HOSTING_AS_ORGS_EXCLUDE,
     DEFAULT_HOSTING_ASNS,
@@ -34,8 +34,8 @@ from pipeline.enrich_config import (
     EnrichConfig,
     provider_lines,
 )
-from pipeline.geoip import NOT_AN_IP, IpInfo, IpLocator, MmdbReader, country_code
-from pipeline.netmatch import CidrIndex, word_pattern
+from pipeline.ingest.geoip import NOT_AN_IP, IpInfo, IpLocator, MmdbReader, country_code
+from pipeline.ingest.netmatch import CidrIndex, word_pattern
 from schemas.events import CanonicalEvent, Geo, Network
 
 __all__ = [

@@ -3,7 +3,7 @@ AS number and range, the allowlisted egresses, the operator's egress lists, and 
 .mmdb files to read.
 
 Kept apart from the enricher so the defaults can be read and reviewed as lists;
-``pipeline.enrich`` re-exports everything here.
+``pipeline.ingest.enrich`` re-exports everything here.
 """
 
 from __future__ import annotations

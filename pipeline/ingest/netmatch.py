@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from ipaddress import ip_network
 
-from pipeline.geoip import IPAddress
+from pipeline.ingest.geoip import IPAddress
 
 
 def word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:

@@ -21,8 +21,8 @@ import ijson
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.reading import LongLine
-from pipeline.untrusted import NotJSON, RepairingReader, bound_value, parse_line, repair_fields
+from pipeline.ingest.reading import LongLine
+from pipeline.ingest.untrusted import NotJSON, RepairingReader, bound_value, parse_line, repair_fields
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher, redact_text, redact_value
 from schemas.sources import (

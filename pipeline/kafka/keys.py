@@ -67,7 +67,7 @@ from typing import Any, Literal
 
 import orjson
 
-from pipeline.normalize import Normalizer
+from pipeline.ingest.normalize import Normalizer
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher
 from schemas.sources import FORMATS

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.ingest.reading import LongLine
 from pipeline.kafka.keys import LineKey, line_key
-from pipeline.reading import LongLine
 from schemas.redaction import TokenHasher
 
 

@@ -22,9 +22,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline import exit_codes
+from pipeline.ingest.reading import LongLine, read_lines
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, producer_kwargs
 from pipeline.kafka.merge import KeyedLine, input_files, keyed_lines, merge_by_time
-from pipeline.reading import LongLine, read_lines
 from pipeline.terminal import printable
 from schemas.redaction import TokenHasher
 

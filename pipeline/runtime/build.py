@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 
 from detectors.base import Detector
 from detectors.state import StateStore
-from pipeline.alerting import Alerter
 from pipeline.config import Settings
-from pipeline.engine import Engine, Enrich
-from pipeline.enrich import Enricher
-from pipeline.normalize import Clock, Normalizer
+from pipeline.ingest.enrich import Enricher
+from pipeline.ingest.normalize import Clock, Normalizer
+from pipeline.ingest.trust import TrustRules
+from pipeline.runtime.alerting import Alerter
+from pipeline.runtime.engine import Engine, Enrich
 from pipeline.runtime.lines import LineReader
 from pipeline.secrets import token_hash_key
-from pipeline.trust import TrustRules
 from schemas.redaction import TokenHasher, make_token_hasher
 
 

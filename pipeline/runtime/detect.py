@@ -16,10 +16,10 @@ from pathlib import Path
 import orjson
 
 from pipeline.config import Settings
-from pipeline.engine import Enrich
-from pipeline.normalize import Clock
-from pipeline.reading import LongLine, read_lines
+from pipeline.ingest.normalize import Clock
+from pipeline.ingest.reading import LongLine, read_lines
 from pipeline.runtime.build import build_engine, build_enricher, build_reader, settle_heap, token_hasher
+from pipeline.runtime.engine import Enrich
 from pipeline.runtime.files import LazyFile, Writer, open_input
 from pipeline.runtime.lines import LineResult
 from pipeline.terminal import printable

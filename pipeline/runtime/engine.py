@@ -1,6 +1,6 @@
 """The detection loop: dedup -> enrich -> event-time ordering -> detectors -> alerter.
 
-Time advances per source (format and tenant, ``pipeline.event_time``): the watermark is
+Time advances per source (format and tenant, ``pipeline.runtime.event_time``): the watermark is
 the earliest latest event time among the sources still delivering, minus
 ``allowed_lateness_s``; a source that sent nothing while the stream's clock moved
 ``source_idle_s`` stops holding it back. The watermark drives state expiry, alert
@@ -50,8 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from detectors.base import Detector, Finding
 from detectors.state import StateStore, forget_before, stable_hash
 from detectors.tables import EPOCH_SECONDS, Table
-from pipeline.alerting import Alerter
-from pipeline.event_time import KeyClocks, Lateness, SourceClocks, keys_of
+from pipeline.runtime.alerting import Alerter
+from pipeline.runtime.event_time import KeyClocks, Lateness, SourceClocks, keys_of
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.normalize import Normalized, Normalizer
-from pipeline.reading import LongLine
-from pipeline.trust import Refusal, TrustRules, refused_letter
+from pipeline.ingest.normalize import Normalized, Normalizer
+from pipeline.ingest.reading import LongLine
+from pipeline.ingest.trust import Refusal, TrustRules, refused_letter
 from schemas.events import CanonicalEvent
 
 

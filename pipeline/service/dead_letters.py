@@ -23,7 +23,7 @@ from kafka import TopicPartition
 
 from detectors.base import Detector, Finding
 from detectors.state import StateStore
-from pipeline.normalize import HANDLE_FIELD
+from pipeline.ingest.normalize import HANDLE_FIELD
 from pipeline.service.partitions import PartitionState
 from schemas.events import CanonicalEvent
 from schemas.redaction import TokenHasher, redact_text

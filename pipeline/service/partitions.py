@@ -26,8 +26,8 @@ from kafka import KafkaConsumer, TopicPartition
 from detectors.state import StateStore
 from detectors.state_codec import Restorer
 from pipeline.config import Settings
-from pipeline.engine import Engine, Enrich
 from pipeline.runtime.build import build_engine
+from pipeline.runtime.engine import Engine, Enrich
 from schemas.alerts import Alert
 
 STATE_STORE = "state"

@@ -49,11 +49,11 @@ from kafka.errors import KafkaError
 from detectors.base import Detector
 from pipeline import exit_codes
 from pipeline.config import Settings
-from pipeline.engine import Engine, Enrich
-from pipeline.event_time import MAX_SOURCES
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.runtime.build import build_reader
+from pipeline.runtime.engine import Engine, Enrich
+from pipeline.runtime.event_time import MAX_SOURCES
 from pipeline.service.backlog import BacklogProgress, consumer_lag
 from pipeline.service.checkpoint import (
     PendingCheckpoint,

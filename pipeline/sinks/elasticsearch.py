@@ -27,6 +27,8 @@ from elastic_transport.client_utils import DEFAULT, DefaultType
 from elasticsearch import ApiError, Elasticsearch
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 
+from pipeline.es.documents import shape
+from pipeline.es.templates import document_time, index_name, index_template
 from pipeline.sinks.base import (
     DOC_KINDS,
     DocKind,
@@ -37,8 +39,6 @@ from pipeline.sinks.base import (
     encodable_dead_letter,
     encode,
 )
-from pipeline.sinks.es_documents import shape
-from pipeline.sinks.es_templates import document_time, index_name, index_template
 from pipeline.url_credentials import refuse_userinfo
 
 if TYPE_CHECKING:

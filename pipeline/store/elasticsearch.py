@@ -19,9 +19,9 @@ from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
+from pipeline.es.documents import shape
+from pipeline.es.templates import index_name, index_template, template_name
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
-from pipeline.sinks.es_documents import shape
-from pipeline.sinks.es_templates import index_name, index_template, template_name
 from pipeline.store import base
 from pipeline.store.base import (
     DUE_STATES,

@@ -4,17 +4,18 @@ Every scenario has its own user, session and token ids (prefixed with the
 scenario name) and its own hour of event time, so an alert maps back to the
 scenario that caused it. IdP events are canonical lines, resource-server
 uses are gateway lines with real IP addresses (enrichment looks them up).
-``python -m pipeline.sample`` rewrites ``pipeline/data/sample.jsonl``.
+``python -m pipeline.synthetic.sample`` rewrites ``pipeline/data/sample.jsonl``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import orjson
+
+from pipeline import DATA_DIR
 
 BASE = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)
 HOME_DE = "79.200.1.10"  # Deutsche Telekom, DE
@@ -227,7 +228,7 @@ def scenario_of(token_id: str | None, all_scenarios: list[Scenario]) -> Scenario
     return max(matches, key=lambda s: len(s.name)) if matches else None
 
 
-SAMPLE_PATH = Path(__file__).parent / "data" / "sample.jsonl"
+SAMPLE_PATH = DATA_DIR / "sample.jsonl"
 
 if __name__ == "__main__":
     SAMPLE_PATH.write_bytes(render(scenarios()))

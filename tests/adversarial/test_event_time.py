@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import pytest
 
 from detectors.state import StateStore
-from pipeline.alerting import Alerter
-from pipeline.engine import Engine, EngineConfig
+from pipeline.runtime.alerting import Alerter
+from pipeline.runtime.engine import Engine, EngineConfig
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from tests.factories import BERLIN_HOME, SINGAPORE_VPS, T0, at, engine, event, rule_hits

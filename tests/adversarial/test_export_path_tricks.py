@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.trust import TrustConfig, TrustRules
+from pipeline.ingest.trust import TrustConfig, TrustRules
 from schemas.embedded_json import DEPTH_MARKER
 from schemas.events import EventKind
 from schemas.sources import AdapterContext, parse_text_record

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.sample import render, scenarios
+from pipeline.synthetic.sample import render, scenarios
 from tests.detect_helpers import detect_lines
 from tests.pipeline.test_e2e_keycloak import HOME, login_and_code, refresh
 from tests.pipeline.test_e2e_okta import ACCESS_GRANT, LOGIN, REFRESH, REFRESH_GRANT, detect_reuse

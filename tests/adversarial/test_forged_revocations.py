@@ -3,7 +3,7 @@
 Whoever can write to an input topic can write a ``canonical`` ``principal_disabled``
 line naming any user: the victim's next ordinary request would be
 ``post_revocation_use.after_disable``, whose response (``revoke_subject``) is
-automatic by default. The trust rules (``pipeline.trust``) refuse canonical lines
+automatic by default. The trust rules (``pipeline.ingest.trust``) refuse canonical lines
 from untrusted topics and revocation-class events from sources that are not
 authoritative; each refusal is a dead letter with its reason, and counted.
 
@@ -26,14 +26,14 @@ import orjson
 import pytest
 
 from pipeline.config import Settings
-from pipeline.normalize import Normalizer
+from pipeline.ingest.normalize import Normalizer
+from pipeline.ingest.trust import Refusal, TrustRules, refused_letter
 from pipeline.response.config import ResponseConfig
 from pipeline.response.policy import plan
 from pipeline.runtime.build import build_engine
 from pipeline.service.config import ServiceConfig
 from pipeline.sinks.base import MemorySink
 from pipeline.sinks.kafka import KafkaSink
-from pipeline.trust import Refusal, TrustRules, refused_letter
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY
 from tests.detect_helpers import NOW, detect_lines

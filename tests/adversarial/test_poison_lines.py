@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.sample import render, scenarios
+from pipeline.synthetic.sample import render, scenarios
 from tests.detect_helpers import detect_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def _detect(tmp_path: Path, source: Path) -> tuple[int, list[dict], list[dict], 
     out, dead = tmp_path / "alerts.jsonl", tmp_path / "dead.jsonl"
     with open(tmp_path / "stderr", "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "detect", "--input", str(source), "--output", str(out),
+            [sys.executable, "-m", "pipeline.cli.main", "detect", "--input", str(source), "--output", str(out),
              "--dead-letter", str(dead)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
         )

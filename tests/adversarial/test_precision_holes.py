@@ -18,10 +18,10 @@ from typing import Any
 
 import geoip2fast.geoip2fast as geoip2fast_tables
 
-from pipeline.egress_lists import EgressLists, shipped_sources
-from pipeline.enrich import EnrichConfig, Enricher
-from pipeline.geoip import geoip2fast_source
-from pipeline.world import emit
+from pipeline.ingest.egress_lists import EgressLists, shipped_sources
+from pipeline.ingest.enrich import EnrichConfig, Enricher
+from pipeline.ingest.geoip import geoip2fast_source
+from pipeline.synthetic.world import emit
 from schemas.events import CanonicalEvent, Network
 from tests.detect_helpers import detect_lines
 

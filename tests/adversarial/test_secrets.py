@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.logs import configure
 from schemas.redaction import TokenHasher
 

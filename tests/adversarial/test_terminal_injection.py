@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.store import SqliteStore
 from pipeline.store import base as store_base
 from tests.store.helpers import T0, action, alert_doc

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from detectors.anomaly.model import AnomalyModel, save
-from pipeline.anomaly import synth
 from pipeline.anomaly.train import anomaly_config, train_from_events
 from pipeline.config import Settings
+from pipeline.synthetic import anomaly_stream as synth
 from schemas.events import CanonicalEvent
 
 SCALE, DAYS, ATTACK_DAYS = 0.12, 5, 2

@@ -81,8 +81,8 @@ def test_retraining_swaps_the_model_without_interrupting_detection(trained, tmp_
     detector = AnomalyDetector(AnomalyConfig(model_path=path, min_training_windows=10), collect=True)
     assert detector.model is None and detector.counters["model_errors"] == 1  # no file yet
     from detectors.state import StateStore
-    from pipeline.alerting import Alerter
-    from pipeline.engine import Engine, EngineConfig
+    from pipeline.runtime.alerting import Alerter
+    from pipeline.runtime.engine import Engine, EngineConfig
 
     engine = Engine([detector], StateStore(), Alerter(), EngineConfig(max_lead_s=86_400))
     events = routine(days=12)

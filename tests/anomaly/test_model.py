@@ -10,7 +10,7 @@ import pytest
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.features import FEATURES
 from detectors.anomaly.model import ModelError, calibrate, load, train
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 
 def test_round_trip_keeps_version_features_window_threshold(trained, tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_same_baseline_and_seed_give_the_same_model() -> None:
 
 
 def test_synthetic_set_is_deterministic() -> None:
-    from pipeline.anomaly import synth
+    from pipeline.synthetic import anomaly_stream as synth
 
     assert synth.generate(11, scale=0.05, days=2, attack_days=1, attacks_per_kind=1) == \
         synth.generate(11, scale=0.05, days=2, attack_days=1, attacks_per_kind=1)

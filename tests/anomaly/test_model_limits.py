@@ -17,7 +17,7 @@ import pytest
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.archive import ArchiveLimits, check_archive
 from detectors.anomaly.model import ModelError, load, save
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 BOMB_BYTES = 2200 * (1 << 20)  # 2.2 GB of zeros
 _CHUNK = 1 << 23

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.enrich import EnrichConfig, Enricher
+from pipeline.ingest.enrich import EnrichConfig, Enricher
 from schemas.events import CanonicalEvent
 from tests.detectors.test_geo_divergence import DIVERGENCE, HOUR, MIN, TRAVEL, issued, used
 from tests.factories import BERLIN_HOME, MUNICH_OTHER_ISP, NEW_YORK_HOME, Place, rule_hits, run

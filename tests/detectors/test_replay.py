@@ -13,7 +13,7 @@ import pytest
 from detectors import DETECTORS
 from detectors.replay import SEEN_REQUEST, ReplayConfig, ReplayDetector
 from detectors.state import StateStore, stable_hash
-from pipeline.alerting import alert_id
+from pipeline.runtime.alerting import alert_id
 from schemas.events import Binding, CanonicalEvent, Network
 from tests.factories import (
     BERLIN_HOME,

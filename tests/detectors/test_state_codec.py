@@ -23,8 +23,8 @@ from detectors.state_codec import (
     snapshot_records,
 )
 from detectors.tables import PLAIN, Table
-from pipeline.alerting import Alerter
-from pipeline.engine import Engine, EngineConfig
+from pipeline.runtime.alerting import Alerter
+from pipeline.runtime.engine import Engine, EngineConfig
 from schemas.alerts import Alert
 from schemas.events import Binding, CanonicalEvent, Network
 from tests.factories import (

@@ -1,4 +1,4 @@
-"""pipeline.explore on Elasticsearch (osmem, flavour "opensearch"): the notebooks' alert and
+"""pipeline.analyst.explore on Elasticsearch (osmem, flavour "opensearch"): the notebooks' alert and
 event frames read from the cluster equal the frames read from the local store and files."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline import explore
-from pipeline.cli import SAMPLE_STREAM
+from pipeline.analyst import explore
+from pipeline.cli.demo import DEMO_CONFIG
+from pipeline.cli.main import SAMPLE_STREAM
 from pipeline.config import load_settings
-from pipeline.demo import DEMO_CONFIG
 from pipeline.sinks import ElasticsearchConfig, ElasticsearchSink
 from pipeline.store import open_store
 from pipeline.store.config import StoreConfig

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.cli import main
+from pipeline.cli.main import main
+from pipeline.ingest.normalize import Normalizer
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs
 from pipeline.kafka.keys import line_key
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics, existing_topics
-from pipeline.normalize import Normalizer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "pipeline" / "data" / "sample.jsonl"
 FORMATS_DIR = Path(__file__).resolve().parents[1] / "data" / "formats"

@@ -24,7 +24,7 @@ from pipeline.service.config import ServiceConfig
 from pipeline.service.partitions import STATE_STORE
 from pipeline.service.runner import Service
 from pipeline.sinks.kafka import KafkaSink
-from pipeline.world.score import score
+from pipeline.synthetic.world.score import score
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY
 from tests.one_answer_world import DELIVERIES, deliver, detect, enricher, settings, world

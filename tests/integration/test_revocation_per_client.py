@@ -38,7 +38,7 @@ FAMILIES = {"portal": ("alice", "fam-P", "s-P"), "mobile": ("bob", "fam-M", "s-M
 
 
 def _tokenwatch(*args: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -21,8 +21,8 @@ from osmem_server import OsmemServer
 from pipeline.kafka.config import KafkaConfig, consumer_kwargs
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
-from pipeline.sample import scenario_of, scenarios
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
+from pipeline.synthetic.sample import scenario_of, scenarios
 from schemas.redaction import make_token_hasher
 from tests.integration.servers import OutageProxy, free_port
 from tests.integration.test_service_run import (

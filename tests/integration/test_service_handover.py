@@ -20,8 +20,8 @@ from elasticsearch import Elasticsearch
 
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
-from pipeline.sample import scenario_of, scenarios
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
+from pipeline.synthetic.sample import scenario_of, scenarios
 from schemas.redaction import make_token_hasher
 from tests.integration.test_service_backpressure import _committed
 from tests.integration.test_service_run import (

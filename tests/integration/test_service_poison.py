@@ -23,19 +23,19 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.config import Settings, load_settings
-from pipeline.demo import DEMO_CONFIG
-from pipeline.enrich import Enricher
+from pipeline.ingest.enrich import Enricher
 from pipeline.kafka.config import KafkaConfig, consumer_kwargs, producer_kwargs
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
-from pipeline.sample import scenarios
 from pipeline.service.config import ServiceConfig
 from pipeline.service.dead_letters import SourceRecord, failure_dead_letter, original_without_handle
 from pipeline.service.partitions import STATE_STORE
 from pipeline.service.runner import Service
 from pipeline.sinks.base import MemorySink, SinkUnavailable
 from pipeline.sinks.kafka import KafkaSink
+from pipeline.synthetic.sample import scenarios
 from schemas.events import CanonicalEvent
 from schemas.redaction import make_token_hasher
 from tests.integration.test_service_run import (

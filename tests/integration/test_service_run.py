@@ -22,14 +22,14 @@ import orjson
 from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.demo import DEMO_CONFIG, scenario_report
+from pipeline.cli.demo import DEMO_CONFIG, scenario_report
+from pipeline.es.templates import template_name
+from pipeline.ingest.normalize import Normalizer
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
-from pipeline.normalize import Normalizer
-from pipeline.sample import scenario_of, scenarios
 from pipeline.sinks.elasticsearch import ElasticsearchConfig
-from pipeline.sinks.es_templates import template_name
+from pipeline.synthetic.sample import scenario_of, scenarios
 from schemas.redaction import make_token_hasher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ def _start(config_path: Path, log_path: Path, extra_env: dict[str, str] | None =
            "TOKENWATCH_SERVICE__METRICS_PORT": "0", "TOKENWATCH_SERVICE__CHECKPOINT_INTERVAL_S": "0.5",
            **(extra_env or {})}
     with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_path)],
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "run", "--config", str(config_path)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -267,9 +267,9 @@ def test_the_analyst_tools_read_what_the_service_wrote(kafka_bootstrap: str, osm
     """With the Elasticsearch store ([store] backend = "elasticsearch") and [elasticsearch]
     index_events, `tokenwatch alerts list` and the notebooks' frames read the running
     service's alerts and events (before: an empty table, exit 0, and empty lineage)."""
-    from pipeline.cli import main
+    from pipeline.analyst.explore import alerts_frame, events_frame
+    from pipeline.cli.main import main
     from pipeline.config import load_settings
-    from pipeline.explore import alerts_frame, events_frame
 
     name = f"svc-{uuid.uuid4().hex[:8]}"
     prefix = f"tw{uuid.uuid4().hex[:6]}"

@@ -59,7 +59,7 @@ def _created(config: Path) -> Path:
 def _run(config: Path, port: int = 0, **popen: Any) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENWATCH_TOKEN_HASH_KEY": HASH_KEY,
            "TOKENWATCH_SERVICE__METRICS_PORT": str(port)}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)],
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "run", "--config", str(config)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -142,7 +142,7 @@ def test_state_is_never_restored_onto_another_input_topic(
     """The changelog records which input topics it holds the state of: pointed at
     another topic with the same changelog_prefix, the service refuses instead of
     restoring the first topic's tokens onto the second's partitions."""
-    from pipeline.cli import main
+    from pipeline.cli.main import main
     from pipeline.config import load_settings
 
     first = _config(tmp_path / "first.toml", kafka_bootstrap, osmem_clone.url)

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.cli import main
+from pipeline.analyst.explore import alerts_frame, events_frame
+from pipeline.cli.main import main
 from pipeline.config import load_settings
-from pipeline.explore import alerts_frame, events_frame
 from tests.integration.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_the_readme_trial_runs_as_written(kafka_bootstrap: str, osmem_clone: Any
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENWATCH_TOKEN_HASH_KEY": HASH_KEY}
     log = tmp_path / "service.log"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "run", "--config", str(config)],
                                 cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         health: dict[str, Any] = {}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import Settings
 from pipeline.sinks import ElasticsearchConfig, ElasticsearchSink
 from pipeline.store import base as store_base

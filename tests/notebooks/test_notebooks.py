@@ -33,7 +33,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "TOKENWATCH_TOKEN_HASH_KEY": TEST_HASH_KEY.decode(),
            "TOKENWATCH_STATE_DIR": str(out / "state")}
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "demo", "--size", "20", "--duration", "6h", "--output-dir", str(out)],
+        [sys.executable, "-m", "pipeline.cli.main", "demo", "--size", "20", "--duration", "6h", "--output-dir", str(out)],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pipeline.ingest.reading import read_lines
 from pipeline.kafka.merge import input_files, keyed_lines, merge_by_time
-from pipeline.reading import read_lines
 from schemas.redaction import make_token_hasher
 
 HASHER = make_token_hasher(b"k" * 32)

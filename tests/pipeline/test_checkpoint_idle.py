@@ -10,7 +10,7 @@ from typing import Any
 from kafka import TopicPartition
 
 from pipeline.config import Settings
-from pipeline.normalize import Normalizer
+from pipeline.ingest.normalize import Normalizer
 from pipeline.service.checkpoint import checkpoint
 from pipeline.service.partitions import new_partition_state
 from pipeline.sinks.base import MemorySink

@@ -11,7 +11,7 @@ from typing import Any
 from kafka import TopicPartition
 
 from pipeline.config import Settings
-from pipeline.normalize import Normalizer
+from pipeline.ingest.normalize import Normalizer
 from pipeline.service.checkpoint import begin_checkpoint
 from pipeline.service.partitions import PartitionState, new_partition_state
 from pipeline.sinks.background import BackgroundSink

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import load_settings
 from pipeline.response.executor import Executor
 from pipeline.response.responders import build_responders

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pipeline.actor as actor
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.store import SqliteStore
 from pipeline.store import base as store_base
 from schemas.alerts import Alert

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.cli import main
-from pipeline.sample import render, scenarios
+from pipeline.cli.main import main
+from pipeline.synthetic.sample import render, scenarios
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVl"
 OPAQUE = "opaque-refresh-secret-9f8e7d6c"
@@ -109,7 +109,7 @@ def test_missing_input_exits_1_and_bad_config_exits_2(tmp_path: Path) -> None:
 def test_console_script_reads_stdin_and_writes_stdout(tmp_path: Path) -> None:
     lines = b"\n".join(_scenario_lines("use-after-expiry")) + b"\n"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "detect", "--input", "-", "--dead-letter", str(tmp_path / "d")],
+        [sys.executable, "-m", "pipeline.cli.main", "detect", "--input", "-", "--dead-letter", str(tmp_path / "d")],
         input=lines, capture_output=True, check=True, cwd=Path(__file__).resolve().parents[2],
     )
     alerts = [orjson.loads(x) for x in proc.stdout.splitlines()]

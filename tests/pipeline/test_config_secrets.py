@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import ConfigError, Settings, load_settings, masked_dump
 from pipeline.url_credentials import has_userinfo, masked_url, urls_with_userinfo
 

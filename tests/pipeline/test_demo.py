@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.cli import SAMPLE_STREAM, main
-from pipeline.demo import scenario_report
-from pipeline.sample import render, scenarios
+from pipeline.cli.demo import scenario_report
+from pipeline.cli.main import SAMPLE_STREAM, main
 from pipeline.store.sqlite import SqliteStore
-from pipeline.world.attacks import EPISODES
+from pipeline.synthetic.sample import render, scenarios
+from pipeline.synthetic.world.attacks import EPISODES
 from tests.conftest import TEST_HASH_KEY
 
 SMALL = ["--size", "40", "--seed", "11", "--duration", "8h"]
@@ -72,7 +72,7 @@ def test_demo_rejects_a_world_too_short_for_its_attacks(tmp_path: Path) -> None:
 
 # -- the bundled sample -----------------------------------------------------------------
 def test_committed_sample_matches_its_generator() -> None:
-    assert SAMPLE_STREAM.read_bytes() == render(scenarios()), "run: python -m pipeline.sample"
+    assert SAMPLE_STREAM.read_bytes() == render(scenarios()), "run: python -m pipeline.synthetic.sample"
 
 
 def test_sample_has_an_attack_for_every_rule_and_benign_twins() -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.cli import main
-from pipeline.sample import render, scenarios
+from pipeline.cli.main import main
 from pipeline.store import ingest
 from pipeline.store.ingest import AlertFileError, import_alerts
 from pipeline.store.sqlite import SqliteStore
+from pipeline.synthetic.sample import render, scenarios
 from tests.store.helpers import alert_doc
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -19,7 +19,7 @@ def test_the_automated_response_walk_through_runs_as_written(tmp_path: Path, mon
     import io
     import re
 
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     section = README.read_text().split("### Turn on automated response", 1)[1].split("\n## ", 1)[0]
     [toml_block] = re.findall(r"```toml\n(.*?)```", section, re.S)

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from detectors.state import network_key
-from pipeline.enrich import Enricher
-from pipeline.normalize import Normalizer
+from pipeline.ingest.enrich import Enricher
+from pipeline.ingest.normalize import Normalizer
 from schemas.events import CanonicalEvent
 from tests.detect_helpers import NOW, detect_lines
 

@@ -19,9 +19,9 @@ import pytest
 from pydantic import ValidationError
 
 from detectors.geo import UNLOCATED_ACCURACY_KM
-from pipeline.egress_lists import EgressListError, EgressLists, ListSource, parse_list
-from pipeline.enrich import EnrichConfig, Enricher
-from pipeline.geoip import parse_ip
+from pipeline.ingest.egress_lists import EgressListError, EgressLists, ListSource, parse_list
+from pipeline.ingest.enrich import EnrichConfig, Enricher
+from pipeline.ingest.geoip import parse_ip
 from schemas.events import CanonicalEvent, Geo, NetClass, Network
 from tests.factories import event
 
@@ -101,7 +101,7 @@ def test_entries_are_capped_per_file() -> None:
 
 def test_bad_lines_are_logged_at_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, "tor.txt", "185.220.101.1\nnot-an-ip\n")
-    with caplog.at_level(logging.WARNING, logger="pipeline.egress_lists"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.ingest.egress_lists"):
         lists = EgressLists([ListSource("tor", "reputation", path)])
     assert [str(p) for p in lists.problems] == [
         f"{path}:2: 'not-an-ip' is not a range, an address, AS<number> or org: <AS name>"
@@ -155,7 +155,7 @@ def test_a_file_that_disappears_keeps_its_entries(tmp_path: Path, caplog: pytest
     lists = EgressLists([ListSource("tor", "reputation", path)], reload_interval_s=1, clock=clock)
     path.unlink()
     clock.now = 5.0
-    with caplog.at_level(logging.ERROR, logger="pipeline.egress_lists"):
+    with caplog.at_level(logging.ERROR, logger="pipeline.ingest.egress_lists"):
         assert lists.refresh() is False
     assert "is gone; keeping its 1 entries" in caplog.text
     assert lists.classify(parse_ip("185.220.101.1"), None, ()) == ("reputation", "tor")

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from detectors.base import Detector, Finding, RuleMeta
 from detectors.state import StateStore
-from pipeline.alerting import Alerter, AlertingConfig, alert_id
-from pipeline.engine import Engine, EngineConfig
+from pipeline.runtime.alerting import Alerter, AlertingConfig, alert_id
+from pipeline.runtime.engine import Engine, EngineConfig
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent
 from tests.factories import at, event, run

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.enrich import (
+from pipeline.ingest.enrich import (
     DEFAULT_HOSTING_AS_ORGS,
     DEFAULT_HOSTING_ASNS,
     DEFAULT_PROVIDER_ASNS,
@@ -24,7 +24,7 @@ from pipeline.enrich import (
     EnrichConfig,
     Enricher,
 )
-from pipeline.geoip import IpLocator, country_code, country_positions, geoip2fast_source, parse_ip
+from pipeline.ingest.geoip import IpLocator, country_code, country_positions, geoip2fast_source, parse_ip
 from schemas.events import CanonicalEvent, Geo, Network
 from tests.factories import BERLIN_HOME, event
 
@@ -395,7 +395,7 @@ def test_allowlist_entry_needs_a_matcher_and_unknown_keys_are_refused() -> None:
 
 
 def test_every_config_field_is_described() -> None:
-    from pipeline.enrich import AllowlistEntry
+    from pipeline.ingest.enrich import AllowlistEntry
 
     for model in (EnrichConfig, AllowlistEntry):
         assert all(f.description for f in model.model_fields.values()), model

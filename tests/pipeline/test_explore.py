@@ -1,4 +1,4 @@
-"""pipeline.explore: the notebooks' frames, exact on the bundled sample stream."""
+"""pipeline.analyst.explore: the notebooks' frames, exact on the bundled sample stream."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import orjson
 import pandas as pd
 import pytest
 
-from pipeline import explore
-from pipeline.cli import SAMPLE_STREAM, main
+from pipeline.analyst import explore
+from pipeline.analyst.frames import ALERT_COLUMNS, EVENT_COLUMNS, ecs_event_row, event_row
+from pipeline.cli.demo import DEMO_CONFIG
+from pipeline.cli.main import SAMPLE_STREAM, main
 from pipeline.config import load_settings
-from pipeline.demo import DEMO_CONFIG
-from pipeline.explore_frames import ALERT_COLUMNS, EVENT_COLUMNS, ecs_event_row, event_row
-from pipeline.sinks.es_documents import ecs_event
+from pipeline.es.documents import ecs_event
 
 # (rule, token) of every alert the sample raises, in event-time order (ties by alert id)
 SAMPLE_ALERTS = [

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import ConfigError, load_settings
+from pipeline.ingest.normalize import InputConfig, Normalizer
 from pipeline.kafka.config import (
     KafkaConfig,
     client_kwargs,
@@ -22,7 +23,6 @@ from pipeline.kafka.config import (
     producer_kwargs,
 )
 from pipeline.kafka.keys import KEY_ORDER, line_key, partition_key
-from pipeline.normalize import InputConfig, Normalizer
 from tests.fuzzing import NOW
 
 ROOT = Path(__file__).resolve().parents[2]

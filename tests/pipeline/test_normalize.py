@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.normalize import InputConfig, Normalizer
+from pipeline.ingest.normalize import InputConfig, Normalizer
 from tests.fuzzing import FUZZ_HASHER, JSON_VALUES, NOW, assert_accounted_for, json_dumps, normalize
 
 GATEWAY = (Path(__file__).resolve().parents[1] / "data" / "formats" / "gateway.jsonl").read_bytes().splitlines()
@@ -97,7 +97,7 @@ def test_mutated_gateway_records_never_raise(changes: dict) -> None:
 
 # -- revocation handles riding along with records -------------------------------------------
 def _with_handle(handle: object) -> bytes:
-    from pipeline.sample import render, scenarios
+    from pipeline.synthetic.sample import render, scenarios
 
     line = render(scenarios()[:1]).splitlines()[0]
     return orjson.dumps({**orjson.loads(line), "tokenwatch_handle": handle})

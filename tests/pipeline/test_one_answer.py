@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.world.score import score
+from pipeline.synthetic.world.score import score
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY
 from tests.one_answer_world import DELIVERIES, deliver, detect, world

@@ -1,4 +1,4 @@
-"""Bounded reading and parsing of untrusted lines (pipeline/reading.py, pipeline/untrusted.py)."""
+"""Bounded reading and parsing of untrusted lines (pipeline/ingest/reading.py, pipeline/ingest/untrusted.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from pipeline.reading import LongLine, read_lines
-from pipeline.untrusted import DEPTH_MARKER, NotJSON, cut_deep_text, parse_line, repair_fields
+from pipeline.ingest.reading import LongLine, read_lines
+from pipeline.ingest.untrusted import DEPTH_MARKER, NotJSON, cut_deep_text, parse_line, repair_fields
 
 
 def _read(data: bytes, cap: int) -> list[bytes | tuple[int, str, bytes]]:

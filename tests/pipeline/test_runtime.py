@@ -14,15 +14,15 @@ from pathlib import Path
 import orjson
 
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
-from pipeline import explore
+from pipeline.analyst import explore
 from pipeline.anomaly.train import read_events
+from pipeline.cli.demo import demo_settings, detect
 from pipeline.config import Settings
-from pipeline.demo import demo_settings, detect
 from pipeline.runtime.build import build_engine, build_reader, token_hasher
 from pipeline.runtime.detect import DetectRun
 from pipeline.runtime.files import LazyFile
 from pipeline.runtime.lines import LineReader
-from pipeline.world import WorldSpec, generate
+from pipeline.synthetic.world import WorldSpec, generate
 from schemas.events import EventKind
 from tests.detect_helpers import NOW
 
@@ -136,11 +136,11 @@ def test_lazy_file_appears_on_the_first_write_only(tmp_path: Path) -> None:
 
 
 def test_demo_and_runtime_do_not_import_the_cli() -> None:
-    """The demo once imported ``run_detect`` back from ``pipeline.cli``: an import cycle."""
-    code = "import sys, pipeline.demo, pipeline.runtime.detect; print('pipeline.cli' in sys.modules)"
+    """The demo once imported ``run_detect`` back from ``pipeline.cli.main``: an import cycle."""
+    code = "import sys, pipeline.cli.demo, pipeline.runtime.detect; print('pipeline.cli.main' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     for module in sorted((ROOT / "pipeline" / "runtime").glob("*.py")):
         imported = {node.module for node in ast.walk(ast.parse(module.read_text())) if isinstance(node, ast.ImportFrom)}
-        callers = {"pipeline.cli", "pipeline.demo", "pipeline.explore", "pipeline.anomaly.train", "pipeline.service.runner"}
+        callers = {"pipeline.cli.main", "pipeline.cli.demo", "pipeline.analyst.explore", "pipeline.anomaly.train", "pipeline.service.runner"}
         assert not imported & callers, module.name

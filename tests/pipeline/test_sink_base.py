@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from pipeline.es.documents import shape
+from pipeline.es.templates import FAMILIES, document_time, index_name, index_template
 from pipeline.sinks import SINKS, ElasticsearchConfig, ElasticsearchSink, MemorySink, Sink, SinkUnavailable
 from pipeline.sinks.elasticsearch import plain_media_types
-from pipeline.sinks.es_documents import shape
-from pipeline.sinks.es_templates import FAMILIES, document_time, index_name, index_template
 from tests.factories import SINGAPORE_VPS, event
 
 Reply = tuple[int, dict[str, Any]]

@@ -1,4 +1,4 @@
-"""Trust rules (``pipeline.trust``): which formats a topic carries, where canonical lines are
+"""Trust rules (``pipeline.ingest.trust``): which formats a topic carries, where canonical lines are
 accepted, whose revocations are believed, and how a refusal is worded and dead-lettered."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.config import ConfigError, defaults_toml, load_settings
-from pipeline.demo import DEMO_CONFIG
-from pipeline.trust import (
+from pipeline.ingest.trust import (
     DETECT_INPUT,
     MAX_REFUSED_LISTED,
     REVOCATION_KINDS,
@@ -207,7 +207,7 @@ def test_an_authoritative_source_bound_to_its_topics_is_not_believed_from_anothe
 
 def test_run_with_response_enabled_refuses_sources_believed_from_any_topic(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     config = tmp_path / "tokenwatch.toml"
     config.write_text('[response]\nenabled = true\n', encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.response import breaker as breaker_module
 from pipeline.response.breaker import FLAG, PRINCIPALS_FLAG, RULE_ID, UNKNOWN, Breaker, principal_of
 from pipeline.store.sqlite import SqliteStore

@@ -21,8 +21,8 @@ import httpx
 import orjson
 import pytest
 
-from pipeline.cli import main
-from pipeline.normalize import Normalizer
+from pipeline.cli.main import main
+from pipeline.ingest.normalize import Normalizer
 from pipeline.response.handles import HandleStore, load_private_key
 from pipeline.response.reference.envoy_ext_authz_seal import (
     HEADER,
@@ -216,7 +216,7 @@ def test_the_envoy_sealer_never_refuses_and_seals_only_bearer_tokens(sealer_url:
 def test_a_sealed_client_id_reaches_the_handle(tmp_path, capsys, monkeypatch) -> None:
     """RFC 7009 revokes with the credentials of the client the token was issued to: the seal
     may name it, and the opened handle carries it."""
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     assert main(["handles", "keygen", "--out-dir", str(tmp_path / "k")]) == 0
     capsys.readouterr()

@@ -22,7 +22,7 @@ import orjson
 import pytest
 from hypothesis import given
 
-from pipeline.normalize import Normalizer
+from pipeline.ingest.normalize import Normalizer
 from schemas.events import (
     Binding,
     CanonicalEvent,

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from hypothesis import given
 
-from pipeline.normalize import Normalizer
+from pipeline.ingest.normalize import Normalizer
 from schemas.events import CanonicalEvent, EventKind, Network, Outcome, Request, Subject, TokenRef, TokenType
 from schemas.sources import FORMATS, AdapterContext, InvalidRecord
 from schemas.sources.entra import EntraFormat

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from hypothesis import given
 
-from pipeline.world import emit
+from pipeline.synthetic.world import emit
 from schemas.events import CanonicalEvent, EventKind, Outcome, Request, Revocation, Subject
 from schemas.sources import AdapterContext, InvalidRecord, UnsupportedEventType, detect_format
 from schemas.sources.k8s import K8sAuditFormat

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.normalize import Normalizer
+from pipeline.ingest.normalize import Normalizer
 from schemas.events import CanonicalEvent, EventKind, Network, Outcome, Revocation, Subject, TokenRef, TokenType
 from schemas.sources import FORMATS, AdapterContext, UnsupportedEventType, parse_text_record
 from schemas.sources.base import InvalidRecord

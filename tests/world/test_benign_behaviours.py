@@ -18,11 +18,11 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.config import load_settings
-from pipeline.demo import DEMO_CONFIG
-from pipeline.enrich import Enricher
-from pipeline.world import World, WorldSpec, emit, generate
-from pipeline.world.net import CITIES, NETWORKS, VPN_EGRESS, Network, Place
+from pipeline.ingest.enrich import Enricher
+from pipeline.synthetic.world import World, WorldSpec, emit, generate
+from pipeline.synthetic.world.net import CITIES, NETWORKS, VPN_EGRESS, Network, Place
 from tests.detect_helpers import Detected, detect_lines
 
 DEFAULT_WORLD = WorldSpec(users=300, seed=7, hours=24)  # `tokenwatch demo` without options
@@ -34,7 +34,7 @@ WINDOW_S = 60.0  # replay.concurrent_window_s
 class Use:
     t: float
     ip: str
-    net: str  # network key in pipeline/world/net.py, or the VPN egress name
+    net: str  # network key in pipeline/synthetic/world/net.py, or the VPN egress name
     line: bytes
 
 

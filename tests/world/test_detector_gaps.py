@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from pipeline.world import emit
-from pipeline.world.net import CITIES, NETWORKS, Place, vpn_place
+from pipeline.synthetic.world import emit
+from pipeline.synthetic.world.net import CITIES, NETWORKS, Place, vpn_place
 from tests.detect_helpers import detect_lines
 
 T0 = 1794214800.0  # 2026-11-09T09:00:00Z

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.world import emit
-from pipeline.world.net import CITIES, NETWORKS, Place
+from pipeline.synthetic.world import emit
+from pipeline.synthetic.world.net import CITIES, NETWORKS, Place
 from tests.detect_helpers import Detected, detect_lines
 
 T0 = 1794214800.0  # 2026-11-09T09:00:00Z

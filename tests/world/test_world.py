@@ -14,14 +14,14 @@ import pytest
 from detectors import DETECTORS
 from detectors.geo import haversine_km
 from detectors.geo_divergence import GeoDivergenceConfig
+from pipeline.cli.demo import DEMO_CONFIG, detect
 from pipeline.config import load_settings
-from pipeline.demo import DEMO_CONFIG, detect
-from pipeline.enrich import Enricher
-from pipeline.normalize import Normalizer
-from pipeline.world import World, WorldSpec, generate, parse_duration
-from pipeline.world.attacks import EPISODES
-from pipeline.world.net import NETWORKS, VPN_EGRESS
-from pipeline.world.score import Score, score
+from pipeline.ingest.enrich import Enricher
+from pipeline.ingest.normalize import Normalizer
+from pipeline.synthetic.world import World, WorldSpec, generate, parse_duration
+from pipeline.synthetic.world.attacks import EPISODES
+from pipeline.synthetic.world.net import NETWORKS, VPN_EGRESS
+from pipeline.synthetic.world.score import Score, score
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY
 

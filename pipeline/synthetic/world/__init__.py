@@ -12,15 +12,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from pipeline.world.attacks import EPISODES, Injector, schedule, victims
-from pipeline.world.benign import (
+from pipeline.synthetic.world.attacks import EPISODES, Injector, schedule, victims
+from pipeline.synthetic.world.benign import (
     simulate_instance,
     simulate_pod,
     simulate_service,
     simulate_user,
 )
-from pipeline.world.model import Label, Records, User, WorldSpec
-from pipeline.world.population import build_users
+from pipeline.synthetic.world.model import Label, Records, User, WorldSpec
+from pipeline.synthetic.world.population import build_users
 
 __all__ = ["World", "WorldSpec", "Label", "generate", "parse_duration"]
 _UNITS = {"m": 1 / 60, "h": 1.0, "d": 24.0}

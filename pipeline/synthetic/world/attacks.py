@@ -13,11 +13,11 @@ import random
 from collections.abc import Callable
 from dataclasses import replace
 
-from pipeline.world import emit
-from pipeline.world.model import Label, Records, User, WorldSpec, new_id, short_id
-from pipeline.world.net import HOME_BY_COUNTRY, NETWORKS, Place, place_in
-from pipeline.world.population import build_users
-from pipeline.world.sessions import (
+from pipeline.synthetic.world import emit
+from pipeline.synthetic.world.model import Label, Records, User, WorldSpec, new_id, short_id
+from pipeline.synthetic.world.net import HOME_BY_COUNTRY, NETWORKS, Place, place_in
+from pipeline.synthetic.world.population import build_users
+from pipeline.synthetic.world.sessions import (
     ADMIN_CONSOLE,
     HR_PORTAL,
     MOBILE,

@@ -7,11 +7,11 @@ from __future__ import annotations
 import math
 import random
 
-from pipeline.world import emit
-from pipeline.world.model import Records, User, WorldSpec, new_id
-from pipeline.world.moves import Whereabouts, flight_egress, relay_egress
-from pipeline.world.net import NETWORKS, Place, place_in, vpn_place
-from pipeline.world.sessions import (
+from pipeline.synthetic.world import emit
+from pipeline.synthetic.world.model import Records, User, WorldSpec, new_id
+from pipeline.synthetic.world.moves import Whereabouts, flight_egress, relay_egress
+from pipeline.synthetic.world.net import NETWORKS, Place, place_in, vpn_place
+from pipeline.synthetic.world.sessions import (
     ADMIN_CONSOLE,
     HR_PORTAL,
     MOBILE,

@@ -9,7 +9,7 @@ import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
-from pipeline.world.net import COUNTRY_NAMES, Place
+from pipeline.synthetic.world.net import COUNTRY_NAMES, Place
 
 REALM = "8a1c0d4e-6a0b-4f7e-9c55-0b7f3d2a1e90"
 OKTA_ISSUER = "https://acme.okta.com/oauth2/aus1acme"

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.world.net import City, Place
+from pipeline.synthetic.world.net import City, Place
 
 # A fixed Monday in the past: the same seed gives the same lines on any day.
 DEFAULT_START = datetime(2026, 11, 9, 0, 0, tzinfo=timezone.utc)
@@ -85,7 +85,7 @@ class User:
     keeps_refresh: bool = False  # Okta: the HR app refreshes after the user signed out of Okta
 
     def home(self) -> Place:
-        from pipeline.world.net import NETWORKS
+        from pipeline.synthetic.world.net import NETWORKS
 
         return Place(self.home_ip, NETWORKS[self.home_net], self.city)
 

@@ -1,6 +1,6 @@
 """The networks of the synthetic world: real address ranges of real ISPs, clouds,
 hosting companies, iCloud Private Relay egress and in-flight Wi-Fi, chosen so that
-the offline lookup (``pipeline.geoip``, GeoLite2-derived data) resolves every
+the offline lookup (``pipeline.ingest.geoip``, GeoLite2-derived data) resolves every
 address to the intended country and AS organisation (``tests/world/test_world.py``
 checks each range).
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 import math
 import random
 
-from pipeline.world.model import Trip, User, WorldSpec, new_id, short_id
-from pipeline.world.net import CITIES, HOME_BY_COUNTRY, IN_FLIGHT, MOBILE_BY_COUNTRY, NETWORKS, RELAY_BY_COUNTRY
+from pipeline.synthetic.world.model import Trip, User, WorldSpec, new_id, short_id
+from pipeline.synthetic.world.net import (
+    CITIES,
+    HOME_BY_COUNTRY,
+    IN_FLIGHT,
+    MOBILE_BY_COUNTRY,
+    NETWORKS,
+    RELAY_BY_COUNTRY,
+)
 
 # (country, share of employees, UTC offset in November)
 OFFICES = (("DE", 0.40, 1), ("FR", 0.10, 1), ("NL", 0.07, 1), ("GB", 0.10, 0), ("ES", 0.05, 1),

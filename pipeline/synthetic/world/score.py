@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.world.model import Label
+from pipeline.synthetic.world.model import Label
 
 
 @dataclass

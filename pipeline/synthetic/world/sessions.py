@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.world import emit
-from pipeline.world.model import Records, User, new_id, short_id
-from pipeline.world.net import Place
+from pipeline.synthetic.world import emit
+from pipeline.synthetic.world.model import Records, User, new_id, short_id
+from pipeline.synthetic.world.net import Place
 
 # (method, path, required scope, audience)
 Route = tuple[str, str, str, str]

@@ -1,0 +1,1 @@
+"""What analysts read: notebook data access and frames, terminal-safe text."""

@@ -1,0 +1,1 @@
+"""The `tokenwatch` command line: one module per command group."""

@@ -1,0 +1,1 @@
+"""Elasticsearch documents and index templates, shared by the sink, the alert store and the analyst."""

@@ -1,0 +1,1 @@
+"""Synthetic traffic, one vocabulary: the bundled sample, the demo world and the anomaly stream."""
