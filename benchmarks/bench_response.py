@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.response.config import ResponseConfig  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.response.config import ResponseConfig, Rfc7009Config  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.response.executor import Executor  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.response.handles import HandleStore, generate_key_pem, load_private_key, seal  # noqa: E402 -- run as a script: the repository root goes on sys.path first
-from pipeline.response.responders.rfc7009 import Rfc7009Config, Rfc7009Responder  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.response.responders.rfc7009 import Rfc7009Responder  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.store.sqlite import SqliteStore  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from schemas.redaction import make_token_hasher  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from tests.factories import SINGAPORE_VPS, engine, event  # noqa: E402 -- run as a script: the repository root goes on sys.path first

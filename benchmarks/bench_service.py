@@ -48,6 +48,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402 -- 
 
 from benchmarks.traffic import generate  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.config import Settings  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.es.config import ElasticsearchConfig  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.ingest.enrich import Enricher  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs, producer_kwargs  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.kafka.produce import produce  # noqa: E402 -- run as a script: the repository root goes on sys.path first
@@ -55,7 +56,7 @@ from pipeline.kafka.topics import ensure_topics  # noqa: E402 -- run as a script
 from pipeline.service.config import ServiceConfig  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.service.partitions import STATE_STORE  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.service.runner import Service  # noqa: E402 -- run as a script: the repository root goes on sys.path first
-from pipeline.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchSink  # noqa: E402 -- run as a script: the repository root goes on sys.path first
+from pipeline.sinks.elasticsearch import ElasticsearchSink  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from pipeline.sinks.kafka import KafkaSink  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from schemas.redaction import make_token_hasher  # noqa: E402 -- run as a script: the repository root goes on sys.path first
 from tests.integration.servers import tansu_broker  # noqa: E402 -- run as a script: the repository root goes on sys.path first

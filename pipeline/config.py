@@ -6,6 +6,12 @@ handed down as sub-settings; detector sections are validated against each
 detector's own ``Config`` when the detectors are built, so a typo fails at
 start, not silently. ``tokenwatch config defaults`` prints every key with its
 default and description (``pipeline/data/tokenwatch.toml`` is that output).
+
+The bottom layer of ``pipeline`` (README "Layout"): this module and each package's
+``config`` module (``pipeline.runtime.config``, ``pipeline.kafka.config``, …, and
+``pipeline.ingest.enrich_config``) import only pydantic, ``schemas``, ``detectors``, each
+other and root leaf modules, never the code that reads the settings, which imports them;
+``tests/test_layering.py`` checks it.
 """
 
 from __future__ import annotations
@@ -27,15 +33,13 @@ from pydantic_settings import (
 from detectors import DETECTORS, build_detectors
 from detectors.base import Detector
 from detectors.state import StateLimits
-from pipeline.ingest.enrich import EnrichConfig
-from pipeline.ingest.normalize import InputConfig
-from pipeline.ingest.trust import TrustConfig
+from pipeline.es.config import ElasticsearchConfig
+from pipeline.ingest.config import InputConfig, TrustConfig
+from pipeline.ingest.enrich_config import EnrichConfig
 from pipeline.kafka.config import KafkaConfig
 from pipeline.response.config import ResponseConfig
-from pipeline.runtime.alerting import AlertingConfig
-from pipeline.runtime.engine import EngineConfig
+from pipeline.runtime.config import AlertingConfig, EngineConfig
 from pipeline.service.config import ServiceConfig
-from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.store.config import StoreConfig
 from pipeline.url_credentials import masked_url, urls_with_userinfo
 

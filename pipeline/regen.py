@@ -1,5 +1,5 @@
 """Every generated file, from one source: the detectors' ``RuleMeta`` and ``Config`` and the
-settings models (``pipeline/config.py``).
+configuration layer (``pipeline/config.py`` and each package's ``config`` module).
 
 A rule is written once, on its detector class; the README rule table and the shipped
 ``pipeline/data/tokenwatch.toml`` are rendered from it here and nowhere else. ``make regen``

@@ -24,20 +24,25 @@ import threading
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import Field
 
-from detectors.anomaly import explain
 from detectors.anomaly.features import CLIENT_USED, FEATURES, SUBJECT_USED, learn, update_window, vector
 from detectors.anomaly.last_device import LAST_DEVICE, LastDevice
-from detectors.anomaly.model import AnomalyModel, ModelError, load
 from detectors.anomaly.profile import PROFILE, BehaviourProfile
 from detectors.anomaly.window import WINDOW, BehaviourWindow, EvidenceRecord
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
 from detectors.state import StateStore, stable_hash
 from detectors.tables import PLAIN, Table
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from detectors.anomaly.model import AnomalyModel
+
+# numpy, the model and the explainer load with the first model or the first window to judge:
+# importing the detectors (every `tokenwatch` command does) must not pull numpy in.
 from schemas.alerts import EvidenceItem
 from schemas.events import (
     CanonicalEvent,
@@ -145,9 +150,14 @@ class AnomalyDetector(Detector[AnomalyConfig]):
         # (token id, window start, window end, score) of every scored window, when a list.
         self.recorder: list[tuple[str, float, float, float]] | None = None
         self._lock = threading.Lock()
-        size = self.config.max_baseline_windows if self.active else 0
-        self._rows = np.zeros((size, len(FEATURES)), dtype=np.float32)
-        self._times = np.full(size, -np.inf)
+        self._rows: Any = None  # numpy arrays of max_baseline_windows rows, made when active
+        self._times: Any = None
+        if self.active:
+            import numpy as np
+
+            size = self.config.max_baseline_windows
+            self._rows = np.zeros((size, len(FEATURES)), dtype=np.float32)
+            self._times = np.full(size, -np.inf)
         self._filled = 0
         self._next = 0
         self._day_tokens: dict[int, set[int] | int] = {}
@@ -157,6 +167,8 @@ class AnomalyDetector(Detector[AnomalyConfig]):
     # -- model ---------------------------------------------------------------------
     def reload(self) -> bool:
         """(Re)read ``model_path``; on failure keep the current model, log and count it."""
+        from detectors.anomaly.model import ModelError, load
+
         try:
             model = load(self.config.model_path) if self.config.model_path else None
         except ModelError as exc:
@@ -273,6 +285,10 @@ class AnomalyDetector(Detector[AnomalyConfig]):
             rows.append(vector(win, subj, client))
         if not rows:
             return []
+        import numpy as np
+
+        from detectors.anomaly import explain
+
         matrix = np.asarray(rows, dtype=np.float32)
         scores = model.score(matrix) if model is not None else None
         flagged = [i for i, score in enumerate(scores) if score > model.threshold] if model is not None and scores is not None else []
@@ -338,13 +354,18 @@ class AnomalyDetector(Detector[AnomalyConfig]):
             seen.add(stable_hash(token_id))
 
     def _prune_profiles(self, state: StateStore, horizon: float) -> None:
+        """Forget profiles whose last window ended before ``horizon``: rows are in last-learnt
+        order (``_learn_into``), so this stops at the first fresh one and costs what it forgets."""
         for table in self._profiles(state):
-            for key in [k for k, p in table.items() if p.last_window_end < horizon]:
-                table.pop(key)
+            table.forget_before(horizon, _last_window_end)
 
     # -- baseline for retraining ---------------------------------------------------
     def baseline(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(rows, window end times, active token-days) of the rolling baseline window."""
+        import numpy as np
+
+        if self._rows is None:
+            return np.zeros((0, len(FEATURES)), dtype=np.float32), np.zeros(0), 0
         with self._lock:
             times = self._times[: self._filled].copy()
             rows = self._rows[: self._filled].copy()
@@ -405,17 +426,27 @@ def _last_used(last: LastDevice) -> float:
     return last.used
 
 
+def _last_window_end(profile: BehaviourProfile) -> float:
+    return profile.last_window_end
+
+
 def _learn_into(
     profiles: Table[str, BehaviourProfile], key: str, win: BehaviourWindow, used: tuple[str, ...], max_items: int,
     decay: float,
 ) -> None:
-    """Teach ``key``'s profile the window (a new profile starts at the window's start)."""
+    """Teach ``key``'s profile the window (a new profile starts at the window's start). A
+    window that moves the profile's last end on moves its row last: profiles stay in the
+    order last learnt, which the idle pruning stops on."""
     profile = profiles.get(key)
     if profile is None:
         profile = BehaviourProfile(win.start)
         profiles.put(key, profile)
+    ended = profile.last_window_end
     learn(profile, win, used, max_items, decay)
-    profiles.touch(key)
+    if profile.last_window_end > ended:
+        profiles.put_last(key, profile)
+    else:
+        profiles.touch(key)
 
 
 def _iso(epoch: float) -> str:

@@ -107,7 +107,7 @@ def alerts_frame(settings: Settings | None = None, limit: int | None = None, **f
     """The newest ``limit`` alerts in the configured store (default: 100,000 from SQLite, the
     most one search returns from Elasticsearch), oldest first, one row each (``ALERT_COLUMNS``).
     ``filters`` are those of ``AlertStore.list_alerts`` (rule, severity, status, user, since)."""
-    from pipeline.store import open_store
+    from pipeline.store.base import open_store
 
     settings = settings or settings_from_env()
     if limit is None:
@@ -122,7 +122,7 @@ def alerts_frame(settings: Settings | None = None, limit: int | None = None, **f
 
 def alert_doc(alert_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """One stored alert document (with its evidence and triage); ``KeyError`` if unknown."""
-    from pipeline.store import open_store
+    from pipeline.store.base import open_store
 
     store = open_store(settings or settings_from_env(), create=False)
     try:
@@ -152,10 +152,11 @@ def events_frame(path_or_dir: str | Path | None = None, settings: Settings | Non
 def _es_events(settings: Settings, limit: int) -> pd.DataFrame:
     from elasticsearch import Elasticsearch
 
+    from pipeline.es.client import client_kwargs
     from pipeline.es.templates import template_name
 
     config = settings.elasticsearch
-    client = Elasticsearch(**config.client_kwargs())
+    client = Elasticsearch(**client_kwargs(config))
     rows: list[dict[str, Any]] = []
     after: list[Any] | None = None
     try:

@@ -153,7 +153,7 @@ def detect(settings: Settings, output_dir: Path, world: World,
 
 def store_step(settings: Settings, alerts: list[dict[str, Any]]) -> None:
     """Alerts into the local SQLite store (a fresh one per demo run)."""
-    from pipeline.store import open_store
+    from pipeline.store.base import open_store
     from pipeline.store.ingest import store_alerts
 
     path = Path(settings.store.path)
@@ -170,11 +170,10 @@ def respond_step(settings: Settings, alerts: list[dict[str, Any]], result: DemoR
     """The response policy over every alert, dry-run, with an RFC 7009 responder pointed at a
     local endpoint: actions and audit trail land in the store; nothing is sent."""
     try:
-        from pipeline.response.config import ResponseConfig
+        from pipeline.response.config import ResponseConfig, Rfc7009Config
         from pipeline.response.executor import Executor
         from pipeline.response.responders import build_responders
-        from pipeline.response.responders.rfc7009 import Rfc7009Config
-        from pipeline.store import open_store
+        from pipeline.store.base import open_store
     except ImportError as exc:  # the response package is optional for the demo's figures
         result.response_note = f"response step skipped: {exc}"
         return

@@ -17,7 +17,8 @@ them:
   names).
 
 ``check`` decides (a frozen ``Refusal`` of facts), ``describe`` words it; a refused
-event is dead-lettered with the reason and counted, never silently dropped.
+event is dead-lettered with the reason and counted, never silently dropped. The settings
+(``TrustConfig``) are in ``pipeline.ingest.config``.
 """
 
 from __future__ import annotations
@@ -26,14 +27,11 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from pipeline.ingest.config import CANONICAL, TrustConfig, topic_matches
 from schemas.events import CanonicalEvent, EventKind
 from schemas.redaction import TokenHasher, redact_text
 from schemas.sources import FORMATS
 
-CANONICAL = "canonical"
-ANY = "*"
 DETECT_INPUT = "detect input"
 
 REVOCATION_KINDS = frozenset(
@@ -41,119 +39,12 @@ REVOCATION_KINDS = frozenset(
 )
 """Events that arm post-revocation detection (and, but for a reuse verdict, are sent to every instance)."""
 
-IDP_FORMATS = ("keycloak", "okta", "entra")
-TOKEN_ISSUER_FORMATS = (*IDP_FORMATS, "k8s", "aks")
-"""Authoritative by default: the IdPs, and the Kubernetes API server, which issues service-account
-tokens and is the authority on deleting the pods and service accounts they are bound to."""
-
 MAX_REFUSED_LISTED = 20
 """Refused events named in one dead letter (a refused CloudTrail log file may hold thousands)."""
 
 _SHOWN_CHARS = 100  # tenant and source are the sender's free text: quoted, cut
 
 RefusalCode = Literal["format_not_allowed", "canonical_untrusted", "not_authoritative"]
-
-
-def _known_format(name: str) -> str:
-    if name not in FORMATS:
-        raise ValueError(f"unknown format {name!r}; known: {', '.join(sorted(FORMATS))}")
-    return name
-
-
-class AuthoritativeSource(BaseModel):
-    """A source whose revocation-class events are believed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format: str = Field(description="A registered format name (keycloak, okta, entra, canonical, …)")
-    tenants: tuple[str, ...] = Field(
-        default=(ANY,), min_length=1,
-        description='Allowed values of the event tenant: the Keycloak realm id, the Entra tenant id, the '
-        'gateway JWT issuer; "*" = any (Okta System Log records name no org: use "*" and restrict the topic)',
-    )
-    sources: tuple[str, ...] = Field(
-        default=(ANY,), min_length=1,
-        description='Allowed values of the event source field (for canonical lines the system the producer '
-        'names; for other formats the format name); "*" = any',
-    )
-    topics: tuple[str, ...] | None = Field(
-        default=None,
-        description="Input topics (names or fnmatch patterns) this source's revocations are believed from; "
-        'unset: any topic (refused while [response] is enabled: anyone who can write to any input topic '
-        'could then revoke sessions); ["*"] says so on purpose. tokenwatch detect ignores it',
-    )
-
-    @field_validator("format")
-    @classmethod
-    def _format_known(cls, value: str) -> str:
-        return _known_format(value)
-
-    def covers(self, fmt: str, event: CanonicalEvent, topic: str | None = None) -> bool:
-        if fmt != self.format or not _listed(event.tenant, self.tenants) or not _listed(event.source, self.sources):
-            return False
-        return topic is None or self.topics is None or _matches(topic, self.topics)
-
-
-def _listed(value: str | None, allowed: tuple[str, ...]) -> bool:
-    return ANY in allowed or (value is not None and value in allowed)
-
-
-DEFAULT_AUTHORITATIVE = (
-    *(AuthoritativeSource(format=name) for name in TOKEN_ISSUER_FORMATS),
-    AuthoritativeSource(format=CANONICAL),  # only where canonical is accepted at all: trusted topics, detect
-)
-
-
-class TrustConfig(BaseModel):
-    """The ``[trust]`` table: which input may carry which formats and whose revocations count."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    trusted_topics: tuple[str, ...] = Field(
-        default=(),
-        description="Input topics (names or fnmatch patterns) whose records may be canonical events: "
-        "written only by tokenwatch or a producer you control",
-    )
-    topic_formats: dict[str, tuple[str, ...]] = Field(
-        default={},
-        description="Formats an input topic may carry (topic name or fnmatch pattern -> format names; exact "
-        "names first, then patterns in order); a topic not named: every format but canonical "
-        "(plus canonical when the topic is trusted)",
-    )
-    authoritative: list[AuthoritativeSource] = Field(
-        default=list(DEFAULT_AUTHORITATIVE),
-        description="Sources whose revoked, session_ended, principal_disabled and reuse_reported events are "
-        "believed: [{format, tenants, sources}]; default every IdP format, the Kubernetes API server (k8s, aks) "
-        "and canonical, any tenant",
-    )
-    detect_canonical: bool = Field(
-        default=True,
-        description="tokenwatch detect accepts canonical lines (its input is files the operator names); "
-        "false for files others write",
-    )
-
-    @field_validator("topic_formats")
-    @classmethod
-    def _formats_known(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for formats in value.values():
-            for name in formats:
-                _known_format(name)
-        return value
-
-    def unbound_authorities(self) -> list[str]:
-        """Authoritative sources that name no topics: believed from any input topic."""
-        return [source.format for source in self.authoritative if source.topics is None]
-
-    @model_validator(mode="after")
-    def _canonical_only_on_trusted(self) -> TrustConfig:
-        for topic, formats in self.topic_formats.items():
-            if CANONICAL in formats and not _matches(topic, self.trusted_topics):
-                raise ValueError(f"topic_formats[{topic!r}] lists canonical but the topic is not in trusted_topics")
-        return self
-
-
-def _matches(topic: str, patterns: tuple[str, ...]) -> bool:
-    return any(topic == pattern or fnmatchcase(topic, pattern) for pattern in patterns)
 
 
 @dataclass(frozen=True)
@@ -184,7 +75,7 @@ class TrustRules:
 
     def trusted(self, topic: str | None) -> bool:
         """Whether ``topic`` (None: the detect input) may carry canonical lines at all."""
-        return self.config.detect_canonical if topic is None else _matches(topic, self.config.trusted_topics)
+        return self.config.detect_canonical if topic is None else topic_matches(topic, self.config.trusted_topics)
 
     def _formats_of(self, topic: str | None) -> frozenset[str]:
         config = self.config

@@ -1,20 +1,7 @@
 """Kafka plumbing: connection settings, the message-key rule, producing and topic creation.
 
-``pipeline.kafka.keys`` holds the key rule (see its docstring); the service
-(``tokenwatch run``) builds on these pieces.
+``pipeline.kafka.config`` holds the ``[kafka]`` settings and the client arguments,
+``pipeline.kafka.keys`` the key rule (see its docstring); the service (``tokenwatch run``)
+builds on these pieces. Nothing is re-exported here: the settings loader imports
+``pipeline.kafka.config``, which must not load the rest of the package with it.
 """
-
-from pipeline.kafka.config import KafkaConfig, KafkaTopics, client_kwargs, consumer_kwargs, producer_kwargs
-from pipeline.kafka.keys import KEY_ORDER, LineKey, line_key, partition_key
-
-__all__ = [
-    "KEY_ORDER",
-    "KafkaConfig",
-    "KafkaTopics",
-    "LineKey",
-    "client_kwargs",
-    "consumer_kwargs",
-    "line_key",
-    "partition_key",
-    "producer_kwargs",
-]

@@ -22,13 +22,13 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import SecretStr
 
+from pipeline.response.config import WebhookConfig
 from pipeline.response.responders.base import read_secret, retry_after
 from pipeline.response.responders.http import DeadlineExceeded, bounded_request
 from pipeline.response.scheduling import start_interval_job
@@ -37,30 +37,6 @@ from schemas.actions import Action, AuditEntry
 
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 4096  # we read only the status; a chat service's error text is short
-NOTIFY_STATES: tuple[Literal["notified", "awaiting_approval"], ...] = ("notified", "awaiting_approval")
-
-
-class WebhookConfig(BaseModel):
-    """``[response.notify]``: where and how notifications go (the URL itself is a secret)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url_env: str | None = Field(
-        default="TOKENWATCH_NOTIFY_URL", description="Environment variable holding the webhook URL (it carries a token)"
-    )
-    url_file: Path | None = Field(default=None, description="File holding the webhook URL (used when url_env is unset)")
-    shape: Literal["json", "slack"] = Field(
-        default="json", description="'json': tokenwatch's document; 'slack': {\"text\": ...} (Slack, Mattermost, …)"
-    )
-    states: list[Literal["notified", "awaiting_approval"]] = Field(
-        default=list(NOTIFY_STATES), description="New actions in these states are notified"
-    )
-    timeout_s: float = Field(default=5.0, gt=0, description="Whole-request deadline per delivery attempt")
-    max_attempts: int = Field(default=5, ge=1, description="Attempts per notification before it is given up")
-    backoff_base_s: float = Field(default=2.0, gt=0, description="First retry delay; doubles per attempt (with jitter)")
-    backoff_max_s: float = Field(default=300.0, gt=0, description="Longest retry delay, also the cap on Retry-After")
-    poll_s: float = Field(default=1.0, gt=0, description="How often the delivery job looks for due notifications")
-    verify_tls: bool = Field(default=True, description="Verify the webhook's certificate (keep on outside tests)")
 
 
 # -- decide and describe --------------------------------------------------------------

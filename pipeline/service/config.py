@@ -1,5 +1,9 @@
 """Settings of the service loop itself (metrics endpoint, checkpoint cadence):
-the ``[service]`` table of the configuration (``TOKENWATCH_SERVICE__<KEY>``)."""
+the ``[service]`` table of the configuration (``TOKENWATCH_SERVICE__<KEY>``).
+
+Part of the configuration layer (README "Layout"): it imports nothing from the service or
+the sinks, so the sink names it accepts are listed here (``SINK_NAMES``) and a test keeps
+them equal to the registry ``pipeline.sinks.SINKS``."""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.sinks import SINKS
+SINK_NAMES = ("elasticsearch", "kafka", "memory")
+"""The names ``pipeline.sinks.SINKS`` registers: checked when the settings load (a typo fails
+``config check`` and ``run`` before anything connects)."""
 
 
 class ServiceConfig(BaseModel):
@@ -48,9 +54,9 @@ class ServiceConfig(BaseModel):
     @field_validator("sinks")
     @classmethod
     def _registered_sinks(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [name for name in names if name not in SINKS]
+        unknown = [name for name in names if name not in SINK_NAMES]
         if unknown:
-            raise ValueError(f"unknown sink {', '.join(map(repr, unknown))}: choose from {', '.join(sorted(SINKS))}")
+            raise ValueError(f"unknown sink {', '.join(map(repr, unknown))}: choose from {', '.join(sorted(SINK_NAMES))}")
         if len(set(names)) != len(names):
             raise ValueError("a sink is named twice")
         return names

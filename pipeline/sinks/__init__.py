@@ -21,11 +21,11 @@ from pipeline.sinks.base import (
     Sink,
     SinkUnavailable,
 )
-from pipeline.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchSink
+from pipeline.sinks.elasticsearch import ElasticsearchSink
 from pipeline.sinks.fanout import Fanout
 from pipeline.sinks.kafka import KafkaSink
 
-if TYPE_CHECKING:  # pipeline.config imports this package: a runtime import would be a cycle
+if TYPE_CHECKING:
     from pipeline.config import Settings
 
 SINKS: dict[str, type[RegisteredSink]] = {
@@ -50,7 +50,6 @@ __all__ = [
     "SINKS",
     "BackpressureError",
     "DocKind",
-    "ElasticsearchConfig",
     "ElasticsearchSink",
     "Fanout",
     "FlushResult",

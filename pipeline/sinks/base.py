@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
-if TYPE_CHECKING:  # pipeline.config imports the sinks' settings: a runtime import would be a cycle
+if TYPE_CHECKING:
     from pipeline.config import Settings
 
 DocKind = Literal["alert", "event", "dead_letter", "action"]

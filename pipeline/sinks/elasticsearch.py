@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from itertools import islice
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from elastic_transport import HttpHeaders, NodeConfig, TransportError, Urllib3HttpNode
-from elastic_transport.client_utils import DEFAULT, DefaultType
+from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 
+from pipeline.es.client import client_kwargs
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.es.documents import shape
 from pipeline.es.templates import document_time, index_name, index_template
 from pipeline.sinks.base import (
@@ -39,139 +38,9 @@ from pipeline.sinks.base import (
     encodable_dead_letter,
     encode,
 )
-from pipeline.url_credentials import refuse_userinfo
 
 if TYPE_CHECKING:
-    from elastic_transport._node import NodeApiResponse  # the node API's return type, not re-exported
-
-    from pipeline.config import Settings  # pipeline.config imports this module: a runtime import is a cycle
-
-_VERSIONED = "application/vnd.elasticsearch+"
-
-
-class ElasticsearchConfig(BaseModel):
-    """Connection, auth and write policy; secrets are ``SecretStr`` (masked in reprs and dumps)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    hosts: list[HttpUrl] = Field(
-        default_factory=lambda: [HttpUrl("http://127.0.0.1:9200")], min_length=1, description="Cluster URLs"
-    )
-    index_events: bool = Field(
-        default=False,
-        description="The service also indexes every canonical event it reads (token ids are keyed hashes "
-        "or the IdP's ids, never a bearer token), so notebooks and lineage work against a running deployment",
-    )
-    flavour: Literal["elasticsearch", "opensearch"] = Field(
-        default="elasticsearch", description="'opensearch' sends plain JSON media types (OpenSearch, osmem)"
-    )
-    api_key: SecretStr | None = Field(default=None, description="API key (from the environment)")
-    api_key_file: Path | None = Field(default=None, description="File holding the API key")
-    username: str | None = Field(default=None, description="Basic-auth user")
-    password: SecretStr | None = Field(default=None, description="Basic-auth password (from the environment)")
-    password_file: Path | None = Field(default=None, description="File holding the basic-auth password")
-    ca_certs: Path | None = Field(default=None, description="CA bundle for TLS")
-    verify_certs: bool = Field(default=True, description="Verify the cluster's TLS certificate")
-    index_prefix: str = Field(default="tokenwatch", pattern=r"^[a-z0-9][a-z0-9_.-]*$",
-                              description="Indices are <prefix>-<kind>-YYYY.MM.DD")
-    request_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request")
-    max_retries: int = Field(default=5, ge=0, description="Retries of a transient failure before backpressure")
-    retry_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles per retry")
-    retry_backoff_max_s: float = Field(default=30.0, ge=0, description="Cap of the retry delay")
-    bulk_max_docs: int = Field(default=1000, gt=0, description="Documents per bulk request")
-
-    @field_validator("hosts", mode="after")
-    @classmethod
-    def _no_credentials_in_hosts(cls, hosts: list[HttpUrl]) -> list[HttpUrl]:
-        for host in hosts:
-            refuse_userinfo(
-                str(host),
-                "set elasticsearch.username and the password in TOKENWATCH_ELASTICSEARCH__PASSWORD or "
-                "elasticsearch.password_file (or an API key: TOKENWATCH_ELASTICSEARCH__API_KEY or api_key_file)",
-            )
-        return hosts
-
-    @model_validator(mode="after")
-    def _one_auth(self) -> ElasticsearchConfig:
-        has_key = self.api_key is not None or self.api_key_file is not None
-        has_basic = self.username is not None or self.password is not None or self.password_file is not None
-        if has_key and has_basic:
-            raise ValueError("use either api_key or username/password, not both")
-        if has_basic and self.username is None:
-            raise ValueError("password given without username")
-        return self
-
-    def backoff(self, retry: int) -> float:
-        """Delay before retry number ``retry`` (1-based)."""
-        return min(self.retry_backoff_s * 2.0 ** (retry - 1), self.retry_backoff_max_s)
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """Arguments for ``Elasticsearch(...)``; the sink owns retries, so the client does none."""
-        kwargs: dict[str, Any] = {
-            "hosts": [str(h) for h in self.hosts],
-            "request_timeout": self.request_timeout_s,
-            "max_retries": 0,
-            "retry_on_timeout": False,
-            "verify_certs": self.verify_certs,
-        }
-        if self.flavour == "opensearch":
-            kwargs["node_class"] = PlainMediaTypeNode
-        if self.ca_certs is not None:
-            kwargs["ca_certs"] = str(self.ca_certs)
-        api_key = _secret(self.api_key, self.api_key_file)
-        if api_key:
-            kwargs["api_key"] = api_key
-        password = _secret(self.password, self.password_file)
-        if self.username is not None:
-            kwargs["basic_auth"] = (self.username, password or "")
-        return kwargs
-
-
-def _secret(value: SecretStr | None, path: Path | None) -> str | None:
-    if value is not None:
-        return value.get_secret_value()
-    if path is not None:
-        return path.read_text(encoding="utf-8").strip()
-    return None
-
-
-def plain_media_types(headers: Mapping[str, str]) -> HttpHeaders:
-    """``application/vnd.elasticsearch+json; compatible-with=N`` → ``application/json`` (same for x-ndjson)."""
-    plain = HttpHeaders()
-    for key, value in headers.items():
-        if isinstance(value, str) and _VERSIONED in value:
-            value = ", ".join(
-                "application/" + part.strip().split(";", 1)[0].strip()[len(_VERSIONED):]
-                if part.strip().startswith(_VERSIONED) else part.strip()
-                for part in value.split(",")
-            )
-        plain[key] = value
-    return plain
-
-
-class PlainMediaTypeNode(Urllib3HttpNode):
-    """Transport node for OpenSearch-compatible servers, which answer versioned media types with 406.
-
-    It also marks responses as Elasticsearch when the server does not, since the
-    client refuses to talk to an "unknown product" otherwise.
-    """
-
-    def __init__(self, config: NodeConfig) -> None:
-        super().__init__(config)
-        self._headers = plain_media_types(self._headers)
-
-    def perform_request(self, method: str, target: str, body: bytes | None = None,
-                        headers: HttpHeaders | None = None,
-                        request_timeout: DefaultType | float | None = DEFAULT) -> NodeApiResponse:
-        response = super().perform_request(
-            method, target, body, plain_media_types(headers) if headers else headers, request_timeout
-        )
-        meta = response[0]
-        if "x-elastic-product" not in meta.headers:
-            marked = HttpHeaders(meta.headers.items())
-            marked["x-elastic-product"] = "Elasticsearch"
-            meta.headers = marked
-        return response
+    from pipeline.config import Settings
 
 
 @dataclass(frozen=True)
@@ -205,7 +74,7 @@ class ElasticsearchSink:
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.config = config
-        self.client = client if client is not None else Elasticsearch(**config.client_kwargs())
+        self.client = client if client is not None else Elasticsearch(**client_kwargs(config))
         self._sleep = sleep
         self._clock = clock
         self._buffer: dict[tuple[str, str], _Pending] = {}

@@ -39,7 +39,7 @@ from pipeline.sinks.base import (
     encode,
 )
 
-if TYPE_CHECKING:  # pipeline.config imports the sinks' settings: a runtime import would be a cycle
+if TYPE_CHECKING:
     from pipeline.config import Settings
 
 __all__ = ["SOURCE_FIELD", "KafkaSink"]

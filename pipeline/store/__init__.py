@@ -1,6 +1,6 @@
-"""The alert store: local SQLite by default, Elasticsearch when configured."""
+"""The alert store: local SQLite by default (``sqlite.SqliteStore``), Elasticsearch when
+configured; ``base.open_store`` opens the one the settings name.
 
-from pipeline.store.base import AlertStore, open_store
-from pipeline.store.sqlite import SqliteStore
-
-__all__ = ["AlertStore", "SqliteStore", "open_store"]
+Nothing is re-exported here: the settings loader imports ``pipeline.store.config``, which
+must not load the stores with it.
+"""

@@ -19,9 +19,10 @@ from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
+from pipeline.es.client import client_kwargs
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.es.documents import shape
 from pipeline.es.templates import index_name, index_template, template_name
-from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.store import base
 from pipeline.store.base import (
     DUE_STATES,
@@ -62,7 +63,7 @@ class ElasticsearchStore:
     ) -> None:
         self.config = config
         self.prefix = config.index_prefix
-        self.client = client if client is not None else Elasticsearch(**config.client_kwargs())
+        self.client = client if client is not None else Elasticsearch(**client_kwargs(config))
         self._refresh = refresh
         self._clock = clock or (lambda: base.utcnow())
         self.ensure_indices()

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.store import SqliteStore
 from pipeline.store import base as store_base
+from pipeline.store.sqlite import SqliteStore
 from tests.store.helpers import T0, action, alert_doc
 
 NOW = T0 + timedelta(days=1)

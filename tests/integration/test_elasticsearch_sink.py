@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from osmem_server import OsmemServer
 
-from pipeline.sinks import ElasticsearchConfig, ElasticsearchSink, SinkUnavailable
+from pipeline.es.config import ElasticsearchConfig
+from pipeline.sinks import ElasticsearchSink, SinkUnavailable
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from tests.factories import BERLIN_HOME, BERLIN_MOBILE, SINGAPORE_VPS, event, run

@@ -12,8 +12,9 @@ from pipeline.analyst import explore
 from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.cli.main import SAMPLE_STREAM
 from pipeline.config import load_settings
-from pipeline.sinks import ElasticsearchConfig, ElasticsearchSink
-from pipeline.store import open_store
+from pipeline.es.config import ElasticsearchConfig
+from pipeline.sinks import ElasticsearchSink
+from pipeline.store.base import open_store
 from pipeline.store.config import StoreConfig
 from tests.pipeline.test_explore import SAMPLE_ALERTS, pairs
 

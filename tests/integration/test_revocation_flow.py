@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from pipeline.response.breaker import RULE_ID
-from pipeline.response.config import ResponseConfig
+from pipeline.response.config import ResponseConfig, Rfc7009Config
 from pipeline.response.executor import Executor
 from pipeline.response.handles import HandleStore, generate_key_pem, load_private_key, seal
-from pipeline.response.responders.rfc7009 import Rfc7009Config, Rfc7009Responder
+from pipeline.response.responders.rfc7009 import Rfc7009Responder
 from pipeline.store.sqlite import SqliteStore
 from schemas.actions import Action
 from schemas.events import CanonicalEvent

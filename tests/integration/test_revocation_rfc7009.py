@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from pipeline.response.config import Rfc7009Config
 from pipeline.response.responders.base import RevocationHandle
-from pipeline.response.responders.rfc7009 import Rfc7009Config, Rfc7009Responder
+from pipeline.response.responders.rfc7009 import Rfc7009Responder
 from schemas.actions import RevocationTarget
 from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401 -- a pytest fixture, used by name
 

@@ -18,10 +18,11 @@ from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, TopicPartition
 from osmem_server import OsmemServer
 
+from pipeline.es.client import client_kwargs
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.kafka.config import KafkaConfig, consumer_kwargs
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
-from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.synthetic.sample import scenario_of, scenarios
 from schemas.redaction import make_token_hasher
 from tests.integration.servers import OutageProxy, free_port
@@ -100,7 +101,7 @@ def test_elasticsearch_down_pauses_then_every_alert_lands_once(kafka_bootstrap: 
         assert _committed(kafka, name) == {p: None for p in range(PARTITIONS)}
 
         server = OsmemServer.start(addr=f"127.0.0.1:{es_port}")
-        client = Elasticsearch(**ElasticsearchConfig(hosts=[es_url], flavour="opensearch").client_kwargs())
+        client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[es_url], flavour="opensearch")))
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and proc.poll() is None:
             if _caught([h["_source"] for h in _es_alerts(client, prefix)]):
@@ -153,7 +154,7 @@ def test_elasticsearch_lost_mid_stream_pauses_commits_and_resumes_without_loss(
     proc = _start(config_path, log_path, {"TOKENWATCH_SERVICE__METRICS_PORT": str(metrics_port),
                                           "TOKENWATCH_SERVICE__BACKPRESSURE_BACKOFF_S": "0.2",
                                           "TOKENWATCH_SERVICE__BACKPRESSURE_BACKOFF_MAX_S": "0.5"})
-    direct = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+    direct = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
     try:
         assert produce(iter(lines[:half]), name, kafka, hash_token=hasher).failed == 0
         deadline = time.monotonic() + 40

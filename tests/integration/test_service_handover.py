@@ -18,9 +18,10 @@ from typing import Any
 import orjson
 from elasticsearch import Elasticsearch
 
+from pipeline.es.client import client_kwargs
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
-from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.synthetic.sample import scenario_of, scenarios
 from schemas.redaction import make_token_hasher
 from tests.integration.test_service_backpressure import _committed
@@ -97,7 +98,7 @@ def test_sigterm_one_of_two_instances_hands_its_partitions_over(kafka_bootstrap:
         assert procs[owner].wait(timeout=20) == 0, logs[owner].read_text()[-3000:]
 
         assert produce(iter(lines[CUT:]), name, kafka, hash_token=hasher).failed == 0
-        client = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+        client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and procs[survivor].poll() is None:
             if _caught([h["_source"] for h in _es_alerts(client, prefix)]):

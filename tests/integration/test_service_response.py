@@ -17,10 +17,11 @@ import orjson
 from elasticsearch import Elasticsearch
 from kafka import KafkaProducer
 
+from pipeline.es.client import client_kwargs
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.kafka.config import producer_kwargs
 from pipeline.kafka.topics import ensure_topics
 from pipeline.response.handles import generate_key_pem, load_private_key, seal
-from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.store.sqlite import SqliteStore
 from schemas.redaction import make_token_hasher
 from tests.integration.oauth_server import OAuthServer, oauth_server  # noqa: F401 -- a pytest fixture, used by name
@@ -126,7 +127,7 @@ timeout_s = 2
         assert "revoke.result" in {entry.verb for entry in store.audit_trail(action_id=action.id)}
     finally:
         store.close()
-    client = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+    client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
     rules = {h["_source"]["rule"]["id"] for h in _es_alerts(client, prefix)}
     assert "replay.refresh_reuse" in rules
     # Neither the raw tokens nor their sealed handles went anywhere.

@@ -19,9 +19,10 @@ import orjson
 from elasticsearch import Elasticsearch
 from kafka import KafkaProducer
 
+from pipeline.es.client import client_kwargs
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.kafka.config import producer_kwargs
 from pipeline.kafka.topics import ensure_topics
-from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from tests.integration.test_service_run import _config, _es_alerts, _read_topic, _start, _write_config
 
 IP_HOME = "79.200.1.10"
@@ -70,7 +71,7 @@ def test_revocation_on_one_partition_catches_use_on_another(kafka_bootstrap: str
         for line in gateway_lines:
             producer.send(name, key=b"token", value=line, partition=gateway_partition)
         producer.flush()
-        client = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+        client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
         deadline = time.monotonic() + 30
         sources: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not sources:

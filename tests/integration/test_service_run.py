@@ -23,12 +23,13 @@ from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.cli.demo import DEMO_CONFIG, scenario_report
+from pipeline.es.client import client_kwargs
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.es.templates import template_name
 from pipeline.ingest.normalize import Normalizer
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics
-from pipeline.sinks.elasticsearch import ElasticsearchConfig
 from pipeline.synthetic.sample import scenario_of, scenarios
 from schemas.redaction import make_token_hasher
 
@@ -145,7 +146,7 @@ def test_run_detects_the_sample_and_dead_letters_garbage(kafka_bootstrap: str, o
     _write_config(config_path, kafka, osmem_clone.url, prefix)
     log_path = tmp_path / "service.log"
     proc = _start(config_path, log_path)
-    client = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+    client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
     try:
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and proc.poll() is None:
@@ -236,7 +237,7 @@ def test_kill_9_mid_stream_then_restart_gives_each_alert_once(kafka_bootstrap: s
         first.kill()  # SIGKILL: no final checkpoint
         first.wait()
         second = _start(config_path, log_path)
-        client = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+        client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and second.poll() is None:
             if _caught([h["_source"] for h in _es_alerts(client, prefix)]):
@@ -284,7 +285,7 @@ def test_the_analyst_tools_read_what_the_service_wrote(kafka_bootstrap: str, osm
     config_path.write_text(text.replace("[elasticsearch]\n", "[elasticsearch]\nindex_events = true\n")
                            + '\n[store]\nbackend = "elasticsearch"\n')
     proc = _start(config_path, tmp_path / "service.log")
-    client = Elasticsearch(**ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch").client_kwargs())
+    client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
     try:
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and proc.poll() is None:

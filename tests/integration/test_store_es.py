@@ -13,9 +13,10 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.config import Settings
-from pipeline.sinks import ElasticsearchConfig, ElasticsearchSink
+from pipeline.es.config import ElasticsearchConfig
+from pipeline.sinks import ElasticsearchSink
 from pipeline.store import base as store_base
-from pipeline.store import open_store
+from pipeline.store.base import open_store
 from pipeline.store.elasticsearch import ElasticsearchStore
 from tests.store.contract import Clock, StoreContract
 from tests.store.helpers import T0, action, alert_doc

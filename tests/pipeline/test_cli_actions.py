@@ -17,7 +17,7 @@ from pipeline.cli.main import main
 from pipeline.config import load_settings
 from pipeline.response.executor import Executor
 from pipeline.response.responders import build_responders
-from pipeline.store import SqliteStore
+from pipeline.store.sqlite import SqliteStore
 from schemas.actions import Action
 from tests.response.conftest import alert_doc
 

@@ -10,8 +10,8 @@ import pytest
 
 import pipeline.actor as actor
 from pipeline.cli.main import main
-from pipeline.store import SqliteStore
 from pipeline.store import base as store_base
+from pipeline.store.sqlite import SqliteStore
 from schemas.alerts import Alert
 from tests.store.helpers import T0, action, alert_doc
 

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from pipeline.es.client import client_kwargs, plain_media_types
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.es.documents import shape
 from pipeline.es.templates import FAMILIES, document_time, index_name, index_template
-from pipeline.sinks import SINKS, ElasticsearchConfig, ElasticsearchSink, MemorySink, Sink, SinkUnavailable
-from pipeline.sinks.elasticsearch import plain_media_types
+from pipeline.sinks import SINKS, ElasticsearchSink, MemorySink, Sink, SinkUnavailable
 from tests.factories import SINGAPORE_VPS, event
 
 Reply = tuple[int, dict[str, Any]]
@@ -272,11 +273,11 @@ def test_templates_are_put_for_every_kind_with_retries(es: ScriptedES) -> None:
 def test_config_masks_secrets_and_refuses_mixed_auth(tmp_path: Any) -> None:
     cfg = ElasticsearchConfig(api_key="s3cr3t-key")
     assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in cfg.model_dump_json()
-    assert cfg.client_kwargs()["api_key"] == "s3cr3t-key"
+    assert client_kwargs(cfg)["api_key"] == "s3cr3t-key"
     secret = tmp_path / "pw"
     secret.write_text("from-file\n")
     basic = ElasticsearchConfig(username="tw", password_file=secret, flavour="opensearch")
-    assert basic.client_kwargs()["basic_auth"] == ("tw", "from-file")
+    assert client_kwargs(basic)["basic_auth"] == ("tw", "from-file")
     with pytest.raises(ValidationError):
         ElasticsearchConfig(api_key="k", username="u", password="p")
     with pytest.raises(ValidationError):

@@ -11,12 +11,12 @@ import pytest
 
 from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.config import ConfigError, defaults_toml, load_settings
+from pipeline.ingest.config import TrustConfig
 from pipeline.ingest.trust import (
     DETECT_INPUT,
     MAX_REFUSED_LISTED,
     REVOCATION_KINDS,
     Refusal,
-    TrustConfig,
     TrustRules,
     describe,
     refused_letter,

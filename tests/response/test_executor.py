@@ -16,11 +16,11 @@ import pytest
 from pydantic import SecretStr
 
 from pipeline.response.breaker import FLAG, RULE_ID
-from pipeline.response.config import ResponseConfig
+from pipeline.response.config import ClientCredentialsRef, ResponseConfig, Rfc7009Config
 from pipeline.response.executor import Executor
 from pipeline.response.handles import HandleStore, generate_key_pem, load_private_key, seal
 from pipeline.response.responders.base import ResponderResult, RevocationHandle
-from pipeline.response.responders.rfc7009 import ClientCredentialsRef, Rfc7009Config, Rfc7009Responder
+from pipeline.response.responders.rfc7009 import Rfc7009Responder
 from pipeline.store.sqlite import SqliteStore
 from schemas.actions import RevocationTarget
 from schemas.events import CanonicalEvent

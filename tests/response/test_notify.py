@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.response.config import ResponseConfig
+from pipeline.response.config import ResponseConfig, WebhookConfig
 from pipeline.response.executor import Executor
-from pipeline.response.notify import WebhookConfig, WebhookNotifier
+from pipeline.response.notify import WebhookNotifier
 from pipeline.secrets import SecretError
 from pipeline.store.sqlite import SqliteStore
 from tests.response.conftest import Clock, alert_doc

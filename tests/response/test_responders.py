@@ -26,14 +26,22 @@ from joserfc import jwk, jwt
 from pydantic import SecretStr
 
 from pipeline.config import ConfigError
+from pipeline.response.config import (
+    CaepConfig,
+    ClientCredentialsRef,
+    EntraConfig,
+    KeycloakConfig,
+    OktaConfig,
+    Rfc7009Config,
+)
 from pipeline.response.responders import RESPONDERS, build_responders
 from pipeline.response.responders.base import MAX_RETRY_AFTER_S, ResponderResult, RevocationHandle, retry_after
-from pipeline.response.responders.caep import SESSION_REVOKED, CaepConfig, CaepResponder
-from pipeline.response.responders.entra import EntraConfig, EntraResponder
+from pipeline.response.responders.caep import SESSION_REVOKED, CaepResponder
+from pipeline.response.responders.entra import EntraResponder
 from pipeline.response.responders.http import DeadlineExceeded, bounded_request
-from pipeline.response.responders.keycloak import KeycloakConfig, KeycloakResponder
-from pipeline.response.responders.okta import OktaConfig, OktaResponder
-from pipeline.response.responders.rfc7009 import ClientCredentialsRef, Rfc7009Config, Rfc7009Responder
+from pipeline.response.responders.keycloak import KeycloakResponder
+from pipeline.response.responders.okta import OktaResponder
+from pipeline.response.responders.rfc7009 import Rfc7009Responder
 from pipeline.secrets import SecretError
 from schemas.actions import RevocationTarget
 

@@ -14,13 +14,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
+from pipeline.response.config import CaepConfig, EntraConfig, KeycloakConfig, OktaConfig, Rfc7009Config
 from pipeline.response.responders import RESPONDERS
 from pipeline.response.responders.base import Responder, RevocationHandle
-from pipeline.response.responders.caep import CaepConfig, CaepResponder
-from pipeline.response.responders.entra import EntraConfig, EntraResponder
-from pipeline.response.responders.keycloak import KeycloakConfig, KeycloakResponder
-from pipeline.response.responders.okta import OktaConfig, OktaResponder
-from pipeline.response.responders.rfc7009 import Rfc7009Config, Rfc7009Responder
+from pipeline.response.responders.caep import CaepResponder
+from pipeline.response.responders.entra import EntraResponder
+from pipeline.response.responders.keycloak import KeycloakResponder
+from pipeline.response.responders.okta import OktaResponder
+from pipeline.response.responders.rfc7009 import Rfc7009Responder
 from schemas.actions import RevocationTarget, TargetKind
 
 SECRET = "s3cr3t-value-9f2e"

@@ -19,10 +19,11 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.config import Settings
+from pipeline.es.config import ElasticsearchConfig
 from pipeline.es.templates import template_name
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs
 from pipeline.kafka.topics import ensure_topics
-from pipeline.sinks import DOC_KINDS, SINKS, ElasticsearchConfig, ElasticsearchSink, KafkaSink, MemorySink, Sink
+from pipeline.sinks import DOC_KINDS, SINKS, ElasticsearchSink, KafkaSink, MemorySink, Sink
 from pipeline.sinks.background import BackgroundSink
 from tests.integration.conftest import kafka_bootstrap  # noqa: F401 -- the real broker, as in tests/integration
 from tests.pipeline.test_sink_base import ScriptedES, bulk_ok

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.store import AlertStore, SqliteStore, open_store
-from pipeline.store.base import StoreNotFound
+from pipeline.store.base import AlertStore, StoreNotFound, open_store
 from pipeline.store.ingest import store_alerts
+from pipeline.store.sqlite import SqliteStore
 from schemas.actions import AuditEntry
 from tests.store.contract import Clock, StoreContract
 from tests.store.helpers import action, alert_doc, at

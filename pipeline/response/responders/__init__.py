@@ -5,6 +5,7 @@ from typing import Any
 
 import httpx
 
+from pipeline.config import ConfigError
 from pipeline.response.responders import caep, entra, keycloak, okta, rfc7009  # noqa: F401 -- imported to register the responders
 from pipeline.response.responders.base import (
     RESPONDERS,
@@ -27,8 +28,6 @@ def build_responders(configs: Mapping[str, Any], transport: httpx.BaseTransport 
             continue
         other = built.get(fallback)
         if other is None or other.needs_handle:
-            from pipeline.config import ConfigError  # late: pipeline.config imports this package
-
             for live in built.values():
                 live.close()
             raise ConfigError(f"[response.responders.{name}] fallback = {fallback!r}: name a configured responder "

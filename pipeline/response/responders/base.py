@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import SecretStr
 
 from pipeline.response.responders.http import DeadlineExceeded, Reply, bounded_request
 from pipeline.secrets import SecretError
-from pipeline.url_credentials import refuse_userinfo
 from schemas.actions import RevocationTarget, TargetKind
 
 Outcome = Literal["done", "retry", "config_error", "rejected"]
@@ -71,33 +70,6 @@ class RevocationHandle:
 
     def __repr__(self) -> str:  # dataclass repr would be fine (SecretStr masks), but be explicit
         return f"RevocationHandle(token_id={self.token_id!r}, token_type={self.token_type!r})"
-
-
-class ResponderConfig(BaseModel):
-    """Settings every HTTP responder has. Secrets are never values here: only where to read them."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    timeout_s: float = Field(
-        default=5.0, gt=0, le=300,
-        description="Total time per request: connect, send, headers and the whole body (a wall-clock deadline)")
-    max_response_bytes: int = Field(
-        default=65_536, ge=1_024, le=16 * 1024 * 1024,
-        description="Most bytes of a response body read; past it reading stops (only error codes are used)")
-    verify_tls: bool = Field(default=True, description="Verify the server certificate (keep on outside tests)")
-
-    @model_validator(mode="after")
-    def _no_credentials_in_urls(self) -> ResponderConfig:
-        """Every URL field of every responder (base_url, revocation_endpoint, endpoint, …)."""
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, str):
-                try:
-                    refuse_userinfo(value, "a responder reads its credentials from its *_env variable or *_file key "
-                                    "(e.g. client_secret_env), never from a URL")
-                except ValueError as exc:
-                    raise ValueError(f"{name}: {exc}") from None
-        return self
 
 
 def read_secret(env: str | None, file: Path | None, what: str) -> SecretStr:

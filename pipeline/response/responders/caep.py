@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from joserfc import jwk, jwt
-from pydantic import Field
 
+from pipeline.response.config import CaepConfig
 from pipeline.response.responders.base import (
     Responder,
-    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,
@@ -36,20 +34,6 @@ from schemas.actions import RevocationTarget
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 _KEY_TYPES: dict[str, Literal["EC", "RSA", "OKP"]] = {"ES256": "EC", "RS256": "RSA", "PS256": "RSA", "EdDSA": "OKP"}
 _CONFIG_ERRORS = {"authentication_failed", "invalid_key", "access_denied", "invalid_issuer", "invalid_audience"}
-
-
-class CaepConfig(ResponderConfig):
-    type: Literal["caep"] = "caep"
-    endpoint: str = Field(description="The receiver's push endpoint (RFC 8935)")
-    issuer: str = Field(description="iss of our SETs (the receiver's stream is configured with it)")
-    audience: str = Field(description="aud of our SETs (the receiver)")
-    subject_issuer: str | None = Field(default=None, description="iss of the user ids (the IdP); default: issuer")
-    algorithm: Literal["ES256", "RS256", "PS256", "EdDSA"] = "ES256"
-    key_id: str | None = Field(default=None, description="kid the receiver finds our public key by (JWKS)")
-    signing_key_env: str | None = Field(default=None, description="Environment variable holding the PEM private key")
-    signing_key_file: Path | None = Field(default=None, description="File holding the PEM private key")
-    auth_token_env: str | None = Field(default=None, description="Environment variable with a bearer token for the push")
-    auth_token_file: Path | None = None
 
 
 @register

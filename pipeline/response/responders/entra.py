@@ -8,16 +8,13 @@ revocation, so sessions and families fall back to their user (``target.user_id``
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field
 
+from pipeline.response.config import EntraConfig
 from pipeline.response.responders.base import (
     Responder,
-    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,
@@ -26,16 +23,6 @@ from pipeline.response.responders.base import (
 )
 from pipeline.response.responders.client_credentials import ClientCredentials, with_admin_token
 from schemas.actions import RevocationTarget
-
-
-class EntraConfig(ResponderConfig):
-    type: Literal["entra"] = "entra"
-    tenant_id: str = Field(description="Directory (tenant) id")
-    client_id: str = Field(description="App registration with User.RevokeSessions.All (application)")
-    client_secret_env: str | None = Field(default=None, description="Environment variable holding the client secret")
-    client_secret_file: Path | None = Field(default=None, description="File holding the client secret")
-    login_url: str = "https://login.microsoftonline.com"
-    graph_url: str = "https://graph.microsoft.com/v1.0"
 
 
 @register

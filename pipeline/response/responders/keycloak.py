@@ -12,16 +12,13 @@ invalidates the refresh tokens of every client in it (wider than the family; aud
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field
 
+from pipeline.response.config import KeycloakConfig
 from pipeline.response.responders.base import (
     Responder,
-    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,
@@ -30,16 +27,6 @@ from pipeline.response.responders.base import (
 )
 from pipeline.response.responders.client_credentials import ClientCredentials, with_admin_token
 from schemas.actions import RevocationTarget
-
-
-class KeycloakConfig(ResponderConfig):
-    type: Literal["keycloak"] = "keycloak"
-    base_url: str = Field(description="Keycloak root URL, e.g. https://sso.example.com")
-    realm: str = Field(description="Realm the users and sessions live in")
-    token_realm: str | None = Field(default=None, description="Realm of the admin client (default: realm)")
-    client_id: str = Field(description="Service-account client with realm-management manage-users")
-    client_secret_env: str | None = Field(default=None, description="Environment variable holding the client secret")
-    client_secret_file: Path | None = Field(default=None, description="File holding the client secret")
 
 
 @register

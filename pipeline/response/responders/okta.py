@@ -13,16 +13,13 @@ token's client. Authenticates with an API token (``Authorization: SSWS …``).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field
 
+from pipeline.response.config import OktaConfig
 from pipeline.response.responders.base import (
     Responder,
-    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,
@@ -30,13 +27,6 @@ from pipeline.response.responders.base import (
     register,
 )
 from schemas.actions import RevocationTarget
-
-
-class OktaConfig(ResponderConfig):
-    type: Literal["okta"] = "okta"
-    base_url: str = Field(description="Okta org URL, e.g. https://example.okta.com")
-    api_token_env: str | None = Field(default=None, description="Environment variable holding the SSWS API token")
-    api_token_file: Path | None = Field(default=None, description="File holding the SSWS API token")
 
 
 @register

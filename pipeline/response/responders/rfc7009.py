@@ -17,16 +17,14 @@ only for servers that let one privileged client revoke every token.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import SecretStr
 
+from pipeline.response.config import AuthMethod, Rfc7009Config
 from pipeline.response.responders.base import (
     Responder,
-    ResponderConfig,
     ResponderResult,
     RevocationHandle,
     classify,
@@ -35,44 +33,6 @@ from pipeline.response.responders.base import (
 )
 from pipeline.response.responders.http import Reply
 from schemas.actions import RevocationTarget
-
-AuthMethod = Literal["client_secret_basic", "client_secret_post"]
-
-
-class ClientCredentialsRef(BaseModel):
-    """Where one client's secret is (never the secret itself) and how it authenticates."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    auth_method: AuthMethod = "client_secret_basic"
-    client_secret_env: str | None = Field(default=None, description="Environment variable holding the client secret")
-    client_secret_file: Path | None = Field(default=None, description="File holding the client secret")
-
-    @model_validator(mode="after")
-    def _names_a_secret(self) -> ClientCredentialsRef:
-        if not self.client_secret_env and self.client_secret_file is None:
-            raise ValueError("set client_secret_env or client_secret_file")
-        return self
-
-
-class Rfc7009Config(ResponderConfig):
-    type: Literal["rfc7009"] = "rfc7009"
-    revocation_endpoint: str = Field(description="The server's revocation_endpoint (from its metadata)")
-    clients: dict[str, ClientCredentialsRef] = Field(
-        default={}, description="Credentials per client id: each token is revoked as the client it was issued to")
-    client_id: str | None = Field(
-        default=None, description="One client that revokes every token (only servers that allow it; else clients)")
-    auth_method: AuthMethod = "client_secret_basic"
-    client_secret_env: str | None = Field(default=None, description="Environment variable holding the client secret")
-    client_secret_file: Path | None = Field(default=None, description="File holding the client secret")
-    fallback: str | None = Field(
-        default=None, description="Responder for a target no handle arrived for (e.g. keycloak: the family's session)")
-
-    @model_validator(mode="after")
-    def _one_way_to_authenticate(self) -> Rfc7009Config:
-        if bool(self.clients) == (self.client_id is not None):
-            raise ValueError("set either clients (credentials per client id) or client_id (one privileged client)")
-        return self
 
 
 class _Credentials:
