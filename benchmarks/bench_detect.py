@@ -28,15 +28,32 @@ from schemas.redaction import make_token_hasher
 HASHER = make_token_hasher(b"benchmark-key-0123456789abcdef")
 
 
-def bench_detect(lines: list[bytes], settings: Settings) -> tuple[float, int]:
-    enricher = Enricher(settings.enrich)
-    enricher.warm()
+def bench_detect(lines: list[bytes], settings: Settings, workers: int = 1) -> tuple[float, int]:
+    """Seconds from starting the run (its workers too) to its last alert, and alerts."""
+    enricher = None
+    if workers == 1:
+        enricher = Enricher(settings.enrich)
+        enricher.warm()
     settle_heap()
-    run = DetectRun(settings, HASHER, io.BytesIO(), io.BytesIO(), None, enricher)
     started = time.perf_counter()
-    run.feed(lines, "bench")
-    summary = run.finish()
+    run = DetectRun(settings, HASHER, io.BytesIO(), io.BytesIO(), None, enricher, workers=workers)
+    try:
+        run.feed(lines, "bench")
+        summary = run.finish()
+    finally:
+        run.close()
     return time.perf_counter() - started, sum(summary.alerts.values())
+
+
+def bench_workers(lines: list[bytes], settings: Settings, counts: tuple[int, ...] = (1, 2), runs: int = 3) -> None:
+    """`detect --workers N` against one process: median events/s of ``runs`` runs each."""
+    rates: dict[int, float] = {}
+    for count in counts:
+        seconds = sorted(bench_detect(lines, settings, count)[0] for _ in range(runs))
+        rates[count] = len(lines) / seconds[len(seconds) // 2]
+        print(f"detect --workers {count}: {rates[count]:,.0f} events/s (median of {runs})")
+    for count in counts[1:]:
+        print(f"  --workers {count} / --workers {counts[0]}: {rates[count] / rates[counts[0]]:.2f}x")
 
 
 def bench_stages(lines: list[bytes], settings: Settings) -> dict[str, float]:
@@ -112,7 +129,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--memory-events", type=int, default=100_000)
     parser.add_argument("--anomaly", action="store_true", help="also measure with the anomaly detector on")
+    parser.add_argument("--workers", type=int, nargs="*", metavar="N",
+                        help="only compare `detect --workers` counts (default with no N: 1 and 2)")
     args = parser.parse_args()
+    if args.workers is not None:
+        lines = list(generate(args.events))
+        bench_workers(lines, Settings(), tuple(args.workers) or (1, 2))
+        return
     settings = Settings()
     lines = list(generate(args.events))
     print(f"generated {len(lines):,} lines of benign traffic")
@@ -121,6 +144,7 @@ def main() -> None:
     print(f"detect, all rules on: {len(lines) / seconds:,.0f} events/s ({seconds:.2f}s, {alerts} alerts)")
     if args.anomaly:
         bench_anomaly(lines, settings)
+    bench_workers(lines, settings)
     stages = bench_stages(lines, settings)
     total = sum(stages.values())
     for stage, spent in stages.items():

@@ -12,6 +12,9 @@
 Privileged scopes held per subject and per client live in the detector's
 ``subjects`` and ``clients`` tables as :class:`HeldScopes` rows (interned
 frozensets), so they are written to the changelog with the rest of the state.
+Rows are kept in last-seen order (a sighting that moves ``last_seen`` on moves
+the row last), so the retention sweep stops at the first row still fresh and
+costs what it forgets, not what is held.
 
 Deciding and wording are apart: ``judge_use_scopes``, ``judge_late_issue`` and
 ``judge_widening`` read state and return frozen facts (``Overreach``, ``Widening``);
@@ -63,12 +66,13 @@ def _decode_held(values: Any) -> HeldScopes:
     return HeldScopes(float(first_seen), float(last_seen), intern(frozenset(held)) or _EMPTY)
 
 
-def _first_seen(row: HeldScopes) -> float:
-    """Rows are kept in first-seen order (changed in place, never moved)."""
-    return row.first_seen
+def _last_seen(row: HeldScopes) -> float:
+    """Rows are kept in last-seen order: a restore sorts them by it (a row changed in place
+    without being seen later was written later than its place)."""
+    return row.last_seen
 
 
-HELD_SCOPES = register_codec("scope_escalation.held_scopes", _encode_held, _decode_held, order=_first_seen)
+HELD_SCOPES = register_codec("scope_escalation.held_scopes", _encode_held, _decode_held, order=_last_seen)
 
 SCOPE_NOT_GRANTED = RuleMeta(
     id="scope_escalation.scope_not_granted",
@@ -168,8 +172,9 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
         return []
 
     def expire(self, watermark: float, state: StateStore) -> None:
-        """Hourly, forget subjects and clients unseen for the retention period (a full scan:
-        rows are in first-seen order, not last-seen)."""
+        """Hourly, forget subjects and clients unseen for the retention period. Rows are in
+        last-seen order, so the sweep stops at the first fresh one; a row seen out of order
+        (moved last with an earlier time than the row before it) goes once that row goes."""
         bookkeeping = state.table(self.name, "bookkeeping", PLAIN)
         next_sweep = bookkeeping.get(_NEXT_SWEEP)
         if next_sweep is not None and watermark < next_sweep:
@@ -177,8 +182,7 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
         bookkeeping.put(_NEXT_SWEEP, watermark + _SWEEP_EVERY_S)
         horizon = watermark - self.config.retention_s
         for table in self._tables(state):
-            for key in [key for key, row in table.items() if row.last_seen < horizon]:
-                table.pop(key)
+            table.forget_before(horizon, _last_seen)
 
     # -- new_privileged_scope -------------------------------------------------
     def _privileged(self, scopes: tuple[str, ...]) -> frozenset[str]:
@@ -211,15 +215,10 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
             if row is None:
                 table.put(key, HeldScopes(t, t, privileged))
                 continue
-            changed = False
-            if t > row.last_seen:
-                row.last_seen = t
-                changed = True
             if privileged and not privileged <= row.held:
                 row.held = intern(row.held | privileged)
-                changed = True
-            if changed:
                 table.touch(key)
+            _seen_at(table, key, row, t)
 
     def _check_privileged(self, event: CanonicalEvent, state: StateStore) -> Finding | None:
         privileged = self._privileged(event.scopes)
@@ -236,9 +235,10 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
             if row is None:
                 table.put(key, HeldScopes(t, t, privileged))
                 continue
-            if t < row.first_seen or t > row.last_seen:
-                row.first_seen, row.last_seen = min(row.first_seen, t), max(row.last_seen, t)
+            if t < row.first_seen:
+                row.first_seen = t
                 table.touch(key)
+            _seen_at(table, key, row, t)
             if not privileged or privileged <= row.held:
                 continue
             if t - row.first_seen >= learning:
@@ -275,6 +275,13 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
                 "new_for_client": " ".join(new["client"]) if "client" in new else None,
             },
         )
+
+
+def _seen_at(table: Table[str, HeldScopes], key: str, row: HeldScopes, t: float) -> None:
+    """A sighting at ``t``: a later last-seen moves the row last (last-seen order)."""
+    if t > row.last_seen:
+        row.last_seen = t
+        table.put_last(key, row)
 
 
 # -- scope_not_granted --------------------------------------------------------------

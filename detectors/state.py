@@ -12,11 +12,12 @@ endless stream.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from detectors.device import MAX_ID_CHARS, agent_family
 from detectors.tables import Table, ValueCodec
@@ -219,8 +220,8 @@ class StateStore:
         # Detector tables by (detector, table name): see ``table``.
         self.tables: dict[tuple[str, str], Table[Any, Any]] = {}
         self.metrics: dict[str, list[float]] = defaultdict(list)
-        self._wheel: dict[int, list[str]] = defaultdict(list)
-        self._scope_wheel: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        self._wheel: _Wheel[str] = _Wheel()
+        self._scope_wheel: _Wheel[tuple[str, str]] = _Wheel()
         # Keys changed (or deleted) since the last checkpoint, for the changelog: one set per
         # table so that marking costs a set add, no tuple. See ``take_dirty``.
         self._dirty_tokens: set[str] = set()
@@ -228,6 +229,10 @@ class StateStore:
         # Changelog keys of an earlier record format found at restore: tombstoned by the
         # next checkpoint (``detectors.state_codec``), so compaction drops them.
         self.stale_records: set[bytes] = set()
+
+    def clear(self) -> None:
+        """Forget everything (a changelog base about to be restored holds all that is live)."""
+        self.__init__(self.limits, self.track_changes)  # type: ignore[misc]  # one place lists the fields
 
     # -- reading -------------------------------------------------------------
     def token(self, token_id: str | None) -> TokenState | None:
@@ -447,8 +452,8 @@ class StateStore:
             for keys in self._dirty_scopes.values():
                 keys.clear()
         dirty_tokens = self._dirty_tokens
-        for slot in [b for b in self._wheel if b * _BUCKET_S < watermark]:
-            for token_id in self._wheel.pop(slot):
+        for slot, token_ids in self._wheel.take_due(watermark):
+            for token_id in token_ids:
                 state = self.tokens.get(token_id)
                 if state is None or state.wheel_slot != slot:
                     continue  # gone, or filed under a later bucket since
@@ -459,16 +464,18 @@ class StateStore:
                 else:
                     state.wheel_slot = -1
                     self._schedule(state)
-        unseen, idle_horizon = self.unseen_failing, watermark - self.limits.idle_ttl_s
-        while unseen:  # least recently failed first: stop at the first one still fresh
-            oldest = next(iter(unseen))
-            if self.tokens[oldest].last_seen >= idle_horizon:
+        idle_horizon = watermark - self.limits.idle_ttl_s
+        idle: list[str] = []
+        for token_id in self.unseen_failing:  # least recently failed first: stop at the first fresh one
+            if self.tokens[token_id].last_seen >= idle_horizon:
                 break
-            self._forget_unseen(oldest)
-            dropped += 1
+            idle.append(token_id)
+        for token_id in idle:  # one pass: asking next(iter(...)) after each delete is quadratic
+            self._forget_unseen(token_id)
+        dropped += len(idle)
         tables = {"family": self.families, "session": self.sessions, "subject": self.subjects}
-        for slot in [b for b in self._scope_wheel if b * _BUCKET_S < watermark]:
-            for name, key in self._scope_wheel.pop(slot):
+        for _, entries in self._scope_wheel.take_due(watermark):
+            for name, key in entries:
                 table = tables[name]
                 scope = table.get(key)
                 if scope is None:
@@ -494,6 +501,34 @@ _BUCKET_S = 60
 
 def _bucket(deadline: float) -> int:
     return int(deadline // _BUCKET_S) + 1
+
+
+T = TypeVar("T")
+
+
+class _Wheel(dict[int, list[T]]):
+    """Expiry buckets by number (``_bucket``), with a heap of the bucket numbers: expiry takes
+    the due buckets off the heap instead of scanning every bucket held, so it costs what
+    expires. A bucket is created by asking for it (``wheel[slot].append(...)``)."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._slots: list[int] = []  # heap of the bucket numbers present
+
+    def __missing__(self, slot: int) -> list[T]:
+        bucket: list[T] = []
+        self[slot] = bucket
+        heapq.heappush(self._slots, slot)
+        return bucket
+
+    def take_due(self, watermark: float) -> Iterator[tuple[int, list[T]]]:
+        """Remove and yield the buckets that end before ``watermark``, earliest first."""
+        slots = self._slots
+        while slots and slots[0] * _BUCKET_S < watermark:
+            slot = heapq.heappop(slots)
+            yield slot, self.pop(slot)
 
 
 _NET_KEYS: dict[tuple[str | None, int | None], str | None] = {}

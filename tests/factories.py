@@ -15,7 +15,8 @@ from typing import Any
 from detectors import build_detectors
 from detectors.state import StateStore
 from pipeline.runtime.alerting import Alerter
-from pipeline.runtime.engine import Engine, EngineConfig
+from pipeline.runtime.config import EngineConfig
+from pipeline.runtime.engine import Engine
 from schemas.alerts import Alert
 from schemas.events import (
     Binding,

@@ -17,7 +17,8 @@ import orjson
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.normalize import InputConfig, Normalized, Normalizer
+from pipeline.ingest.config import InputConfig
+from pipeline.ingest.normalize import Normalized, Normalizer
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY
 

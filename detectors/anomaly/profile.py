@@ -64,9 +64,9 @@ def decode_profile(value: Any) -> BehaviourProfile:
     )
 
 
-def first_learnt(profile: BehaviourProfile) -> float:
-    """Profiles are kept in the order first learnt."""
-    return profile.first_window_start or 0.0
+def last_learnt(profile: BehaviourProfile) -> float:
+    """Profiles are kept in the order last learnt (pruning stops at the first fresh one)."""
+    return profile.last_window_end
 
 
-PROFILE = register_codec("anomaly.profile", encode_profile, decode_profile, order=first_learnt)
+PROFILE = register_codec("anomaly.profile", encode_profile, decode_profile, order=last_learnt)

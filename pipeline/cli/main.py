@@ -17,6 +17,7 @@ from pipeline import DATA_DIR, exit_codes
 from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, masked_dump, rules_markdown
 from pipeline.runtime.detect import run_detect
 from pipeline.runtime.files import open_output
+from pipeline.runtime.workers import WorkerFailed
 from pipeline.secrets import SecretError
 from pipeline.store.base import AlertStore, StoreNotFound
 from pipeline.terminal import printable
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument(
         "--store", action="store_true",
         help="also upsert the alerts into the configured alert store ([store]: SQLite file by default) for triage",
+    )
+    detect.add_argument(
+        "--workers", "-w", type=_positive, default=1, metavar="N",
+        help="engine processes, events routed by the Kafka message-key rule as `run` partitions are, so "
+        "the alerts are those of `run` with N partitions (README 'Detect'); default 1: one process",
     )
     detect.set_defaults(func=cmd_detect)
 
@@ -117,12 +123,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     feed = StoreFeed(settings) if args.store else None
     try:
         with open_output(args.output) as output:
-            summary = run_detect(settings, args.input, output, args.dead_letter, args.format, on_alerts=feed)
+            summary = run_detect(settings, args.input, output, args.dead_letter, args.format, on_alerts=feed,
+                                 workers=args.workers)
+    except WorkerFailed as exc:
+        output_name = "stdout" if args.output == "-" else args.output
+        print(printable(f"tokenwatch: detect stopped: {exc}; the alerts in {output_name} are incomplete"),
+              file=sys.stderr)
+        return 1
     finally:
         if feed is not None:
             feed.close()
@@ -149,7 +168,7 @@ class StoreFeed:
     failure is reported once at the end instead of killing the run."""
 
     def __init__(self, settings: Settings) -> None:
-        from pipeline.store import open_store
+        from pipeline.store.base import open_store
 
         config = settings.store
         self.where = f"{config.backend} store" + (f" {config.path}" if config.backend == "sqlite" else "")

@@ -10,8 +10,9 @@ reputation list marks the network as hosting/anonymising.
 Geo a source already carries (Okta, Entra) is kept, with its country name turned
 into an ISO code and a default accuracy where it has none; the rest is filled
 only where the event has nothing. Runs once per event, so results are cached per
-(ip, asn, as_org) and per whole network, and an event that gains nothing is
-returned as is. The settings and their default lists live in
+(ip, asn, as_org), per whole network, and per network object (adapters memoise
+the ``Network`` of a repeated caller, so most events cost one identity probe); an
+event that gains nothing is returned as is, one that gains is a shallow copy. The settings and their default lists live in
 ``pipeline.ingest.enrich_config`` and are re-exported here.
 """
 
@@ -96,6 +97,8 @@ class Enricher:
         self._resolve = functools.lru_cache(maxsize=config.cache_size)(self._compute)
         self._networks: dict[tuple[object, ...], Network] = {}
         self._networks_max = config.network_cache_size
+        # id(network) -> (that network, enriched): the network is held, so its id is not reused.
+        self._by_object: dict[int, tuple[Network, Network]] = {}
 
     def warm(self) -> None:
         """Load the shipped data now (service start) instead of on the first event."""
@@ -109,12 +112,26 @@ class Enricher:
         if lists is not None and lists.refresh():
             self._resolve.cache_clear()
             self._networks.clear()
+            self._by_object.clear()
         net = event.network
+        known = self._by_object.get(id(net))
+        if known is not None and known[0] is net:
+            enriched = known[1]
+        else:
+            enriched = self._enrich_cached(net)
+            if self._networks_max:
+                if len(self._by_object) >= self._networks_max:
+                    self._by_object.clear()
+                self._by_object[id(net)] = (net, enriched)
+        return event if enriched is net else _with_network(event, enriched)
+
+    def _enrich_cached(self, net: Network) -> Network:
+        """``net`` enriched, from the whole-network cache when its content was seen."""
         if (
             net.ip is None and net.asn is None and net.as_org is None and net.geo is None
             and (net.service is None or net.provider is not None)
         ):
-            return event
+            return net
         # Whole-network cache first: the enriched Network is a function of the
         # network's content, so a repeated (ip, user agent, ...) costs one probe.
         key = tuple(net.__dict__.values())
@@ -125,9 +142,7 @@ class Enricher:
                 self._networks.clear()  # misses still hit the per-IP cache
             if self._networks_max:
                 self._networks[key] = enriched
-        if enriched is net:
-            return event
-        return event.model_copy(update={"network": enriched})
+        return enriched
 
     def _enrich_network(self, net: Network) -> Network:
         geo = net.geo
@@ -272,6 +287,23 @@ class Enricher:
                     best = i
                     break
         return self._egress_names[best] if best < len(self._egress_names) else None
+
+
+_set = object.__setattr__
+
+
+def _with_network(event: CanonicalEvent, network: Network) -> CanonicalEvent:
+    """``event`` with ``network`` in place of its own: what ``model_copy(update=...)`` makes
+    (a shallow copy, no validation: the network is an already valid ``Network``), at a
+    fraction of its cost. The copy shares the original's immutable field values."""
+    copy = object.__new__(type(event))
+    fields = event.__dict__.copy()
+    fields["network"] = network
+    _set(copy, "__dict__", fields)
+    _set(copy, "__pydantic_fields_set__", event.__pydantic_fields_set__ | {"network"})
+    _set(copy, "__pydantic_extra__", event.__pydantic_extra__)  # None: extra fields are forbidden
+    _set(copy, "__pydantic_private__", event.__pydantic_private__)  # None: no private attributes
+    return copy
 
 
 def _country(value: str) -> str:

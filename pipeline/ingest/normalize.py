@@ -19,11 +19,12 @@ from typing import Any
 
 import ijson
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.ingest.config import InputConfig
 from pipeline.ingest.reading import LongLine
 from pipeline.ingest.untrusted import NotJSON, RepairingReader, bound_value, parse_line, repair_fields
 from schemas.events import CanonicalEvent
+from schemas.fast import FastMapper, fast_mappers
 from schemas.redaction import TokenHasher, redact_text, redact_value
 from schemas.sources import (
     FORMATS,
@@ -43,26 +44,6 @@ Clock = Callable[[], datetime]
 HANDLE_FIELD = "tokenwatch_handle"
 """Top-level field of any input record that may carry a sealed revocation handle
 (``pipeline.response.handles``): removed before the record is parsed or kept."""
-
-
-class InputConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_line_bytes: int = Field(
-        default=1_048_576, gt=0,
-        description="Longer lines are dead-lettered without being read whole into memory "
-        "(a CloudTrail log file longer than this is read record by record instead)",
-    )
-    max_depth: int = Field(
-        default=64, ge=2, le=512,
-        description="JSON nested deeper than this is cut (replaced by a marker) when the line is parsed",
-    )
-    max_future_skew_s: float = Field(
-        default=900.0, ge=0, description="Events dated further ahead of the wall clock are dead-lettered"
-    )
-    dead_letter_raw_bytes: int = Field(
-        default=65_536, gt=0, description="Raw bytes kept in a dead letter (the rest is hashed)"
-    )
 
 
 MAX_BAD_ENTRIES = 20
@@ -116,6 +97,8 @@ class Normalizer:
         self.hash_token = hash_token
         self.forced = FORMATS[forced_format] if forced_format not in (None, "auto") else None
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        # Per format, a mapper that reads a record with msgspec first (``schemas.fast``).
+        self.fast: dict[str, FastMapper] = fast_mappers() if self.config.fast_path else {}
 
     def normalize(self, line: bytes, origin: str) -> Normalized:
         """Map one input line (without newline) from ``origin`` ("file:line")."""
@@ -167,7 +150,29 @@ class Normalizer:
     def _map(self, adapter: SourceFormat, raw: dict[str, Any]) -> list[CanonicalEvent]:
         """One record's events. Fields the vendor model refuses are cut (too long) or dropped
         (malformed, optional) and the record mapped again: what the attacker writes never
-        costs the event. Raises ``InvalidRecord`` when the record's identity is unusable."""
+        costs the event. Raises ``InvalidRecord`` when the record's identity is unusable.
+        The format's fast mapper goes first; what it refuses or is unsure of goes the
+        pydantic way, which alone words dead letters and repairs."""
+        fast = self.fast.get(adapter.name)
+        events = fast.to_events(raw, self.ctx) if fast is not None else None
+        made: Counter[str] | None = None
+        if events is None:
+            events, made = self._validated(adapter, raw)
+        horizon = self.clock().timestamp() + self.config.max_future_skew_s
+        for event in events:
+            if event.epoch > horizon:
+                raise InvalidRecord(
+                    f"event time {event.time.isoformat()} is in the future (beyond max_future_skew_s)"
+                )
+        for kind, count in (made or {}).items():
+            if kind not in self.repairs and len(self.repairs) >= MAX_REPAIR_KINDS:
+                kind = f"{adapter.name}: other fields"  # a map's keys are the record's own: stay bounded
+            self.repairs[kind] += count
+        return events
+
+    def _validated(self, adapter: SourceFormat, raw: dict[str, Any]) -> tuple[list[CanonicalEvent], Counter[str] | None]:
+        """The pydantic way: the adapter's vendor model, with the repair rounds; also the
+        repairs made, to count once the events are accepted."""
         first: InvalidRecord | None = None
         made: Counter[str] | None = None  # counted only when the repaired record maps
         for _ in range(_REPAIR_ROUNDS):
@@ -187,17 +192,7 @@ class Normalizer:
                 raise InvalidRecord(f"{adapter.name} failed: {type(exc).__name__}: {exc}"[:300]) from None
         else:
             raise first or InvalidRecord(f"{adapter.name}: record could not be repaired")
-        horizon = self.clock().timestamp() + self.config.max_future_skew_s
-        for event in events:
-            if event.epoch > horizon:
-                raise InvalidRecord(
-                    f"event time {event.time.isoformat()} is in the future (beyond max_future_skew_s)"
-                )
-        for kind, count in (made or {}).items():
-            if kind not in self.repairs and len(self.repairs) >= MAX_REPAIR_KINDS:
-                kind = f"{adapter.name}: other fields"  # a map's keys are the record's own: stay bounded
-            self.repairs[kind] += count
-        return events
+        return events, made
 
     def _batch(self, entries: list[Any], line: bytes, origin: str, adapter: SourceFormat) -> Normalized:
         """A batch record (a CloudTrail log file): each entry is mapped on its own, so a bad,

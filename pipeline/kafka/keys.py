@@ -68,7 +68,7 @@ from typing import Any, Literal
 import orjson
 
 from pipeline.ingest.normalize import Normalizer
-from schemas.events import CanonicalEvent
+from schemas.events import CanonicalEvent, EventKind
 from schemas.redaction import TokenHasher
 from schemas.sources import FORMATS
 
@@ -88,6 +88,15 @@ class LineKey:
     format: str | None = None
     reason: str | None = None
     epoch: float | None = None  # the earliest event time of the line (backfill merge order)
+
+
+GLOBAL_KINDS = frozenset({EventKind.REVOKED, EventKind.SESSION_ENDED, EventKind.PRINCIPAL_DISABLED})
+
+
+def is_global(event: CanonicalEvent) -> bool:
+    """A revocation-like event that succeeded: it concerns every partition (every ``run``
+    instance and every ``detect --workers`` worker), wherever its key routes it."""
+    return event.kind in GLOBAL_KINDS and event.outcome.result != "failure"
 
 
 def _ids(event: CanonicalEvent) -> dict[KeyBasis, str | None]:

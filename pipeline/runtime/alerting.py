@@ -15,16 +15,17 @@ response policy's protections cannot be stepped around by leaving a claim out.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from detectors.base import Finding
 from detectors.state import StateStore
+from pipeline.runtime.config import AlertingConfig
 from schemas.alerts import (
     SEVERITY_ORDER,
     Alert,
@@ -45,13 +46,6 @@ from schemas.alerts import (
     TokenDoc,
     UserDoc,
 )
-
-
-class AlertingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    fold_window_s: float = Field(default=3600.0, gt=0, description="Findings closer than this fold")
-    max_evidence: int = Field(default=20, ge=2, description="Evidence items kept per alert")
 
 
 @dataclass(frozen=True)
@@ -121,6 +115,7 @@ class _OpenAlert:
     evidence: list[EvidenceItem] = field(default_factory=list)
     triggers: set[str] = field(default_factory=set)
     published: bool = False  # handed out by take_changed at least once
+    opened: int = 0  # the order alerts were opened in: closing hands them out in it
 
 
 class Alerter:
@@ -129,6 +124,11 @@ class Alerter:
     def __init__(self, config: AlertingConfig | None = None) -> None:
         self.config = config or AlertingConfig()
         self._open: dict[tuple[str, str], _OpenAlert] = {}
+        # (last seen as known when filed, opened, key), earliest first: ``close_ready`` takes
+        # only what is due instead of scanning every open alert. An entry whose alert folded
+        # later findings since is filed again under its new last seen when it comes up.
+        self._closing: list[tuple[float, int, tuple[str, str]]] = []
+        self._opened = itertools.count()
         self._changed: set[tuple[str, str]] = set()
         self.per_rule: Counter[str] = Counter()
 
@@ -149,9 +149,10 @@ class Alerter:
                 return closed
             closed.append(self._build(self._open.pop(key)))
         known = lineage_of(finding, lineage) if lineage is not None else Lineage()
-        opened = _OpenAlert(first=finding, last_seen=time, lineage=known)
+        opened = _OpenAlert(first=finding, last_seen=time, lineage=known, opened=next(self._opened))
         self._fold(opened, finding, first=True)
         self._open[key] = opened
+        heapq.heappush(self._closing, (opened.last_seen.timestamp(), opened.opened, key))
         self._changed.add(key)
         self.per_rule[finding.rule.id] += 1
         return closed
@@ -159,12 +160,25 @@ class Alerter:
     def close_ready(self, watermark: float) -> list[Alert]:
         """Alerts whose fold window ended before ``watermark`` (epoch seconds)."""
         horizon = watermark - self.config.fold_window_s
-        done = [k for k, a in self._open.items() if a.last_seen.timestamp() < horizon]
-        return [self._build(self._open.pop(k)) for k in done]
+        closing: list[tuple[float, int, tuple[str, str]]] = self._closing
+        done: list[tuple[int, tuple[str, str]]] = []
+        while closing and closing[0][0] < horizon:
+            _, opened, key = heapq.heappop(closing)
+            current = self._open.get(key)
+            if current is None or current.opened != opened:
+                continue  # closed already (a finding after its window started a new one)
+            last_seen = current.last_seen.timestamp()
+            if last_seen < horizon:
+                done.append((opened, key))
+            else:
+                heapq.heappush(closing, (last_seen, opened, key))  # folded later findings since
+        done.sort()  # the order they were opened in, as ever
+        return [self._build(self._open.pop(key)) for _, key in done]
 
     def flush(self) -> list[Alert]:
         alerts = [self._build(a) for a in self._open.values()]
         self._open.clear()
+        self._closing.clear()
         return alerts
 
     def take_changed(self) -> list[tuple[Alert, bool]]:

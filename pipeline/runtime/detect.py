@@ -2,7 +2,8 @@
 
 Also how investigations replay history, and what the demo runs: the same engine as
 the service, fed from a file or stdin through ``LineReader``, with a summary of what
-was read, skipped and raised.
+was read, skipped and raised. With ``workers`` > 1 the lines are still read here and the
+events judged by a ``WorkerPool`` (``pipeline.runtime.workers``: routing, output order).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipeline.runtime.build import build_engine, build_enricher, build_reader, s
 from pipeline.runtime.engine import Enrich
 from pipeline.runtime.files import LazyFile, Writer, open_input
 from pipeline.runtime.lines import LineResult
+from pipeline.runtime.workers import Raised, WorkerPool
 from pipeline.terminal import printable
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
@@ -92,14 +94,20 @@ class DetectRun:
         enrich: Enrich | None = None,
         clock: Clock | None = None,
         on_alerts: Callable[[list[Alert]], None] | None = None,
+        workers: int = 1,
     ) -> None:
+        """``workers`` > 1: the engine runs in that many processes, each building its own
+        enrichment from ``settings`` (``enrich`` is then unused); call ``close`` if the run
+        stops before ``finish``."""
         self.on_alerts = on_alerts  # e.g. the alert store, beside the alerts file
         self.reader = build_reader(settings, hash_token, forced_format, clock)
         self.normalizer = self.reader.normalizer
-        self.engine = build_engine(settings, enrich)
+        self.pool = WorkerPool(settings, workers) if workers > 1 else None
+        self.engine = build_engine(settings, enrich) if self.pool is None else None
         self.alerts_out = alerts_out
         self.dead_out = dead_out
         self.summary = Summary()
+        self._results = 0  # lines (or long-line slices) read: the position the pool orders output by
 
     def feed(self, lines: Iterable[bytes | LongLine], origin: str) -> None:
         """Lines as ``read_lines`` gives them: a line longer than ``input.max_line_bytes``
@@ -138,6 +146,11 @@ class DetectRun:
         if events or not result.refused:
             summary.per_format[result.format] += len(events)
         summary.events += len(events)
+        self._results += 1
+        if self.engine is None:
+            if events and self.pool and self.pool.submit(self._results, result.origin, events):
+                self._emit(self.pool.ready())
+            return
         submit, refused = self.engine.submit, self.engine.take_out_of_range
         for event in events:
             alerts = submit(event)
@@ -149,11 +162,30 @@ class DetectRun:
 
     def finish(self) -> Summary:
         started = time.perf_counter()
-        self._write(self.engine.flush())
-        self.summary.engine = self.engine.counters
+        if self.engine is not None:
+            self._write(self.engine.flush())
+            self.summary.engine = self.engine.counters
+        elif self.pool is not None:
+            self._emit(self.pool.finish())
+            self.summary.engine = self.pool.counters
         self.summary.repairs = self.normalizer.repairs
         self.summary.seconds += time.perf_counter() - started
         return self.summary
+
+    def close(self) -> None:
+        """Stop the workers of a run that ends early (an error); nothing more is written."""
+        if self.pool is not None:
+            self.pool.close()
+
+    def _emit(self, raised: Iterable[Raised]) -> None:
+        """What the workers raised, in the pool's order: alerts, and dead letters of the events
+        their engines refused as out of range."""
+        for entry in raised:
+            if entry.alerts:
+                self._write(entry.alerts)
+            for late in entry.refused:
+                self.summary.dead_letters[late.source] += 1
+                self._dead(out_of_range_letter(late, entry.origin))
 
     def _dead(self, letter: dict[str, object]) -> None:
         self.dead_out.write(orjson.dumps(letter) + b"\n")
@@ -168,14 +200,18 @@ class DetectRun:
 
 def run_detect(
     settings: Settings, input_name: str, output: Writer, dead_path: Path, fmt: str,
-    on_alerts: Callable[[list[Alert]], None] | None = None,
+    on_alerts: Callable[[list[Alert]], None] | None = None, workers: int = 1,
 ) -> Summary:
     """`tokenwatch detect` over ``input_name`` (``-``: stdin): alerts to ``output``, dead
-    letters appended to ``dead_path`` (created only if there is one)."""
+    letters appended to ``dead_path`` (created only if there is one). ``workers`` > 1 raises
+    ``WorkerFailed`` when a worker fails: the output is then incomplete."""
     hasher = token_hasher()
-    enricher = build_enricher(settings)
+    enricher = build_enricher(settings) if workers <= 1 else None
     settle_heap()
     with LazyFile(dead_path) as dead_out, open_input(input_name) as stream:
-        run = DetectRun(settings, hasher, output, dead_out, fmt, enricher, on_alerts=on_alerts)
-        run.feed(read_lines(stream, settings.input.max_line_bytes), "stdin" if input_name == "-" else input_name)
-        return run.finish()
+        run = DetectRun(settings, hasher, output, dead_out, fmt, enricher, on_alerts=on_alerts, workers=workers)
+        try:
+            run.feed(read_lines(stream, settings.input.max_line_bytes), "stdin" if input_name == "-" else input_name)
+            return run.finish()
+        finally:
+            run.close()

@@ -45,12 +45,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from detectors.base import Detector, Finding
 from detectors.state import StateStore, forget_before, stable_hash
 from detectors.tables import EPOCH_SECONDS, Table
 from pipeline.runtime.alerting import Alerter
+from pipeline.runtime.config import EngineConfig
 from pipeline.runtime.event_time import KeyClocks, Lateness, SourceClocks, keys_of
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
@@ -59,53 +58,14 @@ Enrich = Callable[[CanonicalEvent], CanonicalEvent]
 MonotonicClock = Callable[[], float]
 """Monotonic wall seconds (``time.monotonic``; tests inject their own)."""
 
-_Queued = tuple[float, int, CanonicalEvent]
+_Queued = tuple[float, int, CanonicalEvent, int]
+"""Event time, arrival sequence, the event, and the stable hash of its id (computed once, on arrival)."""
+_Waiting = tuple[float, int, CanonicalEvent, int, tuple[int, ...]]
+"""A buffered event: as ``_Queued``, plus its order keys (``keys_of``)."""
 
 ENGINE_NAMESPACE = "engine"
+_MAX_TIME = "max_time"  # the row of the engine's "clock" table
 """The engine's own corner of the state (event ids already applied), changelogged with it."""
-
-
-class EngineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    allowed_lateness_s: float = Field(
-        default=5.0, ge=0,
-        description="Out-of-order tolerance: the watermark is this far behind the slowest source still "
-                    "delivering; an event out of order for its token, family, session or subject waits "
-                    "until the watermark passes it (an event in order for them is judged at once)",
-    )
-    source_idle_s: float = Field(
-        default=1800.0, gt=0,
-        description="A source (format and tenant) that sent nothing while the stream's event time moved "
-                    "this far stops holding the watermark back (measured in event time, so detect and run "
-                    "agree); a slower or delayed source holds state expiry back while it delivers",
-    )
-    late_retention_max_s: float = Field(
-        default=86_400.0, ge=0,
-        description="Once a source has delivered behind the stream's clock (a connector catching up, the "
-                    "next file of a concatenated backfill), lineage state is kept as much longer, so a later "
-                    "source as late still finds it (detect and every run partition alike); at most this "
-                    "(the memory bound of that extension); the extension ends once the clock has moved on "
-                    "by as much",
-    )
-    dedup_window_s: float = Field(default=900.0, ge=0, description="How long event ids are remembered")
-    expire_every_s: float = Field(default=60.0, gt=0, description="Event-time interval of state expiry")
-    max_lead_s: float = Field(
-        default=3600.0, gt=0,
-        description="An event more than this ahead of the stream's clock (plus the wall time since the "
-                    "clock last moved) is held apart instead of moving the clock; at most "
-                    "state.expired_retention_s, so one line cannot expire a token still valid at the clock",
-    )
-    jump_confirm_events: int = Field(
-        default=100, ge=1,
-        description="The clock jumps to held events once at least this many of the last twice this many "
-                    "events were held and they outnumber the others",
-    )
-    max_held_events: int = Field(
-        default=10_000, ge=1,
-        description="Bound of the held events; an event ahead while it is full is refused as out of range "
-                    "(dead-lettered)",
-    )
 
 
 class LeadHold:
@@ -161,14 +121,15 @@ class LeadHold:
 
     def add(self, item: _Queued) -> None:
         heapq.heappush(self.heap, item)
-        self.keys.add(stable_hash(item[2].event_id))
+        self.keys.add(item[3])
 
-    def pop(self) -> CanonicalEvent:
-        event = heapq.heappop(self.heap)[2]
-        self.keys.discard(stable_hash(event.event_id))
+    def pop(self) -> tuple[CanonicalEvent, int]:
+        """The earliest held event and the hash of its id."""
+        _, _, event, key = heapq.heappop(self.heap)
+        self.keys.discard(key)
         if not self.heap:
             self.contradicted = 0
-        return event
+        return event, key
 
 
 class Engine:
@@ -187,7 +148,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.enrich = enrich
         self.counters: Counter[str] = Counter()
-        self._buffer: list[_Queued] = []
+        self._buffer: list[_Waiting] = []
         self._seq = itertools.count()
         self._max_time = float("-inf")  # the stream's clock: the latest event time in range
         self._watermark = float("-inf")
@@ -197,6 +158,7 @@ class Engine:
         self._early: set[str] = set()  # external events buffered ahead of the clock
         # Event-id hashes in arrival order -> time they may be forgotten after.
         self._seen: dict[int, float] = {}
+        self._applied: dict[int, float] = {}  # event id hash -> time, of events in the state
         self._next_expiry = float("-inf")
         self._clock = clock or time.monotonic
         self._moved_at = self._clock()  # wall time the clock last moved
@@ -234,11 +196,11 @@ class Engine:
             if when > self._max_time:
                 self._seen[key] = when
                 self._early.add(event.event_id)  # waits, but holds no key back
-                heapq.heappush(self._buffer, (when, next(self._seq), event))
+                heapq.heappush(self._buffer, (when, next(self._seq), event, key, keys_of(event)))
                 return self._release(self._watermark)
             return self._enqueue(event, key, move_clock=False) + self._release(self._watermark)
         if when > self._max_time + self.config.max_lead_s and when > self._reach():
-            return self._hold_back(event)
+            return self._hold_back(event, key)
         self._hold.note(None)
         alerts = self._enqueue(event, key)
         if self._hold.earliest <= self._max_time + self.config.max_lead_s:
@@ -251,25 +213,44 @@ class Engine:
         duplicates if they are delivered again (the replay after a crash or handover), and
         the latest of them is the stream's clock (so the first line after a restore cannot
         set it)."""
-        released = self._released()
-        for key, when in released.items():
+        replayable = self._replayable()
+        for key, when in replayable.items():
             self._seen.setdefault(key, when)
-        if len(released):
-            self._move_clock(max(released.values()))
+            self._applied.setdefault(key, when)
+        latest = [*replayable.values(), self.state.table(ENGINE_NAMESPACE, "clock", EPOCH_SECONDS).get(_MAX_TIME)]
+        known = [when for when in latest if when is not None]
+        if known:
+            self._move_clock(max(known))
 
     def applied(self, event_id: str) -> bool:
         """Whether ``event_id``'s effect is in the state (released from the reorder buffer
         and detected), as the changelog keeps it."""
-        return stable_hash(event_id) in self._released()
+        return stable_hash(event_id) in self._applied
 
-    def _released(self) -> Table[int, float]:
-        """Event time of each released event, keyed by the stable hash of its id."""
-        return self.state.table(ENGINE_NAMESPACE, "released", EPOCH_SECONDS)
+    def keep_for_replay(self, event_ids: Iterable[str]) -> None:
+        """These applied events are at or past the offsets a checkpoint commits, so a restart
+        delivers them again: keep their ids with the state (the changelog), so the replay
+        after a restore drops them as duplicates. Ids of events below the committed offsets
+        are never written: they are never delivered again (``PartitionState.commit_offsets``)."""
+        replayable, applied = self._replayable(), self._applied
+        for event_id in event_ids:
+            key = stable_hash(event_id)
+            when = applied.get(key)
+            if when is not None:
+                replayable.put(key, when)
+        # And the stream's clock, so the first line after a restore cannot set it.
+        clock = self.state.table(ENGINE_NAMESPACE, "clock", EPOCH_SECONDS)
+        if self._max_time > (clock.get(_MAX_TIME) or float("-inf")):
+            clock.put(_MAX_TIME, self._max_time)
+
+    def _replayable(self) -> Table[int, float]:
+        """Event time of each applied event a restart may deliver again, by its id's stable hash."""
+        return self.state.table(ENGINE_NAMESPACE, "replayable", EPOCH_SECONDS)
 
     def pending_event_ids(self) -> set[str]:
         """Events in the reorder buffer or held ahead: not in the state yet (a checkpoint
         must not commit past them)."""
-        return {event.event_id for _, _, event in (*self._buffer, *self._hold.heap)}
+        return {entry[2].event_id for entry in self._buffer} | {entry[2].event_id for entry in self._hold.heap}
 
     def take_out_of_range(self) -> list[CanonicalEvent]:
         """Events refused because they were ahead while the hold was full (counted as
@@ -305,9 +286,9 @@ class Engine:
         alert closed."""
         alerts: list[Alert] = []
         while self._hold.heap:
-            event = self._hold.pop()
+            event, key = self._hold.pop()
             self.counters["held_flushed"] += 1
-            alerts.extend(self._enqueue(event, stable_hash(event.event_id)))
+            alerts.extend(self._enqueue(event, key))
             alerts.extend(self._release(self._watermark))
         alerts.extend(self._release(float("inf")))
         for detector in self.detectors:
@@ -330,7 +311,7 @@ class Engine:
             self._max_time = when
             self._moved_at = self._clock()
 
-    def _hold_back(self, event: CanonicalEvent) -> list[Alert]:
+    def _hold_back(self, event: CanonicalEvent, key: int) -> list[Alert]:
         """An event ahead of reach: held (it is evidence for a jump), or refused when the hold
         is full and the jump is not confirmed."""
         hold = self._hold
@@ -340,7 +321,7 @@ class Engine:
             self.counters["out_of_range_events"] += 1
             self._refused.append(event)
             return []
-        hold.add((event.epoch, next(self._seq), event))
+        hold.add((event.epoch, next(self._seq), event, key))
         self.counters["held_events"] += 1
         if not confirmed:
             return []
@@ -357,10 +338,10 @@ class Engine:
         alerts: list[Alert] = []
         hold, lead = self._hold, self.config.max_lead_s
         while hold.heap and hold.earliest <= max(floor + lead, self._reach()):
-            event = hold.pop()
+            event, key = hold.pop()
             self.counters[counter] += 1
             alerts.extend(self._release(event.epoch))  # what waits before it goes first
-            alerts.extend(self._enqueue(event, stable_hash(event.event_id)))
+            alerts.extend(self._enqueue(event, key))
         return alerts
 
     def _enqueue(self, event: CanonicalEvent, key: int, move_clock: bool = True) -> list[Alert]:
@@ -372,13 +353,13 @@ class Engine:
         if when < self._watermark:
             # Another partition's revocation behind this one's time is no lateness of this stream.
             self.counters["late_events" if move_clock else "external_behind"] += 1
-            alerts = self._judge(event, keys)
+            alerts = self._judge(event, key, keys)
         elif self._keys.in_order(keys, when):
-            alerts = self._judge(event, keys)
+            alerts = self._judge(event, key, keys)
         else:
             self.counters["reordered_events"] += 1
             self._keys.wait(keys)
-            heapq.heappush(self._buffer, (when, next(self._seq), event))
+            heapq.heappush(self._buffer, (when, next(self._seq), event, key, keys))
             alerts = []
         if move_clock:
             self._lateness.note(self._max_time - when, self._max_time)
@@ -393,30 +374,30 @@ class Engine:
         alerts: list[Alert] = []
         buffer, clocks = self._buffer, self._keys
         while buffer and buffer[0][0] <= until:
-            _, _, event = heapq.heappop(buffer)
-            keys = keys_of(event)
+            _, _, event, key, keys = heapq.heappop(buffer)
             if event.event_id not in self._early:
                 clocks.done_waiting(keys)
             else:
                 self._early.discard(event.event_id)
-            alerts.extend(self._judge(event, keys))
+            alerts.extend(self._judge(event, key, keys))
         if until != float("inf") and self._watermark >= self._next_expiry:
             alerts.extend(self._expire(self._watermark))
         return alerts
 
-    def _judge(self, event: CanonicalEvent, keys: tuple[int, ...]) -> list[Alert]:
+    def _judge(self, event: CanonicalEvent, key: int, keys: tuple[int, ...]) -> list[Alert]:
+        """``key``: the stable hash of the event's id, computed once on arrival and passed along."""
         self._keys.judged(keys, event.epoch)
-        return self._detect(event)
+        return self._detect(event, key)
 
-    def _detect(self, event: CanonicalEvent) -> list[Alert]:
+    def _detect(self, event: CanonicalEvent, key: int) -> list[Alert]:
         findings: list[Finding] = []
         for detector in self.detectors:
             findings.extend(detector.process(event, self.state))
         self.state.apply(event)
-        # Ids of events whose effect is in the state: kept with the state (changelog), so a
-        # replay after a restore drops them as duplicates. Ids still in the reorder buffer
-        # are not here: their replay must be processed.
-        self._released().put(stable_hash(event.event_id), event.epoch)
+        # Ids of events whose effect is in the state (those a restart may deliver again go to
+        # the changelog: ``keep_for_replay``). Ids still in the reorder buffer are not here:
+        # their replay must be processed.
+        self._applied[key] = event.epoch
         alerts: list[Alert] = []
         for finding in findings:
             self.counters[f"findings.{finding.rule.id}"] += 1
@@ -437,5 +418,6 @@ class Engine:
         self._keys.forget_before(watermark)
         horizon = watermark - self.config.dedup_window_s
         forget_before(self._seen, horizon, float)
-        self._released().forget_before(horizon, float)
+        forget_before(self._applied, horizon, float)
+        self._replayable().forget_before(horizon, float)
         return alerts + self.alerter.close_ready(kept)

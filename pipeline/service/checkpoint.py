@@ -23,7 +23,6 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from detectors.state_codec import dirty_records
 from pipeline.metrics import ServiceMetrics
 from pipeline.service.partitions import ORIGIN_HEADER, PartitionState
 from pipeline.sinks.background import BackgroundSink
@@ -132,8 +131,10 @@ def dead_letter_rejected(rejected: Rejected, refused_by: str, others: Iterable[S
 
 
 def changelog_records(states: Iterable[PartitionState]) -> deque[tuple[int, bytes, bytes | None]]:
-    """(changelog partition, key, value) of every key changed since the last checkpoint."""
-    return deque((state.partition, key, value) for state in states for key, value in dirty_records(state.store))
+    """(changelog partition, key, value) of the chunks holding what changed since the last
+    checkpoint (``pipeline.service.changelog``)."""
+    return deque((state.partition, key, value) for state in states
+                 for key, value in state.log.checkpoint_records(state.store))
 
 
 class ChangelogSend:
@@ -205,8 +206,8 @@ class PendingCheckpoint:
         if not self.unencoded:
             return False
         state = self.unencoded.pop(0)
+        self.offsets.update(state.commit_offsets())  # first: it settles which event ids need a record
         self.changelog.add(changelog_records([state]))
-        self.offsets.update(state.commit_offsets())
         return True
 
     def ready(self) -> bool:
@@ -236,6 +237,7 @@ class PendingCheckpoint:
         commit(consumer, moved)
         for state in states:
             state.committed.update({tp: off for tp, off in moved.items() if tp in state.next_offsets})
+            state.log.committed()
         elapsed = time.perf_counter() - self.started
         if metrics is not None:
             metrics.checkpoint_seconds.observe(elapsed)

@@ -24,10 +24,10 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from detectors.state import StateStore
-from detectors.state_codec import Restorer
 from pipeline.config import Settings
 from pipeline.runtime.build import build_engine
 from pipeline.runtime.engine import Engine, Enrich
+from pipeline.service.changelog import ChangelogLog, ChangelogReader
 from schemas.alerts import Alert
 
 STATE_STORE = "state"
@@ -49,6 +49,8 @@ class PartitionState:
     # the document staged for it, and the offsets committed.
     staged: dict[str, bytes] = field(default_factory=dict)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
+    # The partition's changelog as chunks: what the next checkpoint writes and retires.
+    log: ChangelogLog = field(default_factory=ChangelogLog)
 
     @property
     def store(self) -> StateStore:
@@ -60,7 +62,15 @@ class PartitionState:
 
     def commit_offsets(self) -> dict[TopicPartition, int]:
         """Offsets safe to commit: below any event still held in the engine's reorder buffer
-        (its effect is not in the state yet, so a crash must replay it)."""
+        (its effect is not in the state yet, so a crash must replay it).
+
+        Write-ahead rule for the ids of applied events (kept with the state so that a replay
+        after a restore drops what the state already holds): only an event at or past the
+        offsets committed here can be delivered again, so only its id is written to the
+        changelog (``Engine.keep_for_replay``); the ids of events below them are not (about
+        one record per input record saved). A duplicate *in the input* of an event committed before a restore is
+        then judged again; its alerts have the same deterministic ids and fold into one.
+        Call this right before encoding the partition's changelog records."""
         held = self.engine.pending_event_ids()
         safe = dict(self.next_offsets)
         kept: dict[str, tuple[TopicPartition, int]] = {}
@@ -69,6 +79,8 @@ class PartitionState:
                 kept[event_id] = (tp, offset)
                 if offset < safe.get(tp, offset + 1):
                     safe[tp] = offset
+        self.engine.keep_for_replay(event_id for event_id, (tp, offset) in self.inflight.items()
+                                    if event_id not in held and offset >= safe.get(tp, offset + 1))
         self.inflight = kept
         return safe
 
@@ -110,7 +122,7 @@ def restore_partition(
     tp = TopicPartition(topic, state.partition)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
-    restorer = Restorer(state.store)
+    reader = ChangelogReader(state.store)
     count = 0
     empty = 0
     deadline = time.monotonic() + timeout_s
@@ -119,7 +131,7 @@ def restore_partition(
         for record in batch:
             if origin is not None:
                 _check_origin(record, origin, topic)
-            restorer.apply(record.key, record.value)
+            reader.apply(record.key, record.value)
         count += len(batch)
         if batch:
             empty = 0
@@ -130,7 +142,7 @@ def restore_partition(
             break
     else:
         raise TimeoutError(f"restoring {topic}[{state.partition}] did not finish in {timeout_s}s")
-    restorer.finish()
+    state.log = reader.finish()
     state.store.take_dirty()  # the restored keys are in the changelog already
     state.engine.restored()
     return count

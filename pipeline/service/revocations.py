@@ -31,16 +31,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from pipeline.kafka.config import KafkaConfig, consumer_kwargs
-from schemas.events import CanonicalEvent, EventKind
+from pipeline.kafka.keys import is_global
+from schemas.events import CanonicalEvent
 
 log = logging.getLogger("tokenwatch.revocations")
 
-GLOBAL_KINDS = frozenset({EventKind.REVOKED, EventKind.SESSION_ENDED, EventKind.PRINCIPAL_DISABLED})
-
-
-def is_global(event: CanonicalEvent) -> bool:
-    """A revocation-like event that succeeded: state every partition must know."""
-    return event.kind in GLOBAL_KINDS and event.outcome.result != "failure"
 
 
 class RevocationFeed:

@@ -50,6 +50,7 @@ from detectors.base import Detector
 from pipeline import exit_codes
 from pipeline.config import Settings
 from pipeline.kafka.config import consumer_kwargs, producer_kwargs
+from pipeline.kafka.keys import is_global
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.runtime.build import build_reader
 from pipeline.runtime.engine import Engine, Enrich
@@ -82,7 +83,7 @@ from pipeline.service.partitions import (
 from pipeline.service.rebalance import Rebalance, RebalanceListener
 from pipeline.service.response import ServiceResponse, handle_store
 from pipeline.service.retraining import Retraining
-from pipeline.service.revocations import RevocationFeed, is_global
+from pipeline.service.revocations import RevocationFeed
 from pipeline.service.startup import StartupError, StoppedBeforeStart, lasting_refusal
 from pipeline.sinks.base import SOURCE_FIELD, Sink, SinkUnavailable
 from pipeline.sinks.fanout import Fanout

@@ -107,7 +107,7 @@ class GatewayFormat:
             if key not in rec:
                 raise InvalidRecord(f"gateway: {key}: Field required")
         claims = rec.get("jwt") or _NONE
-        token_id = claims.get("jti") or _hashed_raw_token(rec, ctx)
+        token_id = claims.get("jti") or hashed_raw_token(rec, ctx)
         if not token_id:
             raise InvalidRecord("gateway: no token identifier (jwt.jti) and no token to hash")
         time = _to_utc(rec["timestamp"])
@@ -128,11 +128,11 @@ class GatewayFormat:
                     required_scopes=self._scopes(rec.get("required_scope")),
                     network=self._network(rec.get("client_ip"), rec.get("user_agent"), ctx),
                     request=Request(
-                        id=_request_id(rec.get("request_id"), ctx),
+                        id=request_id(rec.get("request_id"), ctx),
                         method=rec.get("method"),
-                        resource=_resource(rec.get("path"), ctx),
+                        resource=resource(rec.get("path"), ctx),
                         status=status,
-                        proof=_proof(rec),
+                        proof=proof(rec),
                     ),
                     outcome=http_outcome(status),
                 )
@@ -159,8 +159,8 @@ class GatewayFormat:
                 type=TokenType.ACCESS,
                 issued_at=epoch_to_utc(iat) if iat is not None else None,
                 expires_at=epoch_to_utc(exp) if exp is not None else None,
-                audience=_audience(aud),
-                binding=_bound_key(cnf),
+                audience=audience(aud),
+                binding=bound_key(cnf),
             ))
         return ref
 
@@ -187,7 +187,7 @@ class GatewayFormat:
 
 
 
-def _request_id(value: str | None, ctx: AdapterContext) -> str | None:
+def request_id(value: str | None, ctx: AdapterContext) -> str | None:
     """A client may choose its request id (``X-Request-Id``): a credential written there is
     hashed like anywhere else, since the id is quoted in evidence."""
     if not value or _PLAIN_ID.fullmatch(value):  # the usual uuid or hex id: nothing to look for
@@ -198,7 +198,7 @@ def _request_id(value: str | None, ctx: AdapterContext) -> str | None:
 _PLAIN_ID = re.compile(r"[\w-]{0,128}")
 
 
-def _resource(path: str | None, ctx: AdapterContext) -> str | None:
+def resource(path: str | None, ctx: AdapterContext) -> str | None:
     """The request path without credentials in its query string (RFC 6750 §2.3 allows
     ``?access_token=``): they would otherwise reach alerts, the store and Elasticsearch."""
     return redact_url(path, ctx.hash_token) if path else path
@@ -212,13 +212,13 @@ def _to_utc(value: datetime | float) -> datetime:
     return epoch_to_utc(value)
 
 
-def _audience(aud: str | list[str] | None) -> tuple[str, ...]:
+def audience(aud: str | list[str] | None) -> tuple[str, ...]:
     if aud is None:
         return ()
     return (aud,) if isinstance(aud, str) else tuple(aud)
 
 
-def _bound_key(cnf: Mapping[str, Any]) -> Binding | None:
+def bound_key(cnf: Mapping[str, Any]) -> Binding | None:
     if cnf.get("jkt"):
         return Binding(method="dpop", value=cnf["jkt"])
     if cnf.get("x5t_s256"):
@@ -226,7 +226,7 @@ def _bound_key(cnf: Mapping[str, Any]) -> Binding | None:
     return None
 
 
-def _proof(rec: Mapping[str, Any]) -> Binding | None:
+def proof(rec: Mapping[str, Any]) -> Binding | None:
     if rec.get("dpop_jkt"):
         return Binding(method="dpop", value=rec["dpop_jkt"])
     if rec.get("client_cert_thumbprint"):
@@ -234,7 +234,7 @@ def _proof(rec: Mapping[str, Any]) -> Binding | None:
     return None
 
 
-def _hashed_raw_token(rec: Mapping[str, Any], ctx: AdapterContext) -> str | None:
+def hashed_raw_token(rec: Mapping[str, Any], ctx: AdapterContext) -> str | None:
     raw = rec.get("token") or rec.get("authorization")
     if not raw:
         return None

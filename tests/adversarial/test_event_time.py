@@ -12,7 +12,8 @@ import pytest
 
 from detectors.state import StateStore
 from pipeline.runtime.alerting import Alerter
-from pipeline.runtime.engine import Engine, EngineConfig
+from pipeline.runtime.config import EngineConfig
+from pipeline.runtime.engine import Engine
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from tests.factories import BERLIN_HOME, SINGAPORE_VPS, T0, at, engine, event, rule_hits

@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.trust import TrustConfig, TrustRules
+from pipeline.ingest.config import TrustConfig
+from pipeline.ingest.trust import TrustRules
 from schemas.embedded_json import DEPTH_MARKER
 from schemas.events import EventKind
 from schemas.sources import AdapterContext, parse_text_record

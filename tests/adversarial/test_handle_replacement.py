@@ -16,6 +16,7 @@ import json
 
 import pytest
 
+from pipeline.response.config import Rfc7009Config
 from pipeline.response.handles import (
     HandleConflict,
     HandleFull,
@@ -26,7 +27,7 @@ from pipeline.response.handles import (
     load_private_key,
     seal,
 )
-from pipeline.response.responders.rfc7009 import Rfc7009Config, Rfc7009Responder
+from pipeline.response.responders.rfc7009 import Rfc7009Responder
 from schemas.actions import RevocationTarget
 from schemas.redaction import make_token_hasher
 from tests.integration.oauth_server import CLIENTS, OAuthServer, oauth_server  # noqa: F401 -- a pytest fixture, used by name

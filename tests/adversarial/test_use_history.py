@@ -14,7 +14,8 @@ import pytest
 from detectors import build_detectors
 from detectors.state import StateLimits, StateStore
 from pipeline.runtime.alerting import Alerter
-from pipeline.runtime.engine import Engine, EngineConfig
+from pipeline.runtime.config import EngineConfig
+from pipeline.runtime.engine import Engine
 from schemas.alerts import Alert
 from schemas.events import CanonicalEvent
 from tests.factories import BERLIN_HOME, BERLIN_MOBILE, Place, event, rule_hits, run

@@ -82,7 +82,8 @@ def test_retraining_swaps_the_model_without_interrupting_detection(trained, tmp_
     assert detector.model is None and detector.counters["model_errors"] == 1  # no file yet
     from detectors.state import StateStore
     from pipeline.runtime.alerting import Alerter
-    from pipeline.runtime.engine import Engine, EngineConfig
+    from pipeline.runtime.config import EngineConfig
+    from pipeline.runtime.engine import Engine
 
     engine = Engine([detector], StateStore(), Alerter(), EngineConfig(max_lead_s=86_400))
     events = routine(days=12)

@@ -24,7 +24,8 @@ from detectors.state_codec import (
 )
 from detectors.tables import PLAIN, Table
 from pipeline.runtime.alerting import Alerter
-from pipeline.runtime.engine import Engine, EngineConfig
+from pipeline.runtime.config import EngineConfig
+from pipeline.runtime.engine import Engine
 from schemas.alerts import Alert
 from schemas.events import Binding, CanonicalEvent, Network
 from tests.factories import (
@@ -186,7 +187,7 @@ def handed_over() -> tuple[StateStore, StateStore]:
 # -- round trip ----------------------------------------------------------------------------
 def test_restored_store_equals_the_original_field_by_field() -> None:
     original, restored = handed_over()
-    assert {("engine", "released"), ("replay", "requests"), ("replay", "pods"), ("geo_divergence", "sessions"),
+    assert {("replay", "requests"), ("replay", "pods"), ("geo_divergence", "sessions"),
             ("scope_escalation", "subjects")} <= {name for name, table in original.tables.items() if len(table)}
     assert original.tokens["rt-1"].rotation is not None and original.tokens["at-3"].revoked is not None
     assert original.tokens["at-1"].failed and list(original.unseen_failing) == ["junk-1"]
@@ -279,7 +280,7 @@ def test_a_use_writes_the_rows_it_changed_in_each_detector_table() -> None:
     feed(eng, [event("used", 0, token="at-1", session="s-1", request_id="r-1", scopes=("read",))])
     written = {key.rsplit(b"\x1f", 1)[0] if key.startswith(b"d:") else key for key, _ in dirty_records(eng.state)}
     assert written == {
-        b"t:at-1", b"s:s-1", b"u:alice", b"d:engine\x1freleased", b"d:replay\x1frequests",
+        b"t:at-1", b"s:s-1", b"u:alice", b"d:replay\x1frequests",
         b"d:geo_divergence\x1fsessions", b"d:scope_escalation\x1fsubjects", b"d:scope_escalation\x1fclients",
         b"d:scope_escalation\x1fbookkeeping",
     }

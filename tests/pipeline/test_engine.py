@@ -6,8 +6,9 @@ from typing import ClassVar
 
 from detectors.base import Detector, Finding, RuleMeta
 from detectors.state import StateStore
-from pipeline.runtime.alerting import Alerter, AlertingConfig, alert_id
-from pipeline.runtime.engine import Engine, EngineConfig
+from pipeline.runtime.alerting import Alerter, alert_id
+from pipeline.runtime.config import AlertingConfig, EngineConfig
+from pipeline.runtime.engine import Engine
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent
 from tests.factories import at, event, run
@@ -148,6 +149,7 @@ def test_after_a_restore_applied_events_are_duplicates_and_buffered_ones_are_not
     for ev in events:
         eng.submit(ev)
     assert eng.pending_event_ids() == {"c"}  # a and b are applied; c (out of order) waits
+    eng.keep_for_replay(["a", "b"])  # a checkpoint whose commit stops before c holds back a and b too
     changelog = dirty_records(store)  # what a checkpoint writes
 
     recorder = Recorder()
@@ -286,6 +288,7 @@ def test_after_a_restore_the_first_line_cannot_set_the_clock() -> None:
     config = EngineConfig(allowed_lateness_s=0, max_lead_s=100)
     eng = Engine([Recorder()], StateStore(track_changes=True), Alerter(), config, clock=FakeClock())
     _feed(eng, (0, "a"), (5, "b"))
+    eng.keep_for_replay([])  # a checkpoint past both: no id to keep, the clock all the same
     store = restore(StateStore(track_changes=True), dirty_records(eng.state))
     successor = Engine([Recorder()], store, Alerter(), config, clock=FakeClock())
     successor.restored()  # the clock is the latest applied event: 5

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import ConfigError, load_settings
-from pipeline.ingest.normalize import InputConfig, Normalizer
+from pipeline.ingest.config import InputConfig
+from pipeline.ingest.normalize import Normalizer
 from pipeline.kafka.config import (
     KafkaConfig,
     client_kwargs,

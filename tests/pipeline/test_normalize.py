@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.normalize import InputConfig, Normalizer
+from pipeline.ingest.config import InputConfig
+from pipeline.ingest.normalize import Normalizer
 from tests.fuzzing import FUZZ_HASHER, JSON_VALUES, NOW, assert_accounted_for, json_dumps, normalize
 
 GATEWAY = (Path(__file__).resolve().parents[1] / "data" / "formats" / "gateway.jsonl").read_bytes().splitlines()

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.ingest.normalize import InputConfig, Normalizer
+from pipeline.ingest.config import InputConfig
+from pipeline.ingest.normalize import Normalizer
 from schemas.embedded_json import DEPTH_MARKER, MAX_DEPTH
 from schemas.events import Binding, CanonicalEvent, EventKind, Network, Outcome, Request, Subject, TokenRef, TokenType
 from schemas.sources import FORMATS, AdapterContext, InvalidRecord, detect_format

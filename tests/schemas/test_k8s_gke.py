@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.ingest.normalize import InputConfig, Normalizer
+from pipeline.ingest.config import InputConfig
+from pipeline.ingest.normalize import Normalizer
 from schemas.events import Binding, CanonicalEvent, EventKind, Network, Outcome, Request, Subject, TokenRef, TokenType
 from schemas.sources import FORMATS, AdapterContext, InvalidRecord, UnsupportedEventType, detect_format
 from schemas.sources.k8s_gke import GkeAuditFormat

@@ -1,0 +1,184 @@
+"""`tokenwatch detect --workers N`: the same alerts as one process where the key rule keeps a
+principal together, revocations that reach every worker, the documented consequences where
+it does not, and a failing worker that stops the run instead of leaving a partial output."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline import DATA_DIR
+from pipeline.cli.demo import DEMO_CONFIG
+from pipeline.cli.main import main
+from pipeline.config import Settings, load_settings
+from pipeline.runtime import workers
+from pipeline.runtime.build import build_enricher
+from pipeline.runtime.detect import DetectRun
+from pipeline.runtime.workers import Router
+from pipeline.synthetic.world import WorldSpec, generate
+from schemas.events import CanonicalEvent
+from schemas.redaction import make_token_hasher
+from tests.conftest import TEST_HASH_KEY
+
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def detect(lines: list[bytes], count: int, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Alert documents of ``lines`` through ``DetectRun`` on ``count`` workers, as written."""
+    settings = settings or load_settings(DEMO_CONFIG)
+    out = io.BytesIO()
+    enricher = build_enricher(settings) if count == 1 else None
+    run = DetectRun(settings, make_token_hasher(TEST_HASH_KEY), out, io.BytesIO(), None, enricher,
+                    clock=lambda: NOW, workers=count)
+    try:
+        run.feed(lines, "test")
+        run.finish()
+    finally:
+        run.close()
+    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+
+
+def by_id(alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    ids = [alert["alert"]["id"] for alert in alerts]
+    assert len(ids) == len(set(ids))
+    return dict(zip(ids, alerts, strict=True))
+
+
+@cache
+def world_lines() -> list[bytes]:
+    return [line for _, line in generate(WorldSpec(users=40, seed=11, hours=8)).lines()]
+
+
+def test_the_demo_world_raises_the_same_alert_documents_on_one_two_and_three_workers() -> None:
+    one = detect(world_lines(), 1)
+    assert len(one) == 16
+    for count in (2, 3):
+        assert by_id(detect(world_lines(), count)) == by_id(one)
+
+
+# -- hand-made streams: canonical IdP records and gateway access-log lines (README "Input formats")
+
+def idp(event_id: str, kind: str, minute: int, subject: str | None, token: str, **extra: Any) -> bytes:
+    record: dict[str, Any] = {
+        "canonical_version": 1, "event_id": event_id, "kind": kind, "time": f"2026-11-23T10:{minute:02d}:00Z",
+        "source": "idp", "tenant": "t", "client_id": "portal",
+        "network": {"ip": "79.200.1.10", "user_agent": "Mozilla/5.0"},
+        "token": {"id": token, "type": "access", "issued_at": "2026-11-23T10:00:00Z",
+                  "expires_at": "2026-11-23T11:00:00Z"},
+        **extra,
+    }
+    if subject is not None:
+        record["subject"] = {"id": subject, "name": subject, "kind": "user"}
+    if kind == "revoked":
+        record["revocation"] = {"target": "token", "actor": "t"}
+        del record["token"]["issued_at"], record["token"]["expires_at"]
+    return orjson.dumps(record)
+
+
+def gateway(request_id: str, minute: int, sub: str, jti: str, ip: str = "79.200.1.10") -> bytes:
+    return orjson.dumps({
+        "timestamp": f"2026-11-23T10:{minute:02d}:00Z", "request_id": request_id, "client_ip": ip,
+        "method": "GET", "path": "/orders/42", "status": 200, "user_agent": "Mozilla/5.0",
+        "required_scope": "orders:read",
+        "jwt": {"jti": jti, "sub": sub, "client_id": "portal", "scope": "openid orders:read",
+                "iss": "https://sso.example.org/realms/t", "aud": "orders-api"},
+    })
+
+
+def owner(key: str, count: int = 2) -> int:
+    event = CanonicalEvent.model_validate_json(idp("x", "issued", 0, key, "x"))
+    return Router(count).owner([event])
+
+
+def test_a_revocation_naming_only_the_token_reaches_the_worker_holding_its_uses() -> None:
+    # The revocation is keyed by its token, the issuance and the use by their subject: two workers.
+    assert owner("u-rev") != Router(2).owner([CanonicalEvent.model_validate_json(
+        idp("r", "revoked", 5, None, "tok-rev"))])
+    issued = idp("rev-e1", "issued", 0, "u-rev", "tok-rev", scopes=["openid", "orders:read"])
+    revoked = idp("rev-e2", "revoked", 5, None, "tok-rev")
+    used = gateway("rev-r3", 10, "u-rev", "tok-rev")
+    attack = [issued, revoked, used]
+    one = detect(attack, 1)
+    assert [(a["rule"]["id"], a["token"]["id"]) for a in one] == [("post_revocation_use.after_revocation", "tok-rev")]
+    assert detect(attack, 2) == one
+    assert detect([issued, used], 2) == []  # the benign twin: never revoked
+
+
+def test_a_principal_the_key_rule_splits_loses_issue_to_use_checks_across_workers() -> None:
+    """keys.py: an IdP naming the user by id and a gateway naming the login key differently.
+    One process links the use to its issuance; two workers, like two `run` partitions, do not."""
+    assert owner("00u3split") != owner("alice@example.org")
+    issued = idp("split-e1", "issued", 0, "00u3split", "tok-split", scopes=["openid", "orders:read"])
+    far_use = gateway("split-r2", 5, "alice@example.org", "tok-split", ip="73.1.2.3")
+    one = detect([issued, far_use], 1)
+    assert sorted(a["rule"]["id"] for a in one) == [
+        "geo_divergence.impossible_travel", "geo_divergence.issue_use_divergence"]
+    assert detect([issued, far_use], 2) == []
+    # keyed alike (the gateway's sub is the IdP's id), the same alert again
+    joined = gateway("split-r2", 5, "00u3split", "tok-split", ip="73.1.2.3")
+    assert by_id(detect([issued, joined], 2)) == by_id(detect([issued, joined], 1))
+
+
+def test_the_bundled_sample_differs_only_where_state_spans_subjects_or_a_worker_sees_less_time() -> None:
+    """Two documented differences on the sample (README, Performance): a client's privileged-scope
+    baseline is per worker, and a late revocation is judged against a worker's own watermark."""
+    lines = (DATA_DIR / "sample.jsonl").read_bytes().splitlines()
+    one, two = by_id(detect(lines, 1)), by_id(detect(lines, 2))
+    changed = {i for i in one.keys() & two.keys() if one[i] != two[i]}
+    rules = sorted(a["rule"]["id"] for i, a in two.items() if i not in one)
+    assert rules == ["scope_escalation.new_privileged_scope"]  # the client held it via another worker's subject
+    assert one.keys() <= two.keys()
+    assert sorted(one[i]["rule"]["id"] for i in changed) == [
+        "post_revocation_use.after_revocation", "scope_escalation.new_privileged_scope"]
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+def _raise_in_worker(index: int, settings: Settings, inbox: Any, outbox: Any) -> None:
+    workers.serve(index, settings.model_copy(update={"detectors": {"no_such_detector": {}}}), inbox, outbox)
+
+
+def _die_in_worker(index: int, settings: Settings, inbox: Any, outbox: Any) -> None:
+    if index == 1:
+        inbox.recv()
+        os._exit(3)
+    workers.serve(index, settings, inbox, outbox)
+
+
+def _cli(tmp_path: Path, *extra: str) -> Iterator[int]:
+    yield main(["detect", "-i", str(DATA_DIR / "sample.jsonl"), "-o", str(tmp_path / "alerts.jsonl"),
+                "--dead-letter", str(tmp_path / "dead.jsonl"), *extra])
+
+
+@pytest.mark.parametrize(("target", "says"), [(_raise_in_worker, "failed: "), (_die_in_worker, "died (exit code 3)")])
+def test_a_failing_worker_stops_detect_with_exit_1_and_says_the_output_is_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], target: Any, says: str,
+) -> None:
+    monkeypatch.setattr(workers, "BATCH_EVENTS", 4)
+    monkeypatch.setattr(workers, "serve", target)
+    assert next(_cli(tmp_path, "--workers", "2")) == 1
+    err = capsys.readouterr().err
+    assert "tokenwatch: detect stopped: detect worker " in err and says in err
+    assert "are incomplete" in err and "tokenwatch detect:" not in err  # no summary of a run that did not finish
+
+
+def test_detect_workers_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert next(_cli(tmp_path, "--workers", "2")) == 0
+    two = (tmp_path / "alerts.jsonl").read_bytes()
+    assert next(_cli(tmp_path, "--workers", "1")) == 0
+    one = (tmp_path / "alerts.jsonl").read_bytes()
+    assert len(one.splitlines()) == 15
+    assert by_id([orjson.loads(x) for x in two.splitlines()]).keys() == by_id([orjson.loads(x) for x in one.splitlines()]).keys()
+    with pytest.raises(SystemExit) as refused:
+        next(_cli(tmp_path, "--workers", "0"))
+    assert refused.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
