@@ -4,6 +4,7 @@ while either is stale, or while the README quotes a threshold default the Config
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -126,8 +127,10 @@ def test_a_drifted_threshold_in_the_readme_is_caught() -> None:
 
 
 def test_make_regen_is_the_one_documented_regeneration_command() -> None:
-    steps = subprocess.run(["make", "--dry-run", "regen"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=60, check=True).stdout.splitlines()
+    # Run as make's own child under `make test`: no inherited flags, no "Entering directory" lines.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    steps = subprocess.run(["make", "--no-print-directory", "--dry-run", "regen"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
     assert steps[-1].endswith("/python -m pipeline.regen")
     readme = README.read_text(encoding="utf-8")
     recipe = readme.split("\n## Add a detector\n", 1)[1].split("\n## ", 1)[0]

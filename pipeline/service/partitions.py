@@ -51,6 +51,9 @@ class PartitionState:
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     # The partition's changelog as chunks: what the next checkpoint writes and retires.
     log: ChangelogLog = field(default_factory=ChangelogLog)
+    # Events of the revocations feed submitted since the last checkpoint: a restart reads that
+    # whole topic again, so their ids always go to the changelog.
+    fed: set[str] = field(default_factory=set)
 
     @property
     def store(self) -> StateStore:
@@ -68,8 +71,10 @@ class PartitionState:
         after a restore drops what the state already holds): only an event at or past the
         offsets committed here can be delivered again, so only its id is written to the
         changelog (``Engine.keep_for_replay``); the ids of events below them are not (about
-        one record per input record saved). A duplicate *in the input* of an event committed before a restore is
-        then judged again; its alerts have the same deterministic ids and fold into one.
+        one record per input record saved). Events of the revocations feed are always kept:
+        a restart reads that whole topic again. A duplicate *in the input* of an event
+        committed before a restore is judged again; its alerts have the same deterministic
+        ids and fold into one.
         Call this right before encoding the partition's changelog records."""
         held = self.engine.pending_event_ids()
         safe = dict(self.next_offsets)
@@ -79,8 +84,10 @@ class PartitionState:
                 kept[event_id] = (tp, offset)
                 if offset < safe.get(tp, offset + 1):
                     safe[tp] = offset
-        self.engine.keep_for_replay(event_id for event_id, (tp, offset) in self.inflight.items()
-                                    if event_id not in held and offset >= safe.get(tp, offset + 1))
+        replayed = [event_id for event_id, (tp, offset) in self.inflight.items()
+                    if event_id not in held and offset >= safe.get(tp, offset + 1)]
+        self.engine.keep_for_replay([*replayed, *(event_id for event_id in self.fed if event_id not in held)])
+        self.fed = {event_id for event_id in self.fed if event_id in held}
         self.inflight = kept
         return safe
 

@@ -406,6 +406,7 @@ class Service:
         for event in events:
             self.counts["revocations_received"] += 1
             for state in self.states.values() if states is None else states:
+                state.fed.add(event.event_id)
                 alerts = self._engine_call(state, partial(state.engine.submit, event, external=True))
                 if alerts:
                     self._emit(alerts)
