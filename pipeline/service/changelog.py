@@ -100,11 +100,17 @@ class Chunk:
     base: bool
     body: bytes  # compressed frames
 
-    def records(self) -> Iterator[Record]:
+    def frames(self) -> bytes:
+        """The chunk's framed records, uncompressed."""
         try:
-            data = zlib.decompress(self.body)
+            return zlib.decompress(self.body)
         except zlib.error as exc:
             raise CodecError(f"changelog chunk {self.seq}/{self.part} unreadable: {exc}") from exc
+
+    def records(self, data: bytes | None = None) -> Iterator[Record]:
+        """The records of the chunk (of ``data``, its frames when already uncompressed)."""
+        if data is None:
+            data = self.frames()
         at, end = 0, len(data)
         while at < end:
             (key_len,) = _LENGTH.unpack_from(data, at)
@@ -213,17 +219,21 @@ class ChangelogReader:
         if base is not None:
             self.store.clear()  # the base holds every live record: nothing older may survive it
             self.restorer = Restorer(self.store)
+        base_bytes = since_base = 0
         for seq in sorted(by_seq):
             if base is not None and seq < base:
                 continue
             for chunk in sorted(by_seq[seq], key=lambda c: c.part):
-                for key, value in chunk.records():
+                data = chunk.frames()  # once: applied, and counted for the next base's timing
+                if seq == base:
+                    base_bytes += len(data)
+                else:
+                    since_base += len(data)
+                for key, value in chunk.records(data):
                     self.restorer.apply(key, value)
         self.restorer.finish()
         log = ChangelogLog(next_seq=max(by_seq, default=-1) + 1, live=set(self.chunks), legacy=set(self.legacy),
                            base_seq=base, base_acknowledged=base is not None)
         if base is not None:
-            log.base_bytes = sum(len(zlib.decompress(c.body)) for c in by_seq[base])
-            log.bytes_since_base = sum(len(zlib.decompress(c.body)) for seq, chunks in by_seq.items()
-                                       if seq > base for c in chunks)
+            log.base_bytes, log.bytes_since_base = base_bytes, since_base
         return log
