@@ -187,10 +187,15 @@ def commit(consumer: KafkaConsumer, offsets: Mapping[TopicPartition, int]) -> No
 
 @dataclass
 class PendingCheckpoint:
-    """A checkpoint whose sinks are flushed: each partition's state changes are encoded and its
-    offsets taken together (one partition per step, ``encode_next``), and the offsets are
-    committed once every changelog record is acknowledged (``ChangelogSend``). Events a
-    partition judges after its step are past its offsets, so a crash replays them."""
+    """A checkpoint whose sinks are flushing and whose state changes and offsets were taken
+    together, in the same step as the flush began; the offsets are committed once every
+    changelog record is acknowledged (``ChangelogSend``) and the flushes are over.
+
+    Why one step: an event judged after the flush began has its alerts only in the sinks'
+    next buffer, so its offset must not be among the ones this checkpoint commits, nor its
+    effect in the state this checkpoint writes. Encoding a partition later (a loop turn
+    after the flush) once let a kill -9 lose such an alert: the committed offset skipped
+    its event and the restored state held its effect (tests/service/test_checkpoint_in_flight.py)."""
 
     states: list[PartitionState]
     changelog: ChangelogSend
@@ -199,21 +204,10 @@ class PendingCheckpoint:
     started: float
     background: list[BackgroundSink]  # flushing on their worker threads
     others: list[Sink]  # flushed already
-    unencoded: list[PartitionState]
-
-    def encode_next(self) -> bool:
-        """Encode the next partition's changes and take its offsets; False when none is left."""
-        if not self.unencoded:
-            return False
-        state = self.unencoded.pop(0)
-        self.offsets.update(state.commit_offsets())  # first: it settles which event ids need a record
-        self.changelog.add(changelog_records([state]))
-        return True
 
     def ready(self) -> bool:
-        """Every partition encoded, the changelog acknowledged, the background flushes over."""
-        return (not self.unencoded and self.changelog.done()
-                and all(sink.finished() for sink in self.background))
+        """The changelog acknowledged, the background flushes over."""
+        return self.changelog.done() and all(sink.finished() for sink in self.background)
 
     def settle_sinks(self) -> None:
         """Take the background flushes' results: a document a sink refused becomes a dead letter
@@ -258,9 +252,10 @@ def begin_checkpoint(
     wait: bool = True,
 ) -> PendingCheckpoint | None:
     """The first steps of a checkpoint of ``states``: stage open alerts, flush the sinks (raises
-    ``SinkUnavailable``), encode the changed state and take the offsets it covers. None when
-    there is nothing to checkpoint. ``wait=False``: a ``BackgroundSink`` only starts its flush
-    and the partitions are encoded later, one per step (``PendingCheckpoint.encode_next``)."""
+    ``SinkUnavailable``), encode the changed state and take the offsets it covers — all before
+    the loop judges another event (``PendingCheckpoint``). None when there is nothing to
+    checkpoint. ``wait=False``: a ``BackgroundSink`` only starts its flush, and the changelog
+    records are sent later, a slice per loop turn (``ChangelogSend.send``)."""
     sinks = list(sinks)
     if not states and not any(sink.pending for sink in sinks):
         return None  # nothing assigned yet (joining the group) and nothing buffered
@@ -271,11 +266,11 @@ def begin_checkpoint(
     written = flush_sinks(others, also=background)
     for sink in background:
         sink.start_flush()
-    pending = PendingCheckpoint(states, ChangelogSend(producer, changelog_topic, deque(), origin), {},
-                                written, started, background, others, list(states))
-    while wait and pending.encode_next():
-        pass
-    return pending
+    offsets: dict[TopicPartition, int] = {}
+    for state in states:
+        offsets.update(state.commit_offsets())  # first: it settles which event ids need a record
+    changelog = ChangelogSend(producer, changelog_topic, changelog_records(states), origin)
+    return PendingCheckpoint(states, changelog, offsets, written, started, background, others)
 
 
 def checkpoint(
@@ -298,8 +293,6 @@ def checkpoint(
 def complete(pending: PendingCheckpoint, consumer: KafkaConsumer, metrics: ServiceMetrics | None = None,
              timeout_s: float = 30.0) -> None:
     """Send what is left of a checkpoint's changelog, wait for its acks, commit its offsets."""
-    while pending.encode_next():
-        pass
     pending.changelog.wait(timeout_s)
     pending.settle_sinks()
     pending.commit(consumer, metrics)

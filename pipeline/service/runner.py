@@ -546,12 +546,11 @@ class Service:
         return True
 
     def _advance_checkpoint(self) -> None:
-        """The next step of the checkpoint in flight (encode a partition, or send a slice of the
-        changelog); once every record is acknowledged, commit its offsets."""
+        """The next step of the checkpoint in flight (send a slice of the changelog); once every
+        record is acknowledged, commit its offsets."""
         pending = self._pending
         assert pending is not None
-        if not pending.encode_next():  # one partition's changes, or a slice of records, per turn
-            pending.changelog.send(CHANGELOG_SLICE)
+        pending.changelog.send(CHANGELOG_SLICE)
         if not pending.ready():
             return
         self._pending = None

@@ -1,6 +1,6 @@
 """The periodic checkpoint off the service loop (issue 18, latency): the Elasticsearch flush on a
-worker thread (``BackgroundSink``) and the changelog sent a partition and a slice at a time, with
-the offsets committed only once both are done, and only those taken with each partition's state."""
+worker thread (``BackgroundSink``) and the changelog sent a slice at a time, with the offsets
+committed only once both are done, and only those taken with the state as the flush began."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_a_background_flush_that_fails_raises_in_the_loop_thread() -> None:
     assert sink.pending == 1  # kept for the retry
 
 
-def test_offsets_are_committed_after_the_changelog_and_the_flush_and_only_as_far_as_encoded(hasher) -> None:
+def test_offsets_are_committed_after_the_changelog_and_the_flush_and_only_as_far_as_flushed(hasher) -> None:
     lines = SAMPLE.read_bytes().splitlines()
     first, tp0 = _partition(0, lines[:20], hasher)
     second, tp1 = _partition(1, lines[20:40], hasher)
@@ -110,14 +110,12 @@ def test_offsets_are_committed_after_the_changelog_and_the_flush_and_only_as_far
     slow, producer, consumer = BackgroundSink(inner), _Producer(), _Consumer()
     slow.add("dead_letter", "d1", {"reason": "x"})
     pending = begin_checkpoint(producer, "changelog", [first, second], [slow], wait=False)  # type: ignore[arg-type]
-    assert pending is not None and producer.sent == [] and pending.offsets == {}
-
-    assert pending.encode_next()  # partition 0: its state and its offsets, together
-    assert pending.offsets == {tp0: 20}
-    second.next_offsets[tp1] = 99  # partition 1 moves on before its turn: its offset is taken then
-    assert pending.encode_next() and not pending.encode_next()
-    assert pending.offsets == {tp0: 20, tp1: 99}
-    first.next_offsets[tp0] = 77  # partition 0 moves on after its turn: not this checkpoint's
+    # Every partition's state and offsets are taken as the flush begins, nothing is sent yet.
+    assert pending is not None and producer.sent == [] and pending.offsets == {tp0: 20, tp1: 20}
+    # The loop judges on: those events' alerts wait for the next flush, so their offsets are
+    # not this checkpoint's, whichever partition they are in.
+    first.next_offsets[tp0] = 77
+    second.next_offsets[tp1] = 99
 
     pending.changelog.send(10)
     assert not pending.ready()  # records left to send, and the flush not over
@@ -128,5 +126,5 @@ def test_offsets_are_committed_after_the_changelog_and_the_flush_and_only_as_far
         pass
     pending.settle_sinks()
     pending.commit(consumer)  # type: ignore[arg-type]
-    assert {tp: meta.offset for tp, meta in consumer.commits[-1].items()} == {tp0: 20, tp1: 99}
+    assert {tp: meta.offset for tp, meta in consumer.commits[-1].items()} == {tp0: 20, tp1: 20}
     assert inner.documents == {("dead_letter", "d1"): {"reason": "x"}}
