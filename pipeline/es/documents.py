@@ -1,4 +1,5 @@
-"""Document shaping for Elasticsearch: canonical events → ECS, alerts made index-safe.
+"""Document shaping for Elasticsearch: canonical events → ECS, alerts made index-safe and
+readable by Elastic Security (``pipeline.es.security``).
 
 The sink takes the documents the rest of tokenwatch already has (alert JSON,
 canonical event JSON, dead-letter records, action records) and shapes them
@@ -11,6 +12,9 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.es.details import RAW_FIELD, typed_details
+from pipeline.es.security import security_fields
+
 
 def shape(doc_kind: str, document: Mapping[str, Any]) -> dict[str, Any]:
     """The document as it is indexed for ``doc_kind`` (a new dict; the input is not changed)."""
@@ -19,6 +23,8 @@ def shape(doc_kind: str, document: Mapping[str, Any]) -> dict[str, Any]:
     doc = dict(document)
     if doc_kind == "alert":
         _ip_or_address(doc)
+        _typed_details(doc)
+        doc.update(security_fields(doc))
     elif doc_kind == "dead_letter" and "@timestamp" not in doc and doc.get("ingested_at"):
         doc["@timestamp"] = doc["ingested_at"]
     return doc
@@ -42,6 +48,18 @@ def _ip_or_address(doc: dict[str, Any]) -> None:
     if not isinstance(source["ip"], str) or not _is_ip(source["ip"]):
         del source["ip"]
     doc["source"] = source
+
+
+def _typed_details(doc: dict[str, Any]) -> None:
+    """Numeric details as numbers; a value that is not one moves to ``details_raw`` (see
+    ``pipeline.es.details``), so the index never refuses the alert over it."""
+    details = doc.get("details")
+    if not isinstance(details, Mapping):
+        return
+    kept, raw = typed_details(details)
+    doc["details"] = kept
+    if raw:
+        doc[RAW_FIELD] = raw
 
 
 def _drop_none(value: Any) -> Any:

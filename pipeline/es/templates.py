@@ -2,10 +2,14 @@
 
 One template per document kind, ECS-shaped: ids and enumerations are
 ``keyword``, times ``date``, ``source.ip`` an ``ip``, ``source.geo.location`` a
-``geo_point``, summaries ``text``. Unmapped strings become ``keyword`` and
-``details.*`` values (mixed types across rules) are always ``keyword``, so a new
-detail never makes a document unindexable. Index names carry the UTC day of
-the document's own time, so a replay of the same alert lands in the same index.
+``geo_point``, summaries ``text``. Unmapped strings become ``keyword``. In
+``details.*`` the measures ``pipeline.es.details`` lists are numbers (the document
+builder moves a value that is not one aside, so none is refused) and every other
+detail is ``keyword``, so a new detail never makes a document unindexable. Alerts
+also carry the fields Elastic Security reads (``event.*``, ``kibana.alert.*``,
+ATT&CK ``threat.tactic``/``threat.technique``: ``pipeline.es.security``). Index names
+carry the UTC day of the document's own time, so a replay of the same alert lands in
+the same index.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
+
+from pipeline.es.details import RAW_FIELD, details_mapping
 
 FAMILIES: dict[str, str] = {
     "alert": "alerts",
@@ -30,6 +36,7 @@ DATE: dict[str, Any] = {"type": "date"}
 TEXT: dict[str, Any] = {"type": "text"}
 LONG: dict[str, Any] = {"type": "long"}
 BOOL: dict[str, Any] = {"type": "boolean"}
+FLOAT: dict[str, Any] = {"type": "float"}
 
 
 def _obj(**fields: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +44,9 @@ def _obj(**fields: dict[str, Any]) -> dict[str, Any]:
 
 
 _DYNAMIC = [
+    {"details_contributions_as_numbers": {"path_match": "details.contribution.*", "mapping": {"type": "double"}}},
     {"details_as_keywords": {"path_match": "details.*", "mapping": KW}},
+    {"details_raw_as_keywords": {"path_match": f"{RAW_FIELD}.*", "mapping": KW}},
     {"strings_as_keywords": {"match_mapping_type": "string", "mapping": KW}},
 ]
 
@@ -48,6 +57,9 @@ _SOURCE = _obj(
     **{"as": _obj(number=LONG, organization=_obj(name=KW))},
     hosting=BOOL,
 )
+_REF = _obj(id=KW, name=KW, reference=KW)
+_TECHNIQUE = _obj(id=KW, name=KW, reference=KW, subtechnique=_REF)
+_THREAT = _obj(framework=KW, tactic=_REF, technique=_TECHNIQUE)
 _TOKEN = _obj(id=KW, family_id=KW, type=KW, parent_id=KW, issued_at=DATE, expires_at=DATE, audience=KW)
 _USER = _obj(id=KW, name=KW)
 
@@ -64,9 +76,20 @@ ALERT_PROPERTIES: dict[str, Any] = {
     "evidence": _obj(event_id=KW, kind=KW, time=DATE, source=KW, token_id=KW, ip=KW, service=KW, country=KW,
                      city=KW, asn=LONG, as_org=KW, scopes=KW, required_scopes=KW, client_id=KW,
                      outcome=KW, request_id=KW, resource=KW, binding=KW),
-    "threat": _obj(framework=KW, technique=_obj(id=KW, name=KW)),
+    "threat": _THREAT,
     "response": _obj(action=KW, state=KW),
-    "details": {"type": "object", "dynamic": True},
+    "details": details_mapping(),
+    RAW_FIELD: {"type": "object", "dynamic": True},
+    # Elastic Security (pipeline.es.security): ECS event fields and Elastic's alert schema.
+    "event": _obj(kind=KW, module=KW, dataset=KW, id=KW, severity=LONG, risk_score=FLOAT),
+    "message": TEXT,
+    "kibana": _obj(alert=_obj(
+        uuid=KW, severity=KW, risk_score=FLOAT, workflow_status=KW, status=KW, original_time=DATE, reason=KW,
+        rule=_obj(name=KW, rule_id=KW, uuid=KW, threat=_obj(framework=KW, tactic=_REF, technique=_TECHNIQUE)),
+    )),
+    # Triage, written by the alert store / CLI: who owns the alert, and its case or ticket.
+    "assignee": KW,
+    "triage": _obj(link=KW),
 }
 
 EVENT_PROPERTIES: dict[str, Any] = {
