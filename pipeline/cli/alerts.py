@@ -1,12 +1,15 @@
-"""Analyst triage commands: `tokenwatch alerts list|show|ack|close|reopen|suppress|unsuppress|
-suppressions|import` (the `actions` commands live in :mod:`pipeline.cli.response`).
+"""Analyst triage commands: `tokenwatch alerts list|show|ack|close|reopen|assign|suppress|
+unsuppress|suppressions|import` (the `actions` commands live in :mod:`pipeline.cli.response`).
 
 They work on the configured store (``[store]``: SQLite file by default, Elasticsearch when
-``backend = "elasticsearch"``). Every command that changes something is written to the
-audit trail with the analyst's name (``--actor``, else ``$TOKENWATCH_ACTOR``, else the
-OS login name). Unknown ids exit with 2 and say which id. What is printed goes through
-:func:`pipeline.terminal.printable` (ids, names and notes come from input and analysts);
-``--json`` output is escaped by the JSON encoder (ASCII only).
+``backend = "elasticsearch"``). Every command that changes something takes ``--actor`` and is
+written to the audit trail under that name (else ``$TOKENWATCH_ACTOR``, else the OS login
+name); read-only commands take no ``--actor``. Unknown ids exit with 2 and say which id; an id
+may be shortened to a unique prefix, as tables show it in a narrow terminal. What is printed
+goes through :func:`pipeline.terminal.printable` (ids, names and notes come from input and
+analysts); ``--json`` output is escaped by the JSON encoder (ASCII only). The filter options
+live in :mod:`pipeline.cli.alert_filters`, bulk triage (``--where``) in
+:mod:`pipeline.cli.alert_bulk`.
 """
 
 from __future__ import annotations
@@ -14,32 +17,38 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from detectors import DETECTORS
 from pipeline import exit_codes
 from pipeline.actor import ActorError, resolve_actor
+from pipeline.cli import alert_bulk
+from pipeline.cli.alert_filters import (
+    add_filter_options,
+    alert_filter,
+    duration,
+    has_filters,
+    iso_time,
+    known_rules,
+)
 from pipeline.config import Settings, load_settings
-from pipeline.response.breaker import RULE_ID as BREAKER_RULE_ID
-from pipeline.store import base, render
-from pipeline.store.base import AlertStore, StoreNotFound, open_store
+from pipeline.store import base, layout, render
+from pipeline.store.base import AlertStore, StatusConflict, StoreNotFound, open_store
 from pipeline.store.ingest import AlertFileError, import_alerts, read_alert_lines
 from pipeline.terminal import printable
 from schemas.actions import AuditEntry, Suppression
 
 DISPOSITIONS = ("true_positive", "false_positive", "benign")
-SEVERITIES = ("low", "medium", "high", "critical")
-STATUSES = ("open", "acknowledged", "closed")
 ACTION_STATES = ("pending", "awaiting_approval", "in_progress", "succeeded", "failed", "gave_up",
                  "dry_run", "notified", "skipped", "denied", "cancelled")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DONE_WORDS = {"open": "reopened", "acknowledged": "acknowledged", "closed": "closed"}
+MAX_LINK_CHARS = 2048
 
 
 class UsageError(Exception):
@@ -48,31 +57,6 @@ class UsageError(Exception):
 
 def now() -> datetime:
     return base.utcnow()
-
-
-def duration(text: str) -> timedelta:
-    """``90m``, ``24h``, ``7d``, ``2w``, ``1h30m``."""
-    parts = re.fullmatch(r"(?:\d+[smhdw])+", text.strip().lower())
-    if not parts:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 24h, 7d)")
-    seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text.lower()))
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("the duration must be positive")
-    return timedelta(seconds=seconds)
-
-
-def iso_time(text: str) -> datetime:
-    """An ISO time; UTC if it has no zone."""
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (e.g. 2026-11-24T10:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def known_rules() -> list[str]:
-    """Every rule id an alert can carry: the detectors' rules and tokenwatch's own (the breaker)."""
-    return sorted({rule.id for cls in DETECTORS.values() for rule in cls.rules} | {BREAKER_RULE_ID})
 
 
 def checked_rule(pattern: str) -> str:
@@ -87,16 +71,19 @@ def checked_rule(pattern: str) -> str:
     raise UsageError(f"--rule {pattern!r} {what}{hint}")
 
 
-def point_in_time(text: str) -> datetime:
-    """An ISO time (UTC if it has no zone) or a duration meaning that long ago."""
+def link_url(text: str) -> str:
+    """A case or ticket URL: http(s), with a host, one line, no user or password in it."""
     try:
-        return now() - duration(text)
-    except argparse.ArgumentTypeError:
-        pass
-    try:
-        return iso_time(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"not a time or duration: {text!r} (e.g. 24h, 2026-11-24T10:00Z)") from None
+        parts = urlsplit(text)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {printable(text)!r} (e.g. https://jira.example/SOC-42)")
+    if "@" in parts.netloc:
+        raise argparse.ArgumentTypeError("the link must not carry a user or password (it is stored and audited)")
+    if printable(text) != text or any(c.isspace() for c in text) or len(text) > MAX_LINK_CHARS:
+        raise argparse.ArgumentTypeError(f"the link must be one line without spaces, at most {MAX_LINK_CHARS} characters")
+    return text
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -108,42 +95,107 @@ def json_option() -> argparse.ArgumentParser:
     return as_json
 
 
+def _command(asub: Any, name: str, parents: list[argparse.ArgumentParser], text: str, description: str,
+             example: str) -> argparse.ArgumentParser:
+    """A sub-command with its one-line help, a description and examples under ``--help``."""
+    parser: argparse.ArgumentParser = asub.add_parser(
+        name, parents=parents, help=text, description=description, epilog="examples:\n" + example,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
 def add_commands(sub: Any) -> None:
     """Register this module's sub-commands on the top-level sub-parser ``sub``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", type=Path, help="TOML configuration file (its [store] table)")
-    common.add_argument("--actor", default=None, help="who you are, for the audit trail "
-                        "(default: $TOKENWATCH_ACTOR, else your login name)")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", "-c", type=Path, help="TOML configuration file (its [store] table)")
+    actor = argparse.ArgumentParser(add_help=False)
+    actor.add_argument("--actor", default=None, help="who you are, for the audit trail "
+                       "(default: $TOKENWATCH_ACTOR, else your login name)")
     as_json = json_option()
+    reads, writes = [config], [config, actor]
 
-    alerts = sub.add_parser("alerts", help="review and triage alerts in the store")
+    alerts = sub.add_parser(
+        "alerts", help="review and triage alerts in the store", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Review and triage the alerts in the configured store ([store]): list and read them, take,\n"
+        "assign and close them (one by id, or many with --where and the filter options), suppress\n"
+        "known-benign patterns. Every change is written to the audit trail under --actor.",
+        epilog="examples:\n  tokenwatch alerts list --status open --since 24h --relative-to data\n"
+        "  tokenwatch alerts show tw-f7432d13\n"
+        "  tokenwatch alerts close --where --rule replay --user bob@example.com --disposition benign --yes")
     alerts.set_defaults(func=lambda args: alerts.print_help(sys.stderr) or 2)
     asub = alerts.add_subparsers(metavar="ACTION")
 
-    p = asub.add_parser("list", parents=[common, as_json], help="alerts, newest first (--json: JSON lines)")
-    p.add_argument("--rule", help="rule id, e.g. replay.refresh_reuse")
-    p.add_argument("--severity", choices=SEVERITIES)
-    p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--user", help="user id")
-    p.add_argument("--since", type=point_in_time, help="ISO time, or a duration ago (24h, 7d)")
+    p = _command(asub, "list", [*reads, as_json], "alerts, newest first, filtered",
+                 "Alerts in the store, newest first, one line each, fitted to the terminal's width\n"
+                 "($COLUMNS, else the terminal's; piped output keeps whole lines). Users show as e-mail or\n"
+                 "name when the alert carries one (--ids: the id). A duration in --since/--until counts\n"
+                 "back from now, or with --relative-to data from the newest alert in the store.",
+                 "  tokenwatch alerts list --severity high --severity critical --status open\n"
+                 "  tokenwatch alerts list --rule replay --since 24h --relative-to data\n"
+                 "  tokenwatch alerts list --ip 185.220.100.0/22 --format csv > tor.csv")
+    add_filter_options(p)
     p.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default=None,
+                   help="table (default), JSON lines (--json is the same) or CSV")
+    p.add_argument("--ids", action="store_true", help="user ids instead of names or e-mail addresses")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour severities: auto (default: on a terminal, unless $NO_COLOR is set)")
     p.set_defaults(func=with_store(cmd_list))
 
-    p = asub.add_parser("show", parents=[common, as_json], help="one alert: evidence timeline, actions, audit trail")
-    p.add_argument("id")
+    p = _command(asub, "show", [*reads, as_json], "one alert: evidence timeline, actions, audit trail",
+                 "One alert: its facts (the source's place, AS and kind of network: hosting, egress list,\n"
+                 "Tor exit), assignee, case links and notes, the evidence as a timeline, the actions\n"
+                 "taken and the audit trail. --json prints the stored document with them.",
+                 "  tokenwatch alerts show tw-f7432d13ea6fd778402572fb\n  tokenwatch alerts show tw-f7432d13 --json")
+    p.add_argument("id", help="alert id, or a unique prefix of one (as a narrow table shows it)")
     p.set_defaults(func=with_store(cmd_show))
 
-    for name, status, text in (("ack", "acknowledged", "acknowledge an alert (you are on it)"),
-                               ("close", "closed", "close an alert with a disposition"),
-                               ("reopen", "open", "reopen an acknowledged or closed alert")):
-        p = asub.add_parser(name, parents=[common], help=text)
-        p.add_argument("id")
+    for name, status, text, example in (
+        ("ack", "acknowledged", "acknowledge alerts (you are on them)",
+         "  tokenwatch alerts ack tw-f7432d13 --note 'looking' --link https://jira.example/SOC-42\n"
+         "  tokenwatch alerts ack --where --rule replay --status open          # dry run: what would change\n"
+         "  tokenwatch alerts ack --where --rule replay --status open --yes"),
+        ("close", "closed", "close alerts with a disposition",
+         "  tokenwatch alerts close tw-f7432d13 --disposition true_positive --note 'user confirmed'\n"
+         "  tokenwatch alerts close --where --user ci-bot --rule geo_divergence --disposition benign --yes"),
+        ("reopen", "open", "reopen acknowledged or closed alerts",
+         "  tokenwatch alerts reopen tw-f7432d13 --note 'seen again'"),
+    ):
+        p = _command(asub, name, writes, text,
+                     f"Set the status of one alert (ID) or, with --where, of every alert the filter options\n"
+                     f"match. --where alone is a dry run: it prints how many match and the first few, and\n"
+                     f"changes nothing until you add --yes. Each change is audited (alert.{name})."
+                     + ("\nA closed alert is not acknowledged (that would reopen it) unless you pass --reopen."
+                        if name == "ack" else ""), example)
+        p.add_argument("id", nargs="?", help="alert id, or a unique prefix of one (leave out with --where)")
         p.add_argument("--disposition", choices=DISPOSITIONS, required=name == "close")
         p.add_argument("--note", help="why; kept with the alert and in the audit trail")
-        p.set_defaults(func=with_store(cmd_status), status=status)
+        if name != "reopen":
+            p.add_argument("--link", type=link_url, metavar="URL", help="case or ticket URL (http/https), kept and audited")
+        if name == "ack":
+            p.add_argument("--reopen", action="store_true", help="acknowledge even a closed alert (reopens it)")
+        alert_bulk.add_bulk_options(p)
+        p.set_defaults(func=with_store(cmd_status), new_status=status)
 
-    p = asub.add_parser("suppress", parents=[common], help="suppress future alerts matching all given criteria")
-    p.add_argument("--rule", help="rule id")
+    p = _command(asub, "assign", writes, "assign alerts to an analyst (- clears)",
+                 "Set who works on one alert (ID) or, with --where, on every alert the filters match\n"
+                 "(a dry run until --yes). The assignee shows in `alerts list` and `alerts show`;\n"
+                 "each change is audited (alert.assign). WHO '-' clears the assignee.",
+                 "  tokenwatch alerts assign tw-f7432d13 carol\n"
+                 "  tokenwatch alerts assign --where --rule replay --status open carol --yes")
+    p.add_argument("id", nargs="?", help="alert id, or a unique prefix of one (leave out with --where)")
+    p.add_argument("who", help="analyst name, or - to clear")
+    p.add_argument("--note", help="why; kept with the alert and in the audit trail")
+    alert_bulk.add_bulk_options(p)
+    p.set_defaults(func=with_store(cmd_assign))
+
+    p = _command(asub, "suppress", writes, "suppress future alerts matching all given criteria",
+                 "Suppress alerts matching every given criterion for a while (at most [store]\n"
+                 "max_suppression_days): new ones are stored closed and audited. Open alerts that\n"
+                 "already match are named, and closed with --close-matching.",
+                 "  tokenwatch alerts suppress --rule geo_divergence.issue_use_divergence --user ci-bot \\\n"
+                 "      --reason 'CI runner egress in AWS' --for 7d")
+    p.add_argument("--rule", help="rule id, or a glob matching some ('replay.*')")
     p.add_argument("--user", help="user id")
     p.add_argument("--client", help="client id")
     p.add_argument("--ip", help="source address or CIDR range")
@@ -156,15 +208,24 @@ def add_commands(sub: Any) -> None:
                    help="also close the open alerts it matches now (each audited)")
     p.set_defaults(func=with_store(cmd_suppress))
 
-    p = asub.add_parser("unsuppress", parents=[common], help="remove a suppression (see `alerts suppressions`)")
-    p.add_argument("id")
+    p = _command(asub, "unsuppress", writes, "remove a suppression (see `alerts suppressions`)",
+                 "Remove a suppression before it expires; audited (alert.unsuppress).",
+                 "  tokenwatch alerts unsuppress 3f2a9c0e1b7d4e8f --reason 'load test over'")
+    p.add_argument("id", help="suppression id, as `alerts suppressions` lists it")
     p.add_argument("--reason", default="", help="why (kept in the audit trail)")
     p.set_defaults(func=with_store(cmd_unsuppress))
 
-    p = asub.add_parser("suppressions", parents=[common, as_json], help="active suppressions")
+    p = _command(asub, "suppressions", [*reads, as_json], "active suppressions",
+                 "The suppressions in force now: id, end, criteria, who made them and why.",
+                 "  tokenwatch alerts suppressions\n  tokenwatch alerts suppressions --json")
     p.set_defaults(func=with_store(cmd_suppressions))
 
-    p = asub.add_parser("import", parents=[common], help="load alert JSON lines (from `tokenwatch detect`) into the store")
+    p = _command(asub, "import", writes, "load alert JSON lines (from `tokenwatch detect`) into the store",
+                 "Load alert JSON lines (`tokenwatch detect` output) into the store, creating it if need\n"
+                 "be. An alert already stored is updated in place (status, notes and assignee kept);\n"
+                 "the count says how many were new. Audited (alerts.import).",
+                 "  tokenwatch alerts import --input demo-output/alerts.jsonl\n"
+                 "  tokenwatch detect -i events/ | tokenwatch alerts import --input -")
     p.add_argument("--input", "-i", required=True, help="file of alert JSON lines, or - for stdin")
     p.set_defaults(func=with_store(cmd_import, create=True))
 
@@ -189,7 +250,8 @@ def with_store(
 
     def run(args: argparse.Namespace) -> int:
         try:
-            args.actor = resolve_actor(args.actor)
+            if hasattr(args, "actor"):  # only commands that change something take one
+                args.actor = resolve_actor(args.actor)
         except ActorError as exc:
             print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
             return 2
@@ -204,7 +266,7 @@ def with_store(
                 return command(args, store)
             finally:
                 store.close()
-        except UsageError as exc:
+        except (UsageError, StatusConflict, alert_bulk.BulkRefused) as exc:
             print(printable(f"tokenwatch: {exc}"), file=sys.stderr)
             return 2
         except Exception as exc:  # the store is unreachable or broken: say so, no traceback
@@ -238,17 +300,33 @@ def _lines(docs: list[Any]) -> None:
 # -- commands ----------------------------------------------------------------------------
 
 def cmd_list(args: argparse.Namespace, store: AlertStore) -> int:
-    alerts = store.list_alerts(rule=args.rule, severity=args.severity, status=args.status, user=args.user,
-                               since=args.since, limit=args.limit)
-    if args.json:
+    alerts = store.find_alerts(alert_filter(args, store), limit=args.limit)
+    style = args.format or ("json" if args.json else "table")
+    if style == "json":
         _lines(alerts)
+    elif style == "csv":
+        sys.stdout.write(render.alert_csv(alerts))
     else:
-        sys.stdout.write(render.table(render.ALERT_HEADERS, render.alert_rows(alerts)))
+        sys.stdout.write(render.alert_table(alerts, layout.output_width(sys.stdout),
+                                            layout.use_colour(sys.stdout, args.color), ids=args.ids))
     return 0
 
 
+def resolve_id(store: AlertStore, given: str) -> str:
+    """``given``, or the one stored id it is a prefix of; ``UsageError`` if none or several."""
+    if store.get_alert(given) is not None:
+        return given
+    found = store.alert_ids_with_prefix(given, limit=6) if len(given) >= 4 else []
+    if len(found) == 1:
+        return found[0]
+    if found:
+        more = " …" if len(found) > 5 else ""
+        raise UsageError(f"alert id {given!r} is ambiguous: {' '.join(found[:5])}{more}")
+    raise UsageError(f"no alert with id {given!r} in the store")
+
+
 def _alert_or_fail(store: AlertStore, alert_id: str) -> dict[str, Any]:
-    doc = store.get_alert(alert_id)
+    doc = store.get_alert(resolve_id(store, alert_id))
     if doc is None:
         raise UsageError(f"no alert with id {alert_id!r} in the store")
     return doc
@@ -256,8 +334,9 @@ def _alert_or_fail(store: AlertStore, alert_id: str) -> dict[str, Any]:
 
 def cmd_show(args: argparse.Namespace, store: AlertStore) -> int:
     doc = _alert_or_fail(store, args.id)
-    actions = store.list_actions(alert_id=args.id, limit=1000)
-    trail = {e.id: e for e in store.audit_trail(alert_id=args.id)}
+    alert_id = doc["alert"]["id"]
+    actions = store.list_actions(alert_id=alert_id, limit=1000)
+    trail = {e.id: e for e in store.audit_trail(alert_id=alert_id)}
     for action in actions:
         trail.update((e.id, e) for e in store.audit_trail(action_id=action.id))
     entries = sorted(trail.values(), key=lambda e: e.time)
@@ -265,18 +344,54 @@ def cmd_show(args: argparse.Namespace, store: AlertStore) -> int:
         _lines([{"alert": doc, "actions": [a.model_dump(mode="json") for a in actions],
                  "audit": [e.model_dump(mode="json") for e in entries]}])
     else:
-        sys.stdout.write(render.alert_detail(doc, actions, entries))
+        sys.stdout.write(render.alert_detail(doc, actions, entries, layout.output_width(sys.stdout)))
     return 0
 
 
+def _one_or_where(args: argparse.Namespace) -> None:
+    """An id, or ``--where`` with filters; never both, never neither."""
+    if args.where and args.id is not None:
+        raise UsageError("give an alert id or --where with filter options, not both")
+    if not args.where and args.id is None:
+        raise UsageError("give an alert id, or --where with filter options (a dry run until --yes)")
+    if not args.where and (has_filters(args) or args.yes):
+        raise UsageError("filter options and --yes go with --where (to change every alert they match)")
+
+
 def cmd_status(args: argparse.Namespace, store: AlertStore) -> int:
+    _one_or_where(args)
+    link = getattr(args, "link", None)
+    reopen = getattr(args, "reopen", False) or args.new_status == "open"
+    if args.where:
+        return alert_bulk.change_status(args, store, alert_filter(args, store), link, reopen)
+    alert_id = resolve_id(store, args.id)
     try:
-        doc = store.set_status(args.id, args.status, args.actor, disposition=args.disposition, note=args.note)
+        doc = store.set_status(alert_id, args.new_status, args.actor, disposition=args.disposition,
+                               note=args.note, link=link, reopen=reopen)
     except KeyError:
         raise UsageError(f"no alert with id {args.id!r} in the store") from None
+    print(printable(status_line(doc, args.new_status, args.actor)))
+    return 0
+
+
+def status_line(doc: dict[str, Any], status: str, actor: str) -> str:
+    """``tw-a1: closed (benign) by bob``, ``tw-a1: reopened by alice``."""
     disposition = doc.get("triage", {}).get("disposition")
-    extra = f" ({disposition})" if args.status == "closed" and disposition else ""
-    print(printable(f"{args.id}: {args.status}{extra} by {args.actor}"))
+    extra = f" ({disposition})" if status == "closed" and disposition else ""
+    return f"{doc['alert']['id']}: {DONE_WORDS[status]}{extra} by {actor}"
+
+
+def cmd_assign(args: argparse.Namespace, store: AlertStore) -> int:
+    _one_or_where(args)
+    who = None if args.who == "-" else args.who
+    if who is not None and (printable(who) != who or not who.strip()):
+        raise UsageError("the assignee must be one line of printable text")
+    if args.where:
+        return alert_bulk.assign(args, store, alert_filter(args, store), who)
+    alert_id = resolve_id(store, args.id)
+    store.assign(alert_id, who, args.actor, note=args.note)
+    print(printable(f"{alert_id}: assigned to {who} by {args.actor}" if who else
+                    f"{alert_id}: unassigned by {args.actor}"))
     return 0
 
 
@@ -355,5 +470,5 @@ def cmd_import(args: argparse.Namespace, store: AlertStore) -> int:
                 count = import_alerts(store, read_alert_lines(handle, name), args.actor, name, now)
     except AlertFileError as exc:
         raise UsageError(f"{exc} (alerts before that line were stored and audited)") from None
-    print(printable(f"imported {count} alerts from {name}"))
+    print(printable(f"imported {count.new} new, {count.present} already present from {name}"))
     return 0

@@ -7,7 +7,9 @@ detection fields but never resets an analyst's decision.
 
 Analyst fields on a stored alert document: ``alert.status`` (open|acknowledged|closed)
 and ``triage`` = ``{"disposition": str | None, "notes": [{"time", "actor", "text"}],
-"updated": iso time | None, "updated_by": str | None, "suppressed_by": id | None}``.
+"updated": iso time | None, "updated_by": str | None, "suppressed_by": id | None,
+"assignee": str | None, "links": [{"time", "actor", "url"}]}`` (links: case or ticket URLs).
+Acknowledging a closed alert is refused (``StatusConflict``) unless the analyst says to reopen it.
 An alert nobody has triaged yet that matches an active suppression when it is stored
 (new, or updated by a later finding) is kept with status ``closed`` and
 ``triage.suppressed_by`` set (audited as ``alert.suppressed``).
@@ -22,9 +24,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from schemas.actions import Action, AuditEntry, Suppression
+
+if TYPE_CHECKING:
+    from pipeline.store.filters import AlertFilter
 
 ALERT_STATUSES = ("open", "acknowledged", "closed")
 STATUS_VERBS = {"open": "alert.reopen", "acknowledged": "alert.ack", "closed": "alert.close"}
@@ -36,6 +41,10 @@ ACTION_VERBS: dict[str, tuple[tuple[str, ...], str]] = {
     "deny": (("awaiting_approval",), "denied"),
     "cancel": (("awaiting_approval", "pending", "failed"), "cancelled"),
 }
+
+
+class StatusConflict(ValueError):
+    """The alert's status does not allow the change asked for (acknowledging a closed alert)."""
 
 
 class ActionConflict(ValueError):
@@ -66,15 +75,31 @@ class AlertStore(Protocol):
         since: datetime | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Newest first (by ``@timestamp``); ``since`` compares with ``@timestamp``."""
+        """Newest first (by ``@timestamp``); ``since`` compares with ``@timestamp``; the same
+        as ``find_alerts(AlertFilter.of(...))``."""
+
+    def find_alerts(self, where: AlertFilter, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` alerts ``where.matches`` (triage merged in), newest first."""
+
+    def alert_ids_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids starting with ``prefix`` (a table shows shortened ids), at most ``limit``, sorted."""
+
+    def known_alert_ids(self, ids: Collection[str]) -> set[str]:
+        """Which of ``ids`` the store holds (an import reports new and already present alerts)."""
 
     def set_status(
-        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None
+        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None,
+        link: str | None = None, reopen: bool = False,
     ) -> dict[str, Any]:
         """Set the analyst status; audits ``alert.ack``/``alert.close``/``alert.reopen``.
 
-        Raises ``KeyError`` for an unknown id, ``ValueError`` for an unknown status or disposition.
+        Raises ``KeyError`` for an unknown id, ``ValueError`` for an unknown status or disposition,
+        ``StatusConflict`` for acknowledging a closed alert without ``reopen``. ``link`` (a case or
+        ticket URL) is kept in ``triage.links`` and in the audit entry.
         """
+
+    def assign(self, alert_id: str, assignee: str | None, actor: str, note: str | None = None) -> dict[str, Any]:
+        """Set (``None``: clear) ``triage.assignee``; audited as ``alert.assign``. ``KeyError`` if unknown."""
 
     def add_suppression(self, s: Suppression) -> None: ...
 
@@ -166,7 +191,8 @@ def alert_key(doc: Mapping[str, Any]) -> str:
 
 
 def empty_triage() -> dict[str, Any]:
-    return {"disposition": None, "notes": [], "updated": None, "updated_by": None, "suppressed_by": None}
+    return {"disposition": None, "notes": [], "updated": None, "updated_by": None, "suppressed_by": None,
+            "assignee": None, "links": []}
 
 
 def merge_alert(
@@ -201,7 +227,8 @@ def merge_alert(
 
 
 def apply_status(
-    doc: Mapping[str, Any], status: str, actor: str, disposition: str | None, note: str | None, now: datetime
+    doc: Mapping[str, Any], status: str, actor: str, disposition: str | None, note: str | None, now: datetime,
+    link: str | None = None, reopen: bool = False,
 ) -> tuple[dict[str, Any], AuditEntry]:
     """``doc`` with the analyst's decision applied, and the audit entry recording it."""
     if status not in ALERT_STATUSES:
@@ -210,18 +237,43 @@ def apply_status(
         raise ValueError(f"unknown disposition {disposition!r}")
     out = copy.deepcopy(dict(doc))
     previous = out["alert"].get("status", "open")
+    if status == "acknowledged" and previous == "closed" and not reopen:
+        raise StatusConflict(f"alert {alert_key(out)} is closed: acknowledging it would reopen it "
+                             "(pass --reopen to do so, or `alerts reopen` it first)")
     out["alert"] = {**out["alert"], "status": status}
     triage = {**empty_triage(), **(out.get("triage") or {})}
     if disposition is not None:
         triage["disposition"] = disposition
     if note:
         triage["notes"] = [*triage["notes"], {"time": iso(now), "actor": actor, "text": note}]
+    if link:
+        triage["links"] = [*triage["links"], {"time": iso(now), "actor": actor, "url": link}]
     triage.update(updated=iso(now), updated_by=actor)
     out["triage"] = triage
+    details: dict[str, str | int | float | bool | None] = {"previous": previous, "disposition": disposition}
+    if link:
+        details["link"] = link
     entry = AuditEntry(
         time=now, actor=actor, verb=STATUS_VERBS[status], alert_id=alert_key(out),
-        why=note or "", result=status,
-        details={"previous": previous, "disposition": disposition},
+        why=note or "", result=status, details=details,
+    )
+    return out, entry
+
+
+def apply_assign(
+    doc: Mapping[str, Any], assignee: str | None, actor: str, note: str | None, now: datetime
+) -> tuple[dict[str, Any], AuditEntry]:
+    """``doc`` with ``triage.assignee`` set (``None``: cleared), and its audit entry."""
+    out = copy.deepcopy(dict(doc))
+    triage = {**empty_triage(), **(out.get("triage") or {})}
+    previous = triage["assignee"]
+    triage.update(assignee=assignee, updated=iso(now), updated_by=actor)
+    if note:
+        triage["notes"] = [*triage["notes"], {"time": iso(now), "actor": actor, "text": note}]
+    out["triage"] = triage
+    entry = AuditEntry(
+        time=now, actor=actor, verb="alert.assign", alert_id=alert_key(out), target=assignee,
+        why=note or "", result="assigned" if assignee else "unassigned", details={"previous": previous},
     )
     return out, entry
 

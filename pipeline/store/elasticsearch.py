@@ -28,6 +28,7 @@ from pipeline.store.base import (
     DUE_STATES,
     ActionConflict,
     alert_key,
+    apply_assign,
     apply_status,
     apply_transition,
     empty_triage,
@@ -38,15 +39,18 @@ from pipeline.store.base import (
     suppress_doc,
     suppressed_entry,
 )
+from pipeline.store.filters import AlertFilter, IndexHints
 from schemas.actions import Action, AuditEntry, Suppression
 
 KW = {"type": "keyword", "ignore_above": 1024}
 RECORD = {"type": "text", "index": False}  # the model's JSON, read back verbatim
 MAX_IDS = 10_000
+PAGE = 500
 
 OWN_INDICES: dict[str, dict[str, Any]] = {
     "triage": {"alert_id": KW, "status": KW, "disposition": KW, "updated": KW, "updated_by": KW,
-               "suppressed_by": KW, "response_state": KW, "notes": {"type": "object", "enabled": False}},
+               "suppressed_by": KW, "response_state": KW, "assignee": KW,
+               "notes": {"type": "object", "enabled": False}, "links": {"type": "object", "enabled": False}},
     "audit": {"@timestamp": {"type": "date"}, "time": KW, "actor": KW, "verb": KW, "alert_id": KW,
               "action_id": KW, "target": KW, "result": KW, "why": {"type": "text"}, "record": RECORD},
     "suppressions": {"created": KW, "expires": KW, "actor": KW, "record": RECORD},
@@ -178,47 +182,104 @@ class ElasticsearchStore:
         self, rule: str | None = None, severity: str | None = None, status: str | None = None,
         user: str | None = None, since: datetime | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
+        return self.find_alerts(AlertFilter.of(rule, severity, status, user, since), limit)
+
+    def find_alerts(self, where: AlertFilter, limit: int = 100) -> list[dict[str, Any]]:
+        """Candidates by the indexed fields, page by page (``search_after``) newest first, each
+        merged with its triage and kept when ``where.matches``."""
+        query = self._candidates(where.index_hints())
+        if query is None or limit <= 0:
+            return []
+        sort = [{"@timestamp": {"order": "desc"}}, {"alert.id": {"order": "desc"}}]
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        after: list[Any] | None = None
+        while len(found) < limit:
+            body: dict[str, Any] = {"index": self._alerts, "query": query, "size": PAGE, "sort": sort,
+                                    "ignore_unavailable": True, "allow_no_indices": True}
+            if after is not None:
+                body["search_after"] = after
+            hits = list(self.client.search(**body)["hits"]["hits"])
+            page: dict[str, dict[str, Any]] = {}
+            for hit in hits:  # the newest copy of a folded alert comes first
+                if hit["_id"] not in seen:
+                    seen.add(hit["_id"])
+                    page[hit["_id"]] = hit["_source"]
+            triage = self._triage(list(page))
+            for alert_id, source in page.items():
+                doc = self._merged(source, triage.get(alert_id))
+                if where.matches(doc):
+                    found.append(doc)
+            if len(hits) < PAGE:
+                break
+            after = hits[-1]["sort"]
+        return found[:limit]
+
+    def _candidates(self, hints: IndexHints) -> dict[str, Any] | None:
+        """The query narrowing to the hints (None: nothing can match)."""
         filters: list[dict[str, Any]] = []
         must_not: list[dict[str, Any]] = []
-        for field, value in (("rule.id", rule), ("alert.severity", severity), ("user.id", user)):
-            if value is not None:
-                filters.append({"term": {field: value}})
-        if since is not None:
-            filters.append({"range": {"@timestamp": {"gte": since.astimezone(timezone.utc).isoformat()}}})
-        if status is not None:
-            query = {"bool": {"must_not": [{"term": {"status": "open"}}]}} if status == "open" else \
-                {"term": {"status": status}}
-            triaged = [h["_id"] for h in self._search(self._index("triage"), query, size=MAX_IDS)]
-            if status == "open":
-                if triaged:
-                    must_not.append({"ids": {"values": triaged}})
-            elif not triaged:
-                return []
+        if hints.severities is not None:
+            filters.append({"terms": {"alert.severity": list(hints.severities)}})
+        if hints.rule_prefixes is not None:
+            filters.append({"bool": {"minimum_should_match": 1, "should": [
+                q for p in hints.rule_prefixes for q in ({"term": {"rule.id": p}}, {"prefix": {"rule.id": p + "."}})]}})
+        span = {k: v.astimezone(timezone.utc).isoformat()
+                for k, v in (("gte", hints.since), ("lte", hints.until)) if v is not None}
+        if span:
+            filters.append({"range": {"@timestamp": span}})
+        if hints.statuses is not None:
+            # The triage index decides (the alert document's mirror may be stale after a sink rewrite).
+            wanted = list(hints.statuses)
+            if "open" in wanted:
+                other = {"bool": {"must_not": [{"terms": {"status": wanted}}]}}
+                excluded = [h["_id"] for h in self._search(self._index("triage"), other, size=MAX_IDS)]
+                if excluded:
+                    must_not.append({"ids": {"values": excluded}})
             else:
+                triaged = [h["_id"] for h in self._search(self._index("triage"), {"terms": {"status": wanted}},
+                                                          size=MAX_IDS)]
+                if not triaged:
+                    return None
                 filters.append({"ids": {"values": triaged}})
-        query = {"bool": {"filter": filters, "must_not": must_not}}
-        hits = self._search(self._alerts, query, size=2 * limit + 10,
-                            sort=[{"@timestamp": {"order": "desc"}}, {"alert.id": {"order": "desc"}}])
-        seen: dict[str, dict[str, Any]] = {}
-        for hit in hits:
-            seen.setdefault(hit["_id"], hit["_source"])
-        page = list(seen.items())[:limit]
-        triage = self._triage([alert_id for alert_id, _ in page])
-        return [self._merged(source, triage.get(alert_id)) for alert_id, source in page]
+        return {"bool": {"filter": filters, "must_not": must_not}}
+
+    def alert_ids_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        hits = self._search(self._alerts, {"prefix": {"alert.id": prefix}}, size=2 * limit + 10)
+        return sorted({h["_id"] for h in hits})[:limit]
+
+    def known_alert_ids(self, ids: Collection[str]) -> set[str]:
+        wanted, known = list(ids), set()
+        for start in range(0, len(wanted), PAGE):
+            chunk = wanted[start:start + PAGE]
+            hits = self._search(self._alerts, {"ids": {"values": chunk}}, size=2 * len(chunk) + 10)
+            known |= {h["_id"] for h in hits}
+        return known
 
     def set_status(
-        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None
+        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None,
+        link: str | None = None, reopen: bool = False,
     ) -> dict[str, Any]:
         hit = self._alert_hits([alert_id]).get(alert_id)
         if hit is None:
             raise KeyError(alert_id)
         current = self._merged(hit["_source"], self._triage([alert_id]).get(alert_id))
-        doc, entry = apply_status(current, status, actor, disposition, note, self._clock())
+        doc, entry = apply_status(current, status, actor, disposition, note, self._clock(), link, reopen)
         self._bulk([
             *self._triage_op(alert_id, {"status": status, **doc["triage"]}),
             {"update": {"_index": hit["_index"], "_id": alert_id}},
             {"doc": {"alert": {"status": status}}},  # mirror for dashboards; the triage index decides
         ])
+        self.audit(entry)
+        return doc
+
+    def assign(self, alert_id: str, assignee: str | None, actor: str, note: str | None = None) -> dict[str, Any]:
+        hit = self._alert_hits([alert_id]).get(alert_id)
+        if hit is None:
+            raise KeyError(alert_id)
+        current = self._merged(hit["_source"], self._triage([alert_id]).get(alert_id))
+        doc, entry = apply_assign(current, assignee, actor, note, self._clock())
+        self._bulk(self._triage_op(alert_id, {"status": doc["alert"]["status"], **doc["triage"]}))
         self.audit(entry)
         return doc
 

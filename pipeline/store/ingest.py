@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from typing import Any, TextIO
 
-from pipeline.store.base import AlertStore
+from pipeline.store.base import AlertStore, alert_key
 from schemas.actions import AuditEntry
 from schemas.alerts import Alert
 
@@ -25,8 +26,21 @@ def store_alerts(store: AlertStore, alerts: Iterable[Alert | Mapping[str, Any]])
     return count
 
 
+@dataclass
+class ImportCount:
+    """How many alerts an import stored: new ones, and ones the store already held (updated in
+    place by id, analyst decisions kept), so importing the same file twice says so."""
+
+    new: int = 0
+    present: int = 0
+
+    @property
+    def stored(self) -> int:
+        return self.new + self.present
+
+
 def import_alerts(store: AlertStore, alerts: Iterable[Mapping[str, Any]], actor: str, source: str,
-                  now: Callable[[], datetime]) -> int:
+                  now: Callable[[], datetime]) -> ImportCount:
     """Store ``alerts`` and audit how many were stored, also when reading or storing stops
     part way: the audit trail never misses an alert an import put in the store.
 
@@ -34,37 +48,41 @@ def import_alerts(store: AlertStore, alerts: Iterable[Mapping[str, Any]], actor:
     entry says ``stored``, or ``partial`` with the error; if the broken store cannot take
     even that entry, the original error is what propagates.
     """
-    stored = 0
+    count = ImportCount()
     batch: list[Mapping[str, Any]] = []
     try:
         try:
             for doc in alerts:
                 batch.append(doc)
                 if len(batch) == BATCH:
-                    stored += _put(store, batch)
+                    _put(store, batch, count)
         except AlertFileError:
-            stored += _put(store, batch)  # the lines before the bad one, as the error message says
+            _put(store, batch, count)  # the lines before the bad one, as the error message says
             raise
-        stored += _put(store, batch)
+        _put(store, batch, count)
     except Exception as exc:
         with contextlib.suppress(Exception):
-            store.audit(_import_entry(now(), actor, source, stored, exc))
+            store.audit(_import_entry(now(), actor, source, count, exc))
         raise
-    store.audit(_import_entry(now(), actor, source, stored, None))
-    return stored
-
-
-def _put(store: AlertStore, batch: list[Mapping[str, Any]]) -> int:
-    """Store ``batch`` and empty it; how many were stored."""
-    if batch:
-        store.put_alerts(batch)
-    count = len(batch)
-    batch.clear()
+    store.audit(_import_entry(now(), actor, source, count, None))
     return count
 
 
-def _import_entry(time: datetime, actor: str, source: str, stored: int, error: Exception | None) -> AuditEntry:
-    details: dict[str, str | int | float | bool | None] = {"alerts": stored}
+def _put(store: AlertStore, batch: list[Mapping[str, Any]], count: ImportCount) -> None:
+    """Store ``batch``, count it into ``count`` and empty it."""
+    if batch:
+        ids = {alert_key(doc) for doc in batch}
+        present = store.known_alert_ids(ids)
+        store.put_alerts(batch)
+        count.present += len(present)
+        count.new += len(ids - present)
+    batch.clear()
+
+
+def _import_entry(time: datetime, actor: str, source: str, count: ImportCount,
+                  error: Exception | None) -> AuditEntry:
+    details: dict[str, str | int | float | bool | None] = {"alerts": count.stored, "new": count.new,
+                                                            "already_present": count.present}
     if error is not None:
         details["error"] = f"{type(error).__name__}: {error}"[:500]
     return AuditEntry(time=time, actor=actor, verb="alerts.import", target=source,

@@ -21,6 +21,7 @@ from pipeline.store import base
 from pipeline.store.base import (
     DUE_STATES,
     alert_key,
+    apply_assign,
     apply_status,
     apply_transition,
     iso,
@@ -30,6 +31,7 @@ from pipeline.store.base import (
     suppress_doc,
     suppressed_entry,
 )
+from pipeline.store.filters import AlertFilter
 from schemas.actions import Action, AuditEntry, Suppression
 
 SCHEMA = """
@@ -154,29 +156,59 @@ class SqliteStore:
         self, rule: str | None = None, severity: str | None = None, status: str | None = None,
         user: str | None = None, since: datetime | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
-        where, params = [], []
-        for column, value in (("rule", rule), ("severity", severity), ("status", status), ("user", user)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(iso(since))
-        sql = "SELECT doc FROM alerts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        return [json.loads(r[0]) for r in self._query(sql, [*params, limit])]
+        return self.find_alerts(AlertFilter.of(rule, severity, status, user, since), limit)
+
+    def find_alerts(self, where: AlertFilter, limit: int = 100) -> list[dict[str, Any]]:
+        """Candidates by the indexed columns, newest first, kept when ``where.matches``."""
+        clauses, params = _candidate_clauses(where)
+        sql = "SELECT doc FROM alerts" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql += " ORDER BY ts DESC, id DESC"
+        found: list[dict[str, Any]] = []
+        if limit <= 0:
+            return found
+        with self._lock:
+            for (text,) in self._db.execute(sql, params):
+                doc = json.loads(text)
+                if where.matches(doc):
+                    found.append(doc)
+                    if len(found) >= limit:
+                        break
+        return found
+
+    def alert_ids_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        rows = self._query("SELECT id FROM alerts WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
+                           (len(prefix), prefix, limit))
+        return [r[0] for r in rows]
+
+    def known_alert_ids(self, ids: Collection[str]) -> set[str]:
+        wanted, known = list(ids), set()
+        for start in range(0, len(wanted), 500):  # below SQLite's bound-parameter limit
+            chunk = wanted[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            known |= {r[0] for r in self._query(f"SELECT id FROM alerts WHERE id IN ({marks})", chunk)}
+        return known
 
     def set_status(
-        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None
+        self, alert_id: str, status: str, actor: str, disposition: str | None = None, note: str | None = None,
+        link: str | None = None, reopen: bool = False,
     ) -> dict[str, Any]:
+        now = self._clock()
+        with self._tx() as db:  # read, check and write under the file lock: a concurrent close is seen
+            row = db.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise KeyError(alert_id)
+            doc, entry = apply_status(json.loads(row[0]), status, actor, disposition, note, now, link, reopen)
+            self._write_alert(db, doc)
+            self._write_audit(db, entry)
+        return doc
+
+    def assign(self, alert_id: str, assignee: str | None, actor: str, note: str | None = None) -> dict[str, Any]:
         now = self._clock()
         with self._tx() as db:
             row = db.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 raise KeyError(alert_id)
-            doc, entry = apply_status(json.loads(row[0]), status, actor, disposition, note, now)
+            doc, entry = apply_assign(json.loads(row[0]), assignee, actor, note, now)
             self._write_alert(db, doc)
             self._write_audit(db, entry)
         return doc
@@ -327,3 +359,25 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _candidate_clauses(where: AlertFilter) -> tuple[list[str], list[Any]]:
+    """SQL narrowing ``where`` to its indexed columns; the predicate decides the rest."""
+    hints = where.index_hints()
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, values in (("severity", hints.severities), ("status", hints.statuses)):
+        if values is not None:
+            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            params += values
+    if hints.rule_prefixes is not None:
+        clauses.append("(" + " OR ".join("rule = ? OR substr(rule, 1, ?) = ?" for _ in hints.rule_prefixes) + ")")
+        for prefix in hints.rule_prefixes:
+            params += [prefix, len(prefix) + 1, prefix + "."]
+    if hints.since is not None:
+        clauses.append("ts >= ?")
+        params.append(iso(hints.since))
+    if hints.until is not None:
+        clauses.append("ts <= ?")
+        params.append(iso(hints.until))
+    return clauses, params

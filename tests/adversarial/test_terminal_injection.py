@@ -17,6 +17,7 @@ import pytest
 from pipeline.cli.main import main
 from pipeline.store import base as store_base
 from pipeline.store.sqlite import SqliteStore
+from tests.cli_args import with_actor
 from tests.store.helpers import T0, action, alert_doc
 
 NOW = T0 + timedelta(days=1)
@@ -54,7 +55,7 @@ def world(tmp_path: Path, text: str) -> Path:
 
 
 def tw(config: Path, *argv: str, actor: str) -> int:
-    return main([*argv, "--config", str(config), "--actor", actor])
+    return main(with_actor([*argv, "--config", str(config)], actor))
 
 
 def run_all(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> dict[str, tuple[str, str]]:
@@ -83,6 +84,7 @@ def run_all(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> di
 @pytest.fixture(autouse=True)
 def _clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_base, "utcnow", lambda: NOW)
+    monkeypatch.delenv("COLUMNS", raising=False)
 
 
 def raw_dangerous(text: str) -> list[str]:
@@ -124,7 +126,7 @@ def test_exact_escaped_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     outputs = run_all(tmp_path, TRICK, capsys)
     listed = outputs["list"][0].splitlines()
     assert listed[2].startswith("tw-x1  2026-11-24 10:00:00Z  high      acknowledged  replay.refresh_reuse  "
-                                f"u-{TRICK_SHOWN}  1      Token misused {TRICK_SHOWN}")
+                                f"name {TRICK_SHOWN}  1      Token misused {TRICK_SHOWN}")
     shown = outputs["show"][0].splitlines()
     assert f"User:        u-{TRICK_SHOWN} (name {TRICK_SHOWN})" in shown
     assert f"Summary:     Token misused {TRICK_SHOWN}" in shown

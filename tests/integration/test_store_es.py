@@ -18,6 +18,7 @@ from pipeline.sinks import ElasticsearchSink
 from pipeline.store import base as store_base
 from pipeline.store.base import open_store
 from pipeline.store.elasticsearch import ElasticsearchStore
+from tests.cli_args import with_actor
 from tests.store.contract import Clock, StoreContract
 from tests.store.helpers import T0, action, alert_doc
 
@@ -89,6 +90,7 @@ def test_analyst_cli_on_elasticsearch(
 ) -> None:
     now = T0 + timedelta(days=1)
     monkeypatch.setattr(store_base, "utcnow", lambda: now)
+    monkeypatch.delenv("COLUMNS", raising=False)
     config = tmp_path / "tokenwatch.toml"
     config.write_text(
         f'[store]\nbackend = "elasticsearch"\n\n[elasticsearch]\nhosts = ["{osmem_clone.url}"]\n'
@@ -97,7 +99,7 @@ def test_analyst_cli_on_elasticsearch(
     batch.write_text("".join(json.dumps(alert_doc(i, m)) + "\n" for i, m in (("tw-a1", 0), ("tw-a2", 10))))
 
     def tw(*argv: str) -> int:
-        return main([*argv, "--config", str(config), "--actor", "alice"])
+        return main(with_actor([*argv, "--config", str(config)], "alice"))
 
     assert tw("alerts", "import", "--input", str(batch)) == 0
     assert tw("alerts", "ack", "tw-a1", "--note", "on it") == 0
@@ -115,7 +117,18 @@ def test_analyst_cli_on_elasticsearch(
     assert shown.endswith("2026-11-25 10:00:00Z  alice  alert.ack  -       acknowledged  on it\n")
     assert tw("alerts", "show", "tw-nope") == 2
     assert capsys.readouterr().err == "tokenwatch: no alert with id 'tw-nope' in the store\n"
+    assert tw("alerts", "close", "--where", "--rule", "replay", "--status", "open", "--disposition", "benign") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "dry run: nothing changed; add --yes to close 1 alerts"
+    assert tw("alerts", "close", "--where", "--rule", "replay", "--status", "open", "--disposition", "benign",
+              "--link", "https://tickets.example/SOC-7", "--yes") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "close: 1 alerts by alice"
+    assert tw("alerts", "ack", "tw-a2") == 2
+    assert "is closed" in capsys.readouterr().err
     store = ElasticsearchStore(es_config(osmem_clone.url))
-    assert [e.verb for e in store.audit_trail()] == ["alerts.import", "alert.ack", "alert.suppress"]
+    assert [e.verb for e in store.audit_trail()] == [
+        "alerts.import", "alert.ack", "alert.suppress", "alert.close", "alert.bulk"]
+    [closed] = store.audit_trail(alert_id="tw-a2")[-1:]
+    assert (closed.actor, closed.details["link"]) == ("alice", "https://tickets.example/SOC-7")
+    assert store.get_alert("tw-a2")["triage"]["links"][0]["url"] == "https://tickets.example/SOC-7"  # type: ignore[index]
     assert [s.user_id for s in store.active_suppressions(now)] == ["mallory"]
     store.close()

@@ -13,6 +13,7 @@ from pipeline.cli.main import main
 from pipeline.store import base as store_base
 from pipeline.store.sqlite import SqliteStore
 from schemas.alerts import Alert
+from tests.cli_args import with_actor
 from tests.store.helpers import T0, action, alert_doc
 
 NOW = T0 + timedelta(days=1)  # 2026-11-25 10:00:00Z
@@ -24,6 +25,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     monkeypatch.setattr(store_base, "utcnow", lambda: NOW)
     monkeypatch.delenv("TOKENWATCH_ACTOR", raising=False)
     monkeypatch.delenv("TOKENWATCH_STORE__PATH", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)  # piped: tables keep whole lines
     db = tmp_path / "tw.db"
     config = tmp_path / "tokenwatch.toml"
     config.write_text(f'[store]\npath = "{db}"\n', encoding="utf-8")
@@ -38,7 +40,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
 
 
 def tw(config: Path, *argv: str, actor: str | None = "alice") -> int:
-    return main([*argv, "--config", str(config), *(["--actor", actor] if actor else [])])
+    return main(with_actor([*argv, "--config", str(config)], actor))
 
 
 def stored(db: Path) -> SqliteStore:
@@ -142,7 +144,7 @@ def test_alerts_show_timeline_actions_and_audit(env: tuple[Path, Path], capsys: 
         "Token:       at-tw-a1 type refresh family fam-tw-a1",
         "User:        alice",
         "Client:      portal",
-        "Source:      203.0.113.7 AS64500",
+        "Source:      203.0.113.7  AS64500 Example AS",
         "Technique:   T1550.001 Application Access Token",
         "Response:    revoke_family pending",
         "Note:        2026-11-25 10:00:00Z alice: on it",
@@ -329,12 +331,13 @@ def test_import_loads_detect_output_and_is_audited(
     batch.write_text("".join(json.dumps(d) + "\n" for d in (replay, alert_doc("tw-a3", 20))), encoding="utf-8")
     assert tw(config, "alerts", "ack", "tw-a1") == 0
     assert tw(config, "alerts", "import", "--input", str(batch)) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == f"imported 2 alerts from {batch}"
+    assert capsys.readouterr().out.splitlines()[-1] == f"imported 1 new, 1 already present from {batch}"
     store = stored(db)
     assert [(a["alert"]["id"], a["alert"]["status"], a["alert"]["count"]) for a in store.list_alerts()] == [
         ("tw-a3", "open", 1), ("tw-a2", "open", 1), ("tw-a1", "acknowledged", 4)]
     [entry] = [e for e in store.audit_trail() if e.verb == "alerts.import"]
-    assert (entry.actor, entry.target, entry.details) == ("alice", str(batch), {"alerts": 2})
+    assert (entry.actor, entry.target, entry.details) == (
+        "alice", str(batch), {"alerts": 2, "new": 1, "already_present": 1})
     store.close()
 
 

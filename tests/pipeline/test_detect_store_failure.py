@@ -134,8 +134,8 @@ def test_an_import_stopped_by_a_bad_line_stores_and_audits_the_lines_before_it()
     assert len(store.list_alerts(limit=10_000)) == len(docs)
     [entry] = _import_entries(store)
     assert (entry.actor, entry.target, entry.result) == ("ana", "in.jsonl", "partial")
-    assert entry.details == {"alerts": len(docs), "error": "AlertFileError: in.jsonl:7: not an alert document "
-                                                           "(alert.id: Field required)"}
+    assert entry.details == {"alerts": len(docs), "new": len(docs), "already_present": 0,
+                             "error": "AlertFileError: in.jsonl:7: not an alert document (alert.id: Field required)"}
 
 
 class _FailsOnSecondBatch(SqliteStore):
@@ -171,9 +171,10 @@ def test_an_import_whose_store_cannot_even_audit_raises_the_original_error() -> 
 
 def test_a_complete_import_stores_and_audits_once() -> None:
     store = SqliteStore(":memory:")
-    assert import_alerts(store, iter(_docs(12)), "ana", "in.jsonl", lambda: NOW) == 12
+    count = import_alerts(store, iter(_docs(12)), "ana", "in.jsonl", lambda: NOW)
+    assert (count.stored, count.new, count.present) == (12, 12, 0)
     [entry] = _import_entries(store)
-    assert (entry.result, entry.details, entry.time) == ("stored", {"alerts": 12}, NOW)
+    assert (entry.result, entry.details, entry.time) == ("stored", {"alerts": 12, "new": 12, "already_present": 0}, NOW)
     assert len(store.list_alerts(limit=100)) == 12
 
 

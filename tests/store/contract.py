@@ -6,10 +6,12 @@ The fixture gives a fresh, empty store whose clock is ``clock`` (a ``Clock`` set
 from __future__ import annotations
 
 from datetime import timedelta
+from ipaddress import ip_network
 
 import pytest
 
-from pipeline.store.base import ActionConflict, AlertStore
+from pipeline.store.base import ActionConflict, AlertStore, StatusConflict
+from pipeline.store.filters import AlertFilter
 from schemas.actions import AuditEntry, Suppression
 from tests.store.helpers import T0, action, alert_doc, at
 
@@ -39,7 +41,7 @@ class StoreContract:
         assert doc is not None
         assert doc["alert"]["status"] == "open"
         assert doc["triage"] == {"disposition": None, "notes": [], "updated": None, "updated_by": None,
-                                 "suppressed_by": None}
+                                 "suppressed_by": None, "assignee": None, "links": []}
         assert doc["evidence"] == alert_doc("a1")["evidence"]
         assert store.get_alert("nope") is None
 
@@ -266,6 +268,90 @@ class StoreContract:
         assert trail == [("action.approve", "alice", "pending", "confirmed with the user", "awaiting_approval"),
                          ("action.deny", "bob", "denied", "analyst deny", "awaiting_approval"),
                          ("action.cancel", "carol", "cancelled", "user left", "failed")]
+
+    def test_find_alerts_applies_every_filter_alike(self, store: AlertStore, clock: Clock) -> None:
+        """Both backends narrow by their index and decide with the one predicate: same answers."""
+        a1 = alert_doc("a1", 0, user="u-1", client="portal", ip="203.0.113.7")
+        a1["user"]["name"] = "Alice.Smith@Example.com"
+        a2 = alert_doc("a2", 10, rule="replay.concurrent_use", severity="critical", user="u-2", client="cli",
+                       ip="198.51.100.9")
+        a3 = alert_doc("a3", 20, rule="geo_divergence.impossible_travel", severity="medium", user="u-3",
+                       ip="2001:db8::5")
+        a4 = alert_doc("a4", 30, rule="replaying.other", severity="low", user="u-4")
+        store.put_alerts([a1, a2, a3, a4])
+        store.set_status("a2", "acknowledged", "bob")
+        store.set_status("a3", "closed", "bob", disposition="benign")
+        store.assign("a1", "carol", "bob")
+
+        def find(**criteria: object) -> list[str]:
+            return ids(store.find_alerts(AlertFilter(**criteria), limit=10))  # type: ignore[arg-type]
+
+        assert find() == ["a4", "a3", "a2", "a1"]
+        assert find(rules=("replay",)) == ["a2", "a1"]  # a prefix on the dot: not replaying.*
+        assert find(rules=("replay.*",)) == ["a2", "a1"]
+        assert find(rules=("*travel*", "replay.concurrent_use")) == ["a3", "a2"]
+        assert find(rules=("replay.refresh_reuse",)) == ["a1"]
+        assert find(severities=("critical", "medium")) == ["a3", "a2"]
+        assert find(statuses=("open", "closed")) == ["a4", "a3", "a1"]
+        assert find(statuses=("acknowledged", "closed")) == ["a3", "a2"]
+        assert find(users=("u-2",)) == ["a2"]
+        assert find(users=("alice.smith@example.COM", "u-4")) == ["a4", "a1"]
+        assert find(clients=("cli",)) == ["a2"]
+        assert find(networks=(ip_network("203.0.113.0/24"), ip_network("2001:db8::/32"))) == ["a4", "a3", "a1"]
+        assert find(networks=(ip_network("198.51.100.9/32"),)) == ["a2"]
+        assert find(tokens=("at-a3",)) == ["a3"]
+        assert find(tokens=("fam-a2",)) == ["a2"]
+        assert find(tokens=("at-a…",)) == ["a4", "a3", "a2", "a1"]
+        assert find(assignees=("carol",)) == ["a1"]
+        assert find(since=at(10), until=at(20)) == ["a3", "a2"]
+        assert find(until=at(0)) == ["a1"]
+        assert find(rules=("replay",), statuses=("open",), since=at(0)) == ["a1"]
+        assert ids(store.find_alerts(AlertFilter(), limit=2)) == ["a4", "a3"]
+        assert ids(store.list_alerts(user="Alice.Smith@Example.com")) == ["a1"]
+
+    def test_find_alerts_pages_through_many_candidates(self, store: AlertStore) -> None:
+        store.put_alerts([alert_doc(f"p{i:04d}", i, user="bob" if i % 100 == 0 else "alice") for i in range(1200)])
+        assert ids(store.find_alerts(AlertFilter(users=("bob",)), limit=50)) == [
+            f"p{i:04d}" for i in range(1100, -1, -100)]
+
+    def test_ack_refuses_a_closed_alert_unless_reopened(self, store: AlertStore) -> None:
+        store.put_alerts([alert_doc("a1")])
+        store.set_status("a1", "closed", "bob", disposition="benign")
+        with pytest.raises(StatusConflict, match="alert a1 is closed"):
+            store.set_status("a1", "acknowledged", "alice")
+        assert store.get_alert("a1")["alert"]["status"] == "closed"  # type: ignore[index]
+        assert [e.verb for e in store.audit_trail(alert_id="a1")] == ["alert.close"]
+        assert store.set_status("a1", "acknowledged", "alice", reopen=True)["alert"]["status"] == "acknowledged"
+        assert store.audit_trail(alert_id="a1")[-1].details["previous"] == "closed"
+
+    def test_assign_and_links_are_kept_audited_and_survive_a_replay(self, store: AlertStore, clock: Clock) -> None:
+        store.put_alerts([alert_doc("a1")])
+        store.set_status("a1", "acknowledged", "alice", link="https://tickets.example/SOC-1")
+        store.assign("a1", "carol", "alice", note="on call")
+        store.put_alerts([alert_doc("a1", count=2)])
+        doc = store.get_alert("a1")
+        assert doc is not None and doc["triage"]["assignee"] == "carol"
+        assert doc["triage"]["links"] == [
+            {"time": "2026-11-25T10:00:00.000000Z", "actor": "alice", "url": "https://tickets.example/SOC-1"}]
+        store.assign("a1", None, "bob")
+        assert store.get_alert("a1")["triage"]["assignee"] is None  # type: ignore[index]
+        trail = [(e.verb, e.actor, e.target, e.result, e.details) for e in store.audit_trail(alert_id="a1")]
+        assert trail == [
+            ("alert.ack", "alice", None, "acknowledged",
+             {"previous": "open", "disposition": None, "link": "https://tickets.example/SOC-1"}),
+            ("alert.assign", "alice", "carol", "assigned", {"previous": None}),
+            ("alert.assign", "bob", None, "unassigned", {"previous": "carol"}),
+        ]
+        with pytest.raises(KeyError):
+            store.assign("nope", "carol", "bob")
+
+    def test_ids_by_prefix_and_known_ids(self, store: AlertStore) -> None:
+        store.put_alerts([alert_doc("tw-abc1"), alert_doc("tw-abc2"), alert_doc("tw-abd3")])
+        assert store.alert_ids_with_prefix("tw-abc") == ["tw-abc1", "tw-abc2"]
+        assert store.alert_ids_with_prefix("tw-abd") == ["tw-abd3"]
+        assert store.alert_ids_with_prefix("tw-x") == []
+        assert store.known_alert_ids(["tw-abc1", "tw-new", "tw-abd3"]) == {"tw-abc1", "tw-abd3"}
+        assert store.known_alert_ids([]) == set()
 
     def test_flags(self, store: AlertStore) -> None:
         assert store.get_flag("breaker") is None
