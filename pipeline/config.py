@@ -37,6 +37,7 @@ from pipeline.es.config import ElasticsearchConfig
 from pipeline.ingest.config import InputConfig, TrustConfig
 from pipeline.ingest.enrich_config import EnrichConfig
 from pipeline.kafka.config import KafkaConfig
+from pipeline.keys_config import Place, place_of, unknown_env_sections, unknown_key_message
 from pipeline.response.config import ResponseConfig
 from pipeline.runtime.config import AlertingConfig, EngineConfig
 from pipeline.service.config import ServiceConfig
@@ -132,6 +133,13 @@ class Settings(BaseSettings):
                     f"detectors.{old} was renamed to detectors.{new}: "
                     f"rename the [detectors.{old}] section (its keys are unchanged)"
                 )
+        for name, section in self.detectors.items():  # each section checked here, so errors name it
+            if name not in DETECTORS:
+                raise ConfigError(unknown_key_message(Place(("detectors", name), tuple(DETECTORS)), "detector"))
+            try:
+                DETECTORS[name].Config.model_validate(section)
+            except ValidationError as exc:
+                raise ConfigError(_first_error(exc, DETECTORS[name].Config, ("detectors", name))) from None
         try:
             return build_detectors(self.detectors)
         except ValidationError as exc:
@@ -143,27 +151,29 @@ class Settings(BaseSettings):
 def load_settings(path: Path | None = None) -> Settings:
     """Read ``path`` (TOML) with environment overrides; raise ``ConfigError`` with the key."""
     settings: Settings  # a FileSettings below: a subclass built at run time
+    misspelt = unknown_env_sections(tuple(Settings.model_fields))  # the loader would ignore them
+    if misspelt:
+        raise ConfigError(unknown_key_message(misspelt[0], "section"))
     try:
         if path is None:
             settings = Settings()
-            _reject_credential_urls(settings)
-            return settings
-        if not path.is_file():
+        elif not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-        _reject_secrets(document, path)
-        bound = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
-        settings = bound()
+        else:
+            try:
+                document = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+            _reject_secrets(document, path)
+            bound = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
+            settings = bound()
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from None
+        raise ConfigError(_first_error(exc, Settings)) from None
     except SettingsError as exc:  # an environment override that does not parse
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigError(f"{exc}{cause}") from None
     _reject_credential_urls(settings)
-    settings.build_detectors()  # validate detector sections now
+    settings.build_detectors()  # validate detector sections now (environment-only settings too)
     return settings
 
 
@@ -203,6 +213,31 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     return masked
 
 
+def changed_settings(settings: Settings) -> list[str]:
+    """The dotted keys whose effective value is not the default, from the file or the
+    environment alike (a detector key set to its default value does not count)."""
+    effective, default = _leaves(_comparable(settings)), _leaves(_comparable(Settings.model_construct()))
+    return sorted(key for key in effective.keys() | default.keys() if effective.get(key) != default.get(key))
+
+
+def _comparable(settings: Settings) -> dict[str, Any]:
+    """``settings`` as JSON data, each detector's section with its defaults filled in."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["detectors"] = {name: cls.Config.model_validate(settings.detectors.get(name, {})).model_dump(mode="json")
+                         for name, cls in DETECTORS.items()}
+    return data
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _masked(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         return {k: _masked(v, str(k)) for k, v in value.items()}
@@ -213,10 +248,17 @@ def _masked(value: Any, key: str = "") -> Any:
     return value
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
+def _first_error(exc: ValidationError, model: type[BaseModel] | None = None, prefix: tuple[str, ...] = ()) -> str:
+    """The first error as ``key: problem``; an unknown key names the nearest known one
+    (``model``'s fields at that level), in the spelling it was given in (file or environment).
+    An unknown key goes first: a required key reported missing beside it is usually its typo."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    place = place_of(model, err["loc"]) if model is not None and err["type"] == "extra_forbidden" else None
+    if place is not None:
+        return unknown_key_message(Place((*prefix, *place.keys), place.known)) + more
+    where = ".".join(str(p) for p in (*prefix, *err["loc"]))
     return f"{where}: {err['msg']}{more}"
 
 

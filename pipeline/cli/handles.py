@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli.helptext import add_command, usage_only
 from pipeline.response.handles import (
     TOKEN_TYPES,
     HandleError,
@@ -38,14 +39,38 @@ DEFAULT_TTL_S = 3600
 
 def add_commands(sub: Any) -> None:
     """Register this module's sub-commands on the top-level sub-parser ``sub``."""
-    handles = sub.add_parser("handles", help="revocation handles: make the key pair, seal and open a handle")
+    handles = add_command(
+        sub, "handles", help="revocation handles: make the key pair, seal and open a handle",
+        description="A revocation handle is a token sealed by its source to tokenwatch's public key, so\n"
+        "the service can revoke it (RFC 7009) without ever storing it in the clear. These\n"
+        "commands make the key pair, seal a token as a source would, and check a handle.\n"
+        "No command takes the token on its command line or prints it.",
+        examples=["tokenwatch handles keygen --out-dir /etc/tokenwatch/keys",
+                  "tokenwatch handles seal --public-key handle-key.pub.pem --token-env RT | "
+                  "tokenwatch handles open --key handle-key.pem"],
+    )
+    handles.set_defaults(func=usage_only(handles))
     actions = handles.add_subparsers(metavar="ACTION")
 
-    p = actions.add_parser("keygen", help=f"write {PRIVATE_NAME} (0600, for tokenwatch) and {PUBLIC_NAME} (for sources)")
+    p = add_command(
+        actions, "keygen", help=f"write {PRIVATE_NAME} (0600, for tokenwatch) and {PUBLIC_NAME} (for sources)",
+        description=f"Makes an X25519 key pair: {PRIVATE_NAME} (mode 0600) for tokenwatch, named by\n"
+        "[response] handle_key_file or $TOKENWATCH_HANDLE_KEY_FILE, and " + PUBLIC_NAME + " for the\n"
+        "sources that seal. Never overwrites an existing key.",
+        examples=["tokenwatch handles keygen --out-dir /etc/tokenwatch/keys"],
+    )
     p.add_argument("--out-dir", required=True, type=Path, help="directory for the pair (created 0700 if missing)")
     p.set_defaults(func=cmd_keygen)
 
-    p = actions.add_parser("seal", help="seal a token to the public key, as a source does; prints the handle")
+    p = add_command(
+        actions, "seal", help="seal a token to the public key, as a source does; prints the handle",
+        description="Seals a token read from stdin (--token -) or an environment variable (--token-env)\n"
+        "to the public key, as a source does, and prints the handle: for tests, and as the\n"
+        "reference for a source's implementation.",
+        examples=["printf %s \"$REFRESH_TOKEN\" | tokenwatch handles seal --public-key handle-key.pub.pem --token -",
+                  "tokenwatch handles seal --public-key handle-key.pub.pem --token-env RT --token-type refresh_token "
+                  "--client-id portal"],
+    )
     p.add_argument("--public-key", required=True, type=Path, help=f"the public PEM ({PUBLIC_NAME})")
     token = p.add_mutually_exclusive_group(required=True)
     token.add_argument("--token", metavar="-", type=_stdin_only, help="- : read the token from stdin")
@@ -59,7 +84,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--issuer", help="the issuer, when known")
     p.set_defaults(func=cmd_seal)
 
-    p = actions.add_parser("open", help="open a handle from stdin with the private key and say how it is filed")
+    p = add_command(
+        actions, "open", help="open a handle from stdin with the private key and say how it is filed",
+        description="Opens a handle read from stdin with the private key and prints how the service would\n"
+        "file it (token id, type, expiry, family, issuer, client), never the token itself;\n"
+        "exit 1 when it is refused or already expired.",
+        examples=["tokenwatch handles open --key handle-key.pem < handle.txt"],
+    )
     p.add_argument("--key", type=Path, help="the private PEM (default: $TOKENWATCH_HANDLE_KEY or _FILE)")
     p.set_defaults(func=cmd_open)
 

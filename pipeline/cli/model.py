@@ -13,15 +13,30 @@ from typing import Any
 
 import orjson
 
+from pipeline.cli.helptext import add_command, usage_only
 from pipeline.terminal import printable, printable_lines
 
 
 def add_commands(sub: Any) -> None:
     """Register this module's sub-commands on the top-level sub-parser ``sub``."""
-    model = sub.add_parser("model", help="train, evaluate and generate data for the anomaly model")
+    model = add_command(
+        sub, "model", help="train, evaluate and generate data for the anomaly model",
+        description="The anomaly detector's model ([detectors.anomaly]): train it on a stream of normal\n"
+        "activity, measure it on a labeled stream, or generate a labeled synthetic set to try it.",
+        examples=["tokenwatch model generate -o evalset",
+                  "tokenwatch model train -i evalset/train.jsonl -o model.skops",
+                  "tokenwatch model evaluate -i evalset/eval.jsonl -l evalset/labels.jsonl -m model.skops"],
+    )
+    model.set_defaults(func=usage_only(model))
     actions = model.add_subparsers(metavar="ACTION")
 
-    train = actions.add_parser("train", help="train an anomaly model on a stream of JSON lines")
+    train = add_command(
+        actions, "train", help="train an anomaly model on a stream of JSON lines",
+        description="Trains the anomaly model on events (any supported format) that should be normal,\n"
+        "and writes it where detectors.anomaly.model_path points, or to --output.",
+        examples=["tokenwatch model train -i history.jsonl -o model.skops",
+                  "tokenwatch model train -i history.jsonl --kind isolation_forest --config tokenwatch.toml"],
+    )
     train.add_argument("--input", "-i", required=True, type=Path, help="events, any supported format")
     train.add_argument("--output", "-o", type=Path, help="model file (default: detectors.anomaly.model_path)")
     train.add_argument("--seed", type=int, help="random seed (default: detectors.anomaly.seed)")
@@ -29,19 +44,32 @@ def add_commands(sub: Any) -> None:
     train.add_argument("--config", "-c", type=Path, help="TOML configuration file")
     train.set_defaults(func=cmd_train)
 
-    evaluate = actions.add_parser("evaluate", help="precision, recall, ROC AUC and alert volume on a labeled stream")
+    evaluate = add_command(
+        actions, "evaluate", help="precision, recall, ROC AUC and alert volume on a labeled stream",
+        description="Scores a labeled stream with a trained model and reports precision, recall, ROC AUC\n"
+        "and how many alerts it would raise.",
+        examples=["tokenwatch model evaluate -i eval.jsonl -l labels.jsonl -m model.skops"],
+    )
     evaluate.add_argument("--input", "-i", required=True, type=Path, help="events, any supported format")
     evaluate.add_argument("--labels", "-l", required=True, type=Path, help="attack labels (JSON lines)")
     evaluate.add_argument("--model", "-m", type=Path, help="model file (default: detectors.anomaly.model_path)")
     evaluate.add_argument("--config", "-c", type=Path, help="TOML configuration file")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    generate = actions.add_parser("generate", help="write the labeled synthetic evaluation set")
-    generate.add_argument("--output-dir", "-o", required=True, type=Path)
-    generate.add_argument("--seed", type=int, default=7)
-    generate.add_argument("--scale", type=float, default=1.0, help="population size factor")
-    generate.add_argument("--days", type=int, default=14)
-    generate.add_argument("--attack-days", type=int, default=7, help="last days, with attacks (evaluation)")
+    generate = add_command(
+        actions, "generate", help="write the labeled synthetic evaluation set",
+        description="Writes a synthetic population's events: eval.jsonl (all days), train.jsonl (the\n"
+        "attack-free days before), and labels.jsonl (the injected attacks), into --output-dir.",
+        examples=["tokenwatch model generate -o evalset",
+                  "tokenwatch model generate -o evalset --scale 0.5 --days 10 --attack-days 3"],
+    )
+    generate.add_argument("--output-dir", "-o", required=True, type=Path, metavar="DIR",
+                          help="where train.jsonl, eval.jsonl and labels.jsonl go (created if missing)")
+    generate.add_argument("--seed", type=int, default=7, help="same seed, same data (default: %(default)s)")
+    generate.add_argument("--scale", type=float, default=1.0, help="population size factor (default: %(default)s)")
+    generate.add_argument("--days", type=int, default=14, help="days of activity (default: %(default)s)")
+    generate.add_argument("--attack-days", type=int, default=7,
+                          help="the last days, with attacks: the evaluation part (default: %(default)s)")
     generate.set_defaults(func=cmd_generate)
 
 

@@ -1,8 +1,10 @@
 """Response commands: `tokenwatch revoke --alert ID`, `tokenwatch actions list|approve|deny|cancel`,
 `tokenwatch breaker status|reset`.
 
-Both act on the configured store with the analyst as actor (``--actor``, else
-``$TOKENWATCH_ACTOR``, else the login name), and every step is audited. ``revoke`` runs the
+They act on the configured store. The commands that change something take the analyst as
+actor (``--actor``, else ``$TOKENWATCH_ACTOR``, else the login name) and audit every step; the
+read-only ones (``actions list``, ``breaker status``) take no actor, and ``breaker reset`` with
+nothing tripped changes nothing and audits nothing. ``revoke`` runs the
 policy's action for the alert at once through the configured responder; an RFC 7009
 responder needs the token's revocation handle, which only the running service holds in
 memory, so without one here the action is queued for the service's retry job instead.
@@ -20,6 +22,7 @@ import json
 import sys
 import typing
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from pydantic import BaseModel
 
 from pipeline.actor import ActorError, resolve_actor
 from pipeline.cli.alerts import ACTION_STATES, UsageError, json_option, opened_store, with_store
+from pipeline.cli.helptext import add_command, usage_only
 from pipeline.config import ConfigError, load_settings
 from pipeline.response.breaker import Breaker
 from pipeline.response.config import ResponderSettings, ResponseConfig
@@ -42,37 +46,88 @@ from schemas.actions import RevocationTarget
 
 def add_commands(sub: Any) -> None:
     """Register this module's sub-commands on the top-level sub-parser ``sub``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", type=Path, help="TOML configuration file ([store] and [response])")
-    common.add_argument("--actor", default=None, help="who you are, for the audit trail "
-                        "(default: $TOKENWATCH_ACTOR, else your login name)")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", "-c", type=Path, help="TOML configuration file ([store] and [response])")
+    actor = argparse.ArgumentParser(add_help=False)
+    actor.add_argument("--actor", default=None, help="who you are, for the audit trail "
+                       "(default: $TOKENWATCH_ACTOR, else your login name)")
+    reads, writes = [config], [config, actor]  # --actor only where something changes
 
-    p = sub.add_parser("revoke", parents=[common], help="run the policy's revocation for an alert now (as you)")
+    p = add_command(
+        sub, "revoke", parents=writes, help="run the policy's revocation for an alert now (as you)",
+        description="Runs the response policy's action for an alert at once, through the responder\n"
+        "[response.routes] names for its source, and audits it under --actor. An RFC 7009\n"
+        "responder needs the token's revocation handle, which only the running service\n"
+        "holds: the action is then queued for the service. Without a configured responder\n"
+        "nothing changes and the keys to set are named.",
+        examples=["tokenwatch revoke --alert tw-9a3f1c0d5e7b2a4c6d8e0f12 --config tokenwatch.toml",
+                  "tokenwatch revoke --alert tw-9a3f1c0d5e7b2a4c6d8e0f12 -c tokenwatch.toml --actor ana@example.com"],
+    )
     p.add_argument("--alert", required=True, metavar="ID", help="alert id (see `tokenwatch alerts list`)")
     p.set_defaults(func=cmd_revoke)
 
     as_json = json_option()
-    actions = sub.add_parser("actions", help="response actions in the store: list, approve, deny, cancel")
-    actions.set_defaults(func=lambda args: actions.print_help(sys.stderr) or 2)
+    actions = add_command(
+        sub, "actions", help="response actions in the store: list, approve, deny, cancel",
+        description="Response actions (revocations the policy planned) in the configured store, and the\n"
+        "analyst's decisions on those that wait: approve, deny, cancel. Each decision is one\n"
+        "audited state change under --actor.",
+        examples=["tokenwatch actions list --state awaiting_approval -c tokenwatch.toml",
+                  "tokenwatch actions approve act-5d41402abc4b2a76b9719d91 -c tokenwatch.toml --note 'confirmed with the user'"],
+    )
+    actions.set_defaults(func=usage_only(actions))
     xsub = actions.add_subparsers(metavar="ACTION")
-    p = xsub.add_parser("list", parents=[common, as_json], help="actions, newest first (--json: JSON lines)")
-    p.add_argument("--alert", help="alert id")
-    p.add_argument("--state", choices=ACTION_STATES)
+    p = add_command(
+        xsub, "list", parents=[*reads, as_json], help="actions, newest first (--json: JSON lines)",
+        description="Response actions in the store, newest first: id, alert, target, responder, state.",
+        examples=["tokenwatch actions list -c tokenwatch.toml",
+                  "tokenwatch actions list --alert tw-9a3f1c0d5e7b2a4c6d8e0f12 --json -c tokenwatch.toml"],
+    )
+    p.add_argument("--alert", metavar="ID", help="only this alert's actions (alert id)")
+    p.add_argument("--state", choices=ACTION_STATES, help="only actions in this state")
     p.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
     p.set_defaults(func=with_store(cmd_actions))
-    for verb, text in (("approve", "approve an action awaiting approval: the executor runs it"),
-                       ("deny", "deny an action awaiting approval: it is never run"),
-                       ("cancel", "cancel an action that waits (awaiting approval, pending or retrying)")):
-        p = xsub.add_parser(verb, parents=[common], help=text)
-        p.add_argument("id", help="action id (see `tokenwatch actions list`)")
+    for verb, text, then in (
+        ("approve", "approve an action awaiting approval: the executor runs it",
+         "It becomes pending: the running service's retry job carries it out."),
+        ("deny", "deny an action awaiting approval: it is never run", "It ends; nothing is revoked."),
+        ("cancel", "cancel an action that waits (awaiting approval, pending or retrying)",
+         "It ends; nothing more is attempted."),
+    ):
+        p = add_command(
+            xsub, verb, parents=writes, help=text,
+            description=f"{text[0].upper()}{text[1:]}.\n{then}\nThe change is audited under --actor, with --note.",
+            examples=[f"tokenwatch actions {verb} act-5d41402abc4b2a76b9719d91 -c tokenwatch.toml --note 'why'"],
+        )
+        p.add_argument("id", metavar="ID", help="action id (see `tokenwatch actions list`)")
         p.add_argument("--note", help="why; kept in the audit trail")
         p.set_defaults(func=with_store(cmd_transition), verb=verb)
 
-    breaker = sub.add_parser("breaker", help="the automatic-revocation circuit breaker")
+    breaker = add_command(
+        sub, "breaker", help="the automatic-revocation circuit breaker",
+        description="The circuit breaker stops automatic revocations when too many happen at once\n"
+        "([response] max_auto_per_minute, and per principal): later ones wait for approval\n"
+        "until an analyst resets it.",
+        examples=["tokenwatch breaker status -c tokenwatch.toml",
+                  "tokenwatch breaker reset -c tokenwatch.toml --why 'storm over'"],
+    )
+    breaker.set_defaults(func=usage_only(breaker))
     bsub = breaker.add_subparsers(metavar="ACTION")
-    p = bsub.add_parser("status", parents=[common], help="is the breaker tripped, globally or for whom?")
+    p = add_command(
+        bsub, "status", parents=reads, help="is the breaker tripped, globally or for whom?",
+        description="Says whether the breaker is tripped, globally or for which principals, and the\n"
+        "command that resets each.",
+        examples=["tokenwatch breaker status -c tokenwatch.toml"],
+    )
     p.set_defaults(func=cmd_breaker_status)
-    p = bsub.add_parser("reset", parents=[common], help="close the breaker: automatic revocations resume")
+    p = add_command(
+        bsub, "reset", parents=writes, help="close the breaker: automatic revocations resume",
+        description="Closes a tripped breaker (the global one, or with --principal a principal's), audited\n"
+        "under --actor with --why. When nothing matching is tripped it says so and changes\n"
+        "nothing (no audit entry).",
+        examples=["tokenwatch breaker reset -c tokenwatch.toml --why 'storm over'",
+                  "tokenwatch breaker reset --principal 'user:*' -c tokenwatch.toml --why 'false positives'"],
+    )
     p.add_argument("--why", default="", help="reason, for the audit trail")
     p.add_argument("--principal", default=None, metavar="NAME",
                    help="close this principal's breaker instead of the global one: user:ID, client:ID or "
@@ -213,12 +268,26 @@ def cmd_breaker_reset(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     with opened_store(args.config) as store:
         breaker = Breaker(store, settings.response.max_auto_per_minute)
-        if args.principal is None:
-            was = breaker.reset(actor, now, args.why)
-            said = f"breaker reset by {actor}" if was else f"breaker was not tripped (reset recorded for {actor})"
+        tripped = breaker.tripped_principals()
+        # Nothing tripped, nothing to reset: no audit entry claims a reset that changed nothing.
+        if args.principal is None and breaker.state() is None:
+            said = "breaker not tripped: nothing to reset"
+            if tripped:
+                said += (f" ({len(tripped)} principal breaker(s) are: see `tokenwatch breaker status`, "
+                         "reset one with --principal)")
+        elif args.principal is None:
+            breaker.reset(actor, now, args.why)
+            said = f"breaker reset by {actor}"
+        elif not _any_matches(tripped, args.principal):
+            said = f"no tripped principal matches {args.principal}: nothing to reset"
         else:
             closed = breaker.reset_principals(actor, now, args.principal, args.why)
-            said = (f"breaker reset by {actor} for {', '.join(closed)}" if closed
-                    else f"no tripped principal matches {args.principal} (reset recorded for {actor})")
+            said = f"breaker reset by {actor} for {', '.join(closed)}"
     print(printable(said))
     return 0
+
+
+def _any_matches(tripped: dict[str, Any], pattern: str) -> bool:
+    """Whether ``Breaker.reset_principals(pattern)`` would close one of ``tripped``: the name
+    itself, or an fnmatch pattern (``user:*``)."""
+    return pattern in tripped or any(fnmatchcase(name, pattern) for name in tripped)

@@ -32,7 +32,7 @@ def test_the_automated_response_walk_through_runs_as_written(tmp_path: Path, mon
         monkeypatch.setenv(name, f"secret-of-{name}")
     monkeypatch.setenv("TOKENWATCH_NOTIFY_URL", "https://hooks.slack.com/services/T0/B0/hook-secret")
     capsys.readouterr()
-    assert main(["config", "check", str(config)]) == 0
+    assert main(["config", "check", "--show", str(config)]) == 0
     checked = capsys.readouterr().out
     assert '"kc-admin"' in checked and "secret-of-" not in checked and "hook-secret" not in checked
     monkeypatch.setattr("sys.stdin", io.StringIO("a-refresh-token-of-portal"))
