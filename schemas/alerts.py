@@ -100,6 +100,10 @@ class SourceDoc(_Doc):
     geo: SourceGeo | None = None
     as_: SourceAs | None = Field(default=None, alias="as")
     hosting: bool | None = None
+    # The operator's egress list the address is on, and its class (README "Egress lists"):
+    # what lets `alerts show` call a Tor exit one.
+    net_class: str | None = None
+    net_list: str | None = None
 
 
 class EvidenceItem(_Doc):

@@ -56,6 +56,8 @@ _SOURCE = _obj(
     geo=_obj(country_iso_code=KW, city_name=KW, location={"type": "geo_point"}),
     **{"as": _obj(number=LONG, organization=_obj(name=KW))},
     hosting=BOOL,
+    net_class=KW,
+    net_list=KW,
 )
 _REF = _obj(id=KW, name=KW, reference=KW)
 _TECHNIQUE = _obj(id=KW, name=KW, reference=KW, subtechnique=_REF)

@@ -289,4 +289,6 @@ def _source_doc(finding: Finding) -> SourceDoc:
         if net.asn or net.as_org
         else None,
         hosting=net.hosting,
+        net_class=net.net_class,
+        net_list=net.net_list,
     )

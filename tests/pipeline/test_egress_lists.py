@@ -18,10 +18,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from detectors.base import Finding
 from detectors.geo import UNLOCATED_ACCURACY_KM
+from detectors.replay import REFRESH_REUSE
 from pipeline.ingest.egress_lists import EgressListError, EgressLists, ListSource, parse_list
 from pipeline.ingest.enrich import EnrichConfig, Enricher
 from pipeline.ingest.geoip import parse_ip
+from pipeline.runtime.alerting import Alerter
+from pipeline.store.render import source_line
 from schemas.events import CanonicalEvent, Geo, NetClass, Network
 from tests.factories import event
 
@@ -267,3 +271,20 @@ def test_detect_graph_called_from_a_vm_in_microsofts_as_still_alerts(tmp_path: P
     from tests.pipeline.test_e2e_entra_graph import TOKEN
 
     assert _detect_graph_use("20.50.1.1", tmp_path) == [("geo_divergence.issue_use_divergence", TOKEN)]
+
+
+def test_an_alert_from_a_tor_exit_names_it_so(tmp_path: Path) -> None:
+    """The alert's source carries the egress list and its class, so `alerts show` can say
+    "Tor exit" from the operator's own Tor list, not only from the AS name."""
+    used = Enricher(lists_config(tmp_path))(ev(ip="185.220.101.1", as_org="Some Hosting GmbH"))
+    rule = REFRESH_REUSE
+    alerter = Alerter()
+    alerter.add(Finding(rule=rule, event=used, key="t1", summary="A test finding.", evidence=()))
+    [alert] = alerter.flush()
+    source = alert.to_json_dict()["source"]
+    assert (source["net_class"], source["net_list"]) == ("reputation", "tor-exits")
+    assert "Tor exit" in source_line(alert.to_json_dict())
+    home = Enricher(lists_config(tmp_path))(ev(ip="79.200.1.10", as_org="Deutsche Telekom AG"))
+    alerter.add(Finding(rule=rule, event=home, key="t2", summary="A test finding.", evidence=()))
+    [quiet] = alerter.flush()
+    assert "Tor" not in source_line(quiet.to_json_dict())
