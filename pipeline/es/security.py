@@ -28,6 +28,16 @@ rule maps back from ``event.severity``)."""
 WORKFLOW_STATUS: dict[str, str] = {"open": "open", "acknowledged": "acknowledged", "closed": "closed"}
 """tokenwatch alert status → Elastic Security's ``kibana.alert.workflow_status``."""
 
+
+
+def status_update(status: str) -> dict[str, Any]:
+    """The partial alert document a triage change writes: ``alert.status`` and the Elastic
+    Security workflow status that mirrors it (a stale one would show a closed alert as open
+    in Security → Alerts)."""
+    return {"alert": {"status": status},
+            "kibana": {"alert": {"workflow_status": WORKFLOW_STATUS.get(status, "open")}}}
+
+
 _RULE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://tokenwatch/rules")
 
 

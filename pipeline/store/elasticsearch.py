@@ -22,6 +22,7 @@ from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 from pipeline.es.client import client_kwargs
 from pipeline.es.config import ElasticsearchConfig
 from pipeline.es.documents import shape
+from pipeline.es.security import status_update
 from pipeline.es.templates import index_name, index_template, template_name
 from pipeline.store import base
 from pipeline.store.base import (
@@ -268,7 +269,7 @@ class ElasticsearchStore:
         self._bulk([
             *self._triage_op(alert_id, {"status": status, **doc["triage"]}),
             {"update": {"_index": hit["_index"], "_id": alert_id}},
-            {"doc": {"alert": {"status": status}}},  # mirror for dashboards; the triage index decides
+            {"doc": status_update(status)},  # mirror for dashboards; the triage index decides
         ])
         self.audit(entry)
         return doc
@@ -310,7 +311,7 @@ class ElasticsearchStore:
             operations += self._triage_op(alert_id, {"status": "closed", **closed["triage"]})
             if alert_id in hits:
                 operations += [{"update": {"_index": hits[alert_id]["_index"], "_id": alert_id}},
-                               {"doc": {"alert": {"status": "closed"}}}]
+                               {"doc": status_update("closed")}]
             audits.append(entry)
         if operations:
             self._bulk(operations)

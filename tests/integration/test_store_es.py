@@ -60,6 +60,7 @@ def test_sink_rewrites_keep_analyst_decisions(store: ElasticsearchStore, osmem_c
     store.set_status("a1", "closed", "bob", disposition="benign", note="lab traffic")
     mirrored = store.client.get(index="tokenwatch-alerts-2026.11.24", id="a1")["_source"]
     assert mirrored["alert"]["status"] == "closed"  # mirrored for dashboards
+    assert mirrored["kibana"]["alert"]["workflow_status"] == "closed"  # and for Security -> Alerts
     sink = ElasticsearchSink(es_config(osmem_clone.url))
     sink.start()
     sink.add("alert", "a1", alert_doc("a1", 0, count=5))
