@@ -18,7 +18,9 @@ Prints figures, asserts nothing (not part of the test suite). In one run:
    default ``allowed_lateness_s`` and with 0.2 s.
 
 End offsets come from the producer's acknowledgements (Tansu under-reports them).
-Run: ``python benchmarks/bench_service.py --events 100000``.
+Run: ``python benchmarks/bench_service.py --events 100000``; with ``--workers N`` instead
+``tokenwatch run --workers N`` against ``--workers 1``, each on a fresh topic
+(``members_throughput``), ``--repeat`` times, medians.
 """
 
 from __future__ import annotations
@@ -91,10 +93,11 @@ class CountingProducer(KafkaProducer):
         return future
 
 
-def produce_backlog(kafka: KafkaConfig, n: int) -> dict[int, int]:
-    ensure_topics(kafka, PARTITIONS)
+def produce_backlog(kafka: KafkaConfig, n: int, lines: list[bytes] | None = None,
+                    partitions: int = PARTITIONS) -> dict[int, int]:
+    ensure_topics(kafka, partitions)
     topic = kafka.topics.input[0]
-    lines = list(generate(n))
+    lines = list(generate(n)) if lines is None else lines
     producer = CountingProducer(**producer_kwargs(kafka))
     started = time.perf_counter()
     summary = produce(iter(lines), topic, kafka, hash_token=HASHER, producer=producer)
@@ -406,6 +409,82 @@ def committed_after(kafka: KafkaConfig, ends: dict[int, int], timeout: float) ->
     return float("nan")
 
 
+def commit_progress(kafka: KafkaConfig, ends: dict[int, int], proc: subprocess.Popen[bytes],
+                    timeout: float) -> list[tuple[float, int]]:
+    """(perf_counter time, records committed by the group) every 0.1 s until every produced
+    record is committed (or ``timeout``, or the service exits)."""
+    reader = KafkaConsumer(**consumer_kwargs(kafka))  # never subscribes: reads the group's commits only
+    topic = kafka.topics.input[0]
+    total = sum(ends.values())
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = sum(min(reader.committed(TopicPartition(topic, p)) or 0, e) for p, e in ends.items())
+            samples.append((time.perf_counter(), done))
+            if done >= total:
+                break
+            time.sleep(0.1)
+    finally:
+        reader.close()
+    return samples
+
+
+def members_throughput(bootstrap: str, es_url: str, lines: list[bytes], workers: int, workdir: Path,
+                       partitions: int = PARTITIONS) -> float:
+    """Records/s of ``tokenwatch run --workers N`` (a subprocess) over a fresh topic (a topic with a
+    changelog would restore state and make every record a duplicate): records committed from the
+    group's first commit to its last, so start-up and group joins are left out (reported apart).
+    Checkpoints every second (instead of 5) so a commit follows the records closely."""
+    name = f"wrk-{uuid.uuid4().hex[:8]}"
+    kafka = kafka_config(bootstrap, name)
+    ends = produce_backlog(kafka, len(lines), lines, partitions)
+    config = workdir / f"{name}.toml"
+    log = workdir / f"{name}.log"
+    write_toml(config, kafka, es_url, f"bench{uuid.uuid4().hex[:6]}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENWATCH_TOKEN_HASH_KEY": HASH_KEY,
+           "TOKENWATCH_SERVICE__METRICS_PORT": "0", "TOKENWATCH_SERVICE__CHECKPOINT_INTERVAL_S": "1"}
+    launched = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "run", "--config", str(config),
+                                 "--workers", str(workers)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        samples = commit_progress(kafka, ends, proc, 600)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    total = sum(ends.values())
+    started = [(t, n) for t, n in samples if n > 0]
+    if not samples or samples[-1][1] < total or len(started) < 2:
+        print(f"run --workers {workers}: not drained ({samples[-1][1] if samples else 0:,} of {total:,} committed, "
+              f"exit {proc.returncode}):\n{log.read_text()[-2000:]}")
+        return float("nan")
+    (t0, n0), (t1, n1) = started[0], samples[-1]
+    rate = (n1 - n0) / (t1 - t0)
+    print(f"run --workers {workers}: {total:,} records; {n1 - n0:,} committed in {t1 - t0:.2f}s after the first "
+          f"commit = {rate:,.0f} records/s; all committed {t1 - launched:.2f}s after launch (start-up and group "
+          f"joins included) = {total / (t1 - launched):,.0f} records/s")
+    return rate
+
+
+def compare_workers(bootstrap: str, es_url: str, events: int, workers: int, repeat: int, workdir: Path,
+                    partitions: int = PARTITIONS) -> None:
+    """``run --workers N`` against ``--workers 1``, interleaved, each on a fresh topic of ``partitions``
+    (the range assignment gives 2 members of 3 partitions 2 and 1: at most 1.5x); medians."""
+    lines = list(generate(events))
+    rates: dict[int, list[float]] = {1: [], workers: []}
+    for _ in range(repeat):
+        for n in (1, workers):
+            rates[n].append(members_throughput(bootstrap, es_url, lines, n, workdir, partitions))
+    one, many = statistics.median(rates[1]), statistics.median(rates[workers])
+    print(f"{partitions} partitions, median of {repeat}: --workers 1 {one:,.0f} records/s, --workers {workers} {many:,.0f} records/s "
+          f"= {many / one:.2f}x")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -490,11 +569,18 @@ def main() -> None:
     parser.add_argument("--load-fraction", type=float, default=0.5,
                         help="when the service cannot take --rate: offer this fraction of its measured throughput")
     parser.add_argument("--attack-every", type=int, default=1000, help="one attack per this many lines")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="instead: `run --workers N` against `--workers 1` (subprocesses), each on a fresh topic")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, with --workers (median)")
+    parser.add_argument("--partitions", type=int, default=PARTITIONS, help="input partitions, with --workers")
     args = parser.parse_args()
     from osmem_server import OsmemServer
 
     with tansu_broker() as bootstrap, OsmemServer.start() as osmem, tempfile.TemporaryDirectory() as tmp:
         print(f"servers: Tansu {bootstrap}, osmem {osmem.url}; {os.cpu_count()} CPUs")
+        if args.workers:
+            compare_workers(bootstrap, osmem.url, args.events, args.workers, args.repeat, Path(tmp), args.partitions)
+            return
         kafka = kafka_config(bootstrap, f"thr-{uuid.uuid4().hex[:8]}")
         ends = produce_backlog(kafka, args.events)
         raw = raw_consume(kafka, ends)
