@@ -127,8 +127,8 @@ class BindingCheck:
         else:
             how = f"with {label} {proof.value}"
         summary = (
-            f"{token_label(ref, token_state)} {ref.id} is bound to {label} {value} but was accepted {how}, "
-            f"from {describe.place(event)}"
+            f"{token_label(ref, token_state)} bound to {label} {value} was accepted {how}, "
+            f"from {describe.place(event)} (token {ref.id})."
         )
         return self._finding(
             event, ref, token_state, summary, describe.evidence_with_issue(event, token_state),
@@ -170,13 +170,13 @@ class BindingCheck:
             return None
         holder = _PROVIDER_SERVICE.get(provider.lower(), f"a {provider} service")
         if ref.type.value == "temporary_credential" or (token_state is not None and token_state.type == "temporary_credential"):
-            what, verb = f"Temporary credentials {ref.id}", "were"
+            what, verb, noun = "Temporary credentials", "were", "credentials"
         else:
-            what, verb = f"{token_label(ref, token_state)} {ref.id}", "was"
+            what, verb, noun = token_label(ref, token_state), "was", "token"
         where = f"a {used_in} address outside {provider}" if used_in else f"outside {provider}"
         summary = (
             f"{what} issued to {holder} (bound to {provider}) {verb} used from {describe.place(event)}, "
-            f"{where} — the credential exfiltration pattern"
+            f"{where} — the credential exfiltration pattern ({noun} {ref.id})."
         )
         return self._finding(
             event, ref, token_state, summary, describe.evidence_with_issue(event, token_state),
@@ -217,8 +217,9 @@ class BindingCheck:
         )
         evidence = sorted((*describe.evidence_with_issue(event, token_state), first_use), key=lambda item: item.time)
         summary = (
-            f"Pod-bound {token_label(ref, token_state).lower()} {ref.id} of pod {uid} was used from "
-            f"{describe.place(event)}, not its pod's address {address}{f' or its node address {node}' if node else ''}"
+            f"Pod-bound {token_label(ref, token_state).lower()} used from {describe.place(event)}, "
+            f"not its pod's address {address}{f' or its node address {node}' if node else ''} "
+            f"(token {ref.id}, pod {uid})."
         )
         return self._finding(
             event, ref, token_state, summary, tuple(evidence),

@@ -10,8 +10,9 @@ from detectors.state import Observation
 _DRIFT_NOUN = {"agent": "user agent", "device": "device id", "key": "proven key"}
 
 
-def concurrency_summary(label: str, match: Match, window: float) -> str:
-    """One sentence: the uses, in time order, and why one holder cannot explain them."""
+def concurrency_summary(label: str, token_id: str, match: Match, window: float) -> str:
+    """One sentence: the uses of the ``label`` ("Access token") in time order, why one holder
+    cannot explain them, and the token's id last."""
     uses = match.uses
     if match.reason == "interleaved":
         a1, b, a2 = uses
@@ -21,7 +22,7 @@ def concurrency_summary(label: str, match: Match, window: float) -> str:
             "again; two holders take turns, one device changing network does not come back at once"
         )
     elif match.reason == "networks":
-        places = ", ".join(describe.place(use) for use in uses)
+        places = describe.listing(describe.place(use) for use in uses)
         text = (
             f"{label} was accepted from {len(uses)} networks within {describe.duration(window)}: {places}; "
             "one device does not roam that fast"
@@ -32,13 +33,13 @@ def concurrency_summary(label: str, match: Match, window: float) -> str:
             f"{label} was accepted from {describe.place(second)} {describe.duration(match.gap_s)} after a use "
             f"from {describe.place(first)}; one holder cannot be in both places{_why(match)}"
         )
-    return text + _drift(match)
+    return f"{text}{_drift(match)} (token {token_id})."
 
 
 def _why(match: Match) -> str:
     if match.reason == "anonymising":
         use = next(use for use in match.uses if anonymising(use))
-        network = use.as_org or (f"AS{use.asn}" if use.asn else use.ip or "the network")
+        network = describe.as_name(use.as_org, use.asn) or use.ip or "the network"
         return f" ({network} is a hosting, anonymising or reputation-listed network)"
     if match.reason == "travel" and match.speed_kmh is not None:
         speed = "no time at all" if match.speed_kmh == float("inf") else f"{match.speed_kmh:,.0f} km/h"

@@ -315,11 +315,15 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         second_place = describe.place(second, address=False, asn=True)
         moved = f"{travel.distance_km:,.0f} km away in {second_place} {_later(second.time - first.time)} — {pace}"
         if session_id is None:
-            summary = f"Token {token_id} was {_VERB[first.kind]} in {first_place}, then {_VERB[second.kind]} {moved}"
-        else:
             summary = (
-                f"Session {session_id}: token {first_token} was {_VERB[first.kind]} in {first_place}, "
-                f"then token {second_token} was {_VERB[second.kind]} {moved}"
+                f"Impossible travel: token {_VERB[first.kind]} in {first_place}, then {_VERB[second.kind]} {moved} "
+                f"(token {token_id})."
+            )
+        else:
+            tokens = f"token {first_token}" if first_token == second_token else f"tokens {first_token} then {second_token}"
+            summary = (
+                f"Impossible travel in one session: a token {_VERB[first.kind]} in {first_place}, "
+                f"then a token {_VERB[second.kind]} {moved} (session {session_id}, {tokens})."
             )
         details: dict[str, str | int | float | bool | None] = {
             "distance_km": round(travel.distance_km, 1),
@@ -421,20 +425,8 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         use_list: str | None = None,
     ) -> Finding:
         country_changed, net_changed, hosting = verdict
-        changes = []
-        if country_changed:
-            changes.append(f"country {issue.country} → {use.country}")
-        if net_changed:
-            changes.append(f"network {_network_name(issue)} → {_network_name(use)}")
-        network_kind = ", a hosting/anonymising network," if hosting else ""
-        if hosting and use_list:
-            network_kind = f", a hosting/anonymising network on the list {use_list},"
-        more = f" (and {others} more such use{'s' if others > 1 else ''})" if others else ""
-        issue_place = describe.place(issue, address=False, asn=True)
-        use_place = describe.place(use, address=False, asn=True)
-        summary = (
-            f"Token {token_id} was {_VERB[issue.kind]} in {issue_place} but used from {use_place}"
-            f"{network_kind} {_later(use.time - issue.time)}{more} — {', '.join(changes)}"
+        summary = _divergence_summary(
+            token_id, issue, use, country_changed, net_changed, hosting, others, use_list
         )
         return Finding(
             rule=ISSUE_USE_DIVERGENCE,
@@ -498,11 +490,44 @@ def _point_evidence(point: SessionPoint) -> EvidenceItem:
     )
 
 
+def _divergence_summary(
+    token_id: str, issue: Observation, use: Observation, country_changed: bool, net_changed: bool,
+    hosting: bool, others: int, use_list: str | None,
+) -> str:
+    """The issue -> use divergence in words, led by what differs: the country (both places
+    named), or else the network within one country (both networks named, the country once)."""
+    network_kind = ""
+    if hosting:
+        network_kind = ", a hosting/anonymising network" + (f" on the list {use_list}" if use_list else "")
+    more = f" (and {describe.counted(others, 'more such use')})" if others else ""
+    if country_changed:
+        lead = f"another country{' and network' if net_changed else ''} than where it was issued"
+        issued, used = (describe.place(obs, address=False, asn=True) for obs in (issue, use))
+        issued = f"in {issued}"
+    else:
+        lead = "another network than where it was issued"
+        if issue.country and issue.country == use.country:
+            lead += f", in the same country ({issue.country})"
+        issued, used = (_network_label(obs) for obs in (issue, use))
+        issued = f"on {issued}"
+    return (
+        f"Token used from {lead}: {_VERB[issue.kind]} {issued}, used {_later(use.time - issue.time)} from "
+        f"{used}{network_kind}{more} (token {token_id})."
+    )
+
+
 def _later(seconds: float) -> str:
-    """How long after the earlier of two events the later one happened: "20 minutes later"."""
-    return "in the same second" if abs(seconds) < 1 else f"{describe.duration(seconds, words=True)} later"
+    """How long after the earlier of two events the later one happened: "20 min later"."""
+    return "in the same second" if abs(seconds) < 1 else f"{describe.duration(seconds)} later"
+
+
+def _network_label(obs: Observation) -> str:
+    """A network within a known country, with its city when known: "Vodafone GmbH (AS3209) in Berlin",
+    "AS3209", or its address when the AS is unknown."""
+    label = describe.network(obs.as_org, obs.asn) or obs.ip or "an unknown network"
+    return f"{label} in {obs.city}" if obs.city else label
 
 
 def _network_name(obs: Observation) -> str | None:
-    """How a network reads in a summary: the AS name as the source spelled it, else the AS number."""
-    return obs.as_org or (f"AS{obs.asn}" if obs.asn else None)
+    """How a network reads in alert details: the AS name (``describe.as_name``), else the AS number."""
+    return describe.as_name(obs.as_org, obs.asn)

@@ -42,6 +42,7 @@ from pydantic import Field
 
 from detectors import describe
 from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.binding import token_label
 from detectors.recorded import use_event
 from detectors.revocation_policy import Held, Revocation, issued_at, kills
 from detectors.state import Observation, ScopeState, StateStore, TokenState
@@ -335,11 +336,9 @@ def _revoked_finding(match: LateUse, revocation: Revocation) -> Finding:
         ref.id if revocation.what == "token" else None
     )
     summary = (
-        f"Token {ref.id} ({ref.type.value}, subject {describe.subject(used, token_state)}, "
-        f"client {used.client_id or '?'}) was accepted from {describe.place(used, asn=True)} "
-        f"at {describe.when(used.epoch)}, {describe.duration(match.late_s)} after "
-        f"{_what(revocation)} at {describe.when(rev.time)} "
-        f"(allowed propagation lag {match.allowed_s:g} s)."
+        f"{token_label(ref, token_state)} accepted {describe.duration(match.late_s)} after {_what(revocation)} "
+        f"at {describe.when(rev.time)}, from {describe.place(used, asn=True)} at {describe.when(used.epoch)} "
+        f"(allowed propagation lag {describe.duration(match.allowed_s)}; {_ids(used, token_state)})."
     )
     return Finding(
         rule=match.rule,
@@ -365,10 +364,9 @@ def _expired_finding(match: LateUse, expiry: Expiry) -> Finding:
     ref = used.token
     assert ref is not None
     summary = (
-        f"Token {ref.id} ({ref.type.value}, subject {describe.subject(used, token_state)}, "
-        f"client {used.client_id or '?'}) was accepted from {describe.place(used, asn=True)} "
-        f"at {describe.when(used.epoch)}, {describe.duration(match.late_s)} after it expired at "
-        f"{describe.when(expiry.at)}: the resource server does not check exp."
+        f"{token_label(ref, token_state)} accepted {describe.duration(match.late_s)} after it expired at "
+        f"{describe.when(expiry.at)}, from {describe.place(used, asn=True)} at {describe.when(used.epoch)}: "
+        f"the resource server does not check exp ({_ids(used, token_state)})."
     )
     return Finding(
         rule=match.rule,
@@ -383,6 +381,12 @@ def _expired_finding(match: LateUse, expiry: Expiry) -> Finding:
             "clock_skew_s": match.allowed_s,
         },
     )
+
+
+def _ids(used: CanonicalEvent, token_state: TokenState | None) -> str:
+    """Whose token, by id, for the end of a summary: "token t-1, subject alice, client portal"."""
+    assert used.token is not None
+    return f"token {used.token.id}, subject {describe.subject(used, token_state)}, client {used.client_id or '?'}"
 
 
 def _what(revocation: Revocation) -> str:

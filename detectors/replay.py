@@ -243,9 +243,9 @@ class ReplayDetector(Detector[ReplayConfig]):
         family = token_state.family_id or ref.family_id
         outcome = "; the IdP rejected it, so someone still holds the old token" if failed else ""
         summary = (
-            f"Refresh token {redeemed}{f' of family {family}' if family else ''} was redeemed again "
-            f"{describe.duration(gap)} after it was rotated{why}, "
-            f"from {describe.place(second)} vs {describe.place(first)}{outcome}"
+            f"Refresh token redeemed again {describe.duration(gap)} after it was rotated{why}, "
+            f"from {describe.place(second)} vs {describe.place(first)}{outcome} "
+            f"(token {redeemed}{f', family {family}' if family else ''})."
         )
         return [Finding(
             rule=REFRESH_REUSE,
@@ -270,8 +270,9 @@ class ReplayDetector(Detector[ReplayConfig]):
         if ref is None and family is None:
             return []
         reporter = _SOURCE_LABEL.get(event.source, event.source)
-        what = f"refresh token {ref.id}" if ref is not None else "a refresh token"
-        summary = f"{reporter} reported reuse of {what}{f' (family {family})' if family else ''} from {describe.place(event)}"
+        ids = ", ".join(part for part in (f"token {ref.id}" if ref is not None else None,
+                                          f"family {family}" if family else None) if part)
+        summary = f"Refresh token reuse reported by {reporter}, from {describe.place(event)}{f' ({ids})' if ids else ''}."
         key = ref.id if ref is not None else f"family:{family}"
         return [Finding(
             rule=REFRESH_REUSE, event=event, key=key, summary=summary,
@@ -377,8 +378,8 @@ class ReplayDetector(Detector[ReplayConfig]):
             )
             where = f", the second time from {last}"
         summary = (
-            f"Request {request_id} with {token_label(ref, token_state).lower()} {ref.id} was accepted twice, "
-            f"{describe.duration(when - first_time)} apart{where}"
+            f"Request accepted twice, {describe.duration(when - first_time)} apart{where} "
+            f"(request {request_id}, {token_label(ref, token_state).lower()} {ref.id})."
         )
         evidence = sorted((first_item, EvidenceItem.of(event)), key=lambda item: item.time)
         return Finding(
@@ -411,7 +412,7 @@ def concurrent_use_finding(found: ConcurrentUse) -> Finding:
     assert ref is not None
     return Finding(
         rule=CONCURRENT_USE, event=event, key=ref.id,
-        summary=concurrency_summary(f"{token_label(ref, token_state)} {ref.id}", match, found.window_s),
+        summary=concurrency_summary(token_label(ref, token_state), ref.id, match, found.window_s),
         evidence=tuple(use.evidence(ref.id) for use in match.uses),
         family_id=token_state.family_id or ref.family_id,
         details={"gap_s": round(match.gap_s, 3), "difference": match.reason,

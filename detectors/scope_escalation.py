@@ -256,11 +256,13 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
             f"(seen for {describe.duration(history[label])})"
             for label in new
         )
-        how = "refreshed" if event.kind is EventKind.REFRESHED else "issued"
+        how = "issued by a refresh" if event.kind is EventKind.REFRESHED else "issued"
+        holder = "" if "client" in new else f", via client {event.client_id or '?'}"
+        if "subject" not in new:
+            holder = f", for subject {describe.subject(event)}"
         summary = (
-            f"Privileged scope(s) {describe.scope_list(scopes)} were {how} "
-            f"in token {ref.id} for subject {describe.subject(event)} via client {event.client_id or '?'} at "
-            f"{describe.when(t)}: never held before by {who}."
+            f"Privileged {describe.named('scope', scopes)} {how} for the first time to {who}{holder} "
+            f"at {describe.when(t)} (token {ref.id})."
         )
         return Finding(
             rule=NEW_PRIVILEGED_SCOPE,
@@ -352,9 +354,9 @@ def overreach_finding(overreach: Overreach) -> Finding:
     if request is not None and request.resource:
         route = f" for {request.method} {request.resource}" if request.method else f" for {request.resource}"
     summary = (
-        f"Token {ref.id} (subject {describe.subject(event)}, client {event.client_id or '?'}) was accepted{route} "
-        f"at {describe.when(event.epoch)} with scope(s) {describe.scope_list(extra)} "
-        f"beyond those {basis}."
+        f"Token accepted{route} with {describe.named('scope', extra)} beyond those {basis}, "
+        f"at {describe.when(event.epoch)} (token {ref.id}, subject {describe.subject(event)}, "
+        f"client {event.client_id or '?'})."
     )
     return Finding(
         rule=SCOPE_NOT_GRANTED,
@@ -380,9 +382,9 @@ def _late_overreach_finding(overreach: Overreach, use: Observation, issue: Canon
     assert ref is not None and token_state is not None and overreach.granted is not None
     granted = overreach.granted
     summary = (
-        f"Token {ref.id} (subject {describe.subject(used, token_state)}, client {used.client_id or '?'}) was accepted "
-        f"at {describe.when(use.time)} with scope(s) {describe.scope_list(extra)} beyond those granted at "
-        f"issue ({describe.scope_list(granted)}; the issue was logged after the use)."
+        f"Token accepted with {describe.named('scope', extra)} beyond those granted at issue "
+        f"({describe.scope_list(granted)}), at {describe.when(use.time)}; the issue was logged after the use "
+        f"(token {ref.id}, subject {describe.subject(used, token_state)}, client {used.client_id or '?'})."
     )
     return Finding(
         rule=SCOPE_NOT_GRANTED, event=used, key=ref.id, summary=summary,
@@ -450,19 +452,19 @@ def widening_finding(widening: Widening) -> Finding:
     assert ref is not None and ref.parent_id is not None
     grew = []
     if widening.extra_scopes:
-        grew.append(f"scope(s) {describe.scope_list(widening.extra_scopes)} beyond the grant "
+        grew.append(f"{describe.named('scope', widening.extra_scopes)} beyond the grant "
                     f"({describe.scope_list(widening.allowed_scopes)})")
     if widening.extra_audience:
-        grew.append(f"audience(s) {describe.scope_list(widening.extra_audience)} beyond "
+        grew.append(f"{describe.named('audience', widening.extra_audience)} beyond "
                     f"{describe.scope_list(widening.allowed_audience)}")
     what, rule_text = (
         ("Token exchange", "an exchanged token may not exceed its subject token") if widening.exchange
-        else ("Refresh", "a refresh may only keep or narrow scope (RFC 6749 §6)")
+        else ("Refresh", "RFC 6749 §6 lets a refresh only keep or narrow scope")
     )
     summary = (
-        f"{what} of token {ref.parent_id} (subject {describe.subject(event)}, client {event.client_id or '?'}, "
-        f"family {family_id or '?'}) at {describe.when(event.epoch)} minted token {ref.id} with "
-        f"{' and '.join(grew)}; {rule_text}."
+        f"{what} widened the grant: minted a token with {' and '.join(grew)} at {describe.when(event.epoch)}; "
+        f"{rule_text} (token {ref.parent_id} → {ref.id}, subject {describe.subject(event)}, "
+        f"client {event.client_id or '?'}, family {family_id or '?'})."
     )
     return Finding(
         rule=GRANT_WIDENING,

@@ -390,9 +390,9 @@ class AnomalyDetector(Detector[AnomalyConfig]):
     ) -> Finding:
         last = win.evidence[-1]  # the latest novelty (or the first event) stands for the window
         event = _event_of(last, win.token)
-        who = f"{win.subject}" + (f" (client {win.client})" if win.client else "")
-        summary = (f"Token {win.token} of {who} behaved unlike its baseline "
-                   f"(anomaly score {score:.2f}, threshold {model.threshold:.2f}): {'; '.join(why)}.")
+        client = f", client {win.client}" if win.client else ""
+        summary = (f"Token behaved unlike its owner's baseline: {'; '.join(why)} (anomaly score {score:.2f}, "
+                   f"threshold {model.threshold:.2f}; token {win.token}, subject {win.subject}{client}).")
         details: dict[str, str | int | float | bool | None] = {
             "score": round(score, 4), "threshold": round(model.threshold, 4), "model_version": model.version,
             "requests": win.requests, "window_start": _iso(win.start), "window_end": _iso(win.end),

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from detectors import describe
 from detectors.anomaly.features import INDEX, active_hours
 from detectors.anomaly.model import AnomalyModel
 from detectors.anomaly.profile import BehaviourProfile
@@ -67,7 +68,7 @@ def reasons(
 
 
 def _span(window_s: float) -> str:
-    return f"{window_s / 60:g} min" if window_s < 3600 else f"{window_s / 3600:g} h"
+    return describe.duration(window_s)
 
 
 def _times(value: float, usual: float) -> str:
@@ -80,8 +81,8 @@ def _rate(
 ) -> str:
     n, usual = win.requests, subj.usual_requests
     if n >= usual:
-        return f"{n} requests in {_span(window_s)}, {_times(n, usual)} this user's usual {usual:.0f}"
-    return f"only {n} requests in {_span(window_s)}, this user usually makes {usual:.0f}"
+        return f"{describe.counted(n, 'request')} in {_span(window_s)}, {_times(n, usual)} this user's usual {usual:.0f}"
+    return f"only {describe.counted(n, 'request')} in {_span(window_s)}, this user usually makes {usual:.0f}"
 
 
 def _breadth(
@@ -116,15 +117,14 @@ def _networks(
 ) -> str:
     parts = []
     for _, asn, org in win.notes.networks:
-        name = " ".join(str(x) for x in (f"AS {asn}" if asn else None, org) if x)
-        parts.append(f"first use from {name}")
+        parts.append(f"first use from {describe.network(org, asn) or 'an unknown network'}")
     if win.hosting:
         parts.append(f"{win.hosting} of {win.requests} requests from hosting/VPN networks")
     if win.new_ip_uses and not win.notes.networks:
         parts.append(f"{win.new_ip_uses} of {win.requests} requests from addresses this user never used")
     if len(win.ips) > 1:
         parts.append(f"{len(win.ips)} IP addresses in {_span(window_s)}")
-    return "; ".join(parts) or f"from {len(win.networks)} network(s) this user already used"
+    return "; ".join(parts) or f"from {describe.counted(len(win.networks), 'network')} this user already used"
 
 
 def _countries(
@@ -132,7 +132,7 @@ def _countries(
 ) -> str:
     if win.notes.countries:
         return "first use from " + ", ".join(win.notes.countries)
-    return f"{len(win.countries)} countries in {_span(window_s)}"
+    return f"{describe.counted(len(win.countries), 'country', 'countries')} in {_span(window_s)}"
 
 
 def _agents(
@@ -140,7 +140,7 @@ def _agents(
 ) -> str:
     if win.notes.agents:
         return "new user agent " + ", ".join(f"'{ua[:60]}'" for ua in win.notes.agents)
-    return f"{len(win.agents)} user agents in {_span(window_s)}"
+    return f"{describe.counted(len(win.agents), 'user agent')} in {_span(window_s)}"
 
 
 def _failures(
@@ -200,7 +200,8 @@ def _roaming(
         return (f"network interleaving: {win.network_switches} switches, {win.network_returns} back to a network "
                 f"already left in {_span(window_s)} ({path})")
     if win.network_switches:
-        return f"{win.network_switches} one-way network handover(s) in {_span(window_s)} ({path})"
+        handovers = describe.counted(win.network_switches, "one-way network handover")
+        return f"{handovers} in {_span(window_s)} ({path})"
     return "one network throughout"
 
 

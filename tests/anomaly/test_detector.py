@@ -10,6 +10,7 @@ from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from pipeline.anomaly.retrain import retrain_once, start_retraining
 from schemas.events import Request
 from tests.factories import BERLIN_HOME, MUNICH_OTHER_ISP, event, rule_hits, run
+from tests.wording_style import faults
 
 DAY = 86_400.0
 ROUTINE = ["/orders", "/orders/1", "/invoices", "/calendar"]
@@ -60,7 +61,8 @@ def test_stolen_token_raises_one_explained_alert(trained) -> None:
     alert = alerts[0]
     summary = alert.alert.summary
     assert alert.rule.category == "anomaly" and "at-stolen" in summary
-    assert "first use from AS 6805 Telefonica Germany" in summary or "python-requests" in summary or \
+    assert summary.startswith("Token behaved unlike its owner's baseline: ") and faults(summary) == []
+    assert "first use from Telefonica Germany (AS6805)" in summary or "python-requests" in summary or \
         "distinct resources" in summary
     assert alert.details["model_version"] and alert.evidence
     assert "Bearer" not in alert.model_dump_json()

@@ -82,7 +82,7 @@ def test_attack_through_detect_raises_exactly_the_example_alert(example: ModuleT
     assert alert["rule"] == {"id": RULE, "name": "Token first used from a hosting network", "category": "first_use"}
     assert (alert["alert"]["severity"], alert["alert"]["risk_score"], alert["response"]["action"]) == ("medium", 50, "none")
     assert alert["alert"]["summary"] == (
-        "alice's token was first used from 88.198.10.10 (DE, Hetzner Online GmbH), a hosting network."
+        "Token first used from 88.198.10.10 (DE, Hetzner Online GmbH), a hosting network (token at-recipe-1, subject alice)."
     )
     assert (alert["user"]["id"], alert["client"]["id"], alert["source"]["ip"], alert["source"]["hosting"]) == (
         "alice", "portal", "88.198.10.10", True,

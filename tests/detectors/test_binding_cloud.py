@@ -33,8 +33,9 @@ def test_a_lone_use_outside_aws_is_a_binding_mismatch() -> None:
     alerts = run([stolen], ONLY_REPLAY)
     assert rule_hits(alerts) == [("replay.binding_mismatch", AKID)]
     assert alerts[0].alert.summary == (
-        f"Temporary credentials {AKID} issued to an AWS service (bound to aws) were used from "
-        "139.59.1.1 (Singapore, SG, DigitalOcean, LLC), outside aws — the credential exfiltration pattern"
+        "Temporary credentials issued to an AWS service (bound to aws) were used from "
+        "139.59.1.1 (Singapore, SG, DigitalOcean, LLC), outside aws — the credential exfiltration pattern "
+        f"(credentials {AKID})."
     )
     assert [e.event_id for e in alerts[0].evidence] == [stolen.event_id]
 

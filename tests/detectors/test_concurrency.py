@@ -182,10 +182,10 @@ def test_concurrent_use_finding_words_a_hand_built_match_exactly() -> None:
     match = Match("interleaved", uses, 20.0, ("agent",))
     finding = concurrent_use_finding(ConcurrentUse(again, token_state, match, 2, 60.0))
     assert finding.summary == (
-        "Access token at-1 was accepted from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG), 20 s later from "
+        "Access token was accepted from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG), 20 s later from "
         "139.59.1.1 (Singapore, SG, DigitalOcean, LLC), and 20 s after that from the first network again; two "
         "holders take turns, one device changing network does not come back at once; the device changed too: "
-        "user agent mozilla then curl"
+        "user agent mozilla then curl (token at-1)."
     )
     assert (finding.rule.id, finding.event, finding.key, finding.family_id) == (HIT[0][0], again, "at-1", None)
     assert finding.evidence == tuple(obs.evidence("at-1") for obs in uses)

@@ -354,9 +354,9 @@ def test_late_use_finding_words_a_revocation_match_exactly() -> None:
     match = LateUse(REVOKED_RULE, used, None, Revocation("session", "s-1", Observation(rev)), 600.0, 60.0)
     finding = late_use_finding(match)
     assert finding.summary == (
-        "Token at-1 (access, subject alice, client portal) was accepted from 79.200.77.3 (Berlin, DE, "
-        "Deutsche Telekom AG, AS3320) at 2026-11-24 09:11:40Z, 10 min after its session s-1 was revoked at "
-        "2026-11-24 09:01:40Z (allowed propagation lag 60 s)."
+        "Access token accepted 10 min after its session s-1 was revoked at 2026-11-24 09:01:40Z, from "
+        "79.200.77.3 (Berlin, DE, Deutsche Telekom AG, AS3320) at 2026-11-24 09:11:40Z "
+        "(allowed propagation lag 60 s; token at-1, subject alice, client portal)."
     )
     assert finding.rule is REVOKED_RULE and finding.event is used and finding.key == "at-1"
     assert finding.family_id == "fam-1"
@@ -375,9 +375,9 @@ def test_late_use_finding_words_an_expiry_match_exactly() -> None:
     used = use(1000, expires_in=None)
     finding = late_use_finding(LateUse(EXPIRED_RULE, used, None, Expiry(at(300).timestamp()), 700.0, 30.0))
     assert finding.summary == (
-        "Token at-1 (access, subject alice, client portal) was accepted from 79.200.1.10 (Berlin, DE, "
-        "Deutsche Telekom AG, AS3320) at 2026-11-24 09:16:40Z, 11 min 40 s after it expired at "
-        "2026-11-24 09:05:00Z: the resource server does not check exp."
+        "Access token accepted 11 min 40 s after it expired at 2026-11-24 09:05:00Z, from 79.200.1.10 "
+        "(Berlin, DE, Deutsche Telekom AG, AS3320) at 2026-11-24 09:16:40Z: the resource server does not "
+        "check exp (token at-1, subject alice, client portal)."
     )
     assert finding.rule is EXPIRED_RULE and finding.key == "at-1"
     assert finding.details == {"expired_at": "2026-11-24T09:05:00Z", "seconds_after_expiry": 700.0,

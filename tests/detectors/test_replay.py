@@ -143,8 +143,8 @@ def test_reuse_after_grace_from_another_network() -> None:
     assert (alert.alert.severity, alert.alert.risk_score, alert.response.action) == ("high", 80, "revoke_family")
     assert [e.event_id for e in alert.evidence] == [rotation.event_id, reuse.event_id]
     assert alert.alert.summary == (
-        "Refresh token rt-1 of family fam-1 was redeemed again 5 min after it was rotated, "
-        "from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC) vs 79.200.1.10 (Berlin, DE, Deutsche Telekom AG)"
+        "Refresh token redeemed again 5 min after it was rotated, from 139.59.1.1 (Singapore, SG, "
+        "DigitalOcean, LLC) vs 79.200.1.10 (Berlin, DE, Deutsche Telekom AG) (token rt-1, family fam-1)."
     )
 
 
@@ -254,7 +254,8 @@ def test_idp_reported_reuse() -> None:
     assert rule_hits(alerts) == [("replay.refresh_reuse", "rt-1")]
     alert = alerts[0]
     assert alert.alert.summary == (
-        "Okta reported reuse of refresh token rt-1 (family fam-1) from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC)"
+        "Refresh token reuse reported by Okta, from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC) "
+        "(token rt-1, family fam-1)."
     )
     assert (alert.response.action, alert.token.family_id) == ("revoke_family", "fam-1")
     assert alert.details == {"refresh_token_id": "rt-1", "reported_by": "okta",
@@ -264,7 +265,8 @@ def test_idp_reported_reuse() -> None:
     alone = run([reported(500, token="rt-9", family="fam-9", place=BERLIN_HOME)])
     assert rule_hits(alone) == [("replay.refresh_reuse", "rt-9")]
     assert alone[0].alert.summary == (
-        "Okta reported reuse of refresh token rt-9 (family fam-9) from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG)"
+        "Refresh token reuse reported by Okta, from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG) "
+        "(token rt-9, family fam-9)."
     )
 
 
@@ -290,9 +292,9 @@ def test_concurrent_use_berlin_and_singapore() -> None:
     assert (alert.alert.severity, alert.alert.risk_score, alert.response.action) == ("high", 70, "revoke_token")
     assert [e.event_id for e in alert.evidence] == [first.event_id, second.event_id]
     assert alert.alert.summary == (
-        "Access token at-1 was accepted from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC) 20 s after a use "
+        "Access token was accepted from 139.59.1.1 (Singapore, SG, DigitalOcean, LLC) 20 s after a use "
         "from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG); one holder cannot be in both places "
-        "(DigitalOcean, LLC is a hosting, anonymising or reputation-listed network)"
+        "(DigitalOcean, LLC is a hosting, anonymising or reputation-listed network) (token at-1)."
     )
     assert (alert.details["difference"], alert.details["handovers_before"]) == ("anonymising", 0)
 
@@ -318,7 +320,7 @@ def test_a_new_client_certificate_alone_is_drift_not_a_second_holder() -> None:
     assert rule_hits(alerts) == [("replay.concurrent_use", "at-1")]
     assert (alerts[0].details["difference"], alerts[0].details["device_drift"]) == ("drift", "key")
     assert alerts[0].alert.summary.endswith(
-        "; and the network changed along with the device: proven key mtls:x5t-A then mtls:x5t-B")
+        "; and the network changed along with the device: proven key mtls:x5t-A then mtls:x5t-B (token at-1).")
     # Without the key change the same move is roaming.
     assert run([*login(), use(10, proof=cert_a), use(25, proof=cert_a, place=O2_BERLIN)], ONLY_REPLAY) == []
 
@@ -354,15 +356,15 @@ def test_dpop_key_mismatch() -> None:
     assert (alert.alert.severity, alert.alert.risk_score, alert.response.action) == ("high", 85, "revoke_token")
     assert [e.event_id for e in alert.evidence] == [issue[1].event_id, wrong.event_id]
     assert alert.alert.summary == (
-        "Access token at-1 is bound to DPoP key jkt-AAAA but was accepted with DPoP key jkt-BBBB, "
-        "from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG)"
+        "Access token bound to DPoP key jkt-AAAA was accepted with DPoP key jkt-BBBB, "
+        "from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG) (token at-1)."
     )
 
 
 def test_bound_token_accepted_without_proof() -> None:
     alerts = run([*login(bound=KEY_A), use(10)], ONLY_REPLAY)
     assert rule_hits(alerts) == [("replay.binding_mismatch", "at-1")]
-    assert "bound to DPoP key jkt-AAAA but was accepted without proving that DPoP key" in alerts[0].alert.summary
+    assert "bound to DPoP key jkt-AAAA was accepted without proving that DPoP key" in alerts[0].alert.summary
     # Resource-server logs that never record the proof: only a wrong key is evidence then.
     quiet = {**ONLY_REPLAY, "replay": {"alert_on_missing_proof": False}}
     assert run([*login(bound=KEY_A), use(10)], quiet) == []
@@ -385,7 +387,8 @@ def test_network_bound_credential_used_from_another_network() -> None:
                     proof=Binding(method="network", value="ext:139.59.1.1"))]
     alerts = run(events, ONLY_REPLAY)
     assert rule_hits(alerts) == [("replay.binding_mismatch", "ak-1")]
-    assert alerts[0].alert.summary.startswith("Temporary credential ak-1 is bound to network vpc-0a1 but was")
+    assert alerts[0].alert.summary.startswith("Temporary credential bound to network vpc-0a1 was accepted with network")
+    assert alerts[0].alert.summary.endswith("(token ak-1).")
     # Without network evidence at the request there is nothing to compare.
     assert run(events[:1] + [event("used", 10, token="ak-1", token_type="temporary_credential",
                                    expires_in=AT_LIFE - 10)]) == []
@@ -417,8 +420,8 @@ def test_instance_credentials_used_outside_aws(place: Place, provider: str | Non
     assert rule_hits(alerts) == [("replay.binding_mismatch", AKID)]
     alert = alerts[0]
     assert alert.alert.summary == (
-        f"Temporary credentials {AKID} issued to an AWS service (bound to aws) were used from {where}"
-        " — the credential exfiltration pattern"
+        f"Temporary credentials issued to an AWS service (bound to aws) were used from {where}"
+        f" — the credential exfiltration pattern (credentials {AKID})."
     )
     assert (alert.alert.severity, alert.response.action) == ("high", "revoke_token")
     assert [e.event_id for e in alert.evidence] == [issue.event_id, stolen.event_id]
@@ -462,8 +465,8 @@ def test_pod_token_used_from_another_address() -> None:
     assert rule_hits(alerts) == [("replay.binding_mismatch", "sa-tok-1")]
     alert = alerts[0]
     assert alert.alert.summary == (
-        f"Pod-bound service-account token sa-tok-1 of pod {POD_UID} was used from {OTHER_IP}, "
-        f"not its pod's address {POD_IP} or its node address {NODE_IP}"
+        f"Pod-bound service-account token used from {OTHER_IP}, not its pod's address {POD_IP} "
+        f"or its node address {NODE_IP} (token sa-tok-1, pod {POD_UID})."
     )
     assert [e.event_id for e in alert.evidence] == [issue.event_id, first.event_id, stolen.event_id]
     assert alert.details["pod_address"] == POD_IP and alert.details["node_address"] == NODE_IP
@@ -499,7 +502,7 @@ def test_pod_token_presenting_another_pod_is_a_mismatch() -> None:
     other = Binding(method="pod", value="0b0e-other-pod")
     alerts = run([pod_token(0, NODE_IP, "issued"), pod_token(10, POD_IP, proof=other)], ONLY_REPLAY)
     assert rule_hits(alerts) == [("replay.binding_mismatch", "sa-tok-1")]
-    assert f"bound to pod {POD_UID} but was accepted with pod 0b0e-other-pod" in alerts[0].alert.summary
+    assert f"bound to pod {POD_UID} was accepted with pod 0b0e-other-pod" in alerts[0].alert.summary
 
 
 def test_pod_addresses_expire_after_the_pod_is_quiet_and_are_capped() -> None:
@@ -532,8 +535,8 @@ def test_duplicate_request_id_accepted_twice() -> None:
     assert (alert.alert.severity, alert.alert.risk_score, alert.response.action) == ("medium", 60, "revoke_token")
     assert [e.event_id for e in alert.evidence] == [first.event_id, replayed.event_id]
     assert alert.alert.summary == (
-        "Request req-42 with access token at-1 was accepted twice, 40 s apart, "
-        "both times from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG)"
+        "Request accepted twice, 40 s apart, both times from 79.200.1.10 (Berlin, DE, Deutsche Telekom AG) "
+        "(request req-42, access token at-1)."
     )
 
 

@@ -58,8 +58,8 @@ def test_use_with_scope_beyond_grant_alerts() -> None:
     alert = alerts[0]
     assert alert.alert.severity == "high" and alert.alert.risk_score == 80
     assert alert.response.action == "revoke_token" and alert.threat.technique[0].id == "T1548"
-    assert "scope(s) write beyond those granted at issue (read)" in alert.alert.summary
-    assert "accepted for GET /api" in alert.alert.summary and "at-1" in alert.alert.summary
+    assert alert.alert.summary.startswith("Token accepted for GET /api with scope write beyond those granted at issue (read)")
+    assert alert.alert.summary.endswith("(token at-1, subject alice, client portal).")
     assert alert.details["extra_scopes"] == "write"
     assert [item.event_id for item in alert.evidence] == [issued.event_id, trigger.event_id]
 
@@ -111,9 +111,8 @@ def test_refresh_returning_more_scope_alerts() -> None:
     alert = alerts[0]
     assert alert.alert.risk_score == 85 and alert.response.action == "revoke_family"
     assert alert.token.family_id == "fam-1"
-    assert "Refresh of token rt-1" in alert.alert.summary and "scope(s) write beyond the grant (read)" in (
-        alert.alert.summary
-    )
+    assert alert.alert.summary.startswith("Refresh widened the grant: minted a token with scope write beyond the grant (read)")
+    assert "(token rt-1 → rt-2, subject alice" in alert.alert.summary
 
 
 def test_refresh_widening_audience_alerts() -> None:
@@ -146,7 +145,8 @@ def test_token_exchange_widening_audience_alerts() -> None:
               issue(10, token="at-x", family=None, grant_type=EXCHANGE, parent="at-1", audience=("api", "billing"))]
     alerts = run(events)
     assert rule_hits(alerts) == [(WIDENING, "at-x")]
-    assert "Token exchange of token at-1" in alerts[0].alert.summary
+    assert alerts[0].alert.summary.startswith("Token exchange widened the grant")
+    assert "(token at-1 → at-x, subject alice" in alerts[0].alert.summary
 
 
 def test_token_exchange_widening_scope_alerts() -> None:
@@ -171,7 +171,10 @@ def test_first_privileged_scope_after_learning_alerts() -> None:
     assert alert.alert.severity == "medium" and alert.alert.risk_score == 55
     assert alert.response.action == "none" and alert.threat.technique[0].id == "T1098"
     assert alert.details["new_for_subject"] == "admin" and alert.details["new_for_client"] == "admin"
-    assert "admin" in alert.alert.summary and "alice" in alert.alert.summary and "portal" in alert.alert.summary
+    assert alert.alert.summary == (
+        "Privileged scope admin issued for the first time to subject alice (seen for 16 min 40 s) and client portal "
+        "(seen for 16 min 40 s) at 2026-11-24 09:16:40Z (token at-2)."
+    )
 
 
 def test_privileged_scope_new_for_the_subject_only() -> None:
@@ -184,6 +187,9 @@ def test_privileged_scope_new_for_the_subject_only() -> None:
     assert rule_hits(alerts) == [(NEW_PRIVILEGED, "at-2")]
     assert alerts[0].details["new_for_subject"] == "Directory.ReadWrite.All"
     assert alerts[0].details["new_for_client"] is None
+    assert alerts[0].alert.summary.startswith(
+        "Privileged scope Directory.ReadWrite.All issued for the first time to subject alice (seen for 16 min 40 s), "
+        "via client console at ")
 
 
 def test_privileged_scope_held_before_is_benign() -> None:
@@ -284,9 +290,9 @@ def test_widening_finding_words_a_hand_built_match_exactly() -> None:
                      ("billing",), frozenset({"api"}))
     finding = widening_finding(match)
     assert finding.summary == (
-        "Refresh of token rt-1 (subject alice, client portal, family fam-1) at 2026-11-24 09:01:40Z minted token "
-        "rt-2 with scope(s) admin write beyond the grant (read) and audience(s) billing beyond api; a refresh may "
-        "only keep or narrow scope (RFC 6749 §6)."
+        "Refresh widened the grant: minted a token with scopes admin write beyond the grant (read) and audience "
+        "billing beyond api at 2026-11-24 09:01:40Z; RFC 6749 §6 lets a refresh only keep or narrow scope "
+        "(token rt-1 → rt-2, subject alice, client portal, family fam-1)."
     )
     assert (finding.rule.id, finding.event, finding.key, finding.family_id) == (WIDENING, minted, "rt-2", "fam-1")
     assert finding.evidence == (EvidenceItem.of(minted),)
@@ -296,8 +302,9 @@ def test_widening_finding_words_a_hand_built_match_exactly() -> None:
     }
     exchange = widening_finding(Widening(minted, None, None, True, (), frozenset(), ("billing",), frozenset({"api"})))
     assert exchange.summary == (
-        "Token exchange of token rt-1 (subject alice, client portal, family ?) at 2026-11-24 09:01:40Z minted token "
-        "rt-2 with audience(s) billing beyond api; an exchanged token may not exceed its subject token."
+        "Token exchange widened the grant: minted a token with audience billing beyond api at 2026-11-24 09:01:40Z; "
+        "an exchanged token may not exceed its subject token (token rt-1 → rt-2, subject alice, client portal, "
+        "family ?)."
     )
     assert exchange.details["via"] == "token_exchange" and exchange.details["extra_scopes"] is None
 
@@ -327,13 +334,13 @@ def test_overreach_finding_words_hand_built_matches_exactly() -> None:
     trigger = use(10, scopes=("read",), required=("write",))
     carried = overreach_finding(Overreach(trigger, None, ("write",), None))
     assert carried.summary == (
-        "Token at-1 (subject alice, client portal) was accepted for GET /api at 2026-11-24 09:00:10Z with scope(s) "
-        "write beyond those carried by the token (read; its issue was not seen)."
+        "Token accepted for GET /api with scope write beyond those carried by the token (read; its issue was not "
+        "seen), at 2026-11-24 09:00:10Z (token at-1, subject alice, client portal)."
     )
     assert (carried.rule.id, carried.key, carried.family_id, carried.evidence) == (
         NOT_GRANTED, "at-1", "fam-1", (EvidenceItem.of(trigger),))
     assert carried.details == {"extra_scopes": "write", "granted_scopes": None, "presented_scopes": "read",
                                "required_scopes": "write", "issue_seen": False}
     granted = overreach_finding(Overreach(trigger, None, ("write",), frozenset({"read", "openid"})))
-    assert granted.summary.endswith("write beyond those granted at issue (openid read).")
+    assert "write beyond those granted at issue (openid read), at " in granted.summary
     assert granted.details["granted_scopes"] == "openid read" and granted.details["issue_seen"] is True
