@@ -350,8 +350,9 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
     # -- issue -> use divergence ---------------------------------------------
     def _diverges(self, issue: _Context, use: _Context) -> tuple[bool, bool, bool] | None:
         """(country changed, network changed, use network is hosting) when the
-        change is worth an alert. Networks compare by ASN, by AS name when an
-        ASN is missing, and count as unchanged when either side is unknown."""
+        change is worth an alert. Networks compare by ASN, by AS name (whatever its case:
+        Okta lower-cases them) when an ASN is missing, and count as unchanged when either
+        side is unknown."""
         if issue.egress or use.egress:
             return None
         issue_country, use_country = issue.users_country, use.users_country
@@ -360,7 +361,7 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         if issue_asn and use_asn:
             net_changed = issue_asn != use_asn
         else:
-            net_changed = bool(issue_org and use_org and issue_org != use_org)
+            net_changed = bool(issue_org and use_org and issue_org.casefold() != use_org.casefold())
         if not (country_changed or net_changed):
             return None
         hosting = use.hosting_move

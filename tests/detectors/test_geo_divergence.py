@@ -334,6 +334,21 @@ def test_network_compares_by_as_name_when_the_asn_is_missing() -> None:
     assert rule_hits(run([issued(0), without_asn(used(5 * MIN, FRANKFURT_HOSTING))])) == [(DIVERGENCE, "at-1")]
 
 
+def test_as_names_compare_whatever_their_case() -> None:
+    """Okta writes AS names lower-cased ("digitalocean-asn"), GeoIP databases as registered:
+    the same network spelt two ways is not a network change."""
+    def spelt(ev: CanonicalEvent, name: str) -> CanonicalEvent:
+        return ev.model_copy(update={"network": ev.network.model_copy(update={"asn": None, "as_org": name})})
+
+    vps = used(0, FRANKFURT_HOSTING).network.as_org
+    assert vps
+    issued_on_vps = issued(0).model_copy(update={"network": used(0, FRANKFURT_HOSTING).network})
+    assert run([spelt(issued_on_vps, vps.lower()), spelt(used(5 * MIN, FRANKFURT_HOSTING), vps.upper())]) == []
+    # Another network still is one, however it is spelt.
+    assert rule_hits(run([spelt(issued(0), "deutsche telekom ag"), spelt(used(5 * MIN, FRANKFURT_HOSTING), vps.upper())])) \
+        == [(DIVERGENCE, "at-1")]
+
+
 def test_session_history_is_bounded() -> None:
     detector = GeoDivergenceDetector(GeoDivergenceDetector.Config(session_history=2))
     state = StateStore()
