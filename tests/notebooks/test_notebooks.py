@@ -1,7 +1,7 @@
 """Every notebook in notebooks/ runs top to bottom against a store made by a small demo run.
 
-The demo (``tokenwatch demo --size 20 --duration 6h``, ~3 s) writes the alert store, the
-generated events and their labels into a temporary directory; each notebook is executed
+The demo (``demo_dir`` in conftest.py) writes the alert store, the generated events and
+their labels into a temporary directory; each notebook is executed
 with nbclient in the ``python3`` kernel of this interpreter (ipykernel is a test extra),
 its inputs pointed there through ``TOKENWATCH_CONFIG`` / ``TOKENWATCH_EVENTS`` /
 ``TOKENWATCH_LABELS``. A cell that raises fails the test with the cell's traceback.
@@ -10,8 +10,8 @@ its inputs pointed there through ``TOKENWATCH_CONFIG`` / ``TOKENWATCH_EVENTS`` /
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+from io import BytesIO
 from pathlib import Path
 
 import nbformat
@@ -19,27 +19,14 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
+from PIL import Image
 
+from pipeline.analyst.screenshots import MAIN_PLOT_TAG, main_plot_png
 from tests.conftest import TEST_HASH_KEY
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 CELL_TIMEOUT_S = 120
-
-
-@pytest.fixture(scope="session")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "TOKENWATCH_TOKEN_HASH_KEY": TEST_HASH_KEY.decode(),
-           "TOKENWATCH_STATE_DIR": str(out / "state")}
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", "demo", "--size", "20", "--duration", "6h", "--output-dir", str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    for name in ("tokenwatch.toml", "tokenwatch.db", "labels.json", "events"):
-        assert (out / name).exists(), f"the demo did not write {name}"
-    return out
 
 
 def kernel_env(demo: Path) -> dict[str, str]:
@@ -90,3 +77,12 @@ def test_notebook_runs_top_to_bottom(path: Path, demo_dir: Path) -> None:
     assert not errors
     plots = sum("image/png" in o.get("data", {}) for c in book.cells if c.cell_type == "code" for o in c.outputs)
     assert plots >= 1, f"{path.name} drew no plot"
+    main = Image.open(BytesIO(main_plot_png(book)))  # what the screenshot generator exports
+    assert main.format == "PNG" and main.width >= 600 and main.height >= 250, main.size
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_tags_one_main_plot(path: Path) -> None:
+    book = nbformat.read(path, as_version=4)
+    tagged = [c for c in book.cells if MAIN_PLOT_TAG in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code", f"{path.name}: tag one plotting cell {MAIN_PLOT_TAG!r}"
