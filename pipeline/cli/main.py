@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import DATA_DIR, exit_codes
-from pipeline.config import ConfigError, Settings, defaults_toml, load_settings, masked_dump, rules_markdown
+from pipeline.cli.helptext import add_command, examples_text, usage_only, version
+from pipeline.config import (
+    ConfigError,
+    Settings,
+    changed_settings,
+    defaults_toml,
+    load_settings,
+    masked_dump,
+    rules_markdown,
+)
 from pipeline.runtime.detect import run_detect
 from pipeline.runtime.files import open_output
 from pipeline.runtime.workers import WorkerFailed
@@ -46,11 +55,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+DESCRIPTION = """\
+Detects misuse of authentication tokens (refresh-token replay, use from two places
+at once, impossible travel, scope escalation, use after revocation or expiry) in
+identity-provider and resource-server logs, and helps triage and answer the alerts.
+
+Settings come from a TOML file (--config) and from TOKENWATCH_<SECTION>__<KEY>
+environment variables, which override it; `tokenwatch config defaults` lists every
+key. Exit codes: 0 done, 1 ran and something failed, 2 configuration or usage error,
+3 not found, 4 Kafka unreachable, 5 metrics port in use, 6 Elasticsearch refused."""
+
+EXAMPLES = (
+    "tokenwatch demo                                     # the whole flow on synthetic data, no servers",
+    "tokenwatch detect -i events.jsonl -o alerts.jsonl   # batch detection",
+    "tokenwatch alerts list --config demo-output/tokenwatch.toml",
+    "tokenwatch config check tokenwatch.toml",
+    "tokenwatch COMMAND --help                           # each command's options and examples",
+)
+
+RUN_DESCRIPTION = """\
+The streaming service: joins the Kafka consumer group, runs the detectors on every
+assigned partition, checkpoints state to a changelog topic, and writes alerts to
+Elasticsearch and the alerts topic; /healthz and /metrics on service.metrics_port.
+
+Its settings come from the TOML file (--config) with TOKENWATCH_<SECTION>__<KEY>
+environment variables over it. The ones to set first:
+  kafka.bootstrap_servers    brokers (default ["127.0.0.1:9092"])
+  kafka.topics.input         topics to read (default ["tokenwatch.events"])
+  kafka.group_id             consumer group (default "tokenwatch")
+  elasticsearch.hosts        where alerts and events are indexed
+  trust                      which topic carries which format; whose revocations count
+  response.enabled           revoke tokens automatically (default false)
+Secrets (TOKENWATCH_KAFKA__SASL_PASSWORD, TOKENWATCH_ELASTICSEARCH__API_KEY...) come
+from the environment or *_file keys, never the file. `tokenwatch config check FILE`
+validates it all; `tokenwatch config defaults` lists every key."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tokenwatch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tokenwatch", description=DESCRIPTION, epilog=examples_text(EXAMPLES),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    detect = sub.add_parser("detect", help="read JSON lines, write alert JSON lines")
+    detect = add_command(
+        sub, "detect", help="read JSON lines, write alert JSON lines",
+        description="Batch detection: reads log lines (any supported format, detected per line unless\n"
+        "--format names one), writes one alert JSON line per alert, and puts lines it cannot\n"
+        "read in the dead-letter file with the reason. A summary goes to stderr. Settings:\n"
+        "--config and TOKENWATCH_* environment variables (see `tokenwatch --help`).",
+        examples=["tokenwatch detect -i events.jsonl -o alerts.jsonl",
+                  "tokenwatch detect -i okta.jsonl -f okta --config tokenwatch.toml --store   # also into the store",
+                  "cat events.jsonl | tokenwatch detect -i - > alerts.jsonl"],
+    )
     detect.add_argument("--input", "-i", required=True, help="input file of JSON lines, or - for stdin")
     detect.add_argument("--output", "-o", default="-", help="alert JSON lines file, or - for stdout")
     detect.add_argument(
@@ -67,13 +123,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     detect.add_argument(
         "--workers", "-w", type=_positive, default=1, metavar="N",
-        help="engine processes, events routed by the Kafka message-key rule as `run` partitions are, so "
-        "the alerts are those of `run` with N partitions (README 'Detect'); default 1: one process",
+        help="processes that each normalise and judge their share of the lines, routed by the Kafka "
+        "message-key rule as `run` partitions are, so the alerts are those of `run` with N partitions "
+        "(README 'Detect': where that differs from one process); default 1: one process",
     )
     detect.set_defaults(func=cmd_detect)
 
-    demo = sub.add_parser(
-        "demo", help="generate a synthetic world with injected attacks, detect, store, respond (dry run): no servers"
+    demo = add_command(
+        sub, "demo", help="generate a synthetic world with injected attacks, detect, store, respond (dry run): no servers",
+        description="The whole flow on one machine, no servers: generates a synthetic company (employees,\n"
+        "services, their IdP and gateway logs) with one injected attack per rule, detects, stores\n"
+        "the alerts, runs the responder in dry run against a local endpoint, and prints which\n"
+        "attack each alert caught and the false positives. Everything lands in --output-dir,\n"
+        "with a tokenwatch.toml the triage commands can read.",
+        examples=["tokenwatch demo",
+                  "tokenwatch demo --size 40 --duration 8h --output-dir /tmp/tw   # smaller and faster",
+                  "tokenwatch alerts list --config demo-output/tokenwatch.toml   # then triage its alerts"],
     )
     demo.add_argument("--size", type=int, default=300, metavar="USERS", help="employees in the world (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=7, help="same seed, same world (default: %(default)s)")
@@ -84,7 +149,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--sample", action="store_true", help="run the small bundled sample instead of the world")
     demo.set_defaults(func=cmd_demo)
 
-    produce = sub.add_parser("produce", help="load JSON lines into a Kafka topic, keyed so one token family shares a partition")
+    produce = add_command(
+        sub, "produce", help="load JSON lines into a Kafka topic, keyed so one token family shares a partition",
+        description="Loads log lines into a Kafka topic for `tokenwatch run`, keyed so that every line of\n"
+        "one token family lands in one partition. Several inputs are merged by event time.\n"
+        "The broker comes from --bootstrap, else the [kafka] table of --config, else\n"
+        "TOKENWATCH_KAFKA__BOOTSTRAP_SERVERS, else 127.0.0.1:9092.",
+        examples=["tokenwatch produce -i demo-output/events -t tokenwatch.events --bootstrap 127.0.0.1:9092 "
+                  "--create-topics 3",
+                  "tokenwatch produce -i okta.jsonl -f okta -t tokenwatch.events --config tokenwatch.toml"],
+    )
     produce.add_argument(
         "--input", "-i", required=True, nargs="+", metavar="PATH",
         help="files or directories of JSON lines (several are merged by event time: the way to load a "
@@ -99,19 +173,61 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--create-topics", type=int, metavar="PARTITIONS", help="create missing topics first")
     produce.set_defaults(func=cmd_produce)
 
-    run = sub.add_parser("run", help="the streaming service: Kafka consumer group -> detectors -> Elasticsearch + alerts topic")
-    run.add_argument("--config", "-c", type=Path, required=True, help="TOML configuration file")
+    run = add_command(
+        sub, "run", help="the streaming service: Kafka consumer group -> detectors -> Elasticsearch + alerts topic",
+        description=RUN_DESCRIPTION,
+        examples=["tokenwatch run --config tokenwatch.toml",
+                  "tokenwatch config check tokenwatch.toml && tokenwatch run -c tokenwatch.toml   # check first",
+                  "TOKENWATCH_KAFKA__BOOTSTRAP_SERVERS='[\"kafka-1:9092\"]' \\",
+                  "  TOKENWATCH_ELASTICSEARCH__API_KEY=... tokenwatch run -c tokenwatch.toml"],
+    )
+    run.add_argument("--config", "-c", type=Path, required=True, metavar="FILE",
+                     help="TOML configuration file; TOKENWATCH_* environment variables override its keys")
+    run.add_argument(
+        "--workers", "-w", type=_positive, default=1, metavar="N",
+        help="member processes of the consumer group on this host, supervised (restarted if one dies); "
+        "member I serves metrics on service.metrics_port + I (README 'Service'); default 1: one process",
+    )
+    run.add_argument("--member", type=int, help=argparse.SUPPRESS)  # set by --workers for its members
     run.set_defaults(func=cmd_run)
 
-    rules = sub.add_parser("rules", help="print the detection rules as a Markdown table")
+    rules = add_command(
+        sub, "rules", help="print the detection rules as a Markdown table",
+        description="Prints every detection rule (id, severity and risk score, the response it asks for,\n"
+        "MITRE ATT&CK techniques, meaning) as a Markdown table: the README's rule table.",
+        examples=["tokenwatch rules", "tokenwatch rules | grep replay"],
+    )
     rules.set_defaults(func=lambda args: sys.stdout.write(rules_markdown()) and 0)
 
-    config = sub.add_parser("config", help="validate or print configuration")
+    config = add_command(
+        sub, "config", help="validate or print configuration",
+        description="The configuration: one TOML file plus TOKENWATCH_<SECTION>__<KEY> environment\n"
+        "variables (`__` nests: TOKENWATCH_STORE__PATH sets [store] path).",
+        examples=["tokenwatch config check tokenwatch.toml", "tokenwatch config defaults > tokenwatch.toml"],
+    )
+    config.set_defaults(func=usage_only(config))
     config_sub = config.add_subparsers(metavar="ACTION")
-    check = config_sub.add_parser("check", help="validate a file and print the effective settings")
-    check.add_argument("file", type=Path, nargs="?")
+    check = add_command(
+        config_sub, "check", help="validate a file (and the environment); --show prints the effective settings",
+        description="Loads the settings as every command does (the file, then TOKENWATCH_* variables over\n"
+        "it) and ends with one line: `OK: FILE is valid (N settings differ from the defaults)`,\n"
+        "or `error: ...` naming the key (the nearest known key for a misspelt one) with exit 2.\n"
+        "--show first prints the effective settings as JSON, secrets masked.",
+        examples=["tokenwatch config check tokenwatch.toml",
+                  "tokenwatch config check tokenwatch.toml --show   # every effective setting",
+                  "TOKENWATCH_STORE__PATH=/var/lib/tw.db tokenwatch config check   # defaults + environment"],
+    )
+    check.add_argument("file", type=Path, nargs="?", metavar="FILE",
+                       help="TOML configuration file (default: none: the defaults and the environment)")
+    check.add_argument("--show", action="store_true",
+                       help="print the effective settings as JSON (secrets masked) before the verdict")
     check.set_defaults(func=cmd_config_check)
-    defaults = config_sub.add_parser("defaults", help="print every key with its default, as TOML")
+    defaults = add_command(
+        config_sub, "defaults", help="print every key with its default, as TOML",
+        description="Prints every configuration key with its default and what it does, as TOML (the\n"
+        "text of pipeline/data/tokenwatch.toml): a starting point for a configuration file.",
+        examples=["tokenwatch config defaults", "tokenwatch config defaults | grep -A3 '^\\[store\\]'"],
+    )
     defaults.set_defaults(func=cmd_config_defaults)
 
     # Command groups that live in their own modules (one job each): analyst triage,
@@ -229,27 +345,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.service.runner import run_service
 
     settings = load_settings(args.config)
-    unbound = settings.trust.unbound_authorities() if settings.response.enabled else []
-    if unbound:
-        print(printable(
-            f"tokenwatch: configuration error: [response] is enabled but trust.authoritative believes "
-            f"{', '.join(unbound)} revocations from any input topic, so anyone who can write to one could "
-            f"revoke sessions; name the topics each source's logs arrive on (topics = [\"idp-events\"]), "
-            f"or topics = [\"*\"] to accept that"), file=sys.stderr)
+    refused = service_refusal(settings)
+    if refused:
+        print(printable(f"tokenwatch: configuration error: {refused}"), file=sys.stderr)
         return 2
+    from pipeline.service.members import run_member, run_members
     from pipeline.service.startup import StartupError
 
     try:
+        if args.member is not None:
+            return run_member(settings, args.member, args.workers)
+        if args.workers > 1:
+            return run_members(args.config, settings, args.workers)
         return run_service(settings, settings.service)
     except StartupError as exc:
         print(printable(f"tokenwatch run: {exc}"), file=sys.stderr)
         return exc.code
 
 
+def service_refusal(settings: Settings) -> str | None:
+    """Why `run` refuses settings that load (None if it does not): checked by `config check` too."""
+    unbound = settings.trust.unbound_authorities() if settings.response.enabled else []
+    if not unbound:
+        return None
+    return (f"[response] is enabled but trust.authoritative believes {', '.join(unbound)} revocations from "
+            f"any input topic, so anyone who can write to one could revoke sessions; name the topics each "
+            f"source's logs arrive on (topics = [\"idp-events\"]), or topics = [\"*\"] to accept that")
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
-    settings = load_settings(args.file)
-    print(json.dumps(masked_dump(settings), indent=2))  # secrets masked: output lands in tickets and logs
-    return 0
+    """Load as every command does; print the settings only when asked; end with one verdict line."""
+    try:
+        settings = load_settings(args.file)
+        refused = service_refusal(settings)
+    except (ConfigError, SecretError) as exc:
+        print(printable(f"error: {exc}"), file=sys.stderr)
+        return exit_codes.CONFIG
+    if args.show:
+        print(json.dumps(masked_dump(settings), indent=2))  # secrets masked: output lands in tickets and logs
+    if refused:
+        print(printable(f"error: `tokenwatch run` would refuse it: {refused}"), file=sys.stderr)
+        return exit_codes.CONFIG
+    changed = len(changed_settings(settings))
+    what = f"{changed} setting differs" if changed == 1 else f"{changed} settings differ"
+    where = args.file if args.file is not None else "the configuration (defaults and environment)"
+    print(printable(f"OK: {where} is valid ({what} from the defaults)"))
+    return exit_codes.OK
 
 
 def cmd_config_defaults(args: argparse.Namespace) -> int:
