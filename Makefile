@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo lint test regen bench clean
+.PHONY: install demo lint compile test regen bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,18 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint
-	$(PY) -m pytest
+# Build the hot modules with mypyc (pipeline/compiled.py names them), in place: extension modules beside
+# their .py files, which Python imports first. Without mypyc or a C compiler, or when the build fails, one
+# line says so and everything runs as pure Python. Nothing is rebuilt while the build is current.
+compile: install
+	$(PY) -m pipeline.build_compiled
+
+# The whole suite on the build `make compile` left (compiled; pure Python where it could not build), then
+# the detector tests again on the pure-Python sources. TOKENWATCH_BUILD names the build each run must be
+# on (tests/compiled/test_build.py checks it).
+test: lint compile
+	TOKENWATCH_BUILD=$$($(PY) -m pipeline.build_compiled --which) $(PY) -m pytest
+	TOKENWATCH_BUILD=pure $(PY) -m pytest tests/detectors tests/compiled
 
 # Rewrite what is generated from the detectors' RuleMeta and Config and the settings models: the
 # README rule table and pipeline/data/tokenwatch.toml (pipeline/regen.py; tests/test_regen.py fails while stale).
@@ -34,4 +44,5 @@ bench: install
 	$(PY) benchmarks/bench_detect.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-output .pytest_cache .hypothesis .mypy_cache .ruff_cache build
+	rm -f tokenwatch__mypyc*.so detectors/*.so pipeline/runtime/*.so

@@ -18,6 +18,7 @@ _INTERNED = frozenset({
     "kind", "source", "net", "egress", "country", "city", "as_org", "binding", "service", "net_class", "agent",
     "device",
 })
+_CONVERTED = frozenset({"scopes", "time"})  # a list and a number in records
 _MIN_SLOTS = _SLOTS.index("service")  # records of the first layout end before this slot
 
 
@@ -32,11 +33,12 @@ def decode_observation(values: Any) -> Observation:
     if type(values) is not list or not _MIN_SLOTS <= len(values) <= len(_SLOTS):
         raise ValueError("bad observation")
     values = values + [None] * (len(_SLOTS) - len(values))
-    obs = Observation.__new__(Observation)
+    obs = Observation()
     for name, value in zip(_SLOTS, values, strict=True):
         if name in _INTERNED and type(value) is str:
             value = intern(value)
-        setattr(obs, name, value)
+        if name not in _CONVERTED:  # set below, once checked (a compiled class checks types)
+            setattr(obs, name, value)
     scopes, time = values[_SCOPES], values[_SLOTS.index("time")]
     if scopes and (type(scopes) is not list or not all(type(s) is str for s in scopes)):
         raise TypeError("observation scopes must be a list of strings")

@@ -17,7 +17,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from detectors.device import MAX_ID_CHARS, agent_family
 from detectors.tables import Table, ValueCodec
@@ -68,13 +68,17 @@ class Observation:
     """Where and how one event happened: enough to compare contexts and to cite
     it as evidence without keeping the event itself."""
 
-    __slots__ = (
+    __slots__: ClassVar[tuple[str, ...]] = (
         "time", "event_id", "kind", "source", "ip", "net", "egress", "country", "city",
         "lat", "lon", "accuracy_km", "hosting", "binding", "client_id", "success",
         "request_id", "scopes", "asn", "as_org", "service", "net_class", "agent", "device",
     )
 
-    def __init__(self, event: CanonicalEvent) -> None:
+    def __init__(self, event: CanonicalEvent | None = None) -> None:
+        """``None``: an empty record for the changelog codec to fill in (``__new__`` alone
+        would skip ``__init__``, which a class compiled by mypyc cannot)."""
+        if event is None:
+            return
         # Strings from the network come from the enricher's shared objects; only
         # values built per event (network key, binding, scope tuple) are interned.
         net, geo, request = event.network, event.network.geo, event.request
@@ -141,7 +145,7 @@ class Observation:
 class TokenState:
     """Everything known about one token id."""
 
-    __slots__ = (
+    __slots__: ClassVar[tuple[str, ...]] = (
         "token_id", "type", "family_id", "parent_id", "session_id", "subject_id", "client_id",
         "issued_at", "expires_at", "scopes", "audience", "binding", "issue", "accepted", "failed",
         "rotation", "revoked", "last_seen", "wheel_slot",
@@ -175,7 +179,7 @@ class TokenState:
 class ScopeState:
     """Revocation/termination facts for a family, session or subject."""
 
-    __slots__ = ("revoked", "ended", "disabled", "scopes", "audience", "last_seen", "tokens", "wheel_slot")
+    __slots__: ClassVar[tuple[str, ...]] = ("revoked", "ended", "disabled", "scopes", "audience", "last_seen", "tokens", "wheel_slot")
 
     def __init__(self) -> None:
         self.revoked: Observation | None = None

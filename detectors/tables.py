@@ -21,10 +21,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 K = TypeVar("K", str, int)
 V = TypeVar("V")
 
 
+@mypyc_attr(native_class=False)  # mypyc cannot build a generic dataclass as a native class
 @dataclass(frozen=True, slots=True)
 class ValueCodec(Generic[V]):
     """How one value type travels in changelog records: to plain JSON values and back.

@@ -7,7 +7,19 @@ import os
 import pytest
 from hypothesis import settings as _hypothesis_settings
 
+from pipeline import compiled
 from schemas.redaction import make_token_hasher
+
+# Which build the tests import (``make test`` names it; tests/compiled/test_build.py checks it): ``pure``
+# imports the sources of the modules ``make compile`` builds. A build older than its sources would
+# test code that is no longer there (worker processes import it too), so it stops the run.
+if os.environ.get(compiled.BUILD_ENV) == "pure":
+    compiled.use_pure_python()
+elif compiled.built_paths() and compiled.stale():
+    raise pytest.UsageError(
+        f"the compiled build is older than {', '.join(compiled.stale())}: run `make compile`, "
+        "or `python -m pipeline.build_compiled --clean` to test pure Python"
+    )
 
 TEST_HASH_KEY = b"tokenwatch-test-key-0123456789abcdef"
 
