@@ -28,10 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar, NamedTuple
 
-from pydantic import Field
-
 from detectors import describe
-from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.base import Detector, Finding, RuleMeta
 from detectors.geo import (
     closer_than_km,
     effective_distance_km,
@@ -40,7 +38,8 @@ from detectors.geo import (
     speed_kmh,
     travel_horizon_s,
 )
-from detectors.geo_divergence_state import MAX_SESSION_POINTS, SESSION_TRAIL, SessionPoint, SessionTrail
+from detectors.geo_divergence_config import GeoDivergenceConfig
+from detectors.geo_divergence_state import SESSION_TRAIL, SessionPoint, SessionTrail
 from detectors.state import Observation, StateStore, TokenState
 from detectors.tables import Table
 from schemas.alerts import EvidenceItem, Severity
@@ -105,33 +104,6 @@ class _Context(NamedTuple):
     @property
     def hosting_move(self) -> bool:
         return self.hosting is True and self.net_class not in _NOT_THE_USERS
-
-
-class GeoDivergenceConfig(DetectorConfig):
-    max_speed_kmh: float = Field(
-        default=1000.0, gt=0, description="Fastest plausible travel (airliner speed); faster is impossible travel"
-    )
-    min_distance_km: float = Field(
-        default=500.0, ge=0, description="Ignore pairs closer than this (after the accuracy allowance)"
-    )
-    default_accuracy_km: float = Field(
-        default=50.0, ge=0, description="Geolocation error radius assumed when an event carries none"
-    )
-    count_failed_uses: bool = Field(
-        default=False, description="Also use rejected requests as locations for impossible travel"
-    )
-    session_history: int = Field(
-        default=3, ge=1, le=MAX_SESSION_POINTS, description="Located events kept per session to compare across its tokens"
-    )
-    alert_on_country_change: bool = Field(
-        default=True, description="Alert when a token is used from another country than it was issued in"
-    )
-    alert_on_asn_change_to_hosting: bool = Field(
-        default=True, description="Alert when a token issued elsewhere is used from a hosting/VPN/Tor network"
-    )
-    ignore_same_country_isp_change: bool = Field(
-        default=True, description="Treat a change of non-hosting network within one country as benign (mobile users)"
-    )
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pydantic import Field
-
 from detectors import describe
-from detectors.base import Detector, DetectorConfig, Finding, RuleMeta
+from detectors.base import Detector, Finding, RuleMeta
 from detectors.binding import token_label
+from detectors.post_revocation_use_config import PostRevocationUseConfig
 from detectors.recorded import use_event
 from detectors.revocation_policy import Held, Revocation, issued_at, kills
 from detectors.state import Observation, ScopeState, StateStore, TokenState
@@ -87,15 +86,6 @@ AFTER_EXPIRY = RuleMeta(
     response="none",
     description="A resource server accepted a token after its exp plus clock skew: it does not validate expiry.",
 )
-
-
-class PostRevocationUseConfig(DetectorConfig):
-    propagation_lag_s: float = Field(
-        default=60.0, ge=0, description="Uses this soon after a revocation are propagation lag (a metric), not alerts"
-    )
-    clock_skew_s: float = Field(
-        default=30.0, ge=0, description="Tolerance between issuer and resource-server clocks for exp"
-    )
 
 
 # -- the facts a decision returns ------------------------------------------------

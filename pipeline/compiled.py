@@ -20,9 +20,9 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 
 # What pays (README "Performance"): lineage state, the detector tables and the helpers the
-# rules call per event, and the engine with its alerter and event-time clocks. The rule
-# modules stay pure Python while they declare their pydantic settings with ``Field``
-# defaults (mypyc checks a class attribute's default against its type), and so does the
+# rules call per event, the rule detectors, and the engine with its alerter and event-time
+# clocks. The rules' pydantic settings stay pure Python in ``detectors/<rule>_config.py``
+# (compiled, a model loses its ``Field`` constraints and descriptions), and so does the
 # anomaly detector (numpy, scikit-learn).
 MODULES: tuple[str, ...] = (
     "detectors.binding",
@@ -31,10 +31,14 @@ MODULES: tuple[str, ...] = (
     "detectors.describe",
     "detectors.device",
     "detectors.geo",
+    "detectors.geo_divergence",
     "detectors.geo_divergence_state",
     "detectors.observation_codec",
+    "detectors.post_revocation_use",
     "detectors.recorded",
+    "detectors.replay",
     "detectors.revocation_policy",
+    "detectors.scope_escalation",
     "detectors.state",
     "detectors.state_codec",
     "detectors.tables",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from detectors.scope_escalation import (
-    EXCHANGE_GRANT_TYPES,
     HELD_SCOPES,
     Overreach,
     ScopeEscalationDetector,
@@ -16,6 +15,7 @@ from detectors.scope_escalation import (
     overreach_finding,
     widening_finding,
 )
+from detectors.scope_escalation_config import EXCHANGE_GRANT_TYPES
 from detectors.state import StateStore
 from schemas.alerts import EvidenceItem
 from schemas.events import CanonicalEvent, TokenType
