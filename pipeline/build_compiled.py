@@ -22,8 +22,9 @@ import sys
 import sysconfig
 import time
 from importlib.util import find_spec
+from pathlib import Path
 
-from pipeline.compiled import GROUP, MODULES, ROOT, built_paths, extension_path, source_path, stale
+from pipeline.compiled import EXTENSION_SUFFIX, GROUP, MODULES, ROOT, built_paths, extension_path, source_path, stale
 
 BUILD_DIR = ROOT / "build" / "mypyc"
 LOG = BUILD_DIR / "compile.log"
@@ -62,15 +63,37 @@ def _no_toolchain() -> str | None:
     return None
 
 
+def _shared_link() -> Path:
+    """Where this interpreter's site-packages finds the shared library: a process whose path
+    lacks the top of the tree (a notebook kernel started in notebooks/, which finds
+    ``detectors`` through the editable install) must still import it."""
+    return Path(sysconfig.get_paths()["purelib"]) / f"{GROUP}__mypyc{EXTENSION_SUFFIX}"
+
+
+def _link_shared() -> None:
+    link, shared = _shared_link(), ROOT / f"{GROUP}__mypyc{EXTENSION_SUFFIX}"
+    if link == shared or not shared.exists():
+        return
+    if link.is_symlink() or link.exists():
+        if link.resolve() == shared.resolve():
+            return
+        link.unlink()
+    link.symlink_to(shared)
+
+
 def clean() -> None:
     for path in built_paths():
         path.unlink()
+    link = _shared_link()
+    if link.is_symlink() and link.resolve().parent == ROOT.resolve():
+        link.unlink()
     shutil.rmtree(BUILD_DIR, ignore_errors=True)
 
 
 def build(opt_level: str) -> bool:
     """Build if stale; ``False`` (after one line on stdout) when tokenwatch stays pure Python."""
     if not stale():
+        _link_shared()
         print("compiled build is current")
         return True
     missing = _no_toolchain()
@@ -93,6 +116,7 @@ def build(opt_level: str) -> bool:
             path.unlink()
         print(f"compiled build failed after {seconds:.0f}s ({last}; log: {LOG}); running pure Python")
         return False
+    _link_shared()
     print(f"compiled {len(MODULES)} modules with mypyc -O{opt_level} in {seconds:.0f}s")
     return True
 

@@ -17,6 +17,7 @@ end offset alone is not trusted (Tansu reports it short).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,9 @@ class PartitionState:
     # Events of the revocations feed submitted since the last checkpoint: a restart reads that
     # whole topic again, so their ids always go to the changelog.
     fed: set[str] = field(default_factory=set)
+    # The engine's counters already moved to the service metrics (late, reordered events). Kept
+    # here, not in a map keyed by the engine: a compiled Engine takes no weak reference.
+    metered: Counter[str] = field(default_factory=Counter)
 
     @property
     def store(self) -> StateStore:

@@ -35,7 +35,6 @@ import logging
 import signal
 import threading
 import time
-import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -53,7 +52,7 @@ from pipeline.kafka.config import consumer_kwargs, producer_kwargs
 from pipeline.kafka.keys import is_global
 from pipeline.metrics import Health, MetricsServer, ServiceMetrics
 from pipeline.runtime.build import build_reader
-from pipeline.runtime.engine import Engine, Enrich
+from pipeline.runtime.engine import Enrich
 from pipeline.runtime.event_time import MAX_SOURCES
 from pipeline.service.backlog import BacklogProgress, consumer_lag
 from pipeline.service.checkpoint import (
@@ -124,7 +123,6 @@ class Service:
         handles = handle_store(settings, hash_token) if settings.response.enabled else None
         self._repairs_seen: Counter[str] = Counter()
         # What each partition's engine had counted at the last _count_engines (engines go with their partition).
-        self._engine_seen: weakref.WeakKeyDictionary[Engine, Counter[str]] = weakref.WeakKeyDictionary()
         self.reader = build_reader(settings, hash_token,
                                    accept_handle=handles.accept if handles is not None else None)
         kafka = settings.kafka
@@ -388,7 +386,7 @@ class Service:
         lags: dict[str, float] = {}
         for state in self.states.values():
             engine = state.engine
-            seen = self._engine_seen.setdefault(engine, Counter())
+            seen = state.metered
             for name, metric in (("late_events", metrics.late_events),
                                  ("reordered_events", metrics.reordered_events)):
                 now = engine.counters[name]

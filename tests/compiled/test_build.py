@@ -63,3 +63,17 @@ def test_both_builds_raise_the_same_alerts(tmp_path: Path) -> None:
         assert default["compiled"] == list(compiled.MODULES)
     assert isinstance(pure["alerts"], str) and pure["alerts"].count("\n") == 16
     assert default["alerts"] == pure["alerts"]
+
+
+def test_a_process_outside_the_tree_loads_the_build(tmp_path: Path) -> None:
+    """A notebook kernel starts in notebooks/ and finds the packages through the editable
+    install, not through the top of the tree: the compiled modules' shared library must load
+    there too (it did not: ModuleNotFoundError tokenwatch__mypyc in every notebook)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import detectors.state, pipeline.compiled as c; print(c.is_compiled(detectors.state))"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    if BUILD is not None:
+        assert done.stdout.strip() == str(BUILD == "compiled")
