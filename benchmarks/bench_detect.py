@@ -21,37 +21,51 @@ from benchmarks.traffic import generate
 from pipeline.config import Settings
 from pipeline.ingest.enrich import Enricher
 from pipeline.ingest.normalize import Normalizer
+from pipeline.runtime import workers as worker_pool
 from pipeline.runtime.build import build_engine, settle_heap
 from pipeline.runtime.detect import DetectRun
 from schemas.redaction import make_token_hasher
 
-HASHER = make_token_hasher(b"benchmark-key-0123456789abcdef")
+HASH_KEY = b"benchmark-key-0123456789abcdef"
+HASHER = make_token_hasher(HASH_KEY)
 
 
-def bench_detect(lines: list[bytes], settings: Settings, workers: int = 1) -> tuple[float, int]:
-    """Seconds from starting the run (its workers too) to its last alert, and alerts."""
+def bench_detect(lines: list[bytes], settings: Settings, workers: int = 1) -> tuple[float, int, str]:
+    """Seconds from starting the run (its workers too) to its last alert, alerts, and where
+    the CPU went (the parent, then each worker, start-up included)."""
     enricher = None
     if workers == 1:
         enricher = Enricher(settings.enrich)
         enricher.warm()
     settle_heap()
-    started = time.perf_counter()
-    run = DetectRun(settings, HASHER, io.BytesIO(), io.BytesIO(), None, enricher, workers=workers)
+    started, cpu = time.perf_counter(), time.process_time()
+    run = DetectRun(settings, HASHER, io.BytesIO(), io.BytesIO(), None, enricher, workers=workers, hash_key=HASH_KEY)
     try:
         run.feed(lines, "bench")
         summary = run.finish()
     finally:
         run.close()
-    return time.perf_counter() - started, sum(summary.alerts.values())
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    spent = f"CPU {cpu:.2f}s"
+    if run.pool is not None:
+        spent += " + workers " + ", ".join(f"{s:.2f}s" for s in run.pool.cpu_s)
+        spent += " (waiting for lines " + ", ".join(f"{s:.2f}s" for s in run.pool.idle_s) + ")"
+    return seconds, sum(summary.alerts.values()), spent
 
 
 def bench_workers(lines: list[bytes], settings: Settings, counts: tuple[int, ...] = (1, 2), runs: int = 3) -> None:
-    """`detect --workers N` against one process: median events/s of ``runs`` runs each."""
+    """`detect --workers N` against one process: median events/s of ``runs`` runs each, the
+    counts interleaved (a shared machine's load then weighs on each alike), with the CPU
+    seconds of that median run."""
     rates: dict[int, float] = {}
+    runs_of: dict[int, list[tuple[float, int, str]]] = {count: [] for count in counts}
+    for _ in range(runs):
+        for count in counts:
+            runs_of[count].append(bench_detect(lines, settings, count))
     for count in counts:
-        seconds = sorted(bench_detect(lines, settings, count)[0] for _ in range(runs))
-        rates[count] = len(lines) / seconds[len(seconds) // 2]
-        print(f"detect --workers {count}: {rates[count]:,.0f} events/s (median of {runs})")
+        seconds, _, spent = sorted(runs_of[count])[runs // 2]
+        rates[count] = len(lines) / seconds
+        print(f"detect --workers {count}: {rates[count]:,.0f} events/s (median of {runs}: {seconds:.2f}s; {spent})")
     for count in counts[1:]:
         print(f"  --workers {count} / --workers {counts[0]}: {rates[count] / rates[counts[0]]:.2f}x")
 
@@ -119,7 +133,7 @@ def bench_anomaly(lines: list[bytes], settings: Settings) -> None:
         save(model, path)
         with_model = Settings(detectors={"anomaly": {"model_path": str(path)}})
         bench_detect(lines[:5000], with_model)
-        seconds, alerts = bench_detect(lines, with_model)
+        seconds, alerts, _ = bench_detect(lines, with_model)
     print(f"detect, all rules + anomaly ({model.windows:,} training windows): "
           f"{len(lines) / seconds:,.0f} events/s ({seconds:.2f}s, {alerts} alerts)")
 
@@ -131,16 +145,21 @@ def main() -> None:
     parser.add_argument("--anomaly", action="store_true", help="also measure with the anomaly detector on")
     parser.add_argument("--workers", type=int, nargs="*", metavar="N",
                         help="only compare `detect --workers` counts (default with no N: 1 and 2)")
+    parser.add_argument("--batch-lines", type=int, nargs="+", metavar="N",
+                        help="with --workers: lines per message to a worker, each size measured in turn")
     args = parser.parse_args()
     if args.workers is not None:
         lines = list(generate(args.events))
-        bench_workers(lines, Settings(), tuple(args.workers) or (1, 2))
+        for batch in args.batch_lines or [worker_pool.BATCH_LINES]:
+            worker_pool.BATCH_LINES = batch
+            print(f"{batch} lines per message to a worker:")
+            bench_workers(lines, Settings(), tuple(args.workers) or (1, 2))
         return
     settings = Settings()
     lines = list(generate(args.events))
     print(f"generated {len(lines):,} lines of benign traffic")
     bench_detect(lines[:5000], settings)  # warm caches and imports
-    seconds, alerts = bench_detect(lines, settings)
+    seconds, alerts, _ = bench_detect(lines, settings)
     print(f"detect, all rules on: {len(lines) / seconds:,.0f} events/s ({seconds:.2f}s, {alerts} alerts)")
     if args.anomaly:
         bench_anomaly(lines, settings)

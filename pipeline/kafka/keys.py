@@ -61,16 +61,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from pipeline.ingest.normalize import Normalizer
+from pipeline.ingest.normalize import HANDLE_FIELD, Normalizer, envelope_entries
 from schemas.events import CanonicalEvent, EventKind
 from schemas.redaction import TokenHasher
 from schemas.sources import FORMATS
+from schemas.sources.common import MAX_ID
 
 KeyBasis = Literal["subject", "session", "family", "token", "event", "content"]
 
@@ -156,6 +157,75 @@ def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto") ->
             reason = f"skipped type {result.skipped_type}" if result.skipped_type else "no events"
         return LineKey(content_key(line), "content", result.format, reason[:200])
     return LineKey(found[0], found[1], result.format, epoch=min(event.epoch for event in result.events))
+
+
+# -- the key straight from a parsed record, for the formats most lines come in ---------------
+#
+# `detect --workers` routes lines before any worker maps them: for a gateway or canonical
+# record the key is read from the record's own fields, at the cost of a JSON parse. Each
+# reader answers only when the rule above is sure to give the same key (the id that would
+# win is a plain string the vendor model keeps as it is: not cut, not dropped); otherwise
+# it answers None and the caller maps the line (``line_key``). A line that maps to no event
+# may be keyed otherwise than ``line_key`` keys it: it reaches no engine, so where it goes
+# changes nothing (tests/pipeline/test_quick_keys.py checks both against each other).
+
+QuickKey = tuple[bytes, bool]
+"""A record's key, and whether it may hold a revocation-like event (``is_global``)."""
+
+_GLOBAL_KIND_NAMES = frozenset(kind.value for kind in GLOBAL_KINDS)
+MAX_EVENT_ID = 512  # CanonicalEvent.event_id's max_length
+
+
+def _first_id(values: Sequence[tuple[object, int | None]]) -> bytes | None:
+    """The first id of ``values`` (each with the length its model caps it at) that the rule
+    would take, in rule order; None when unsure: a value the model would refuse, cut or
+    drop (the repair decides the key), or no id at all."""
+    for value, cap in values:
+        if value is None or value == "":
+            continue
+        if type(value) is not str or (cap is not None and len(value) > cap):
+            return None
+        return value.encode("utf-8", "surrogatepass")
+    return None
+
+
+def _gateway_key(raw: Mapping[str, Any]) -> QuickKey | None:
+    claims = raw.get("jwt")
+    if type(claims) is not dict:
+        return None  # no claims: the token id is the hash of the raw token
+    key = _first_id(((claims.get("sub"), MAX_ID), (claims.get("sid"), MAX_ID), (claims.get("jti"), MAX_ID)))
+    return None if key is None else (key, False)  # a gateway line is always a use
+
+
+def _canonical_key(raw: Mapping[str, Any]) -> QuickKey | None:
+    subject, token = raw.get("subject"), raw.get("token")
+    if (subject is not None and type(subject) is not dict) or (token is not None and type(token) is not dict):
+        return None
+    subject, token = subject or {}, token or {}
+    key = _first_id(((subject.get("id"), None), (raw.get("session_id"), None), (token.get("family_id"), None),
+                     (token.get("id"), None), (raw.get("event_id"), MAX_EVENT_ID)))
+    kind = raw.get("kind")
+    return None if key is None else (key, type(kind) is str and kind in _GLOBAL_KIND_NAMES)
+
+
+QUICK_KEYS: dict[str, Callable[[Mapping[str, Any]], QuickKey | None]] = {
+    "gateway": _gateway_key,
+    "canonical": _canonical_key,
+}
+"""Per format, its key read from a parsed record (the formats most traffic comes in)."""
+
+
+def quick_key(raw: object, format_name: str = "auto") -> QuickKey | None:
+    """The key of one parsed record by the rule, without mapping it; None when unsure."""
+    if type(raw) is not dict or HANDLE_FIELD in raw or envelope_entries(raw) is not None:
+        return None
+    if format_name != "auto":
+        reader = QUICK_KEYS.get(format_name)
+        return reader(raw) if reader is not None and FORMATS[format_name].matches(raw) else None
+    for name, reader in QUICK_KEYS.items():
+        if FORMATS[name].matches(raw):
+            return reader(raw)
+    return None
 
 
 @functools.lru_cache(maxsize=8)

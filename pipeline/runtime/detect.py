@@ -2,8 +2,8 @@
 
 Also how investigations replay history, and what the demo runs: the same engine as
 the service, fed from a file or stdin through ``LineReader``, with a summary of what
-was read, skipped and raised. With ``workers`` > 1 the lines are still read here and the
-events judged by a ``WorkerPool`` (``pipeline.runtime.workers``: routing, output order).
+was read, skipped and raised. With ``workers`` > 1 the lines are read and routed here, and
+normalised and judged by a ``WorkerPool`` (``pipeline.runtime.workers``: routing, output order).
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ import orjson
 from pipeline.config import Settings
 from pipeline.ingest.normalize import Clock
 from pipeline.ingest.reading import LongLine, read_lines
-from pipeline.runtime.build import build_engine, build_enricher, build_reader, settle_heap, token_hasher
+from pipeline.runtime.build import build_engine, build_enricher, build_reader, settle_heap
 from pipeline.runtime.engine import Enrich
 from pipeline.runtime.files import LazyFile, Writer, open_input
+from pipeline.runtime.line_tally import Letter, out_of_range_letter, take_line
 from pipeline.runtime.lines import LineResult
-from pipeline.runtime.workers import Raised, WorkerPool
+from pipeline.runtime.workers import Raised, WorkerPool, WorkerSpec
+from pipeline.secrets import token_hash_key
 from pipeline.terminal import printable
 from schemas.alerts import Alert
-from schemas.events import CanonicalEvent
-from schemas.redaction import TokenHasher
+from schemas.redaction import TokenHasher, make_token_hasher
 
 
 @dataclass
@@ -70,17 +71,6 @@ def _fmt(counter: Counter[str]) -> str:
     return ", ".join(f"{printable(k)}={v}" for k, v in sorted(counter.items()))
 
 
-def out_of_range_letter(event: CanonicalEvent, origin: str) -> dict[str, object]:
-    """The dead letter of an event the engine refused: far ahead of the stream while its
-    hold of such events was full. The canonical event is kept (it holds no raw token)."""
-    return {
-        "reason": "event time out of range: ahead of the stream beyond the held-event bound",
-        "format": event.source,
-        "origin": origin,
-        "event": event.model_dump(mode="json"),
-    }
-
-
 class DetectRun:
     """One pass over input lines into one engine; alerts and dead letters as JSON lines."""
 
@@ -95,31 +85,69 @@ class DetectRun:
         clock: Clock | None = None,
         on_alerts: Callable[[list[Alert]], None] | None = None,
         workers: int = 1,
+        hash_key: bytes | None = None,
     ) -> None:
-        """``workers`` > 1: the engine runs in that many processes, each building its own
-        enrichment from ``settings`` (``enrich`` is then unused); call ``close`` if the run
-        stops before ``finish``."""
+        """``workers`` > 1: lines are normalised and judged in that many processes, each
+        building its reader and enrichment from ``settings`` (``enrich`` is then unused), its
+        token hasher from ``hash_key`` (the key of ``hash_token``; default: the configured
+        key) and its clock from ``clock`` (which must then be picklable); call ``close`` if
+        the run stops before ``finish``."""
         self.on_alerts = on_alerts  # e.g. the alert store, beside the alerts file
         self.reader = build_reader(settings, hash_token, forced_format, clock)
         self.normalizer = self.reader.normalizer
-        self.pool = WorkerPool(settings, workers) if workers > 1 else None
+        self.pool = None
+        if workers > 1:
+            key = hash_key if hash_key is not None else token_hash_key()
+            self.pool = WorkerPool(WorkerSpec(settings, key, forced_format, clock), workers)
         self.engine = build_engine(settings, enrich) if self.pool is None else None
         self.alerts_out = alerts_out
         self.dead_out = dead_out
         self.summary = Summary()
-        self._results = 0  # lines (or long-line slices) read: the position the pool orders output by
+        self._seq = 0  # lines (and long-line events) routed: the position the pool orders output by
 
     def feed(self, lines: Iterable[bytes | LongLine], origin: str) -> None:
         """Lines as ``read_lines`` gives them: a line longer than ``input.max_line_bytes``
         arrives as a ``LongLine`` and is never held whole."""
         summary = self.summary
         started = time.perf_counter()
-        for result in self.reader.results(self._counted(lines), origin):
-            if result.blank:
-                summary.blank_lines += 1
-            else:
-                self._take(result)
+        if self.pool is not None:
+            self._route(lines, origin, self.pool)
+        else:
+            for result in self.reader.results(self._counted(lines), origin):
+                if result.blank:
+                    summary.blank_lines += 1
+                else:
+                    self._take(result)
         summary.seconds += time.perf_counter() - started
+
+    def _route(self, lines: Iterable[bytes | LongLine], origin: str, pool: WorkerPool) -> None:
+        """Raw lines to the workers, as ``LineReader.results`` would take them; a long line
+        (never held whole, so never sent) is mapped here and its events sent."""
+        summary = self.summary
+        pool.start_input(origin)
+        for number, line in enumerate(lines, start=1):
+            summary.lines += 1
+            if isinstance(line, LongLine):
+                self._route_long(line, f"{origin}:{number}", number, pool)
+                continue
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                summary.blank_lines += 1
+                continue
+            self._seq += 1
+            if pool.submit_line(self._seq, number, line):
+                self._emit(pool.ready())
+
+    def _route_long(self, line: LongLine, where: str, number: int, pool: WorkerPool) -> None:
+        for normalized in self.normalizer.normalize_long(line, where):
+            letters: list[Letter] = []
+            events = take_line(self.reader.judge(normalized, where), self.summary, letters)
+            self._seq += 1
+            if letters:
+                pool.add_letters((self._seq, 0), letters)
+            if events and pool.submit_events(self._seq + 1, number, events):
+                self._emit(pool.ready())
+            self._seq += len(events)
 
     def _counted(self, lines: Iterable[bytes | LongLine]) -> Iterator[bytes | LongLine]:
         for line in lines:
@@ -127,29 +155,11 @@ class DetectRun:
             yield line
 
     def _take(self, result: LineResult) -> None:
-        summary = self.summary
-        if result.skipped_entries:
-            summary.skipped.update(result.skipped_entries)
-        if result.dead_letter is not None:
-            summary.dead_letters[result.format] += 1
-            self._dead(result.dead_letter)
-            if not result.mapped:
-                return
-        if result.skipped_type is not None:
-            summary.skipped[f"{result.normalized.format}:{result.skipped_type}"] += 1
-            return
-        if result.refused_letter is not None:
-            summary.dead_letters[result.format] += 1
-            summary.refused.update(refusal.code for _, refusal in result.refused)
-            self._dead(result.refused_letter)
-        events = result.events
-        if events or not result.refused:
-            summary.per_format[result.format] += len(events)
-        summary.events += len(events)
-        self._results += 1
+        letters: list[Letter] = []
+        events = take_line(result, self.summary, letters)
+        for letter in letters:
+            self._dead(letter)
         if self.engine is None:
-            if events and self.pool and self.pool.submit(self._results, result.origin, events):
-                self._emit(self.pool.ready())
             return
         submit, refused = self.engine.submit, self.engine.take_out_of_range
         for event in events:
@@ -157,7 +167,6 @@ class DetectRun:
             if alerts:
                 self._write(alerts)
             for late in refused():
-                summary.dead_letters[late.source] += 1
                 self._dead(out_of_range_letter(late, result.origin))
 
     def finish(self) -> Summary:
@@ -168,6 +177,8 @@ class DetectRun:
         elif self.pool is not None:
             self._emit(self.pool.finish())
             self.summary.engine = self.pool.counters
+            self.pool.tally.add_to(self.summary)
+            self.normalizer.repairs.update(self.pool.repairs)
         self.summary.repairs = self.normalizer.repairs
         self.summary.seconds += time.perf_counter() - started
         return self.summary
@@ -183,12 +194,12 @@ class DetectRun:
         for entry in raised:
             if entry.alerts:
                 self._write(entry.alerts)
-            for late in entry.refused:
-                self.summary.dead_letters[late.source] += 1
-                self._dead(out_of_range_letter(late, entry.origin))
+            for letter in entry.letters:
+                self._dead(letter)
 
-    def _dead(self, letter: dict[str, object]) -> None:
-        self.dead_out.write(orjson.dumps(letter) + b"\n")
+    def _dead(self, letter: Letter) -> None:
+        self.summary.dead_letters[letter[0]] += 1
+        self.dead_out.write(orjson.dumps(letter[1]) + b"\n")
 
     def _write(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -205,11 +216,12 @@ def run_detect(
     """`tokenwatch detect` over ``input_name`` (``-``: stdin): alerts to ``output``, dead
     letters appended to ``dead_path`` (created only if there is one). ``workers`` > 1 raises
     ``WorkerFailed`` when a worker fails: the output is then incomplete."""
-    hasher = token_hasher()
+    key = token_hash_key()
     enricher = build_enricher(settings) if workers <= 1 else None
     settle_heap()
     with LazyFile(dead_path) as dead_out, open_input(input_name) as stream:
-        run = DetectRun(settings, hasher, output, dead_out, fmt, enricher, on_alerts=on_alerts, workers=workers)
+        run = DetectRun(settings, make_token_hasher(key), output, dead_out, fmt, enricher, on_alerts=on_alerts,
+                        workers=workers, hash_key=key)
         try:
             run.feed(read_lines(stream, settings.input.max_line_bytes), "stdin" if input_name == "-" else input_name)
             return run.finish()

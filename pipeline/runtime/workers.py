@@ -1,25 +1,22 @@
-"""`tokenwatch detect --workers N`: the engine on N processes, routed as `run` partitions are.
+"""`tokenwatch detect --workers N`: N processes that each normalise and judge their share.
 
-The parent reads and normalises every line (dead letters, trust rules and the summary stay
-where `--workers 1` keeps them) and routes each line's events by the message-key rule of
-``pipeline.kafka.keys`` through Kafka's murmur2 partitioner: worker ``i`` holds what
-partition ``i`` of an N-partition input topic would hold, so `detect --workers N` and a `run`
-over such a topic compare the same events, and split a principal alike (see ``keys.py``).
-Revocations (``is_global``: what the service publishes on its revocations topic) also go to every other worker, as the revocations
-topic feeds every partition; unlike that topic, a copy here comes at its place in the input,
-so it is submitted as an ordinary event of the worker's stream (it moves that worker's clock
-as it moved the one process's), and only its owner counts it.
+The parent does only the cheapest work: it reads lines and routes each raw line by the
+message-key rule (``pipeline.runtime.routing``: worker ``i`` holds what partition ``i`` of an
+N-partition input topic would hold under `run`), in batches of ``BATCH_LINES``. A line that
+may hold a revocation (``is_global``: what the service publishes on its revocations topic)
+goes to every other worker too, at its place in the input, as the revocations topic feeds
+every partition; only its owner counts it (``pipeline.runtime.worker_judge``).
 
-Each worker runs its own engine (enrichment, event time, detectors, alerter) and answers
-every batch with what it raised, tagged with the input position of the event that raised
-it. The parent writes those in input order (position, then worker), as soon as every worker
-is past that position; alerts from the end-of-input flush come last, merged by event time.
-An alert id raised by two workers (a broadcast revocation re-checking uses the key rule split
-across them) is written once: the first in that order; another worker's copy is dropped and
-counted. A worker that fails stops the run (``WorkerFailed``): never a silent partial output.
-
-Events cross the process boundary pickled (about a third of the normalising cost); the
-parent's share of the work (reading, normalising, routing) bounds the speed-up.
+Each worker normalises its lines, counts and dead-letters them as one process does, runs its
+own engine (enrichment, event time, detectors, alerter), and answers every batch with what it
+raised, tagged with the input position that raised it. The parent writes those in input
+order (position, then worker), as soon as every worker is past that position; alerts from the
+end-of-input flush come last, merged by event time; the workers' counts are summed at the
+end. An alert id raised by two workers (a revocation's copy re-checking uses the key rule
+split across them) is written once: the first in that order; another worker's copy is dropped
+and counted. A worker that fails stops the run (``WorkerFailed``): never a silent partial
+output. A line longer than ``input.max_line_bytes`` (a CloudTrail log file, read record by
+record) is never held whole, so it is not sent: the parent maps it and sends its events.
 """
 
 from __future__ import annotations
@@ -29,32 +26,32 @@ import heapq
 import multiprocessing
 import os
 import queue
+import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.kafka.keys import event_key, is_global
-from pipeline.runtime.build import build_engine, build_enricher
-from schemas.alerts import Alert
+from pipeline.kafka.keys import is_global
+from pipeline.runtime.build import build_normalizer
+from pipeline.runtime.line_tally import Letter, Tally
+from pipeline.runtime.routing import LineRouter
+from pipeline.runtime.worker_judge import END, Item, Position, Raised, Totals, WorkerJudge, WorkerSpec
 from schemas.events import CanonicalEvent
+from schemas.redaction import make_token_hasher
 
-BATCH_EVENTS = 512
-"""Events per message to a worker: large enough that pickling and pipes cost little per event."""
+BATCH_LINES = 512
+"""Lines per message to a worker: large enough that pickling and pipes cost little per line."""
 IN_FLIGHT = 4
 """Batches a worker may have unanswered: bounds memory and how far output lags input."""
 POLL_S = 0.5
-MAX_CACHED_KEYS = 100_000
+MAX_WORKERS = 16
+"""The default never starts more: each worker holds its own state and geo tables."""
 
-Position = tuple[int, int]
-"""(line number, event index in the line): where an event was in the input."""
-END: Position = (1 << 62, 0)
-"""The position of the end-of-input flush."""
+__all__ = ["END", "MAX_WORKERS", "Raised", "WorkerFailed", "WorkerPool", "WorkerSpec", "default_workers", "serve"]
 
 
 class WorkerFailed(RuntimeError):
@@ -62,52 +59,19 @@ class WorkerFailed(RuntimeError):
 
 
 def default_workers() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-class Router:
-    """Which worker owns a line: the Kafka partition its message key maps to (murmur2)."""
-
-    def __init__(self, workers: int) -> None:
-        # Kafka's own partitioner, loaded here: `detect` with one process never needs the client.
-        from kafka.partitioner.default import murmur2
-
-        self._murmur2 = murmur2
-        self.workers = workers
-        self._cache: dict[bytes, int] = {}
-
-    def owner(self, events: Sequence[CanonicalEvent]) -> int:
-        found = event_key(events)
-        if found is None:
-            return 0
-        key = found[0]
-        index = self._cache.get(key)
-        if index is None:
-            index = (self._murmur2(key) & 0x7FFFFFFF) % self.workers
-            if len(self._cache) >= MAX_CACHED_KEYS:
-                self._cache.clear()
-            self._cache[key] = index
-        return index
-
-
-@dataclass(order=True)
-class Raised:
-    """What a worker raised at one input position (``END``: the flush)."""
-
-    position: Position
-    worker: int
-    origin: str = field(compare=False, default="")  # "<input>:<line number>" of that event
-    alerts: list[Alert] = field(compare=False, default_factory=list)
-    refused: list[CanonicalEvent] = field(compare=False, default_factory=list)  # out of range
+    """The cores this process may run on, at most ``MAX_WORKERS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
 
 
 def _context() -> ForkServerContext | SpawnContext:
     """A fresh interpreter per worker (no open store, file or thread of the parent comes along):
-    forked from a server that imported this module once where there is one, else spawned."""
+    forked from a server that imported the worker's modules and loaded the shipped geo tables
+    once (``worker_preload``), so a worker starts in milliseconds and shares those tables;
+    spawned where there is no fork server."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload([__name__, "pipeline.runtime.worker_preload"])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -121,35 +85,23 @@ def portable(settings: Settings) -> Settings:
 
 # -- the worker process ---------------------------------------------------------------
 
-Item = tuple[Position, str, bool, CanonicalEvent]  # position, origin, copy, event
 
-ARRIVAL_COUNTERS = ("events", "duplicates", "late_events", "reordered_events", "held_events", "out_of_range_events")
-"""Engine counters of an event's arrival: its owner counts them, not the workers given a copy."""
-
-
-def serve(index: int, settings: Settings, inbox: Connection, outbox: Any) -> None:
-    """A worker's life: build the engine, judge each batch, flush at the end (``None``).
+def serve(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
+    """A worker's life: build its reader and engine, judge each batch, flush at the end (``None``).
 
     Top-level and fed picklable arguments only, so it runs under ``spawn`` too."""
     try:
-        engine = build_engine(settings, build_enricher(settings))
+        judge = WorkerJudge(index, spec)
+        idle_s = 0.0
         while True:
-            batch: list[Item] | None = inbox.recv()
-            if batch is None:
-                outbox.put(("flushed", index, [Raised(END, index, "", engine.flush())], Counter(engine.counters)))
+            waited = time.perf_counter()
+            message: tuple[str, list[Item]] | None = inbox.get()
+            idle_s += time.perf_counter() - waited
+            if message is None:
+                flushed, totals = judge.flush(idle_s)
+                outbox.put(("flushed", index, [flushed], totals))
                 return
-            raised: list[Raised] = []
-            for position, origin, copy, event in batch:
-                counted = [engine.counters[name] for name in ARRIVAL_COUNTERS] if copy else []
-                alerts = engine.submit(event)
-                refused = engine.take_out_of_range()
-                if copy:  # the owner counts it, and dead-letters it if refused
-                    for name, value in zip(ARRIVAL_COUNTERS, counted, strict=True):
-                        engine.counters[name] = value
-                    refused = [late for late in refused if late.event_id != event.event_id]
-                if alerts or refused:
-                    raised.append(Raised(position, index, origin, alerts, refused))
-            outbox.put(("batch", index, raised, None))
+            outbox.put(("batch", index, judge.judge(*message), None))
     except BaseException as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         outbox.put(("failed", index, detail[:2000], None))
@@ -160,49 +112,78 @@ def serve(index: int, settings: Settings, inbox: Connection, outbox: Any) -> Non
 
 
 class WorkerPool:
-    """N engine processes behind one ``submit``; hands back what they raised in input order."""
+    """N worker processes behind ``submit_line``; hands back what they raised in input order."""
 
-    def __init__(self, settings: Settings, workers: int) -> None:
+    def __init__(self, spec: WorkerSpec, workers: int) -> None:
         if workers < 2:
             raise ValueError("a worker pool has at least two workers")
-        context = _context()
-        self.router = Router(workers)
+        spec = WorkerSpec(portable(spec.settings), spec.hash_key, spec.forced_format, spec.clock)
+        normalizer = build_normalizer(spec.settings, make_token_hasher(spec.hash_key), spec.forced_format, spec.clock)
+        self.router = LineRouter(workers, normalizer, spec.forced_format)
         self.workers = workers
+        context = _context()
         self.outbox = context.Queue()
-        self._pipes: list[Connection] = []
+        # A queue per worker, not a pipe: its put never blocks (a thread feeds the pipe), so a
+        # worker still busy with its last batch never holds up the parent routing to the others.
+        self._inboxes: list[Any] = []
         self._processes: list[BaseProcess] = []
         for index in range(workers):
-            receive, send = context.Pipe(duplex=False)
+            inbox = context.Queue()
             process = context.Process(
-                target=serve, args=(index, portable(settings), receive, self.outbox), name=f"tokenwatch-detect-{index}",
-                daemon=True,
+                target=serve, args=(index, spec, inbox, self.outbox), name=f"tokenwatch-detect-{index}", daemon=True,
             )
             process.start()
-            receive.close()
-            self._pipes.append(send)
+            self._inboxes.append(inbox)
             self._processes.append(process)
+        self._origin = ""
         self._batches: list[list[Item]] = [[] for _ in range(workers)]
         self._unanswered: list[deque[Position]] = [deque() for _ in range(workers)]  # first position of each
         self._ready: list[Raised] = []  # a heap, by position then worker
         self._flushed: list[Raised] = []
         self._emitted_by: dict[str, int] = {}
         self.counters: Counter[str] = Counter()  # the engines' counters, summed at the end
+        self.tally = Tally()  # the workers' line counts, summed at the end
+        self.repairs: Counter[str] = Counter()  # the workers' normaliser repairs, summed at the end
+        self.cpu_s: list[float] = []  # each worker's CPU seconds, start-up included
+        self.idle_s: list[float] = []  # each worker's seconds waiting for lines
         self.merged_duplicates = 0
         self._closed = False
+        self._finished = False
 
-    def submit(self, line: int, origin: str, events: Sequence[CanonicalEvent]) -> bool:
-        """Route one line's events: to the owner of its key; revocations to every worker too.
-        True when a batch went out (``ready`` may then have more)."""
-        owner = self.router.owner(events)
+    def start_input(self, origin: str) -> None:
+        """Lines that follow come from ``origin`` (their dead letters say ``origin:line``)."""
+        if origin != self._origin:
+            for worker in range(self.workers):
+                self._send(worker)
+            self._origin = origin
+
+    def submit_line(self, seq: int, number: int, line: bytes) -> bool:
+        """Route one raw line (``seq``: its place in the run; ``number``: in its input) to the
+        owner of its key, and to every worker if it may hold a revocation. True when a batch
+        went out (``ready`` may then have more)."""
+        owner, broadcast = self.router.route(line)
+        sent = self._add(owner, (seq, number, line, False))
+        if broadcast:
+            for other in range(self.workers):
+                if other != owner:
+                    sent |= self._add(other, (seq, number, line, True))
+        return sent
+
+    def submit_events(self, first_seq: int, number: int, events: Sequence[CanonicalEvent]) -> bool:
+        """Route events the parent mapped (from a long line), the i-th at place ``first_seq + i``."""
+        owner = self.router.router.owner(events)
         sent = False
-        for number, event in enumerate(events):
-            position = (line, number)
-            sent |= self._add(owner, (position, origin, False, event))
+        for seq, event in enumerate(events, start=first_seq):
+            sent |= self._add(owner, (seq, number, event, False))
             if is_global(event):
                 for other in range(self.workers):
                     if other != owner:
-                        sent |= self._add(other, (position, origin, True, event))
+                        sent |= self._add(other, (seq, number, event, True))
         return sent
+
+    def add_letters(self, position: Position, letters: list[Letter]) -> None:
+        """Dead letters the parent wrote itself (a long line's), to go out in input order."""
+        heapq.heappush(self._ready, Raised(position, -1, [], letters))
 
     def ready(self) -> Iterator[Raised]:
         """What the workers raised before the earliest position one of them may still raise
@@ -221,13 +202,14 @@ class WorkerPool:
             self._post(worker, None)
         while any(self._unanswered):
             self._receive()
+        self._finished = True
         while self._ready:
             yield self._dedup(heapq.heappop(self._ready))
         flushed = sorted(self._flushed)
         timed = (((alert.timestamp, raised.worker, n), raised.worker, alert)
                  for raised in flushed for n, alert in enumerate(raised.alerts))
         for _, worker, alert in sorted(timed, key=lambda entry: entry[0]):
-            kept = self._dedup(Raised(END, worker, "", [alert]))
+            kept = self._dedup(Raised(END, worker, [alert]))
             if kept.alerts:
                 yield kept
         self.close()
@@ -237,19 +219,21 @@ class WorkerPool:
         if self._closed:
             return
         self._closed = True
-        for pipe in self._pipes:
-            pipe.close()
         for process in self._processes:
-            process.join(timeout=5)
+            if self._finished:  # each has answered its flush and is on its way out
+                process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
                 process.join()
+        for inbox in self._inboxes:
+            inbox.cancel_join_thread()  # a batch no worker will read must not hold up our exit
+            inbox.close()
         self.outbox.close()
 
     def _add(self, worker: int, item: Item) -> bool:
         batch = self._batches[worker]
         batch.append(item)
-        if len(batch) < BATCH_EVENTS:
+        if len(batch) < BATCH_LINES:
             return False
         self._send(worker)
         return True
@@ -261,16 +245,12 @@ class WorkerPool:
         while len(self._unanswered[worker]) >= IN_FLIGHT:
             self._receive()
         self._batches[worker] = []
-        self._unanswered[worker].append(batch[0][0])
-        self._post(worker, batch)
+        self._unanswered[worker].append((batch[0][0], 0))
+        self._post(worker, (self._origin, batch))
 
-    def _post(self, worker: int, batch: list[Item] | None) -> None:
-        try:
-            self._pipes[worker].send(batch)
-        except OSError:  # the worker is gone: say why, if it said
-            self._check_alive()
-            self.close()
-            raise WorkerFailed(f"detect worker {worker} stopped reading") from None
+    def _post(self, worker: int, message: tuple[str, list[Item]] | None) -> None:
+        """Queue a message (a dead worker is found while waiting for answers: ``_receive``)."""
+        self._inboxes[worker].put(message)
 
     def _horizon(self) -> Position:
         """No worker can still raise anything before this position."""
@@ -279,7 +259,7 @@ class WorkerPool:
             if self._unanswered[worker]:
                 horizon = min(horizon, self._unanswered[worker][0])
             elif self._batches[worker]:
-                horizon = min(horizon, self._batches[worker][0][0])
+                horizon = min(horizon, (self._batches[worker][0][0], 0))
         return horizon
 
     def _dedup(self, raised: Raised) -> Raised:
@@ -307,8 +287,8 @@ class WorkerPool:
             if block:
                 return
 
-    def _take(self, message: tuple[str, int, Any, Counter[str] | None]) -> None:
-        kind, worker, payload, counters = message
+    def _take(self, message: tuple[str, int, Any, Totals | None]) -> None:
+        kind, worker, payload, totals = message
         if kind == "failed":
             self.close()
             raise WorkerFailed(f"detect worker {worker} failed: {payload}")
@@ -319,8 +299,12 @@ class WorkerPool:
                 target.append(raised)
             else:
                 heapq.heappush(self._ready, raised)
-        if counters:
-            self.counters.update(counters)
+        if totals is not None:
+            self.counters.update(totals.engine)
+            totals.tally.add_to(self.tally)
+            self.repairs.update(totals.repairs)
+            self.cpu_s.append(totals.cpu_s)
+            self.idle_s.append(totals.idle_s)
 
     def _check_alive(self) -> None:
         """A worker that exited without answering failed; its last words may still be queued."""

@@ -1,12 +1,14 @@
-"""`tokenwatch detect --workers N`: the same alerts as one process where the key rule keeps a
-principal together, revocations that reach every worker, the documented consequences where
-it does not, and a failing worker that stops the run instead of leaving a partial output."""
+"""`tokenwatch detect --workers N`: the same alerts, dead letters and counts as one process where
+the key rule keeps a principal together (the demo world, the benchmark traffic with attacks, a
+log file too long to send), revocations that reach every worker, the documented consequences
+where it does not, and a failing worker that stops the run instead of leaving a partial output."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -15,35 +17,57 @@ from typing import Any
 import orjson
 import pytest
 
+from benchmarks.traffic import generate as generate_traffic
 from pipeline import DATA_DIR
 from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.cli.main import main
 from pipeline.config import Settings, load_settings
+from pipeline.ingest.reading import LongLine, read_lines
 from pipeline.runtime import workers
 from pipeline.runtime.build import build_enricher
-from pipeline.runtime.detect import DetectRun
-from pipeline.runtime.workers import Router
+from pipeline.runtime.detect import DetectRun, Summary
+from pipeline.runtime.routing import Router
+from pipeline.runtime.worker_judge import WorkerSpec
 from pipeline.synthetic.world import WorldSpec, generate
 from schemas.events import CanonicalEvent
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "formats"
+
+
+def now() -> datetime:
+    """The tests' clock: a top-level function, so workers can be given it."""
+    return NOW
+
+
+@dataclasses.dataclass
+class Written:
+    alerts: bytes
+    dead_letters: bytes
+    summary: Summary
+    mapped_by_parent: int  # lines the parent mapped to key them (no quick key)
+
+
+def run_lines(lines: Iterable[bytes | LongLine], count: int, settings: Settings | None = None) -> Written:
+    """``lines`` through ``DetectRun`` on ``count`` workers: the alert and dead-letter files, the summary."""
+    settings = settings or load_settings(DEMO_CONFIG)
+    out, dead = io.BytesIO(), io.BytesIO()
+    enricher = build_enricher(settings) if count == 1 else None
+    run = DetectRun(settings, make_token_hasher(TEST_HASH_KEY), out, dead, None, enricher,
+                    clock=now, workers=count, hash_key=TEST_HASH_KEY)
+    try:
+        run.feed(lines, "test")
+        summary = run.finish()
+    finally:
+        run.close()
+    return Written(out.getvalue(), dead.getvalue(), summary, run.pool.router.mapped_lines if run.pool else 0)
 
 
 def detect(lines: list[bytes], count: int, settings: Settings | None = None) -> list[dict[str, Any]]:
     """Alert documents of ``lines`` through ``DetectRun`` on ``count`` workers, as written."""
-    settings = settings or load_settings(DEMO_CONFIG)
-    out = io.BytesIO()
-    enricher = build_enricher(settings) if count == 1 else None
-    run = DetectRun(settings, make_token_hasher(TEST_HASH_KEY), out, io.BytesIO(), None, enricher,
-                    clock=lambda: NOW, workers=count)
-    try:
-        run.feed(lines, "test")
-        run.finish()
-    finally:
-        run.close()
-    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+    return [orjson.loads(line) for line in run_lines(lines, count, settings).alerts.splitlines()]
 
 
 def by_id(alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -62,6 +86,92 @@ def test_the_demo_world_raises_the_same_alert_documents_on_one_two_and_three_wor
     assert len(one) == 16
     for count in (2, 3):
         assert by_id(detect(world_lines(), count)) == by_id(one)
+
+
+# -- the benchmark traffic (benchmarks/traffic.py) with attacks and rejects spliced in at their time
+
+FAR = "126.10.7.7"  # a Japanese residential prefix of the traffic; its users live in Europe and the US
+REJECTS = [
+    b"not json", b"[1, 2]", b'{"neither": "a known format"}', b"   ",
+    b'{"timestamp": "2026-11-24T08:00:00Z", "client_ip": "79.200.1.1", "status": "abc", "jwt": {"jti": "x"}}',
+    b'{"timestamp": "2031-01-01T00:00:00Z", "client_ip": "79.200.1.1", "status": 200, "jwt": {"jti": "f", "sub": "u"}}',
+]
+
+
+def revocation(kind: str, time: str, token: str | None = None, subject: str | None = None,
+               session: str | None = None) -> bytes:
+    record: dict[str, Any] = {"canonical_version": 1, "event_id": f"{kind}-{token or session}", "kind": kind,
+                              "time": time, "source": "idp", "network": {"ip": "10.0.0.1"}}
+    if token is not None:
+        record |= {"token": {"id": token, "type": "access"}, "revocation": {"target": "token", "actor": "admin"}}
+    if subject is not None:
+        record |= {"subject": {"id": subject, "kind": "user"}, "session_id": session}
+    return orjson.dumps(record)
+
+
+@cache
+def attacked_traffic() -> list[bytes]:
+    """Benign traffic where some access tokens are revoked by token id alone (keyed apart from
+    their users' uses), some sessions end, some uses repeat from another continent or verbatim,
+    and rejected lines come now and then."""
+    lines: list[bytes] = []
+    for n, line in enumerate(generate_traffic(9000, users=400)):
+        lines.append(line)
+        record = orjson.loads(line)
+        if "jwt" in record and n % 97 == 0:
+            lines.append(orjson.dumps(record | {"request_id": f"{record['request_id']}-far", "client_ip": FAR}))
+        elif record.get("kind") == "issued" and record["token"]["type"] == "access" and n % 3 == 0:
+            lines.append(revocation("revoked", record["time"], token=record["token"]["id"]))
+        elif record.get("kind") == "refreshed" and n % 7 == 0:
+            lines.append(revocation("session_ended", record["time"], subject=record["subject"]["id"],
+                                    session=record["session_id"]))
+        if n % 501 == 0:
+            lines.append(line)
+        if n % 499 == 0:
+            lines.extend(REJECTS)
+    return lines
+
+
+def counts(summary: Summary) -> dict[str, Any]:
+    """What the summary says of the lines, their dead letters and alerts (the engine's event-time
+    counters are each worker's own: README "Detect")."""
+    return {name: getattr(summary, name) for name in (
+        "lines", "blank_lines", "events", "per_format", "skipped", "dead_letters", "refused", "repairs", "alerts")}
+
+
+def test_benchmark_traffic_with_attacks_gives_one_process_output_on_two_and_three_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = attacked_traffic()
+    one = run_lines(lines, 1)
+    rules = one.summary.alerts
+    assert rules["post_revocation_use.after_revocation"] >= 50 and rules["geo_divergence.impossible_travel"] >= 20
+    blank = 1  # of the rejects
+    assert sum(one.summary.dead_letters.values()) == (len(REJECTS) - blank) * lines.count(REJECTS[0]) > 0
+    assert one.summary.engine["duplicates"] >= 10
+    alerts = by_id([orjson.loads(line) for line in one.alerts.splitlines()])
+    monkeypatch.setattr(workers, "BATCH_LINES", 37)  # many batches, their answers interleaved
+    for count in (2, 3):
+        many = run_lines(lines, count)
+        assert by_id([orjson.loads(line) for line in many.alerts.splitlines()]) == alerts
+        assert many.dead_letters == one.dead_letters
+        assert counts(many.summary) == counts(one.summary)
+        assert many.mapped_by_parent == 3 * lines.count(REJECTS[0])  # only the rejects that are no gateway line
+        assert many.alerts == one.alerts  # in the same order, too, on this dense stream
+
+
+def test_a_log_file_longer_than_the_line_cap_is_mapped_by_the_parent_and_judged_alike() -> None:
+    """A CloudTrail log file over ``input.max_line_bytes`` is read record by record, never held
+    whole, so the parent maps it and sends its events; its bad entries are dead-lettered in place."""
+    records = [orjson.loads(line) for line in (SAMPLES / "cloudtrail.jsonl").read_bytes().splitlines() if line]
+    log_file = orjson.dumps({"Records": [*records, {"eventVersion": "1.08"}, *records]})
+    settings = load_settings(DEMO_CONFIG)
+    settings = settings.model_copy(update={"input": settings.input.model_copy(update={"max_line_bytes": 300})})
+    stream = b"\n".join([b"not json", log_file, b"{}", log_file]) + b"\n"
+    one = run_lines(read_lines(io.BytesIO(stream), 300), 1, settings)
+    assert one.summary.per_format["cloudtrail"] >= 4 * len(records) - 4 and len(one.dead_letters.splitlines()) == 4
+    two = run_lines(read_lines(io.BytesIO(stream), 300), 2, settings)
+    assert (two.alerts, two.dead_letters, counts(two.summary)) == (one.alerts, one.dead_letters, counts(one.summary))
 
 
 # -- hand-made streams: canonical IdP records and gateway access-log lines (README "Input formats")
@@ -143,15 +253,16 @@ def test_the_bundled_sample_differs_only_where_state_spans_subjects_or_a_worker_
 # -- failures ---------------------------------------------------------------------------
 
 
-def _raise_in_worker(index: int, settings: Settings, inbox: Any, outbox: Any) -> None:
-    workers.serve(index, settings.model_copy(update={"detectors": {"no_such_detector": {}}}), inbox, outbox)
+def _raise_in_worker(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
+    broken = spec.settings.model_copy(update={"detectors": {"no_such_detector": {}}})
+    workers.serve(index, dataclasses.replace(spec, settings=broken), inbox, outbox)
 
 
-def _die_in_worker(index: int, settings: Settings, inbox: Any, outbox: Any) -> None:
+def _die_in_worker(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
     if index == 1:
-        inbox.recv()
+        inbox.get()
         os._exit(3)
-    workers.serve(index, settings, inbox, outbox)
+    workers.serve(index, spec, inbox, outbox)
 
 
 def _cli(tmp_path: Path, *extra: str) -> Iterator[int]:
@@ -163,7 +274,7 @@ def _cli(tmp_path: Path, *extra: str) -> Iterator[int]:
 def test_a_failing_worker_stops_detect_with_exit_1_and_says_the_output_is_incomplete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], target: Any, says: str,
 ) -> None:
-    monkeypatch.setattr(workers, "BATCH_EVENTS", 4)
+    monkeypatch.setattr(workers, "BATCH_LINES", 4)
     monkeypatch.setattr(workers, "serve", target)
     assert next(_cli(tmp_path, "--workers", "2")) == 1
     err = capsys.readouterr().err
