@@ -62,6 +62,18 @@ def _feed(state: PartitionState, normalizer: Normalizer, lines: list[bytes], fir
     return alerts
 
 
+def restored(records: list[tuple[bytes, bytes | None]]) -> PartitionState:
+    """The next owner of partition 0: a new state restored from the changelog ``records``."""
+    state = new_partition_state(0, Settings(), None)
+    reader = ChangelogReader(state.store)
+    for key, value in records:
+        reader.apply(key, value)
+    state.log = reader.finish()
+    state.store.take_dirty()
+    state.engine.restored()
+    return state
+
+
 def _logical(records: list[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
     """The state records inside the changelog's chunks, in order."""
     return [record for key, value in records if value is not None for record in decode_chunk(key, value).records()]
@@ -107,13 +119,7 @@ def test_a_crash_after_the_checkpoint_ends_like_a_run_that_never_stopped(hasher)
 
     # kill -9 here: the next owner restores the changelog and is delivered everything from
     # the committed offset on, the events it already judged among them.
-    second = new_partition_state(0, Settings(), None)
-    reader = ChangelogReader(second.store)
-    for key, value in producer.records:
-        reader.apply(key, value)
-    second.log = reader.finish()
-    second.store.take_dirty()
-    second.engine.restored()
+    second = restored(producer.records)
     after = _feed(second, normalizer, lines, committed) + second.engine.flush()
 
     got = _ids_of(before) | _ids_of(after)

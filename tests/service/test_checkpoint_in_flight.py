@@ -11,11 +11,10 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.ingest.normalize import Normalizer
-from pipeline.service.changelog import ChangelogReader
 from pipeline.service.checkpoint import begin_checkpoint, complete, stage_alert
 from pipeline.service.partitions import PartitionState, new_partition_state
 from pipeline.sinks.base import MemorySink
-from tests.service.test_changelog_write_ahead import TP, _Consumer, _feed, _lines, _Producer
+from tests.service.test_changelog_write_ahead import TP, _Consumer, _feed, _lines, _Producer, restored
 
 
 def _judge(state: PartitionState, normalizer: Normalizer, lines: list[bytes], first: int, last: int,
@@ -47,13 +46,7 @@ def test_a_kill_after_a_checkpoint_in_flight_loses_no_alert(hasher, judged_in_fl
         # kill -9 here: whatever the sinks hold unflushed is gone.
         durable = {doc_id for (kind, doc_id) in sink.documents if kind == "alert"}
         committed = consumer.commits[-1][TP].offset if consumer.commits else 0
-        second = new_partition_state(0, Settings(), None)
-        reader = ChangelogReader(second.store)
-        for key, value in producer.records:
-            reader.apply(key, value)
-        second.log = reader.finish()
-        second.store.take_dirty()
-        second.engine.restored()
+        second = restored(producer.records)
         replayed = {alert.alert.id for alert in _feed(second, normalizer, lines, committed) + second.engine.flush()}
         if want - durable - replayed:
             lost[begin_at] = want - durable - replayed
