@@ -204,14 +204,21 @@ class PendingCheckpoint:
     started: float
     background: list[BackgroundSink]  # flushing on their worker threads
     others: list[Sink]  # flushed already
+    flushed: bool = False  # every sink's flush taken (``settle_sinks``): the changelog may go
+
+    def flushes_over(self) -> bool:
+        """The background flushes are over (``settle_sinks`` takes their results)."""
+        return all(sink.finished() for sink in self.background)
 
     def ready(self) -> bool:
         """The changelog acknowledged, the background flushes over."""
-        return self.changelog.done() and all(sink.finished() for sink in self.background)
+        return self.changelog.done() and self.flushes_over()
 
     def settle_sinks(self) -> None:
         """Take the background flushes' results: a document a sink refused becomes a dead letter
         in the other sinks (flushed now); raises ``SinkUnavailable`` (the offsets then stay)."""
+        if self.flushed:
+            return
         for sink in self.background:
             result = sink.result()
             self.written += result.written
@@ -222,6 +229,7 @@ class PendingCheckpoint:
                 rerouted += dead_letter_rejected(rejected, sink.name, Fanout(self.others))
             if rerouted:
                 self.written += flush_sinks(self.others)
+        self.flushed = True
 
     def commit(self, consumer: KafkaConsumer, metrics: ServiceMetrics | None = None) -> None:
         """The last step: commit the offsets that moved (an idle checkpoint commits nothing)."""
@@ -292,7 +300,10 @@ def checkpoint(
 
 def complete(pending: PendingCheckpoint, consumer: KafkaConsumer, metrics: ServiceMetrics | None = None,
              timeout_s: float = 30.0) -> None:
-    """Send what is left of a checkpoint's changelog, wait for its acks, commit its offsets."""
-    pending.changelog.wait(timeout_s)
+    """Take the sinks' flushes, then send what is left of the checkpoint's changelog, wait for
+    its acks and commit its offsets. The changelog goes out only once every flush succeeded:
+    state in the changelog whose alerts no sink holds would be restored after a crash, and the
+    replay would judge those events again against state that already has them."""
     pending.settle_sinks()
+    pending.changelog.wait(timeout_s)
     pending.commit(consumer, metrics)

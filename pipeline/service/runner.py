@@ -35,7 +35,7 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from functools import partial
@@ -148,6 +148,8 @@ class Service:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._pending: PendingCheckpoint | None = None  # a checkpoint whose changelog is being sent
+        # Changelog records of a checkpoint whose flush failed: the next checkpoint sends them first.
+        self._carried: deque[tuple[int, bytes, bytes | None]] = deque()
         self.backlog = BacklogProgress(config.progress_every_s, config.backlog_threshold)
         self.retraining = Retraining.from_settings(settings.detectors, self._detectors)
         self._counted_alerts: OrderedDict[str, None] = OrderedDict()  # alert ids already counted
@@ -538,6 +540,8 @@ class Service:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         if pending is not None:
+            carried, self._carried = self._carried, deque()
+            pending.changelog.add(record for record in carried if record[0] in self.states)
             self._pending = pending
             if wait:
                 self._settle_checkpoint()
@@ -548,16 +552,21 @@ class Service:
         record is acknowledged, commit its offsets."""
         pending = self._pending
         assert pending is not None
+        if not pending.flushed:
+            if not pending.flushes_over():
+                return  # the changelog waits for the flush: see ``complete``
+            try:
+                pending.settle_sinks()
+            except SinkUnavailable as exc:  # offsets stay: the synchronous checkpoint retries with backpressure
+                log.warning("checkpoint flush failed: retrying", extra={"sink": exc.sink, "reason": exc.reason})
+                self._pending = None
+                self._carried.extend(pending.changelog.records)  # never sent: the retry sends them
+                self.checkpoint()
+                return
         pending.changelog.send(CHANGELOG_SLICE)
-        if not pending.ready():
+        if not pending.changelog.done():
             return
         self._pending = None
-        try:
-            pending.settle_sinks()
-        except SinkUnavailable as exc:  # offsets stay: the synchronous checkpoint retries with backpressure
-            log.warning("checkpoint flush failed: retrying", extra={"sink": exc.sink, "reason": exc.reason})
-            self.checkpoint()
-            return
         pending.commit(self.consumer, self.metrics)
         self._update_lag()
 
@@ -570,6 +579,7 @@ class Service:
             complete(pending, self.consumer, self.metrics)
         except SinkUnavailable as exc:  # offsets stay; the checkpoint that follows retries the flush
             log.warning("checkpoint flush failed", extra={"sink": exc.sink, "reason": exc.reason})
+            self._carried.extend(pending.changelog.records)  # never sent: the next checkpoint sends them
             return
         self._update_lag()
 
@@ -589,6 +599,7 @@ class Service:
         """Partitions lost: the checkpoint in flight can no longer commit its offsets (the new
         owner replays after the last commit)."""
         self._pending = None
+        self._carried.clear()  # a partition's next owner restores what reached the changelog
 
     def _restore(self, number: int) -> PartitionState:
         """Partition ``number``'s state from the changelog, with the retained revocations."""

@@ -12,7 +12,7 @@ from kafka import TopicPartition
 
 from pipeline.config import Settings
 from pipeline.ingest.normalize import Normalizer
-from pipeline.service.checkpoint import begin_checkpoint
+from pipeline.service.checkpoint import begin_checkpoint, complete
 from pipeline.service.partitions import PartitionState, new_partition_state
 from pipeline.sinks.background import BackgroundSink
 from pipeline.sinks.base import FlushResult, MemorySink, SinkUnavailable
@@ -128,3 +128,25 @@ def test_offsets_are_committed_after_the_changelog_and_the_flush_and_only_as_far
     pending.commit(consumer)  # type: ignore[arg-type]
     assert {tp: meta.offset for tp, meta in consumer.commits[-1].items()} == {tp0: 20, tp1: 20}
     assert inner.documents == {("dead_letter", "d1"): {"reason": "x"}}
+
+
+def test_no_changelog_record_goes_out_before_every_flush_succeeded(hasher) -> None:
+    """State in the changelog whose alerts no sink holds would be restored after a crash (or by
+    a partition's next owner) while the offsets stay behind it: the replay would judge those
+    events again against state that already has them. So a failed flush sends nothing, and
+    the records wait for the checkpoint that retries."""
+    lines = SAMPLE.read_bytes().splitlines()
+    state, _tp = _partition(0, lines[:20], hasher)
+    down = BackgroundSink(MemorySink(name="es", down="connection refused"))
+    down.add("alert", "a1", {"v": 1})
+    producer, consumer = _Producer(), _Consumer()
+    pending = begin_checkpoint(producer, "changelog", [state], [down], wait=False)  # type: ignore[arg-type]
+    assert pending is not None and pending.changelog.records
+    try:
+        complete(pending, consumer)  # type: ignore[arg-type]
+    except SinkUnavailable:
+        pass
+    else:
+        raise AssertionError("the failed flush must reach the caller")
+    assert producer.sent == [] and consumer.commits == []
+    assert pending.changelog.records  # still there for the retry to send
