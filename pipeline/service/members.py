@@ -93,12 +93,23 @@ def stop_with_parent(parent: int, check_s: float = PARENT_CHECK_S) -> threading.
     return thread
 
 
+SUPERVISOR_PID_ENV = "TOKENWATCH_SUPERVISOR_PID"
+"""Set by the supervisor for its members: the parent a member watches. Read from the member's
+own ``getppid()`` instead, a supervisor killed while the member starts would already have been
+replaced by init, and the member would watch init and run on unsupervised."""
+
+
+def supervisor_pid() -> int:
+    named = os.environ.get(SUPERVISOR_PID_ENV, "")
+    return int(named) if named.isdigit() else os.getppid()
+
+
 def run_member(settings: Settings, index: int, workers: int) -> int:
     """``tokenwatch run --member I``: one member, started by ``run_members``."""
     from pipeline.service.runner import run_service
 
     tag_logs(index)
-    stop_with_parent(os.getppid())
+    stop_with_parent(supervisor_pid())
     try:
         mine = member_settings(settings, index, workers)
         return run_service(mine, mine.service)
@@ -147,6 +158,7 @@ def run_members(config: Path, settings: Settings, workers: int, policy: RestartP
         log.warning("more members than input partitions: the extra members stay idle (they take partitions over "
                     "when another member leaves)", extra={"workers": workers, "partitions": partitions,
                                                           "idle": idle_members(workers, partitions)})
+    os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # the members inherit it
     supervisor = Supervisor(member_command(config, workers), workers, policy, lasting_codes=LASTING_CODES)
     supervisor.install_signal_handlers()
     log.info("starting members", extra={"workers": workers, "group": settings.kafka.group_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,19 @@ def test_workers_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as usage:
         main(["run", "--config", str(tmp_path / "x.toml"), "--workers", "0"])
     assert usage.value.code == 2
+
+
+def test_a_member_whose_supervisor_died_before_it_looked_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor's pid comes from it, not from the member's getppid(): killed while the
+    member starts, the supervisor is already replaced by init, and the member must stop."""
+    import signal
+
+    gone = 2 ** 22 + 7  # not our parent: the supervisor that named itself is gone
+    monkeypatch.setenv(members.SUPERVISOR_PID_ENV, str(gone))
+    assert members.supervisor_pid() == gone
+    got: list[int] = []
+    monkeypatch.setattr(members.os, "kill", lambda pid, sig: got.append(sig))
+    members.stop_with_parent(members.supervisor_pid(), check_s=0.01).join(timeout=5)
+    assert got == [signal.SIGTERM]
+    monkeypatch.delenv(members.SUPERVISOR_PID_ENV)
+    assert members.supervisor_pid() == os.getppid()
