@@ -5,10 +5,8 @@ in Elasticsearch exactly once; SIGTERM to the supervisor stops both cleanly."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from tests.integration.test_service_run import (
     _es_alerts,
     _results,
     _write_config,
+    run_until,
 )
 
 
@@ -62,20 +61,12 @@ def test_two_members_share_the_partitions_and_raise_every_alert_once(kafka_boots
     log_path = tmp_path / "service.log"
     proc = _start_members(config_path, log_path, 2)
     client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
-    try:
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline and proc.poll() is None:
-            owners = {e.get("member") for e in _log(log_path) if e["message"] == "partition restored"}
-            if owners == {0, 1} and _caught([h["_source"] for h in _es_alerts(client, prefix)]):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=25) == 0, log_path.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    def both_own_and_caught() -> bool:
+        owners = {e.get("member") for e in _log(log_path) if e["message"] == "partition restored"}
+        return owners == {0, 1} and _caught([h["_source"] for h in _es_alerts(client, prefix)])
+
+    run_until(proc, both_own_and_caught, log_path, stop_s=25)
     hits = _es_alerts(client, prefix)
     sources = [h["_source"] for h in hits]
     text = scenario_report(sources).text

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,25 @@ def _caught(sources: list[dict[str, Any]]) -> bool:
                if s.is_attack and s.name not in KNOWN_MISSED)
 
 
+def run_until(proc: subprocess.Popen[bytes], done: Callable[[], bool], log_path: Path, wait_s: float = 45,
+              stop_s: float = 20) -> None:
+    """Let the service run until ``done()`` (or ``wait_s``), then stop it with SIGTERM: it must
+    still be running then and exit 0 (its log's tail is the failure message). Killed on any failure."""
+    try:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            if done():
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=stop_s) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_run_detects_the_sample_and_dead_letters_garbage(kafka_bootstrap: str, osmem_clone: Any,
                                                           tmp_path: Path) -> None:
     name = f"svc-{uuid.uuid4().hex[:8]}"
@@ -147,19 +167,7 @@ def test_run_detects_the_sample_and_dead_letters_garbage(kafka_bootstrap: str, o
     log_path = tmp_path / "service.log"
     proc = _start(config_path, log_path)
     client = Elasticsearch(**client_kwargs(ElasticsearchConfig(hosts=[osmem_clone.url], flavour="opensearch")))
-    try:
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _caught([h["_source"] for h in _es_alerts(client, prefix)]):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0, log_path.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    run_until(proc, lambda: _caught([h["_source"] for h in _es_alerts(client, prefix)]), log_path)
     hits = _es_alerts(client, prefix)
     sources = [h["_source"] for h in hits]
     text = scenario_report(sources).text
