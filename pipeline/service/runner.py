@@ -19,7 +19,8 @@ so a failure that escapes (the broker itself failing) never commits it unseen.
 Rebalances (eager, range assignor): a revoke checkpoints and commits the
 partitions being given up (on a worker thread, see ``rebalance.RebalanceListener``),
 then drops their state; a (re)assigned partition is restored from the changelog and
-rewound to its committed offset before it is resumed.
+rewound to where that state stands (its committed offset, or the offsets the restored
+checkpoint recorded when further) before it is resumed.
 
 The service keeps the loop; its parts are objects of their own: ``rebalance.Rebalance``
 (partition ownership), ``response.ServiceResponse`` (the response worker),
@@ -144,6 +145,7 @@ class Service:
         )
         self.paused_reason: str | None = None
         self.counts: Counter[str] = Counter()
+        self._events_in: Counter[str] = Counter()  # per format, since the last _count_events
         self._stop = threading.Event()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
@@ -205,6 +207,7 @@ class Service:
                 for tp, records in batches.items():
                     self._process(tp, records)
                 self._count_repairs()
+                self._count_events()
                 self._apply_global(self.revocations.poll())
                 self._release_idle()
                 self._count_engines()
@@ -294,8 +297,8 @@ class Service:
                 self.counts["trust_refused"] += len(judged.refused)
                 self._dead_letter(record, judged.refused_letter, "-trust")
             events = judged.events
-            if events:
-                self.metrics.events_in.labels(record.format).inc(len(events))
+            if events:  # to the metric once a loop turn (_count_events): labels() per record cost ~3 %
+                self._events_in[record.format] += len(events)
             for event in events:
                 if self._index_events:
                     stage = "index"
@@ -370,6 +373,12 @@ class Service:
         if event_id is not None:
             doc["event_id"] = event_id
         self._dead_letter(record, doc, suffix)
+
+    def _count_events(self) -> None:
+        """Move the events read since the last call, per format, to the metric."""
+        for fmt, count in self._events_in.items():
+            self.metrics.events_in.labels(fmt).inc(count)
+        self._events_in.clear()
 
     def _count_repairs(self) -> None:
         """Move what the normalizer repaired since the last call to the metric (its kinds are
@@ -541,7 +550,7 @@ class Service:
         self._last_checkpoint = time.monotonic()
         if pending is not None:
             carried, self._carried = self._carried, deque()
-            pending.changelog.add(record for record in carried if record[0] in self.states)
+            pending.changelog.carry(record for record in carried if record[0] in self.states)
             self._pending = pending
             if wait:
                 self._settle_checkpoint()
@@ -604,6 +613,8 @@ class Service:
     def _restore(self, number: int) -> PartitionState:
         """Partition ``number``'s state from the changelog, with the retained revocations."""
         state = new_partition_state(number, self.settings, self.enrich)
+        # Unsent records of its earlier state here would follow the restored lineage with stale seqs.
+        self._carried = deque(record for record in self._carried if record[0] != number)
         started = time.perf_counter()
         try:
             records = restore_partition(self.restorer, self.changelog_topic, state,

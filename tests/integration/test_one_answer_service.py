@@ -130,7 +130,7 @@ def test_run_gives_the_alert_ids_detect_gives(kafka_bootstrap: str, how: str) ->
     lines = deliver(how)
     started = time.monotonic()
     on_topic, service = _run(kafka_bootstrap, lines)
-    detected, _ = detect(lines, HASHER)
+    detected, summary = detect(lines, HASHER)
     assert sorted(on_topic) == sorted(alert["alert"]["id"] for alert in detected)
     result = score(list(on_topic.values()), world().labels)
     assert [o.label.attack for o in result.outcomes if not o.caught] == [] and result.false_positives == []
@@ -138,4 +138,8 @@ def test_run_gives_the_alert_ids_detect_gives(kafka_bootstrap: str, how: str) ->
     late = sum(engine.counters["late_events"] for engine in service.engines.values())
     assert service.metrics.late_events._value.get() == late  # noqa: SLF001 -- prometheus_client has no public getter
     assert (late > 0) is (how != "in_order")
+    # Events read, per format, reach the metric (counted per record, moved once a loop turn).
+    read = sum(sample.value for metric in service.metrics.events_in.collect() for sample in metric.samples
+               if sample.name == "tokenwatch_events_in_total")
+    assert read == summary.events
     assert time.monotonic() - started < 60
