@@ -10,21 +10,48 @@ producer's per-record cost was most of the service's CPU (issue 17). A chunk hol
 Keys and values::
 
     c:<seq, 16 hex>:<part, 4 hex>   a chunk of checkpoint ``seq`` (per partition, increasing)
-    value: b"TWC1" | base flag (1 byte) | part | parts (u32 each) | zlib(frames)
+    value: b"TWC2" | base flag (1 byte) | part | parts (u32 each)
+           | prev (i64, -1: none) | entries (u16) | entry* | zlib(frames)
+    entry: topic length (u16) | input partition (u32) | next offset (i64) | topic
     frame: key length (u32) | key | value length (u32, 0xFFFFFFFF = tombstone) | value
+
+``prev`` is the checkpoint the writer's state was built on (the last one it wrote, or the last
+one its restore applied); the entries are the input offsets the checkpoint commits, one per
+input topic-partition of this changelog partition (changelog partition ``p`` holds the state
+of partition ``p`` of every input topic), in every part. Chunks of the earlier ``TWC1`` format
+have neither and are still read.
 
 Crash safety (the argument):
 
-* A checkpoint's chunks are acknowledged before its offsets are committed (``ChangelogSend``),
-  as single records were; a crash before the commit leaves chunks that run ahead of the
-  committed offsets, which a restore applies and the replay then finds as duplicates (the
-  write-ahead event ids are among the records, ``PartitionState.commit_offsets``).
-* A base supersedes everything before it. A restore uses the newest *complete* base (all
-  its parts present) and every chunk after it, in sequence order; a base cut short by a crash
-  is applied as an ordinary delta — its records are the current values, so as upserts they
-  are right — and the base before it stays in use.
+* The restored state is one *lineage*: the newest complete base (all its parts present), then
+  each complete chunk set after it, in sequence order, whose ``prev`` is the set applied last.
+  A set cut short by a crash (some parts acknowledged, then a kill) is skipped, base or delta:
+  its checkpoint committed nothing (offsets wait for every record's ack), so the state of the
+  set before it, with that set's offsets, is the consistent one. Sets after it are *not* all
+  skipped. The same writer sends no later checkpoint in the ordinary course: one begins only
+  once the one before is acknowledged and committed (``Service.checkpoint`` settles it first),
+  and a send error ends the process or, in a revoke, drops the partition. Two cases remain.
+  (1) A writer that restored without the cut-short set builds on the set before it (its
+  ``prev`` says so; its seq is past every seq in the topic): applied — skipping it would lose
+  state whose offsets are committed. (2) The same writer had two checkpoints in flight: the
+  records of a checkpoint whose flush failed are carried into the next (sent first,
+  ``ChangelogSend.carry``; but a failed send does not stop the later ones, and with
+  ``kafka.acks`` other than ``all`` the producer is not idempotent, so a retry may reorder):
+  the later set builds on the cut-short one and is skipped, its ``prev`` not being applied.
+  So the applied sets never have a hole, whatever order the sends landed in. (Not covered: a
+  zombie writer, evicted but still sending; Kafka fences producers only in transactions.)
+* The restored offsets are those of the last set applied. A checkpoint's chunks are
+  acknowledged before its offsets are committed (``ChangelogSend``), so a kill in between
+  leaves chunks ahead of the group's commit: the state holds every event below the chunk's
+  offsets, their alerts were flushed before the changelog went out (``checkpoint.complete``),
+  and the ids of the events below them were not written ahead (``PartitionState.commit_offsets``).
+  The restore therefore resumes each input partition at the larger of the recorded and the
+  committed offset (``PartitionState.resume_position``): the committed one is larger when later
+  checkpoints changed no state (they wrote no chunk), or the set is of the ``TWC1`` format.
 * Older chunks are deleted (tombstoned) only at the checkpoint *after* the one that wrote the
   base, i.e. once the base is acknowledged: until then a restore still finds the old base.
+  A skipped set stays until such a base retires it; the next seq a restore hands out is past
+  it, so no key of a later checkpoint can mix with its parts.
 * Records of the per-key format that came before (``t:``, ``f:``, ``s:``, ``u:``, ``d:``)
   are applied in topic order as before; once a base is acknowledged they are tombstoned,
   and a restore that finds a complete base starts from an empty store, so a stale per-key
@@ -40,18 +67,24 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from detectors.state import StateStore
 from detectors.state_codec import CodecError, Record, Restorer, dirty_records, snapshot_records
 
-MAGIC = b"TWC1"
+MAGIC = b"TWC2"
+MAGIC_V1 = b"TWC1"  # no lineage, no offsets: read, never written
 CHUNK_BYTES = 512 * 1024  # uncompressed; well under Kafka's default 1 MiB record limit
 MIN_BASE_BYTES = 1 << 20
 _HEADER = struct.Struct(">4sBII")
+_LINEAGE = struct.Struct(">qH")
+_ENTRY = struct.Struct(">HIq")
 _LENGTH = struct.Struct(">I")
 _TOMBSTONE = 0xFFFFFFFF
+
+InputOffsets = Mapping[tuple[str, int], int]
+"""Next offset to consume per input (topic, partition): what a checkpoint commits."""
 
 
 def chunk_key(seq: int, part: int) -> bytes:
@@ -83,11 +116,18 @@ def _frames(records: Iterable[Record]) -> Iterator[bytes]:
         yield b"".join(out)
 
 
-def encode_chunks(seq: int, records: list[Record], base: bool) -> list[Record]:
-    """The chunk records of one checkpoint's ``records``."""
+def encode_chunks(seq: int, records: list[Record], base: bool, prev: int | None = None,
+                  offsets: InputOffsets | None = None) -> list[Record]:
+    """The chunk records of one checkpoint's ``records``; ``prev``: the checkpoint they build on,
+    ``offsets``: the input offsets the checkpoint commits (in every part)."""
     bodies = list(_frames(records))
+    entries = sorted((offsets or {}).items())
+    lineage = _LINEAGE.pack(-1 if prev is None else prev, len(entries)) + b"".join(
+        _ENTRY.pack(len(name := topic.encode()), partition, offset) + name
+        for (topic, partition), offset in entries
+    )
     return [
-        (chunk_key(seq, part), _HEADER.pack(MAGIC, int(base), part, len(bodies)) + zlib.compress(body, 1))
+        (chunk_key(seq, part), _HEADER.pack(MAGIC, int(base), part, len(bodies)) + lineage + zlib.compress(body, 1))
         for part, body in enumerate(bodies)
     ]
 
@@ -99,6 +139,10 @@ class Chunk:
     parts: int
     base: bool
     body: bytes  # compressed frames
+    # The checkpoint this one builds on (-1: none) and the input offsets it commits; None for a
+    # chunk of the ``TWC1`` format, which recorded neither.
+    prev: int | None = None
+    offsets: dict[tuple[str, int], int] | None = None
 
     def frames(self) -> bytes:
         """The chunk's framed records, uncompressed."""
@@ -132,9 +176,24 @@ def decode_chunk(key: bytes, value: bytes) -> Chunk:
     if len(value) < _HEADER.size:
         raise CodecError(f"changelog chunk {key[:40]!r} too short")
     magic, base, head_part, parts = _HEADER.unpack_from(value)
-    if magic != MAGIC or head_part != part or not part < parts:
+    if magic not in (MAGIC, MAGIC_V1) or head_part != part or not part < parts:
         raise CodecError(f"not a changelog chunk: {key[:40]!r}")
-    return Chunk(seq, part, parts, bool(base), value[_HEADER.size:])
+    if magic == MAGIC_V1:
+        return Chunk(seq, part, parts, bool(base), value[_HEADER.size:])
+    try:
+        prev, count = _LINEAGE.unpack_from(value, _HEADER.size)
+        at = _HEADER.size + _LINEAGE.size
+        offsets: dict[tuple[str, int], int] = {}
+        for _ in range(count):
+            name_len, partition, offset = _ENTRY.unpack_from(value, at)
+            at += _ENTRY.size
+            offsets[value[at: at + name_len].decode(), partition] = offset
+            at += name_len
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise CodecError(f"changelog chunk {key[:40]!r} has a broken header") from exc
+    if at > len(value):
+        raise CodecError(f"changelog chunk {key[:40]!r} has a broken header")
+    return Chunk(seq, part, parts, bool(base), value[at:], prev, offsets)
 
 
 @dataclass
@@ -148,11 +207,12 @@ class ChangelogLog:
     base_acknowledged: bool = False  # its checkpoint committed: older chunks may go
     base_bytes: int = 0
     bytes_since_base: int = 0
+    last_seq: int | None = None  # the checkpoint the store stands at (written, or restored): the next builds on it
 
-    def checkpoint_records(self, store: StateStore) -> list[Record]:
+    def checkpoint_records(self, store: StateStore, offsets: InputOffsets | None = None) -> list[Record]:
         """The records of this checkpoint: tombstones for chunks a durable base replaced,
         then this checkpoint's chunks (a base when the changes since the last one outweigh
-        it). Empty when nothing changed."""
+        it), carrying ``offsets``, the input offsets it commits. Empty when nothing changed."""
         out = self._retire()
         changed = dirty_records(store)
         if not changed and not (self.legacy and self.base_seq is None):
@@ -166,7 +226,8 @@ class ChangelogLog:
         else:
             records, base = changed, False
             self.bytes_since_base += size
-        chunks = encode_chunks(self.next_seq, records, base)
+        chunks = encode_chunks(self.next_seq, records, base, self.last_seq, offsets)
+        self.last_seq = self.next_seq
         self.next_seq += 1
         self.live.update(key for key, _ in chunks)
         return out + chunks
@@ -188,13 +249,15 @@ class ChangelogLog:
 class ChangelogReader:
     """Restores a store from its changelog partition, records in topic order: per-key records
     of the earlier format applied as they come, chunks gathered and applied at ``finish`` from
-    the newest complete base on."""
+    the newest complete base on, along its lineage (module docstring)."""
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
         self.restorer = Restorer(store)
         self.chunks: dict[bytes, Chunk] = {}
         self.legacy: set[bytes] = set()
+        # After ``finish``: the input offsets of the last checkpoint applied (empty: not known).
+        self.offsets: dict[tuple[str, int], int] = {}
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         if key.startswith(b"c:"):
@@ -213,17 +276,21 @@ class ChangelogReader:
         by_seq: dict[int, list[Chunk]] = {}
         for chunk in self.chunks.values():
             by_seq.setdefault(chunk.seq, []).append(chunk)
-        complete_bases = [seq for seq, parts in by_seq.items()
-                          if parts[0].base and len(parts) == parts[0].parts]
-        base = max(complete_bases, default=None)
+        complete = {seq: sorted(parts, key=lambda c: c.part) for seq, parts in by_seq.items() if _complete(parts)}
+        base = max((seq for seq, parts in complete.items() if parts[0].base), default=None)
         if base is not None:
             self.store.clear()  # the base holds every live record: nothing older may survive it
             self.restorer = Restorer(self.store)
         base_bytes = since_base = 0
-        for seq in sorted(by_seq):
+        last: int | None = None
+        for seq in sorted(complete):
+            parts = complete[seq]
             if base is not None and seq < base:
                 continue
-            for chunk in sorted(by_seq[seq], key=lambda c: c.part):
+            if seq != base and parts[0].prev is not None and parts[0].prev != last:
+                continue  # built on a checkpoint not applied (cut short, or itself skipped)
+            last = seq
+            for chunk in parts:
                 data = chunk.frames()  # once: applied, and counted for the next base's timing
                 if seq == base:
                     base_bytes += len(data)
@@ -232,8 +299,16 @@ class ChangelogReader:
                 for key, value in chunk.records(data):
                     self.restorer.apply(key, value)
         self.restorer.finish()
+        self.offsets = dict(complete[last][0].offsets or {}) if last is not None else {}
         log = ChangelogLog(next_seq=max(by_seq, default=-1) + 1, live=set(self.chunks), legacy=set(self.legacy),
-                           base_seq=base, base_acknowledged=base is not None)
+                           base_seq=base, base_acknowledged=base is not None, last_seq=last)
         if base is not None:
             log.base_bytes, log.bytes_since_base = base_bytes, since_base
         return log
+
+
+def _complete(parts: list[Chunk]) -> bool:
+    """Every part of one checkpoint's chunks is present (keys are unique per part, and each
+    part is below the count its header names)."""
+    head = parts[0]
+    return len(parts) == head.parts and all(c.parts == head.parts and c.base == head.base for c in parts)

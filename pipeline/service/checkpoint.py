@@ -130,11 +130,18 @@ def dead_letter_rejected(rejected: Rejected, refused_by: str, others: Iterable[S
     return taken
 
 
-def changelog_records(states: Iterable[PartitionState]) -> deque[tuple[int, bytes, bytes | None]]:
+def changelog_records(
+    states: Iterable[PartitionState], offsets: Mapping[TopicPartition, int] | None = None,
+) -> deque[tuple[int, bytes, bytes | None]]:
     """(changelog partition, key, value) of the chunks holding what changed since the last
-    checkpoint (``pipeline.service.changelog``)."""
-    return deque((state.partition, key, value) for state in states
-                 for key, value in state.log.checkpoint_records(state.store))
+    checkpoint (``pipeline.service.changelog``), each partition's carrying the ``offsets`` of
+    its input partitions: a restore resumes there even if the commit never happened."""
+    offsets = offsets or {}
+    return deque(
+        (state.partition, key, value) for state in states
+        for key, value in state.log.checkpoint_records(
+            state.store, {(tp.topic, tp.partition): off for tp, off in offsets.items() if tp.partition == state.partition})
+    )
 
 
 class ChangelogSend:
@@ -151,10 +158,12 @@ class ChangelogSend:
         self.headers = [(ORIGIN_HEADER, origin)] if origin is not None else None
         self.futures: list[Any] = []
 
-    def add(self, records: Iterable[tuple[int, bytes, bytes | None]]) -> None:
-        before = len(self.records)
-        self.records.extend(records)
-        self.total += len(self.records) - before
+    def carry(self, records: Iterable[tuple[int, bytes, bytes | None]]) -> None:
+        """Records of an earlier checkpoint that were never sent (its flush failed): they go out
+        before this checkpoint's, so a partition's checkpoints reach the changelog in order."""
+        carried = list(records)
+        self.records.extendleft(reversed(carried))
+        self.total += len(carried)
 
     def send(self, budget: int) -> None:
         records, send = self.records, self.producer.send
@@ -277,7 +286,7 @@ def begin_checkpoint(
     offsets: dict[TopicPartition, int] = {}
     for state in states:
         offsets.update(state.commit_offsets())  # first: it settles which event ids need a record
-    changelog = ChangelogSend(producer, changelog_topic, changelog_records(states), origin)
+    changelog = ChangelogSend(producer, changelog_topic, changelog_records(states, offsets), origin)
     return PendingCheckpoint(states, changelog, offsets, written, started, background, others)
 
 

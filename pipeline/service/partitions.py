@@ -11,7 +11,9 @@ same member).
 
 Restore reads the changelog partition from the beginning until a fetch brings
 nothing new *and* the position is at or past the reported end offset — the
-end offset alone is not trusted (Tansu reports it short).
+end offset alone is not trusted (Tansu reports it short). It also yields the input offsets
+recorded by the last checkpoint it applied; the rewind resumes each input partition at the
+larger of those and the group's commit (``PartitionState.resume_position``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class PartitionState:
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     # The partition's changelog as chunks: what the next checkpoint writes and retires.
     log: ChangelogLog = field(default_factory=ChangelogLog)
+    # The input offsets the restored checkpoint recorded: the state holds every event below them.
+    resume_at: dict[TopicPartition, int] = field(default_factory=dict)
     # Events of the revocations feed submitted since the last checkpoint: a restart reads that
     # whole topic again, so their ids always go to the changelog.
     fed: set[str] = field(default_factory=set)
@@ -94,6 +98,22 @@ class PartitionState:
         self.fed = {event_id for event_id in self.fed if event_id in held}
         self.inflight = kept
         return safe
+
+    def resume_position(self, tp: TopicPartition, committed: int | None) -> int | None:
+        """Where input partition ``tp`` resumes after the restore: the group's ``committed``
+        offset, or the one the restored checkpoint recorded when it is further — a kill between
+        the changelog's ack and the commit; the events between are in the state, their alerts
+        in the sinks, their ids not written ahead (``pipeline.service.changelog``). None: neither
+        is known. The position becomes this partition's next offset to commit, so the next
+        checkpoint records and commits it even if no event of ``tp`` comes before it."""
+        known = [offset for offset in (committed, self.resume_at.get(tp)) if offset is not None]
+        if not known:
+            return None
+        position = max(known)
+        if committed is not None:
+            self.committed[tp] = committed
+        self.next_offsets[tp] = position
+        return position
 
     def open_alerts(self) -> list[Alert]:
         """Alerts still inside their fold window, as they stand now (emitted as updates at a
@@ -154,6 +174,8 @@ def restore_partition(
     else:
         raise TimeoutError(f"restoring {topic}[{state.partition}] did not finish in {timeout_s}s")
     state.log = reader.finish()
+    state.resume_at = {TopicPartition(name, number): offset for (name, number), offset in reader.offsets.items()
+                       if number == state.partition}
     state.store.take_dirty()  # the restored keys are in the changelog already
     state.engine.restored()
     return count

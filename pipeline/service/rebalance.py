@@ -4,7 +4,7 @@ Eager rebalancing with the range assignor: a revoke checkpoints and commits the 
 being given up, then drops their state; a lost partition (evicted from the group) is dropped
 unsaved, since its commit would fail and the new owner replays after the last one; an
 assigned partition is paused until the loop has restored its state from the changelog and
-rewound it to its committed offset.
+rewound it to where that state stands (its committed offset, or the changelog's when further).
 """
 
 from __future__ import annotations
@@ -95,13 +95,16 @@ class Rebalance:
         return sorted(gone - still)
 
     def _rewind(self, number: int) -> None:
-        """Seek partition ``number`` back to its committed offset: the restored state is the one
-        of that commit. kafka-python keeps the fetch position of a partition that is revoked and
-        assigned again, which would skip the events held in the dropped engine's reorder buffer."""
+        """Seek partition ``number`` to where the restored state stands: its committed offset, or
+        the offsets its last checkpoint recorded in the changelog when further (a kill between
+        the changelog's ack and the commit; ``PartitionState.resume_position``). kafka-python
+        keeps the fetch position of a partition that is revoked and assigned again, which would
+        skip the events held in the dropped engine's reorder buffer."""
+        state = self.states[number]
         for tp in [tp for tp in self.assigned if tp.partition == number]:
-            committed = self.consumer.committed(tp)
-            if committed is not None:
-                self.consumer.seek(tp, committed)
+            position = state.resume_position(tp, self.consumer.committed(tp))
+            if position is not None:
+                self.consumer.seek(tp, position)
             elif self.rewind_to_beginning:
                 self.consumer.seek_to_beginning(tp)
 

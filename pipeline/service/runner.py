@@ -31,7 +31,6 @@ The service keeps the loop; its parts are objects of their own: ``rebalance.Reba
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import signal
 import threading
@@ -632,7 +631,7 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
     """``tokenwatch run``: build sinks, topics, metrics; run until SIGTERM/SIGINT."""
     from pipeline.kafka.topics import ensure_topics, existing_topics
     from pipeline.logs import configure
-    from pipeline.runtime.build import build_enricher, token_hasher
+    from pipeline.runtime.build import build_enricher, settle_heap, token_hasher
     from pipeline.sinks import build_sinks
 
     hasher = token_hasher()
@@ -657,8 +656,9 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
         # ``_publish_changed``, reaches it without waiting for an Elasticsearch bulk request).
         service = Service(settings, config, hasher, build_sinks(config.sinks, settings), enricher)
         # What startup loaded (IP data, egress lists, models) lives as long as the process: out of
-        # the collector's way, so a full collection does not walk it (a pause in the alert path).
-        gc.freeze()
+        # the collector's way, so a full collection does not walk it (a pause in the alert path);
+        # and young objects collected as rarely as `detect` does (the loop makes few cycles).
+        settle_heap()
     except KafkaError as exc:
         raise StartupError(
             exit_codes.KAFKA_UNREACHABLE,

@@ -4,6 +4,9 @@ compressed chunks, a base now and then retires what came before, and a restore f
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 
 from detectors.state import StateStore
@@ -13,6 +16,8 @@ from pipeline.service.changelog import ChangelogLog, ChangelogReader, decode_chu
 from tests.detectors.test_state_codec import after_handover, before_handover, compact, new_engine, view
 
 Changelog = list[tuple[bytes, bytes | None]]
+EVENTS = before_handover() + after_handover()
+INPUT = ("events", 0)
 
 
 def _run_with_checkpoints(store: StateStore, log: ChangelogLog, every: int = 3) -> Changelog:
@@ -65,20 +70,146 @@ def test_a_checkpoint_is_a_few_records_whatever_it_changed() -> None:
     assert log.checkpoint_records(store) == []  # nothing changed since: nothing written
 
 
-def test_a_base_cut_short_by_a_crash_leaves_the_previous_base_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+def _history(store: StateStore, log: ChangelogLog, every: int = 3) -> list[tuple[Changelog, dict[str, Any], int]]:
+    """Each checkpoint of the codec test's scenario (every ``every`` events, each committed before
+    the next): its records, the store right after it, and its input offset (events judged)."""
+    history = []
+    eng = new_engine(store)
+    for n, event in enumerate(EVENTS, start=1):
+        eng.submit(event)
+        if n % every == 0:
+            records = log.checkpoint_records(store, {INPUT: n})
+            if records:
+                history.append((records, copy.deepcopy(view(store)), n))  # (a view shares the store's objects)
+                log.committed()
+    return history
+
+
+def _restore(records: Changelog) -> tuple[StateStore, ChangelogLog, dict[tuple[str, int], int]]:
+    """A restore of ``records``: the store, the log the next checkpoint writes with, the offsets."""
+    store = StateStore(track_changes=True)
+    reader = ChangelogReader(store)
+    for key, value in records:
+        reader.apply(key, value)
+    log = reader.finish()
+    return store, log, reader.offsets
+
+
+def _chunks(records: Changelog) -> list[changelog.Chunk]:
+    return [decode_chunk(key, value) for key, value in records if value is not None and key.startswith(b"c:")]
+
+
+def _sent(history: list[tuple[Changelog, dict[str, Any], int]]) -> Changelog:
+    return [record for records, _, _ in history for record in records]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints of several parts, and no base but the first."""
+    monkeypatch.setattr(changelog, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(changelog, "MIN_BASE_BYTES", 1 << 40)
+
+
+def _multi_part_delta(history: list[tuple[Changelog, dict[str, Any], int]]) -> int:
+    """The index of the last checkpoint that is a delta of several parts (and has a successor)."""
+    found = [n for n, (records, _, _) in enumerate(history[:-1])
+             if n > 0 and len(_chunks(records)) > 1 and not _chunks(records)[0].base]
+    assert found, "the scenario should write a delta of several parts"
+    return found[-1]
+
+
+def test_each_checkpoint_records_its_offsets_and_the_restore_hands_out_the_last(small_chunks: None) -> None:
+    store, log = StateStore(track_changes=True), ChangelogLog()
+    history = _history(store, log)
+    assert all(chunk.offsets == {INPUT: n} for records, _, n in history for chunk in _chunks(records))
+    restored, restored_log, offsets = _restore(_sent(history))
+    assert view(restored) == view(store) and offsets == {INPUT: history[-1][2]}
+    assert restored_log.last_seq == log.last_seq == log.next_seq - 1
+
+
+def test_a_delta_cut_short_by_a_crash_is_skipped_with_its_offsets(small_chunks: None) -> None:
+    """Some parts of checkpoint N acknowledged, then kill -9: N committed nothing, so the restore
+    stands at N-1, with N-1's offsets (applying N's parts mixed N-1 and N: events judged again
+    against state that already held part of them)."""
+    history = _history(StateStore(track_changes=True), ChangelogLog())
+    n = _multi_part_delta(history)
+    cut = _sent(history[:n]) + history[n][0][:1]
+    restored, restored_log, offsets = _restore(cut)
+    assert view(restored) == history[n - 1][1] and offsets == {INPUT: history[n - 1][2]}
+    assert restored_log.next_seq == _chunks(history[n][0])[0].seq + 1  # past the parts left in the topic
+    assert restored_log.last_seq == _chunks(history[n - 1][0])[0].seq
+
+
+def test_the_next_owner_after_a_cut_short_delta_continues_the_lineage(small_chunks: None) -> None:
+    """The owner that restored without checkpoint N replays from N-1's offsets and writes N+1 on
+    top of N-1: a restore applies it though N's parts are still in the topic before it."""
+    history = _history(StateStore(track_changes=True), ChangelogLog())
+    n = _multi_part_delta(history)
+    cut = _sent(history[:n]) + history[n][0][:1]
+    store, log, offsets = _restore(cut)
+    eng = new_engine(store)
+    for event in EVENTS[offsets[INPUT]:]:
+        eng.submit(event)
+    eng.flush()
+    records = log.checkpoint_records(store, {INPUT: len(EVENTS)})
+    assert records and not _chunks(records)[0].base
+    restored, _, restored_offsets = _restore(cut + records)
+    assert view(restored) == view(store) and restored_offsets == {INPUT: len(EVENTS)}
+    assert view(restored) != history[n - 1][1]
+
+
+def test_a_checkpoint_that_landed_before_its_cut_short_predecessor_is_skipped(small_chunks: None) -> None:
+    """The same writer's N+1 complete while N is cut short (records of a failed flush carried into
+    the next checkpoint, or a producer retry reordering them): N+1 holds only the changes since
+    N, so without N it is skipped too, and the restore stands at N-1."""
+    history = _history(StateStore(track_changes=True), ChangelogLog())
+    n = _multi_part_delta(history)
+    reordered = _sent(history[:n]) + history[n + 1][0] + history[n][0][:1]
+    restored, _, offsets = _restore(reordered)
+    assert view(restored) == history[n - 1][1] and offsets == {INPUT: history[n - 1][2]}
+
+
+def test_a_base_cut_short_by_a_crash_is_skipped_and_the_previous_base_stays(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(changelog, "MIN_BASE_BYTES", 4_000)
     monkeypatch.setattr(changelog, "CHUNK_BYTES", 2_000)  # bases of several parts
+    history = _history(StateStore(track_changes=True), ChangelogLog())
+    bases = [n for n, (records, _, _) in enumerate(history) if n > 0 and _chunks(records)[0].base]
+    multi = [n for n in bases if len(_chunks(history[n][0])) > 1]
+    assert multi, "the scenario should write a base of several parts"
+    n = multi[-1]
+    base = _chunks(history[n][0])[0].seq
+    # The tombstones the base's checkpoint begins with, and all its parts but the last.
+    cut = _sent(history[:n]) + history[n][0][:-1]
+    restored, restored_log, offsets = _restore(cut)
+    # Its parts are current values, yet applied they made a state of neither N-1 nor N, and its
+    # offsets would skip the events of the parts that never arrived.
+    assert view(restored) == history[n - 1][1] and offsets == {INPUT: history[n - 1][2]}
+    assert restored_log.base_seq is not None and restored_log.base_seq < base
+    assert restored_log.next_seq == base + 1
+
+
+def test_chunks_of_the_format_before_offsets_restore_without_them() -> None:
+    """``TWC1`` chunks (no lineage, no offsets): restored as before, no offsets (the rewind then
+    uses the group's commit); the next checkpoint, in the new format, continues from them."""
     store, log = StateStore(track_changes=True), ChangelogLog()
-    written = _run_with_checkpoints(store, log)
-    last_base = log.base_seq
-    assert last_base is not None
-    parts = [key for key, value in written if value and decode_chunk(key, value).seq == last_base]
-    assert len(parts) > 1
-    crashed = written[: [key for key, _ in written].index(parts[-1])]  # the base's last part never sent
-    restored, restored_log = _restored(crashed)
-    assert restored_log.base_seq is not None and restored_log.base_seq < last_base
-    # Its parts that did arrive are applied as a delta on top: current values, nothing lost.
-    assert restored_log.next_seq == last_base + 1
+    eng = new_engine(store)
+    old: Changelog = []
+    for n, event in enumerate(before_handover(), start=1):
+        eng.submit(event)
+        if n % 3 == 0:
+            for key, value in log.checkpoint_records(store):
+                # What the earlier format wrote: the same header without the lineage (no offsets: 10 bytes).
+                old.append((key, None if value is None else b"TWC1" + value[4:13] + value[23:]))
+            log.committed()
+            at_checkpoint = copy.deepcopy(view(store))
+    assert {value[:4] for _, value in old if value} == {b"TWC1"}
+    restored, restored_log, offsets = _restore(old)
+    assert view(restored) == at_checkpoint and offsets == {}
+    for event in after_handover():
+        eng.submit(event)
+    new = restored_log.checkpoint_records(store, {INPUT: 99})
+    upgraded, _, offsets = _restore(old + new)
+    assert view(upgraded) == view(store) and offsets == {INPUT: 99}
 
 
 def test_records_of_the_per_key_format_are_applied_then_retired_by_a_base() -> None:
@@ -106,7 +237,13 @@ def test_records_of_the_per_key_format_are_applied_then_retired_by_a_base() -> N
     assert "ghost" not in final.tokens and view(final) == view(restored)
 
 
-@pytest.mark.parametrize("value", [b"", b"TWC1", b"XXXX\x00\x00\x00\x00\x00\x00\x00\x01zz", b"TWC1\x00\x00\x00\x00\x00\x00\x00\x01zz"])
+@pytest.mark.parametrize("value", [
+    b"", b"TWC1", b"XXXX\x00\x00\x00\x00\x00\x00\x00\x00\x01zz",
+    b"TWC1\x00\x00\x00\x00\x00\x00\x00\x00\x01zz",  # one part of one: complete, its body unreadable
+    b"TWC2\x00\x00\x00\x00\x00\x00\x00\x00\x01\xff\xff",  # the lineage cut off
+    b"TWC2\x00\x00\x00\x00\x00\x00\x00\x00\x01" + b"\xff" * 8 + b"\x00\x01\x00\x09",  # an offset entry cut off
+    b"TWC2\x01\x00\x00\x00\x00\x00\x00\x00\x01" + b"\xff" * 8 + b"\x00\x00zz",  # a whole base, body unreadable
+])
 def test_a_corrupt_chunk_is_a_codec_error(value: bytes) -> None:
     reader = ChangelogReader(StateStore())
     with pytest.raises(CodecError):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kafka import TopicPartition
 
+from pipeline.service.partitions import PartitionState
 from pipeline.service.rebalance import Rebalance, RebalanceListener, off_io_thread
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
@@ -47,8 +48,10 @@ class Consumer:
 class Owner:
     """The service's side: states, checkpoints and restores, recorded."""
 
-    def __init__(self, consumer: Consumer, fail_checkpoint: bool = False, earliest: bool = True) -> None:
+    def __init__(self, consumer: Consumer, fail_checkpoint: bool = False, earliest: bool = True,
+                 recorded: dict[TopicPartition, int] | None = None) -> None:
         self.states: dict[int, Any] = {}
+        self.recorded = recorded or {}  # input offsets the changelog's last checkpoint holds
         self.checkpointed: list[list[int]] = []
         self.lost = 0
         self.fail_checkpoint = fail_checkpoint
@@ -60,8 +63,10 @@ class Owner:
             raise RuntimeError("flush failed")
         return True
 
-    def restore(self, number: int) -> Any:
-        return type("State", (), {"partition": number})()
+    def restore(self, number: int) -> PartitionState:
+        state = PartitionState(number, cast(Any, None))  # no engine: the rebalance never judges
+        state.resume_at = {tp: offset for tp, offset in self.recorded.items() if tp.partition == number}
+        return state
 
     def on_lost(self) -> None:
         self.lost += 1
@@ -78,6 +83,20 @@ def test_assigned_partitions_wait_paused_until_restored_then_rewound_and_resumed
     seeks = sorted((name, str(arg)) for name, arg in consumer.calls[1:-1])
     assert seeks == sorted([("seek", str((A0, 42))), ("seek_to_beginning", str(B0)), ("seek_to_beginning", str(A1))])
     assert consumer.calls[-1] == ("resume", [A0, A1, B0])
+
+
+def test_a_restored_checkpoint_ahead_of_the_commit_moves_the_rewind_and_the_next_commit() -> None:
+    """A kill between the changelog's ack and the commit: the restored state holds the events up
+    to the offsets its checkpoint recorded, so consumption resumes there, not at the older commit
+    (whose events would be judged twice), and the next checkpoint commits it even for a topic
+    that brings no new event first."""
+    consumer = Consumer(committed={A0: 42, B0: 7})
+    owner = Owner(consumer, recorded={A0: 50, B0: 5})  # B0: the commit is further (no chunk since)
+    owner.rebalance.on_assigned([A0, B0])
+    owner.rebalance.restore_new(resume=True)
+    assert sorted(arg for name, arg in consumer.calls if name == "seek") == [(A0, 50), (B0, 7)]
+    state = owner.states[0]
+    assert state.next_offsets == {A0: 50, B0: 7} and state.committed == {A0: 42, B0: 7}
 
 
 def test_a_restore_while_a_sink_is_down_leaves_the_partitions_paused() -> None:
