@@ -14,9 +14,11 @@ order (position, then worker), as soon as every worker is past that position; al
 end-of-input flush come last, merged by event time; the workers' counts are summed at the
 end. An alert id raised by two workers (a revocation's copy re-checking uses the key rule
 split across them) is written once: the first in that order; another worker's copy is dropped
-and counted. A worker that fails stops the run (``WorkerFailed``): never a silent partial
-output. A line longer than ``input.max_line_bytes`` (a CloudTrail log file, read record by
-record) is never held whole, so it is not sent: the parent maps it and sends its events.
+and counted. A worker that fails or dies stops the run (``WorkerFailed``): never a silent
+partial output, never a wait for good (each answers on its own pipe, watched together with its
+life: ``pipeline.runtime.worker_answers``); the other workers are stopped. A line longer than
+``input.max_line_bytes`` (a CloudTrail log file, read record by record) is never held whole,
+so it is not sent: the parent maps it and sends its events.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import contextlib
 import heapq
 import multiprocessing
 import os
-import queue
 import time
 import traceback
 from collections import Counter, deque
@@ -39,7 +40,8 @@ from pipeline.kafka.keys import is_global
 from pipeline.runtime.build import build_normalizer
 from pipeline.runtime.line_tally import Letter, Tally
 from pipeline.runtime.routing import LineRouter
-from pipeline.runtime.worker_judge import END, Item, Position, Raised, Totals, WorkerJudge, WorkerSpec
+from pipeline.runtime.worker_answers import Answer, Answers, WorkerFailed
+from pipeline.runtime.worker_judge import END, Item, Position, Raised, WorkerJudge, WorkerSpec
 from schemas.events import CanonicalEvent
 from schemas.redaction import make_token_hasher
 
@@ -47,15 +49,12 @@ BATCH_LINES = 512
 """Lines per message to a worker: large enough that pickling and pipes cost little per line."""
 IN_FLIGHT = 4
 """Batches a worker may have unanswered: bounds memory and how far output lags input."""
-POLL_S = 0.5
+STOP_WAIT_S = 5.0
+"""How long a worker told to stop (SIGTERM) may take before it is killed."""
 MAX_WORKERS = 16
 """The default never starts more: each worker holds its own state and geo tables."""
 
 __all__ = ["END", "MAX_WORKERS", "Raised", "WorkerFailed", "WorkerPool", "WorkerSpec", "default_workers", "serve"]
-
-
-class WorkerFailed(RuntimeError):
-    """A worker raised or died: the run's output is incomplete."""
 
 
 def default_workers() -> int:
@@ -87,7 +86,8 @@ def portable(settings: Settings) -> Settings:
 
 
 def serve(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
-    """A worker's life: build its reader and engine, judge each batch, flush at the end (``None``).
+    """A worker's life: build its reader and engine, judge each batch, flush at the end (``None``);
+    ``outbox``: the sending end of its own answer pipe.
 
     Top-level and fed picklable arguments only, so it runs under ``spawn`` too."""
     try:
@@ -99,12 +99,13 @@ def serve(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
             idle_s += time.perf_counter() - waited
             if message is None:
                 flushed, totals = judge.flush(idle_s)
-                outbox.put(("flushed", index, [flushed], totals))
+                outbox.send(("flushed", index, [flushed], totals))
                 return
-            outbox.put(("batch", index, judge.judge(*message), None))
+            outbox.send(("batch", index, judge.judge(*message), None))
     except BaseException as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        outbox.put(("failed", index, detail[:2000], None))
+        with contextlib.suppress(OSError):  # the parent may be gone: then nobody is waiting
+            outbox.send(("failed", index, detail[:2000], None))
         raise
 
 
@@ -122,7 +123,7 @@ class WorkerPool:
         self.router = LineRouter(workers, normalizer, spec.forced_format)
         self.workers = workers
         context = _context()
-        self.outbox = context.Queue()
+        self._answers = Answers(context, workers)
         # A queue per worker, not a pipe: its put never blocks (a thread feeds the pipe), so a
         # worker still busy with its last batch never holds up the parent routing to the others.
         self._inboxes: list[Any] = []
@@ -130,9 +131,11 @@ class WorkerPool:
         for index in range(workers):
             inbox = context.Queue()
             process = context.Process(
-                target=serve, args=(index, spec, inbox, self.outbox), name=f"tokenwatch-detect-{index}", daemon=True,
+                target=serve, args=(index, spec, inbox, self._answers.writers[index]),
+                name=f"tokenwatch-detect-{index}", daemon=True,
             )
             process.start()
+            self._answers.attach(index, process)
             self._inboxes.append(inbox)
             self._processes.append(process)
         self._origin = ""
@@ -224,11 +227,14 @@ class WorkerPool:
                 process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
+                process.join(STOP_WAIT_S)
+            if process.is_alive():
+                process.kill()
                 process.join()
         for inbox in self._inboxes:
             inbox.cancel_join_thread()  # a batch no worker will read must not hold up our exit
             inbox.close()
-        self.outbox.close()
+        self._answers.close()
 
     def _add(self, worker: int, item: Item) -> bool:
         batch = self._batches[worker]
@@ -274,24 +280,18 @@ class WorkerPool:
         return raised
 
     def _receive(self, block: bool = True) -> None:
-        """Take one answer (``block``) or every answer already in; raise if a worker failed."""
-        while True:
-            try:
-                message = self.outbox.get(timeout=POLL_S) if block else self.outbox.get_nowait()
-            except queue.Empty:
-                self._check_alive()
-                if block:
-                    continue
-                return
-            self._take(message)
-            if block:
-                return
-
-    def _take(self, message: tuple[str, int, Any, Totals | None]) -> None:
-        kind, worker, payload, totals = message
-        if kind == "failed":
+        """Take the answers already in (``block``: at least one); a worker that failed or died
+        stops every worker and raises ``WorkerFailed``."""
+        try:
+            answers = self._answers.take(block)
+        except WorkerFailed:
             self.close()
-            raise WorkerFailed(f"detect worker {worker} failed: {payload}")
+            raise
+        for answer in answers:
+            self._take(answer)
+
+    def _take(self, answer: Answer) -> None:
+        kind, worker, payload, totals = answer
         self._unanswered[worker].popleft()
         target = self._flushed if kind == "flushed" else None
         for raised in payload:
@@ -305,15 +305,3 @@ class WorkerPool:
             self.repairs.update(totals.repairs)
             self.cpu_s.append(totals.cpu_s)
             self.idle_s.append(totals.idle_s)
-
-    def _check_alive(self) -> None:
-        """A worker that exited without answering failed; its last words may still be queued."""
-        dead = [(index, p.exitcode) for index, p in enumerate(self._processes) if p.exitcode not in (None, 0)]
-        if not dead:
-            return
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._take(self.outbox.get(timeout=POLL_S))  # raises on a "failed" answer
-        self.close()
-        index, code = dead[0]
-        raise WorkerFailed(f"detect worker {index} died (exit code {code})")
