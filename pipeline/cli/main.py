@@ -24,9 +24,8 @@ from pipeline.config import (
     masked_dump,
     rules_markdown,
 )
-from pipeline.runtime.detect import run_detect
+from pipeline.runtime.detect import DetectStopped, run_detect
 from pipeline.runtime.files import open_output
-from pipeline.runtime.workers import WorkerFailed
 from pipeline.secrets import SecretError
 from pipeline.store.base import AlertStore, StoreNotFound
 from pipeline.terminal import printable
@@ -253,10 +252,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         with open_output(args.output) as output:
             summary = run_detect(settings, args.input, output, args.dead_letter, args.format, on_alerts=feed,
                                  workers=args.workers)
-    except WorkerFailed as exc:
-        output_name = "stdout" if args.output == "-" else args.output
-        print(printable(f"tokenwatch: detect stopped: {exc}; the alerts in {output_name} are incomplete"),
-              file=sys.stderr)
+    except DetectStopped as exc:
+        print(printable(f"tokenwatch: detect stopped: {exc}; {_incomplete(exc, args, feed)}"), file=sys.stderr)
         return 1
     finally:
         if feed is not None:
@@ -276,6 +273,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
         f"`tokenwatch alerts import --input FILE`"
     ), file=sys.stderr)
     return 1
+
+
+def _incomplete(stopped: DetectStopped, args: argparse.Namespace, feed: StoreFeed | None) -> str:
+    """Each output a stopped run wrote part of: the alerts, the dead letters (if it wrote any),
+    the store (if it had one)."""
+    where = "on stdout" if args.output == "-" else f"in {args.output}"
+    parts = [f"the alerts {where} ({stopped.alerts_written} written)"]
+    if stopped.dead_letters_written:
+        parts.append(f"the dead letters in {args.dead_letter} ({stopped.dead_letters_written} written)")
+    if feed is not None:
+        failed = f", then storing failed: {feed.error}" if feed.error is not None else ""
+        parts.append(f"the alerts in the {feed.where} ({feed.stored} stored{failed})")
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{listed} are incomplete"
 
 
 class StoreFeed:

@@ -81,8 +81,9 @@ def build_engine(
 
 
 def settle_heap() -> None:
-    """Call once after loading: moves long-lived objects (the geo tables, ~1.5M
-    objects) out of the garbage collector's sight and collects young objects
+    """Call once after loading: moves long-lived objects (modules, settings and
+    the geo tables: ~50k objects the collector tracks, ~4,500 of them the geo
+    tables') out of the garbage collector's sight and collects young objects
     less often; the detection loop makes many short-lived objects and few
     cycles (~10% faster, measured)."""
     gc.collect()

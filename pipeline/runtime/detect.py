@@ -24,7 +24,7 @@ from pipeline.runtime.engine import Enrich
 from pipeline.runtime.files import LazyFile, Writer, open_input
 from pipeline.runtime.line_tally import Letter, out_of_range_letter, take_line
 from pipeline.runtime.lines import LineResult
-from pipeline.runtime.workers import Raised, WorkerPool, WorkerSpec
+from pipeline.runtime.workers import Raised, WorkerFailed, WorkerPool, WorkerSpec
 from pipeline.secrets import token_hash_key
 from pipeline.terminal import printable
 from schemas.alerts import Alert
@@ -63,6 +63,15 @@ class Summary:
             f"  alerts: {sum(self.alerts.values())} " + _fmt(self.alerts),
         ]
         return "\n".join(out)
+
+
+class DetectStopped(WorkerFailed):
+    """A worker failed, so the run stopped: what it wrote until then is only part of its output."""
+
+    def __init__(self, reason: WorkerFailed, summary: Summary) -> None:
+        super().__init__(str(reason))
+        self.alerts_written = sum(summary.alerts.values())  # also what went to ``on_alerts``
+        self.dead_letters_written = sum(summary.dead_letters.values())
 
 
 def _fmt(counter: Counter[str]) -> str:
@@ -215,7 +224,7 @@ def run_detect(
 ) -> Summary:
     """`tokenwatch detect` over ``input_name`` (``-``: stdin): alerts to ``output``, dead
     letters appended to ``dead_path`` (created only if there is one). ``workers`` > 1 raises
-    ``WorkerFailed`` when a worker fails: the output is then incomplete."""
+    ``DetectStopped`` when a worker fails: what was written by then is incomplete."""
     key = token_hash_key()
     enricher = build_enricher(settings) if workers <= 1 else None
     settle_heap()
@@ -225,5 +234,7 @@ def run_detect(
         try:
             run.feed(read_lines(stream, settings.input.max_line_bytes), "stdin" if input_name == "-" else input_name)
             return run.finish()
+        except WorkerFailed as exc:
+            raise DetectStopped(exc, run.summary) from exc
         finally:
             run.close()

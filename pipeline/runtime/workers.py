@@ -39,6 +39,7 @@ from pipeline.config import Settings
 from pipeline.kafka.keys import is_global
 from pipeline.runtime.build import build_normalizer
 from pipeline.runtime.line_tally import Letter, Tally
+from pipeline.runtime.parent_watch import exit_with_parent
 from pipeline.runtime.routing import LineRouter
 from pipeline.runtime.worker_answers import Answer, Answers, WorkerFailed
 from pipeline.runtime.worker_judge import END, Item, Position, Raised, WorkerJudge, WorkerSpec
@@ -89,7 +90,9 @@ def serve(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
     """A worker's life: build its reader and engine, judge each batch, flush at the end (``None``);
     ``outbox``: the sending end of its own answer pipe.
 
-    Top-level and fed picklable arguments only, so it runs under ``spawn`` too."""
+    Top-level and fed picklable arguments only, so it runs under ``spawn`` too. It exits at once
+    when the parent is gone (``parent_watch``)."""
+    exit_with_parent()
     try:
         judge = WorkerJudge(index, spec)
         idle_s = 0.0

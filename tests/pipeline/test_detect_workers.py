@@ -279,7 +279,57 @@ def test_a_failing_worker_stops_detect_with_exit_1_and_says_the_output_is_incomp
     assert next(_cli(tmp_path, "--workers", "2")) == 1
     err = capsys.readouterr().err
     assert "tokenwatch: detect stopped: detect worker " in err and says in err
-    assert "are incomplete" in err and "tokenwatch detect:" not in err  # no summary of a run that did not finish
+    assert "tokenwatch detect:" not in err  # no summary of a run that did not finish
+    written = len((tmp_path / "alerts.jsonl").read_bytes().splitlines())
+    assert err.rstrip().endswith(f"; the alerts in {tmp_path / 'alerts.jsonl'} ({written} written) are incomplete")
+    assert not (tmp_path / "dead.jsonl").exists()  # so it is not named
+
+
+class _DiesLater:
+    """An inbox whose worker exits (code 3) when asked for its 26th batch."""
+
+    def __init__(self, inbox: Any) -> None:
+        self.inbox, self.taken = inbox, 0
+
+    def get(self) -> Any:
+        if self.taken == 25:
+            os._exit(3)
+        self.taken += 1
+        return self.inbox.get()
+
+
+def _die_later_in_worker(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
+    workers.serve(index, spec, _DiesLater(inbox) if index == 1 else inbox, outbox)
+
+
+def test_a_worker_failing_midway_names_every_output_it_left_incomplete_with_what_each_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The alerts file, the dead-letter file and the store each hold part of the run's output."""
+    from pipeline.store.sqlite import SqliteStore
+
+    source, out, dead, db = (tmp_path / name for name in ("world.jsonl", "alerts.jsonl", "dead.jsonl", "alerts.db"))
+    lines: list[bytes] = []
+    for n, line in enumerate(world_lines()):  # 8 hours of event time: alerts close as it goes
+        lines.extend([line, *REJECTS] if n % 50 == 0 else [line])
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    monkeypatch.setenv("TOKENWATCH_STORE__PATH", str(db))
+    monkeypatch.setattr(workers, "BATCH_LINES", 80)  # about 38 batches a worker: it dies two thirds in
+    monkeypatch.setattr(workers, "serve", _die_later_in_worker)
+    assert main(["detect", "-i", str(source), "-o", str(out), "--dead-letter", str(dead), "--workers", "2",
+                 "--store"]) == 1
+    err = capsys.readouterr().err
+    alerts, letters = len(out.read_bytes().splitlines()), len(dead.read_bytes().splitlines())
+    store = SqliteStore(db)
+    try:
+        stored = len(store.list_alerts(limit=10_000))
+    finally:
+        store.close()
+    assert 0 < letters < sum(1 for line in lines if line in REJECTS and line.strip())
+    assert 0 < stored == alerts
+    assert err.rstrip().endswith(
+        f" before it answered all its lines; the alerts in {out} ({alerts} written), the dead letters in {dead} "
+        f"({letters} written) and the alerts in the sqlite store {db} ({stored} stored) are incomplete")
 
 
 def test_detect_workers_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
