@@ -9,7 +9,8 @@ producer's per-record cost was most of the service's CPU (issue 17). A chunk hol
 
 Keys and values::
 
-    c:<seq, 16 hex>:<part, 4 hex>   a chunk of checkpoint ``seq`` (per partition, increasing)
+    c:<seq, 16 hex>:<part, 4 hex>   a chunk of checkpoint ``seq`` (per partition, increasing;
+                                    a restore continues ``SEQ_GAP`` past the newest it saw)
     value: b"TWC2" | base flag (1 byte) | part | parts (u32 each)
            | prev (i64, -1: none) | entries (u16) | entry* | zlib(frames)
     entry: topic length (u16) | input partition (u32) | next offset (i64) | topic
@@ -19,27 +20,45 @@ Keys and values::
 one its restore applied); the entries are the input offsets the checkpoint commits, one per
 input topic-partition of this changelog partition (changelog partition ``p`` holds the state
 of partition ``p`` of every input topic), in every part. Chunks of the earlier ``TWC1`` format
-have neither and are still read.
+have neither and are still read: such a set builds on the complete set before it in seq order.
 
 Crash safety (the argument):
 
-* The restored state is one *lineage*: the newest complete base (all its parts present), then
-  each complete chunk set after it, in sequence order, whose ``prev`` is the set applied last.
-  A set cut short by a crash (some parts acknowledged, then a kill) is skipped, base or delta:
-  its checkpoint committed nothing (offsets wait for every record's ack), so the state of the
-  set before it, with that set's offsets, is the consistent one. Sets after it are *not* all
-  skipped. The same writer sends no later checkpoint in the ordinary course: one begins only
-  once the one before is acknowledged and committed (``Service.checkpoint`` settles it first),
-  and a send error ends the process or, in a revoke, drops the partition. Two cases remain.
-  (1) A writer that restored without the cut-short set builds on the set before it (its
-  ``prev`` says so; its seq is past every seq in the topic): applied — skipping it would lose
-  state whose offsets are committed. (2) The same writer had two checkpoints in flight: the
-  records of a checkpoint whose flush failed are carried into the next (sent first,
-  ``ChangelogSend.carry``; but a failed send does not stop the later ones, and with
-  ``kafka.acks`` other than ``all`` the producer is not idempotent, so a retry may reorder):
-  the later set builds on the cut-short one and is skipped, its ``prev`` not being applied.
-  So the applied sets never have a hole, whatever order the sends landed in. (Not covered: a
-  zombie writer, evicted but still sending; Kafka fences producers only in transactions.)
+* The restored state is one *lineage*: the newest complete chunk set (all its parts present)
+  whose ``prev`` links, through complete sets only, reach a complete base (or a first set that
+  builds on nothing: on the per-key records, if any); that base and the sets on the way are
+  applied, oldest first, and nothing else (``lineage``). When a link is missing the
+  restore falls back to the next newest complete set. A set cut short by a crash (some parts
+  acknowledged, then a kill) is never applied, base or delta: its checkpoint committed nothing
+  (offsets wait for every record's ack), so the set before it, with its offsets, is the
+  consistent state. Nor is a set that builds on a cut-short one (it holds only the changes
+  since): the same writer's later set when two of its checkpoints were in flight — the records
+  of a checkpoint whose flush failed are carried into the next (sent first,
+  ``ChangelogSend.carry``), but a failed send does not stop the later ones, and with
+  ``kafka.acks`` other than ``all`` a retry may reorder. So the applied sets never have a hole,
+  whatever order the sends landed in. A writer that restored without the cut-short set builds
+  on the set before it (its ``prev`` says so): its sets are the newest, so they are applied.
+* Two writers. A partition has one owner at a time, but the last records of the one before
+  can land after the next owner restored: a revoke checkpoint whose send timed out
+  (``ChangelogSend.wait``; kafka-python keeps the batch queued up to ``delivery_timeout_ms``),
+  or the slices an evicted member had already sent. The next owner may be that same member.
+  (a) A restore hands out seqs from ``SEQ_GAP`` past the newest seq it saw, so the new owner
+  never writes the key of a set still in flight. With a shared seq the two writers' parts
+  mixed under the same keys (or, of one part each, the late one replaced the owner's): the set
+  counted as cut short, every later set of the owner as built on it, while the owner went on
+  committing — a restore stood at the old state and resumed at the new offsets, and the events
+  between were in neither. (b) The late set is then a side branch: its seq is below every set
+  of the new owner, whose lineage does not pass through it. It is applied only while the new
+  owner has no complete set yet, and then rightly: its alerts were flushed before its chunks
+  were sent, and its offsets are its own.
+* Not covered: a true zombie, a member that keeps checkpointing long after losing the
+  partition (stalled past the session timeout, it does not poll, so it does not learn of its
+  eviction). Kafka fences producers only in transactions, so its sets land; its commits are
+  refused (its generation is stale), so it retires nothing and the group's offsets never follow
+  it, and its sets stay side branches below the owner's seqs — until it has written
+  ``SEQ_GAP`` of them (at a checkpoint every 5 s, two months): then its keys meet the owner's
+  and (a) returns, and its newest sets may be the ones a restore takes. A restore that runs before the new owner's first complete set
+  takes the zombie's newest set, consistent with the zombie's own offsets.
 * The restored offsets are those of the last set applied. A checkpoint's chunks are
   acknowledged before its offsets are committed (``ChangelogSend``), so a kill in between
   leaves chunks ahead of the group's commit: the state holds every event below the chunk's
@@ -50,8 +69,10 @@ Crash safety (the argument):
   checkpoints changed no state (they wrote no chunk), or the set is of the ``TWC1`` format.
 * Older chunks are deleted (tombstoned) only at the checkpoint *after* the one that wrote the
   base, i.e. once the base is acknowledged: until then a restore still finds the old base.
-  A skipped set stays until such a base retires it; the next seq a restore hands out is past
-  it, so no key of a later checkpoint can mix with its parts.
+  Every chunk key with a seq below the base goes, off the lineage or on it: cut-short sets,
+  side branches. A side branch that landed after the owner's restore is unknown to it and
+  stays until a later restore has seen it and a base past it is acknowledged; until then it is
+  a few records the restore reads and does not apply.
 * Records of the per-key format that came before (``t:``, ``f:``, ``s:``, ``u:``, ``d:``)
   are applied in topic order as before; once a base is acknowledged they are tombstoned,
   and a restore that finds a complete base starts from an empty store, so a stale per-key
@@ -77,6 +98,9 @@ MAGIC = b"TWC2"
 MAGIC_V1 = b"TWC1"  # no lineage, no offsets: read, never written
 CHUNK_BYTES = 512 * 1024  # uncompressed; well under Kafka's default 1 MiB record limit
 MIN_BASE_BYTES = 1 << 20
+SEQ_GAP = 1 << 20
+"""How far past the newest seq it saw a restore's first checkpoint goes: the previous owner's
+sets still in flight are at most a few seqs past it (module docstring, two writers)."""
 _HEADER = struct.Struct(">4sBII")
 _LINEAGE = struct.Struct(">qH")
 _ENTRY = struct.Struct(">HIq")
@@ -248,8 +272,8 @@ class ChangelogLog:
 
 class ChangelogReader:
     """Restores a store from its changelog partition, records in topic order: per-key records
-    of the earlier format applied as they come, chunks gathered and applied at ``finish`` from
-    the newest complete base on, along its lineage (module docstring)."""
+    of the earlier format applied as they come, chunks gathered and applied at ``finish``: the
+    lineage of the newest complete set that reaches a base (``lineage``, module docstring)."""
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
@@ -277,20 +301,14 @@ class ChangelogReader:
         for chunk in self.chunks.values():
             by_seq.setdefault(chunk.seq, []).append(chunk)
         complete = {seq: sorted(parts, key=lambda c: c.part) for seq, parts in by_seq.items() if _complete(parts)}
-        base = max((seq for seq, parts in complete.items() if parts[0].base), default=None)
+        chain = lineage(complete)
+        base = chain[0] if chain and complete[chain[0]][0].base else None
         if base is not None:
             self.store.clear()  # the base holds every live record: nothing older may survive it
             self.restorer = Restorer(self.store)
         base_bytes = since_base = 0
-        last: int | None = None
-        for seq in sorted(complete):
-            parts = complete[seq]
-            if base is not None and seq < base:
-                continue
-            if seq != base and parts[0].prev is not None and parts[0].prev != last:
-                continue  # built on a checkpoint not applied (cut short, or itself skipped)
-            last = seq
-            for chunk in parts:
+        for seq in chain:
+            for chunk in complete[seq]:
                 data = chunk.frames()  # once: applied, and counted for the next base's timing
                 if seq == base:
                     base_bytes += len(data)
@@ -299,12 +317,52 @@ class ChangelogReader:
                 for key, value in chunk.records(data):
                     self.restorer.apply(key, value)
         self.restorer.finish()
+        last = chain[-1] if chain else None
         self.offsets = dict(complete[last][0].offsets or {}) if last is not None else {}
-        log = ChangelogLog(next_seq=max(by_seq, default=-1) + 1, live=set(self.chunks), legacy=set(self.legacy),
-                           base_seq=base, base_acknowledged=base is not None, last_seq=last)
+        # Past every seq seen by SEQ_GAP: a set of the previous owner still in flight never shares a key with ours.
+        log = ChangelogLog(next_seq=max(by_seq, default=0) + SEQ_GAP, live=set(self.chunks),
+                           legacy=set(self.legacy), base_seq=base, base_acknowledged=base is not None, last_seq=last)
         if base is not None:
             log.base_bytes, log.bytes_since_base = base_bytes, since_base
         return log
+
+
+_ROOT = -1  # a link to nothing: the set is a base, or the first set (on the per-key records, if any)
+
+
+def lineage(complete: Mapping[int, list[Chunk]]) -> list[int]:
+    """The seqs a restore applies, oldest first: the chain of the newest complete set whose links
+    reach a root (module docstring); empty when none does. Each seq is walked once."""
+    order = sorted(complete)
+    before = dict(zip(order[1:], order[:-1], strict=True))  # for TWC1 sets: the complete set before each
+
+    def link(seq: int) -> int | None:
+        """The set ``seq`` builds on, ``_ROOT``, or None: one not complete in the topic."""
+        head = complete[seq][0]
+        if head.base:
+            return _ROOT
+        if head.prev is None:
+            return before.get(seq, _ROOT)
+        if head.prev == _ROOT or (head.prev in complete and head.prev < seq):
+            return head.prev
+        return None
+
+    reaches: dict[int, bool] = {}
+    for newest in reversed(order):
+        path: list[int] = []
+        seq: int | None = newest
+        while seq is not None and seq != _ROOT and seq not in reaches:
+            path.append(seq)
+            seq = link(seq)
+        found = seq == _ROOT or (seq is not None and reaches[seq])
+        reaches.update(dict.fromkeys(path, found))
+        if found:
+            chain = [newest]
+            while (prev := link(chain[-1])) != _ROOT:
+                assert prev is not None  # every set on a chain that reaches a root links on
+                chain.append(prev)
+            return chain[::-1]
+    return []
 
 
 def _complete(parts: list[Chunk]) -> bool:

@@ -55,7 +55,7 @@ def test_chunks_restore_the_store_field_by_field_also_after_compaction(monkeypat
     for records in (written, compact(written)):
         restored, restored_log = _restored(records)
         assert view(restored) == view(store)
-        assert restored_log.next_seq == log.next_seq and restored_log.base_seq == log.base_seq
+        assert restored_log.next_seq == log.next_seq - 1 + changelog.SEQ_GAP and restored_log.base_seq == log.base_seq
 
 
 def test_a_checkpoint_is_a_few_records_whatever_it_changed() -> None:
@@ -136,7 +136,7 @@ def test_a_delta_cut_short_by_a_crash_is_skipped_with_its_offsets(small_chunks: 
     cut = _sent(history[:n]) + history[n][0][:1]
     restored, restored_log, offsets = _restore(cut)
     assert view(restored) == history[n - 1][1] and offsets == {INPUT: history[n - 1][2]}
-    assert restored_log.next_seq == _chunks(history[n][0])[0].seq + 1  # past the parts left in the topic
+    assert restored_log.next_seq == _chunks(history[n][0])[0].seq + changelog.SEQ_GAP  # past the parts left
     assert restored_log.last_seq == _chunks(history[n - 1][0])[0].seq
 
 
@@ -185,7 +185,7 @@ def test_a_base_cut_short_by_a_crash_is_skipped_and_the_previous_base_stays(monk
     # offsets would skip the events of the parts that never arrived.
     assert view(restored) == history[n - 1][1] and offsets == {INPUT: history[n - 1][2]}
     assert restored_log.base_seq is not None and restored_log.base_seq < base
-    assert restored_log.next_seq == base + 1
+    assert restored_log.next_seq == base + changelog.SEQ_GAP
 
 
 def test_chunks_of_the_format_before_offsets_restore_without_them() -> None:
@@ -235,6 +235,145 @@ def test_records_of_the_per_key_format_are_applied_then_retired_by_a_base() -> N
     rebased = ChangelogLog(legacy={record_key(("t", "ghost"))}).checkpoint_records(restored)
     final, _ = _restored(legacy + rebased)
     assert "ghost" not in final.tokens and view(final) == view(restored)
+
+
+History = list[tuple[Changelog, dict[str, Any], int]]
+
+
+def _handover(every: int = 8, late_base: bool = False) -> tuple[Changelog, Changelog, History]:
+    """Two writers of one partition. A checkpoints every 3 events up to event 9, each committed;
+    it judges events 9..14 and begins checkpoint K, whose records land late (a revoke whose send
+    timed out, kept queued by the producer; or slices an evicted member had sent). The next
+    owner (another member, or A itself given the partition back) restores without K, resumes
+    where the restore says and checkpoints every ``every`` events, each committed (``late_base``:
+    K is a base). Returns the topic before K, K's records, and the owner's checkpoints as
+    ``_history`` gives them."""
+    store, log = StateStore(track_changes=True), ChangelogLog()
+    topic: Changelog = []
+    eng = new_engine(store)
+    for n, event in enumerate(EVENTS[:9], start=1):
+        eng.submit(event)
+        if n % 3 == 0:
+            topic += log.checkpoint_records(store, {INPUT: n})
+            log.committed()
+    for event in EVENTS[9:14]:
+        eng.submit(event)
+    if late_base:
+        log.bytes_since_base = max(log.base_bytes, changelog.MIN_BASE_BYTES)  # the changes outweigh the base
+    late = log.checkpoint_records(store, {INPUT: 14})
+    owner, owner_log, offsets = _restore(topic)
+    resume = max(offsets[INPUT], 9)  # the group's commit: 9
+    eng = new_engine(owner)
+    sets: History = []
+    for n, event in enumerate(EVENTS[resume:], start=resume + 1):
+        eng.submit(event)
+        if n % every == 0 or n == len(EVENTS):
+            records = owner_log.checkpoint_records(owner, {INPUT: n})
+            owner_log.committed()
+            if records:
+                sets.append((records, copy.deepcopy(view(owner)), n))
+    return topic, late, sets
+
+
+def _flat(sets: list[Changelog]) -> Changelog:
+    return [record for records in sets for record in records]
+
+
+def _keys(records: Changelog) -> set[bytes]:
+    """The chunk keys written (not the tombstones)."""
+    return {key for key, value in records if value is not None}
+
+
+# When K lands: the owner's checkpoint cadence, how many of its sets land before K, whether
+# only K's first three parts land (an evicted member's slices), and whether K is a base.
+LANDINGS: dict[str, tuple[int, int, bool, bool]] = {
+    # The same member given the partition back: its producer sends the queued K before its new sets.
+    "between the restore and the first set": (4, 0, False, False),
+    "after the owner's first set": (8, 1, False, False),  # a set committed past K's offsets
+    "after the owner's sets": (8, 3, False, False),
+    "three parts after the first set": (8, 1, True, False),
+    "a base, after the owner's first set": (8, 1, False, True),  # the newest base, off the lineage
+}
+
+
+@pytest.mark.parametrize("landing", LANDINGS)
+@pytest.mark.parametrize("chunk_bytes", [300, changelog.CHUNK_BYTES], ids=["parts-differ", "one-part-each"])
+def test_a_late_checkpoint_of_the_previous_owner_leaves_the_owners_state_and_offsets(
+    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, landing: str,
+) -> None:
+    """K's records land after the next owner restored without them. The owner's seqs start well
+    past K, so no key is shared (a shared K mixed the two writers' parts, or one replaced the
+    other: K counted as cut short and every later set of the owner as built on it, or the owner's
+    set was A's, while the owner committed past it — the restore stood at A's state and resumed
+    at the owner's commit, the events in between in neither); and the owner's lineage is the
+    newest, so the late K is not applied. Checked after every set that lands: a restore then
+    gives the owner's state at its newest set, and that set's offsets (its commit)."""
+    monkeypatch.setattr(changelog, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(changelog, "MIN_BASE_BYTES", 1 << 40)
+    every, before_late, cut_short, late_base = LANDINGS[landing]
+    topic, late, sets = _handover(every, late_base)
+    assert len(sets) >= 3 and _chunks(late)[0].base == late_base
+    assert not any(chunk.base for records, _, _ in sets for chunk in _chunks(records))
+    if chunk_bytes == 300:
+        assert len(_chunks(late)) > 3 and len(_chunks(late)) != len(_chunks(sets[0][0]))
+    else:
+        assert len(_chunks(late)) == len(_chunks(sets[0][0])) == 1
+    assert not _keys(late) & _keys(_flat([records for records, _, _ in sets]))
+    landed, newest = list(topic), -1
+    for group in [*range(before_late), None, *range(before_late, len(sets))]:
+        if group is None:
+            landed += late[:3] if cut_short else late
+        else:
+            landed += sets[group][0]
+            newest = group
+        if newest >= 0:
+            restored, _, offsets = _restore(landed)
+            assert view(restored) == sets[newest][1], (group, newest)
+            assert offsets == {INPUT: sets[newest][2]}, (group, newest)
+
+
+def test_a_late_set_lands_as_a_side_branch_applied_only_before_the_owners_first_set(small_chunks: None) -> None:
+    """Until the owner's first set lands, K is the newest complete set: it is applied, and rightly
+    (its alerts were flushed before its chunks went out; the state and offsets are A's at 14)."""
+    topic, late, sets = _handover()
+    restored, log, offsets = _restore(topic + late)
+    assert offsets == {INPUT: 14} and log.last_seq == _chunks(late)[0].seq
+    restored, _, offsets = _restore(topic + late + sets[0][0])
+    assert view(restored) == sets[0][1] and offsets == {INPUT: sets[0][2]}
+
+
+def test_a_late_set_is_tombstoned_once_a_restore_saw_it_and_a_base_past_it_is_acknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The owner never saw K (it landed after its restore), so its own bases do not retire it;
+    the next restore sees it, and its first checkpoint, the restored base being acknowledged,
+    tombstones K with every other key below that base: only the owner's lineage stays."""
+    monkeypatch.setattr(changelog, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(changelog, "MIN_BASE_BYTES", 4_000)  # the owner writes a base past K
+    topic, late, sets = _handover(every=4)
+    owner_records = _flat([records for records, _, _ in sets])
+    assert not {key for key, value in owner_records if value is None} & _keys(late)
+    landed = topic + late + owner_records
+    store, log, _ = _restore(landed)
+    assert log.base_seq is not None and log.base_seq > _chunks(late)[0].seq
+    retired = log.checkpoint_records(store, {INPUT: len(EVENTS)})
+    tombstoned = {key for key, value in retired if value is None}
+    assert _keys(late) <= tombstoned
+    kept = compact(landed + retired)
+    assert {chunk.seq for chunk in _chunks(kept)} == set(range(log.base_seq, _chunks(sets[-1][0])[0].seq + 1))
+    restored, _, offsets = _restore(kept)
+    assert view(restored) == sets[-1][1] and offsets == {INPUT: sets[-1][2]}
+
+
+def test_the_restore_falls_back_to_the_next_newest_set_whose_lineage_is_whole(small_chunks: None) -> None:
+    """The newest complete set builds on one whose parts are not all there: the restore takes
+    the next newest complete set whose links reach a base, and its offsets."""
+    history = _history(StateStore(track_changes=True), ChangelogLog())
+    n = _multi_part_delta(history)
+    chains = _sent(history[:n]) + history[n][0][1:] + history[n + 1][0]
+    restored, log, offsets = _restore(chains)
+    assert view(restored) == history[n - 1][1] and offsets == {INPUT: history[n - 1][2]}
+    assert log.last_seq == _chunks(history[n - 1][0])[0].seq
 
 
 @pytest.mark.parametrize("value", [
