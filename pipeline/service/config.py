@@ -26,6 +26,16 @@ class ServiceConfig(BaseModel):
     poll_timeout_ms: int = Field(default=200, gt=0, description="Longest wait of one poll")
     backpressure_backoff_s: float = Field(default=1.0, gt=0, description="First retry delay of a failed flush")
     backpressure_backoff_max_s: float = Field(default=30.0, gt=0, description="Cap of that delay")
+    member_restart_backoff_max_s: float = Field(
+        default=60.0, gt=0,
+        description="run --workers: cap of the delay before a member that exited is restarted (1 s, doubling with "
+        "each exit since its last healthy run of 2 minutes)",
+    )
+    member_outage_give_up_s: float = Field(
+        default=0.0, ge=0,
+        description="run --workers: stop the service (exit 4) once a member has kept exiting because no Kafka "
+        "broker answers for this long; 0: wait for the broker for ever, as one process does mid-run",
+    )
     restore_idle_polls: int = Field(
         default=2, gt=0, description="Changelog restore ends after this many empty fetches past the end offset"
     )

@@ -13,7 +13,9 @@ feed (each member reads all of it, as every instance does), the response (each m
 its own alerts; claims are compare-and-set in the shared store), the retraining schedule (each
 member retrains on the baseline of its own partitions and writes ``model_path`` atomically;
 README "Service"). The breaker's global budget lives in each member's memory, so it is
-divided among the members: N members never revoke more per minute than one would.
+divided among the members: N members never revoke more per minute than one would, except
+that a share is never below 1 (0 would trip a member's breaker at its first automatic
+revocation), so a budget below N lets the members together revoke N a minute: warned of at start.
 """
 
 from __future__ import annotations
@@ -34,14 +36,19 @@ from pipeline import exit_codes
 from pipeline.config import Settings
 from pipeline.kafka.config import KafkaConfig, consumer_kwargs
 from pipeline.logs import configure
+from pipeline.service.restarts import RestartPolicy
 from pipeline.service.startup import StartupError
-from pipeline.service.supervisor import Command, RestartPolicy, Supervisor
+from pipeline.service.supervisor import Command, Supervisor
 
 log = logging.getLogger("tokenwatch.members")
 
 LASTING_CODES = (exit_codes.CONFIG, exit_codes.NOT_FOUND, exit_codes.PORT_IN_USE, exit_codes.ELASTICSEARCH_REFUSED)
 """A member's exit codes that restarting cannot cure (``pipeline.exit_codes``): the supervisor
-stops every member and exits with the code. An unreachable broker (4) may come back: restarted."""
+stops every member and exits with the code."""
+TRANSIENT_CODES = (exit_codes.KAFKA_UNREACHABLE,)
+"""A member's exit codes that clear by themselves: an unreachable broker comes back, so the
+member is restarted until it does (``service.member_outage_give_up_s``: 0, for ever), as one
+process rides out a broker gone mid-run."""
 PARENT_CHECK_S = 1.0
 
 
@@ -56,14 +63,37 @@ def member_port(base: int, index: int) -> int:
     return port
 
 
+def budget_share(budget: int, workers: int) -> int:
+    """Each member's share of the breaker's global budget: at least 1 (a share of 0 would trip
+    its breaker at its first automatic revocation), and 0 (no automatic revocation) stays 0."""
+    return max(1, budget // workers) if budget else 0
+
+
 def member_settings(settings: Settings, index: int, workers: int) -> Settings:
     """The settings member ``index`` of ``workers`` runs with (its own port, its share of the
-    breaker's global budget: at least 1, and 0 stays 0)."""
+    breaker's global budget)."""
     service = settings.service.model_copy(update={"metrics_port": member_port(settings.service.metrics_port, index)})
-    budget = settings.response.max_auto_per_minute
-    share = max(1, budget // workers) if budget else 0
+    share = budget_share(settings.response.max_auto_per_minute, workers)
     response = settings.response.model_copy(update={"max_auto_per_minute": share})
     return settings.model_copy(update={"service": service, "response": response})
+
+
+def warn_of_budget(budget: int, workers: int) -> None:
+    """Say at start when the members together may revoke more per minute than the budget."""
+    together = budget_share(budget, workers) * workers
+    if together > budget:
+        log.warning("response.max_auto_per_minute is below the member count: each member still gets 1, so the "
+                    "members together may revoke more a minute than the budget", extra={
+                        "max_auto_per_minute": budget, "workers": workers, "members_together": together})
+
+
+def restart_policy(settings: Settings) -> RestartPolicy:
+    """The supervisor's restart rule, from the ``[service]`` settings. A healthy run outlasts two
+    Kafka request timeouts: a start that finds no broker takes about one, and must not count."""
+    service = settings.service
+    healthy_s = max(RestartPolicy.healthy_s, 2 * settings.kafka.request_timeout_ms / 1000)
+    return RestartPolicy(backoff_max_s=service.member_restart_backoff_max_s, healthy_s=healthy_s,
+                         transient_give_up_s=service.member_outage_give_up_s or None)
 
 
 def tag_logs(index: int) -> None:
@@ -158,8 +188,11 @@ def run_members(config: Path, settings: Settings, workers: int, policy: RestartP
         log.warning("more members than input partitions: the extra members stay idle (they take partitions over "
                     "when another member leaves)", extra={"workers": workers, "partitions": partitions,
                                                           "idle": idle_members(workers, partitions)})
+    if settings.response.enabled:
+        warn_of_budget(settings.response.max_auto_per_minute, workers)
     os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # the members inherit it
-    supervisor = Supervisor(member_command(config, workers), workers, policy, lasting_codes=LASTING_CODES)
+    supervisor = Supervisor(member_command(config, workers), workers, policy or restart_policy(settings),
+                            lasting_codes=LASTING_CODES, transient_codes=TRANSIENT_CODES)
     supervisor.install_signal_handlers()
     log.info("starting members", extra={"workers": workers, "group": settings.kafka.group_id,
                                         "metrics_ports": [member_port(service.metrics_port, i) for i in range(workers)]})

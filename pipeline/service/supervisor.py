@@ -1,15 +1,22 @@
 """Keeps N child processes running until told to stop: what `tokenwatch run --workers N` uses
 to run N members of one consumer group on one host.
 
-It knows nothing of Kafka: a member is a command line. SIGTERM/SIGINT are forwarded to every
-member, and the supervisor waits for each to finish its final checkpoint (no timeout: a
-member killed meanwhile loses nothing committed, and systemd or Kubernetes have their own).
-A member that exits while nobody asked it to is restarted after a back-off that doubles
-with each recent restart; past ``RestartPolicy.limit`` restarts within ``window_s`` the
-supervisor stops the others and exits non-zero (the member's own exit code, e.g. 4 for an
-unreachable broker, else 1), so the host's own supervisor sees the
-failure instead of a service quietly running on fewer members. An exit code restarting
-cannot cure (a setting, a taken port) stops everything at once with that code.
+It knows nothing of Kafka: a member is a command line, and its exit code says which of three
+kinds of exit it was. SIGTERM/SIGINT are forwarded to every member, and the supervisor waits
+for each to finish its final checkpoint (no timeout: a member killed meanwhile loses nothing
+committed, and systemd or Kubernetes have their own). A member that exits while nobody asked
+it to is restarted after a back-off that doubles with each exit since its last healthy run
+(one that lasted ``RestartPolicy.healthy_s``), up to ``backoff_max_s``:
+
+- a *transient* code (an unreachable broker: it comes back) is restarted for as long as it
+  takes, or until ``transient_give_up_s``, so an outage of minutes is waited out as one
+  process waits for its broker;
+- any other unexpected exit (a crash, a signal) is restarted at most ``limit`` times within
+  ``window_s``; then the supervisor stops the others and exits non-zero (the member's own
+  code, else 1), so the host's own supervisor sees a crash loop instead of a service quietly
+  running on fewer members;
+- a *lasting* code (a setting, a taken port, refused credentials) stops everything at once
+  with that code: no restart can cure it.
 """
 
 from __future__ import annotations
@@ -19,12 +26,12 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 
 from pipeline import exit_codes
+from pipeline.service.restarts import GiveUp, RestartHistory, RestartPolicy
 
 log = logging.getLogger("tokenwatch.supervisor")
 
@@ -32,21 +39,12 @@ Command = Callable[[int], Sequence[str]]
 """The command line of member ``index``."""
 
 
-@dataclass(frozen=True)
-class RestartPolicy:
-    backoff_s: float = 1.0
-    """Delay before the first restart of a member; doubles with each restart still in the window."""
-    backoff_max_s: float = 30.0
-    limit: int = 5
-    """Restarts of one member within ``window_s`` after which the supervisor gives up."""
-    window_s: float = 300.0
-
-
 @dataclass
 class _Member:
     index: int
+    history: RestartHistory
     process: subprocess.Popen[bytes] | None = None
-    restarts: deque[float] = field(default_factory=deque)  # monotonic times of recent restarts
+    started_at: float | None = None
     restart_at: float | None = None
     exit_code: int | None = None
 
@@ -55,12 +53,15 @@ class Supervisor:
     """Starts ``workers`` members with ``command(index)``; ``run`` returns the exit code."""
 
     def __init__(self, command: Command, workers: int, policy: RestartPolicy | None = None,
-                 lasting_codes: Collection[int] = (), poll_s: float = 0.1) -> None:
+                 lasting_codes: Collection[int] = (), transient_codes: Collection[int] = (), poll_s: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.command = command
         self.policy = policy or RestartPolicy()
-        self.lasting_codes = frozenset(lasting_codes)
         self.poll_s = poll_s
-        self.members = [_Member(index) for index in range(workers)]
+        self.clock = clock
+        self.transient_codes = frozenset(transient_codes)
+        self.members = [_Member(index, RestartHistory.of(self.policy, transient_codes, lasting_codes))
+                        for index in range(workers)]
         self.starts = 0
         self._signals: list[int] = []  # received, not yet forwarded (the handler only notes them)
         self._wake = threading.Event()
@@ -82,7 +83,7 @@ class Supervisor:
             self._start(member)
         while True:
             self._forward_signals()
-            now = time.monotonic()
+            now = self.clock()
             for member in self.members:
                 self._check(member, now)
             if self._stopping and all(m.process is None or m.process.poll() is not None for m in self.members):
@@ -100,6 +101,7 @@ class Supervisor:
         # A process group of its own: a Ctrl-C in the terminal reaches the members once, through
         # the supervisor, not twice.
         member.process = subprocess.Popen(list(self.command(member.index)), process_group=0)
+        member.started_at = self.clock()
         member.restart_at = None
         member.exit_code = None
         self.starts += 1
@@ -131,16 +133,16 @@ class Supervisor:
             else:
                 self._died(member, code, now)
         if member.restart_at is not None and now >= member.restart_at and not self._stopping:
-            member.restarts.append(now)
             self._start(member)
-            log.warning("member restarted", extra={"member": member.index, "restarts_in_window": len(member.restarts)})
+            log.warning("member restarted", extra={"member": member.index, "failures": member.history.failures})
 
     def _stopped(self, member: _Member, code: int) -> None:
         """An exit after the stop: 0, or killed by the very signal forwarded before its handler
-        was installed (still starting: nothing consumed), is a clean stop."""
-        clean = code == 0 or -code in (signal.SIGTERM, signal.SIGINT)
+        was installed (still starting: nothing consumed), or a transient code (a start that
+        found its broker unreachable: nothing consumed either) is a clean stop."""
+        clean = code == 0 or -code in (signal.SIGTERM, signal.SIGINT) or code in self.transient_codes
         if clean:
-            log.info("member stopped", extra={"member": member.index})
+            log.info("member stopped", extra={"member": member.index, "exit_code": code})
             return
         log.error("member failed while stopping", extra={"member": member.index, "exit_code": code})
         if self._result == exit_codes.OK:
@@ -148,24 +150,22 @@ class Supervisor:
 
     def _died(self, member: _Member, code: int, now: float) -> None:
         how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
-        if code in self.lasting_codes:
-            log.error("member exited with an error restarting cannot fix: stopping the others",
-                      extra={"member": member.index, "exit_code": code, "how": how})
-            self._result = code
+        decision = member.history.after_exit(code, now, member.started_at)
+        facts = {"member": member.index, "exit_code": code, "how": how, "failures": member.history.failures,
+                 "failing_for_s": round(decision.failing_for_s, 3)}
+        if isinstance(decision, GiveUp):
+            log.error(GIVE_UP_MESSAGES[decision.why], extra=facts)
+            self._result = decision.code
             self._stop_all(signal.SIGTERM)
             return
-        window = self.policy.window_s
-        while member.restarts and now - member.restarts[0] > window:
-            member.restarts.popleft()
-        if len(member.restarts) >= self.policy.limit:
-            log.error("member keeps failing: giving up, stopping the others",
-                      extra={"member": member.index, "how": how, "restarts_in_window": len(member.restarts),
-                             "window_s": window})
-            self._result = code if code > 0 else exit_codes.FAILED  # its own reason, when it gave one
-            self._stop_all(signal.SIGTERM)
-            return
-        delay = min(self.policy.backoff_s * 2 ** len(member.restarts), self.policy.backoff_max_s)
-        member.restart_at = now + delay
-        log.error("member exited unexpectedly: restarting", extra={
-            "member": member.index, "how": how, "restart_in_s": round(delay, 3),
-            "restarts_in_window": len(member.restarts)})
+        member.restart_at = now + decision.delay_s
+        message = ("member exited with a transient error: restarting until it recovers" if decision.transient
+                   else "member exited unexpectedly: restarting")
+        log.error(message, extra={**facts, "restart_in_s": round(decision.delay_s, 3)})
+
+
+GIVE_UP_MESSAGES = {
+    "lasting": "member exited with an error restarting cannot fix: stopping the others",
+    "crash loop": "member keeps failing: giving up, stopping the others",
+    "outage": "member kept exiting with a transient error for too long: giving up, stopping the others",
+}

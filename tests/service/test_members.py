@@ -16,11 +16,21 @@ import pytest
 from pipeline import exit_codes
 from pipeline.cli.main import main
 from pipeline.config import Settings
+from pipeline.kafka.config import KafkaConfig
 from pipeline.logs import JsonFormatter
 from pipeline.response.config import ResponseConfig
 from pipeline.service import members
 from pipeline.service.config import ServiceConfig
-from pipeline.service.members import idle_members, member_command, member_port, member_settings, tag_logs
+from pipeline.service.members import (
+    idle_members,
+    member_command,
+    member_port,
+    member_settings,
+    restart_policy,
+    tag_logs,
+    warn_of_budget,
+)
+from pipeline.service.restarts import RestartPolicy
 from pipeline.service.startup import StartupError
 
 
@@ -120,3 +130,65 @@ def test_a_member_whose_supervisor_died_before_it_looked_stops(monkeypatch: pyte
     assert got == [signal.SIGTERM]
     monkeypatch.delenv(members.SUPERVISOR_PID_ENV)
     assert members.supervisor_pid() == os.getppid()
+
+
+BUDGET_WARNING = ("response.max_auto_per_minute is below the member count: each member still gets 1, so the "
+                  "members together may revoke more a minute than the budget")
+
+
+@pytest.mark.parametrize(("budget", "workers", "together"), [(3, 4, 4), (1, 2, 2), (4, 4, None), (20, 3, None),
+                                                             (0, 4, None)])
+def test_a_budget_below_the_member_count_is_warned_of(caplog: pytest.LogCaptureFixture, budget: int, workers: int,
+                                                      together: int | None) -> None:
+    caplog.set_level(logging.WARNING, "tokenwatch.members")
+    warn_of_budget(budget, workers)
+    warned = [r.__dict__ for r in caplog.records if r.getMessage() == BUDGET_WARNING]
+    if together is None:
+        assert not warned
+    else:
+        assert [(w["max_auto_per_minute"], w["workers"], w["members_together"]) for w in warned] == [
+            (budget, workers, together)]
+
+
+class FakeSupervisor:
+    """Stands in for ``Supervisor`` in ``run_members``: notes how it was built, starts nothing."""
+
+    built: list[dict[str, Any]] = []
+
+    def __init__(self, command: Any, workers: int, policy: RestartPolicy, **codes: Any) -> None:
+        FakeSupervisor.built.append({"workers": workers, "policy": policy, **codes})
+
+    def install_signal_handlers(self) -> None:
+        pass
+
+    def run(self) -> int:
+        return exit_codes.OK
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_supervisor_warns_of_the_budget_at_start_and_waits_for_the_broker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, enabled: bool) -> None:
+    monkeypatch.setattr(members, "configure", lambda *args, **kwargs: None)
+    monkeypatch.setattr(members, "input_partitions", lambda kafka: None)
+    monkeypatch.setattr(members, "Supervisor", FakeSupervisor)
+    monkeypatch.setattr(FakeSupervisor, "built", [])
+    caplog.set_level(logging.INFO, "tokenwatch.members")
+    settings = Settings(response=ResponseConfig(enabled=enabled, max_auto_per_minute=3),
+                        service=ServiceConfig(member_restart_backoff_max_s=45, member_outage_give_up_s=900))
+    assert members.run_members(tmp_path / "tokenwatch.toml", settings, 4) == exit_codes.OK
+    messages = [r.getMessage() for r in caplog.records]
+    # Said before the members start, and only when something revokes at all.
+    assert messages[:1] == ([BUDGET_WARNING] if enabled else ["starting members"])
+    [built] = FakeSupervisor.built
+    assert built["transient_codes"] == (exit_codes.KAFKA_UNREACHABLE,)
+    assert exit_codes.KAFKA_UNREACHABLE not in built["lasting_codes"]
+    assert (built["policy"].backoff_max_s, built["policy"].transient_give_up_s) == (45, 900)
+
+
+def test_the_restart_policy_waits_for_the_broker_for_ever_by_default() -> None:
+    policy = restart_policy(Settings())
+    assert policy.transient_give_up_s is None and policy.backoff_max_s == 60 and policy.healthy_s == 120
+    assert restart_policy(Settings(service=ServiceConfig(member_outage_give_up_s=600))).transient_give_up_s == 600
+    # A start that waits 100 s for an absent broker is no healthy run.
+    slow = Settings(kafka=KafkaConfig(request_timeout_ms=100_000))
+    assert restart_policy(slow).healthy_s == 200

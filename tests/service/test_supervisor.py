@@ -1,7 +1,8 @@
 """The supervisor of `tokenwatch run --workers N`, with fake members: small Python processes
 that note what happened to them in a directory (started, signal received, final checkpoint
 done) and, per index, behave like a healthy member, one that crashes once, one that keeps
-crashing, or one refused for a setting."""
+crashing, one that keeps finding its broker unreachable, or one refused for a setting. The
+restart rule itself is tested on a simulated clock (``RestartHistory``)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import exit_codes
-from pipeline.service.supervisor import RestartPolicy, Supervisor
+from pipeline.service.restarts import GiveUp, Restart, RestartHistory, RestartPolicy
+from pipeline.service.supervisor import Supervisor
 
 FAKE_MEMBER = """
 import os, signal, sys, time
@@ -44,6 +46,8 @@ if behaviour == "crash-once" and starts == 0 or behaviour == "crash":
     sys.exit(1)
 if behaviour == "refused":
     sys.exit(2)
+if behaviour == "unreachable":
+    sys.exit(4)
 while True:
     time.sleep(0.05)
 """
@@ -58,7 +62,8 @@ def _supervisor(tmp_path: Path, behaviours: list[str], policy: RestartPolicy = F
     def command(index: int) -> list[str]:
         return [sys.executable, str(script), str(tmp_path), str(index), behaviours[index]]
 
-    return Supervisor(command, len(behaviours), policy, lasting_codes=(exit_codes.CONFIG,), poll_s=0.02)
+    return Supervisor(command, len(behaviours), policy, lasting_codes=(exit_codes.CONFIG,),
+                      transient_codes=(exit_codes.KAFKA_UNREACHABLE,), poll_s=0.02)
 
 
 def _notes(tmp_path: Path, index: int) -> list[str]:
@@ -160,18 +165,115 @@ def test_an_exit_code_restarting_cannot_cure_stops_everything_at_once(tmp_path: 
     assert _notes(tmp_path, 0)[-2:] == ["signal SIGTERM", "checkpointed"]
 
 
-def test_restarts_back_off_and_old_ones_leave_the_window(tmp_path: Path) -> None:
-    """The delay doubles per restart still in the window, up to the cap; a member that ran
-    longer than the window starts afresh."""
-    policy = RestartPolicy(backoff_s=1.0, backoff_max_s=3.0, limit=10, window_s=100)
-    supervisor = _supervisor(tmp_path, ["ok"], policy)
-    [member] = supervisor.members
-    delays = []
-    for now in (0.0, 1.0, 3.0, 7.0):
-        supervisor._died(member, 1, now)  # noqa: SLF001 -- the back-off rule without sleeping through it
-        assert member.restart_at is not None
-        delays.append(member.restart_at - now)
-        member.restarts.append(member.restart_at)
-    assert delays == [1.0, 2.0, 3.0, 3.0]
-    supervisor._died(member, 1, 500.0)  # noqa: SLF001 -- as above
-    assert member.restart_at == 501.0
+def _starts(tmp_path: Path, index: int) -> int:
+    return sum(n.startswith("started") for n in _notes(tmp_path, index))
+
+
+def test_a_member_whose_broker_is_unreachable_is_restarted_past_the_crash_limit(
+        tmp_path: Path, handlers: None, caplog: pytest.LogCaptureFixture) -> None:
+    """Exit 4 is an outage, not a crash loop: the member is restarted well past ``limit`` (3 here),
+    each restart logged with its member, code and next delay, and SIGTERM still stops cleanly."""
+    caplog.set_level(logging.INFO, "tokenwatch.supervisor")
+    supervisor = _supervisor(tmp_path, ["ok", "unreachable"])
+    supervisor.install_signal_handlers()
+    _stop_later(supervisor, lambda: _starts(tmp_path, 1) >= 3 * FAST.limit)
+    assert supervisor.run() == exit_codes.OK
+    assert _starts(tmp_path, 1) >= 3 * FAST.limit
+    assert _starts(tmp_path, 0) == 1 and _notes(tmp_path, 0)[-2:] == ["signal SIGTERM", "checkpointed"]
+    retries = [r.__dict__ for r in caplog.records
+               if r.getMessage() == "member exited with a transient error: restarting until it recovers"]
+    assert len(retries) >= 3 * FAST.limit - 1
+    assert {(r["member"], r["exit_code"]) for r in retries} == {(1, exit_codes.KAFKA_UNREACHABLE)}
+    assert [r["restart_in_s"] for r in retries[:4]] == [0.05, 0.1, 0.2, 0.2]  # doubling, capped
+    assert [r["failures"] for r in retries[:4]] == [1, 2, 3, 4]
+
+
+def test_a_crash_loop_gives_up_even_when_every_run_counts_as_healthy(tmp_path: Path, handlers: None,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A healthy run resets the back-off, not the crash limit: a member that crashes every
+    ``healthy_s`` and a bit still reaches the host's supervisor instead of spinning."""
+    caplog.set_level(logging.INFO, "tokenwatch.supervisor")
+    policy = RestartPolicy(backoff_s=0.05, backoff_max_s=0.2, limit=3, window_s=60, healthy_s=0.0)
+    supervisor = _supervisor(tmp_path, ["ok", "crash"], policy)
+    assert supervisor.run() == exit_codes.FAILED
+    assert _starts(tmp_path, 1) == 1 + policy.limit
+    delays = [r.__dict__["restart_in_s"] for r in caplog.records
+              if r.getMessage() == "member exited unexpectedly: restarting"]
+    assert delays == [0.05] * policy.limit  # each run was "healthy": no doubling
+
+
+MINUTE = 60.0
+START_S = 30.0
+"""How long a member takes to find the broker unreachable (kafka.request_timeout_ms)."""
+
+
+def _outage(history: RestartHistory, start: float, until: float) -> list[Restart | GiveUp]:
+    """A member that exits 4 after ``START_S`` each time it is started, from ``start`` to ``until``
+    on a simulated clock (or until the supervisor gives up)."""
+    decisions: list[Restart | GiveUp] = []
+    started = start
+    while (now := started + START_S) < until:
+        decision = history.after_exit(exit_codes.KAFKA_UNREACHABLE, now, started)
+        decisions.append(decision)
+        if isinstance(decision, GiveUp):
+            break
+        started = now + decision.delay_s
+    return decisions
+
+
+def _history(policy: RestartPolicy | None = None) -> RestartHistory:
+    return RestartHistory.of(policy or RestartPolicy(), transient_codes=(exit_codes.KAFKA_UNREACHABLE,),
+                             lasting_codes=(exit_codes.CONFIG, exit_codes.PORT_IN_USE))
+
+
+def test_an_outage_of_an_hour_is_waited_out_with_capped_back_off() -> None:
+    """The old rule gave up after 5 restarts (1 + 2 + 4 + 8 + 16 = 31 s of back-off); now an
+    unreachable broker is retried for as long as it is down, at most a minute apart."""
+    decisions = _outage(_history(), 0.0, 60 * MINUTE)
+    assert all(isinstance(d, Restart) and d.transient for d in decisions)
+    delays = [d.delay_s for d in decisions if isinstance(d, Restart)]
+    assert delays[:8] == [1, 2, 4, 8, 16, 32, 60, 60] and max(delays) == 60
+    assert len(decisions) > 30
+    assert decisions[-1].failing_for_s > 57 * MINUTE
+
+
+def test_an_outage_past_the_give_up_setting_stops_with_its_code() -> None:
+    history = _history(RestartPolicy(transient_give_up_s=10 * MINUTE))
+    decisions = _outage(history, 0.0, 60 * MINUTE)
+    last = decisions[-1]
+    assert isinstance(last, GiveUp) and (last.code, last.why) == (exit_codes.KAFKA_UNREACHABLE, "outage")
+    assert 10 * MINUTE <= last.failing_for_s < 10 * MINUTE + 2 * MINUTE  # a delay and a start at most past it
+    assert all(isinstance(d, Restart) for d in decisions[:-1])
+
+
+def test_a_healthy_run_resets_the_back_off_and_the_outage() -> None:
+    """After a run of ``healthy_s`` the next exit is a first exit again: 1 s, and an outage that
+    follows is timed from there, not from the one before."""
+    policy = RestartPolicy(transient_give_up_s=10 * MINUTE)
+    history = _history(policy)
+    first = _outage(history, 0.0, 8 * MINUTE)  # 8 minutes down: not given up
+    assert all(isinstance(d, Restart) for d in first) and history.failures == len(first) > 5
+    resumed = 8 * MINUTE + 60  # the broker came back; the member ran 3 minutes
+    after = history.after_exit(exit_codes.KAFKA_UNREACHABLE, resumed + 3 * MINUTE, resumed)
+    assert isinstance(after, Restart) and (after.delay_s, after.failures, after.failing_for_s) == (1.0, 1, 0.0)
+    second = _outage(history, resumed + 3 * MINUTE + 1, resumed + 11 * MINUTE)  # another 8 minutes
+    assert all(isinstance(d, Restart) for d in second)
+    # A run shorter than healthy_s resets nothing.
+    short = history.after_exit(exit_codes.KAFKA_UNREACHABLE, resumed + 12 * MINUTE, resumed + 11 * MINUTE)
+    assert isinstance(short, Restart) and short.delay_s == 60 and short.failing_for_s > 8 * MINUTE
+
+
+def test_crashes_back_off_and_give_up_within_the_window_while_lasting_codes_stop_at_once() -> None:
+    history = _history(RestartPolicy(limit=5, window_s=300))
+    decisions = [history.after_exit(1, t, t - 1) for t in (0.0, 10.0, 20.0, 30.0, 40.0, 50.0)]
+    assert [d.delay_s for d in decisions if isinstance(d, Restart)] == [1, 2, 4, 8, 16]
+    assert decisions[-1] == GiveUp(1, "crash loop", 50.0)
+    killed = _history().after_exit(-signal.SIGKILL, 0.0, None)
+    assert isinstance(killed, Restart) and not killed.transient
+    old = _history(RestartPolicy(limit=2, window_s=100))
+    for t in (0.0, 10.0):
+        assert isinstance(old.after_exit(-signal.SIGKILL, t, t - 1), Restart)
+    assert old.after_exit(-signal.SIGKILL, 20.0, 19.0) == GiveUp(exit_codes.FAILED, "crash loop", 20.0)
+    assert isinstance(old.after_exit(-signal.SIGKILL, 500.0, 499.0), Restart)  # the old ones left the window
+    for code in (exit_codes.CONFIG, exit_codes.PORT_IN_USE):
+        assert _history().after_exit(code, 0.0, None) == GiveUp(code, "lasting", 0.0)
