@@ -258,10 +258,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     finally:
         if feed is not None:
             feed.close()
-        if args.workers > 1:
-            from pipeline.runtime.workers import stop_worker_servers
-
-            stop_worker_servers()
     print(summary.render(), file=sys.stderr)
     if summary.dead_letters:
         print(printable(f"  dead letters written to {args.dead_letter}"), file=sys.stderr)

@@ -76,21 +76,6 @@ def _context() -> ForkServerContext | SpawnContext:
     return multiprocessing.get_context("spawn")
 
 
-def stop_worker_servers() -> None:
-    """Stop the fork server and the resource tracker the workers came with, and wait for them,
-    so the command leaves no process of its own behind when it returns (they would otherwise
-    notice their parent's exit a moment later: a caller waiting on the process group, or
-    `timeout`, saw them outlive it). multiprocessing has no public call for this; both private
-    ``_stop`` methods exist since Python 3.8 and are called only where present."""
-    from multiprocessing import forkserver, resource_tracker
-
-    for server in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
-        stop = getattr(server, "_stop", None)
-        if callable(stop):
-            with contextlib.suppress(OSError, ChildProcessError):
-                stop()
-
-
 def portable(settings: Settings) -> Settings:
     """``settings`` as a plain ``Settings`` (``load_settings`` returns a subclass made at run
     time, which pickle cannot name), its validated sections as they are: a worker reads no

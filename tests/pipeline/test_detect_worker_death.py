@@ -38,7 +38,6 @@ class Ended:
     code: int
     err: str
     seconds: float  # from the worker's death (or the start) to the command's exit
-    pid: int = 0  # the command's, which is also its process group's id
 
 
 def detect_command(tmp_path: Path, source: Path | str, serve: str | None = None, *extra: str) -> list[str]:
@@ -69,7 +68,7 @@ def run_detect(tmp_path: Path, source: Path, serve: str | None = None, kill_work
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)  # the command, its fork server and workers: our own session
             raise
-    return Ended(proc.returncode, err, time.monotonic() - started, proc.pid), tree
+    return Ended(proc.returncode, err, time.monotonic() - started), tree
 
 
 # -- the process tree, from /proc: detect -> its fork server -> the workers -----------------------
@@ -237,22 +236,3 @@ def test_exit_words_name_the_signal_and_the_exit_code() -> None:
     assert exit_words(3) == "exit code 3"
     assert exit_words(-signal.SIGTERM) == "killed by SIGTERM, exit code -15"
     assert exit_words(None) == "closed its answer pipe without exiting"
-
-
-def in_group(group: int) -> list[int]:
-    """Live (not zombie) processes of process group ``group``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = stat_of(int(entry))
-            if fields is not None and fields[0] != "Z" and int(fields[2]) == group:
-                found.append(int(entry))
-    return found
-
-
-def test_a_finished_run_leaves_no_fork_server_or_resource_tracker_behind(tmp_path: Path) -> None:
-    """The command returns only once every process it started is gone: the fork server and the
-    resource tracker noticed its exit only afterwards, outliving it in its process group."""
-    ended, _ = run_detect(tmp_path, DATA_DIR / "sample.jsonl")
-    assert ended.code == 0, ended.err
-    assert in_group(ended.pid) == []
