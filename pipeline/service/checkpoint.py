@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
 from kafka.structs import OffsetAndMetadata
 
 from pipeline.metrics import ServiceMetrics
@@ -31,6 +32,12 @@ from pipeline.sinks.fanout import Fanout
 from schemas.alerts import Alert
 
 log = logging.getLogger("tokenwatch.checkpoint")
+
+MEMBERSHIP_REFUSALS = (CommitFailedError, UnknownMemberIdError, IllegalGenerationError, RebalanceInProgressError)
+"""What kafka-python's ``commit`` raises when the group no longer counts this member as the
+owner of its partitions (evicted once a broker outage outlasted the session timeout, or the
+group re-forming; 3.0 wraps the broker's error in ``CommitFailedError`` and requests the
+re-join). Not a reason to stop: the rebalance that follows revokes or drops the partitions."""
 
 
 def stage_open_alerts(
@@ -240,12 +247,26 @@ class PendingCheckpoint:
                 self.written += flush_sinks(self.others)
         self.flushed = True
 
-    def commit(self, consumer: KafkaConsumer, metrics: ServiceMetrics | None = None) -> None:
-        """The last step: commit the offsets that moved (an idle checkpoint commits nothing)."""
+    def commit(self, consumer: KafkaConsumer, metrics: ServiceMetrics | None = None) -> bool:
+        """The last step: commit the offsets that moved (an idle checkpoint commits nothing).
+
+        False when the group refused the commit (``MEMBERSHIP_REFUSALS``): the checkpoint's
+        changelog is acknowledged, so whoever owns the partitions next resumes at the offsets it
+        recorded when they pass the group's (``PartitionState.resume_position``); nothing is
+        retired (``ChangelogLog.committed``) and nothing is retried here — the caller waits for
+        the rebalance that follows."""
         states, offsets = self.states, self.offsets
         moved = {tp: off for tp, off in offsets.items()
                  if any(state.committed.get(tp, -1) != off for state in states if tp in state.next_offsets)}
-        commit(consumer, moved)
+        try:
+            commit(consumer, moved)
+        except MEMBERSHIP_REFUSALS as exc:
+            cause = exc.__cause__ or (exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else None)
+            log.warning("checkpoint commit refused: this member is no longer in the group; the partitions go "
+                        "to the rebalance that follows, their changelog already holds the checkpoint",
+                        extra={"partitions": _partitions(moved), "error": type(exc).__name__,
+                               "cause": type(cause).__name__ if cause is not None else None})
+            return False
         for state in states:
             state.committed.update({tp: off for tp, off in moved.items() if tp in state.next_offsets})
             state.log.committed()
@@ -257,6 +278,12 @@ class PendingCheckpoint:
                                       "partitions": len(states),
                                       "offsets": {f"{tp.topic}[{tp.partition}]": o for tp, o in offsets.items()}.__repr__(),
                                       "seconds": round(elapsed, 4)})
+        return True
+
+
+def _partitions(offsets: Mapping[TopicPartition, int]) -> str:
+    """``topic[p]=offset`` of each offset a refused commit held, for its log line."""
+    return ",".join(f"{tp.topic}[{tp.partition}]={offset}" for tp, offset in sorted(offsets.items()))
 
 
 def begin_checkpoint(
@@ -308,11 +335,12 @@ def checkpoint(
 
 
 def complete(pending: PendingCheckpoint, consumer: KafkaConsumer, metrics: ServiceMetrics | None = None,
-             timeout_s: float = 30.0) -> None:
+             timeout_s: float = 30.0) -> bool:
     """Take the sinks' flushes, then send what is left of the checkpoint's changelog, wait for
     its acks and commit its offsets. The changelog goes out only once every flush succeeded:
     state in the changelog whose alerts no sink holds would be restored after a crash, and the
-    replay would judge those events again against state that already has them."""
+    replay would judge those events again against state that already has them. False: the
+    group refused the commit (``PendingCheckpoint.commit``)."""
     pending.settle_sinks()
     pending.changelog.wait(timeout_s)
-    pending.commit(consumer, metrics)
+    return pending.commit(consumer, metrics)

@@ -141,15 +141,18 @@ def changelog_origin(input_topics: Iterable[str]) -> bytes:
 
 def restore_partition(
     consumer: KafkaConsumer, topic: str, state: PartitionState, idle_polls: int = 2, timeout_s: float = 120.0,
-    origin: bytes | None = None,
+    origin: bytes | None = None, call_timeout_ms: int | None = None,
 ) -> int:
     """Apply changelog partition ``state.partition`` of ``topic`` to the state; returns records read.
 
     ``consumer`` is a group-less consumer reused for every restore. The restored
     keys are not marked dirty (they are already in the changelog). A record written
     for other input topics than ``origin`` raises ``ChangelogMismatch`` (records
-    without the header predate it and are taken).
+    without the header predate it and are taken). ``call_timeout_ms`` bounds each blocking
+    broker call (end offset, position; default ``kafka.request_timeout_ms``): a broker that
+    does not answer fails the attempt with ``KafkaTimeoutError`` sooner, for the caller to retry.
     """
+    bound: dict[str, Any] = {} if call_timeout_ms is None else {"timeout_ms": call_timeout_ms}
     tp = TopicPartition(topic, state.partition)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
@@ -168,8 +171,8 @@ def restore_partition(
             empty = 0
             continue
         empty += 1
-        end = consumer.end_offsets([tp]).get(tp) or 0
-        if empty >= idle_polls and consumer.position(tp) >= end:
+        end = consumer.end_offsets([tp], **bound).get(tp) or 0
+        if empty >= idle_polls and consumer.position(tp, **bound) >= end:
             break
     else:
         raise TimeoutError(f"restoring {topic}[{state.partition}] did not finish in {timeout_s}s")

@@ -5,21 +5,34 @@ being given up, then drops their state; a lost partition (evicted from the group
 unsaved, since its commit would fail and the new owner replays after the last one; an
 assigned partition is paused until the loop has restored its state from the changelog and
 rewound it to where that state stands (its committed offset, or the changelog's when further).
+
+A broker flapping under a rebalance must not stop the member: a restore that times out or loses
+its connection is retried with back-off while the partition stays paused (the loop goes on
+polling, so the member stays in the group and a SIGTERM is heard); a commit the group refuses
+(``checkpoint.MEMBERSHIP_REFUSALS``) pauses consumption and checkpoints until the rebalance that
+follows, which revokes or drops the partitions as usual.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from pipeline.service.partitions import PartitionState
 
 log = logging.getLogger("tokenwatch.service")
+
+RESTORE_BACKOFF_S = 1.0
+"""First delay before a failed restore is tried again; doubles with each failure in a row."""
+RESTORE_BACKOFF_MAX_S = 30.0
+"""Cap of that delay: a broker back from an outage is found within this."""
 
 
 class Rebalance:
@@ -47,9 +60,28 @@ class Rebalance:
         self._restore = restore
         self._on_lost = on_lost
         self.rewind_to_beginning = rewind_to_beginning  # kafka.auto_offset_reset == "earliest"
+        self.rejoining = False  # a commit was refused: out of the group until the next rebalance
+        self.restore_failure: str | None = None  # why partitions still wait for their state
+        self._failures = 0  # failed restores in a row
+        self._retry_at = 0.0
+
+    @property
+    def stalled(self) -> str | None:
+        """Why owned partitions are not consumed, for /healthz (None: they are, or soon will be)."""
+        if self.restore_failure is not None:
+            return self.restore_failure
+        return "commit refused by the group: waiting for the rebalance" if self.rejoining else None
+
+    def refused(self) -> None:
+        """The group refused a commit (evicted, or re-forming): kafka-python re-joins at the next
+        poll, and the rebalance revokes or drops every partition. Until then nothing more is
+        consumed or checkpointed for partitions that are going."""
+        self.rejoining = True
+        self.consumer.pause(*self.assigned)
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Checkpoint, then forget the revoked partitions' state (the next owner restores it)."""
+        self.rejoining = False  # in the group again: the revoke checkpoint may commit
         gone = self._release(revoked)
         dropping = [self.states[p] for p in gone if p in self.states]
         if dropping:
@@ -64,6 +96,7 @@ class Rebalance:
     def on_lost(self, lost: list[TopicPartition]) -> None:
         """Evicted from the group: drop the state unsaved (the new owner restores the last
         checkpoint and replays after it; alert ids are stable, so replays overwrite)."""
+        self.rejoining = False
         for number in self._release(lost):
             self.states.pop(number, None)
         self._on_lost()
@@ -72,25 +105,55 @@ class Rebalance:
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Pause newly owned partitions; the loop restores their state before resuming them
         (the listener runs on kafka-python's IO thread, which must not block)."""
+        self.rejoining = False
+        self._retry_at = 0.0  # a new assignment: restore at once
         self.assigned |= set(assigned)
         self.to_restore |= {tp.partition for tp in assigned} - set(self.states)
         self.consumer.pause(*assigned)
 
     def restore_new(self, resume: bool) -> None:
         """Restore each newly owned partition's state, rewind it to its committed offset, and
-        (``resume``: no sink is down) resume every owned partition that has its state."""
+        (``resume``: no sink is down) resume every owned partition that has its state.
+
+        A restore the broker fails (``transient``) leaves that partition and the ones after it
+        paused and unrestored: the loop keeps calling, and they are tried again once the
+        back-off has passed (1 s doubling to ``RESTORE_BACKOFF_MAX_S``); anything else raises."""
+        if time.monotonic() < self._retry_at:
+            return
         for number in sorted(self.to_restore):
-            self.states[number] = self._restore(number)
-            self._rewind(number)
-        self.to_restore.clear()
+            try:
+                self.states[number] = self._restore(number)
+                self._rewind(number)
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                self.states.pop(number, None)  # the rewind failed: not consumed until it succeeds
+                self._restore_failed(number, exc)
+                break
+            self.to_restore.discard(number)
+        else:
+            self._failures, self.restore_failure = 0, None
         if resume:
             self.consumer.resume(*[tp for tp in self.assigned if tp.partition in self.states])
+
+    def _restore_failed(self, number: int, exc: Exception) -> None:
+        self._failures += 1
+        delay = min(RESTORE_BACKOFF_S * 2 ** (self._failures - 1), RESTORE_BACKOFF_MAX_S)
+        self._retry_at = time.monotonic() + delay
+        waiting = _numbers([tp for tp in self.assigned if tp.partition in self.to_restore])
+        self.restore_failure = (f"restoring partition {number} failed ({type(exc).__name__}): partitions "
+                                f"{waiting} wait, paused; attempt {self._failures + 1} in {delay:g} s")
+        log.warning("partition restore failed: retrying", extra={
+            "partition": number, "error": type(exc).__name__, "failures": self._failures,
+            "retry_in_s": delay, "waiting": waiting})
 
     def _release(self, tps: list[TopicPartition]) -> list[int]:
         """Forget ``tps``; the partition numbers no longer owned through any input topic."""
         gone = {tp.partition for tp in tps}
         self.assigned -= set(tps)
         self.to_restore -= gone
+        if not self.to_restore:
+            self._failures, self.restore_failure = 0, None
         still = {tp.partition for tp in self.assigned}
         return sorted(gone - still)
 
@@ -107,6 +170,12 @@ class Rebalance:
                 self.consumer.seek(tp, position)
             elif self.rewind_to_beginning:
                 self.consumer.seek_to_beginning(tp)
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure the broker may not repeat: a timeout or a lost connection (kafka-python's
+    retriable errors), or a restore that ran out of time (the changelog kept coming back empty)."""
+    return isinstance(exc, TimeoutError) or (isinstance(exc, KafkaError) and bool(exc.retriable))
 
 
 def _numbers(tps: list[TopicPartition]) -> str:

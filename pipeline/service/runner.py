@@ -20,7 +20,10 @@ Rebalances (eager, range assignor): a revoke checkpoints and commits the
 partitions being given up (on a worker thread, see ``rebalance.RebalanceListener``),
 then drops their state; a (re)assigned partition is restored from the changelog and
 rewound to where that state stands (its committed offset, or the offsets the restored
-checkpoint recorded when further) before it is resumed.
+checkpoint recorded when further) before it is resumed. A broker flapping through a rebalance
+does not stop the loop: a restore that times out is retried with back-off, its partition paused
+meanwhile, and a commit the group refuses (evicted after the session timeout) drops that
+checkpoint's commit and waits for the rebalance that follows (``Rebalance.refused``).
 
 The service keeps the loop; its parts are objects of their own: ``rebalance.Rebalance``
 (partition ownership), ``response.ServiceResponse`` (the response worker),
@@ -94,6 +97,10 @@ COUNTED_ALERT_IDS = 200_000
 """Alert ids remembered so an alert staged open and later final is counted once."""
 CHANGELOG_SLICE = 250
 """Changelog records a checkpoint in flight sends per loop turn (~30 ms of ``producer.send``)."""
+RESTORE_CALL_TIMEOUT_MS = 5_000
+"""Bound of each blocking broker call of a restore (end offset, position): a broker that does not
+answer fails the attempt in 5 s instead of ``kafka.request_timeout_ms``; it is retried with
+back-off (``Rebalance.restore_new``), and a SIGTERM meanwhile is heard within that."""
 FETCH_MAX_WAIT_MS = 50
 """How long the broker may hold a fetch that finds nothing new (kafka-python's default, 500 ms,
 is added to the latency of a record that arrives meanwhile on a broker that does not answer the
@@ -174,8 +181,11 @@ class Service:
         signal.signal(signal.SIGINT, self.stop)
 
     def health(self) -> Health:
+        stalled = self.rebalance.stalled
         detail = {"partitions": sorted(self.states), "paused": self.paused_reason, **self.counts}
-        return Health(self.paused_reason is None, detail)
+        if stalled is not None:
+            detail["rebalance"] = stalled
+        return Health(self.paused_reason is None and stalled is None, detail)
 
     def run(self) -> None:
         try:
@@ -201,7 +211,7 @@ class Service:
                 # A checkpoint in flight sends a slice per turn: do not sleep in poll meanwhile.
                 wait_ms = 0 if self._pending is not None else self.config.poll_timeout_ms
                 batches = self.consumer.poll(timeout_ms=wait_ms)
-                if self.rebalance.to_restore:
+                if self.rebalance.to_restore and not self._stop.is_set():
                     self.rebalance.restore_new(resume=self.paused_reason is None)
                 for tp, records in batches.items():
                     self._process(tp, records)
@@ -214,9 +224,13 @@ class Service:
                 self._publish_changed()
                 if self._pending is not None:
                     self._advance_checkpoint()
-                elif self._checkpoint_due():
+                elif self._checkpoint_due() and not self.rebalance.rejoining:
                     self.checkpoint(wait=False)
-            self.checkpoint()  # graceful shutdown: the batch is done, write everything
+            if self.rebalance.rejoining:  # the group would refuse it; whoever owns them next replays
+                log.warning("stopping out of the group: no final checkpoint",
+                            extra={"partitions": ",".join(map(str, sorted(self.states)))})
+            else:
+                self.checkpoint()  # graceful shutdown: the batch is done, write everything
             self.states.clear()  # checkpointed: the revoke in close() has nothing left to do
         finally:
             self.close()
@@ -575,7 +589,9 @@ class Service:
         if not pending.changelog.done():
             return
         self._pending = None
-        pending.commit(self.consumer, self.metrics)
+        if not pending.commit(self.consumer, self.metrics):
+            self.rebalance.refused()
+            return
         self._update_lag()
 
     def _settle_checkpoint(self) -> None:
@@ -584,10 +600,13 @@ class Service:
         if pending is None:
             return
         try:
-            complete(pending, self.consumer, self.metrics)
+            committed = complete(pending, self.consumer, self.metrics)
         except SinkUnavailable as exc:  # offsets stay; the checkpoint that follows retries the flush
             log.warning("checkpoint flush failed", extra={"sink": exc.sink, "reason": exc.reason})
             self._carried.extend(pending.changelog.records)  # never sent: the next checkpoint sends them
+            return
+        if not committed:
+            self.rebalance.refused()
             return
         self._update_lag()
 
@@ -617,7 +636,8 @@ class Service:
         started = time.perf_counter()
         try:
             records = restore_partition(self.restorer, self.changelog_topic, state,
-                                        self.config.restore_idle_polls, origin=self.origin)
+                                        self.config.restore_idle_polls, origin=self.origin,
+                                        call_timeout_ms=RESTORE_CALL_TIMEOUT_MS)
         except ChangelogMismatch as exc:
             raise StartupError(exit_codes.CONFIG, str(exc)) from None
         self._apply_global(self.revocations.retained(), [state])

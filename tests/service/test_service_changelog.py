@@ -6,23 +6,34 @@ it then gives. The Kafka clients are the only fakes; engines, sinks and the chan
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 from pipeline.config import Settings
 from pipeline.ingest.config import TrustConfig
-from pipeline.service import changelog, revocations, runner
+from pipeline.service import changelog, rebalance, revocations, runner
 from pipeline.service.changelog import decode_chunk
 from pipeline.service.config import ServiceConfig
 from pipeline.service.partitions import PartitionState, new_partition_state, restore_partition
 from pipeline.sinks.background import BackgroundSink
 from pipeline.sinks.base import FlushResult, MemorySink, SinkUnavailable
 from tests.detectors.test_state_codec import view
+from tests.service.test_changelog_write_ahead import _lines as _sample_lines
 
 TP = TopicPartition(Settings().kafka.topics.input[0], 0)
 SETTINGS = Settings(trust=TrustConfig(trusted_topics=(TP.topic,)))  # canonical lines, written below
@@ -63,6 +74,7 @@ class _Broker:
         self.queued: list[tuple[_Future, SimpleNamespace]] = []
         self.commits: dict[TopicPartition, int] = {}
         self.hold = False
+        self.restore_failures: list[Exception] = []
 
     def release(self) -> None:
         for future, record in self.queued:
@@ -133,7 +145,8 @@ class _GroupConsumer:
 
 
 class _ChangelogConsumer:
-    """A group-less consumer: reads the changelog topic from the beginning (the restore)."""
+    """A group-less consumer: reads the changelog topic from the beginning (the restore).
+    ``broker.restore_failures``: what its next end-offset requests raise (a broker away)."""
 
     def __init__(self, broker: _Broker) -> None:
         self.broker = broker
@@ -150,11 +163,16 @@ class _ChangelogConsumer:
         self.at += len(batch)
         return {TopicPartition(CHANGELOG, 0): batch}
 
-    def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    def end_offsets(self, tps: list[TopicPartition], timeout_ms: int | None = None) -> dict[TopicPartition, int]:
+        if self.broker.restore_failures:
+            raise self.broker.restore_failures.pop(0)
         return {tp: len(self.broker.changelog) for tp in tps}
 
-    def position(self, _tp: TopicPartition) -> int:
+    def position(self, _tp: TopicPartition, timeout_ms: int | None = None) -> int:
         return self.at
+
+    def close(self) -> None:
+        return None
 
 
 class _FailsOnce(MemorySink):
@@ -272,3 +290,224 @@ def test_a_revoke_checkpoint_that_timed_out_then_landed_leaves_the_partitions_ne
     again = _restored(broker)
     assert again.resume_position(TP, broker.commits[TP]) == broker.commits[TP] == state.next_offsets[TP]
     assert view(again.store) == view(state.store)
+
+
+# -- the whole loop (``Service.run``) through a broker outage and the group's re-join ----------
+
+
+class _NoRevocations:
+    """The revocations topic, empty."""
+
+    def partitions_for_topic(self, _topic: str) -> set[int]:
+        return {0}
+
+    def assign(self, _tps: list[TopicPartition]) -> None:
+        return None
+
+    def seek_to_beginning(self, *_tps: TopicPartition) -> None:
+        return None
+
+    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
+        return {}
+
+    def close(self) -> None:
+        return None
+
+
+class _Member(_GroupConsumer):
+    """The group consumer of a member ``Service.run`` drives: joins at the first poll, hands out
+    the input partition's records from its position (10 a poll, none while paused), and refuses
+    commits as kafka-python 3 does: ``refusals`` are raised by the next commits, and the rebalance
+    that follows comes ``away`` polls later (the broker still unreachable) — partitions lost after
+    an eviction, revoked when the group is re-forming. Once every record is consumed it stops
+    the service (a SIGTERM) after a few idle polls; ``stop_after`` stops it after that many polls."""
+
+    def __init__(self, broker: _Broker, lines: list[bytes]) -> None:
+        super().__init__(broker)
+        self.lines = lines
+        self.rebalance: Any = None
+        self.stop: Callable[[], None] = lambda: None
+        self.health: Callable[[], Any] = lambda: None
+        self.paused_tps: set[TopicPartition] = set()
+        self.refusals: list[Exception | None] = []  # the next commits: None accepted, an error raised
+        self.history: list[int] = []  # the offsets committed, in order
+        self.rejoin: str | None = None  # the rebalance a refusal brings: "lost" or "revoked"
+        self.away = 0
+        self.outside: list[dict[TopicPartition, Any]] = []  # commits tried after a refusal, before the rebalance
+        self.unrestored_batches = 0  # records handed out while the partition waited for its state
+        self.polls_waiting = 0  # polls while a failed restore waited for its retry
+        self.healths: list[Any] = []
+        self.stop_after: int | None = None
+        self.polls = 0
+        self.joined = False
+        self.idle = 0
+
+    def subscribe(self, _topics: list[str], listener: Any) -> None:
+        self.rebalance = listener.rebalance
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused_tps |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused_tps -= set(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_tps)
+
+    def close(self) -> None:
+        return None
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if self.rejoin is not None:  # the generation is reset: kafka-python sends nothing
+            self.outside.append(dict(offsets))
+            raise CommitFailedError("not part of an active group")
+        error = self.refusals.pop(0) if self.refusals else None
+        if error is not None:
+            cause = error.args[0] if error.args and isinstance(error.args[0], Exception) else error
+            evicted = isinstance(cause, (UnknownMemberIdError, IllegalGenerationError))
+            self.rejoin = "lost" if evicted else "revoked"
+            raise error
+        self.history.extend(meta.offset for meta in offsets.values())
+        super().commit(offsets)
+
+    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
+        self.polls += 1
+        if self.polls == self.stop_after:
+            self.stop()
+        if self.rebalance.to_restore:  # still waiting after the loop's restore: it failed
+            self.polls_waiting += 1
+            self.healths.append(self.health())
+        if not self.joined:
+            self.joined = True
+            self.rebalance.on_assigned([TP])
+        elif self.rejoin is not None:
+            if self.away:
+                self.away -= 1
+            else:
+                kind, self.rejoin = self.rejoin, None
+                (self.rebalance.on_lost if kind == "lost" else self.rebalance.on_revoked)([TP])
+                self.rebalance.on_assigned([TP])
+        at = self.positions.get(TP, 0)
+        if TP in self.rebalance.assigned and TP not in self.paused_tps and at < len(self.lines):
+            batch = [SimpleNamespace(offset=n, value=self.lines[n]) for n in range(at, min(at + 10, len(self.lines)))]
+            self.positions[TP] = at + len(batch)
+            self.unrestored_batches += TP.partition not in self.rebalance.states
+            return {TP: batch}
+        if at >= len(self.lines) and TP not in self.paused_tps and self.rejoin is None:
+            self.idle += 1
+            if self.idle == 5:
+                self.stop()
+        return {}
+
+
+Run = Callable[[_Broker], tuple[runner.Service, _Member]]
+
+
+@pytest.fixture
+def member(hasher: Any, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """Builds a service on ``broker`` over the sample stream, its group consumer a ``_Member``,
+    checkpointing every 20 records (commits mid-stream), with the memory sink."""
+    lines = _sample_lines()
+    monkeypatch.setattr(revocations, "KafkaConsumer", lambda **_: _NoRevocations())
+    monkeypatch.setattr(changelog, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(changelog, "MIN_BASE_BYTES", 1 << 40)
+
+    def build(broker: _Broker) -> tuple[runner.Service, _Member]:
+        def consumer(**kwargs: Any) -> Any:
+            return _Member(broker, lines) if kwargs.get("group_id") else _ChangelogConsumer(broker)
+
+        monkeypatch.setattr(runner, "KafkaConsumer", consumer)
+        monkeypatch.setattr(runner, "KafkaProducer", lambda **_: _Producer(broker))
+        config = ServiceConfig(sinks=("memory",), checkpoint_records=20)
+        service = runner.Service(SETTINGS, config, hasher, [MemorySink(name="memory")])
+        group = service.consumer
+        assert isinstance(group, _Member)
+        group.stop, group.health = service.stop, service.health
+        return service, group
+
+    return build
+
+
+def _alerts(service: runner.Service) -> dict[str, dict[str, Any]]:
+    (sink,) = service.sinks
+    assert isinstance(sink, MemorySink)
+    return {doc_id: doc for (kind, doc_id), doc in sink.documents.items() if kind == "alert"}
+
+
+@pytest.fixture
+def uninterrupted(member: Run) -> tuple[dict[str, dict[str, Any]], list[int]]:
+    """The alert documents and the commits of the sample stream run through without a fault."""
+    service, group = member(_Broker())
+    service.run()
+    return _alerts(service), group.history
+
+
+@pytest.mark.parametrize("refusal", [
+    CommitFailedError(UnknownMemberIdError()),  # evicted: the outage outlasted the session timeout
+    CommitFailedError(IllegalGenerationError()),
+    CommitFailedError(RebalanceInProgressError()),  # the group re-forming: the member is still in it
+    RebalanceInProgressError("the consumer is undergoing a rebalance"),
+], ids=["unknown-member", "illegal-generation", "rebalancing", "rebalancing-raised"])
+def test_a_commit_the_group_refuses_waits_for_the_rebalance_and_loses_no_alert(
+    member: Run, uninterrupted: tuple[dict[str, dict[str, Any]], list[int]], refusal: Exception,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The second checkpoint's commit is refused (its changelog acknowledged), and the group
+    re-forms three polls later, the broker still away meanwhile. The loop goes on: it tries no
+    commit and no checkpoint until the rebalance has taken the partition (dropped unsaved when
+    evicted, checkpointed on revoke otherwise), restores it from the changelog and ends with
+    every alert of the stream once, as the run without the refusal did (before: the refusal
+    raised out of ``run``, the member exited 1)."""
+    want, commits = uninterrupted
+    broker = _Broker()
+    service, group = member(broker)
+    group.refusals, group.away = [None, refusal], 3
+    with caplog.at_level(logging.WARNING):
+        service.run()
+    assert not group.refusals and group.rejoin is None  # refused, then re-joined
+    assert group.outside == []  # nothing tried for the partition between the refusal and the rebalance
+    refused = [r for r in caplog.records if r.getMessage().startswith("checkpoint commit refused")]
+    assert len(refused) == 1 and TP.topic + "[0]=" in refused[0].__dict__["partitions"]
+    assert group.history == sorted(group.history) and group.history[-1] == commits[-1]
+    assert group.unrestored_batches == 0
+    assert _alerts(service) == want
+
+
+def test_a_restore_the_broker_times_out_is_retried_with_backoff_while_the_partition_waits(
+    member: Run, uninterrupted: tuple[dict[str, dict[str, Any]], list[int]], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The restore's end-offset request times out, then loses its connection, then succeeds (the
+    broker flapping as the group re-forms). The loop keeps polling through the back-off, hands out
+    no record of the partition before its state is restored, /healthz says why (503), and the run
+    ends with every alert once (before: the KafkaTimeoutError ended the process with exit 1)."""
+    monkeypatch.setattr(rebalance, "RESTORE_BACKOFF_S", 0.02)
+    want, commits = uninterrupted
+    broker = _Broker()
+    broker.restore_failures = [KafkaTimeoutError("end offsets"), KafkaConnectionError("connection lost")]
+    service, group = member(broker)
+    with caplog.at_level(logging.WARNING):
+        service.run()
+    assert broker.restore_failures == []
+    retries = [r for r in caplog.records if r.getMessage() == "partition restore failed: retrying"]
+    assert [(r.__dict__["error"], r.__dict__["retry_in_s"]) for r in retries] == [
+        ("KafkaTimeoutError", 0.02), ("KafkaConnectionError", 0.04)]
+    assert group.polls_waiting > 2 and group.unrestored_batches == 0
+    assert all(not health.healthy and "restoring partition 0 failed" in health.detail["rebalance"]
+               for health in group.healths)
+    assert service.health().healthy
+    assert group.history[-1] == commits[-1] and _alerts(service) == want
+
+
+def test_a_sigterm_while_a_restore_waits_for_its_retry_stops_at_once(member: Run) -> None:
+    """The broker stays away: the restore fails, and a SIGTERM during the back-off (1 s) ends the
+    run cleanly before the next attempt, with nothing consumed or committed."""
+    broker = _Broker()
+    broker.restore_failures = [KafkaTimeoutError("end offsets")] * 10
+    service, group = member(broker)
+    group.stop_after = 20
+    started = time.monotonic()
+    service.run()
+    assert time.monotonic() - started < 0.9
+    assert len(broker.restore_failures) == 9  # one attempt: the retry's time had not come
+    assert group.polls == 20 and group.unrestored_batches == 0 and broker.commits == {}
