@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from ipaddress import ip_network
+from types import MappingProxyType
 from typing import Any
 
 import ijson
@@ -58,6 +59,9 @@ STREAM_SLICE_EVENTS = 1000
 _REPAIR_ROUNDS = 4
 
 
+NO_SKIPPED_ENTRIES: Mapping[str, int] = MappingProxyType({})
+
+
 @dataclass
 class Normalized:
     """Outcome of one line: events, or a skip, or a dead letter (or, for a batch
@@ -68,7 +72,8 @@ class Normalized:
     skipped_type: str | None = None
     dead_letter: dict[str, Any] | None = None
     # Entries of a batch (a log file, an envelope) of types no detector needs: "format:type" -> count.
-    skipped_entries: Counter[str] = field(default_factory=Counter)
+    # Read only; one shared empty mapping by default (a Counter per line was ~1.5 % of detect).
+    skipped_entries: Mapping[str, int] = field(default_factory=lambda: NO_SKIPPED_ENTRIES)
     # The format of each event when an envelope mixed formats (None: all are ``format``): trust
     # judges each record by its own format, never by the envelope's majority.
     event_formats: tuple[str, ...] | None = None

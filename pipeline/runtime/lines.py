@@ -9,8 +9,7 @@ stays with the caller.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +49,7 @@ class LineResult:
         return self.normalized.skipped_type
 
     @property
-    def skipped_entries(self) -> Counter[str]:
+    def skipped_entries(self) -> Mapping[str, int]:
         return self.normalized.skipped_entries
 
     @property
