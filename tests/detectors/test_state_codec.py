@@ -3,6 +3,7 @@ detection continued on it raises exactly the alerts the original would have."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -136,6 +137,8 @@ def view(store: StateStore) -> dict[str, Any]:
             return (type(value).__name__, [typed(v) for v in value])
         if isinstance(value, (set, frozenset)):
             return (type(value).__name__, sorted(map(repr, value)))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a table row: its fields, as values
+            return (type(value).__name__, [(f.name, typed(getattr(value, f.name))) for f in dataclasses.fields(value)])
         return (type(value).__name__, value)
 
     def rows(table: Table[Any, Any]) -> list[tuple[Any, Any]]:

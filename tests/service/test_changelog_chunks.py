@@ -80,7 +80,7 @@ def _history(store: StateStore, log: ChangelogLog, every: int = 3) -> list[tuple
         if n % every == 0:
             records = log.checkpoint_records(store, {INPUT: n})
             if records:
-                history.append((records, copy.deepcopy(view(store)), n))  # (a view shares the store's objects)
+                history.append((records, copy.deepcopy(view(store)), n))  # (rows as plain values: a copy of the moment)
                 log.committed()
     return history
 
