@@ -34,8 +34,10 @@ Crash safety (the argument):
   consistent state. Nor is a set that builds on a cut-short one (it holds only the changes
   since): the same writer's later set when two of its checkpoints were in flight — the records
   of a checkpoint whose flush failed are carried into the next (sent first,
-  ``ChangelogSend.carry``), but a failed send does not stop the later ones, and with
-  ``kafka.acks`` other than ``all`` a retry may reorder. So the applied sets never have a hole,
+  ``ChangelogSend.carry``), and so are all of a checkpoint whose send failed or timed out, sent
+  or not (``ChangelogSend.unacknowledged``: its set is complete before a later one commits),
+  but a failed send does not stop the later ones, and with ``kafka.acks`` other than ``all`` a
+  retry may reorder. So the applied sets never have a hole,
   whatever order the sends landed in. A writer that restored without the cut-short set builds
   on the set before it (its ``prev`` says so): its sets are the newest, so they are applied.
 * Two writers. A partition has one owner at a time, but the last records of the one before

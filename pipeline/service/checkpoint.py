@@ -164,6 +164,8 @@ class ChangelogSend:
         self.total = len(records)
         self.headers = [(ORIGIN_HEADER, origin)] if origin is not None else None
         self.futures: list[Any] = []
+        self.sent: list[tuple[int, bytes, bytes | None]] = []  # handed to the producer (a failed send resends)
+        self.acknowledged = False  # every record acknowledged: what remains is the commit
 
     def carry(self, records: Iterable[tuple[int, bytes, bytes | None]]) -> None:
         """Records of an earlier checkpoint that were never sent (its flush failed): they go out
@@ -175,7 +177,9 @@ class ChangelogSend:
     def send(self, budget: int) -> None:
         records, send = self.records, self.producer.send
         for _ in range(min(budget, len(records))):
-            partition, key, value = records.popleft()
+            record = records.popleft()
+            self.sent.append(record)  # first: a send that raises (no metadata in max_block_ms) is resent too
+            partition, key, value = record
             self.futures.append(send(self.topic, key=key, value=value, partition=partition, headers=self.headers))
 
     def done(self) -> bool:
@@ -185,7 +189,8 @@ class ChangelogSend:
         futures = self.futures
         while futures and futures[-1].is_done:
             futures.pop().get(timeout=0)  # raises what failed
-        return not futures
+        self.acknowledged = not futures
+        return self.acknowledged
 
     def wait(self, timeout_s: float) -> None:
         """Send the rest and wait for every ack; raises the first send error."""
@@ -194,6 +199,15 @@ class ChangelogSend:
         for future in self.futures:
             future.get(timeout=0)  # raises the send error: the checkpoint fails, offsets stay
         self.futures.clear()
+        self.acknowledged = True
+
+    def unacknowledged(self) -> list[tuple[int, bytes, bytes | None]]:
+        """After a send error or timeout: every record of this checkpoint (sent or not), for the
+        next checkpoint to carry ahead of its own (``carry``). Some may have landed, but the set is
+        complete only once all its parts have, and the checkpoints after it build on it (its
+        ``prev``); resending a part that landed writes the same key and value again. Empty once
+        every record is acknowledged (then only the commit failed)."""
+        return [] if self.acknowledged else [*self.sent, *self.records]
 
 
 def commit(consumer: KafkaConsumer, offsets: Mapping[TopicPartition, int]) -> None:
@@ -254,7 +268,9 @@ class PendingCheckpoint:
         changelog is acknowledged, so whoever owns the partitions next resumes at the offsets it
         recorded when they pass the group's (``PartitionState.resume_position``); nothing is
         retired (``ChangelogLog.committed``) and nothing is retried here — the caller waits for
-        the rebalance that follows."""
+        the rebalance that follows. Any other error raises, committing and retiring nothing: the
+        service takes a retriable one (the coordinator away past the request timeout) as a
+        checkpoint that did not complete, whose offsets the next checkpoint commits."""
         states, offsets = self.states, self.offsets
         moved = {tp: off for tp, off in offsets.items()
                  if any(state.committed.get(tp, -1) != off for state in states if tp in state.next_offsets)}

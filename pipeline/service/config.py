@@ -34,7 +34,8 @@ class ServiceConfig(BaseModel):
     member_outage_give_up_s: float = Field(
         default=0.0, ge=0,
         description="run --workers: stop the service (exit 4) once a member has kept exiting because no Kafka "
-        "broker answers for this long; 0: wait for the broker for ever, as one process does mid-run",
+        "broker answers for this long; 0: wait for the broker for ever, as one process does mid-run (but a member "
+        "not yet healthy for 2 minutes since the start is given up on after 10 minutes: a mistyped bootstrap server)",
     )
     restore_idle_polls: int = Field(
         default=2, gt=0, description="Changelog restore ends after this many empty fetches past the end offset"

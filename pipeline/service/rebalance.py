@@ -33,6 +33,11 @@ RESTORE_BACKOFF_S = 1.0
 """First delay before a failed restore is tried again; doubles with each failure in a row."""
 RESTORE_BACKOFF_MAX_S = 30.0
 """Cap of that delay: a broker back from an outage is found within this."""
+RESTORE_CALL_TIMEOUT_MS = 5_000
+"""Bound of each blocking broker call of a restore (end offset, position, the committed offset):
+a broker that does not answer fails the attempt in 5 s instead of ``kafka.request_timeout_ms``
+(or, for the committed offset, never); it is retried with back-off (``Rebalance.restore_new``),
+and a SIGTERM meanwhile is heard within that."""
 
 
 class Rebalance:
@@ -64,13 +69,16 @@ class Rebalance:
         self.restore_failure: str | None = None  # why partitions still wait for their state
         self._failures = 0  # failed restores in a row
         self._retry_at = 0.0
+        self.lost = False  # evicted (partitions lost): nothing owned until the group assigns again
 
     @property
     def stalled(self) -> str | None:
         """Why owned partitions are not consumed, for /healthz (None: they are, or soon will be)."""
         if self.restore_failure is not None:
             return self.restore_failure
-        return "commit refused by the group: waiting for the rebalance" if self.rejoining else None
+        if self.rejoining:
+            return "commit refused by the group: waiting for the rebalance"
+        return "partitions lost (evicted from the group): rejoining" if self.lost else None
 
     def refused(self) -> None:
         """The group refused a commit (evicted, or re-forming): kafka-python re-joins at the next
@@ -96,7 +104,7 @@ class Rebalance:
     def on_lost(self, lost: list[TopicPartition]) -> None:
         """Evicted from the group: drop the state unsaved (the new owner restores the last
         checkpoint and replays after it; alert ids are stable, so replays overwrite)."""
-        self.rejoining = False
+        self.rejoining, self.lost = False, True
         for number in self._release(lost):
             self.states.pop(number, None)
         self._on_lost()
@@ -105,8 +113,8 @@ class Rebalance:
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Pause newly owned partitions; the loop restores their state before resuming them
         (the listener runs on kafka-python's IO thread, which must not block)."""
-        self.rejoining = False
-        self._retry_at = 0.0  # a new assignment: restore at once
+        self.rejoining = self.lost = False
+        self._failures, self._retry_at = 0, 0.0  # a new assignment: restore at once, back-off afresh
         self.assigned |= set(assigned)
         self.to_restore |= {tp.partition for tp in assigned} - set(self.states)
         self.consumer.pause(*assigned)
@@ -117,8 +125,10 @@ class Rebalance:
 
         A restore the broker fails (``transient``) leaves that partition and the ones after it
         paused and unrestored: the loop keeps calling, and they are tried again once the
-        back-off has passed (1 s doubling to ``RESTORE_BACKOFF_MAX_S``); anything else raises."""
-        if time.monotonic() < self._retry_at:
+        back-off has passed (1 s doubling to ``RESTORE_BACKOFF_MAX_S``); anything else raises.
+        While ``rejoining`` (a commit refused) it does nothing: the group has probably handed the
+        partitions to another member, which consumes them; the rebalance restores them if not."""
+        if self.rejoining or time.monotonic() < self._retry_at:
             return
         for number in sorted(self.to_restore):
             try:
@@ -165,7 +175,10 @@ class Rebalance:
         skip the events held in the dropped engine's reorder buffer."""
         state = self.states[number]
         for tp in [tp for tp in self.assigned if tp.partition == number]:
-            position = state.resume_position(tp, self.consumer.committed(tp))
+            # Bounded: without a timeout kafka-python waits for the coordinator for ever; this way a
+            # broker away fails the attempt (KafkaTimeoutError) and the back-off retries it.
+            committed = self.consumer.committed(tp, timeout_ms=RESTORE_CALL_TIMEOUT_MS)
+            position = state.resume_position(tp, committed)
             if position is not None:
                 self.consumer.seek(tp, position)
             elif self.rewind_to_beginning:

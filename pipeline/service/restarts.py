@@ -3,7 +3,8 @@ it gives up: a pure rule over one member's history, apart from the processes, so
 tested on a simulated clock (an outage of ten minutes in a millisecond).
 
 Three kinds of exit, told apart by exit code: *transient* (the broker is unreachable: it comes
-back, so wait for it, as one process waits for its broker), *lasting* (a setting, a taken port:
+back, so wait for it, as one process waits for its broker; but only for ``start_give_up_s`` until
+the member has run healthy once, since a mistyped bootstrap server looks the same), *lasting* (a setting, a taken port:
 no restart cures it, stop at once), and anything else (a crash, a signal: retry a few times,
 then give up, so a crash loop reaches the host's supervisor instead of spinning).
 """
@@ -34,6 +35,10 @@ class RestartPolicy:
     transient_give_up_s: float | None = None
     """How long a member may keep exiting with a transient code, with no healthy run between,
     before the supervisor gives up with that code; None: wait for ever."""
+    start_give_up_s: float | None = 600.0
+    """The same limit before the member's first healthy run since the supervisor started (the
+    shorter of the two applies): a broker that never answered is more likely a mistyped
+    ``kafka.bootstrap_servers`` than an outage, and must reach the host's supervisor."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class GiveUp:
     """Stop every member and exit with ``code``."""
 
     code: int
-    why: Literal["lasting", "crash loop", "outage"]
+    why: Literal["lasting", "crash loop", "outage", "never reached"]
     failing_for_s: float
 
 
@@ -66,6 +71,8 @@ class RestartHistory:
     lasting_codes: frozenset[int] = frozenset()
     failures: int = 0
     failing_since: float | None = None
+    healthy_once: bool = False
+    """The member has had a healthy run since the supervisor started."""
     crashes: deque[float] = field(default_factory=deque)  # times of recent crashes, within window_s
 
     @classmethod
@@ -78,7 +85,7 @@ class RestartHistory:
         (None: unknown, never healthy), recorded in the history."""
         policy = self.policy
         if started_at is not None and now - started_at >= policy.healthy_s:
-            self.failures, self.failing_since = 0, None
+            self.failures, self.failing_since, self.healthy_once = 0, None, True
         if self.failing_since is None:
             self.failing_since = now
         failing_for = now - self.failing_since
@@ -88,6 +95,8 @@ class RestartHistory:
         if transient:
             if policy.transient_give_up_s is not None and failing_for >= policy.transient_give_up_s:
                 return GiveUp(code, "outage", failing_for)
+            if not self.healthy_once and policy.start_give_up_s is not None and failing_for >= policy.start_give_up_s:
+                return GiveUp(code, "never reached", failing_for)
         else:
             while self.crashes and now - self.crashes[0] > policy.window_s:
                 self.crashes.popleft()

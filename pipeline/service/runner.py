@@ -22,8 +22,9 @@ then drops their state; a (re)assigned partition is restored from the changelog 
 rewound to where that state stands (its committed offset, or the offsets the restored
 checkpoint recorded when further) before it is resumed. A broker flapping through a rebalance
 does not stop the loop: a restore that times out is retried with back-off, its partition paused
-meanwhile, and a commit the group refuses (evicted after the session timeout) drops that
-checkpoint's commit and waits for the rebalance that follows (``Rebalance.refused``).
+meanwhile, a checkpoint whose commit or changelog send times out is completed by the next
+(``Service._checkpoint_failed``), and a commit the group refuses (evicted after the session
+timeout) drops that checkpoint's commit and waits for the rebalance that follows (``Rebalance.refused``).
 
 The service keeps the loop; its parts are objects of their own: ``rebalance.Rebalance``
 (partition ownership), ``response.ServiceResponse`` (the response worker),
@@ -82,7 +83,7 @@ from pipeline.service.partitions import (
     new_partition_state,
     restore_partition,
 )
-from pipeline.service.rebalance import Rebalance, RebalanceListener
+from pipeline.service.rebalance import RESTORE_CALL_TIMEOUT_MS, Rebalance, RebalanceListener, transient
 from pipeline.service.response import ServiceResponse, handle_store
 from pipeline.service.retraining import Retraining
 from pipeline.service.revocations import RevocationFeed
@@ -97,10 +98,6 @@ COUNTED_ALERT_IDS = 200_000
 """Alert ids remembered so an alert staged open and later final is counted once."""
 CHANGELOG_SLICE = 250
 """Changelog records a checkpoint in flight sends per loop turn (~30 ms of ``producer.send``)."""
-RESTORE_CALL_TIMEOUT_MS = 5_000
-"""Bound of each blocking broker call of a restore (end offset, position): a broker that does not
-answer fails the attempt in 5 s instead of ``kafka.request_timeout_ms``; it is retried with
-back-off (``Rebalance.restore_new``), and a SIGTERM meanwhile is heard within that."""
 FETCH_MAX_WAIT_MS = 50
 """How long the broker may hold a fetch that finds nothing new (kafka-python's default, 500 ms,
 is added to the latency of a record that arrives meanwhile on a broker that does not answer the
@@ -156,8 +153,10 @@ class Service:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._pending: PendingCheckpoint | None = None  # a checkpoint whose changelog is being sent
-        # Changelog records of a checkpoint whose flush failed: the next checkpoint sends them first.
+        # Changelog records of a checkpoint whose flush or send failed: the next checkpoint sends them first.
         self._carried: deque[tuple[int, bytes, bytes | None]] = deque()
+        self._checkpoint_failures = 0  # checkpoints in a row the broker failed (``_checkpoint_failed``)
+        self._checkpoint_retry_at = 0.0
         self.backlog = BacklogProgress(config.progress_every_s, config.backlog_threshold)
         self.retraining = Retraining.from_settings(settings.detectors, self._detectors)
         self._counted_alerts: OrderedDict[str, None] = OrderedDict()  # alert ids already counted
@@ -525,19 +524,24 @@ class Service:
 
     # -- checkpoints ----------------------------------------------------------
     def _checkpoint_due(self) -> bool:
+        if time.monotonic() < self._checkpoint_retry_at:
+            return False  # the broker failed the last one: back off
         return (self._since_checkpoint >= self.config.checkpoint_records
                 or time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s)
 
     def checkpoint(self, states: list[PartitionState] | None = None, retry: bool = True, wait: bool = True) -> bool:
         """Checkpoint ``states`` (default: all). While a sink is down: pause consumption, keep
         polling, retry with backoff (``retry=False``: one attempt, for the rebalance callback,
-        where polling is not allowed). False when nothing was committed (stopping while down).
+        where polling is not allowed). False when nothing was committed (stopping while down, or a
+        commit refused: out of the group until the rebalance, ``Rebalance.refused``).
 
         ``wait=False`` (the periodic checkpoint): sinks are flushed and the state's changes
         encoded now, then the changelog records go out a slice per loop turn and the offsets
         are committed once they are acknowledged (``_advance_checkpoint``), so events keep being
         judged (and alerts published) meanwhile instead of waiting most of a second."""
         self._settle_checkpoint()  # one at a time, in order
+        if self.rebalance.rejoining:  # its commit refused: the group would refuse this one too
+            return False
         delay = self.config.backpressure_backoff_s
         while True:
             current = list(self.states.values()) if states is None else states  # a rebalance may have run
@@ -558,7 +562,8 @@ class Service:
         if self.paused_reason is not None:
             log.info("sinks back: resuming consumption")
             self.paused_reason = None
-            self.consumer.resume(*[tp for tp in self.consumer.paused() if tp.partition in self.states])
+            if not self.rebalance.rejoining:  # else they stay paused: the group has probably moved them
+                self.consumer.resume(*[tp for tp in self.consumer.paused() if tp.partition in self.states])
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         if pending is not None:
@@ -585,14 +590,19 @@ class Service:
                 self._carried.extend(pending.changelog.records)  # never sent: the retry sends them
                 self.checkpoint()
                 return
-        pending.changelog.send(CHANGELOG_SLICE)
-        if not pending.changelog.done():
+        try:
+            pending.changelog.send(CHANGELOG_SLICE)
+            if not pending.changelog.done():
+                return
+            self._pending = None
+            committed = pending.commit(self.consumer, self.metrics)
+        except KafkaError as exc:
+            if not transient(exc):
+                raise
+            self._pending = None
+            self._checkpoint_failed(pending, exc)
             return
-        self._pending = None
-        if not pending.commit(self.consumer, self.metrics):
-            self.rebalance.refused()
-            return
-        self._update_lag()
+        self._checkpoint_ended(committed)
 
     def _settle_checkpoint(self) -> None:
         """Finish the checkpoint in flight now (before another, a rebalance or the shutdown)."""
@@ -605,10 +615,38 @@ class Service:
             log.warning("checkpoint flush failed", extra={"sink": exc.sink, "reason": exc.reason})
             self._carried.extend(pending.changelog.records)  # never sent: the next checkpoint sends them
             return
+        except KafkaError as exc:
+            if not transient(exc):
+                raise
+            self._checkpoint_failed(pending, exc)
+            return
+        self._checkpoint_ended(committed)
+
+    def _checkpoint_ended(self, committed: bool) -> None:
+        """The checkpoint's commit was taken (True) or refused by the group (False)."""
+        self._checkpoint_failures, self._checkpoint_retry_at = 0, 0.0
         if not committed:
             self.rebalance.refused()
             return
         self._update_lag()
+
+    def _checkpoint_failed(self, pending: PendingCheckpoint, exc: KafkaError) -> None:
+        """The broker failed the checkpoint's changelog send or its commit with a retriable error (a
+        timeout past ``kafka.request_timeout_ms`` / ``delivery_timeout_ms``, the coordinator moving:
+        an outage). The checkpoint did not complete, and the loop goes on: its offsets stay
+        uncommitted, and the next checkpoint (after a back-off, 1 s doubling like a sink's) commits
+        past them only once its own changelog is acknowledged — led by this one's records when
+        they were not all (``ChangelogSend.unacknowledged``), so no commit passes what the
+        changelog holds and no later checkpoint builds on a set cut short."""
+        resend = pending.changelog.unacknowledged()
+        self._carried.extend(resend)
+        self._checkpoint_failures += 1
+        config = self.config
+        delay = min(config.backpressure_backoff_s * 2 ** (self._checkpoint_failures - 1), config.backpressure_backoff_max_s)
+        self._checkpoint_retry_at = time.monotonic() + delay
+        log.warning("checkpoint failed: offsets not committed, retrying", extra={
+            "step": "commit" if pending.changelog.acknowledged else "changelog", "error": type(exc).__name__,
+            "failures": self._checkpoint_failures, "retry_in_s": delay, "resent_records": len(resend)})
 
     def _wait(self, seconds: float) -> None:
         """Keep polling (paused: no records) so the consumer stays in the group."""
@@ -652,6 +690,7 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
     from pipeline.kafka.topics import ensure_topics, existing_topics
     from pipeline.logs import configure
     from pipeline.runtime.build import build_enricher, settle_heap, token_hasher
+    from pipeline.service.kafka_refusals import kafka_start_error
     from pipeline.sinks import build_sinks
 
     hasher = token_hasher()
@@ -679,12 +718,8 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
         # the collector's way, so a full collection does not walk it (a pause in the alert path);
         # and young objects collected as rarely as `detect` does (the loop makes few cycles).
         settle_heap()
-    except KafkaError as exc:
-        raise StartupError(
-            exit_codes.KAFKA_UNREACHABLE,
-            f"cannot reach Kafka at {','.join(settings.kafka.bootstrap_servers)} (kafka.bootstrap_servers): "
-            f"{type(exc).__name__}",
-        ) from None
+    except KafkaError as exc:  # an outage (4, waited out by --workers) or a refusal (2, stops at once)
+        raise kafka_start_error(exc, settings.kafka) from None
     service.install_signal_handlers()
     try:
         server = MetricsServer(service.metrics, service.health, config.metrics_host, config.metrics_port).start()

@@ -10,7 +10,8 @@ it to is restarted after a back-off that doubles with each exit since its last h
 
 - a *transient* code (an unreachable broker: it comes back) is restarted for as long as it
   takes, or until ``transient_give_up_s``, so an outage of minutes is waited out as one
-  process waits for its broker;
+  process waits for its broker (until the member's first healthy run, ``start_give_up_s`` at
+  most: a broker never reached is likelier a typo than an outage);
 - any other unexpected exit (a crash, a signal) is restarted at most ``limit`` times within
   ``window_s``; then the supervisor stops the others and exits non-zero (the member's own
   code, else 1), so the host's own supervisor sees a crash loop instead of a service quietly
@@ -168,4 +169,6 @@ GIVE_UP_MESSAGES = {
     "lasting": "member exited with an error restarting cannot fix: stopping the others",
     "crash loop": "member keeps failing: giving up, stopping the others",
     "outage": "member kept exiting with a transient error for too long: giving up, stopping the others",
+    "never reached": "member never reached its broker since the start (check kafka.bootstrap_servers): giving up, "
+                     "stopping the others",
 }

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any, cast
 
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
 
+from pipeline.service import rebalance
 from pipeline.service.partitions import PartitionState
 from pipeline.service.rebalance import Rebalance, RebalanceListener, off_io_thread
 
@@ -28,6 +31,7 @@ class Consumer:
         self.calls: list[tuple[str, Any]] = []
         self._committed = committed or {}
         self._net = Net()
+        self.away = False  # the broker gone: committed() never gets its coordinator
 
     def pause(self, *tps: TopicPartition) -> None:
         self.calls.append(("pause", sorted(tps)))
@@ -35,7 +39,12 @@ class Consumer:
     def resume(self, *tps: TopicPartition) -> None:
         self.calls.append(("resume", sorted(tps)))
 
-    def committed(self, tp: TopicPartition) -> int | None:
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        """As kafka-python 3.0: without ``timeout_ms`` it waits for the coordinator for ever."""
+        if self.away:
+            if timeout_ms is None:
+                threading.Event().wait()
+            raise KafkaTimeoutError(f"coordinator not ready in {timeout_ms} ms")
         return self._committed.get(tp)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -55,6 +64,7 @@ class Owner:
         self.checkpointed: list[list[int]] = []
         self.lost = 0
         self.fail_checkpoint = fail_checkpoint
+        self.restore_failures: dict[int, int] = {}  # partition: restores that time out before one succeeds
         self.rebalance = Rebalance(consumer, self.states, self.checkpoint, self.restore, self.on_lost, earliest)
 
     def checkpoint(self, states: list[Any]) -> bool:
@@ -64,6 +74,9 @@ class Owner:
         return True
 
     def restore(self, number: int) -> PartitionState:
+        if self.restore_failures.get(number):
+            self.restore_failures[number] -= 1
+            raise KafkaTimeoutError("end offsets")
         state = PartitionState(number, cast(Any, None))  # no engine: the rebalance never judges
         state.resume_at = {tp: offset for tp, offset in self.recorded.items() if tp.partition == number}
         return state
@@ -157,3 +170,71 @@ def test_the_listener_runs_the_revoke_off_the_io_thread_and_reraises_its_failure
 
     with pytest.raises(KeyError):
         asyncio.run(off_io_thread(consumer, broken, [A0]))
+
+
+def test_after_a_refused_commit_nothing_is_restored_or_resumed_until_the_rebalance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Partition 1's restore times out and waits for its retry; then a commit is refused. The
+    retry's time comes, but the group has probably handed both partitions to another member:
+    nothing is restored or resumed (before: the retry restored partition 1 and resumed both,
+    consumed beside their new owner) until the rebalance assigns them again."""
+    monkeypatch.setattr(rebalance, "RESTORE_BACKOFF_S", 0.01)
+    consumer = Consumer()
+    owner = Owner(consumer)
+    owner.restore_failures = {1: 1}
+    owner.rebalance.on_assigned([A0, A1])
+    owner.rebalance.restore_new(resume=True)
+    assert sorted(owner.states) == [0] and consumer.calls[-1] == ("resume", [A0])
+    owner.rebalance.refused()
+    assert consumer.calls[-1] == ("pause", [A0, A1])
+    time.sleep(0.02)  # the back-off is over
+    calls = len(consumer.calls)
+    owner.rebalance.restore_new(resume=True)
+    assert consumer.calls[calls:] == [] and sorted(owner.states) == [0] and owner.rebalance.to_restore == {1}
+    assert owner.rebalance.stalled is not None
+    owner.rebalance.on_revoked([A0, A1])
+    owner.rebalance.on_assigned([A0, A1])
+    owner.rebalance.restore_new(resume=True)
+    assert sorted(owner.states) == [0, 1] and consumer.calls[-1] == ("resume", [A0, A1])
+
+
+def test_the_rewind_with_the_broker_away_fails_in_bounded_time_and_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The committed-offset request of the rewind is bounded like the restore's own calls: with
+    the broker away it fails (KafkaTimeoutError) into the back-off instead of waiting for the
+    coordinator for ever, the partition unrestored and paused; the retry then rewinds it."""
+    monkeypatch.setattr(rebalance, "RESTORE_BACKOFF_S", 0.01)
+    consumer = Consumer(committed={A0: 42})
+    consumer.away = True
+    owner = Owner(consumer)
+    owner.rebalance.on_assigned([A0])
+    attempt = threading.Thread(target=owner.rebalance.restore_new, args=(True,), daemon=True)
+    attempt.start()
+    attempt.join(5)
+    assert not attempt.is_alive()
+    assert owner.states == {} and owner.rebalance.to_restore == {0}
+    assert "KafkaTimeoutError" in (owner.rebalance.stalled or "")
+    consumer.away = False
+    time.sleep(0.02)
+    owner.rebalance.restore_new(resume=True)
+    assert ("seek", (A0, 42)) in consumer.calls and consumer.calls[-1] == ("resume", [A0])
+
+
+def test_a_new_assignment_starts_the_back_off_afresh_and_healthz_says_rejoining_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rebalance, "RESTORE_BACKOFF_S", 0.01)
+    owner = Owner(Consumer())
+    owner.restore_failures = {0: 3}
+    owner.rebalance.on_assigned([A0])
+    for _ in range(2):
+        owner.rebalance.restore_new(resume=True)
+        time.sleep(0.03)
+    assert "attempt 3 in 0.02 s" in (owner.rebalance.stalled or "")
+    owner.rebalance.on_assigned([A1])  # partition 0 still waiting
+    owner.rebalance.restore_new(resume=True)
+    assert "attempt 2 in 0.01 s" in (owner.rebalance.stalled or "")  # before: the third step, 0.04 s
+    owner.rebalance.on_lost([A0, A1])
+    assert owner.rebalance.stalled == "partitions lost (evicted from the group): rejoining"  # before: healthy
+    owner.rebalance.on_assigned([A0])
+    assert owner.rebalance.stalled is None

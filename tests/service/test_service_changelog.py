@@ -20,13 +20,14 @@ from kafka.errors import (
     IllegalGenerationError,
     KafkaConnectionError,
     KafkaTimeoutError,
+    NotCoordinatorError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
 
 from pipeline.config import Settings
 from pipeline.ingest.config import TrustConfig
-from pipeline.service import changelog, rebalance, revocations, runner
+from pipeline.service import changelog, checkpoint, rebalance, revocations, runner
 from pipeline.service.changelog import decode_chunk
 from pipeline.service.config import ServiceConfig
 from pipeline.service.partitions import PartitionState, new_partition_state, restore_partition
@@ -59,10 +60,13 @@ def _line(n: int) -> bytes:
 class _Future:
     def __init__(self) -> None:
         self.is_done = False
+        self.error: Exception | None = None
 
     def get(self, timeout: float = 0) -> None:
         if not self.is_done:
             raise KafkaTimeoutError("batch still queued")  # what kafka-python raises past the wait
+        if self.error is not None:
+            raise self.error
 
 
 class _Broker:
@@ -75,6 +79,8 @@ class _Broker:
         self.commits: dict[TopicPartition, int] = {}
         self.hold = False
         self.restore_failures: list[Exception] = []
+        self.expire: list[int] = []  # the next changelog sends that expire (n: the n-th from now, 1 first)
+        self.sends = 0
 
     def release(self) -> None:
         for future, record in self.queued:
@@ -95,6 +101,10 @@ class _Producer:
         future = _Future()
         if topic != CHANGELOG:  # revocations: not what these tests follow
             future.is_done = True
+            return future
+        self.broker.sends += 1
+        if self.broker.sends in self.broker.expire:  # the batch expired: never lands, the future fails
+            future.is_done, future.error = True, KafkaTimeoutError("expiring 1 record(s): delivery timeout")
             return future
         self.broker.queued.append((future, SimpleNamespace(key=key, value=value, headers=headers)))
         if not self.broker.hold:
@@ -119,7 +129,7 @@ class _GroupConsumer:
     def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         self.broker.commits.update({tp: meta.offset for tp, meta in offsets.items()})
 
-    def committed(self, tp: TopicPartition) -> int | None:
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
         return self.broker.commits.get(tp)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -362,6 +372,8 @@ class _Member(_GroupConsumer):
             self.outside.append(dict(offsets))
             raise CommitFailedError("not part of an active group")
         error = self.refusals.pop(0) if self.refusals else None
+        if error is not None and not isinstance(error, checkpoint.MEMBERSHIP_REFUSALS):
+            raise error  # the coordinator away: a timeout, still in the group
         if error is not None:
             cause = error.args[0] if error.args and isinstance(error.args[0], Exception) else error
             evicted = isinstance(cause, (UnknownMemberIdError, IllegalGenerationError))
@@ -511,3 +523,57 @@ def test_a_sigterm_while_a_restore_waits_for_its_retry_stops_at_once(member: Run
     assert time.monotonic() - started < 0.9
     assert len(broker.restore_failures) == 9  # one attempt: the retry's time had not come
     assert group.polls == 20 and group.unrestored_batches == 0 and broker.commits == {}
+
+
+def test_sinks_back_after_a_refused_commit_resume_nothing(hasher: Any, broker: _Broker) -> None:
+    """A sink was down (consumption paused), then a commit was refused: when the sink answers
+    again, the partitions the group has probably moved stay paused and nothing is checkpointed
+    until the rebalance (before: the checkpoint resumed them)."""
+    sink = _FailsOnce(name="memory")
+    service = _service(hasher, sink)
+    group = service.consumer
+    resumed: list[TopicPartition] = []
+    group.paused = lambda: {TP}  # type: ignore[method-assign]  # the double's pause state, seen from here
+    group.resume = lambda *tps: resumed.extend(tps)  # type: ignore[method-assign]  # recorded
+    _judge(service, 0, 20)
+    sink.fail_next = True
+    assert not service.checkpoint(retry=False) and service.paused_reason is not None
+    service.rebalance.refused()
+    assert not service.checkpoint()
+    assert resumed == [] and broker.commits == {}
+
+
+@pytest.mark.parametrize("fault", ["commit-timeout", "not-coordinator", "changelog-expired"])
+def test_a_checkpoint_the_broker_fails_in_an_outage_is_completed_by_the_next(
+    member: Run, fault: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker fails the second checkpoint without refusing it: its commit times out, or the
+    coordinator moved, or one of its changelog records expired in the producer (the others
+    landed). The member goes on (before: the error left ``run`` and the member exited 1, a
+    crash): the offsets stay uncommitted, the next checkpoint resends the whole failed set ahead
+    of its own and commits past both, and the run ends as the uninterrupted one: every alert
+    once, the same last commit, a changelog that restores the same state."""
+    clean = _Broker()
+    service, group = member(clean)
+    service.run()
+    want, commits = _alerts(service), group.history
+    broker = _Broker()
+    service, group = member(broker)
+    if fault == "changelog-expired":  # the second part of the second checkpoint
+        seqs = [decode_chunk(r.key, r.value).seq if r.value is not None else None for r in clean.changelog]
+        second = sorted({seq for seq in seqs if seq is not None})[1]
+        broker.expire = [seqs.index(second) + 2]
+    else:
+        group.refusals = [None, KafkaTimeoutError("commit: coordinator not ready") if fault == "commit-timeout"
+                          else NotCoordinatorError()]
+    with caplog.at_level(logging.WARNING):
+        service.run()
+    failed = [r for r in caplog.records if r.getMessage() == "checkpoint failed: offsets not committed, retrying"]
+    step = "changelog" if fault == "changelog-expired" else "commit"
+    assert [(r.__dict__["step"], r.__dict__["retry_in_s"]) for r in failed] == [(step, 1.0)]
+    assert group.history == sorted(group.history) and group.history[-1] == commits[-1]
+    assert len(group.history) < len(commits)  # the failed checkpoint's offsets went with a later one
+    assert _alerts(service) == want
+    again = _restored(broker)
+    assert view(again.store) == view(_restored(clean).store)
+    assert again.resume_position(TP, broker.commits[TP]) == commits[-1]

@@ -226,10 +226,17 @@ def _history(policy: RestartPolicy | None = None) -> RestartHistory:
                              lasting_codes=(exit_codes.CONFIG, exit_codes.PORT_IN_USE))
 
 
+def _after_a_healthy_run(history: RestartHistory) -> list[Restart | GiveUp]:
+    """The member ran 10 minutes until the broker went at 0 s; then it keeps exiting 4."""
+    first = history.after_exit(exit_codes.KAFKA_UNREACHABLE, 0.0, -10 * MINUTE)
+    assert isinstance(first, Restart)
+    return [first, *_outage(history, first.delay_s, 60 * MINUTE)]
+
+
 def test_an_outage_of_an_hour_is_waited_out_with_capped_back_off() -> None:
     """The old rule gave up after 5 restarts (1 + 2 + 4 + 8 + 16 = 31 s of back-off); now an
     unreachable broker is retried for as long as it is down, at most a minute apart."""
-    decisions = _outage(_history(), 0.0, 60 * MINUTE)
+    decisions = _after_a_healthy_run(_history())
     assert all(isinstance(d, Restart) and d.transient for d in decisions)
     delays = [d.delay_s for d in decisions if isinstance(d, Restart)]
     assert delays[:8] == [1, 2, 4, 8, 16, 32, 60, 60] and max(delays) == 60
@@ -239,7 +246,7 @@ def test_an_outage_of_an_hour_is_waited_out_with_capped_back_off() -> None:
 
 def test_an_outage_past_the_give_up_setting_stops_with_its_code() -> None:
     history = _history(RestartPolicy(transient_give_up_s=10 * MINUTE))
-    decisions = _outage(history, 0.0, 60 * MINUTE)
+    decisions = _after_a_healthy_run(history)
     last = decisions[-1]
     assert isinstance(last, GiveUp) and (last.code, last.why) == (exit_codes.KAFKA_UNREACHABLE, "outage")
     assert 10 * MINUTE <= last.failing_for_s < 10 * MINUTE + 2 * MINUTE  # a delay and a start at most past it
@@ -277,3 +284,33 @@ def test_crashes_back_off_and_give_up_within_the_window_while_lasting_codes_stop
     assert isinstance(old.after_exit(-signal.SIGKILL, 500.0, 499.0), Restart)  # the old ones left the window
     for code in (exit_codes.CONFIG, exit_codes.PORT_IN_USE):
         assert _history().after_exit(code, 0.0, None) == GiveUp(code, "lasting", 0.0)
+
+
+def test_a_broker_never_reached_since_the_start_is_given_up_on_after_the_start_window() -> None:
+    """A mistyped ``kafka.bootstrap_servers`` exits 4 like an outage: without one healthy run since
+    the supervisor started, it ends the service after ``start_give_up_s`` instead of never (7 days
+    of it were 9920 restarts)."""
+    decisions = _outage(_history(), 0.0, 7 * 24 * 60 * MINUTE)
+    last = decisions[-1]
+    assert isinstance(last, GiveUp) and (last.code, last.why) == (exit_codes.KAFKA_UNREACHABLE, "never reached")
+    assert 10 * MINUTE <= last.failing_for_s < 10 * MINUTE + 2 * MINUTE
+    assert all(isinstance(d, Restart) and d.transient for d in decisions[:-1]) and len(decisions) > 5
+    # Runs shorter than healthy_s (a broker that answers then drops) do not open the window.
+    flapping = _history()
+    t = 0.0
+    while isinstance(decision := flapping.after_exit(exit_codes.KAFKA_UNREACHABLE, t + 100, t), Restart):
+        t += 100 + decision.delay_s
+    assert decision.why == "never reached" and t < 13 * MINUTE
+    # The shorter of the outage setting and the start window applies before the first healthy run.
+    early = _outage(_history(RestartPolicy(transient_give_up_s=3 * MINUTE)), 0.0, 60 * MINUTE)[-1]
+    assert isinstance(early, GiveUp) and early.why == "outage" and early.failing_for_s < 5 * MINUTE
+
+
+def test_after_one_healthy_run_the_start_window_no_longer_applies() -> None:
+    """Healthy once, then down: the outage rule (wait for ever by default) holds, where the same
+    exits from a member never healthy are given up on."""
+    history = _history(RestartPolicy(start_give_up_s=5 * MINUTE))
+    decisions = _after_a_healthy_run(history)
+    assert all(isinstance(d, Restart) for d in decisions) and decisions[-1].failing_for_s > 57 * MINUTE
+    fresh = _history(RestartPolicy(start_give_up_s=5 * MINUTE))
+    assert isinstance(_outage(fresh, 0.0, 60 * MINUTE)[-1], GiveUp)
