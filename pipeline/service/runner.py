@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+import socket
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -685,6 +686,28 @@ class Service:
         return state
 
 
+def _metrics_port_error(config: ServiceConfig, exc: OSError) -> StartupError:
+    return StartupError(
+        exit_codes.PORT_IN_USE if exc.errno == errno.EADDRINUSE else exit_codes.CONFIG,
+        f"cannot listen on {config.metrics_host}:{config.metrics_port} (service.metrics_host / "
+        f"service.metrics_port): {exc.strerror or exc}; another tokenwatch run on this host? "
+        "give each instance its own port (0: any free port)",
+    )
+
+
+def _check_metrics_port(config: ServiceConfig) -> None:
+    """Fail at once, with one line, when the metrics address cannot be bound (bound the way the
+    metrics server binds it, then released); port 0 is always free."""
+    if config.metrics_port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # as http.server binds
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((config.metrics_host, config.metrics_port))
+    except OSError as exc:
+        raise _metrics_port_error(config, exc) from None
+
+
 def run_service(settings: Settings, config: ServiceConfig) -> int:
     """``tokenwatch run``: build sinks, topics, metrics; run until SIGTERM/SIGINT."""
     from pipeline.kafka.topics import ensure_topics, existing_topics
@@ -695,6 +718,7 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
 
     hasher = token_hasher()
     configure(hasher, config.log_level, client_level=config.client_log_level)
+    _check_metrics_port(config)  # before any Kafka client: closing them at once logs their own tracebacks
     try:
         kafka = settings.kafka
         present = existing_topics(kafka)
@@ -723,14 +747,9 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
     service.install_signal_handlers()
     try:
         server = MetricsServer(service.metrics, service.health, config.metrics_host, config.metrics_port).start()
-    except OSError as exc:
+    except OSError as exc:  # taken since the check above
         service.close()
-        raise StartupError(
-            exit_codes.PORT_IN_USE if exc.errno == errno.EADDRINUSE else exit_codes.CONFIG,
-            f"cannot listen on {config.metrics_host}:{config.metrics_port} (service.metrics_host / "
-            f"service.metrics_port): {exc.strerror or exc}; another tokenwatch run on this host? "
-            "give each instance its own port (0: any free port)",
-        ) from None
+        raise _metrics_port_error(config, exc) from None
     log.info("metrics listening", extra={"host": config.metrics_host, "port": server.port})
     try:
         service.run()
