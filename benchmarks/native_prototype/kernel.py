@@ -16,6 +16,11 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from detectors.geo import haversine_km
 
 WINDOW_S = 300.0
 CONCURRENT_S = 60.0
@@ -28,12 +33,6 @@ class LastUse:
     ip: str
     lat: float
     lon: float
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((phi2 - phi1) / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * 6371.0088 * math.asin(math.sqrt(min(1.0, max(0.0, a))))
 
 
 def run(events: list[tuple[str, str, float, str, float, float]]) -> tuple[int, int, int]:
