@@ -88,7 +88,7 @@ from pipeline.service.rebalance import RESTORE_CALL_TIMEOUT_MS, Rebalance, Rebal
 from pipeline.service.response import ServiceResponse, handle_store
 from pipeline.service.retraining import Retraining
 from pipeline.service.revocations import RevocationFeed
-from pipeline.service.startup import StartupError, StoppedBeforeStart, lasting_refusal
+from pipeline.service.startup import StartupError, StoppedBeforeStart, lasting_refusal, refuse_early
 from pipeline.sinks.base import SOURCE_FIELD, Sink, SinkUnavailable
 from pipeline.sinks.fanout import Fanout
 from schemas.alerts import Alert
@@ -719,6 +719,7 @@ def run_service(settings: Settings, config: ServiceConfig) -> int:
     hasher = token_hasher()
     configure(hasher, config.log_level, client_level=config.client_log_level)
     _check_metrics_port(config)  # before any Kafka client: closing them at once logs their own tracebacks
+    refuse_early(settings, config.sinks)  # the same reason
     try:
         kafka = settings.kafka
         present = existing_topics(kafka)

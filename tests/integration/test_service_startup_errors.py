@@ -104,6 +104,17 @@ def test_the_wrong_flavour_stops_at_once_with_the_fix(tmp_path: Path, kafka_boot
                             'API; set [elasticsearch] flavour = "opensearch" (elasticsearch.flavour)')
 
 
+def test_the_flavour_refusal_comes_before_any_kafka_client(tmp_path: Path, osmem_clone: Any) -> None:
+    """With no broker at all the refusal is still what is said: the sinks are tried before
+    Kafka is (closing just-built Kafka clients let kafka-python's network thread log a
+    traceback of its own, seen in CI)."""
+    dead = free_port()
+    config = _config(tmp_path / "tw.toml", f"127.0.0.1:{dead}", osmem_clone.url, flavour="elasticsearch")
+    code, said = _finish(_run(config), timeout_s=30)
+    assert code == exit_codes.ELASTICSEARCH_REFUSED
+    assert len(said) == 1 and said[0].endswith('set [elasticsearch] flavour = "opensearch" (elasticsearch.flavour)')
+
+
 def test_sigterm_while_elasticsearch_is_down_at_start_exits_cleanly(tmp_path: Path, kafka_bootstrap: str) -> None:
     proc = _run(_created(_config(tmp_path / "tw.toml", kafka_bootstrap, f"http://127.0.0.1:{free_port()}")))
     deadline = time.monotonic() + 60
