@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from pipeline import DATA_DIR, exit_codes
@@ -36,7 +37,8 @@ SAMPLE_STREAM = DATA_DIR / "sample.jsonl"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = _parser(words[0] if words else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
@@ -90,7 +92,30 @@ from the environment or *_file keys, never the file. `tokenwatch config check FI
 validates it all; `tokenwatch config defaults` lists every key."""
 
 
-def _parser() -> argparse.ArgumentParser:
+# The command groups that live in their own modules (one job each: analyst triage, response,
+# the anomaly model, revocation handles), with the commands each adds, in the order
+# `tokenwatch --help` lists them. Importing them costs more CPU than most commands' work
+# (the response group loads the HTTP and crypto clients), so a command imports only its own.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "pipeline.cli.alerts": ("alerts",),
+    "pipeline.cli.response": ("revoke", "actions", "breaker"),
+    "pipeline.cli.model": ("model",),
+    "pipeline.cli.handles": ("handles",),
+}
+
+
+def _groups(command: str | None, own: Collection[str]) -> list[str]:
+    """The group modules to import for a command line starting with ``command``: none for a
+    command of this module, the one that adds it, else (``--help``, an option, a misspelt
+    command) every one, so the help and the error list every command."""
+    if command in own:
+        return []
+    return [module for module, names in GROUPS.items() if command in names] or list(GROUPS)
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``command`` (the first word of the command line) the parser
+    that parses it the same way: the other groups' commands are left out."""
     parser = argparse.ArgumentParser(prog="tokenwatch", description=DESCRIPTION, epilog=examples_text(EXAMPLES),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -229,12 +254,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     defaults.set_defaults(func=cmd_config_defaults)
 
-    # Command groups that live in their own modules (one job each): analyst triage,
-    # response, the anomaly model. Each adds its sub-commands to ``sub``.
-    from pipeline.cli import alerts, handles, model, response
-
-    for module in (alerts, response, model, handles):
-        module.add_commands(sub)
+    for module in _groups(command, sub.choices):
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 
