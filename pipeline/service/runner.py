@@ -185,7 +185,10 @@ class Service:
         detail = {"partitions": sorted(self.states), "paused": self.paused_reason, **self.counts}
         if stalled is not None:
             detail["rebalance"] = stalled
-        return Health(self.paused_reason is None and stalled is None, detail)
+        failing = self._checkpoint_failures  # the broker failing commits or changelog sends (an outage)
+        if failing:
+            detail["checkpoint"] = f"{failing} failed in a row: offsets not committed, retrying"
+        return Health(self.paused_reason is None and stalled is None and not failing, detail)
 
     def run(self) -> None:
         try:

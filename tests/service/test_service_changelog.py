@@ -347,6 +347,7 @@ class _Member(_GroupConsumer):
         self.unrestored_batches = 0  # records handed out while the partition waited for its state
         self.polls_waiting = 0  # polls while a failed restore waited for its retry
         self.healths: list[Any] = []
+        self.every_health: list[Any] = []  # /healthz at each poll
         self.stop_after: int | None = None
         self.polls = 0
         self.joined = False
@@ -384,6 +385,7 @@ class _Member(_GroupConsumer):
 
     def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
         self.polls += 1
+        self.every_health.append(self.health())
         if self.polls == self.stop_after:
             self.stop()
         if self.rebalance.to_restore:  # still waiting after the loop's restore: it failed
@@ -568,6 +570,9 @@ def test_a_checkpoint_the_broker_fails_in_an_outage_is_completed_by_the_next(
                           else NotCoordinatorError()]
     with caplog.at_level(logging.WARNING):
         service.run()
+    said = {h.detail.get("checkpoint") for h in group.every_health if not h.healthy}
+    assert said == {"1 failed in a row: offsets not committed, retrying"}  # /healthz, until the next one lands
+    assert group.every_health[0].healthy and service.health().healthy
     failed = [r for r in caplog.records if r.getMessage() == "checkpoint failed: offsets not committed, retrying"]
     step = "changelog" if fault == "changelog-expired" else "commit"
     assert [(r.__dict__["step"], r.__dict__["retry_in_s"]) for r in failed] == [(step, 1.0)]
