@@ -103,7 +103,8 @@ class AuditRow(Lenient):
     ActivityDisplayName: str = Field(max_length=MAX_NAME)
     Result: str | None = Field(default=None, max_length=32)
     InitiatedBy: Annotated[Initiator | None, Dynamic] = None
-    TargetResources: Annotated[list[Target] | None, Dynamic, Field(max_length=MAX_TARGETS)] = None
+    # The bound on the list alone: on the union it is applied to null as well (a TypeError).
+    TargetResources: Annotated[Annotated[list[Target], Field(max_length=MAX_TARGETS)] | None, Dynamic] = None
 
 
 class Activity(BaseModel):

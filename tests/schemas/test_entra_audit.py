@@ -187,3 +187,16 @@ def test_token_of_a_disabled_user_accepted_alerts() -> None:
 def test_token_used_before_the_user_was_disabled_is_benign() -> None:
     detected = detect_lines([_sign_in(), _use(1, T0 + 200), _disable(T0 + 300)])
     assert detected.dead_letters == [] and detected.hits == []
+
+
+def test_a_row_with_null_or_too_many_targets_is_invalid_not_an_adapter_crash(ctx: AdapterContext) -> None:
+    """The bound on ``TargetResources`` once applied to null too: a TypeError out of the
+    adapter (found by the mutation test) instead of a validation refusal."""
+    from schemas.sources.entra_audit import MAX_TARGETS
+
+    row = _line(3)
+    with pytest.raises(InvalidRecord, match="no User with an id"):
+        _events({**row, "TargetResources": None}, ctx)
+    with pytest.raises(InvalidRecord, match="TargetResources"):
+        _events({**row, "TargetResources": row["TargetResources"] * (MAX_TARGETS + 1)}, ctx)
+    assert _events({**row, "TargetResources": row["TargetResources"] * MAX_TARGETS}, ctx)
