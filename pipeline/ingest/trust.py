@@ -112,8 +112,7 @@ class TrustRules:
         each event's own format when one line mixed them (a transport envelope): a record is
         judged by what it is, not by what most of its envelope is."""
         allowed = self.allowed_formats(topic)
-        if (all(f in allowed for f in formats) if formats is not None else fmt in allowed) and not any(
-                e.kind in REVOCATION_KINDS for e in events):
+        if (fmt in allowed if formats is None else all(f in allowed for f in formats)) and _no_revocation(events):
             return events, []  # the common case: nothing to decide per event
         kept: list[CanonicalEvent] = []
         refused: list[tuple[CanonicalEvent, Refusal]] = []
@@ -124,6 +123,15 @@ class TrustRules:
             else:
                 refused.append((event, refusal))
         return kept, refused
+
+
+def _no_revocation(events: list[CanonicalEvent]) -> bool:
+    """No event of ``events`` arms post-revocation detection (a loop: a generator in ``any``
+    cost ~0.5 us a line, most lines being one event)."""
+    for event in events:
+        if event.kind in REVOCATION_KINDS:
+            return False
+    return True
 
 
 def describe(refusal: Refusal) -> str:

@@ -46,21 +46,23 @@ class Tally:
 def take_line(result: LineResult, counts: LineCounts, letters: list[Letter]) -> list[CanonicalEvent]:
     """Count one line's result, append its dead letters (the normaliser's, then the trust
     rules'), and return the events that go on to the engine."""
-    if result.skipped_entries:
-        counts.skipped.update(result.skipped_entries)
-    if result.dead_letter is not None:
-        letters.append((result.format, result.dead_letter))
-        if not result.mapped:
+    normalized = result.normalized  # what the result's properties read, read once
+    if normalized.skipped_entries:
+        counts.skipped.update(normalized.skipped_entries)
+    fmt = result.format
+    if normalized.dead_letter is not None:
+        letters.append((fmt, normalized.dead_letter))
+        if not normalized.events:
             return []
-    if result.skipped_type is not None:
-        counts.skipped[f"{result.normalized.format}:{result.skipped_type}"] += 1
+    if normalized.skipped_type is not None:
+        counts.skipped[f"{normalized.format}:{normalized.skipped_type}"] += 1
         return []
     if result.refused_letter is not None:
-        letters.append((result.format, result.refused_letter))
+        letters.append((fmt, result.refused_letter))
         counts.refused.update(refusal.code for _, refusal in result.refused)
     events = result.events
     if events or not result.refused:
-        counts.per_format[result.format] += len(events)
+        counts.per_format[fmt] += len(events)
     counts.events += len(events)
     return events
 

@@ -95,7 +95,7 @@ class LineReader:
             if not line.strip():
                 yield LineResult(where, _BLANK, blank=True)
                 continue
-            yield self.judge(self.normalize(line, where), where, topic)
+            yield self.judge(self.normalizer.normalize(line, where), where, topic)
 
     def events(self, lines: Iterable[bytes | LongLine], origin: str) -> Iterator[CanonicalEvent]:
         """Only the events that would reach the engine (what training and the notebooks read):

@@ -49,6 +49,15 @@ TEXT_FORMATS: dict[str, Callable[[bytes], dict[str, Any] | None]] = {
 """Formats that also arrive as non-JSON text lines: name -> a reader that turns such a line
 into the JSON record its format's adapter reads (None: not its line)."""
 
+_MATCH_KEYS: frozenset[str] = frozenset().union(*(adapter.match_keys for adapter in _ADAPTERS))
+_KEY_FORMATS: dict[str, int] = {
+    key: sum(1 << i for i, adapter in enumerate(_ADAPTERS) if key in adapter.match_keys) for key in _MATCH_KEYS
+}
+"""A match key -> the formats that name it, as bits of their positions in ``_ADAPTERS``."""
+_CANDIDATES: dict[int, tuple[SourceFormat, ...]] = {}
+"""Bits of formats -> those formats in ``_ADAPTERS`` order (filled as lines need them; at most
+one entry per subset of the formats, whatever the input)."""
+
 
 class UnknownFormat(InvalidRecord):
     """No registered format recognises the record."""
@@ -58,9 +67,17 @@ def detect_format(raw: Mapping[str, Any]) -> SourceFormat:
     """Return the one format whose key test matches ``raw``.
 
     Raises ``UnknownFormat`` when none or more than one match: an ambiguous
-    line is a bug in a ``matches`` test and must not be guessed.
+    line is a bug in a ``matches`` test and must not be guessed. Only the formats whose
+    ``match_keys`` the line has are asked: the others' ``matches`` is false for it.
     """
-    found = [adapter for adapter in _ADAPTERS if adapter.matches(raw)]
+    mask = 0
+    for key in _MATCH_KEYS:  # not ``intersection(raw)``: that walks every key of a hostile record
+        if key in raw:
+            mask |= _KEY_FORMATS[key]
+    candidates = _CANDIDATES.get(mask)
+    if candidates is None:
+        candidates = _CANDIDATES[mask] = tuple(a for i, a in enumerate(_ADAPTERS) if mask >> i & 1)
+    found = [adapter for adapter in candidates if adapter.matches(raw)]
     if len(found) == 1:
         return found[0]
     if not found:

@@ -73,6 +73,10 @@ class AdapterContext:
 
 class SourceFormat(Protocol):
     name: ClassVar[str]
+    match_keys: ClassVar[frozenset[str]]
+    """Top-level keys of which every record ``matches`` accepts holds at least one (a
+    necessary condition): auto-detection asks only the formats whose keys a line has.
+    ``tests/schemas/test_match_keys.py`` checks it on every sample line and on generated ones."""
 
     def matches(self, raw: Mapping[str, Any]) -> bool:
         """Cheap key test used for per-line auto-detection; must not overlap other formats."""

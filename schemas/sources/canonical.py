@@ -14,6 +14,7 @@ from schemas.sources.common import invalid
 
 class CanonicalFormat:
     name: ClassVar[str] = "canonical"
+    match_keys: ClassVar[frozenset[str]] = frozenset({"canonical_version"})
 
     def matches(self, raw: Mapping[str, Any]) -> bool:
         return "canonical_version" in raw

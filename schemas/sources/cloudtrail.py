@@ -156,6 +156,8 @@ class CloudTrailRecord(_Lenient):
 
 class CloudTrailFormat:
     name: ClassVar[str] = "cloudtrail"
+    # A record (with eventName), a log file, an Insights event.
+    match_keys: ClassVar[frozenset[str]] = frozenset({"eventSource", "Records", "eventType"})
 
     def __init__(self) -> None:
         self._tokens: Memo[tuple[str, str | None, str | None, bool], TokenRef] = Memo()

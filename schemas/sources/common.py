@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from enum import Enum, auto
 from ipaddress import ip_address
@@ -33,12 +33,14 @@ class Memo(Generic[K, V]):
     wholesale when full: cheap, and correctness never depends on a hit.
     """
 
+    get: Callable[[K], V | None]
+    """The memo's item for ``key``, or None: the dict's own ``get`` (a lookup or more per
+    record; a method wrapping it cost a Python call each)."""
+
     def __init__(self, limit: int = 65_536) -> None:
         self.limit = limit
         self._items: dict[K, V] = {}
-
-    def get(self, key: K) -> V | None:
-        return self._items.get(key)
+        self.get = self._items.get  # cleared in place, never replaced: stays this dict's
 
     def put(self, key: K, value: V) -> V:
         if _long_key(key):  # a user agent of 2 KB per entry would pin 130 MB: not worth keeping

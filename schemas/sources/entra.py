@@ -73,6 +73,7 @@ GRANT_TYPES = {
 
 class EntraFormat:
     name: ClassVar[str] = "entra"
+    match_keys: ClassVar[frozenset[str]] = frozenset({"TimeGenerated", "category"})  # a row, a diagnostic record
 
     def __init__(self) -> None:
         # Users, places and scope lists repeat across sign-ins: build each once.

@@ -94,6 +94,7 @@ _NONE: dict[str, Any] = {}
 
 class GatewayFormat:
     name: ClassVar[str] = "gateway"
+    match_keys: ClassVar[frozenset[str]] = frozenset({"client_ip"})  # with status, and jwt or request_id
 
     def matches(self, raw: Mapping[str, Any]) -> bool:
         return "client_ip" in raw and "status" in raw and ("jwt" in raw or "request_id" in raw)

@@ -126,6 +126,7 @@ class GraphRequest:
 
 class GraphFormat:
     name: ClassVar[str] = "graph"
+    match_keys: ClassVar[frozenset[str]] = frozenset({"category", "TimeGenerated"})  # a diagnostic record, a row
 
     def __init__(self) -> None:
         # Requests of one token / caller repeat their sub-objects: build each once.

@@ -158,6 +158,7 @@ class TokenRequestBody(_Lenient):
 
 class K8sAuditFormat:
     name: ClassVar[str] = "k8s"
+    match_keys: ClassVar[frozenset[str]] = frozenset({"apiVersion"})  # with kind, also a canonical line's
 
     def __init__(self) -> None:
         # Callers, subjects and outcomes repeat across thousands of lines: build each once.

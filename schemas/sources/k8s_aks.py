@@ -66,6 +66,8 @@ _DYNAMIC = ("User", "SourceIps", "ObjectRef", "ResponseStatus", "RequestObject",
 
 class AksAuditFormat(K8sAuditFormat):
     name: ClassVar[str] = "aks"
+    # A diagnostic record, a Log Analytics row of either table shape.
+    match_keys: ClassVar[frozenset[str]] = frozenset({"category", "Category", "AuditId"})
 
     def matches(self, raw: Mapping[str, Any]) -> bool:
         if _category(raw, "category"):

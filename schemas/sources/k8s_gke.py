@@ -100,6 +100,7 @@ class LogEntry(_Lenient):
 
 class GkeAuditFormat(K8sAuditFormat):
     name: ClassVar[str] = "gke"
+    match_keys: ClassVar[frozenset[str]] = frozenset({"protoPayload"})
 
     def matches(self, raw: Mapping[str, Any]) -> bool:
         payload = raw.get("protoPayload")

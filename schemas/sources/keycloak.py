@@ -94,7 +94,7 @@ from schemas.sources.base import AdapterContext, InvalidRecord, UnsupportedEvent
 from schemas.sources.common import Memo, client_address, content_id, explain, invalid
 from schemas.sources.keycloak_admin import admin_events, is_admin_event
 from schemas.sources.keycloak_flat import event_time, flat_details
-from schemas.sources.keycloak_text import event_record, is_event_message, logger_of, record_time
+from schemas.sources.keycloak_text import LOGGER_KEYS, event_record, is_event_message, logger_of, record_time
 
 EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 _ISSUING_GRANTS = {
@@ -154,6 +154,8 @@ Planned = tuple[str, EventKind, dict[str, Any]]
 
 class KeycloakFormat:
     name: ClassVar[str] = "keycloak"
+    # An event (realmId), an admin event (operationType), a JSON log record (its logger).
+    match_keys: ClassVar[frozenset[str]] = frozenset({"realmId", "operationType", *LOGGER_KEYS})
 
     def __init__(self) -> None:
         self._handlers: dict[str, Callable[[KeycloakEvent, KeycloakDetails, datetime], list[Planned]]] = {

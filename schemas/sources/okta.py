@@ -201,6 +201,7 @@ _SERVICE_TYPES = frozenset({"publicclientapp", "appinstance", "client", "systemp
 
 class OktaFormat:
     name: ClassVar[str] = "okta"
+    match_keys: ClassVar[frozenset[str]] = frozenset({"published"})  # with eventType, also CloudTrail's
 
     def __init__(self) -> None:
         # Callers, users and outcomes repeat across thousands of lines: build each once.

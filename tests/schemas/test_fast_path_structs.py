@@ -121,6 +121,28 @@ def test_construct_refuses_a_missing_or_unknown_field() -> None:
         construct(Subject, ("id",), {"id": "x", "nickname": "y"})
 
 
+def test_construct_refuses_a_model_with_its_own_new() -> None:
+    """``construct`` makes instances with ``object.__new__``: a model that needs its own
+    ``__new__`` is refused, not built without it."""
+
+    class Odd(BaseModel):
+        id: str
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Odd:
+            return super().__new__(cls)
+
+    with pytest.raises(TypeError, match="defines __new__"):
+        construct(Odd, ("id",), {"id": "x"})
+
+
+def test_a_constructed_model_is_frozen_and_has_no_extra_or_private_state() -> None:
+    built = construct(Subject, ("id",), {"id": "x"})
+    assert built.__pydantic_extra__ is None and built.__pydantic_private__ is None
+    assert built.model_fields_set == {"id"} and built.model_fields_set is not construct(Subject, ("id",), {"id": "y"}).model_fields_set
+    with pytest.raises(ValidationError):
+        built.id = "y"  # type: ignore[misc]  # frozen: the assignment is what is tested
+
+
 _AWARE = TypeAdapter(AwareDatetime).validate_python
 _OFFSETS = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda minutes: timedelta(minutes=minutes))
 
