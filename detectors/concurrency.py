@@ -26,8 +26,9 @@ from typing import Any
 from detectors.device import DeviceContext, drift
 from detectors.geo import effective_distance_km, haversine_km, speed_kmh
 from detectors.observation_codec import decode_observation, encode_observation
-from detectors.state import Observation
+from detectors.state import Observation, network_facts
 from detectors.tables import register_codec
+from schemas.events import Network
 
 MAX_RUNS = 6  # runs kept per token: A,B,A,B needs four; older runs fall out by time first
 DEFAULT_ACCURACY_KM = 50.0  # geolocation error radius assumed when an event carries none
@@ -93,13 +94,24 @@ def place_of(obs: Observation) -> str | None:
     A provider's own infrastructure acts for the user (never a second holder); an
     allowlisted egress is one place whatever its uplink; a relay or in-flight network
     is one place whatever AS it egresses from; else the AS (unknown: no place)."""
-    if obs.net_class == "provider":
+    return _place(obs.net_class, obs.egress, obs.net)
+
+
+def network_place(net: Network) -> str | None:
+    """``place_of`` the observation of an event on ``net``, without building the observation
+    (most accepted uses need only their place)."""
+    facts = network_facts(net)
+    return _place(facts.net_class, facts.egress, facts.net)
+
+
+def _place(net_class: str | None, egress: str | None, network: str | None) -> str | None:
+    if net_class == "provider":
         return None
-    if obs.egress:
-        return f"egress:{obs.egress}"
-    if obs.net_class in _SHARED_EGRESS:
-        return f"class:{obs.net_class}"
-    return obs.net
+    if egress:
+        return f"egress:{egress}"
+    if net_class in _SHARED_EGRESS:
+        return f"class:{net_class}"
+    return network
 
 
 def anonymising(obs: Observation) -> bool:

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Final
 
 from detectors import describe
 from detectors.base import Detector, Finding, RuleMeta
@@ -40,10 +40,10 @@ from detectors.geo import (
 )
 from detectors.geo_divergence_config import GeoDivergenceConfig
 from detectors.geo_divergence_state import SESSION_TRAIL, SessionPoint, SessionTrail
-from detectors.state import Observation, StateStore, TokenState
+from detectors.state import NetworkFacts, Observation, StateStore, TokenState, network_facts, value_of
 from detectors.tables import Table
 from schemas.alerts import EvidenceItem, Severity
-from schemas.events import CanonicalEvent, EventKind, Geo
+from schemas.events import CanonicalEvent, EventKind
 
 _TECHNIQUES = (
     ("T1550.001", "Use Alternate Authentication Material: Application Access Token"),
@@ -85,16 +85,23 @@ _VERB = {"issued": "issued", "refreshed": "issued by a refresh", "used": "used"}
 _NOT_THE_USERS = frozenset({"relay", "in_flight", "provider"})
 
 
-class _Context(NamedTuple):
-    """What the issue -> use comparison reads of one event."""
+class _Context:
+    """What the issue -> use comparison reads of one event. A plain class: every use of a
+    token whose issue was seen builds two, where a ``NamedTuple`` is built by a Python call."""
 
-    country: str | None
-    asn: int | None
-    as_org: str | None
-    egress: str | None
-    hosting: bool | None
-    net_class: str | None
-    located: bool
+    __slots__: ClassVar[tuple[str, ...]] = ("country", "asn", "as_org", "egress", "hosting", "net_class", "located")
+
+    def __init__(
+        self, country: str | None, asn: int | None, as_org: str | None, egress: str | None, hosting: bool | None,
+        net_class: str | None, located: bool,
+    ) -> None:
+        self.country: Final = country
+        self.asn: Final = asn
+        self.as_org: Final = as_org
+        self.egress: Final = egress
+        self.hosting: Final = hosting
+        self.net_class: Final = net_class
+        self.located: Final = located
 
     @property
     def users_country(self) -> str | None:
@@ -120,33 +127,37 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
 
     def __init__(self, config: GeoDivergenceConfig | None = None) -> None:
         super().__init__(config)
-        self._horizon_s = travel_horizon_s(self.config.max_speed_kmh)
+        cfg = self.config
+        self._horizon_s = travel_horizon_s(cfg.max_speed_kmh)
+        # Plain values: read on every located event (a pydantic attribute costs more).
+        self._count_failed = cfg.count_failed_uses
+        self._min_km = cfg.min_distance_km
+        self._default_accuracy_km = cfg.default_accuracy_km
+        self._max_speed = cfg.max_speed_kmh
 
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
-        kind = event.kind
-        if kind not in _TOKEN_KINDS or event.token is None:
+        kind, ref = event.kind, event.token
+        if kind not in _TOKEN_KINDS or ref is None:
             return []
-        if not event.succeeded and (kind is not EventKind.USED or not self.config.count_failed_uses):
+        succeeded = event.outcome.result == "success"  # ``event.succeeded``, without its property call
+        if not succeeded and (kind is not EventKind.USED or not self._count_failed):
             return []
-        token = state.tokens.get(event.token.id)
+        token = state.tokens.get(ref.id)
         findings: list[Finding] = []
-        geo = event.network.geo
-        if (
-            geo is not None and geo.lat is not None and geo.lon is not None
-            and event.network.egress is None and locates(geo.accuracy_km)
-        ):
+        here = network_facts(event.network)  # read once per network object, not per event
+        if here.lat is not None and here.lon is not None and here.egress is None and locates(here.accuracy_km):
             when = event.epoch
-            travel = self._token_travel(event, when, geo, token) if token is not None else None
+            travel = self._token_travel(event, when, here, token) if token is not None else None
             if travel is not None:
                 findings.append(travel)
             if event.session_id:
-                session_travel = self._session_step(event, when, geo, state, check=travel is None)
+                session_travel = self._session_step(event, when, here, state, check=travel is None)
                 if session_travel is not None:
                     findings.append(session_travel)
-        if token is not None and event.succeeded:
+        if token is not None and succeeded:
             if kind is EventKind.USED:
                 if token.issue is not None:
-                    divergence = self._use_divergence(event, token)
+                    divergence = self._use_divergence(event, token, here)
                     if divergence is not None:
                         findings.append(divergence)
             elif token.issue is None and token.accepted:
@@ -167,11 +178,11 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         return state.table(self.name, "sessions", SESSION_TRAIL)
 
     # -- impossible travel ---------------------------------------------------
-    def _token_travel(self, event: CanonicalEvent, when: float, geo: Geo, token: TokenState) -> Finding | None:
+    def _token_travel(self, event: CanonicalEvent, when: float, here: NetworkFacts, token: TokenState) -> Finding | None:
         event_id = event.event_id
         before: Observation | None = None
         after: Observation | None = None
-        failed_ok = self.config.count_failed_uses
+        failed_ok = self._count_failed
         for point in _token_points(token):
             if point.event_id == event_id or point.lat is None or point.lon is None or point.egress:
                 continue
@@ -187,7 +198,7 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         for other in (before, after):
             if other is None:
                 continue
-            travel = self._measure(geo, when, other.lat, other.lon, other.accuracy_km, other.time)
+            travel = self._measure(here, when, other.lat, other.lon, other.accuracy_km, other.time)
             if travel is not None:
                 assert event.token is not None
                 return self._travel_finding(
@@ -196,12 +207,13 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         return None
 
     def _session_step(
-        self, event: CanonicalEvent, when: float, geo: Geo, state: StateStore, check: bool
+        self, event: CanonicalEvent, when: float, here: NetworkFacts, state: StateStore, check: bool
     ) -> Finding | None:
         """Compare with the session's neighbouring events of *other* tokens (the
         token's own are covered above), then remember this location."""
         session_id = event.session_id
-        assert session_id is not None and event.token is not None and geo.lat is not None and geo.lon is not None
+        lat, lon = here.lat, here.lon
+        assert session_id is not None and event.token is not None and lat is not None and lon is not None
         sessions = self._sessions(state)
         trail = sessions.get(session_id)
         points = list(trail.points) if trail is not None else []
@@ -216,7 +228,7 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
                 if not 0 <= i < len(points) or points[i].token_id == token_id:
                     continue
                 other = points[i]
-                travel = self._measure(geo, when, other.lat, other.lon, other.accuracy_km, other.time)
+                travel = self._measure(here, when, other.lat, other.lon, other.accuracy_km, other.time)
                 if travel is not None:
                     recorded = _observation(state, other.token_id, other.event_id)
                     finding = self._travel_finding(
@@ -225,12 +237,12 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
                     )
                     break
         if not duplicate:
-            net, city, country, org = event.network, geo.city, geo.country, event.network.as_org
+            city, country, org = here.city, here.country, here.as_org
             points.insert(index, SessionPoint(
-                when, geo.lat, geo.lon, geo.accuracy_km, token_id, event_id, event.kind.value,
+                when, lat, lon, here.accuracy_km, token_id, event_id, value_of(event.kind),
                 sys.intern(event.source), sys.intern(country) if country else None,
-                sys.intern(city) if city else None, net.asn, sys.intern(org) if org else None,
-                net.ip or net.service,
+                sys.intern(city) if city else None, here.asn, sys.intern(org) if org else None,
+                here.ip or here.service,
             ))
             if len(points) > self.config.session_history:
                 del points[0]
@@ -238,26 +250,29 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         return finding
 
     def _measure(
-        self, geo: Geo, when: float, lat: float | None, lon: float | None, accuracy_km: float | None, then: float
+        self, here: NetworkFacts, when: float, lat: float | None, lon: float | None, accuracy_km: float | None,
+        then: float,
     ) -> _Travel | None:
-        assert geo.lat is not None and geo.lon is not None and lat is not None and lon is not None
-        cfg = self.config
-        if closer_than_km(geo.lat, geo.lon, lat, lon, cfg.min_distance_km):
+        """The travel from ``here`` at ``when`` to (``lat``, ``lon``) at ``then``, when faster than anyone travels."""
+        here_lat, here_lon = here.lat, here.lon
+        assert here_lat is not None and here_lon is not None and lat is not None and lon is not None
+        min_km = self._min_km
+        if closer_than_km(here_lat, here_lon, lat, lon, min_km):
             return None
-        distance = haversine_km(geo.lat, geo.lon, lat, lon)
-        if distance < cfg.min_distance_km:
+        distance = haversine_km(here_lat, here_lon, lat, lon)
+        if distance < min_km:
             return None
-        default = cfg.default_accuracy_km
+        default = self._default_accuracy_km
         effective = effective_distance_km(
             distance,
-            default if geo.accuracy_km is None else geo.accuracy_km,
+            default if here.accuracy_km is None else here.accuracy_km,
             default if accuracy_km is None else accuracy_km,
         )
-        if effective < cfg.min_distance_km:
+        if effective < min_km:
             return None
         elapsed = abs(when - then)
         speed = speed_kmh(effective, elapsed)
-        if speed <= cfg.max_speed_kmh:
+        if speed <= self._max_speed:
             return None
         return _Travel(distance, effective, elapsed, speed)
 
@@ -346,13 +361,12 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
             return country_changed, net_changed, hosting
         return None
 
-    def _use_divergence(self, event: CanonicalEvent, token: TokenState) -> Finding | None:
+    def _use_divergence(self, event: CanonicalEvent, token: TokenState, here: NetworkFacts) -> Finding | None:
         issue = token.issue
         assert issue is not None
-        net, geo = event.network, event.network.geo
         use_ctx = _Context(
-            geo.country if geo else None, net.asn, net.as_org, net.egress, net.hosting, net.net_class,
-            geo is not None and locates(geo.accuracy_km),
+            here.country, here.asn, here.as_org, here.egress, here.hosting, here.net_class,
+            here.has_geo and locates(here.accuracy_km),
         )
         verdict = self._diverges(_context(issue), use_ctx)
         if verdict is None:
@@ -361,7 +375,7 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         use = Observation(event)
         return self._divergence_finding(
             event, event.token.id, issue, use, verdict, (issue.evidence(event.token.id), EvidenceItem.of(event)),
-            token.family_id, others=0, use_list=net.net_list,
+            token.family_id, others=0, use_list=event.network.net_list,
         )
 
     def _late_issue_divergence(self, event: CanonicalEvent, token: TokenState) -> Finding | None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Final
 
 from detectors.tables import register_codec
 
@@ -17,31 +16,70 @@ MAX_SESSION_POINTS = 32
 """Most locations kept per session (the ``session_history`` option's upper bound)."""
 
 
-@dataclass(frozen=True, slots=True)
 class SessionPoint:
     """One located event of a session: compact, yet enough to describe it once
-    the token's own state has forgotten the event."""
+    the token's own state has forgotten the event.
 
-    time: float
-    lat: float
-    lon: float
-    accuracy_km: float | None
-    token_id: str
-    event_id: str
-    kind: str
-    source: str
-    country: str | None
-    city: str | None
-    asn: int | None
-    as_org: str | None
-    ip: str | None  # the address, or the cloud service that called
+    This and ``SessionTrail`` are plain classes, not frozen dataclasses: compiled, those are
+    built by their Python-generated ``__init__`` (about ten times the cost), and every
+    located event of a session builds one of each."""
+
+    __slots__: ClassVar[tuple[str, ...]] = (
+        "time", "lat", "lon", "accuracy_km", "token_id", "event_id", "kind", "source", "country", "city", "asn",
+        "as_org", "ip",
+    )
+
+    def __init__(
+        self, time: float, lat: float, lon: float, accuracy_km: float | None, token_id: str, event_id: str,
+        kind: str, source: str, country: str | None, city: str | None, asn: int | None, as_org: str | None,
+        ip: str | None,
+    ) -> None:
+        self.time: Final = time
+        self.lat: Final = lat
+        self.lon: Final = lon
+        self.accuracy_km: Final = accuracy_km
+        self.token_id: Final = token_id
+        self.event_id: Final = event_id
+        self.kind: Final = kind
+        self.source: Final = source
+        self.country: Final = country
+        self.city: Final = city
+        self.asn: Final = asn
+        self.as_org: Final = as_org
+        self.ip: Final = ip  # the address, or the cloud service that called
+
+    def __eq__(self, other: object) -> bool:
+        """Same facts: a point restored from a changelog equals its original."""
+        if not isinstance(other, SessionPoint):
+            return NotImplemented
+        return _fields(self) == _fields(other)
+
+    def __repr__(self) -> str:
+        return f"SessionPoint{_fields(self)!r}"
 
 
-@dataclass(frozen=True, slots=True)
 class SessionTrail:
     """A session's latest located events, oldest first (never empty)."""
 
-    points: tuple[SessionPoint, ...]
+    __slots__: ClassVar[tuple[str, ...]] = ("points",)
+
+    def __init__(self, points: tuple[SessionPoint, ...]) -> None:
+        self.points: Final = points
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionTrail):
+            return NotImplemented
+        return self.points == other.points
+
+    def __repr__(self) -> str:
+        return f"SessionTrail({self.points!r})"
+
+
+def _fields(point: SessionPoint) -> tuple[Any, ...]:
+    return (
+        point.time, point.lat, point.lon, point.accuracy_km, point.token_id, point.event_id, point.kind, point.source,
+        point.country, point.city, point.asn, point.as_org, point.ip,
+    )
 
 
 def _encode_point(point: SessionPoint) -> list[Any]:

@@ -34,7 +34,6 @@ return a ``Judgement`` of facts; ``late_use_finding`` words one ``LateUse`` as a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -166,23 +165,36 @@ def judge_use(event: CanonicalEvent, state: StateStore, config: PostRevocationUs
     return Judgement(lags=within) if within else QUIET
 
 
-def _ends_of(event: CanonicalEvent, token_state: TokenState | None, state: StateStore) -> Iterator[tuple[RuleMeta, Revocation]]:
+def _ends_of(event: CanonicalEvent, token_state: TokenState | None, state: StateStore) -> list[tuple[RuleMeta, Revocation]]:
     """What state knows ended the used token, in precedence order: its subject's disabling, then
-    the earliest revocation up to the use that kills it (looked up only when still needed)."""
+    the earliest revocation up to the use that kills it. Asked on every accepted use, and nearly
+    always nothing ended it: what only a recorded end needs (the issue time, the ``Held``
+    record) is worked out only once there is one."""
     ref = event.token
     assert ref is not None
+    ends: list[tuple[RuleMeta, Revocation]] = []
     subject = _subject_of(event, token_state, state)
     sub = state.subjects.get(subject) if subject else None
+    family = ref.family_id or (token_state.family_id if token_state else None)
+    session = event.session_id or (token_state.session_id if token_state else None)
+    recorded = _recorded_revocations(token_state, state, family, session, subject, sub)
+    if not recorded and (sub is None or sub.disabled is None):
+        return ends
     issued = ref.issued_at.timestamp() if ref.issued_at else issued_at(token_state)
     disabled = _disabling(sub, subject, issued)
     if disabled is not None:
-        yield AFTER_DISABLE, disabled
-    family = ref.family_id or (token_state.family_id if token_state else None)
-    session = event.session_id or (token_state.session_id if token_state else None)
-    revocations = _revocations(state, Held.of_use(event, token_state, issued), family, session, subject, sub)
-    revoked = min((r for r in revocations if r.observation.time <= event.epoch), key=_time, default=None)
-    if revoked is not None:
-        yield AFTER_REVOCATION, revoked
+        ends.append((AFTER_DISABLE, disabled))
+    if recorded:
+        held = Held.of_use(event, token_state, issued)
+        when = event.epoch
+        revoked: Revocation | None = None
+        for revocation in recorded:  # the earliest up to the use that kills it (the first of equals)
+            at = revocation.observation.time
+            if at <= when and (revoked is None or at < revoked.observation.time) and kills(state, revocation, held):
+                revoked = revocation
+        if revoked is not None:
+            ends.append((AFTER_REVOCATION, revoked))
+    return ends
 
 
 def judge_revocation(event: CanonicalEvent, state: StateStore, config: PostRevocationUseConfig) -> Judgement:
@@ -235,8 +247,13 @@ def _flagged(state: StateStore, token_state: TokenState, use_time: float, rule: 
 def _subject_of(event: CanonicalEvent, token_state: TokenState | None, state: StateStore) -> str | None:
     """The subject id state knows: a use may name it differently from the IdP (a JWT `sub`
     that is the login, where IdP events carry the user id)."""
-    candidates = [s for s in (event.subject.id if event.subject else None, token_state.subject_id if token_state else None) if s]
-    return next((s for s in candidates if s in state.subjects), candidates[0] if candidates else None)
+    named = event.subject.id if event.subject else None
+    known = token_state.subject_id if token_state else None
+    if not named:
+        return known or None
+    if named in state.subjects or not known:
+        return named
+    return known if known in state.subjects else named
 
 
 def _disabling(sub: ScopeState | None, subject: str | None, issued: float | None) -> Revocation | None:
@@ -255,7 +272,19 @@ def _revocations(
     sub: ScopeState | None,
 ) -> list[Revocation]:
     """Every revocation (not disable) known for a token with these ids that kills it."""
-    token_state = held.state
+    found = _recorded_revocations(held.state, state, family, session, subject, sub)
+    return [r for r in found if kills(state, r, held)] if found else found
+
+
+def _recorded_revocations(
+    token_state: TokenState | None,
+    state: StateStore,
+    family: str | None,
+    session: str | None,
+    subject: str | None,
+    sub: ScopeState | None,
+) -> list[Revocation]:
+    """Every revocation (not disable) recorded for a token with these ids, whatever it kills."""
     found: list[Revocation] = []
     if token_state is not None and token_state.revoked is not None:
         found.append(Revocation("token", token_state.token_id, token_state.revoked))
@@ -270,7 +299,7 @@ def _revocations(
             found.append(Revocation("logout", session, ses.ended))
     if sub is not None and sub.revoked is not None:
         found.append(Revocation("subject", subject, sub.revoked))
-    return [r for r in found if kills(state, r, held)] if found else found
+    return found
 
 
 def _targets(event: CanonicalEvent, state: StateStore) -> tuple[RuleMeta, str, str | None, list[TokenState]]:
@@ -299,10 +328,6 @@ def _targets(event: CanonicalEvent, state: StateStore) -> tuple[RuleMeta, str, s
         key = event.subject.id if event.subject else None
         scope = state.subjects.get(key) if key else None
     return AFTER_REVOCATION, target, key, list(state.linked_tokens(scope))
-
-
-def _time(revocation: Revocation) -> float:
-    return revocation.observation.time
 
 
 def _before(issued: float | None, revoked: float) -> bool:

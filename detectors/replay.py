@@ -18,12 +18,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from detectors import describe
 from detectors.base import Detector, Finding, RuleMeta
 from detectors.binding import BindingCheck, token_label
-from detectors.concurrency import TIMELINE, Match, Timeline, around, insert, judge, place_of, seed, trim
+from detectors.concurrency import (
+    TIMELINE,
+    Match,
+    Timeline,
+    around,
+    insert,
+    judge,
+    network_place,
+    place_of,
+    seed,
+    trim,
+)
 from detectors.concurrency_words import concurrency_summary
 from detectors.replay_config import ReplayConfig
 from detectors.state import Observation, StateStore, TokenState, stable_hash
@@ -92,13 +103,18 @@ DUPLICATE_REQUEST = RuleMeta(
 _SOURCE_LABEL = {"okta": "Okta", "keycloak": "Keycloak", "entra": "Microsoft Entra ID"}
 
 
-@dataclass(frozen=True, slots=True)
 class SeenRequest:
-    """The first accepted use of one (token, request id): kept for the duplicate window."""
+    """The first accepted use of one (token, request id): kept for the duplicate window.
 
-    first_seen: float
-    event_id: str
-    source: str
+    A plain class, not a frozen dataclass: compiled, that one is built by its Python-generated
+    ``__init__`` (about ten times the cost), and most accepted uses carrying a request id build one."""
+
+    __slots__: ClassVar[tuple[str, ...]] = ("first_seen", "event_id", "source")
+
+    def __init__(self, first_seen: float, event_id: str, source: str) -> None:
+        self.first_seen: Final = first_seen
+        self.event_id: Final = event_id
+        self.source: Final = source
 
 
 def _encode_request(request: SeenRequest) -> list[Any]:
@@ -147,9 +163,10 @@ class ReplayDetector(Detector[ReplayConfig]):
     def process(self, event: CanonicalEvent, state: StateStore) -> list[Finding]:
         kind = event.kind
         if kind is EventKind.USED:
-            if event.token is None or event.outcome.result != "success":
+            ref = event.token
+            if ref is None or event.outcome.result != "success":
                 return []  # a rejected request proves nothing was accepted twice
-            return self._used(event, event.token, state)
+            return self._used(event, ref, state)
         if kind is EventKind.REFRESHED and event.token is not None:
             return self._refreshed(event, event.token, state)
         if kind is EventKind.REUSE_REPORTED:
@@ -244,8 +261,9 @@ class ReplayDetector(Detector[ReplayConfig]):
             concurrent = self.judge_concurrent_use(event, token_state, state, check_keys=bound is None)
             if concurrent is not None:
                 findings.append(concurrent_use_finding(concurrent))
-        if request is not None and request.id is not None:
-            duplicate = self._duplicate(event, ref, request.id, when, token_state, state)
+        request_id = request.id if request is not None else None
+        if request_id is not None:
+            duplicate = self._duplicate(event, ref, request_id, when, token_state, state)
             if duplicate is not None:
                 findings.append(duplicate)
         return findings
@@ -261,15 +279,15 @@ class ReplayDetector(Detector[ReplayConfig]):
         requests, which anyone holding the token can make at will, are never filed."""
         ref = event.token
         assert ref is not None
-        current = Observation(event)
-        place = place_of(current)
+        place = network_place(event.network)
         if place is None:
             return None  # no network known, or a provider's service acting for the user
         reach = 2 * self._concurrent
         timelines = self._timelines(state)
-        timeline = _timeline_to_file(timelines.get(ref.id), token_state, current, place, reach)
+        timeline = _timeline_to_file(timelines.get(ref.id), token_state, event.event_id, event.epoch, place, reach)
         if timeline is None:
             return None
+        current = Observation(event)  # built only now: most uses stop above
         runs, handover = insert(timeline.runs, current, place)
         if current.time < max(timeline.newest, runs[-1].last.time):  # late: judged among every use known
             runs_around = around(timeline.runs, token_state.accepted, current, reach)
@@ -336,17 +354,20 @@ class ReplayDetector(Detector[ReplayConfig]):
 
 
 def _timeline_to_file(
-    timeline: Timeline | None, token_state: TokenState, current: Observation, place: str, reach: float
+    timeline: Timeline | None, token_state: TokenState, event_id: str, when: float, place: str, reach: float
 ) -> Timeline | None:
-    """The timeline ``current`` goes into: the token's, or one seeded from its recent uses when one
-    of them, within ``reach``, came from another place; None when there is nothing to judge (one
-    place so far, or ``current`` filed already)."""
+    """The timeline the use ``event_id`` at ``when`` goes into: the token's, or one seeded from its
+    recent uses when one of them, within ``reach``, came from another place; None when there is
+    nothing to judge (one place so far, or the use filed already)."""
     if timeline is None:
-        uses = [u for u in token_state.accepted if u.event_id != current.event_id]
-        if not any(place_of(u) not in (None, place) and abs(u.time - current.time) <= reach for u in uses):
+        for use in token_state.accepted:
+            if use.event_id != event_id and abs(use.time - when) <= reach and place_of(use) not in (None, place):
+                break
+        else:
             return None
-        return Timeline(seed(uses, current.time - reach), 0, current.time)
-    if any(current.event_id in (run.first.event_id, run.last.event_id) for run in timeline.runs):
+        uses = [u for u in token_state.accepted if u.event_id != event_id]
+        return Timeline(seed(uses, when - reach), 0, when)
+    if any(event_id in (run.first.event_id, run.last.event_id) for run in timeline.runs):
         return None  # the same event again
     return timeline
 

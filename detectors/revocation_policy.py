@@ -10,8 +10,9 @@ new IdP's semantics is one ``REVOCATION_POLICY`` line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Final
 
-from detectors.state import Observation, StateStore, TokenState
+from detectors.state import REFRESH_TYPE, Observation, StateStore, TokenState, value_of
 from schemas.events import CanonicalEvent, EventKind, TokenType
 
 _MAX_LINEAGE_HOPS = 32
@@ -76,15 +77,23 @@ REVOCATION_POLICY: dict[tuple[str, str], Kills] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class Held:
-    """The token a revocation is judged against: what it is, what it was granted, when issued."""
+    """The token a revocation is judged against: what it is, what it was granted, when issued.
 
-    state: TokenState | None
-    type: str
-    scopes: frozenset[str]
-    issued: float | None
-    used_at: float | None = None  # the use being judged (a policy's lifetime_s needs it)
+    A plain class, not a frozen dataclass: compiled, that one is built by its Python-generated
+    ``__init__`` (about ten times the cost), and a use that meets a revocation builds one."""
+
+    __slots__: ClassVar[tuple[str, ...]] = ("state", "type", "scopes", "issued", "used_at")
+
+    def __init__(
+        self, state: TokenState | None, type: str, scopes: frozenset[str], issued: float | None,
+        used_at: float | None = None,
+    ) -> None:
+        self.state: Final = state
+        self.type: Final = type
+        self.scopes: Final = scopes
+        self.issued: Final = issued
+        self.used_at: Final = used_at  # the use being judged (a policy's lifetime_s needs it)
 
     @classmethod
     def of(cls, token_state: TokenState, used_at: float | None = None) -> Held:
@@ -95,7 +104,7 @@ class Held:
         """The token of a ``used`` event: the event's own type and scopes where it logs them."""
         ref = event.token
         assert ref is not None
-        kind = ref.type.value if ref.type is not TokenType.UNKNOWN or token_state is None else token_state.type
+        kind = value_of(ref.type) if ref.type is not TokenType.UNKNOWN or token_state is None else token_state.type
         known_scopes = token_state.scopes if token_state is not None else None
         scopes = known_scopes if known_scopes is not None else frozenset(event.scopes)
         return cls(token_state, kind, scopes, issued, event.epoch)
@@ -112,7 +121,7 @@ def kills(state: StateStore, revocation: Revocation, held: Held) -> bool:
     after = held.issued is not None and held.issued > rev.time
     if after and (revocation.what == "subject" or not policy.issued):
         return policy.refresh and _minted_from_older_grant(state, held.state, rev.time)
-    if held.type == TokenType.REFRESH.value:
+    if held.type == REFRESH_TYPE:
         return policy.refresh
     return policy.issued or _outlived(policy, held)
 

@@ -175,17 +175,11 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
         privileged = self._privileged(event.scopes)
         t = event.epoch
         subjects, clients = self._tables(state)
-        for table, key in ((subjects, event.subject.id if event.subject else None), (clients, event.client_id)):
-            if key is None:
-                continue
-            row = table.get(key)
-            if row is None:
-                table.put(key, HeldScopes(t, t, privileged))
-                continue
-            if privileged and not privileged <= row.held:
-                row.held = intern(row.held | privileged)
-                table.touch(key)
-            _seen_at(table, key, row, t)
+        subject = event.subject.id if event.subject else None
+        if subject is not None:
+            _sighted(subjects, subject, privileged, t)
+        if event.client_id is not None:
+            _sighted(clients, event.client_id, privileged, t)
 
     def _check_privileged(self, event: CanonicalEvent, state: StateStore) -> Finding | None:
         privileged = self._privileged(event.scopes)
@@ -244,6 +238,18 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
                 "new_for_client": " ".join(new["client"]) if "client" in new else None,
             },
         )
+
+
+def _sighted(table: Table[str, HeldScopes], key: str, privileged: frozenset[str], t: float) -> None:
+    """A use by ``key`` at ``t`` presenting ``privileged``: those scopes are held from now on."""
+    row = table.get(key)
+    if row is None:
+        table.put(key, HeldScopes(t, t, privileged))
+        return
+    if privileged and not privileged <= row.held:
+        row.held = intern(row.held | privileged)
+        table.touch(key)
+    _seen_at(table, key, row, t)
 
 
 def _seen_at(table: Table[str, HeldScopes], key: str, row: HeldScopes, t: float) -> None:

@@ -17,20 +17,33 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from detectors.device import MAX_ID_CHARS, agent_family
 from detectors.tables import Table, ValueCodec
 from schemas.alerts import EvidenceItem
-from schemas.events import CanonicalEvent, EventKind, TokenType
+from schemas.events import CanonicalEvent, EventKind, Network, TokenRef, TokenType
 
 _INTERN: dict[Any, Any] = {}
+
+# ``Enum.value`` is a Python property, called even from compiled code; read per event, it
+# shows. The members are ``str`` subclasses that hash and compare as their values, so a dict
+# gives the value itself (the very object ``.value`` returns) for the cost of a lookup.
+_VALUES: dict[str, str] = {**{kind: kind.value for kind in EventKind}, **{kind: kind.value for kind in TokenType}}
+UNKNOWN_TYPE: Final = TokenType.UNKNOWN.value
+REFRESH_TYPE: Final = TokenType.REFRESH.value
+
+
+def value_of(member: EventKind | TokenType) -> str:
+    """``member.value``, without the property call."""
+    return _VALUES[member]
 
 
 def stable_hash(*parts: str) -> int:
     """A 64-bit hash that is the same in every process (Python's hash() of a str is
     randomised per process), so keys survive a changelog restore on another instance."""
-    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    text = parts[0] if len(parts) == 1 else "\x1f".join(parts)  # the engine hashes one id per event
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
@@ -64,6 +77,55 @@ def intern(value: Any) -> Any:
     return shared
 
 
+class NetworkFacts:
+    """What an ``Observation`` (and a rule reading an event's network) reads of one network,
+    once per ``Network`` object (``network_facts``): the enricher hands every event of a
+    network it has seen the same object, and a pydantic attribute costs far more to read than
+    a native one. Strings come from the enricher's shared objects; only values built here
+    (service, agent, device) are interned."""
+
+    __slots__: ClassVar[tuple[str, ...]] = (
+        "network", "ip", "service", "asn", "as_org", "net", "egress", "hosting", "net_class", "agent", "device",
+        "has_geo", "country", "city", "lat", "lon", "accuracy_km",
+    )
+
+    def __init__(self, net: Network) -> None:
+        geo = net.geo
+        self.network: Final = net  # held: its id() is this record's key in ``_NETWORK_FACTS``
+        self.ip: Final = net.ip
+        self.service: Final = intern(net.service)
+        self.asn: Final = net.asn
+        self.as_org: Final = net.as_org
+        self.net: Final = network_key(net.as_org, net.asn)
+        self.egress: Final = net.egress
+        self.hosting: Final = net.hosting
+        self.net_class: Final[str | None] = net.net_class
+        self.agent: Final = intern(agent_family(net.user_agent))
+        self.device: Final = intern(net.device_id[:MAX_ID_CHARS]) if net.device_id else None
+        self.has_geo: Final = geo is not None
+        self.country: Final = geo.country if geo is not None else None
+        self.city: Final = geo.city if geo is not None else None
+        self.lat: Final = geo.lat if geo is not None else None
+        self.lon: Final = geo.lon if geo is not None else None
+        self.accuracy_km: Final = geo.accuracy_km if geo is not None else None
+
+
+# By ``id`` of the network object (held by its record, so the id is not reused meanwhile);
+# bounded like the enricher's own cache of enriched networks, and cleared when full.
+_NETWORK_FACTS: dict[int, NetworkFacts] = {}
+_MAX_NETWORK_FACTS = 16_384
+
+
+def network_facts(net: Network) -> NetworkFacts:
+    """The facts of ``net``, from the cache when this very object was seen."""
+    facts = _NETWORK_FACTS.get(id(net))
+    if facts is None or facts.network is not net:
+        if len(_NETWORK_FACTS) >= _MAX_NETWORK_FACTS:
+            _NETWORK_FACTS.clear()
+        facts = _NETWORK_FACTS[id(net)] = NetworkFacts(net)
+    return facts
+
+
 class Observation:
     """Where and how one event happened: enough to compare contexts and to cite
     it as evidence without keeping the event itself."""
@@ -79,30 +141,28 @@ class Observation:
         would skip ``__init__``, which a class compiled by mypyc cannot)."""
         if event is None:
             return
-        # Strings from the network come from the enricher's shared objects; only
-        # values built per event (network key, binding, scope tuple) are interned.
-        net, geo, request = event.network, event.network.geo, event.request
+        request = event.request
         self.time: float = event.epoch
         self.event_id: str = event.event_id
-        self.kind: str = event.kind.value
+        self.kind: str = _VALUES[event.kind]
         self.source: str = intern(event.source)
+        net = network_facts(event.network)
         self.ip: str | None = net.ip
-        self.service: str | None = intern(net.service)  # a calling cloud service, never an address
+        self.service: str | None = net.service  # a calling cloud service, never an address
         self.asn: int | None = net.asn
         self.as_org: str | None = net.as_org
-        self.net: str | None = network_key(net.as_org, net.asn)
+        self.net: str | None = net.net
         self.egress: str | None = net.egress
         self.hosting: bool | None = net.hosting
         # Device context and egress class: compared between uses by the concurrent-use rule.
         self.net_class: str | None = net.net_class
-        self.agent: str | None = intern(agent_family(net.user_agent))
-        self.device: str | None = intern(net.device_id[:MAX_ID_CHARS]) if net.device_id else None
-        if geo is not None:
-            self.country, self.city = geo.country, geo.city
-            self.lat, self.lon, self.accuracy_km = geo.lat, geo.lon, geo.accuracy_km
-        else:
-            self.country = self.city = None
-            self.lat = self.lon = self.accuracy_km = None
+        self.agent: str | None = net.agent
+        self.device: str | None = net.device
+        self.country: str | None = net.country
+        self.city: str | None = net.city
+        self.lat: float | None = net.lat
+        self.lon: float | None = net.lon
+        self.accuracy_km: float | None = net.accuracy_km
         proof = request.proof if request is not None else None
         self.binding: str | None = intern(f"{proof.method}:{proof.value}") if proof else None
         self.client_id: str | None = event.client_id
@@ -153,7 +213,7 @@ class TokenState:
 
     def __init__(self, token_id: str) -> None:
         self.token_id = token_id
-        self.type: str = TokenType.UNKNOWN.value
+        self.type: str = UNKNOWN_TYPE
         self.family_id: str | None = None
         self.parent_id: str | None = None
         self.session_id: str | None = None
@@ -300,55 +360,61 @@ class StateStore:
         elif kind is EventKind.REVOKED:
             self._apply_revocation(event)
         elif kind is EventKind.SESSION_ENDED and event.session_id:
-            scope = self._scope(self.sessions, "session", event.session_id, event)
+            scope = self._scope(self.sessions, "session", event.session_id, event.epoch)
             scope.ended = _earliest(scope.ended, Observation(event))
         elif kind is EventKind.PRINCIPAL_DISABLED and event.subject:
-            scope = self._scope(self.subjects, "subject", event.subject.id, event)
+            scope = self._scope(self.subjects, "subject", event.subject.id, event.epoch)
             scope.disabled = _earliest(scope.disabled, Observation(event))
         elif kind is EventKind.SESSION_STARTED and event.session_id:
-            self._scope(self.sessions, "session", event.session_id, event)
+            self._scope(self.sessions, "session", event.session_id, event.epoch)
 
     def _apply_token_event(self, event: CanonicalEvent) -> None:
+        # Each field read once: a pydantic attribute costs far more to read than a local.
         ref = event.token
         if ref is None:
             return
+        kind, token_id = event.kind, ref.id
         if (
-            event.kind is EventKind.USED and event.outcome.result != "success"
-            and (ref.id in self.unseen_failing or ref.id not in self.tokens)
+            kind is EventKind.USED and event.outcome.result != "success"
+            and (token_id in self.unseen_failing or token_id not in self.tokens)
         ):
-            self._apply_unseen_failure(ref.id, event)
+            self._apply_unseen_failure(token_id, event)
             return
-        state = self._token(ref.id, event)
-        links_before = (state.family_id, state.session_id, state.subject_id)
-        _merge_identity(state, event)
+        when = event.epoch
+        state = self._token(token_id, when)
+        family_before, session_before, subject_before = state.family_id, state.session_id, state.subject_id
+        _merge_identity(state, event, ref, kind)
         self._schedule(state)  # the expiry may have just become known
         obs = Observation(event)
-        if event.kind is EventKind.USED:
+        if kind is EventKind.USED:
             _record_use(state, obs, self.limits)
             if state.scopes is None and event.scopes:
                 state.scopes = intern(frozenset(event.scopes))
         else:
             if state.issue is None or obs.time < state.issue.time:
                 state.issue = obs
-            state.scopes = intern(frozenset(event.scopes)) if event.scopes else state.scopes
-            if ref.parent_id:
-                parent = self._token(ref.parent_id, event)
+            scopes = event.scopes
+            state.scopes = intern(frozenset(scopes)) if scopes else state.scopes
+            parent_id = ref.parent_id
+            if parent_id:
+                parent = self._token(parent_id, when)
                 parent.family_id = parent.family_id or state.family_id
-                if event.kind is EventKind.REFRESHED and ref.type is TokenType.REFRESH and obs.success:
+                if kind is EventKind.REFRESHED and ref.type is TokenType.REFRESH and obs.success:
                     parent.rotation = _earliest(parent.rotation, obs)
-            if state.family_id and event.kind is EventKind.ISSUED and event.scopes:
-                family = self._scope(self.families, "family", state.family_id, event)
+            if state.family_id and kind is EventKind.ISSUED and scopes:
+                family = self._scope(self.families, "family", state.family_id, when)
                 if family.scopes is None:
                     family.scopes = state.scopes
                     family.audience = state.audience
-        # Link the token to its family/session/subject once, when first learned.
-        for table, name, key, before in (
-            (self.families, "family", state.family_id, links_before[0]),
-            (self.sessions, "session", state.session_id, links_before[1]),
-            (self.subjects, "subject", state.subject_id, links_before[2]),
-        ):
-            if key and key != before:
-                self._link(self._scope(table, name, key, event), ref.id)
+        # Link the token to its family/session/subject once, when first learned (written out:
+        # a loop over a tuple of tuples built them per event).
+        family_id, session_id, subject_id = state.family_id, state.session_id, state.subject_id
+        if family_id and family_id != family_before:
+            self._link(self._scope(self.families, "family", family_id, when), token_id)
+        if session_id and session_id != session_before:
+            self._link(self._scope(self.sessions, "session", session_id, when), token_id)
+        if subject_id and subject_id != subject_before:
+            self._link(self._scope(self.subjects, "subject", subject_id, when), token_id)
 
     def _apply_unseen_failure(self, token_id: str, event: CanonicalEvent) -> None:
         """A failed use of a token known from nothing else: keep the failure (a place for
@@ -377,8 +443,8 @@ class StateStore:
         target = revocation.target if revocation else "token"
         obs = Observation(event)
         if target == "token" and event.token:
-            state = self._token(event.token.id, event)
-            _merge_identity(state, event)
+            state = self._token(event.token.id, event.epoch)
+            _merge_identity(state, event, event.token, event.kind)
             state.revoked = _earliest(state.revoked, obs)
             return
         key, table = {
@@ -387,10 +453,11 @@ class StateStore:
             "subject": (event.subject.id if event.subject else None, self.subjects),
         }.get(target, (None, self.families))
         if key:
-            scope = self._scope(table, target, key, event)
+            scope = self._scope(table, target, key, event.epoch)
             scope.revoked = _earliest(scope.revoked, obs)
 
-    def _token(self, token_id: str, event: CanonicalEvent) -> TokenState:
+    def _token(self, token_id: str, when: float) -> TokenState:
+        """The token's record (created, or promoted from the unseen-failing LRU), seen at ``when``."""
         self._dirty_tokens.add(token_id)
         state = self.tokens.get(token_id)
         if state is None:
@@ -398,19 +465,20 @@ class StateStore:
         elif token_id in self.unseen_failing:  # known from failures only until now: promote it
             del self.unseen_failing[token_id]
             self._schedule(state)
-        if event.epoch > state.last_seen:
-            state.last_seen = event.epoch
+        if when > state.last_seen:
+            state.last_seen = when
             self._schedule(state)
         return state
 
-    def _scope(self, table: dict[str, ScopeState], name: str, key: str, event: CanonicalEvent) -> ScopeState:
+    def _scope(self, table: dict[str, ScopeState], name: str, key: str, when: float) -> ScopeState:
+        """The family, session or subject record ``key`` of ``table``, seen at ``when``."""
         self._dirty_scopes[name].add(key)
         scope = table.get(key)
         if scope is None:
             scope = table[key] = ScopeState()
-            scope.wheel_slot = _bucket(event.epoch + self.limits.expired_retention_s)
+            scope.wheel_slot = _bucket(when + self.limits.expired_retention_s)
             self._scope_wheel[scope.wheel_slot].append((name, key))
-        scope.last_seen = max(scope.last_seen, event.epoch)
+        scope.last_seen = max(scope.last_seen, when)
         return scope
 
     def _link(self, scope: ScopeState, token_id: str) -> None:
@@ -603,11 +671,10 @@ def _same_context(a: Observation, b: Observation) -> bool:
     )
 
 
-def _merge_identity(state: TokenState, event: CanonicalEvent) -> None:
-    """Fill what this event says about the token where the state does not know yet."""
-    ref = event.token
-    assert ref is not None
-    if event.kind is EventKind.USED and state.issue is not None:
+def _merge_identity(state: TokenState, event: CanonicalEvent, ref: TokenRef, kind: EventKind) -> None:
+    """Fill what this event (of ``kind``, about ``ref``: both read by the caller already) says
+    about the token where the state does not know yet."""
+    if kind is EventKind.USED and state.issue is not None:
         # Issuance already told us who the token belongs to; a use only fills gaps.
         if state.session_id is None and event.session_id:
             state.session_id = intern(event.session_id)
@@ -616,21 +683,22 @@ def _merge_identity(state: TokenState, event: CanonicalEvent) -> None:
         if state.binding is None and ref.binding:
             state.binding = intern(f"{ref.binding.method}:{ref.binding.value}")
         return
-    if ref.type is not TokenType.UNKNOWN and (
-        state.type == TokenType.UNKNOWN.value or event.kind is not EventKind.USED
-    ):
-        state.type = intern(ref.type.value)
+    token_type = ref.type
+    if token_type is not TokenType.UNKNOWN and (state.type == UNKNOWN_TYPE or kind is not EventKind.USED):
+        state.type = intern(_VALUES[token_type])
     state.family_id = intern(ref.family_id) or state.family_id
     state.parent_id = ref.parent_id or state.parent_id
     state.session_id = intern(event.session_id) or state.session_id
-    if event.subject:
-        state.subject_id = intern(event.subject.id)
+    subject = event.subject
+    if subject:
+        state.subject_id = intern(subject.id)
     state.client_id = intern(event.client_id) or state.client_id
-    if ref.issued_at:
-        state.issued_at = ref.issued_at.timestamp()
-    if ref.expires_at:
-        state.expires_at = ref.expires_at.timestamp()
-    if ref.audience:
-        state.audience = intern(ref.audience)
-    if ref.binding and (state.binding is None or event.kind is not EventKind.USED):
-        state.binding = intern(f"{ref.binding.method}:{ref.binding.value}")
+    issued_at, expires_at, audience, binding = ref.issued_at, ref.expires_at, ref.audience, ref.binding
+    if issued_at:
+        state.issued_at = issued_at.timestamp()
+    if expires_at:
+        state.expires_at = expires_at.timestamp()
+    if audience:
+        state.audience = intern(audience)
+    if binding and (state.binding is None or kind is not EventKind.USED):
+        state.binding = intern(f"{binding.method}:{binding.value}")

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from detectors import DETECTORS
-from detectors.concurrency import MAX_RUNS, TIMELINE, Match
+from detectors.concurrency import MAX_RUNS, TIMELINE, Match, network_place, place_of
 from detectors.replay import ConcurrentUse, ReplayDetector, concurrent_use_finding
 from detectors.state import Observation, StateStore
 from schemas.events import CanonicalEvent
@@ -129,6 +129,18 @@ def test_timeline_is_bounded_expires_and_round_trips() -> None:
     eng.submit(event("used", 2_000, token="other", place=BERLIN_HOME))
     eng.flush()
     assert list(timelines) == []
+
+
+@pytest.mark.parametrize("network", [
+    {}, {"asn": None}, {"as_org": None}, {"asn": None, "as_org": None}, {"egress": "corp-vpn"},
+    {"net_class": "relay"}, {"net_class": "in_flight"}, {"net_class": "provider"}, {"net_class": "reputation"},
+    {"net_class": "relay", "egress": "corp-vpn"}, {"ip": None, "geo": None},
+])
+def test_a_use_is_placed_from_its_network_as_from_its_observation(network: dict[str, object]) -> None:
+    """``judge_concurrent_use`` places a use from its network, building its observation only
+    when there is something to judge: both must name the same place."""
+    ev = net(use(10), **network)
+    assert network_place(ev.network) == place_of(Observation(ev))
 
 
 def test_tokens_that_never_change_network_get_no_timeline() -> None:

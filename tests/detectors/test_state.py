@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from detectors.state import StateLimits, StateStore
+import hashlib
+
+from detectors.state import Observation, StateLimits, StateStore, network_facts, stable_hash
+from schemas.events import Network
 from tests.factories import BERLIN_HOME, BERLIN_MOBILE, T0, Place, event
 
 
@@ -102,6 +105,37 @@ def test_stable_hash_is_the_same_in_another_process() -> None:
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123", "PYTHONPATH": "."})
     assert int(other.stdout) == stable_hash("at-1", "req-9")
+
+
+def test_stable_hash_is_blake2b_of_the_parts_joined() -> None:
+    """Changelog keys and the engine's dedup window are made of it: one id or several, the
+    value never changes between versions."""
+    def blake(text: str) -> int:
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+    assert stable_hash("ev-1") == blake("ev-1")
+    assert stable_hash("at-1", "req-9") == blake("at-1\x1freq-9")
+    assert stable_hash() == blake("")
+
+
+def test_observations_read_each_network_object_once_and_never_another() -> None:
+    """Observations take what they record of a network from ``network_facts``, read once per
+    ``Network`` object: the same network object, an equal copy or another network each give
+    what that network says, also once the cache was cleared for being full."""
+    ev = event("used", 0, token="at-1", user_agent="Mozilla/5.0 (Windows NT 10.0) Firefox/120.0")
+    ev = ev.model_copy(update={"network": ev.network.model_copy(update={"device_id": "d-1"})})
+    first = Observation(ev)
+    assert (first.ip, first.net, first.agent, first.device, first.country, first.lat) == (
+        "79.200.1.10", "deutsche telekom ag", "Firefox on Windows", "d-1", "DE", 52.52)
+    assert Observation(ev) == first == Observation(ev.model_copy(update={"network": ev.network.model_copy()}))
+    moved = ev.model_copy(update={"network": ev.network.model_copy(
+        update={"asn": 6805, "as_org": "Telefonica Germany", "egress": "corp", "geo": None, "device_id": None})})
+    other = Observation(moved)
+    assert (other.asn, other.net, other.egress, other.country, other.lat, other.device) == (
+        6805, "telefonica germany", "corp", None, None, None)
+    for i in range(20_000):  # more networks than are kept: the cache is cleared on the way
+        network_facts(Network(ip=f"10.{i // 250}.{i % 250}.1", asn=i + 1))
+    assert Observation(ev) == first and Observation(moved) == other
 
 
 # -- use history under flooding --------------------------------------------------------------
