@@ -220,7 +220,7 @@ def judge(runs: tuple[Run, ...], current: Observation, window: float, max_speed_
             if pair is not None:
                 found.append(pair)
     if len(places) >= 3:
-        others = tuple(sorted({_nearest(r, current.time) for r in runs if r.place in places}, key=_time))
+        others = by_time({_nearest(r, current.time) for r in runs if r.place in places})
         found.append(Match("networks", others, max(abs(o.time - current.time) for o in others)))
     if not found:
         return None
@@ -281,3 +281,13 @@ def _nearest(run: Run, t: float) -> Observation:
 
 def _time(obs: Observation) -> float:
     return obs.time
+
+
+def _time_then_id(obs: Observation) -> tuple[float, str]:
+    return obs.time, obs.event_id
+
+
+def by_time(uses: Iterable[Observation]) -> tuple[Observation, ...]:
+    """``uses`` oldest first, equal times by event id: a set's order follows memory addresses,
+    so without the tie-break the same stream worded its evidence differently from run to run."""
+    return tuple(sorted(uses, key=_time_then_id))

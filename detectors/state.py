@@ -114,15 +114,22 @@ class NetworkFacts:
 # bounded like the enricher's own cache of enriched networks, and cleared when full.
 _NETWORK_FACTS: dict[int, NetworkFacts] = {}
 _MAX_NETWORK_FACTS = 16_384
+# A network whose user agent or device id is longer is not kept (its facts are built per
+# event): an attacker's 2 KB user agents would pin ~10 KB an entry, whatever
+# ``enrich.network_cache_size`` says (the adapters' memos skip such keys alike).
+_MAX_KEPT_CHARS = 256
 
 
 def network_facts(net: Network) -> NetworkFacts:
     """The facts of ``net``, from the cache when this very object was seen."""
     facts = _NETWORK_FACTS.get(id(net))
     if facts is None or facts.network is not net:
-        if len(_NETWORK_FACTS) >= _MAX_NETWORK_FACTS:
-            _NETWORK_FACTS.clear()
-        facts = _NETWORK_FACTS[id(net)] = NetworkFacts(net)
+        facts = NetworkFacts(net)
+        agent, device = net.user_agent, net.device_id
+        if (agent is None or len(agent) <= _MAX_KEPT_CHARS) and (device is None or len(device) <= _MAX_KEPT_CHARS):
+            if len(_NETWORK_FACTS) >= _MAX_NETWORK_FACTS:
+                _NETWORK_FACTS.clear()
+            _NETWORK_FACTS[id(net)] = facts
     return facts
 
 

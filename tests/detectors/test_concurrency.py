@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from detectors import DETECTORS
-from detectors.concurrency import MAX_RUNS, TIMELINE, Match, network_place, place_of
+from detectors.concurrency import MAX_RUNS, TIMELINE, Match, by_time, network_place, place_of
 from detectors.replay import ConcurrentUse, ReplayDetector, concurrent_use_finding
 from detectors.state import Observation, StateStore
 from schemas.events import CanonicalEvent
@@ -203,3 +203,14 @@ def test_concurrent_use_finding_words_a_hand_built_match_exactly() -> None:
     assert finding.evidence == tuple(obs.evidence("at-1") for obs in uses)
     assert finding.details == {"gap_s": 20.0, "difference": "interleaved", "device_drift": "agent",
                                "handovers_before": 2, "speed_kmh": None}
+
+
+def test_evidence_of_equal_times_is_ordered_by_event_id_whatever_the_arrival_order() -> None:
+    """The three-networks evidence comes from a set, whose order follows memory addresses:
+    without the event-id tie-break the same stream worded its alert differently per run."""
+    uses = [Observation(use(10, place)) for place in (BERLIN_HOME, VODAFONE_BERLIN, MUNICH)]
+    uses.append(Observation(use(5, PARIS)))
+    want = sorted(uses, key=lambda o: (o.time, o.event_id))
+    assert want[0].time < want[1].time == want[3].time and len({o.event_id for o in want}) == 4
+    for order in itertools.permutations(uses):
+        assert by_time(order) == tuple(want) and by_time(set(order)) == tuple(want)

@@ -138,6 +138,19 @@ def test_observations_read_each_network_object_once_and_never_another() -> None:
     assert Observation(ev) == first and Observation(moved) == other
 
 
+def test_a_network_with_an_attackers_long_user_agent_is_read_but_never_kept() -> None:
+    """Facts of a network are kept per object, but not of one whose user agent or device id
+    an attacker made long: 16,384 of them would pin ~10 KB each."""
+    short = Network(ip="10.0.0.1", user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0")
+    assert network_facts(short) is network_facts(short)
+    for long in (Network(ip="10.0.0.2", user_agent="Mozilla/5.0 " + "A" * 2000),
+                 Network(ip="10.0.0.3", user_agent="curl/8.0", device_id="d" * 300)):
+        facts = network_facts(long)
+        assert facts is not network_facts(long) and facts.network is long and facts.ip == long.ip
+    assert network_facts(Network(ip="10.0.0.2", user_agent="Mozilla/5.0 " + "A" * 2000)).agent == network_facts(
+        Network(ip="10.0.0.4", user_agent="Mozilla/5.0 " + "A" * 2000)).agent
+
+
 # -- use history under flooding --------------------------------------------------------------
 def _thief_address(i: int) -> Place:
     return Place(f"84.150.2.{i % 250 + 1}", "DE", "Munich", 48.14, 11.58, 6805, "Telefonica Germany")
