@@ -280,6 +280,10 @@ class StateStore:
         # Keep changed keys until ``take_dirty`` (a service writing a changelog); when off
         # they are marked all the same (cheaper than asking) and dropped at each expiry.
         self.track_changes = track_changes
+        self._empty()
+
+    def _empty(self) -> None:
+        """Start with nothing held: the one list of what the store holds (``clear`` too)."""
         self.tokens: dict[str, TokenState] = {}
         # Tokens known only from failed uses (never issued, accepted, rotated or revoked here),
         # least recently failed first: bounded by count instead of the expiry wheel, so a flood
@@ -303,7 +307,7 @@ class StateStore:
 
     def clear(self) -> None:
         """Forget everything (a changelog base about to be restored holds all that is live)."""
-        self.__init__(self.limits, self.track_changes)  # type: ignore[misc]  # one place lists the fields
+        self._empty()
 
     # -- reading -------------------------------------------------------------
     def token(self, token_id: str | None) -> TokenState | None:

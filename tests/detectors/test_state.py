@@ -214,3 +214,17 @@ def test_failing_unseen_tokens_are_forgotten_when_idle() -> None:
     store.apply(event("used", 3000, token="junk-2", success=False))
     assert store.expire(T0.timestamp() + 3700) == 1
     assert list(store.unseen_failing) == ["junk-2"] and set(store.tokens) == {"junk-2"}
+
+
+def test_clear_forgets_everything_held_and_keeps_the_limits_and_change_tracking() -> None:
+    limits = StateLimits(recent_uses=2)
+    store = StateStore(limits, track_changes=True)
+    store.apply(event("issued", 0, token="rt-1", token_type="refresh", family="fam", session="s", subject="u"))
+    store.apply(event("revoked", 10, token=None, session="s", revoke="session"))
+    assert store.tokens and store.families and store.sessions
+    store.clear()
+    assert (store.tokens, store.families, store.sessions, store.subjects, store.tables) == ({}, {}, {}, {}, {})
+    assert store.take_dirty() == set()  # what the restored base holds is not a change
+    assert store.limits is limits and store.track_changes
+    store.apply(event("used", 20, token="at-1"))
+    assert set(store.tokens) == {"at-1"} and store.expire(T0.timestamp() + 10 * 86_400) == 1
