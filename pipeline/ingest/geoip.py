@@ -63,9 +63,16 @@ def parse_ip(text: str) -> IPAddress | None:
 def _geoip2fast() -> Any:
     """The one geoip2fast instance: it keeps its tables in module globals, so
     a second instance with another data file would clobber the first."""
-    from geoip2fast import GeoIP2Fast
+    from geoip2fast import GeoIP2Fast, geoip2fast
 
+    # Its loader measures its own memory for a verbose message we never print, by running
+    # `ps` twice: two processes and ~70 ms at every start (each `detect --workers` server too).
+    geoip2fast.get_mem_usage = _no_memory_report
     return GeoIP2Fast(geoip2fast_data_file=GEOIP2FAST_DATA_FILE, verbose=False)
+
+
+def _no_memory_report() -> float:
+    return 0.0
 
 
 def geoip2fast_source() -> str:

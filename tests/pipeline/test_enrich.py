@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
+import sys
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -547,3 +549,21 @@ def test_reader_can_be_injected() -> None:
     locator = IpLocator(city_reader=Reader())
     info = locator.lookup("88.198.10.10")
     assert info.geo is not None and info.geo.source == "country_db"
+
+
+def test_loading_the_shipped_geo_tables_starts_no_process() -> None:
+    """geoip2fast's loader ran `ps` twice to report its memory use (~70 ms at every start)."""
+    code = (
+        "import subprocess\n"
+        "started = []\n"
+        "real = subprocess.Popen.__init__\n"
+        "def spy(self, *args, **kwargs):\n"
+        "    started.append(args[0] if args else kwargs.get('args'))\n"
+        "    real(self, *args, **kwargs)\n"
+        "subprocess.Popen.__init__ = spy\n"
+        "from pipeline.ingest.geoip import IpLocator\n"
+        "print(IpLocator().lookup('79.200.1.10').geo.country, started)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["DE", "[]"]
