@@ -127,7 +127,7 @@ def bench_anomaly(lines: list[bytes], settings: Settings) -> None:
     import tempfile
 
     from detectors.anomaly.model import save
-    from pipeline.anomaly.train import anomaly_config, read_events, train_from_events
+    from pipeline.model.train import anomaly_config, read_events, train_from_events
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "traffic.jsonl"

@@ -14,8 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.analyst import layout, render
 from pipeline.cli.alert_filters import add_filter_options
-from pipeline.store import base, layout, render
+from pipeline.store import base
 from pipeline.store.base import AlertStore, StatusConflict
 from pipeline.store.filters import AlertFilter
 from pipeline.terminal import printable

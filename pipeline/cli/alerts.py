@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from pipeline import exit_codes
 from pipeline.actor import ActorError, resolve_actor
+from pipeline.analyst import layout, render
 from pipeline.cli import alert_bulk
 from pipeline.cli.alert_filters import (
     add_filter_options,
@@ -38,7 +39,7 @@ from pipeline.cli.alert_filters import (
     known_rules,
 )
 from pipeline.config import Settings, load_settings
-from pipeline.store import base, layout, render
+from pipeline.store import base
 from pipeline.store.base import AlertStore, StatusConflict, StoreNotFound, open_store
 from pipeline.store.ingest import AlertFileError, import_alerts, read_alert_lines
 from pipeline.terminal import printable

@@ -80,8 +80,8 @@ def _fail(message: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors.anomaly.model import ModelError, save
-    from pipeline.anomaly.train import anomaly_config, read_events, train_from_events
     from pipeline.config import load_settings
+    from pipeline.model.train import anomaly_config, read_events, train_from_events
 
     settings = load_settings(args.config)
     config = anomaly_config(settings, model_kind=args.kind)
@@ -102,9 +102,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from detectors.anomaly.model import ModelError, load
-    from pipeline.anomaly.evaluate import evaluate
-    from pipeline.anomaly.train import anomaly_config, read_events
     from pipeline.config import load_settings
+    from pipeline.model.evaluate import evaluate
+    from pipeline.model.train import anomaly_config, read_events
 
     settings = load_settings(args.config)
     path = args.model or anomaly_config(settings).model_path

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.actor import ActorError, resolve_actor
+from pipeline.analyst import render
 from pipeline.cli.alerts import ACTION_STATES, UsageError, json_option, opened_store, with_store
 from pipeline.cli.helptext import add_command, usage_only
 from pipeline.config import ConfigError, load_settings
@@ -38,7 +39,6 @@ from pipeline.response.executor import Executor
 from pipeline.response.policy import plan, responder_for
 from pipeline.response.responders import build_responders
 from pipeline.secrets import SecretError
-from pipeline.store import render
 from pipeline.store.base import ActionConflict, AlertStore
 from pipeline.terminal import printable
 from schemas.actions import RevocationTarget

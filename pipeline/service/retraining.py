@@ -2,7 +2,7 @@
 
 Each partition's engine has its own anomaly detector, and partitions come and go with
 rebalances: the job asks for the detectors of the moment each time it runs. The schedule is
-``pipeline.anomaly.retrain.start_retraining``, the one the anomaly tests exercise.
+``pipeline.model.retrain.start_retraining``, the one the anomaly tests exercise.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Retraining:
     def start(self) -> None:
         if not self.wanted or self.scheduler is not None:
             return
-        from pipeline.anomaly.retrain import start_retraining
+        from pipeline.model.retrain import start_retraining
 
         self.scheduler = start_retraining(self.detectors, self.config, timezone=timezone.utc)
 

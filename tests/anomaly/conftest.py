@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from detectors.anomaly.model import AnomalyModel, save
-from pipeline.anomaly.train import anomaly_config, train_from_events
 from pipeline.config import Settings
+from pipeline.model.train import anomaly_config, train_from_events
 from pipeline.synthetic import anomaly_stream as synth
 from schemas.events import CanonicalEvent
 

@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
-from pipeline.anomaly.retrain import retrain_once, start_retraining
+from pipeline.model.retrain import retrain_once, start_retraining
 from schemas.events import Request
 from tests.factories import BERLIN_HOME, MUNICH_OTHER_ISP, event, rule_hits, run
 from tests.wording_style import faults

@@ -170,8 +170,8 @@ def test_models_as_written_load_stored_or_deflated(trained, tmp_path: Path) -> N
 
 
 def test_an_isolation_forest_of_the_default_size_loads(small_set, tmp_path: Path) -> None:
-    from pipeline.anomaly.train import anomaly_config, train_from_events
     from pipeline.config import Settings
+    from pipeline.model.train import anomaly_config, train_from_events
 
     settings = Settings()
     config = anomaly_config(settings, min_training_windows=100, model_kind="isolation_forest")

@@ -21,11 +21,11 @@ from pydantic import ValidationError
 from detectors.base import Finding
 from detectors.geo import UNLOCATED_ACCURACY_KM
 from detectors.replay import REFRESH_REUSE
+from pipeline.analyst.render import source_line
 from pipeline.ingest.egress_lists import EgressListError, EgressLists, ListSource, parse_list
 from pipeline.ingest.enrich import EnrichConfig, Enricher
 from pipeline.ingest.geoip import parse_ip
 from pipeline.runtime.alerting import Alerter
-from pipeline.store.render import source_line
 from schemas.events import CanonicalEvent, Geo, NetClass, Network
 from tests.factories import event
 

@@ -15,9 +15,9 @@ import orjson
 
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from pipeline.analyst import explore
-from pipeline.anomaly.train import read_events
 from pipeline.cli.demo import demo_settings, detect
 from pipeline.config import Settings
+from pipeline.model.train import read_events
 from pipeline.runtime.build import build_engine, build_reader, token_hasher
 from pipeline.runtime.detect import DetectRun
 from pipeline.runtime.files import LazyFile
@@ -142,5 +142,5 @@ def test_demo_and_runtime_do_not_import_the_cli() -> None:
     assert out.stdout.strip() == "False"
     for module in sorted((ROOT / "pipeline" / "runtime").glob("*.py")):
         imported = {node.module for node in ast.walk(ast.parse(module.read_text())) if isinstance(node, ast.ImportFrom)}
-        callers = {"pipeline.cli.main", "pipeline.cli.demo", "pipeline.analyst.explore", "pipeline.anomaly.train", "pipeline.service.runner"}
+        callers = {"pipeline.cli.main", "pipeline.cli.demo", "pipeline.analyst.explore", "pipeline.model.train", "pipeline.service.runner"}
         assert not imported & callers, module.name

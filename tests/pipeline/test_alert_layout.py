@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.analyst.layout import Column, Step, cut, display_width, fit, render
+from pipeline.analyst.render import short_ids
 from pipeline.ingest.enrich_config import DEFAULT_HOSTING_AS_ORGS
-from pipeline.store.layout import Column, Step, cut, display_width, fit, render
 from pipeline.store.network import TOR_EXIT_AS_ORGS, network_kinds
-from pipeline.store.render import short_ids
 
 
 @pytest.mark.parametrize(("how", "expected"), [

@@ -1,8 +1,8 @@
 """Plain-text views of stored alerts, actions and audit entries for the analyst CLI.
 
 Tables are left-aligned columns separated by two spaces, so they read in a terminal and
-split with ``awk``; given a width (:func:`pipeline.store.layout.output_width`) they fit it
-(:mod:`pipeline.store.layout`). ``--json`` gives the documents themselves. Every value shown
+split with ``awk``; given a width (:func:`pipeline.analyst.layout.output_width`) they fit it
+(:mod:`pipeline.analyst.layout`). ``--json`` gives the documents themselves. Every value shown
 passes through :func:`pipeline.terminal.printable`: input lines and analysts write these
 fields, and a raw escape sequence or newline would forge rows or rewrite the screen.
 """
@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from pipeline.analyst.layout import Column, Step, fit, render
 from pipeline.store.base import parse_time
-from pipeline.store.layout import Column, Step, fit, render
 from pipeline.store.network import network_kinds
 from pipeline.terminal import printable
 from schemas.actions import Action, AuditEntry, Suppression

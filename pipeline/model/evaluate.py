@@ -17,8 +17,8 @@ from typing import Any
 
 from detectors.anomaly import AnomalyDetector
 from detectors.anomaly.model import AnomalyModel
-from pipeline.anomaly.train import anomaly_config, run_engine
 from pipeline.config import Settings
+from pipeline.model.train import anomaly_config, run_engine
 from schemas.events import CanonicalEvent
 
 
