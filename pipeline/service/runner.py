@@ -27,7 +27,7 @@ meanwhile, a checkpoint whose commit or changelog send times out is completed by
 timeout) drops that checkpoint's commit and waits for the rebalance that follows (``Rebalance.refused``).
 
 The service keeps the loop; its parts are objects of their own: ``rebalance.Rebalance``
-(partition ownership), ``response.ServiceResponse`` (the response worker),
+(partition ownership), ``response_worker.ServiceResponse`` (the response worker),
 ``retraining.Retraining`` (the anomaly model's schedule), ``backlog.BacklogProgress``,
 ``revocations.RevocationFeed``, and a ``Fanout`` over the sinks.
 """
@@ -85,7 +85,7 @@ from pipeline.service.partitions import (
     restore_partition,
 )
 from pipeline.service.rebalance import RESTORE_CALL_TIMEOUT_MS, Rebalance, RebalanceListener, transient
-from pipeline.service.response import ServiceResponse, handle_store
+from pipeline.service.response_worker import ServiceResponse, handle_store
 from pipeline.service.retraining import Retraining
 from pipeline.service.revocations import RevocationFeed
 from pipeline.service.startup import StartupError, StoppedBeforeStart, lasting_refusal, refuse_early
