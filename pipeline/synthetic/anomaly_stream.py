@@ -43,45 +43,22 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from detectors.device import agent_family
+from pipeline.synthetic.vocabulary import (
+    BROWSER_AGENT_TEMPLATES,
+    MOBILE_APP_CLIENT,
+    PORTAL_CLIENT,
+    STREAM_CLOUD,
+    STREAM_CORP,
+    STREAM_ISPS,
+    STREAM_MOBILE_APP_AGENT,
+    STREAM_SCRIPT_AGENT,
+    STREAM_START,
+    STREAM_UTC_OFFSET,
+    StatedNetwork,
+)
 
-BASE = datetime(2026, 11, 2, tzinfo=timezone.utc)  # a Monday
 ATTACKS = ("offhours_burst", "automation_reads_mail", "device_enumeration", "scope_sweep", "low_and_slow",
            "session_takeover")
-
-
-@dataclass(frozen=True)
-class Net:
-    asn: int
-    org: str
-    country: str
-    city: str
-    lat: float
-    lon: float
-    prefix: str
-    hosting: bool = False
-
-    def network(self, host: int, agent: str) -> dict[str, Any]:
-        return {"ip": f"{self.prefix}.{host % 250 + 1}", "user_agent": agent, "asn": self.asn,
-                "as_org": self.org, "hosting": self.hosting,
-                "geo": {"country": self.country, "city": self.city, "lat": self.lat, "lon": self.lon,
-                        "accuracy_km": 25.0, "source": "event"}}
-
-
-ISPS: dict[str, list[Net]] = {
-    "DE": [Net(3320, "Deutsche Telekom AG", "DE", "Berlin", 52.52, 13.40, "79.200"),
-           Net(3209, "Vodafone GmbH", "DE", "Berlin", 52.52, 13.40, "88.64"),
-           Net(6805, "Telefonica Germany", "DE", "Berlin", 52.52, 13.40, "84.150"),
-           Net(8881, "1&1 Versatel", "DE", "Berlin", 52.52, 13.40, "62.214")],
-    "US": [Net(7922, "Comcast Cable", "US", "Chicago", 41.88, -87.63, "73.1"),
-           Net(701, "Verizon Business", "US", "Chicago", 41.88, -87.63, "71.2"),
-           Net(7018, "AT&T Services", "US", "Chicago", 41.88, -87.63, "12.3")],
-    "JP": [Net(2516, "KDDI", "JP", "Tokyo", 35.68, 139.69, "106.128"),
-           Net(4713, "NTT Communications", "JP", "Tokyo", 35.68, 139.69, "153.150")],
-}
-TZ = {"DE": 1, "US": -6, "JP": 9}
-CORP = {c: Net(64500 + i, f"Example Corp {c}", c, nets[0].city, nets[0].lat, nets[0].lon, f"198.51.{100 + i}")
-        for i, (c, nets) in enumerate(ISPS.items())}
-CLOUD = Net(16509, "AMAZON-02", "DE", "Berlin", 52.52, 13.40, "3.120", hosting=True)
 
 PORTAL = [("orders", "orders:read"), ("orders/{id}", "orders:read"), ("invoices", "invoices:read"),
           ("invoices/{id}", "invoices:read"), ("profile", "profile"), ("calendar", "calendar:read"),
@@ -99,8 +76,6 @@ ETL = [("ingest/batches", "etl:write"), ("ingest/batches/{id}", "etl:write"), ("
        ("jobs/{id}", "jobs:read"), ("jobs/{id}/status", "jobs:read"), ("datasets", "data:read"),
        ("datasets/{id}", "data:read"), ("metrics", "metrics:write"),
        ("mail/messages", "mail:read"), ("mail/messages/{id}", "mail:read"), ("mail/folders", "mail:read")]
-BROWSERS = ["Mozilla/5.0 (Windows NT 10.0) Firefox/{v}", "Mozilla/5.0 (Macintosh) Safari/{v}",
-            "Mozilla/5.0 (X11; Linux x86_64) Chrome/{v}"]
 
 
 @dataclass
@@ -109,7 +84,7 @@ class User:
     kind: str  # office | mobile | analyst | night | service
     client: str
     country: str
-    home: Net
+    home: StatedNetwork
     host: int
     agent: str
     resources: list[tuple[str, str]]
@@ -117,7 +92,7 @@ class User:
     start: int  # first local hour of activity
     end: int  # last local hour (exclusive)
     ttl_s: int
-    other_nets: list[Net] = field(default_factory=list)
+    other_nets: list[StatedNetwork] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -125,7 +100,7 @@ class Change:
     """From ``at`` (epoch s) on, a user's uses come from ``net`` and/or with ``agent``."""
 
     at: float
-    net: Net | None = None
+    net: StatedNetwork | None = None
     agent: str | None = None
 
 
@@ -154,27 +129,27 @@ class Generator:
         for kind, count in counts.items():
             for i in range(max(2, round(count * scale))):
                 country = rng.choice(["DE", "DE", "DE", "US", "JP"]) if kind != "service" else "DE"
-                home = rng.choice(ISPS[country])
-                agent = rng.choice(BROWSERS).format(v=f"{rng.randint(118, 124)}.0")
+                home = rng.choice(STREAM_ISPS[country])
+                agent = rng.choice(BROWSER_AGENT_TEMPLATES).format(v=f"{rng.randint(118, 124)}.0")
                 if kind == "office":
-                    user = User(f"{kind}-{i:03d}", kind, "portal", country, home, rng.randint(0, 9999), agent,
+                    user = User(f"{kind}-{i:03d}", kind, PORTAL_CLIENT, country, home, rng.randint(0, 9999), agent,
                                 rng.sample(PORTAL[:21], rng.randint(4, 8)), PORTAL,
-                                rng.choice([7, 8, 9]), rng.choice([16, 17, 18]), 12 * 3600, [CORP[country]])
+                                rng.choice([7, 8, 9]), rng.choice([16, 17, 18]), 12 * 3600, [STREAM_CORP[country]])
                 elif kind == "mobile":
-                    carrier = rng.choice([n for n in ISPS[country] if n is not home])
-                    user = User(f"{kind}-{i:03d}", kind, "mobile-app", country, home, rng.randint(0, 9999),
-                                f"ExampleApp/5.{rng.randint(0, 4)} (iOS 17)", rng.sample(PORTAL[:21], 5), PORTAL,
-                                7, 23, 3600, [carrier])
+                    carrier = rng.choice([n for n in STREAM_ISPS[country] if n is not home])
+                    user = User(f"{kind}-{i:03d}", kind, MOBILE_APP_CLIENT, country, home, rng.randint(0, 9999),
+                                STREAM_MOBILE_APP_AGENT.format(minor=rng.randint(0, 4)), rng.sample(PORTAL[:21], 5),
+                                PORTAL, 7, 23, 3600, [carrier])
                 elif kind == "analyst":
-                    user = User(f"{kind}-{i:03d}", kind, "reports", country, CORP[country], rng.randint(0, 9999),
-                                agent, rng.sample(REPORTS, 45), REPORTS, 9, 17, 12 * 3600)
+                    user = User(f"{kind}-{i:03d}", kind, "reports", country, STREAM_CORP[country],
+                                rng.randint(0, 9999), agent, rng.sample(REPORTS, 45), REPORTS, 9, 17, 12 * 3600)
                 elif kind == "night":
-                    user = User(f"{kind}-{i:03d}", kind, "portal", country, home, rng.randint(0, 9999), agent,
+                    user = User(f"{kind}-{i:03d}", kind, PORTAL_CLIENT, country, home, rng.randint(0, 9999), agent,
                                 rng.sample(PORTAL[:21], 5), PORTAL, 21, 29, 12 * 3600)
                 else:
                     client = f"etl-{i % 4}"
-                    user = User(f"svc-{i:03d}", kind, client, "DE", CLOUD, rng.randint(0, 9999),
-                                "python-requests/2.31", rng.sample(ETL[:8], 4), ETL, 0, 24, 3600)
+                    user = User(f"svc-{i:03d}", kind, client, "DE", STREAM_CLOUD, rng.randint(0, 9999),
+                                STREAM_SCRIPT_AGENT, rng.sample(ETL[:8], 4), ETL, 0, 24, 3600)
                 users.append(user)
         return users
 
@@ -183,7 +158,7 @@ class Generator:
         self.seq += 1
         return f"{prefix}-{self.seq:07d}"
 
-    def _token(self, user: User, t: float, net: Net) -> Token:
+    def _token(self, user: User, t: float, net: StatedNetwork) -> Token:
         """The user's current token, issuing a new one when it expired."""
         tok = self.tokens.get(user.id)
         if tok is not None and tok.expires > t + 600:
@@ -195,12 +170,12 @@ class Generator:
                                      grant="client_credentials" if user.kind == "service" else "authorization_code"))
         return tok
 
-    def _line(self, kind: str, t: float, user: User, tok: Token, net: Net, agent: str, **extra: Any) -> dict[str, Any]:
+    def _line(self, kind: str, t: float, user: User, tok: Token, net: StatedNetwork, agent: str, **extra: Any) -> dict[str, Any]:
         line: dict[str, Any] = {
             "canonical_version": 1, "event_id": self._id("ev"), "kind": kind, "time": _iso(t), "source": "synth",
             "token": {"id": tok.id, "type": "access", "family_id": tok.id, "expires_at": _iso(tok.expires)},
             "subject": {"id": user.id, "kind": "service" if user.kind == "service" else "user"},
-            "client_id": user.client, "network": net.network(user.host, agent),
+            "client_id": user.client, "network": _network(net, user.host, agent),
         }
         if kind == "issued":
             line["token"]["issued_at"] = _iso(t)
@@ -208,7 +183,7 @@ class Generator:
             line["grant_type"] = extra["grant"]
         return line
 
-    def _use(self, t: float, user: User, tok: Token, net: Net, agent: str, resource: tuple[str, str],
+    def _use(self, t: float, user: User, tok: Token, net: StatedNetwork, agent: str, resource: tuple[str, str],
              status: int = 200, host: int | None = None) -> None:
         path, scope = resource
         path = "/" + path.replace("{id}", str(self.rng.randint(1, 99_999)))
@@ -221,7 +196,7 @@ class Generator:
         line["outcome"] = {"result": "success" if status < 400 else "failure"}
         self.lines.append(line)
 
-    def _burst(self, user: User, t: float, n: int, span_s: float, net: Net, agent: str,
+    def _burst(self, user: User, t: float, n: int, span_s: float, net: StatedNetwork, agent: str,
                resources: list[tuple[str, str]], fail: float = 0.03, change: Change | None = None) -> None:
         """``n`` uses over ``span_s``; from ``change.at`` on, ``change``'s network or agent."""
         tok = self._token(user, t, net)
@@ -234,7 +209,7 @@ class Generator:
 
     def _day(self, user: User, day: int) -> None:
         rng = self.rng
-        t0 = (BASE + timedelta(days=day)).timestamp()
+        t0 = (STREAM_START + timedelta(days=day)).timestamp()
         weekend = day % 7 >= 5
         if user.kind == "service":
             for slot in range(144):
@@ -254,12 +229,12 @@ class Generator:
         if user.other_nets and rng.random() < 0.6:
             day_net = user.other_nets[0]
         if rng.random() < 0.04:
-            day_net = rng.choice(ISPS[user.country])  # café, hotel, a friend's network
+            day_net = rng.choice(STREAM_ISPS[user.country])  # café, hotel, a friend's network
         handover = None
         if user.kind == "mobile" and rng.random() < 0.3:  # home Wi-Fi <-> carrier
             handover = user.other_nets[0] if day_net is user.home else user.home
-        elif user.kind == "office" and day_net is not CORP[user.country] and rng.random() < 0.1:
-            handover = CORP[user.country]  # the corporate VPN connects
+        elif user.kind == "office" and day_net is not STREAM_CORP[user.country] and rng.random() < 0.1:
+            handover = STREAM_CORP[user.country]  # the corporate VPN connects
         plan = []
         for _ in range(max(1, int(rng.gauss({"office": 6, "mobile": 8, "analyst": 4, "night": 5}[user.kind], 1.5)))):
             hour = rng.uniform(user.start, user.end)
@@ -272,7 +247,7 @@ class Generator:
                 n, span = rng.randint(20, 60), 540
             else:
                 n, span = max(1, int(rng.gauss(7 if user.kind == "office" else 4, 2))), 420
-            plan.append((t0 + (hour - TZ[user.country]) * 3600, n, span, resources))
+            plan.append((t0 + (hour - STREAM_UTC_OFFSET[user.country]) * 3600, n, span, resources))
         # A handover or an update happens once, in the middle of one burst, and holds from then
         # on (one-way: the earlier network or agent is not used again that day).
         middle = rng.choice(plan)
@@ -283,19 +258,19 @@ class Generator:
     # -- attacks ---------------------------------------------------------------------
     def _attack(self, kind: str, victim: User, day: int) -> None:
         rng = self.rng
-        t0 = (BASE + timedelta(days=day)).timestamp()
+        t0 = (STREAM_START + timedelta(days=day)).timestamp()
 
         def local(hour: float) -> float:
             """Epoch seconds of ``hour`` o'clock in the victim's time zone on that day."""
-            return t0 + (hour - TZ[victim.country]) * 3600
+            return t0 + (hour - STREAM_UTC_OFFSET[victim.country]) * 3600
 
         self.tokens.pop(victim.id, None)  # a token of its own: the victim's other uses stay unlabeled
         if kind == "offhours_burst":
             # the victim worked in the afternoon: its token is valid through the night
             self._burst(victim, local(15 + rng.random()), 5, 300, victim.home, victim.agent, victim.resources)
             start = local(24 + rng.uniform(0.5, 2.5))
-            net = rng.choice([n for n in ISPS[victim.country] if n is not victim.home])
-            n, span, agent = rng.randint(25, 60), 500, "python-requests/2.31"
+            net = rng.choice([n for n in STREAM_ISPS[victim.country] if n is not victim.home])
+            n, span, agent = rng.randint(25, 60), 500, STREAM_SCRIPT_AGENT
             tok = self.tokens[victim.id]
             sweep = rng.sample(victim.catalogue[:21], 15)
             for k in sorted(rng.uniform(0, span) for _ in range(n)):
@@ -326,8 +301,8 @@ class Generator:
             for k in range(rng.randint(2, 4)):
                 self._use(begin + k * 40, victim, tok, victim.home, victim.agent, rng.choice(victim.resources))
             start = begin + 200
-            net = rng.choice([n for n in ISPS[victim.country] if n is not victim.home])
-            other = [b for b in BROWSERS if agent_family(b) != agent_family(victim.agent)]
+            net = rng.choice([n for n in STREAM_ISPS[victim.country] if n is not victim.home])
+            other = [b for b in BROWSER_AGENT_TEMPLATES if agent_family(b) != agent_family(victim.agent)]
             agent = rng.choice(other).format(v=f"{rng.randint(118, 124)}.0")
             for k in range(rng.randint(4, 8)):
                 self._use(start + k * 45, victim, tok, net, agent, rng.choice(victim.resources),
@@ -377,12 +352,19 @@ def generate(seed: int, scale: float = 1.0, days: int = 14, attack_days: int = 7
 
 def split_time(days: int, attack_days: int) -> datetime:
     """Where the attack-free training prefix ends."""
-    return BASE + timedelta(days=days - attack_days)
+    return STREAM_START + timedelta(days=days - attack_days)
 
 
 def lines_before(lines: list[dict[str, Any]], end: datetime) -> Iterator[dict[str, Any]]:
     stamp = _iso(end.timestamp())
     return (line for line in lines if line["time"] < stamp)
+
+
+def _network(net: StatedNetwork, host: int, agent: str) -> dict[str, Any]:
+    """An event's network as the stream states it: address, agent, AS and place."""
+    return {"ip": f"{net.prefix}.{host % 250 + 1}", "user_agent": agent, "asn": net.asn, "as_org": net.as_org,
+            "hosting": net.hosting, "geo": {"country": net.country, "city": net.city.name, "lat": net.city.lat,
+                                            "lon": net.city.lon, "accuracy_km": 25.0, "source": "event"}}
 
 
 def _iso(epoch: float) -> str:

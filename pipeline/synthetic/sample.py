@@ -3,28 +3,38 @@
 Every scenario has its own user, session and token ids (prefixed with the
 scenario name) and its own hour of event time, so an alert maps back to the
 scenario that caused it. IdP events are canonical lines, resource-server
-uses are gateway lines with real IP addresses (enrichment looks them up).
+uses are gateway lines with real IP addresses (enrichment looks them up), the
+vocabulary's fixed addresses (``pipeline.synthetic.vocabulary``).
 ``python -m pipeline.synthetic.sample`` rewrites ``pipeline/data/sample.jsonl``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from pipeline import DATA_DIR
+from pipeline.synthetic.vocabulary import (
+    BARE_BROWSER_AGENT,
+    CORP_VPN_TEST_NET,
+    HOME_DE,
+    HOME_DE_NAT,
+    HOME_US,
+    HOSTING_DE,
+    HOSTING_IN,
+    ORDERS_ADMIN_SCOPE,
+    ORDERS_API,
+    PORTAL_CLIENT,
+    SAMPLE_KEYCLOAK_ISSUER,
+    SAMPLE_PORTAL_SCOPES,
+    SAMPLE_START,
+)
 
-BASE = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)
-HOME_DE = "79.200.1.10"  # Deutsche Telekom, DE
-HOME_DE_NAT = "79.201.5.5"  # Deutsche Telekom, DE (other address, same network)
-HOSTING_DE = "88.198.10.10"  # Hetzner, DE (hosting)
-HOSTING_IN = "139.59.1.1"  # DigitalOcean, IN (hosting)
-HOME_US = "73.1.2.3"  # Comcast, US
-CORP_VPN = "203.0.113.10"  # in the demo allowlist as corporate egress
-SCOPES = ["openid", "profile", "orders:read"]
+SCOPES = list(SAMPLE_PORTAL_SCOPES)
+ADMIN_SCOPES = [*SCOPES, ORDERS_ADMIN_SCOPE]  # the portal's grant widened by the privileged scope
 JKT_A = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
 JKT_B = "x5PbE1nCfUPHkPmKdd1-4iY1jmW8O2yWmB3qGnW0g2Q"
 
@@ -45,7 +55,7 @@ class _Builder:
 
     def __init__(self, scenario: Scenario, slot: int) -> None:
         self.s = scenario
-        self.start = BASE + timedelta(hours=slot)
+        self.start = SAMPLE_START + timedelta(hours=slot)
         self.user = f"{scenario.name}-user"
         self.session = f"{scenario.name}-session"
         self.n = 0
@@ -61,8 +71,8 @@ class _Builder:
             "canonical_version": 1, "event_id": f"{self.s.name}-e{self.n}", "kind": kind,
             "time": _iso(self.t(seconds)), "source": "idp", "tenant": "sample",
             "subject": {"id": self.user, "name": self.user, "kind": "user"},
-            "client_id": "portal", "session_id": self.session,
-            "network": {"ip": ip, "user_agent": "Mozilla/5.0"},
+            "client_id": PORTAL_CLIENT, "session_id": self.session,
+            "network": {"ip": ip, "user_agent": BARE_BROWSER_AGENT},
         }
         if token:
             line["token"] = {"id": f"{self.s.name}-{token}", "type": ttype, "family_id": self.session,
@@ -84,9 +94,9 @@ class _Builder:
             proof: str | None = None) -> None:
         self.n += 1
         claims: dict[str, Any] = {
-            "jti": f"{self.s.name}-{token}", "sub": self.user, "client_id": "portal", "sid": self.session,
-            "scope": " ".join(scopes or SCOPES), "iss": "https://sso.example.org/realms/sample",
-            "aud": "orders-api", "iat": int(self.t(issued_at).timestamp()),
+            "jti": f"{self.s.name}-{token}", "sub": self.user, "client_id": PORTAL_CLIENT, "sid": self.session,
+            "scope": " ".join(scopes or SCOPES), "iss": SAMPLE_KEYCLOAK_ISSUER,
+            "aud": ORDERS_API, "iat": int(self.t(issued_at).timestamp()),
             "exp": int(self.t(issued_at + ttl).timestamp()),
         }
         if jkt:
@@ -94,7 +104,7 @@ class _Builder:
         line: dict[str, Any] = {
             "timestamp": _iso(self.t(seconds)), "request_id": request_id or f"{self.s.name}-r{self.n}",
             "client_ip": ip, "method": "GET", "path": "/orders/42", "status": status,
-            "user_agent": "Mozilla/5.0", "required_scope": required, "jwt": claims,
+            "user_agent": BARE_BROWSER_AGENT, "required_scope": required, "jwt": claims,
         }
         if proof:
             line["dpop_jkt"] = proof
@@ -162,28 +172,28 @@ def scenarios() -> list[Scenario]:
     b.use(120, "at1", ip=HOSTING_DE)
     b = add("corporate-vpn-egress", ())
     b.login()
-    b.use(120, "at1", ip=CORP_VPN)
+    b.use(120, "at1", ip=CORP_VPN_TEST_NET)
 
     b = add("scope-not-granted", ("scope_escalation.scope_not_granted",))
     b.login()
-    b.use(60, "at1", required="orders:admin")
+    b.use(60, "at1", required=ORDERS_ADMIN_SCOPE)
     b = add("scope-within-grant", ())
     b.login()
     b.use(60, "at1", required="orders:read")
 
     b = add("refresh-widening", ("scope_escalation.grant_widening", "scope_escalation.new_privileged_scope"))
     b.login()
-    b.idp("refreshed", 300, "rt2", "refresh", parent="rt1", scopes=SCOPES + ["orders:admin"], ttl=86_400)
+    b.idp("refreshed", 300, "rt2", "refresh", parent="rt1", scopes=ADMIN_SCOPES, ttl=86_400)
     b = add("refresh-down-scoping", ())
     b.login()
     b.idp("refreshed", 300, "rt2", "refresh", parent="rt1", scopes=["openid", "orders:read"], ttl=86_400)
 
     b = add("new-privileged-scope", ("scope_escalation.new_privileged_scope",))
     b.login()
-    b.idp("issued", 7200, "at2", scopes=SCOPES + ["orders:admin"])
+    b.idp("issued", 7200, "at2", scopes=ADMIN_SCOPES)
     b = add("privileged-scope-held-before", ())
-    b.login(scopes=SCOPES + ["orders:admin"])
-    b.idp("issued", 7200, "at2", scopes=SCOPES + ["orders:admin"])
+    b.login(scopes=ADMIN_SCOPES)
+    b.idp("issued", 7200, "at2", scopes=ADMIN_SCOPES)
 
     b = add("use-after-revocation", ("post_revocation_use.after_revocation",))
     b.login()

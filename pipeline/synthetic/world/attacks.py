@@ -13,9 +13,22 @@ import random
 from collections.abc import Callable
 from dataclasses import replace
 
+from pipeline.synthetic.vocabulary import (
+    ATTACKER_KUBECTL_AGENT,
+    ATTACKER_SCRIPT_AGENT,
+    AWS_CLI_AGENT,
+    AWS_SDK_AGENT,
+    BARE_BROWSER_AGENT,
+    CLUSTER_PREFIX,
+    HR_API,
+    NETWORKS,
+    ORDERS_ADMIN_SCOPE,
+    ORDERS_API,
+    PAYMENTS_API,
+)
 from pipeline.synthetic.world import emit
 from pipeline.synthetic.world.model import Label, Records, User, WorldSpec, new_id, short_id
-from pipeline.synthetic.world.net import HOME_BY_COUNTRY, NETWORKS, Place, place_in
+from pipeline.synthetic.world.net import HOME_BY_COUNTRY, Place, place_in
 from pipeline.synthetic.world.population import build_users
 from pipeline.synthetic.world.sessions import (
     ADMIN_CONSOLE,
@@ -94,7 +107,7 @@ def concurrent_use(inj: Injector, v: User, t: float) -> Label:
     inj.uses(s, t - 890, t + 600, home, every=30)
     proxy = inj.attacker_residential(v)
     for dt in (12.0, 40.0, 95.0):
-        s.use(t + dt, proxy, route=("GET", "/expenses", "expenses:read", "api://hr"))
+        s.use(t + dt, proxy, route=("GET", "/expenses", "expenses:read", HR_API))
     return inj.label("stolen_session_token_in_parallel", "replay.concurrent_use", v, (token.id,), t, "okta+gateway",
                      f"an infostealer's access token is used from {proxy.network.as_org} while the victim is "
                      f"active on {NETWORKS[v.home_net].as_org}")
@@ -106,9 +119,9 @@ def dpop_mismatch(inj: Injector, v: User, t: float) -> Label:
     token = s.login(t - 120, home)
     inj.uses(s, t - 110, t - 20, home)
     proxy = inj.attacker_residential(v)
-    claims = s.claims(token, "payments-api")
+    claims = s.claims(token, PAYMENTS_API)
     inj.rec.add(t, "gateway", emit.gateway(f"gw-{new_id(inj.rng)}", t, proxy, "POST", "/payments", 201,
-                                           "python-requests/2.32", claims, "payments:write",
+                                           ATTACKER_SCRIPT_AGENT, claims, "payments:write",
                                            short_id(inj.rng, 43)))
     return inj.label("dpop_token_replayed_with_other_key", "replay.binding_mismatch", v, (token.id,), t,
                      "keycloak+gateway", "a DPoP-bound mobile token is accepted with a proof from another key")
@@ -125,11 +138,11 @@ def ec2_credential_exfiltration(inj: Injector, v: User, t: float) -> Label:
     for u in range(4):
         when = issued + 120 + u * 300
         inj.rec.add(when, "cloudtrail", emit.trail_call(new_id(rng), when, "s3.amazonaws.com", "GetObject", "app-role",
-                                                        instance, key, issued, ip, "aws-sdk-go-v2/1.30",
+                                                        instance, key, issued, ip, AWS_SDK_AGENT,
                                                         {"bucketName": "acme-orders", "key": "batch/in.json"}))
     thief = place_in("hetzner", rng)
     inj.rec.add(t, "cloudtrail", emit.trail_call(new_id(rng), t, "s3.amazonaws.com", "ListBuckets", "app-role",
-                                                 instance, key, issued, thief.ip, "aws-cli/2.15.30", None))
+                                                 instance, key, issued, thief.ip, AWS_CLI_AGENT, None))
     return inj.label("instance_credentials_used_outside_aws", "replay.binding_mismatch", v, (key,), t, "cloudtrail",
                      "EC2 instance-profile credentials (SSRF to the metadata API) are used from a Hetzner server")
 
@@ -139,15 +152,15 @@ def pod_token_theft(inj: Injector, v: User, t: float) -> Label:
     pod, pod_uid, account_uid, jti = f"ledger-{new_id(rng)[:10]}-x2x4q", new_id(rng), new_id(rng), new_id(rng)
     issued = t - 1200
     inj.rec.add(issued, "k8s", emit.k8s_token_request(new_id(rng), issued, "payments", "ledger", pod, pod_uid,
-                                                       "node-3", "10.20.0.3", jti, 3607))
+                                                       "node-3", f"{CLUSTER_PREFIX}.0.3", jti, 3607))
     for u in range(5):
         when = issued + 60 + u * 200
         inj.rec.add(when, "k8s", emit.k8s_call(new_id(rng), when, "payments", "ledger", account_uid, pod, pod_uid,
-                                               "node-3", jti, "10.20.7.41", "ledger/1.4", "get", "configmaps",
+                                               "node-3", jti, f"{CLUSTER_PREFIX}.7.41", "ledger/1.4", "get", "configmaps",
                                                "ledger-config", 200))
     thief = place_in("do-de", rng)
     inj.rec.add(t, "k8s", emit.k8s_call(new_id(rng), t, "payments", "ledger", account_uid, pod, pod_uid, "node-3",
-                                        jti, thief.ip, "kubectl/v1.31.0", "list", "secrets", None, 200))
+                                        jti, thief.ip, ATTACKER_KUBECTL_AGENT, "list", "secrets", None, 200))
     return inj.label("pod_token_used_outside_its_pod", "replay.binding_mismatch", v, (f"JTI={jti}", jti), t, "k8s",
                      "a pod's service-account token, read from a compromised container, is used with kubectl "
                      "from a VPS")
@@ -158,7 +171,7 @@ def duplicate_request(inj: Injector, v: User, t: float) -> Label:
     home = v.home()
     token = s.login(t - 100, home)
     inj.uses(s, t - 90, t - 5, home)
-    first = s.use(t, home, route=("GET", "/payments/8812", "payments:read", "payments-api"))
+    first = s.use(t, home, route=("GET", "/payments/8812", "payments:read", PAYMENTS_API))
     replay = dict(first, timestamp=emit.iso(t + 45))
     inj.rec.add(t + 45, "gateway", replay)
     return inj.label("captured_request_replayed", "replay.duplicate_request", v, (token.id,), t, "gateway",
@@ -185,8 +198,8 @@ def hosting_divergence(inj: Injector, v: User, t: float) -> Label:
     token = s.login(t - 180, home)
     inj.uses(s, t - 170, t - 80, home)
     vps = place_in("do-de", inj.rng)
-    s.use(t, vps, route=("GET", "/orders", "orders:read", "orders-api"))
-    s.use(t + 30, vps, route=("GET", "/payments/77", "payments:read", "payments-api"))
+    s.use(t, vps, route=("GET", "/orders", "orders:read", ORDERS_API))
+    s.use(t + 30, vps, route=("GET", "/payments/77", "payments:read", PAYMENTS_API))
     return inj.label("token_used_from_vps", "geo_divergence.issue_use_divergence", v, (token.id,), t,
                      "keycloak+gateway", "a token issued at the victim's home is used from a DigitalOcean droplet")
 
@@ -197,7 +210,7 @@ def scope_not_granted(inj: Injector, v: User, t: float) -> Label:
     home = v.home()
     token = s.login(t - 120, home)
     inj.uses(s, t - 110, t - 5, home)
-    s.use(t, home, status=204, route=("DELETE", "/orders/4711", "orders:admin", "orders-api"))
+    s.use(t, home, status=204, route=("DELETE", "/orders/4711", ORDERS_ADMIN_SCOPE, ORDERS_API))
     return inj.label("route_not_enforcing_scope", "scope_escalation.scope_not_granted", v, (token.id,), t, "gateway",
                      "DELETE /orders requiring orders:admin is accepted with a token granted orders:read")
 
@@ -235,7 +248,7 @@ def use_after_okta_revoke(inj: Injector, v: User, t: float) -> Label:
     s.okta_event(t - 600, "app.oauth2.as.token.revoke", home, {"clientAuthType": "client_secret_basic"},
                  [emit.okta_token_target("access_token", token.id, token.exp, v.id)])
     thief = inj.attacker_residential(v)
-    s.use(t, thief, route=("GET", "/hr/me", "hr:read", "api://hr"))
+    s.use(t, thief, route=("GET", "/hr/me", "hr:read", HR_API))
     return inj.label("revoked_token_still_accepted", "post_revocation_use.after_revocation", v, (token.id,), t,
                      "okta+gateway", "an access token revoked at Okta 10 minutes earlier is accepted by the HR API")
 
@@ -246,7 +259,7 @@ def use_after_logout(inj: Injector, v: User, t: float) -> Label:
     token = s.login(t - 170, home)
     inj.uses(s, t - 160, t - 130, home)
     s.logout(t - 120, home)
-    s.use(t, home, route=("GET", "/orders", "orders:read", "orders-api"))
+    s.use(t, home, route=("GET", "/orders", "orders:read", ORDERS_API))
     return inj.label("token_used_after_logout", "post_revocation_use.after_revocation", v, (token.id, s.id), t,
                      "keycloak+gateway", "an access token is accepted 2 minutes after its session logged out")
 
@@ -259,10 +272,10 @@ def use_after_disable(inj: Injector, v: User, t: float) -> Label:
     admin = {"id": "00uadm1n" + short_id(inj.rng, 12), "type": "User", "alternateId": "it-admin@acme.example",
              "displayName": "IT Admin"}
     office = place_in("telekom", inj.rng)
-    raw = emit.okta(new_id(inj.rng), t - 900, "user.lifecycle.deactivate", admin, office, "Mozilla/5.0", None, {},
+    raw = emit.okta(new_id(inj.rng), t - 900, "user.lifecycle.deactivate", admin, office, BARE_BROWSER_AGENT, None, {},
                     [{"id": v.id, "type": "User", "alternateId": v.login}], None)
     inj.rec.add(t - 900, "okta", raw)
-    s.use(t, home, route=("GET", "/expenses", "expenses:read", "api://hr"))
+    s.use(t, home, route=("GET", "/expenses", "expenses:read", HR_API))
     return inj.label("leaver_uses_token_after_deactivation", "post_revocation_use.after_disable", v, (token.id,), t,
                      "okta+gateway", "a deactivated employee's access token is accepted 15 minutes later")
 
@@ -274,7 +287,7 @@ def use_after_expiry(inj: Injector, v: User, t: float) -> Label:
     inj.uses(s, t - 7490, t - 7300, home)
     thief = inj.attacker_residential(v)
     s.token = token
-    s.use(t, thief, route=("GET", "/orders", "orders:read", "orders-api"))
+    s.use(t, thief, route=("GET", "/orders", "orders:read", ORDERS_API))
     return inj.label("expired_token_accepted", "post_revocation_use.after_expiry", v, (token.id,), t, "gateway",
                      "a token that expired two hours ago, taken from a log file, is accepted")
 

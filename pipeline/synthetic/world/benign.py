@@ -7,10 +7,21 @@ from __future__ import annotations
 import math
 import random
 
+from pipeline.synthetic.vocabulary import (
+    AUTOMATION_AGENT,
+    AWS_CLI_AGENT,
+    AWS_SDK_AGENT,
+    CLUSTER_PREFIX,
+    KEYCLOAK_ISSUER,
+    NETWORKS,
+    ORDERS_API,
+    PAYMENTS_API,
+    VPC_PREFIX,
+)
 from pipeline.synthetic.world import emit
 from pipeline.synthetic.world.model import Records, User, WorldSpec, new_id
 from pipeline.synthetic.world.moves import Whereabouts, flight_egress, relay_egress
-from pipeline.synthetic.world.net import NETWORKS, Place, place_in, vpn_place
+from pipeline.synthetic.world.net import Place, place_in, vpn_place
 from pipeline.synthetic.world.sessions import (
     ADMIN_CONSOLE,
     HR_PORTAL,
@@ -273,7 +284,7 @@ def _aws_console(user: User, rec: Records, a: float, b: float, where: Whereabout
                 break
             source, name, params = rng.choice(_ENGINEER_CALLS)
             error = "AccessDenied" if rng.random() < 0.03 else None
-            caller, agent = where.at(t).ip, "aws-cli/2.15.30"
+            caller, agent = where.at(t).ip, AWS_CLI_AGENT
             if rng.random() < 0.1:  # an Athena query reads S3 with the engineer's credentials (forward access)
                 source, name, params = "s3.amazonaws.com", "GetObject", {"bucketName": "acme-athena-results"}
                 caller = agent = "athena.amazonaws.com"
@@ -294,9 +305,9 @@ _ENGINEER_CALLS = (
 # -- machines ---------------------------------------------------------------------
 SERVICE_CLIENTS = (
     # client id, scopes, route, host network
-    ("billing-batch", ("orders:read", "payments:read"), ("GET", "/payments", "payments:read", "payments-api"), "hetzner"),
-    ("report-exporter", ("orders:read",), ("GET", "/orders", "orders:read", "orders-api"), "aws-fra"),
-    ("ci-deployer", ("orders:read", "orders:write"), ("POST", "/orders/import", "orders:write", "orders-api"), "ovh"),
+    ("billing-batch", ("orders:read", "payments:read"), ("GET", "/payments", "payments:read", PAYMENTS_API), "hetzner"),
+    ("report-exporter", ("orders:read",), ("GET", "/orders", "orders:read", ORDERS_API), "aws-fra"),
+    ("ci-deployer", ("orders:read", "orders:write"), ("POST", "/orders/import", "orders:write", ORDERS_API), "ovh"),
 )
 
 
@@ -319,10 +330,10 @@ def simulate_service(index: int, spec: WorldSpec, rec: Records) -> None:
             if u >= exp - 5 or u >= spec.t_end - 60:
                 break
             claims = {"jti": token_id, "sub": account, "azp": client, "scope": " ".join(scopes),
-                      "iss": emit.KEYCLOAK_ISSUER, "aud": route[3], "iat": int(t), "exp": int(exp)}
+                      "iss": KEYCLOAK_ISSUER, "aud": route[3], "iat": int(t), "exp": int(exp)}
             status = 503 if rng.random() < 0.003 else (201 if route[0] == "POST" else 200)
             rec.add(u, "gateway", emit.gateway(f"gw-{new_id(rng)}", u, place, route[0], route[1], status,
-                                               "python-httpx/0.27", claims, route[2]))
+                                               AUTOMATION_AGENT, claims, route[2]))
         t = u + rng.uniform(1, 20)
 
 
@@ -331,9 +342,9 @@ def simulate_pod(index: int, spec: WorldSpec, rec: Records) -> None:
     rng = random.Random(f"{spec.seed}:pod:{index}")
     namespace, account = rng.choice((("payments", "ledger"), ("orders", "orders-worker"), ("reports", "exporter")))
     node = f"node-{rng.randint(1, 6)}"
-    node_ip = f"10.20.0.{node[5:]}"
+    node_ip = f"{CLUSTER_PREFIX}.0.{node[5:]}"
     pod = f"{account}-{new_id(rng)[:10]}-{new_id(rng)[:5]}"
-    pod_uid, account_uid, pod_ip = new_id(rng), new_id(rng), f"10.20.{rng.randint(1, 60)}.{rng.randint(2, 250)}"
+    pod_uid, account_uid, pod_ip = new_id(rng), new_id(rng), f"{CLUSTER_PREFIX}.{rng.randint(1, 60)}.{rng.randint(2, 250)}"
     t = spec.t0 + rng.uniform(0, 600)
     while t < spec.t_end - 60:
         jti = new_id(rng)
@@ -358,7 +369,7 @@ def simulate_instance(index: int, spec: WorldSpec, rec: Records) -> None:
     rng = random.Random(f"{spec.seed}:ec2:{index}")
     instance = f"i-0{new_id(rng).replace('-', '')[:16]}"
     ip = NETWORKS["aws-fra"].address(rng)
-    private_ip = f"10.0.{rng.randint(1, 63)}.{rng.randint(4, 250)}"
+    private_ip = f"{VPC_PREFIX}.{rng.randint(1, 63)}.{rng.randint(4, 250)}"
     t = spec.t0 + rng.uniform(0, 900)
     while t < spec.t_end - 60:
         key = "ASIA" + new_id(rng).replace("-", "")[:16].upper()
@@ -377,7 +388,7 @@ def simulate_instance(index: int, spec: WorldSpec, rec: Records) -> None:
             # S3 is reached through the VPC's gateway endpoint: CloudTrail logs the private address
             via_endpoint = source == "s3.amazonaws.com" and rng.random() < 0.5
             raw = emit.trail_call(new_id(rng), u, source, name, "app-role", instance, key, t,
-                                  private_ip if via_endpoint else ip, "aws-sdk-go-v2/1.30", params)
+                                  private_ip if via_endpoint else ip, AWS_SDK_AGENT, params)
             if via_endpoint:
                 raw["vpcEndpointId"] = "vpce-0a1b2c3d4e5f60718"
             rec.add(u, "cloudtrail", raw)

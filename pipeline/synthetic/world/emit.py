@@ -9,11 +9,12 @@ import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
-from pipeline.synthetic.world.net import COUNTRY_NAMES, Place
+from pipeline.synthetic.vocabulary import AWS_CLI_AGENT, COUNTRY_NAMES, KUBECTL_AGENT
+from pipeline.synthetic.vocabulary import KEYCLOAK_ISSUER as KEYCLOAK_ISSUER  # re-exported: tests build claims
+from pipeline.synthetic.vocabulary import OKTA_ISSUER as OKTA_ISSUER  # with emit's issuers
+from pipeline.synthetic.world.net import Place
 
 REALM = "8a1c0d4e-6a0b-4f7e-9c55-0b7f3d2a1e90"
-OKTA_ISSUER = "https://acme.okta.com/oauth2/aus1acme"
-KEYCLOAK_ISSUER = "https://sso.acme.example/realms/acme"
 ENTRA_TENANT = "4bbb79f7-0000-4000-8000-0000000000ac"
 AWS_ACCOUNT = "111122223333"
 
@@ -155,7 +156,7 @@ def trail_assume_role_with_saml(event_id: str, t: float, role: str, user: str, k
     return _trail(event_id, t, "sts.amazonaws.com", "AssumeRoleWithSAML",
                   {"type": "SAMLUser", "principalId": f"SAMLPRINCIPAL:{user}", "userName": user,
                    "identityProvider": f"arn:aws:iam::{AWS_ACCOUNT}:saml-provider/keycloak"},
-                  ip, "aws-cli/2.15.30",
+                  ip, AWS_CLI_AGENT,
                   {"roleArn": f"arn:aws:iam::{AWS_ACCOUNT}:role/{role}",
                    "principalArn": f"arn:aws:iam::{AWS_ACCOUNT}:saml-provider/keycloak", "durationSeconds": duration_s},
                   {"credentials": {"accessKeyId": key, "expiration": aws_expiration(t + duration_s),
@@ -268,7 +269,7 @@ def k8s_delete(audit_id: str, t: float, namespace: str, resource: str, name: str
         "auditID": audit_id, "stage": "ResponseComplete",
         "requestURI": f"/api/v1/namespaces/{namespace}/{resource}/{name}", "verb": "delete",
         "user": {"username": user, "groups": ["system:authenticated"]}, "sourceIPs": [ip],
-        "userAgent": "kubectl/v1.31.2 (linux/amd64) kubernetes/5864a46",
+        "userAgent": KUBECTL_AGENT,
         "objectRef": {"resource": resource, "namespace": namespace, "name": name, "apiVersion": "v1"},
         "responseStatus": {"metadata": {}, "code": 200},
         "requestReceivedTimestamp": iso(t, 6), "stageTimestamp": iso(t + 0.03, 6),

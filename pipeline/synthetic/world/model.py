@@ -1,4 +1,4 @@
-"""The world's vocabulary: what is generated (spec), who acts (actors), what was
+"""The world's model: what is generated (spec), who acts (actors), what was
 recorded (records, per vendor format) and what was injected (labels)."""
 
 from __future__ import annotations
@@ -7,15 +7,13 @@ import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from pipeline.synthetic.world.net import City, Place
-
-# A fixed Monday in the past: the same seed gives the same lines on any day.
-DEFAULT_START = datetime(2026, 11, 9, 0, 0, tzinfo=timezone.utc)
+from pipeline.synthetic.vocabulary import NETWORKS, WORLD_START, City
+from pipeline.synthetic.world.net import Place
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class WorldSpec:
     users: int = 300
     seed: int = 7
     hours: float = 24.0
-    start: datetime = DEFAULT_START
+    start: datetime = WORLD_START
 
     @property
     def t0(self) -> float:
@@ -85,8 +83,6 @@ class User:
     keeps_refresh: bool = False  # Okta: the HR app refreshes after the user signed out of Okta
 
     def home(self) -> Place:
-        from pipeline.synthetic.world.net import NETWORKS
-
         return Place(self.home_ip, NETWORKS[self.home_net], self.city)
 
 

@@ -11,7 +11,8 @@ import bisect
 import random
 from dataclasses import dataclass
 
-from pipeline.synthetic.world.net import CITIES, NETWORKS, RELAY_BY_COUNTRY, City, Place, place_in
+from pipeline.synthetic.vocabulary import CITIES, NETWORKS, City
+from pipeline.synthetic.world.net import RELAY_BY_COUNTRY, Place, place_in
 
 RELAY_ROTATION_S = (600.0, 2400.0)  # how long a Private Relay egress address lasts, roughly
 

@@ -9,19 +9,13 @@ from __future__ import annotations
 import math
 import random
 
+from pipeline.synthetic.vocabulary import CITIES, IN_FLIGHT, NETWORKS, UTC_OFFSET
 from pipeline.synthetic.world.model import Trip, User, WorldSpec, new_id, short_id
-from pipeline.synthetic.world.net import (
-    CITIES,
-    HOME_BY_COUNTRY,
-    IN_FLIGHT,
-    MOBILE_BY_COUNTRY,
-    NETWORKS,
-    RELAY_BY_COUNTRY,
-)
+from pipeline.synthetic.world.net import HOME_BY_COUNTRY, MOBILE_BY_COUNTRY, RELAY_BY_COUNTRY
 
-# (country, share of employees, UTC offset in November)
-OFFICES = (("DE", 0.40, 1), ("FR", 0.10, 1), ("NL", 0.07, 1), ("GB", 0.10, 0), ("ES", 0.05, 1),
-           ("IT", 0.05, 1), ("PL", 0.05, 1), ("US", 0.12, -5), ("JP", 0.03, 9), ("SG", 0.02, 8), ("IN", 0.01, 5.5))
+# (country, share of employees)
+OFFICES = (("DE", 0.40), ("FR", 0.10), ("NL", 0.07), ("GB", 0.10), ("ES", 0.05), ("IT", 0.05), ("PL", 0.05),
+           ("US", 0.12), ("JP", 0.03), ("SG", 0.02), ("IN", 0.01))
 FIRST = ("Anna", "Ben", "Chloe", "David", "Elif", "Finn", "Greta", "Hugo", "Ines", "Jonas", "Kai", "Lena", "Mateo",
          "Nora", "Omar", "Paula", "Quentin", "Rosa", "Sven", "Tara", "Umut", "Vera", "Wei", "Yuki", "Zoe")
 LAST = ("Schmidt", "Dubois", "de Vries", "Smith", "Garcia", "Rossi", "Nowak", "Miller", "Tanaka", "Tan", "Sharma",
@@ -48,9 +42,8 @@ def _region(country: str) -> str:
 def build_users(spec: WorldSpec) -> list[User]:
     rng = random.Random(f"{spec.seed}:population")
     users: list[User] = []
-    countries = [c for c, _, _ in OFFICES]
-    weights = [w for _, w, _ in OFFICES]
-    offsets = {c: tz for c, _, tz in OFFICES}
+    countries = [c for c, _ in OFFICES]
+    weights = [w for _, w in OFFICES]
     for i in range(spec.users):
         country = rng.choices(countries, weights)[0]
         first, last = rng.choice(FIRST), rng.choice(LAST)
@@ -65,7 +58,7 @@ def build_users(spec: WorldSpec) -> list[User]:
             id=user_id, login=f"{login}@acme.example", name=f"{first} {last}", idp=idp, country=country,
             city=rng.choice(CITIES[country]), home_net=rng.choice(HOME_BY_COUNTRY[country]),
             mobile_net=rng.choice(MOBILE_BY_COUNTRY.get(country) or HOME_BY_COUNTRY[country]),
-            tz_h=offsets[country], rng=user_rng,
+            tz_h=UTC_OFFSET[country], rng=user_rng,
         )
         user.home_ip = NETWORKS[user.home_net].address(user_rng)  # a household keeps its address for days
         if rng.random() < 0.2:

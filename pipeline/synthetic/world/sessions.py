@@ -7,15 +7,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.synthetic.vocabulary import (
+    BROWSER_AGENT,
+    HR_API,
+    KEYCLOAK_ISSUER,
+    MOBILE_APP_AGENT,
+    MOBILE_APP_CLIENT,
+    OKTA_ISSUER,
+    ORDERS_ADMIN_SCOPE,
+    ORDERS_API,
+    PAYMENTS_API,
+    PORTAL_CLIENT,
+    PORTAL_SCOPES,
+    VPC_PREFIX,
+)
 from pipeline.synthetic.world import emit
 from pipeline.synthetic.world.model import Records, User, new_id, short_id
 from pipeline.synthetic.world.net import Place
 
 # (method, path, required scope, audience)
 Route = tuple[str, str, str, str]
-
-BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
-MOBILE_APP = "AcmeMobile/4.12 (iPhone; iOS 18.1)"
 
 
 @dataclass(frozen=True)
@@ -25,28 +36,28 @@ class Client:
     routes: tuple[Route, ...]  # what its users call, all within its scopes
     denied: tuple[Route, ...]  # routes that need more: answered 403 (a normal failure)
     access_ttl: int
-    user_agent: str = BROWSER
+    user_agent: str = BROWSER_AGENT
     dpop: bool = False
     introspected_share: float = 0.0  # share of calls to a resource server that introspects instead
 
 
-PORTAL = Client("portal", ("openid", "profile", "orders:read", "payments:read"),
-                (("GET", "/orders/{n}", "orders:read", "orders-api"), ("GET", "/orders", "orders:read", "orders-api"),
-                 ("GET", "/payments/{n}", "payments:read", "payments-api")),
-                (("POST", "/orders", "orders:write", "orders-api"),), 300, introspected_share=0.1)
-MOBILE = Client("mobile-app", ("openid", "orders:read", "payments:read", "payments:write"),
-                (("GET", "/orders", "orders:read", "orders-api"), ("GET", "/payments/{n}", "payments:read", "payments-api"),
-                 ("POST", "/payments", "payments:write", "payments-api")),
-                (("DELETE", "/payments/{n}", "payments:admin", "payments-api"),), 300, MOBILE_APP, dpop=True)
-ADMIN_CONSOLE = Client("admin-console", ("openid", "profile", "orders:read", "orders:admin"),
-                       (("GET", "/admin/orders/{n}", "orders:admin", "orders-api"),
-                        ("PATCH", "/admin/orders/{n}", "orders:admin", "orders-api"),
-                        ("GET", "/orders", "orders:read", "orders-api")),
-                       (("DELETE", "/admin/tenants/{n}", "tenants:admin", "orders-api"),), 300)
+PORTAL = Client(PORTAL_CLIENT, PORTAL_SCOPES,
+                (("GET", "/orders/{n}", "orders:read", ORDERS_API), ("GET", "/orders", "orders:read", ORDERS_API),
+                 ("GET", "/payments/{n}", "payments:read", PAYMENTS_API)),
+                (("POST", "/orders", "orders:write", ORDERS_API),), 300, introspected_share=0.1)
+MOBILE = Client(MOBILE_APP_CLIENT, ("openid", "orders:read", "payments:read", "payments:write"),
+                (("GET", "/orders", "orders:read", ORDERS_API), ("GET", "/payments/{n}", "payments:read", PAYMENTS_API),
+                 ("POST", "/payments", "payments:write", PAYMENTS_API)),
+                (("DELETE", "/payments/{n}", "payments:admin", PAYMENTS_API),), 300, MOBILE_APP_AGENT, dpop=True)
+ADMIN_CONSOLE = Client("admin-console", ("openid", "profile", "orders:read", ORDERS_ADMIN_SCOPE),
+                       (("GET", "/admin/orders/{n}", ORDERS_ADMIN_SCOPE, ORDERS_API),
+                        ("PATCH", "/admin/orders/{n}", ORDERS_ADMIN_SCOPE, ORDERS_API),
+                        ("GET", "/orders", "orders:read", ORDERS_API)),
+                       (("DELETE", "/admin/tenants/{n}", "tenants:admin", ORDERS_API),), 300)
 HR_PORTAL = Client("0oa5hrportal", ("openid", "profile", "offline_access", "hr:read", "expenses:read", "expenses:write"),
-                   (("GET", "/hr/me", "hr:read", "api://hr"), ("GET", "/expenses", "expenses:read", "api://hr"),
-                    ("POST", "/expenses", "expenses:write", "api://hr")),
-                   (("GET", "/hr/salaries", "hr:admin", "api://hr"),), 3600)
+                   (("GET", "/hr/me", "hr:read", HR_API), ("GET", "/expenses", "expenses:read", HR_API),
+                    ("POST", "/expenses", "expenses:write", HR_API)),
+                   (("GET", "/hr/salaries", "hr:admin", HR_API),), 3600)
 GRAPH_APP = ("14d82eec-204b-4c2f-b7e8-296a70dab67e", "Acme Intranet")
 ADMIN_APP = ("c44b4083-3bb0-49c1-b47d-974e53cbdf3c", "Azure Portal")
 GRAPH_SCOPES = ("User.Read", "Mail.Read", "Calendars.Read", "Files.Read")
@@ -168,7 +179,7 @@ class KeycloakSession(Session):
                             error="invalid_token")
 
     def logout(self, t: float, place: Place) -> None:
-        self.keycloak_event(t, "LOGOUT", place, {"redirect_uri": "https://portal.acme.example/"}, client="portal")
+        self.keycloak_event(t, "LOGOUT", place, {"redirect_uri": "https://portal.acme.example/"}, client=PORTAL_CLIENT)
 
     def use(self, t: float, place: Place, status: int | None = None, route: Route | None = None) -> dict[str, Any]:
         rng = self.user.rng
@@ -177,14 +188,14 @@ class KeycloakSession(Session):
             assert self.token is not None
             self.calls += 1
             raw = emit.keycloak(new_id(rng), t, "INTROSPECT_TOKEN", "reports-api", self.user.id, self.id,
-                                f"10.0.4.{rng.randint(10, 14)}", {"token_id": self.token.id})
+                                f"{VPC_PREFIX}.4.{rng.randint(10, 14)}", {"token_id": self.token.id})
             self.rec.add(t, "keycloak", raw)
             return raw
         return super().use(t, place, status, route)
 
     def claims(self, token: Token, aud: str) -> dict[str, Any]:
         claims: dict[str, Any] = {"jti": token.id, "sub": self.user.id, "client_id": self.client.id, "sid": self.id,
-                                  "scope": " ".join(token.scopes), "iss": emit.KEYCLOAK_ISSUER, "aud": aud,
+                                  "scope": " ".join(token.scopes), "iss": KEYCLOAK_ISSUER, "aud": aud,
                                   "iat": int(token.iat), "exp": int(token.exp)}
         if self.client.dpop and self.user.device_key:
             claims["cnf"] = {"jkt": self.user.device_key}
@@ -233,7 +244,7 @@ class OktaSession(Session):
 
     def claims(self, token: Token, aud: str) -> dict[str, Any]:
         return {"jti": token.id, "sub": self.user.id, "client_id": self.client.id, "sid": self.id,
-                "scope": " ".join(token.scopes), "iss": emit.OKTA_ISSUER, "aud": aud,
+                "scope": " ".join(token.scopes), "iss": OKTA_ISSUER, "aud": aud,
                 "iat": int(token.iat), "exp": int(token.exp)}
 
 
@@ -273,7 +284,7 @@ class EntraSession(Session):
         if route is not None:
             method, uri = route[0], route[1]
         self.calls += 1
-        raw = emit.graph(new_id(rng), t, place, method, uri, status or (403 if denied else 200), BROWSER,
+        raw = emit.graph(new_id(rng), t, place, method, uri, status or (403 if denied else 200), BROWSER_AGENT,
                          self.app[0], self.user.id, token.id, list(token.scopes), token.iat)
         self.rec.add(t, "graph", raw)
         return raw
