@@ -77,9 +77,9 @@ def main() -> None:
             state.engine.submit(event)
         state.next_offsets[tp] = offset + 1
         if records % args.every == 0:
-            checkpoint(consumer, producer, "changelog", [state], [sink])  # type: ignore[arg-type]
+            checkpoint(consumer, producer, "changelog", [state], [sink])
             sink.documents.clear()
-    checkpoint(consumer, producer, "changelog", [state], [sink])  # type: ignore[arg-type]
+    checkpoint(consumer, producer, "changelog", [state], [sink])
     total = sum(producer.kinds.values())
     print(f"{records:,} input records, a checkpoint every {args.every:,}: {total:,} changelog records, "
           f"{total / records:.2f} per input record, {producer.bytes / 1e6:.1f} MB")

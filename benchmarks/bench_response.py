@@ -83,7 +83,7 @@ def main() -> None:
             alerts = eng.submit(trigger) + eng.flush()
             actions = executor.submit(alerts)
             elapsed = time.perf_counter() - start
-            states = [store.get_action(a.id).state for a in actions]  # type: ignore[union-attr]
+            states = [store.get_action(a.id).state for a in actions]  # type: ignore[union-attr]  # every submitted action is stored: a None fails the benchmark just the same
             if states != ["succeeded"]:
                 raise SystemExit(f"round {n}: expected one succeeded action, got {states}")
             requests += len(server.state.revocations) - before

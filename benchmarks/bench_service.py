@@ -169,7 +169,7 @@ class TimedService(Service):
                 self.committed_at = time.perf_counter()
                 self.done.set()
 
-        self.consumer.commit = timed_commit  # type: ignore[method-assign]
+        self.consumer.commit = timed_commit
 
     def _process(self, tp: TopicPartition, records: list[Any]) -> None:
         ready = tp.partition in self.states and records

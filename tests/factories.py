@@ -136,7 +136,7 @@ def event(
         network=place.network(user_agent) if place else Network(),
         request=request,
         outcome=Outcome(result="success" if success else "failure"),
-        revocation=Revocation(target=revoke) if kind is EventKind.REVOKED else None,  # type: ignore[arg-type]
+        revocation=Revocation(target=revoke) if kind is EventKind.REVOKED else None,  # type: ignore[arg-type]  # revoke is a plain str; Revocation validates the literal
     )
 
 

@@ -51,7 +51,7 @@ def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Ite
     """``parser`` and every sub-command below it, each with its words (``("breaker", "reset")``)."""
     yield path, parser
     for action in parser._actions:  # noqa: SLF001 -- argparse has no public way to list sub-parsers
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 -- as above
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 -- nor a public type for the sub-parsers action
             for name, child in action.choices.items():
                 yield from commands(child, (*path, name))
 

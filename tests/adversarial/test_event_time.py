@@ -28,11 +28,11 @@ def refresh_reuse(t: float, tag: str) -> list[CanonicalEvent]:
     family = dict(family=f"fam-{tag}", session=f"s-{tag}", scopes=("openid",), subject=f"user-{tag}")
     return [
         event("issued", t, token=f"rt-{tag}", token_type="refresh", expires_in=DAY,
-              grant_type="authorization_code", **family),  # type: ignore[arg-type]
+              grant_type="authorization_code", **family),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
         event("refreshed", t + 60, token=f"rt-{tag}-2", token_type="refresh", parent=f"rt-{tag}",
-              expires_in=DAY, grant_type="refresh_token", **family),  # type: ignore[arg-type]
+              expires_in=DAY, grant_type="refresh_token", **family),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
         event("refreshed", t + 360, token=f"rt-{tag}-x", token_type="refresh", parent=f"rt-{tag}",
-              expires_in=DAY, grant_type="refresh_token", place=SINGAPORE_VPS, **family),  # type: ignore[arg-type]
+              expires_in=DAY, grant_type="refresh_token", place=SINGAPORE_VPS, **family),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
     ]
 
 
@@ -40,9 +40,9 @@ def after_revocation(t: float) -> list[CanonicalEvent]:
     """An access token revoked, then used by whoever kept it."""
     common = dict(family="fam-r", session="s-r", subject="carol", scopes=("read",))
     return [
-        event("issued", t, token="at-r", expires_in=3_600.0, **common),  # type: ignore[arg-type]
-        event("revoked", t + 100, token="at-r", revoke="token", **common),  # type: ignore[arg-type]
-        event("used", t + 400, token="at-r", required=("read",), **common),  # type: ignore[arg-type]
+        event("issued", t, token="at-r", expires_in=3_600.0, **common),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
+        event("revoked", t + 100, token="at-r", revoke="token", **common),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
+        event("used", t + 400, token="at-r", required=("read",), **common),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
     ]
 
 

@@ -56,7 +56,7 @@ def respond(alerts: list[Alert], clock: Clock, config: ResponseConfig = CONFIG) 
         SqliteStore, Recorder, list[Action], list[dict[str, Any]]]:
     """Detection's alerts, in time order, through the policy and the executor."""
     store, rec, raised = SqliteStore(":memory:", clock=clock), Recorder(), []
-    executor = Executor(config, store, {"rec": rec}, clock=clock, on_alert=raised.append)  # type: ignore[dict-item]
+    executor = Executor(config, store, {"rec": rec}, clock=clock, on_alert=raised.append)  # type: ignore[dict-item]  # the Recorder double is duck-typed, not a Responder subclass
     ordered = sorted((a.to_json_dict() for a in alerts), key=lambda d: (d["@timestamp"], d["alert"]["id"]))
     planned = executor.submit(ordered)
     return store, rec, [store.get_action(a.id) or a for a in planned], raised  # as they ended

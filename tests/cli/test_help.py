@@ -59,7 +59,7 @@ def test_every_example_parses(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(OWN))
 def test_every_argument_has_help(name: str) -> None:
     missing = [action.dest for action in OWN[name]._actions  # noqa: SLF001 -- argparse lists no actions publicly
-               if action.help is None and not isinstance(action, argparse._SubParsersAction)]  # noqa: SLF001 -- as above
+               if action.help is None and not isinstance(action, argparse._SubParsersAction)]  # noqa: SLF001 -- argparse exports no public type for its subcommands action
     assert missing == [], name
 
 

@@ -25,7 +25,7 @@ PARIS = Place("90.12.8.31", "FR", "Paris", 48.86, 2.35, 3215, "Orange")
 
 
 def use(t: float, place: Place = BERLIN_HOME, **kw: object) -> CanonicalEvent:
-    return event("used", t, token="at-1", session="s-1", expires_in=3_600 - t, place=place, **kw)  # type: ignore[arg-type]
+    return event("used", t, token="at-1", session="s-1", expires_in=3_600 - t, place=place, **kw)  # type: ignore[arg-type]  # kw is typed object; callers pass event's own keywords
 
 
 def issued() -> CanonicalEvent:

@@ -124,7 +124,7 @@ def _hand_built() -> list[tuple[str, str]]:
     assert token_state is not None
 
     def used(t: float, place: Place = BERLIN_HOME, **kw: object) -> CanonicalEvent:
-        return event("used", t, token="at-1", session="s-1", scopes=("read",), place=place, **kw)  # type: ignore[arg-type]
+        return event("used", t, token="at-1", session="s-1", scopes=("read",), place=place, **kw)  # type: ignore[arg-type]  # kw is typed object; callers pass event's own keywords
 
     a, b, c = used(10), used(30, SINGAPORE_VPS), used(50, user_agent="curl/8.5.0")
     obs = (Observation(a), Observation(b), Observation(c))

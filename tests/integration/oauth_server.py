@@ -187,7 +187,7 @@ class OAuthServer:
         app = Flask("tokenwatch-test-idp")
         app.config.update(OAUTH2_REFRESH_TOKEN_GENERATOR=True, OAUTH2_TOKEN_EXPIRES_IN={"password": 3600})
         server = AuthorizationServer(app, query_client=self._client, save_token=self._save)
-        server.state = self.state  # type: ignore[attr-defined]
+        server.state = self.state
         server.register_grant(PasswordGrant)
         server.register_grant(RefreshGrant)
         server.register_endpoint(Revocation)

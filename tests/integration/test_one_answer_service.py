@@ -66,7 +66,7 @@ class _DrainedService(Service):
             if all(committed.get(p, 0) >= end for p, end in ends.items()):
                 self.drained.set()
 
-        self.consumer.commit = noting_commit  # type: ignore[method-assign]
+        self.consumer.commit = noting_commit
         self.engines: dict[int, Any] = {}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> bool:

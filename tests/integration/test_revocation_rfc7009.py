@@ -16,12 +16,12 @@ def responder(server: OAuthServer, monkeypatch: pytest.MonkeyPatch, secret: str 
               auth_method: str = "client_secret_basic") -> Rfc7009Responder:
     monkeypatch.setenv("TW_IDP_SECRET", secret)
     config = Rfc7009Config(revocation_endpoint=f"{server.url}/revoke", client_id="tokenwatch",
-                           auth_method=auth_method, client_secret_env="TW_IDP_SECRET")  # type: ignore[arg-type]
+                           auth_method=auth_method, client_secret_env="TW_IDP_SECRET")  # type: ignore[arg-type]  # auth_method is a plain str; pydantic checks the Literal
     return Rfc7009Responder("idp", config)
 
 
 def handle(token: str, kind: str) -> RevocationHandle:
-    return RevocationHandle("hmac:x", SecretStr(token), kind, 2e9)  # type: ignore[arg-type]
+    return RevocationHandle("hmac:x", SecretStr(token), kind, 2e9)  # type: ignore[arg-type]  # kind is a plain str; callers pass one of the two token types
 
 
 @pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post"])

@@ -20,7 +20,7 @@ METHODS = ["pty", *(["tmux"] if shutil.which("tmux") else [])]  # pty always; tm
 def test_capture_runs_the_command_in_a_terminal_of_that_size(method: str) -> None:
     script = ("import os, sys; size = os.get_terminal_size(); "
               "print(sys.stdout.isatty(), size.columns, os.environ['COLUMNS'], '\\x1b[31mred\\x1b[0m')")
-    shown = capture([sys.executable, "-c", script], 93, rows=40, method=method)  # type: ignore[arg-type]
+    shown = capture([sys.executable, "-c", script], 93, rows=40, method=method)  # type: ignore[arg-type]  # the parametrised method is a str; capture wants its Literal
     (row,) = ansi_png.parse(shown, 93)  # tmux re-encodes the escapes: compare what a terminal shows
     assert "".join(c for c, _ in row).rstrip() == "True 93 93 red"
     assert [style.fg for _, style in row[11:14]] == [ansi_png.PALETTE[1]] * 3 and row[10][1].fg is None

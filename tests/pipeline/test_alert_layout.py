@@ -18,9 +18,9 @@ from pipeline.store.network import TOR_EXIT_AS_ORGS, network_kinds
 ])
 def test_cut(how: str, expected: str) -> None:
     arn = "arn:aws:sts::111122223333:assumed-role/app-role/i-06679871c147141c9"
-    assert cut(arn, 18, how) == expected  # type: ignore[arg-type]
+    assert cut(arn, 18, how) == expected  # type: ignore[arg-type]  # the parametrised mode is a str; cut wants its Literal
     assert display_width(expected) == 18
-    assert cut("short", 18, how) == "short"  # type: ignore[arg-type]
+    assert cut("short", 18, how) == "short"  # type: ignore[arg-type]  # the parametrised mode is a str; cut wants its Literal
 
 
 def test_wide_characters_count_twice() -> None:

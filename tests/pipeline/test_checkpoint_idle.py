@@ -62,16 +62,16 @@ def test_an_idle_checkpoint_writes_and_commits_nothing(hasher) -> None:
     assert state.open_alerts(), "the sample leaves alerts inside their fold window"
     sink, consumer, producer = _CountingSink(name="memory"), _Consumer(), _Producer()
 
-    checkpoint(consumer, producer, "changelog", [state], [sink])  # type: ignore[arg-type]
+    checkpoint(consumer, producer, "changelog", [state], [sink])
     first = sink.written
     assert first > 0 and len(consumer.commits[-1]) == 1 and producer.sent > 0
 
     sent = producer.sent
-    checkpoint(consumer, producer, "changelog", [state], [sink])  # type: ignore[arg-type]
+    checkpoint(consumer, producer, "changelog", [state], [sink])
     assert sink.written == first  # no open alert staged again
     assert len(consumer.commits) == 1  # no offset commit
     assert producer.sent == sent  # no changelog record
 
     state.engine.flush()  # the held events are released: the safe offset moves on
-    checkpoint(consumer, producer, "changelog", [state], [sink])  # type: ignore[arg-type]
+    checkpoint(consumer, producer, "changelog", [state], [sink])
     assert len(consumer.commits) == 2 and consumer.commits[-1][tp].offset == state.next_offsets[tp]

@@ -109,7 +109,7 @@ def test_offsets_are_committed_after_the_changelog_and_the_flush_and_only_as_far
     inner = _GatedSink()
     slow, producer, consumer = BackgroundSink(inner), _Producer(), _Consumer()
     slow.add("dead_letter", "d1", {"reason": "x"})
-    pending = begin_checkpoint(producer, "changelog", [first, second], [slow], wait=False)  # type: ignore[arg-type]
+    pending = begin_checkpoint(producer, "changelog", [first, second], [slow], wait=False)
     # Every partition's state and offsets are taken as the flush begins, nothing is sent yet.
     assert pending is not None and producer.sent == [] and pending.offsets == {tp0: 20, tp1: 20}
     # The loop judges on: those events' alerts wait for the next flush, so their offsets are
@@ -125,7 +125,7 @@ def test_offsets_are_committed_after_the_changelog_and_the_flush_and_only_as_far
     while not pending.ready():
         pass
     pending.settle_sinks()
-    pending.commit(consumer)  # type: ignore[arg-type]
+    pending.commit(consumer)
     assert {tp: meta.offset for tp, meta in consumer.commits[-1].items()} == {tp0: 20, tp1: 20}
     assert inner.documents == {("dead_letter", "d1"): {"reason": "x"}}
 
@@ -140,10 +140,10 @@ def test_no_changelog_record_goes_out_before_every_flush_succeeded(hasher) -> No
     down = BackgroundSink(MemorySink(name="es", down="connection refused"))
     down.add("alert", "a1", {"v": 1})
     producer, consumer = _Producer(), _Consumer()
-    pending = begin_checkpoint(producer, "changelog", [state], [down], wait=False)  # type: ignore[arg-type]
+    pending = begin_checkpoint(producer, "changelog", [state], [down], wait=False)
     assert pending is not None and pending.changelog.records
     try:
-        complete(pending, consumer)  # type: ignore[arg-type]
+        complete(pending, consumer)
     except SinkUnavailable:
         pass
     else:

@@ -345,11 +345,11 @@ def test_a_delayed_source_holds_expiry_back_so_its_late_facts_find_the_state() -
     from tests.factories import rule_hits
 
     common = dict(token="at-r", subject="carol", session="s-r", scopes=("read",), expires_in=600.0)
-    okta = [event("issued", 8_000, source="okta", **common),  # type: ignore[arg-type]
-            event("revoked", 8_100, source="okta", revoke="token", **common),  # type: ignore[arg-type]
+    okta = [event("issued", 8_000, source="okta", **common),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
+            event("revoked", 8_100, source="okta", revoke="token", **common),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
             *(event("session_started", t, session=f"s-{t}", subject="erin", source="okta")
               for t in range(0, 9_000, 300))]
-    gateway = [event("used", t, source="gateway", required=("read",), **common)  # type: ignore[arg-type]
+    gateway = [event("used", t, source="gateway", required=("read",), **common)  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
                for t in (8_050, 8_400)]
     noise = [event("used", t, token=f"at-n{t}", subject="dave", source="gateway") for t in range(0, 16_000, 60)]
     base = at(0).timestamp()
@@ -378,12 +378,12 @@ def _files_one_after_another(first_file_ends: float) -> list[CanonicalEvent]:
     common = dict(token="at-r", subject="carol", session="s-r", scopes=("read",), expires_in=600.0)
     other = [event("session_started", t, session=f"k-{t}", subject="erin", source="k8s")
              for t in range(0, int(first_file_ends) + 1, 300)]
-    gateway = sorted([*(event("used", t, source="gateway", required=("read",), **common)  # type: ignore[arg-type]
+    gateway = sorted([*(event("used", t, source="gateway", required=("read",), **common)  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
                         for t in (8_050, 8_400)),
                       *(event("used", t, token=f"at-n{t}", subject="dave", source="gateway")
                         for t in range(0, 16_000, 60))], key=lambda ev: ev.epoch)
-    okta = [event("issued", 8_000, source="okta", **common),  # type: ignore[arg-type]
-            event("revoked", 8_100, source="okta", revoke="token", **common)]  # type: ignore[arg-type]
+    okta = [event("issued", 8_000, source="okta", **common),  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
+            event("revoked", 8_100, source="okta", revoke="token", **common)]  # type: ignore[arg-type]  # mypy joins the dict(...)'s mixed values into one type; each key fits its keyword
     return [*other, *gateway, *okta]
 
 

@@ -338,7 +338,7 @@ def test_event_geo_without_accuracy_gets_the_default(enricher: Enricher) -> None
     no_position = enricher(ev(ip="88.198.10.10", geo=Geo(country="DE", source="event"))).network.geo
     assert no_position is not None and no_position.accuracy_km is None
     narrow = Enricher(EnrichConfig(event_geo_accuracy_km=5))
-    assert narrow(ev(geo=geo)).network.geo.accuracy_km == 5.0  # type: ignore[union-attr]
+    assert narrow(ev(geo=geo)).network.geo.accuracy_km == 5.0  # type: ignore[union-attr]  # the event's own geo is kept: a None fails the test just the same
 
 
 def test_event_geo_is_fixed_without_any_address(enricher: Enricher) -> None:
@@ -393,7 +393,7 @@ def test_allowlist_entry_needs_a_matcher_and_unknown_keys_are_refused() -> None:
     with pytest.raises(ValidationError, match="no cidrs, asns or as_orgs"):
         EnrichConfig(allowlist=[{"name": "empty"}])
     with pytest.raises(ValidationError):
-        EnrichConfig(allow_list=[])  # type: ignore[call-arg]
+        EnrichConfig(allow_list=[])  # type: ignore[call-arg]  # the misspelt key on purpose: it must be refused
 
 
 def test_every_config_field_is_described() -> None:
@@ -470,7 +470,7 @@ def write_mmdb(path: Path, records: list[tuple[str, dict[str, Any]]], database_t
             if nodes[node][bit] is None:
                 nodes.append([None, None])
                 nodes[node][bit] = ("node", len(nodes) - 1)
-            node = nodes[node][bit][1]  # type: ignore[index]
+            node = nodes[node][bit][1]  # type: ignore[index]  # the walk follows only the ("node", i) entries set above
     count = len(nodes)
 
     def pointer(rec: tuple[str, int] | None) -> int:

@@ -33,7 +33,7 @@ CONFIG = ResponseConfig(enabled=True, routes={"*": "rec"}, max_auto_per_minute=5
 
 def executor(store: SqliteStore, clock: Clock, responder: Recorder, config: ResponseConfig = CONFIG,
              **kw) -> Executor:
-    return Executor(config, store, {"rec": responder}, clock=clock, rng=lambda: 1.0, **kw)  # type: ignore[dict-item]
+    return Executor(config, store, {"rec": responder}, clock=clock, rng=lambda: 1.0, **kw)  # type: ignore[dict-item]  # the Recorder double is duck-typed, not a Responder subclass
 
 
 def test_auto_action_runs_once_is_audited_and_emits_a_revoked_event(store: SqliteStore, clock: Clock) -> None:
@@ -48,7 +48,7 @@ def test_auto_action_runs_once_is_audited_and_emits_a_revoked_event(store: Sqlit
     assert trail == [("revoke.plan", "pending", "tokenwatch"), ("revoke.attempt", "attempt 1", "tokenwatch"),
                      ("revoke.result", "succeeded", "tokenwatch")]
     event = CanonicalEvent.model_validate(revoked[0])
-    assert (event.kind, event.revocation.target, event.token.family_id) == ("revoked", "family", "fam-1")  # type: ignore[union-attr]
+    assert (event.kind, event.revocation.target, event.token.family_id) == ("revoked", "family", "fam-1")  # type: ignore[union-attr]  # a revoked event carries its revocation and token
 
 
 def test_retry_with_backoff_honouring_retry_after_then_success(store: SqliteStore, clock: Clock) -> None:
@@ -159,14 +159,14 @@ def test_a_cancel_landing_between_read_and_claim_wins_and_nothing_is_sent(store:
             store.transition_action(action_id, "cancel", "analyst", note="stop")
         return found
 
-    store.get_action = read_then_cancel  # type: ignore[method-assign]
+    store.get_action = read_then_cancel  # type: ignore[method-assign]  # patched on this instance: the cancel lands right after the retry's read
     assert ex.run_due() == 1
-    store.get_action = read  # type: ignore[method-assign]
+    store.get_action = read  # type: ignore[method-assign]  # patched back: the store's own read again
     final = store.get_action(action.id)
     assert final is not None and (final.state, final.attempts) == ("cancelled", 1) and len(rec.calls) == 1
     # Benign twin: without the cancel, the retry is claimed, sent and recorded.
     [other] = ex.submit([alert_doc(2)])
-    assert store.get_action(other.id).state == "succeeded" and len(rec.calls) == 2  # type: ignore[union-attr]
+    assert store.get_action(other.id).state == "succeeded" and len(rec.calls) == 2  # type: ignore[union-attr]  # the action exists: a None fails the test just the same
 
 
 def test_a_result_never_overwrites_a_state_the_attempt_did_not_claim(store: SqliteStore, clock: Clock) -> None:
@@ -211,7 +211,7 @@ class _Revocations:
     def __init__(self) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import parse_qs
-        sent = self.sent = []  # type: ignore[var-annotated]
+        sent = self.sent = []  # type: ignore[var-annotated]  # the tokens received; a chained assignment takes no annotation
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -251,7 +251,7 @@ def test_a_forged_handle_declaring_a_family_is_not_believed(store: SqliteStore, 
     config = Rfc7009Config(revocation_endpoint=endpoint.url, fallback="kc" if fallback else None,
                            clients={"portal": ClientCredentialsRef(client_secret_env="TW_PORTAL_SECRET")})
     kc = Recorder()
-    kc.name, kc.kinds = "kc", frozenset({"family", "session", "subject"})  # type: ignore[misc]  # like keycloak
+    kc.name, kc.kinds = "kc", frozenset({"family", "session", "subject"})  # like keycloak
     idp = Rfc7009Responder("idp", config)
     ex = Executor(CONFIG.model_copy(update={"routes": {"*": "idp"}}), store, {"idp": idp, "kc": kc}, handles,
                   clock=clock, rng=lambda: 1.0)
@@ -277,14 +277,14 @@ def test_a_family_handle_named_only_in_the_evidence_is_believed(store: SqliteSto
             return [RevocationHandle("at-9", SecretStr("raw"), "access_token", 2e9, target.id)]
 
     rec = Recorder()
-    rec.needs_handle = True  # type: ignore[misc]
-    rec.fallback = lambda: None  # type: ignore[attr-defined]
+    rec.needs_handle = True
+    rec.fallback = lambda: None  # type: ignore[attr-defined]  # the double has no fallback; the executor asks a needs_handle responder for one
     ex = executor(store, clock, rec, handles=Handles())
     doc = alert_doc()
     doc["evidence"][0]["token_id"] = "at-9"
     [named, unnamed] = ex.submit([doc, alert_doc(2)])  # alert 2 names rt-2 only: at-9 is not believed for it
-    assert store.get_action(named.id).state == "succeeded"  # type: ignore[union-attr]
-    assert store.get_action(unnamed.id).state == "gave_up"  # type: ignore[union-attr]
+    assert store.get_action(named.id).state == "succeeded"  # type: ignore[union-attr]  # the action exists: a None fails the test just the same
+    assert store.get_action(unnamed.id).state == "gave_up"  # type: ignore[union-attr]  # the action exists: a None fails the test just the same
     assert [t.label() for t in rec.calls] == ["family:fam-1"]
 
 
@@ -355,7 +355,7 @@ class ScriptedServer:
             while b"\r\n\r\n" not in data:
                 data += conn.recv(65536)
             head, _, body = data.partition(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]  # the client always sends Content-Length with its body
             while len(body) < length:
                 body += conn.recv(65536)
             try:
@@ -418,7 +418,7 @@ def _rfc7009_against(respond: Callable[[socket.socket, ScriptedServer], None], s
     responder = Rfc7009Responder("idp", config)
     response_config = CONFIG.model_copy(update={"routes": {"*": "idp"}, "backoff_max_s": 300.0})
     try:
-        yield Executor(response_config, store, {"idp": responder}, OneHandle(),  # type: ignore[arg-type]
+        yield Executor(response_config, store, {"idp": responder}, OneHandle(),  # type: ignore[arg-type]  # OneHandle is a duck-typed double of HandleStore
                        clock=clock, rng=lambda: 1.0), server
     finally:
         responder.close()
@@ -505,10 +505,10 @@ def test_a_family_without_handle_falls_back_to_the_named_responder(store: Sqlite
     config = Rfc7009Config(revocation_endpoint="https://sso.test/revoke", fallback="rec",
                            clients={"portal": ClientCredentialsRef(client_secret_env="TW_PORTAL_SECRET")})
     rec = Recorder()
-    rec.kinds = frozenset({"family", "session", "subject"})  # type: ignore[misc]  # like the keycloak responder
+    rec.kinds = frozenset({"family", "session", "subject"})  # like the keycloak responder
     responders = {"idp": Rfc7009Responder("idp", config), "rec": rec}
     routed = CONFIG.model_copy(update={"routes": {"*": "idp"}})
-    ex = Executor(routed, store, responders, None, clock=clock, rng=lambda: 1.0)  # type: ignore[arg-type]
+    ex = Executor(routed, store, responders, None, clock=clock, rng=lambda: 1.0)  # type: ignore[arg-type]  # the dict mixes a real responder and the duck-typed Recorder
     token_alert = alert_doc(2, action="revoke_token", rule="post_revocation_use.after_revocation")
     [family, token] = ex.submit([alert_doc(1), token_alert])
     fell_back, refused = store.get_action(family.id), store.get_action(token.id)

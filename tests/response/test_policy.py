@@ -63,7 +63,7 @@ def test_plan_builds_an_idempotent_action() -> None:
     config = ResponseConfig(routes={"idp": "kc"}, dry_run=True)
     action = plan(alert_doc(), config, T0)
     assert action is not None
-    assert action.id == action_id("al-1", action.target) == plan(alert_doc(), config, T0).id  # type: ignore[union-attr]
+    assert action.id == action_id("al-1", action.target) == plan(alert_doc(), config, T0).id  # type: ignore[union-attr]  # the same alert plans an action again (not None, above)
     assert (action.mode, action.state, action.responder, action.dry_run, action.actor) == (
         "auto", "pending", "kc", True, "tokenwatch")
     manual = plan(alert_doc(rule="replay.concurrent_use"), config, T0, mode="manual", actor="ana")

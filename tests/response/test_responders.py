@@ -68,7 +68,7 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def _rfc7009(secret_env: str, handler, auth_method: str = "client_secret_basic") -> Rfc7009Responder:
     config = Rfc7009Config(revocation_endpoint="https://idp.test/revoke", client_id="tw client",
-                           auth_method=auth_method, client_secret_env=secret_env)  # type: ignore[arg-type]
+                           auth_method=auth_method, client_secret_env=secret_env)  # type: ignore[arg-type]  # auth_method is a plain str; pydantic checks the Literal
     return Rfc7009Responder("idp", config, httpx.MockTransport(handler))
 
 
@@ -160,7 +160,7 @@ def test_secrets_never_in_reprs_and_missing_secret_is_named(secret_env: str, tmp
     config = Rfc7009Config(revocation_endpoint="https://x/r", client_id="c", client_secret_file=secret_file)
     form: dict[str, str] = {}
     assert Rfc7009Responder("idp", config.model_copy(update={"auth_method": "client_secret_post"})) \
-        .credentials_for(FAMILY, HANDLE).apply(form) is None  # type: ignore[union-attr]
+        .credentials_for(FAMILY, HANDLE).apply(form) is None  # type: ignore[union-attr]  # credentials, not a refusal: a ResponderResult fails the test just the same
     assert form["client_secret"] == "from-file"
 
 
@@ -417,7 +417,7 @@ def test_okta_revokes_one_refresh_token_by_id(secret_env: str) -> None:
 
     def token(token_id: str, hint: str | None = "refresh_token", user: str | None = "00u1") -> RevocationTarget:
         return RevocationTarget(kind="token", id=token_id, user_id=user, client_id="0oa9",
-                                token_type_hint=hint)  # type: ignore[arg-type]
+                                token_type_hint=hint)  # type: ignore[arg-type]  # hint is a plain str; pydantic checks the Literal
 
     assert okta.revoke(token("oar5a"), None).reason == "revoke refresh token: HTTP 204"
     assert okta.revoke(token("oar5b", hint=None), None).outcome == "done"

@@ -26,7 +26,7 @@ USER_SESSIONS = "/api/v1/users/00u8f2kq1zXyAbCdE5d7/sessions"
 
 
 @pytest.fixture
-def ctx(hasher) -> AdapterContext:  # type: ignore[no-untyped-def]
+def ctx(hasher) -> AdapterContext:  # type: ignore[no-untyped-def]  # pytest passes the conftest's hasher fixture; its type is not spelled here
     return AdapterContext(hash_token=hasher)
 
 

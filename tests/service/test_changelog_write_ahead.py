@@ -90,7 +90,7 @@ def test_only_ids_of_events_that_can_be_delivered_again_are_written(hasher) -> N
     held = state.engine.pending_event_ids()
     assert held, "the sample leaves events in the reorder buffer at its end"
     consumer, producer = _Consumer(), _Producer()
-    checkpoint(consumer, producer, "changelog", [state], [MemorySink(name="memory")])  # type: ignore[arg-type]
+    checkpoint(consumer, producer, "changelog", [state], [MemorySink(name="memory")])
     committed = consumer.commits[-1][TP].offset
     assert 0 < committed < len(lines)
 
@@ -113,7 +113,7 @@ def test_a_crash_after_the_checkpoint_ends_like_a_run_that_never_stopped(hasher)
     first = new_partition_state(0, Settings(), None)
     before = _feed(first, normalizer, lines[:cut], 0)
     consumer, producer = _Consumer(), _Producer()
-    checkpoint(consumer, producer, "changelog", [first], [MemorySink(name="memory")])  # type: ignore[arg-type]
+    checkpoint(consumer, producer, "changelog", [first], [MemorySink(name="memory")])
     committed = consumer.commits[-1][TP].offset
     assert committed < cut, "events still held must be delivered again after the crash"
 

@@ -72,10 +72,10 @@ def test_a_kill_after_a_checkpoint_in_flight_loses_no_alert(hasher, judged_in_fl
         first, sink = new_partition_state(0, Settings(), None), MemorySink(name="memory")
         consumer, producer = _Consumer(), _Producer()
         _judge(first, normalizer, lines, 0, begin_at, sink)
-        pending = begin_checkpoint(producer, "changelog", [first], [sink], wait=False)  # type: ignore[arg-type]
+        pending = begin_checkpoint(producer, "changelog", [first], [sink], wait=False)
         assert pending is not None
         _judge(first, normalizer, lines, begin_at, begin_at + judged_in_flight, sink)  # the loop goes on
-        complete(pending, consumer)  # type: ignore[arg-type]
+        complete(pending, consumer)
         # kill -9 here: whatever the sinks hold unflushed is gone.
         durable = {doc_id for (kind, doc_id) in sink.documents if kind == "alert"}
         committed = consumer.commits[-1][TP].offset if consumer.commits else 0
@@ -102,16 +102,16 @@ def test_a_kill_between_the_changelog_ack_and_the_commit_raises_each_alert_once(
             first, sink = new_partition_state(0, Settings(), None), MemorySink(name="memory")
             consumer, producer = _Consumer(), _Producer()
             raised = _judge(first, normalizer, lines, 0, committed_at, sink)
-            checkpoint(consumer, producer, "changelog", [first], [sink])  # type: ignore[arg-type]
+            checkpoint(consumer, producer, "changelog", [first], [sink])
             raised += _judge(first, normalizer, lines, committed_at, acked_at, sink)
-            pending = begin_checkpoint(producer, "changelog", [first], [sink])  # type: ignore[arg-type]
+            pending = begin_checkpoint(producer, "changelog", [first], [sink])
             assert pending is not None
             pending.settle_sinks()
             pending.changelog.wait(1.0)
             # kill -9 here: the changelog holds this checkpoint, the group the one before.
             committed = consumer.commits[-1][TP].offset
             second = new_partition_state(0, Settings(), None)
-            restore_partition(_ChangelogTopic(producer.records), "changelog", second)  # type: ignore[arg-type]
+            restore_partition(_ChangelogTopic(producer.records), "changelog", second)
             resume = second.resume_position(TP, committed)
             assert resume is not None and resume >= committed
             replayed = _feed(second, normalizer, lines, resume) + second.engine.flush()
@@ -129,7 +129,7 @@ def test_records_of_a_failed_flush_go_out_before_the_checkpoint_that_carries_the
     """A partition's checkpoints reach the changelog in sequence: the records a failed flush left
     unsent (checkpoint N) precede those of the checkpoint that carries them (N+1)."""
     producer = _Producer()
-    send = ChangelogSend(producer, "changelog", deque([(0, b"c:n+1", b"new")]), None)  # type: ignore[arg-type]
+    send = ChangelogSend(producer, "changelog", deque([(0, b"c:n+1", b"new")]), None)
     send.carry([(0, b"c:n:0", b"old"), (0, b"c:n:1", b"old")])
     send.wait(1.0)
     assert [key for key, _ in producer.records] == [b"c:n:0", b"c:n:1", b"c:n+1"] and send.total == 3

@@ -161,7 +161,7 @@ def test_the_listener_runs_the_revoke_off_the_io_thread_and_reraises_its_failure
         threads.append(threading.current_thread().name)
         return checkpoint(states)
 
-    owner.rebalance._checkpoint = noting  # noqa: SLF001 -- see above
+    owner.rebalance._checkpoint = noting  # noqa: SLF001 -- the test records which thread checkpoints
     asyncio.run(listener.on_partitions_revoked({A0}))
     assert threads == ["tokenwatch-revoke"] and owner.states == {}
 

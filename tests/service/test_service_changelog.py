@@ -535,8 +535,8 @@ def test_sinks_back_after_a_refused_commit_resume_nothing(hasher: Any, broker: _
     service = _service(hasher, sink)
     group = service.consumer
     resumed: list[TopicPartition] = []
-    group.paused = lambda: {TP}  # type: ignore[method-assign]  # the double's pause state, seen from here
-    group.resume = lambda *tps: resumed.extend(tps)  # type: ignore[method-assign]  # recorded
+    group.paused = lambda: {TP}  # the double's pause state, seen from here
+    group.resume = lambda *tps: resumed.extend(tps)  # recorded
     _judge(service, 0, 20)
     sink.fail_next = True
     assert not service.checkpoint(retry=False) and service.paused_reason is not None
