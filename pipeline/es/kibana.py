@@ -1,7 +1,9 @@
 """The Kibana saved-objects export for the alert indices, and the Elastic Security rule that
 raises tokenwatch alerts into Security → Alerts.
 
-``python -m pipeline.es.kibana`` writes both files under ``pipeline/data/kibana/``:
+``make regen`` (``pipeline/regen.py``, with the other files generated from the rules) writes
+both files under ``pipeline/data/kibana/``; ``python -m pipeline.es.kibana`` writes these two
+alone:
 
 - ``tokenwatch.ndjson`` (Stack Management → Saved Objects → Import): the data view of
   ``tokenwatch-alerts-*``, one saved search per registered rule and one of open alerts,
@@ -26,9 +28,12 @@ from detectors import DETECTORS
 from pipeline.es.mitre import rule_threat
 from pipeline.es.security import DATASET, ELASTIC_RISK_SCORE, MODULE, rule_uuid
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kibana"
-EXPORT = DATA_DIR / "tokenwatch.ndjson"
-DETECTION_RULE = DATA_DIR / "tokenwatch-detection-rule.ndjson"
+EXPORT_PATH = "pipeline/data/kibana/tokenwatch.ndjson"  # relative to the repository root, as regen names files
+DETECTION_RULE_PATH = "pipeline/data/kibana/tokenwatch-detection-rule.ndjson"
+_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = _ROOT / "pipeline" / "data" / "kibana"
+EXPORT = _ROOT / EXPORT_PATH
+DETECTION_RULE = _ROOT / DETECTION_RULE_PATH
 
 INDEX_PATTERN = "tokenwatch-alerts-*"
 DATA_VIEW_ID = "tokenwatch-alerts"
@@ -197,14 +202,25 @@ def ndjson(objects: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(obj, sort_keys=True, ensure_ascii=False) + "\n" for obj in objects)
 
 
+def export_ndjson() -> str:
+    """The text of ``tokenwatch.ndjson`` (what ``make regen`` writes)."""
+    return ndjson(saved_objects())
+
+
+def detection_rule_ndjson() -> str:
+    """The text of ``tokenwatch-detection-rule.ndjson`` (what ``make regen`` writes)."""
+    return ndjson([detection_rule()])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the export and the detection rule (``--check``: exit 1 if the files differ)."""
+    """Write the export and the detection rule (``--check``: exit 1 if the files differ); ``make
+    regen`` writes them too, and ``tests/test_regen.py`` fails while they are stale."""
     check = "--check" in (argv if argv is not None else sys.argv[1:])
-    wanted = {EXPORT: ndjson(saved_objects()), DETECTION_RULE: ndjson([detection_rule()])}
+    wanted = {EXPORT: export_ndjson(), DETECTION_RULE: detection_rule_ndjson()}
     stale = [path for path, text in wanted.items() if not path.exists() or path.read_text(encoding="utf-8") != text]
     if check:
         for path in stale:
-            print(f"{path} is out of date: run python -m pipeline.es.kibana", file=sys.stderr)
+            print(f"{path} is out of date: run make regen", file=sys.stderr)
         return 1 if stale else 0
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     for path in stale:
