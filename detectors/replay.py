@@ -9,13 +9,18 @@ mTLS), the cloud it was issued in, the pod it was issued to (checked by
 is by absolute event-time distance, so an event that arrives late is judged
 exactly like one that arrived on time.
 
-Concurrent use is decided, then described: ``ReplayDetector.judge_concurrent_use`` files
-the use in the token's timeline and returns a frozen ``ConcurrentUse`` (or None for one
-holder); ``concurrent_use_finding`` words it.
+Each rule is decided, then described: the deciding method returns a frozen match of
+facts (or None), and a pure function words it as the alert. Refresh reuse:
+``_refreshed`` → ``RefreshReuse`` → ``refresh_reuse_finding``, and ``_reported_reuse`` →
+``ReportedReuse`` → ``reported_reuse_finding``. Concurrent use:
+``ReplayDetector.judge_concurrent_use`` files the use in the token's timeline and returns a
+``ConcurrentUse``, worded by ``concurrent_use_finding``. Duplicate request: ``_duplicate`` →
+``DuplicateRequest`` → ``duplicate_request_finding``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Final
@@ -143,6 +148,41 @@ class ConcurrentUse:
     window_s: float  # the concurrency window the uses fell in
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshReuse:
+    """A rotated refresh token redeemed again, as ``ReplayDetector._refreshed`` found it:
+    everything the ``refresh_reuse`` alert says."""
+
+    event: CanonicalEvent  # the redemption that showed it
+    redeemed: str  # the refresh token redeemed twice
+    rotation: Observation  # its redemption that rotated it
+    current: Observation  # ``event``'s
+    family_id: str | None
+    gap_s: float  # between the two redemptions, absolute
+    grace_s: float  # the grace period a retry may fall in
+    not_a_retry: str | None  # inside the grace period, what differs ("client" or "network"); None past it
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedReuse:
+    """The IdP reported a refresh token's reuse (``ReplayDetector._reported_reuse``)."""
+
+    event: CanonicalEvent  # the report
+    token_state: TokenState | None  # what state knew of the reported token
+    family_id: str | None  # the token's family, else the report's session
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateRequest:
+    """One request id accepted twice for one token, as ``ReplayDetector._duplicate`` found it."""
+
+    event: CanonicalEvent  # the second acceptance
+    request_id: str
+    first: SeenRequest  # the first acceptance, as the duplicate window keeps it
+    earlier: Observation | None  # the first acceptance among the token's uses, when state still has it
+    token_state: TokenState | None
+
+
 class ReplayDetector(Detector[ReplayConfig]):
     name: ClassVar[str] = "replay"
     rules: ClassVar[tuple[RuleMeta, ...]] = (REFRESH_REUSE, CONCURRENT_USE, BINDING_MISMATCH, DUPLICATE_REQUEST)
@@ -168,9 +208,11 @@ class ReplayDetector(Detector[ReplayConfig]):
                 return []  # a rejected request proves nothing was accepted twice
             return self._used(event, ref, state)
         if kind is EventKind.REFRESHED and event.token is not None:
-            return self._refreshed(event, event.token, state)
+            reuse = self._refreshed(event, event.token, state)
+            return [refresh_reuse_finding(reuse)] if reuse is not None else []
         if kind is EventKind.REUSE_REPORTED:
-            return self._reported_reuse(event, event.token, state)
+            reported = self._reported_reuse(event, event.token, state)
+            return [reported_reuse_finding(reported)] if reported is not None else []
         return []
 
     def expire(self, watermark: float, state: StateStore) -> None:
@@ -185,45 +227,27 @@ class ReplayDetector(Detector[ReplayConfig]):
         return state.table(self.name, "requests", SEEN_REQUEST)
 
     # -- refresh reuse -----------------------------------------------------------
-    def _refreshed(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
-        failed = event.outcome.result == "failure"
+    def _refreshed(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> RefreshReuse | None:
+        """Whether this redemption redeems a refresh token already rotated by another one: the
+        facts of two holders, or None (no rotation known, or one client retrying inside the grace)."""
         # A failed redemption may name only the presented token (nothing new was minted).
-        redeemed = ref.parent_id or (ref.id if failed else None)
+        redeemed = ref.parent_id or (ref.id if event.outcome.result == "failure" else None)
         token_state = state.tokens.get(redeemed) if redeemed else None
         rotation = token_state.rotation if token_state is not None else None
         if rotation is None or not rotation.success or rotation.event_id == event.event_id:
-            return []
+            return None
         assert redeemed is not None and token_state is not None
         current = Observation(event)
         gap = abs(current.time - rotation.time)
-        why = ""
+        other: str | None = None
         if gap <= self._grace:
             other = _other_client_context(rotation, current)
             if other is None:
-                return []  # a retry of the same client after a lost response
-            why = f" (inside the {describe.duration(self._grace)} grace period, but {other})"
-        first, second = (rotation, current) if rotation.time <= current.time else (current, rotation)
+                return None  # a retry of the same client after a lost response
         family = token_state.family_id or ref.family_id
-        outcome = "; the IdP rejected it, so someone still holds the old token" if failed else ""
-        summary = (
-            f"Refresh token redeemed again {describe.duration(gap)} after it was rotated{why}, "
-            f"from {describe.place(second)} vs {describe.place(first)}{outcome} "
-            f"(token {redeemed}{f', family {family}' if family else ''})."
-        )
-        return [Finding(
-            rule=REFRESH_REUSE,
-            event=event,
-            key=redeemed,
-            summary=summary,
-            evidence=(first.evidence(redeemed), second.evidence(redeemed)),
-            family_id=family,
-            token_id=redeemed,
-            details={"refresh_token_id": redeemed, "minted_token_id": ref.id if ref.id != redeemed else None,
-                     "gap_s": round(gap, 3), "inside_grace": gap <= self._grace,
-                     "reuse_outcome": event.outcome.result},
-        )]
+        return RefreshReuse(event, redeemed, rotation, current, family, gap, self._grace, other)
 
-    def _reported_reuse(self, event: CanonicalEvent, ref: TokenRef | None, state: StateStore) -> list[Finding]:
+    def _reported_reuse(self, event: CanonicalEvent, ref: TokenRef | None, state: StateStore) -> ReportedReuse | None:
         """The IdP detected the reuse itself (Okta refresh-token reuse detection): take its word.
 
         Without a token in the report the alert is about the session's token family."""
@@ -231,17 +255,8 @@ class ReplayDetector(Detector[ReplayConfig]):
         family = (ref.family_id if ref is not None else None) or (token_state.family_id if token_state is not None else None)
         family = family or event.session_id
         if ref is None and family is None:
-            return []
-        reporter = _SOURCE_LABEL.get(event.source, event.source)
-        ids = ", ".join(part for part in (f"token {ref.id}" if ref is not None else None,
-                                          f"family {family}" if family else None) if part)
-        summary = f"Refresh token reuse reported by {reporter}, from {describe.place(event)}{f' ({ids})' if ids else ''}."
-        key = ref.id if ref is not None else f"family:{family}"
-        return [Finding(
-            rule=REFRESH_REUSE, event=event, key=key, summary=summary,
-            evidence=describe.evidence_with_issue(event, token_state), family_id=family,
-            details={"refresh_token_id": ref.id if ref is not None else None, "reported_by": event.source},
-        )]
+            return None
+        return ReportedReuse(event, token_state, family)
 
     # -- uses ------------------------------------------------------------------
     def _used(self, event: CanonicalEvent, ref: TokenRef, state: StateStore) -> list[Finding]:
@@ -265,7 +280,7 @@ class ReplayDetector(Detector[ReplayConfig]):
         if request_id is not None:
             duplicate = self._duplicate(event, ref, request_id, when, token_state, state)
             if duplicate is not None:
-                findings.append(duplicate)
+                findings.append(duplicate_request_finding(duplicate))
         return findings
 
     def judge_concurrent_use(
@@ -310,47 +325,21 @@ class ReplayDetector(Detector[ReplayConfig]):
     def _duplicate(
         self, event: CanonicalEvent, ref: TokenRef, request_id: str, when: float,
         token_state: TokenState | None, state: StateStore,
-    ) -> Finding | None:
+    ) -> DuplicateRequest | None:
+        """Whether this accepted use repeats a request id the token used within the duplicate
+        window (the facts, or None), filing the id when it is new or its window has passed."""
         # Keyed by a stable hash of (token, request id): a dict entry of ints and floats
         # instead of two strings per request; kept in arrival order for expiry.
         requests = self._requests(state)
         key = stable_hash(ref.id, request_id)
         seen = requests.get(key)
         if seen is not None and seen.event_id != event.event_id and abs(when - seen.first_seen) <= self._dup_window:
-            return self._duplicate_finding(event, ref, request_id, when, seen, token_state)
+            accepted = token_state.accepted if token_state is not None else ()
+            return DuplicateRequest(event, request_id, seen, _use_of(accepted, seen.event_id), token_state)
         if seen is None or abs(when - seen.first_seen) > self._dup_window:
             requests.put_last(key, SeenRequest(when, event.event_id, event.source))
             requests.evict_oldest(self._cap)
         return None
-
-    def _duplicate_finding(
-        self, event: CanonicalEvent, ref: TokenRef, request_id: str, when: float,
-        seen: SeenRequest, token_state: TokenState | None,
-    ) -> Finding:
-        first_time, first_id, first_source = seen.first_seen, seen.event_id, seen.source
-        earlier = next((u for u in token_state.accepted if u.event_id == first_id), None) if token_state is not None else None
-        last = describe.place(event)
-        if earlier is not None:
-            first_item = earlier.evidence(ref.id)
-            before = describe.place(earlier)
-            where = f", both times from {last}" if before == last else f", from {before} and {last}"
-        else:
-            first_item = EvidenceItem(
-                event_id=first_id, kind=EventKind.USED.value,
-                time=datetime.fromtimestamp(first_time, tz=timezone.utc), source=first_source,
-                token_id=ref.id, request_id=request_id, outcome="success",
-            )
-            where = f", the second time from {last}"
-        summary = (
-            f"Request accepted twice, {describe.duration(when - first_time)} apart{where} "
-            f"(request {request_id}, {token_label(ref, token_state).lower()} {ref.id})."
-        )
-        evidence = sorted((first_item, EvidenceItem.of(event)), key=lambda item: item.time)
-        return Finding(
-            rule=DUPLICATE_REQUEST, event=event, key=ref.id, summary=summary, evidence=tuple(evidence),
-            family_id=(token_state.family_id if token_state is not None else None) or ref.family_id,
-            details={"request_id": request_id, "first_event_id": first_id, "gap_s": round(abs(when - first_time), 3)},
-        )
 
 
 def _timeline_to_file(
@@ -388,12 +377,106 @@ def concurrent_use_finding(found: ConcurrentUse) -> Finding:
     )
 
 
+def refresh_reuse_finding(found: RefreshReuse) -> Finding:
+    """``found`` as a ``refresh_reuse`` alert: both redemptions, oldest first, as evidence."""
+    event, redeemed, rotation, current, family = found.event, found.redeemed, found.rotation, found.current, found.family_id
+    ref = event.token
+    assert ref is not None
+    gap = found.gap_s
+    why = ""
+    if found.not_a_retry is not None:
+        why = f" (inside the {describe.duration(found.grace_s)} grace period, but {_not_a_retry(found)})"
+    first, second = (rotation, current) if rotation.time <= current.time else (current, rotation)
+    failed = event.outcome.result == "failure"
+    outcome = "; the IdP rejected it, so someone still holds the old token" if failed else ""
+    summary = (
+        f"Refresh token redeemed again {describe.duration(gap)} after it was rotated{why}, "
+        f"from {describe.place(second)} vs {describe.place(first)}{outcome} "
+        f"(token {redeemed}{f', family {family}' if family else ''})."
+    )
+    return Finding(
+        rule=REFRESH_REUSE,
+        event=event,
+        key=redeemed,
+        summary=summary,
+        evidence=(first.evidence(redeemed), second.evidence(redeemed)),
+        family_id=family,
+        token_id=redeemed,
+        details={"refresh_token_id": redeemed, "minted_token_id": ref.id if ref.id != redeemed else None,
+                 "gap_s": round(gap, 3), "inside_grace": gap <= found.grace_s,
+                 "reuse_outcome": event.outcome.result},
+    )
+
+
+def _not_a_retry(found: RefreshReuse) -> str:
+    """Why two redemptions inside the grace period are not one client retrying."""
+    if found.not_a_retry == "client":
+        return f"from client {found.current.client_id} vs {found.rotation.client_id}"
+    return "from another network"
+
+
+def reported_reuse_finding(found: ReportedReuse) -> Finding:
+    """``found`` as a ``refresh_reuse`` alert keyed by the token, or by its family when the
+    report names no token."""
+    event, family = found.event, found.family_id
+    ref = event.token
+    reporter = _SOURCE_LABEL.get(event.source, event.source)
+    ids = ", ".join(part for part in (f"token {ref.id}" if ref is not None else None,
+                                      f"family {family}" if family else None) if part)
+    summary = f"Refresh token reuse reported by {reporter}, from {describe.place(event)}{f' ({ids})' if ids else ''}."
+    key = ref.id if ref is not None else f"family:{family}"
+    return Finding(
+        rule=REFRESH_REUSE, event=event, key=key, summary=summary,
+        evidence=describe.evidence_with_issue(event, found.token_state), family_id=family,
+        details={"refresh_token_id": ref.id if ref is not None else None, "reported_by": event.source},
+    )
+
+
+def duplicate_request_finding(found: DuplicateRequest) -> Finding:
+    """``found`` as a ``duplicate_request`` alert: both acceptances, oldest first, as evidence
+    (the first rebuilt from the duplicate window when state no longer has it)."""
+    event, request_id, seen, earlier, token_state = (
+        found.event, found.request_id, found.first, found.earlier, found.token_state)
+    ref = event.token
+    assert ref is not None
+    when, first_time = event.epoch, seen.first_seen
+    last = describe.place(event)
+    if earlier is not None:
+        first_item = earlier.evidence(ref.id)
+        before = describe.place(earlier)
+        where = f", both times from {last}" if before == last else f", from {before} and {last}"
+    else:
+        first_item = EvidenceItem(
+            event_id=seen.event_id, kind=EventKind.USED.value,
+            time=datetime.fromtimestamp(first_time, tz=timezone.utc), source=seen.source,
+            token_id=ref.id, request_id=request_id, outcome="success",
+        )
+        where = f", the second time from {last}"
+    summary = (
+        f"Request accepted twice, {describe.duration(when - first_time)} apart{where} "
+        f"(request {request_id}, {token_label(ref, token_state).lower()} {ref.id})."
+    )
+    evidence = sorted((first_item, EvidenceItem.of(event)), key=lambda item: item.time)
+    return Finding(
+        rule=DUPLICATE_REQUEST, event=event, key=ref.id, summary=summary, evidence=tuple(evidence),
+        family_id=(token_state.family_id if token_state is not None else None) or ref.family_id,
+        details={"request_id": request_id, "first_event_id": seen.event_id,
+                 "gap_s": round(abs(when - first_time), 3)},
+    )
+
+
+def _use_of(accepted: Sequence[Observation], event_id: str) -> Observation | None:
+    """The accepted use ``event_id`` among a token's recent ones, or None."""
+    return next((use for use in accepted if use.event_id == event_id), None)
+
+
 def _other_client_context(a: Observation, b: Observation) -> str | None:
-    """Why two redemptions cannot be one client retrying, or None if they can."""
+    """Why two redemptions cannot be one client retrying ("client" or "network"), or None
+    if they can."""
     if a.client_id and b.client_id and a.client_id != b.client_id:
-        return f"from client {b.client_id} vs {a.client_id}"
+        return "client"
     if a.ip and b.ip and a.ip != b.ip and not _same_network(a, b):
-        return "from another network"
+        return "network"
     return None
 
 

@@ -15,6 +15,9 @@ no alerts in their first seven days). ``min_profile_windows`` bounds it by
 activity too: a subject needs that many windows before it is scored. A new
 client has no learning period: an app the subject never used is what consent
 phishing looks like.
+
+Decide, then describe: ``_judge`` decides which closed windows alert and keeps each one's
+facts in a frozen ``Anomalous``; ``behaviour_finding`` words them as the alert.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -86,6 +90,21 @@ BEHAVIOUR = RuleMeta(
         "made it unusual."
     ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Anomalous:
+    """A closed window scored above the model's threshold, its subject past the learning
+    period: everything the ``anomaly.behaviour`` alert says."""
+
+    window: BehaviourWindow
+    score: float
+    threshold: float  # the model's, when it scored the window
+    model_version: str
+    # ``explain``'s words for the largest contributions: read against the profiles as they
+    # stood when the window was scored (the batch learns right after), so kept as facts.
+    reasons: tuple[str, ...]
+    contributions: tuple[tuple[str, float], ...]  # (feature group, score drop), largest first
 
 
 class AnomalyConfig(DetectorConfig):
@@ -304,8 +323,10 @@ class AnomalyDetector(Detector[AnomalyConfig]):
                 self.counters["windows_in_learning_period"] += 1  # neither alerted nor in the ring
             elif i in flagged:
                 assert model is not None and scores is not None
-                why = explain.reasons(drops[flagged.index(i)], win, subj, client, cfg.window_s, cfg.explain_top)
-                findings.append(self._finding(win, float(scores[i]), model, why, drops[flagged.index(i)]))
+                drop = drops[flagged.index(i)]
+                why = explain.reasons(drop, win, subj, client, cfg.window_s, cfg.explain_top)
+                found = Anomalous(win, float(scores[i]), model.threshold, model.version, tuple(why), tuple(drop))
+                findings.append(behaviour_finding(found))
                 self.counters["windows_flagged"] += 1
             else:
                 learnable.append(i)
@@ -384,32 +405,33 @@ class AnomalyDetector(Detector[AnomalyConfig]):
                 days = dict(self._day_tokens)
         return sum(v if isinstance(v, int) else len(v) for d, v in days.items() if first <= d <= last)
 
-    # -- findings ------------------------------------------------------------------
-    def _finding(
-        self, win: BehaviourWindow, score: float, model: AnomalyModel, why: list[str], drops: list[tuple[str, float]],
-    ) -> Finding:
-        last = win.evidence[-1]  # the latest novelty (or the first event) stands for the window
-        event = _event_of(last, win.token)
-        client = f", client {win.client}" if win.client else ""
-        summary = (f"Token behaved unlike its owner's baseline: {'; '.join(why)} (anomaly score {score:.2f}, "
-                   f"threshold {model.threshold:.2f}; token {win.token}, subject {win.subject}{client}).")
-        details: dict[str, str | int | float | bool | None] = {
-            "score": round(score, 4), "threshold": round(model.threshold, 4), "model_version": model.version,
-            "requests": win.requests, "window_start": _iso(win.start), "window_end": _iso(win.end),
-        }
-        for group, drop in drops[:4]:
-            details[f"contribution.{group}"] = round(drop, 4)
-        for name, count in (("agent_changes", win.agent_changes), ("device_changes", win.device_changes),
-                            ("key_changes", win.key_changes), ("network_switches", win.network_switches),
-                            ("network_returns", win.network_returns)):
-            if count:
-                details[name] = count
-        high = score >= model.threshold + 0.1
-        return Finding(
-            rule=BEHAVIOUR, event=event, key=win.token, summary=summary,
-            evidence=tuple(_evidence(r) for r in win.evidence), family_id=last.family_id, token_id=win.token,
-            severity="high" if high else None, risk_score=70 if high else None, details=details,
-        )
+
+def behaviour_finding(found: Anomalous) -> Finding:
+    """``found`` as an ``anomaly.behaviour`` alert: the window's last event as its trigger,
+    the window's evidence records as evidence; 0.1 over the threshold is high severity."""
+    win, score, threshold = found.window, found.score, found.threshold
+    last = win.evidence[-1]  # the latest novelty (or the first event) stands for the window
+    event = _event_of(last, win.token)
+    client = f", client {win.client}" if win.client else ""
+    summary = (f"Token behaved unlike its owner's baseline: {'; '.join(found.reasons)} (anomaly score {score:.2f}, "
+               f"threshold {threshold:.2f}; token {win.token}, subject {win.subject}{client}).")
+    details: dict[str, str | int | float | bool | None] = {
+        "score": round(score, 4), "threshold": round(threshold, 4), "model_version": found.model_version,
+        "requests": win.requests, "window_start": _iso(win.start), "window_end": _iso(win.end),
+    }
+    for group, drop in found.contributions[:4]:
+        details[f"contribution.{group}"] = round(drop, 4)
+    for name, count in (("agent_changes", win.agent_changes), ("device_changes", win.device_changes),
+                        ("key_changes", win.key_changes), ("network_switches", win.network_switches),
+                        ("network_returns", win.network_returns)):
+        if count:
+            details[name] = count
+    high = score >= threshold + 0.1
+    return Finding(
+        rule=BEHAVIOUR, event=event, key=win.token, summary=summary,
+        evidence=tuple(_evidence(r) for r in win.evidence), family_id=last.family_id, token_id=win.token,
+        severity="high" if high else None, risk_score=70 if high else None, details=details,
+    )
 
 
 def _closed_key(win: BehaviourWindow) -> str:

@@ -64,7 +64,7 @@ def sts(t: float, kind: str = "used", **kw: object) -> CanonicalEvent:
     """CloudTrail: temporary credentials of an EC2 instance profile (issued at t=0 for 6 h)."""
     return event(kind, t, token=AKID, token_type="temporary_credential", expires_in=6 * 3_600.0 - t,
                  subject="arn:aws:sts::111122223333:assumed-role/web/i-0abc", client=None, place=None,
-                 source="cloudtrail", **kw)  # type: ignore[arg-type]
+                 source="cloudtrail", **kw)  # type: ignore[arg-type]  # **kw: object, checked by event() itself
 
 
 def instance_profile() -> CanonicalEvent:
@@ -77,7 +77,7 @@ def pod_token(
 ) -> CanonicalEvent:
     """k8s: a projected service-account token of ``pod`` (the adapter keeps the binding on uses)."""
     ev = event(kind, t, token=token, token_type="service_account", bound=pod, expires_in=SA_LIFE - t,
-               subject=SA, client=None, place=None, source="k8s", **kw)  # type: ignore[arg-type]
+               subject=SA, client=None, place=None, source="k8s", **kw)  # type: ignore[arg-type]  # **kw: object, checked by event() itself
     return on(ev, ip=ip)
 
 
@@ -93,13 +93,13 @@ def login(t: float = 0.0, bound: Binding | None = None, place: Place = BERLIN_HO
 def refresh(t: float, new: str, parent: str = "rt-1", place: Place = BERLIN_HOME, **kw: object) -> CanonicalEvent:
     """Redeem ``parent``; the IdP rotates it and mints the refresh token ``new``."""
     return event("refreshed", t, token=new, token_type="refresh", family="fam-1", parent=parent, session="s-1",
-                 scopes=SCOPES, expires_in=DAY, grant_type="refresh_token", place=place, **kw)  # type: ignore[arg-type]
+                 scopes=SCOPES, expires_in=DAY, grant_type="refresh_token", place=place, **kw)  # type: ignore[arg-type]  # **kw: object, checked by event() itself
 
 
 def use(t: float, token: str = "at-1", place: Place = BERLIN_HOME, **kw: object) -> CanonicalEvent:
     """A resource-server request with the access token issued at t=0."""
     return event("used", t, token=token, family="fam-1", session="s-1", scopes=SCOPES, required=("read",),
-                 expires_in=AT_LIFE - t, place=place, **kw)  # type: ignore[arg-type]
+                 expires_in=AT_LIFE - t, place=place, **kw)  # type: ignore[arg-type]  # **kw: object, checked by event() itself
 
 
 # -- metadata and config --------------------------------------------------------------
