@@ -17,6 +17,10 @@ accuracy (``enrich.relay_accuracy_km``): a relay far beyond it is still impossib
 travel. Neither a relay, an in-flight nor a provider network names the user's
 country or counts as a move to hosting; a reputation-listed network counts as
 hosting/anonymising (the enricher marks it so).
+
+Deciding and wording are apart: the detector's checks return frozen facts
+(``ImpossibleTravel``, ``DivergentUse`` with its ``Divergence`` verdict), built only for an
+alert; ``travel_finding`` and ``divergence_finding`` word them (the configured speed passed in).
 """
 
 from __future__ import annotations
@@ -113,12 +117,51 @@ class _Context:
         return self.hosting is True and self.net_class not in _NOT_THE_USERS
 
 
-@dataclass(frozen=True)
-class _Travel:
+@dataclass(frozen=True, slots=True)
+class Travel:
+    """A move faster than anyone travels, as measured between two located events."""
+
     distance_km: float
-    effective_km: float
+    effective_km: float  # the distance less both positions' accuracy
     elapsed_s: float
-    speed_kmh: float
+    speed_kmh: float  # inf: no time at all between them
+
+
+@dataclass(frozen=True, slots=True)
+class ImpossibleTravel:
+    """Two events of one token, or of one session, too far apart for the time between them:
+    everything an ``impossible_travel`` alert says."""
+
+    event: CanonicalEvent  # the event judged
+    other: Observation | SessionPoint  # its neighbour in event time, as state recorded it
+    other_token: str  # the neighbour's token (another one only in a session)
+    travel: Travel
+    family_id: str | None
+    session_id: str | None  # None: the token's own events
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """What differs between a token's issue and a use of it, when the difference is worth an alert."""
+
+    country_changed: bool
+    network_changed: bool
+    hosting: bool  # the use's network is hosting or anonymising
+
+
+@dataclass(frozen=True, slots=True)
+class DivergentUse:
+    """A use of a token from another country or network than its issue: everything an
+    ``issue_use_divergence`` alert says."""
+
+    event: CanonicalEvent  # the use, or the issue when it was logged after the uses it judges
+    token_id: str
+    family_id: str | None
+    issue: Observation
+    use: Observation  # the use the summary names (of several: a hosting one first, then the earliest)
+    divergence: Divergence  # of ``use``
+    use_list: str | None  # the egress list the use's network is on (read from a live use only)
+    late_uses: tuple[Observation, ...] = ()  # an issue logged late: every diverging use it judged
 
 
 class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
@@ -149,21 +192,21 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
             when = event.epoch
             travel = self._token_travel(event, when, here, token) if token is not None else None
             if travel is not None:
-                findings.append(travel)
+                findings.append(travel_finding(travel, self._max_speed))
             if event.session_id:
                 session_travel = self._session_step(event, when, here, state, check=travel is None)
                 if session_travel is not None:
-                    findings.append(session_travel)
+                    findings.append(travel_finding(session_travel, self._max_speed))
         if token is not None and succeeded:
             if kind is EventKind.USED:
                 if token.issue is not None:
                     divergence = self._use_divergence(event, token, here)
                     if divergence is not None:
-                        findings.append(divergence)
+                        findings.append(divergence_finding(divergence))
             elif token.issue is None and token.accepted:
                 divergence = self._late_issue_divergence(event, token)
                 if divergence is not None:
-                    findings.append(divergence)
+                    findings.append(divergence_finding(divergence))
         return findings
 
     def expire(self, watermark: float, state: StateStore) -> None:
@@ -178,7 +221,9 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         return state.table(self.name, "sessions", SESSION_TRAIL)
 
     # -- impossible travel ---------------------------------------------------
-    def _token_travel(self, event: CanonicalEvent, when: float, here: NetworkFacts, token: TokenState) -> Finding | None:
+    def _token_travel(
+        self, event: CanonicalEvent, when: float, here: NetworkFacts, token: TokenState
+    ) -> ImpossibleTravel | None:
         event_id = event.event_id
         before: Observation | None = None
         after: Observation | None = None
@@ -201,14 +246,12 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
             travel = self._measure(here, when, other.lat, other.lon, other.accuracy_km, other.time)
             if travel is not None:
                 assert event.token is not None
-                return self._travel_finding(
-                    event, other, event.token.id, travel, token.family_id, None, other.evidence(event.token.id)
-                )
+                return ImpossibleTravel(event, other, event.token.id, travel, token.family_id, None)
         return None
 
     def _session_step(
         self, event: CanonicalEvent, when: float, here: NetworkFacts, state: StateStore, check: bool
-    ) -> Finding | None:
+    ) -> ImpossibleTravel | None:
         """Compare with the session's neighbouring events of *other* tokens (the
         token's own are covered above), then remember this location."""
         session_id = event.session_id
@@ -222,7 +265,7 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         while index > 0 and points[index - 1].time > when:
             index -= 1
         duplicate = any(point.event_id == event_id for point in points)
-        finding: Finding | None = None
+        found: ImpossibleTravel | None = None
         if check and not duplicate:
             for i in (index - 1, index):
                 if not 0 <= i < len(points) or points[i].token_id == token_id:
@@ -231,10 +274,7 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
                 travel = self._measure(here, when, other.lat, other.lon, other.accuracy_km, other.time)
                 if travel is not None:
                     recorded = _observation(state, other.token_id, other.event_id)
-                    finding = self._travel_finding(
-                        event, recorded or other, other.token_id, travel, None, session_id,
-                        recorded.evidence(other.token_id) if recorded else _point_evidence(other),
-                    )
+                    found = ImpossibleTravel(event, recorded or other, other.token_id, travel, None, session_id)
                     break
         if not duplicate:
             city, country, org = here.city, here.country, here.as_org
@@ -247,12 +287,12 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
             if len(points) > self.config.session_history:
                 del points[0]
         sessions.put_last(session_id, SessionTrail(tuple(points)))  # last: update order for expire()
-        return finding
+        return found
 
     def _measure(
         self, here: NetworkFacts, when: float, lat: float | None, lon: float | None, accuracy_km: float | None,
         then: float,
-    ) -> _Travel | None:
+    ) -> Travel | None:
         """The travel from ``here`` at ``when`` to (``lat``, ``lon``) at ``then``, when faster than anyone travels."""
         here_lat, here_lon = here.lat, here.lon
         assert here_lat is not None and here_lon is not None and lat is not None and lon is not None
@@ -274,72 +314,13 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         speed = speed_kmh(effective, elapsed)
         if speed <= self._max_speed:
             return None
-        return _Travel(distance, effective, elapsed, speed)
-
-    def _travel_finding(
-        self,
-        event: CanonicalEvent,
-        other: Observation | SessionPoint,
-        other_token: str,
-        travel: _Travel,
-        family_id: str | None,
-        session_id: str | None,
-        other_evidence: EvidenceItem,
-    ) -> Finding:
-        assert event.token is not None
-        current = Observation(event)
-        token_id = event.token.id
-        pair: list[tuple[str, Observation | SessionPoint, EvidenceItem]] = [
-            (other_token, other, other_evidence), (token_id, current, EvidenceItem.of(event)),
-        ]
-        pair.sort(key=lambda item: item[1].time)
-        (first_token, first, _), (second_token, second, _) = pair
-        if math.isinf(travel.speed_kmh):
-            pace = "impossible at any speed"
-        else:
-            pace = f"at least {travel.speed_kmh:,.0f} km/h against a plausible {self.config.max_speed_kmh:,.0f} km/h"
-        first_place = describe.place(first, address=False, asn=True)
-        second_place = describe.place(second, address=False, asn=True)
-        moved = f"{travel.distance_km:,.0f} km away in {second_place} {_later(second.time - first.time)} — {pace}"
-        if session_id is None:
-            summary = (
-                f"Impossible travel: token {_VERB[first.kind]} in {first_place}, then {_VERB[second.kind]} {moved} "
-                f"(token {token_id})."
-            )
-        else:
-            tokens = f"token {first_token}" if first_token == second_token else f"tokens {first_token} then {second_token}"
-            summary = (
-                f"Impossible travel in one session: a token {_VERB[first.kind]} in {first_place}, "
-                f"then a token {_VERB[second.kind]} {moved} (session {session_id}, {tokens})."
-            )
-        details: dict[str, str | int | float | bool | None] = {
-            "distance_km": round(travel.distance_km, 1),
-            "effective_distance_km": round(travel.effective_km, 1),
-            "elapsed_s": round(travel.elapsed_s, 3),
-            "speed_kmh": None if math.isinf(travel.speed_kmh) else round(travel.speed_kmh, 1),
-            "max_speed_kmh": self.config.max_speed_kmh,
-            "other_event_id": other.event_id,
-            "other_token_id": other_token,
-            "scope": "token" if session_id is None else "session",
-        }
-        if session_id is not None:
-            details["session_id"] = session_id
-        return Finding(
-            rule=IMPOSSIBLE_TRAVEL,
-            event=event,
-            key=token_id if session_id is None else session_id,
-            summary=summary,
-            evidence=tuple(item for _, _, item in pair),
-            family_id=family_id,
-            details=details,
-        )
+        return Travel(distance, effective, elapsed, speed)
 
     # -- issue -> use divergence ---------------------------------------------
-    def _diverges(self, issue: _Context, use: _Context) -> tuple[bool, bool, bool] | None:
-        """(country changed, network changed, use network is hosting) when the
-        change is worth an alert. Networks compare by ASN, by AS name (whatever its case:
-        Okta lower-cases them) when an ASN is missing, and count as unchanged when either
-        side is unknown."""
+    def _diverges(self, issue: _Context, use: _Context) -> Divergence | None:
+        """What changed from ``issue`` to ``use``, when the change is worth an alert. Networks
+        compare by ASN, by AS name (whatever its case: Okta lower-cases them) when an ASN is
+        missing, and count as unchanged when either side is unknown."""
         if issue.egress or use.egress:
             return None
         issue_country, use_country = issue.users_country, use.users_country
@@ -358,10 +339,10 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
             or (net_changed and hosting and cfg.alert_on_asn_change_to_hosting)
             or (net_changed and not country_changed and not cfg.ignore_same_country_isp_change)
         ):
-            return country_changed, net_changed, hosting
+            return Divergence(country_changed, net_changed, hosting)
         return None
 
-    def _use_divergence(self, event: CanonicalEvent, token: TokenState, here: NetworkFacts) -> Finding | None:
+    def _use_divergence(self, event: CanonicalEvent, token: TokenState, here: NetworkFacts) -> DivergentUse | None:
         issue = token.issue
         assert issue is not None
         use_ctx = _Context(
@@ -372,70 +353,27 @@ class GeoDivergenceDetector(Detector[GeoDivergenceConfig]):
         if verdict is None:
             return None
         assert event.token is not None
-        use = Observation(event)
-        return self._divergence_finding(
-            event, event.token.id, issue, use, verdict, (issue.evidence(event.token.id), EvidenceItem.of(event)),
-            token.family_id, others=0, use_list=event.network.net_list,
+        return DivergentUse(
+            event, event.token.id, token.family_id, issue, Observation(event), verdict, event.network.net_list
         )
 
-    def _late_issue_divergence(self, event: CanonicalEvent, token: TokenState) -> Finding | None:
+    def _late_issue_divergence(self, event: CanonicalEvent, token: TokenState) -> DivergentUse | None:
         """The issue arrived after uses already recorded: judge those uses now,
         as one finding (the trigger is the issue event, so it can fold only once)."""
         assert event.token is not None
         issue = Observation(event)
         issue_ctx = _context(issue)
-        hits: list[tuple[Observation, tuple[bool, bool, bool]]] = []
+        hits: list[tuple[Observation, Divergence]] = []
         for use in token.accepted:
             verdict = self._diverges(issue_ctx, _context(use))
             if verdict is not None:
                 hits.append((use, verdict))
         if not hits:
             return None
-        use, verdict = max(hits, key=lambda hit: (hit[1][2], -hit[0].time))  # hosting first, then earliest
-        token_id = event.token.id
-        evidence = (EvidenceItem.of(event), *(hit.evidence(token_id) for hit, _ in hits))
-        return self._divergence_finding(
-            event, token_id, issue, use, verdict, evidence, token.family_id or event.token.family_id,
-            others=len(hits) - 1,
-        )
-
-    def _divergence_finding(
-        self,
-        event: CanonicalEvent,
-        token_id: str,
-        issue: Observation,
-        use: Observation,
-        verdict: tuple[bool, bool, bool],
-        evidence: tuple[EvidenceItem, ...],
-        family_id: str | None,
-        others: int,
-        use_list: str | None = None,
-    ) -> Finding:
-        country_changed, net_changed, hosting = verdict
-        summary = _divergence_summary(
-            token_id, issue, use, country_changed, net_changed, hosting, others, use_list
-        )
-        return Finding(
-            rule=ISSUE_USE_DIVERGENCE,
-            event=event,
-            key=token_id,
-            summary=summary,
-            evidence=tuple(sorted(evidence, key=lambda item: item.time)),
-            family_id=family_id,
-            severity=HOSTING_SEVERITY if hosting else ISSUE_USE_DIVERGENCE.severity,
-            risk_score=HOSTING_RISK_SCORE if hosting else ISSUE_USE_DIVERGENCE.risk_score,
-            details={
-                "issue_country": issue.country,
-                "use_country": use.country,
-                "issue_network": _network_name(issue),
-                "use_network": _network_name(use),
-                "country_changed": country_changed,
-                "network_changed": net_changed,
-                "use_hosting": hosting,
-                "use_net_list": use_list,
-                "issue_event_id": issue.event_id,
-                "use_event_id": use.event_id,
-            },
+        use, verdict = max(hits, key=lambda hit: (hit[1].hosting, -hit[0].time))  # hosting first, then earliest
+        return DivergentUse(
+            event, event.token.id, token.family_id or event.token.family_id, issue, use, verdict, None,
+            tuple(hit for hit, _ in hits),
         )
 
 
@@ -477,18 +415,111 @@ def _point_evidence(point: SessionPoint) -> EvidenceItem:
     )
 
 
-def _divergence_summary(
-    token_id: str, issue: Observation, use: Observation, country_changed: bool, net_changed: bool,
-    hosting: bool, others: int, use_list: str | None,
-) -> str:
+# -- wording: the facts above as findings; decides nothing ------------------------------
+def travel_finding(found: ImpossibleTravel, max_speed_kmh: float) -> Finding:
+    """``found`` as an ``impossible_travel`` alert, against the configured ``max_speed_kmh``:
+    both events as evidence, the earlier first."""
+    event, other, other_token, travel, session_id = (
+        found.event, found.other, found.other_token, found.travel, found.session_id
+    )
+    token_id = _token_id(event)
+    cited = other.evidence(other_token) if isinstance(other, Observation) else _point_evidence(other)
+    evidence = (EvidenceItem.of(event), cited) if event.epoch < other.time else (cited, EvidenceItem.of(event))
+    details: dict[str, str | int | float | bool | None] = {
+        "distance_km": round(travel.distance_km, 1),
+        "effective_distance_km": round(travel.effective_km, 1),
+        "elapsed_s": round(travel.elapsed_s, 3),
+        "speed_kmh": None if math.isinf(travel.speed_kmh) else round(travel.speed_kmh, 1),
+        "max_speed_kmh": max_speed_kmh,
+        "other_event_id": other.event_id,
+        "other_token_id": other_token,
+        "scope": "token" if session_id is None else "session",
+    }
+    if session_id is not None:
+        details["session_id"] = session_id
+    return Finding(
+        rule=IMPOSSIBLE_TRAVEL,
+        event=event,
+        key=token_id if session_id is None else session_id,
+        summary=travel_summary(found, max_speed_kmh),
+        evidence=evidence,
+        family_id=found.family_id,
+        details=details,
+    )
+
+
+def travel_summary(found: ImpossibleTravel, max_speed_kmh: float) -> str:
+    """Both places in time order, how far and how fast, and the token (or the session and
+    its tokens)."""
+    travel, session_id = found.travel, found.session_id
+    current: Observation | SessionPoint = Observation(found.event)
+    token_id = _token_id(found.event)
+    first_token, first, second_token, second = found.other_token, found.other, token_id, current
+    if current.time < first.time:  # a tie keeps the neighbour first
+        first_token, first, second_token, second = token_id, current, found.other_token, found.other
+    if math.isinf(travel.speed_kmh):
+        pace = "impossible at any speed"
+    else:
+        pace = f"at least {travel.speed_kmh:,.0f} km/h against a plausible {max_speed_kmh:,.0f} km/h"
+    first_place = describe.place(first, address=False, asn=True)
+    second_place = describe.place(second, address=False, asn=True)
+    moved = f"{travel.distance_km:,.0f} km away in {second_place} {_later(second.time - first.time)} — {pace}"
+    if session_id is None:
+        return (
+            f"Impossible travel: token {_VERB[first.kind]} in {first_place}, then {_VERB[second.kind]} {moved} "
+            f"(token {token_id})."
+        )
+    tokens = f"token {first_token}" if first_token == second_token else f"tokens {first_token} then {second_token}"
+    return (
+        f"Impossible travel in one session: a token {_VERB[first.kind]} in {first_place}, "
+        f"then a token {_VERB[second.kind]} {moved} (session {session_id}, {tokens})."
+    )
+
+
+def divergence_finding(found: DivergentUse) -> Finding:
+    """``found`` as an ``issue_use_divergence`` alert, scored high when the use's network is
+    hosting or anonymising: the issue and the use (or every use a late issue judged) as evidence."""
+    event, token_id, issue, use, divergence = found.event, found.token_id, found.issue, found.use, found.divergence
+    if found.late_uses:
+        evidence = (EvidenceItem.of(event), *(late.evidence(token_id) for late in found.late_uses))
+    else:
+        evidence = (issue.evidence(token_id), EvidenceItem.of(event))
+    hosting = divergence.hosting
+    return Finding(
+        rule=ISSUE_USE_DIVERGENCE,
+        event=event,
+        key=token_id,
+        summary=divergence_summary(found),
+        evidence=tuple(sorted(evidence, key=lambda item: item.time)),
+        family_id=found.family_id,
+        severity=HOSTING_SEVERITY if hosting else ISSUE_USE_DIVERGENCE.severity,
+        risk_score=HOSTING_RISK_SCORE if hosting else ISSUE_USE_DIVERGENCE.risk_score,
+        details={
+            "issue_country": issue.country,
+            "use_country": use.country,
+            "issue_network": _network_name(issue),
+            "use_network": _network_name(use),
+            "country_changed": divergence.country_changed,
+            "network_changed": divergence.network_changed,
+            "use_hosting": hosting,
+            "use_net_list": found.use_list,
+            "issue_event_id": issue.event_id,
+            "use_event_id": use.event_id,
+        },
+    )
+
+
+def divergence_summary(found: DivergentUse) -> str:
     """The issue -> use divergence in words, led by what differs: the country (both places
     named), or else the network within one country (both networks named, the country once)."""
+    issue, use, divergence, use_list = found.issue, found.use, found.divergence, found.use_list
+    others = len(found.late_uses) - 1 if found.late_uses else 0
     network_kind = ""
-    if hosting:
+    if divergence.hosting:
         network_kind = ", a hosting/anonymising network" + (f" on the list {use_list}" if use_list else "")
     more = f" (and {describe.counted(others, 'more such use')})" if others else ""
-    if country_changed:
-        lead = f"another country{' and network' if net_changed else ''} than where it was issued"
+    if divergence.country_changed:
+        lead = f"another country{' and network' if divergence.network_changed else ''} than where it was issued"
         issued, used = (describe.place(obs, address=False, asn=True) for obs in (issue, use))
         issued = f"in {issued}"
     else:
@@ -499,8 +530,14 @@ def _divergence_summary(
         issued = f"on {issued}"
     return (
         f"Token used from {lead}: {_VERB[issue.kind]} {issued}, used {_later(use.time - issue.time)} from "
-        f"{used}{network_kind}{more} (token {token_id})."
+        f"{used}{network_kind}{more} (token {found.token_id})."
     )
+
+
+def _token_id(event: CanonicalEvent) -> str:
+    ref = event.token
+    assert ref is not None
+    return ref.id
 
 
 def _later(seconds: float) -> str:

@@ -17,8 +17,10 @@ the row last), so the retention sweep stops at the first row still fresh and
 costs what it forgets, not what is held.
 
 Deciding and wording are apart: ``judge_use_scopes``, ``judge_late_issue`` and
-``judge_widening`` read state and return frozen facts (``Overreach``, ``Widening``);
-``overreach_finding`` and ``widening_finding`` word them as alerts.
+``judge_widening`` read state and return frozen facts (``Overreach``, ``Widening``), and
+``ScopeEscalationDetector.judge_new_privilege`` records a sighting and returns them
+(``NewPrivilege``); ``overreach_finding``, ``widening_finding`` and ``new_privilege_finding``
+word them as alerts.
 """
 
 from __future__ import annotations
@@ -132,9 +134,9 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
             widened = judge_widening(event, state, self.config.exchange_grant_types)
             findings = [widening_finding(widened)] if widened is not None else []
             findings += [overreach_finding(late) for late in judge_late_issue(event, state)]
-            privileged = self._check_privileged(event, state)
+            privileged = self.judge_new_privilege(event, state)
             if privileged is not None:
-                findings.append(privileged)
+                findings.append(new_privilege_finding(privileged))
             return findings
         return []
 
@@ -181,63 +183,21 @@ class ScopeEscalationDetector(Detector[ScopeEscalationConfig]):
         if event.client_id is not None:
             _sighted(clients, event.client_id, privileged, t)
 
-    def _check_privileged(self, event: CanonicalEvent, state: StateStore) -> Finding | None:
+    def judge_new_privilege(self, event: CanonicalEvent, state: StateStore) -> NewPrivilege | None:
+        """The facts when the issue or refresh ``event`` grants its subject or client privileged
+        scopes it never held, after its learning period. Records the sighting and the scopes
+        held either way (the subject's row, then the client's); builds facts only for a finding."""
         privileged = self._privileged(event.scopes)
         t = event.epoch
         learning = self.config.learning_period_s
         subjects, clients = self._tables(state)
         subject = event.subject.id if event.subject else None
-        new: dict[str, list[str]] = {}
-        history: dict[str, float] = {}
-        for label, table, key in (("subject", subjects, subject), ("client", clients, event.client_id)):
-            if key is None:
-                continue
-            row = table.get(key)
-            if row is None:
-                table.put(key, HeldScopes(t, t, privileged))
-                continue
-            if t < row.first_seen:
-                row.first_seen = t
-                table.touch(key)
-            _seen_at(table, key, row, t)
-            if not privileged or privileged <= row.held:
-                continue
-            if t - row.first_seen >= learning:
-                new[label] = sorted(privileged - row.held)
-                history[label] = t - row.first_seen
-            row.held = intern(row.held | privileged)
-            table.touch(key)
-        if not new:
+        for_subject = _newly_held(subjects, subject, privileged, t, learning) if subject is not None else None
+        client = event.client_id
+        for_client = _newly_held(clients, client, privileged, t, learning) if client is not None else None
+        if for_subject is None and for_client is None:
             return None
-        ref = event.token
-        assert ref is not None
-        scopes = sorted(set().union(*new.values()))
-        who = " and ".join(
-            f"{'subject ' + describe.subject(event) if label == 'subject' else 'client ' + str(event.client_id)} "
-            f"(seen for {describe.duration(history[label])})"
-            for label in new
-        )
-        how = "issued by a refresh" if event.kind is EventKind.REFRESHED else "issued"
-        holder = "" if "client" in new else f", via client {event.client_id or '?'}"
-        if "subject" not in new:
-            holder = f", for subject {describe.subject(event)}"
-        summary = (
-            f"Privileged {describe.named('scope', scopes)} {how} for the first time to {who}{holder} "
-            f"at {describe.when(t)} (token {ref.id})."
-        )
-        return Finding(
-            rule=NEW_PRIVILEGED_SCOPE,
-            event=event,
-            key=ref.id,
-            summary=summary,
-            evidence=(EvidenceItem.of(event),),
-            family_id=ref.family_id,
-            details={
-                "new_scopes": " ".join(scopes),
-                "new_for_subject": " ".join(new["subject"]) if "subject" in new else None,
-                "new_for_client": " ".join(new["client"]) if "client" in new else None,
-            },
-        )
+        return NewPrivilege(event, for_subject, for_client)
 
 
 def _sighted(table: Table[str, HeldScopes], key: str, privileged: frozenset[str], t: float) -> None:
@@ -257,6 +217,95 @@ def _seen_at(table: Table[str, HeldScopes], key: str, row: HeldScopes, t: float)
     if t > row.last_seen:
         row.last_seen = t
         table.put_last(key, row)
+
+
+# -- new_privileged_scope ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FirstHeld:
+    """Privileged scopes new to one subject or client, and how long it had been seen."""
+
+    scopes: tuple[str, ...]  # sorted
+    seen_s: float  # since it was first seen
+
+
+@dataclass(frozen=True, slots=True)
+class NewPrivilege:
+    """An issue or refresh granting privileged scopes for the first time: everything a
+    ``new_privileged_scope`` alert says. At least one of ``subject`` and ``client`` is set."""
+
+    event: CanonicalEvent  # the issue or refresh
+    subject: FirstHeld | None  # what was new to its subject, None when nothing
+    client: FirstHeld | None  # what was new to its client, None when nothing
+
+
+def _newly_held(
+    table: Table[str, HeldScopes], key: str, privileged: frozenset[str], t: float, learning: float
+) -> FirstHeld | None:
+    """An issue at ``t`` granting ``privileged`` to ``key``: a sighting, and the scopes held from
+    now on; the ones it never held when it is past its learning period (seen that long)."""
+    row = table.get(key)
+    if row is None:
+        table.put(key, HeldScopes(t, t, privileged))
+        return None
+    if t < row.first_seen:
+        row.first_seen = t
+        table.touch(key)
+    _seen_at(table, key, row, t)
+    if not privileged or privileged <= row.held:
+        return None
+    found: FirstHeld | None = None
+    if t - row.first_seen >= learning:
+        found = FirstHeld(tuple(sorted(privileged - row.held)), t - row.first_seen)
+    row.held = intern(row.held | privileged)
+    table.touch(key)
+    return found
+
+
+def new_privilege_finding(match: NewPrivilege) -> Finding:
+    """``match`` as a ``new_privileged_scope`` alert."""
+    event, subject, client = match.event, match.subject, match.client
+    ref = event.token
+    assert ref is not None
+    return Finding(
+        rule=NEW_PRIVILEGED_SCOPE,
+        event=event,
+        key=ref.id,
+        summary=new_privilege_summary(match),
+        evidence=(EvidenceItem.of(event),),
+        family_id=ref.family_id,
+        details={
+            "new_scopes": " ".join(_new_scopes(match)),
+            "new_for_subject": " ".join(subject.scopes) if subject is not None else None,
+            "new_for_client": " ".join(client.scopes) if client is not None else None,
+        },
+    )
+
+
+def new_privilege_summary(match: NewPrivilege) -> str:
+    """The new scopes, who they are new to and how long each had been seen, the other party
+    for context, the time and the token."""
+    event, subject, client = match.event, match.subject, match.client
+    ref = event.token
+    assert ref is not None
+    who: list[str] = []
+    if subject is not None:
+        who.append(f"subject {describe.subject(event)} (seen for {describe.duration(subject.seen_s)})")
+    if client is not None:
+        who.append(f"client {event.client_id} (seen for {describe.duration(client.seen_s)})")
+    how = "issued by a refresh" if event.kind is EventKind.REFRESHED else "issued"
+    if subject is None:
+        holder = f", for subject {describe.subject(event)}"
+    else:
+        holder = "" if client is not None else f", via client {event.client_id or '?'}"
+    return (
+        f"Privileged {describe.named('scope', _new_scopes(match))} {how} for the first time to "
+        f"{' and '.join(who)}{holder} at {describe.when(event.epoch)} (token {ref.id})."
+    )
+
+
+def _new_scopes(match: NewPrivilege) -> list[str]:
+    """Every scope new to the subject or the client, sorted."""
+    return sorted({*(match.subject.scopes if match.subject else ()), *(match.client.scopes if match.client else ())})
 
 
 # -- scope_not_granted --------------------------------------------------------------
