@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import multiprocessing
 import os
 import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -43,6 +41,7 @@ from pipeline.runtime.parent_watch import exit_with_parent
 from pipeline.runtime.routing import LineRouter
 from pipeline.runtime.worker_answers import Answer, Answers, WorkerFailed
 from pipeline.runtime.worker_judge import END, Item, Position, Raised, WorkerJudge, WorkerSpec
+from pipeline.runtime.worker_server import worker_context
 from schemas.events import CanonicalEvent
 from schemas.redaction import make_token_hasher
 
@@ -62,18 +61,6 @@ def default_workers() -> int:
     """The cores this process may run on, at most ``MAX_WORKERS``."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, MAX_WORKERS))
-
-
-def _context() -> ForkServerContext | SpawnContext:
-    """A fresh interpreter per worker (no open store, file or thread of the parent comes along):
-    forked from a server that imported the worker's modules and loaded the shipped geo tables
-    once (``worker_preload``), so a worker starts in milliseconds and shares those tables;
-    spawned where there is no fork server."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__, "pipeline.runtime.worker_preload"])
-        return context
-    return multiprocessing.get_context("spawn")
 
 
 def portable(settings: Settings) -> Settings:
@@ -125,7 +112,7 @@ class WorkerPool:
         normalizer = build_normalizer(spec.settings, make_token_hasher(spec.hash_key), spec.forced_format, spec.clock)
         self.router = LineRouter(workers, normalizer, spec.forced_format)
         self.workers = workers
-        context = _context()
+        context = worker_context()
         self._answers = Answers(context, workers)
         # A queue per worker, not a pipe: its put never blocks (a thread feeds the pipe), so a
         # worker still busy with its last batch never holds up the parent routing to the others.

@@ -1,0 +1,60 @@
+"""The fork server `detect --workers` forks its workers from, and starting it early.
+
+The server is a fresh interpreter that imports the worker's modules and loads the shipped geo
+tables (``worker_preload``) before it forks anything: about a second, which a parent that
+starts it when it builds its pool waits for, doing nothing. `tokenwatch detect --workers N`
+(N of two or more) starts it first thing (``pipeline.cli.entry``), so it loads on another core
+while the parent does its own start-up. Nothing but the standard library is imported here: it
+runs before everything else.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+from collections.abc import Sequence
+from multiprocessing.context import ForkServerContext, SpawnContext
+
+PRELOAD = ("pipeline.runtime.workers", "pipeline.runtime.worker_preload")
+"""What the server imports before it forks a worker (a worker imports nothing of its own)."""
+
+
+def worker_context() -> ForkServerContext | SpawnContext:
+    """A fresh interpreter per worker (no open store, file or thread of the parent comes along):
+    forked from a server that imported the worker's modules and loaded the shipped geo tables
+    once, so a worker starts in milliseconds and shares those tables; spawned where there is
+    no fork server."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def start_early() -> None:
+    """Start the fork server now, if this platform has one; the pool finds it running."""
+    if isinstance(worker_context(), ForkServerContext):
+        multiprocessing.forkserver.ensure_running()
+
+
+def asks_for_workers(argv: Sequence[str]) -> bool:
+    """Whether the command line ``argv`` (without the program name) is surely `detect` with two
+    workers or more. Only the plain spellings count (``--workers N``, ``--workers=N``, ``-w N``,
+    ``-wN``, before any ``--``); for any other the answer is False, and the pool starts the
+    server when it needs it, a second later. A wrong True costs an idle server, nothing else."""
+    if not argv or argv[0] != "detect":
+        return False
+    args = list(argv[1:])
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return False
+        if arg in ("--workers", "-w"):
+            value: str | None = args[index + 1] if index + 1 < len(args) else None
+        elif arg.startswith("--workers="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-w") and not arg.startswith("--"):
+            value = arg[2:]
+        else:
+            continue
+        return value is not None and value.isdigit() and int(value) >= 2
+    return False
