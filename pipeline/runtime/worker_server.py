@@ -31,17 +31,25 @@ def worker_context() -> ForkServerContext | SpawnContext:
     return multiprocessing.get_context("spawn")
 
 
-def start_early() -> None:
-    """Start the fork server now, if this platform has one; the pool finds it running."""
-    if isinstance(worker_context(), ForkServerContext):
+def start_early() -> bool:
+    """Start the fork server now, if this platform has one; the pool finds it running. True if
+    it started. A server that cannot start (say, a temporary directory whose path is too long
+    for its socket) is left to the pool, which tries again and says why in one line."""
+    if not isinstance(worker_context(), ForkServerContext):
+        return False
+    try:
         multiprocessing.forkserver.ensure_running()
+    except Exception:  # noqa: BLE001 -- only a head start: the pool's own start reports the cause
+        return False
+    return True
 
 
 def asks_for_workers(argv: Sequence[str]) -> bool:
     """Whether the command line ``argv`` (without the program name) is surely `detect` with two
     workers or more. Only the plain spellings count (``--workers N``, ``--workers=N``, ``-w N``,
     ``-wN``, before any ``--``); for any other the answer is False, and the pool starts the
-    server when it needs it, a second later. A wrong True costs an idle server, nothing else."""
+    server when it needs it, a second later. A wrong True costs an idle server, nothing else
+    (it ends when this process does)."""
     if not argv or argv[0] != "detect":
         return False
     args = list(argv[1:])
@@ -56,5 +64,7 @@ def asks_for_workers(argv: Sequence[str]) -> bool:
             value = arg[2:]
         else:
             continue
-        return value is not None and value.isdigit() and int(value) >= 2
+        # isdecimal, not isdigit ("²" is a digit int() refuses); the length keeps int() from
+        # refusing thousands of digits: argparse, run next, says what is wrong with either.
+        return value is not None and value.isdecimal() and len(value) <= 6 and int(value) >= 2
     return False

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
         (["detect"], False),
         (["detect", "--workers"], False),  # argparse says what is missing
         (["detect", "--workers", "two"], False),
+        (["detect", "--workers", "\u00b2"], False),  # a digit int() refuses: argparse says so
+        (["detect", "-w", "9" * 5000], False),  # more digits than int() takes: argparse says so
         (["detect", "--", "--workers", "2"], False),
         (["run", "--workers", "2"], False),  # `run`'s members are processes of their own
         (["--help", "detect", "--workers", "2"], False),
@@ -75,3 +77,18 @@ def test_detect_with_two_workers_starts_the_fork_server_before_importing_the_com
 def test_one_worker_starts_no_server(tmp_path: Path) -> None:
     started, alerts = _run(tmp_path, 1)
     assert started == [] and alerts.count(b"\n") > 10
+
+
+def test_a_server_that_cannot_start_early_changes_nothing_the_command_line_says(tmp_path: Path) -> None:
+    """A temporary directory too long for the server's socket: help is still help and a bad
+    option still a usage error (the pool, were it reached, would say why in one line)."""
+    long_tmp = tmp_path / ("t" * 120)
+    long_tmp.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(long_tmp), "TOKENWATCH_TOKEN_HASH_KEY": TEST_HASH_KEY.decode()}
+    code = "import sys; from pipeline.cli.entry import main; sys.argv[0] = 'tokenwatch'; sys.exit(main())"
+    helped = subprocess.run([sys.executable, "-c", code, "detect", "-w", "2", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert (helped.returncode, "Traceback" in helped.stderr) == (0, False) and "--workers" in helped.stdout
+    refused = subprocess.run([sys.executable, "-c", code, "detect", "-i", "-", "-w", "2", "--bogus"], cwd=ROOT,
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert (refused.returncode, "Traceback" in refused.stderr) == (2, False) and "--bogus" in refused.stderr
