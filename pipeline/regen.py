@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from detectors import DETECTORS
 from pipeline.config import defaults_toml, rules_markdown
-from pipeline.es import kibana
+from pipeline.es import kibana, mitre
 from pipeline.ingest.country_positions_gen import country_positions_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,18 +72,30 @@ GENERATED: tuple[Generated, ...] = (
 
 def stale(root: Path = ROOT, generated: Sequence[Generated] = GENERATED) -> list[Generated]:
     """The generated files under ``root`` whose text differs from what they are generated from."""
+    _check_techniques()
     return [g for g in generated if _wanted(root, g) != _read(root / g.path)]
 
 
 def write(root: Path = ROOT, generated: Sequence[Generated] = GENERATED) -> list[str]:
-    """Regenerate every stale file under ``root``; returns the paths rewritten."""
+    """Regenerate every stale file under ``root``; returns the paths rewritten. Every file is
+    rendered before the first is written: one that cannot be leaves all of them as they were."""
+    _check_techniques()
+    rendered = [(g, _wanted(root, g)) for g in generated]
     changed: list[str] = []
-    for g in generated:
-        wanted = _wanted(root, g)
+    for g, wanted in rendered:
         if wanted != _read(root / g.path):
             (root / g.path).write_text(wanted, encoding="utf-8", newline="")
             changed.append(g.path)
     return changed
+
+
+def _check_techniques() -> None:
+    """Every ATT&CK technique a rule names is one the alerts can place in its tactics."""
+    unplaced = [f"{rule.id} names {technique}" for cls in DETECTORS.values() for rule in cls.rules
+                for technique, _name in rule.techniques if not mitre.places(technique)]
+    if unplaced:
+        raise RegenError(f"ATT&CK techniques pipeline/es/mitre.py does not place in tactics ({'; '.join(unplaced)}):"
+                         " add each there with its tactics (and a sub-technique's own name)")
 
 
 def _wanted(root: Path, g: Generated) -> str:

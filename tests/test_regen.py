@@ -6,12 +6,14 @@ an upgrade that moves a country fails here until regenerated."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
 import tomllib
+import types
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
@@ -208,3 +210,32 @@ def test_make_regen_is_the_one_documented_regeneration_command() -> None:
     recipe = readme.split("\n## Add a detector\n", 1)[1].split("\n## ", 1)[0]
     assert "4. Run `make regen`." in recipe and "pipeline.es.kibana" not in recipe
     assert "pasted over" not in readme and "config defaults >" not in readme
+
+
+def test_a_technique_the_alerts_cannot_place_is_named_and_nothing_is_written(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rule naming an ATT&CK technique pipeline/es/mitre.py lacks: regen says which, instead of a
+    KeyError half way through the files."""
+    cls = next(iter(DETECTORS.values()))
+    odd = dataclasses.replace(cls.rules[0], techniques=(("T1539", "Steal Web Session Cookie"),))
+    monkeypatch.setattr(regen, "DETECTORS", {**DETECTORS, "odd": types.SimpleNamespace(rules=(odd,))})
+    before = {g.path: (checkout / g.path).read_bytes() for g in regen.GENERATED}
+    with pytest.raises(regen.RegenError, match=f"{odd.id} names T1539"):
+        regen.write(checkout)
+    with pytest.raises(regen.RegenError, match="T1539"):
+        regen.stale(checkout)
+    assert {g.path: (checkout / g.path).read_bytes() for g in regen.GENERATED} == before
+
+
+def test_a_file_that_cannot_be_rendered_leaves_every_file_as_it_was(tmp_path: Path) -> None:
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("old\n", encoding="utf-8")
+
+    def refuse(_text: str) -> str:
+        raise regen.RegenError("cannot render")
+
+    files = (regen.Generated("a.txt", "a test", lambda _text: "new\n"), regen.Generated("b.txt", "a test", refuse))
+    with pytest.raises(regen.RegenError, match="b.txt: cannot render"):
+        regen.write(tmp_path, files)
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "old\n"

@@ -53,6 +53,13 @@ def parent_of(technique_id: str) -> str:
     return technique_id.partition(".")[0]
 
 
+def places(technique_id: str) -> bool:
+    """Whether this table names ``technique_id`` and the tactics it serves (what alerts need)."""
+    if parent_of(technique_id) not in TECHNIQUES:
+        return False
+    return "." not in technique_id or technique_id in SUBTECHNIQUES
+
+
 def tactics_of(technique_id: str) -> tuple[str, ...]:
     """The tactic ids a technique (or sub-technique) serves; ``KeyError`` for one not in the table."""
     return TECHNIQUES[parent_of(technique_id)][1]

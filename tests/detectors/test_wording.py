@@ -158,9 +158,11 @@ def summaries(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str]]
     return [(a["rule"]["id"], a["alert"]["summary"]) for a in alerts] + _variants()
 
 
-def test_every_rule_is_worded_here(summaries: list[tuple[str, str]]) -> None:
+def test_every_rule_that_ships_on_is_worded_here(summaries: list[tuple[str, str]]) -> None:
+    """A rule that ships off checks its summaries in its own test (README "Add a detector")."""
     rules = {rule.id for cls in DETECTORS.values() for rule in cls.rules}
-    assert {rule for rule, _ in summaries} == rules - {ANOMALY}
+    shipped_on = {rule.id for cls in DETECTORS.values() if cls.Config().enabled for rule in cls.rules}
+    assert shipped_on - {ANOMALY} <= {rule for rule, _ in summaries} <= rules - {ANOMALY}
 
 
 def test_every_summary_keeps_the_house_style(summaries: list[tuple[str, str]]) -> None:
