@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
-from collections.abc import Sequence
 from multiprocessing.context import ForkServerContext, SpawnContext
 
 PRELOAD = ("pipeline.runtime.workers", "pipeline.runtime.worker_preload")
@@ -42,29 +41,3 @@ def start_early() -> bool:
     except Exception:  # noqa: BLE001 -- only a head start: the pool's own start reports the cause
         return False
     return True
-
-
-def asks_for_workers(argv: Sequence[str]) -> bool:
-    """Whether the command line ``argv`` (without the program name) is surely `detect` with two
-    workers or more. Only the plain spellings count (``--workers N``, ``--workers=N``, ``-w N``,
-    ``-wN``, before any ``--``); for any other the answer is False, and the pool starts the
-    server when it needs it, a second later. A wrong True costs an idle server, nothing else
-    (it ends when this process does)."""
-    if not argv or argv[0] != "detect":
-        return False
-    args = list(argv[1:])
-    for index, arg in enumerate(args):
-        if arg == "--":
-            return False
-        if arg in ("--workers", "-w"):
-            value: str | None = args[index + 1] if index + 1 < len(args) else None
-        elif arg.startswith("--workers="):
-            value = arg.partition("=")[2]
-        elif arg.startswith("-w") and not arg.startswith("--"):
-            value = arg[2:]
-        else:
-            continue
-        # isdecimal, not isdigit ("²" is a digit int() refuses); the length keeps int() from
-        # refusing thousands of digits: argparse, run next, says what is wrong with either.
-        return value is not None and value.isdecimal() and len(value) <= 6 and int(value) >= 2
-    return False

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from pipeline import DATA_DIR
-from pipeline.runtime.worker_server import asks_for_workers
+from pipeline.cli.entry import asks_for_workers
 from tests.conftest import TEST_HASH_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +92,9 @@ def test_a_server_that_cannot_start_early_changes_nothing_the_command_line_says(
     refused = subprocess.run([sys.executable, "-c", code, "detect", "-i", "-", "-w", "2", "--bogus"], cwd=ROOT,
                              capture_output=True, text=True, env=env, timeout=120)
     assert (refused.returncode, "Traceback" in refused.stderr) == (2, False) and "--bogus" in refused.stderr
+
+
+def test_the_entry_loads_multiprocessing_only_for_detect_with_workers() -> None:
+    code = "import sys, pipeline.cli.entry; print('multiprocessing' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False"]
