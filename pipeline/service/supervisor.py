@@ -85,9 +85,12 @@ class Supervisor:
         while True:
             self._forward_signals()
             now = self.clock()
+            # Whether all are gone is asked before each is looked at, so that every exit, even
+            # one between two looks, is judged (and logged) before the loop ends.
+            done = self._stopping and all(m.process is None or m.process.poll() is not None for m in self.members)
             for member in self.members:
                 self._check(member, now)
-            if self._stopping and all(m.process is None or m.process.poll() is not None for m in self.members):
+            if done:
                 break
             self._wake.wait(self.poll_s)
             self._wake.clear()

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def stop(signum, frame):
     note(f"signal {signal.Signals(signum).name}")
     time.sleep(0.3)  # the final checkpoint
     note("checkpointed")
-    sys.exit(0)
+    sys.exit(3 if behaviour == "fail-on-stop" else 0)
 
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGINT, stop)
@@ -113,6 +114,45 @@ def test_a_signal_reaches_every_member_and_the_supervisor_waits_for_their_checkp
         # terminal), and run() returned only after the final checkpoint.
         assert notes[1:] == [f"signal {signal.Signals(signum).name}", "checkpointed"], notes
     assert supervisor.starts == 3
+
+
+class _SeenOneLookLate:
+    """A member process whose exit shows one look late: it ends between two of the supervisor's looks."""
+
+    def __init__(self, process: Any) -> None:
+        self._process, self._hidden = process, True
+
+    def poll(self) -> int | None:
+        code = self._process.poll()
+        if code is not None and self._hidden:
+            self._hidden = False
+            return None
+        return code
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._process, name)
+
+
+def test_a_member_failing_as_it_stops_is_judged_even_when_it_ends_between_two_looks(
+        tmp_path: Path, handlers: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """CI caught the race: both members ended while stopping, one between two looks; the
+    supervisor left the loop without judging it, so its "member stopped" line was missing (and
+    a failing exit code would have been missed, the run said OK)."""
+    supervisor = _supervisor(tmp_path, ["fail-on-stop", "ok"])
+    real_start = Supervisor._start  # noqa: SLF001 -- wrapped to make one member's exit show a look late
+
+    def start(self: Supervisor, member: Any) -> None:
+        real_start(self, member)
+        if member.index == 0:
+            member.process = _SeenOneLookLate(member.process)
+
+    monkeypatch.setattr(Supervisor, "_start", start)
+    supervisor.install_signal_handlers()
+    _stop_later(supervisor, lambda: all(_notes(tmp_path, i) for i in range(2)))
+    with caplog.at_level(logging.INFO, logger="tokenwatch.supervisor"):
+        assert supervisor.run() == exit_codes.FAILED
+    judged = [(r.getMessage(), getattr(r, "member", None)) for r in caplog.records if "stop" in r.getMessage()]
+    assert ("member failed while stopping", 0) in judged and ("member stopped", 1) in judged, judged
 
 
 def test_a_member_that_dies_is_restarted_and_logged(tmp_path: Path, handlers: None,
