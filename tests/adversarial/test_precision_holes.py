@@ -21,6 +21,7 @@ import geoip2fast.geoip2fast as geoip2fast_tables
 from pipeline.ingest.egress_lists import EgressLists, shipped_sources
 from pipeline.ingest.enrich import EnrichConfig, Enricher
 from pipeline.ingest.geoip import geoip2fast_source
+from pipeline.synthetic.vocabulary import KEYCLOAK_ISSUER
 from pipeline.synthetic.world import emit
 from schemas.events import CanonicalEvent, Network
 from tests.detect_helpers import detect_lines
@@ -56,7 +57,7 @@ class _At:
 
 def use(n: int, t: float, ip: str) -> dict[str, Any]:
     claims = {"jti": "at-1", "sub": USER, "client_id": CLIENT, "sid": SESSION, "scope": "openid orders:read",
-              "iss": emit.KEYCLOAK_ISSUER, "aud": "orders-api", "iat": int(T0), "exp": int(T0 + 600)}
+              "iss": KEYCLOAK_ISSUER, "aud": "orders-api", "iat": int(T0), "exp": int(T0 + 600)}
     at: Any = _At(ip)  # emit.gateway reads only ``.ip`` of its Place
     return emit.gateway(f"gw-{n}", T0 + t, at, "GET", "/orders", 200, PHONE, claims, "orders:read")
 

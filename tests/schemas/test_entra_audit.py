@@ -23,8 +23,9 @@ import orjson
 import pytest
 from hypothesis import given
 
+from pipeline.synthetic.vocabulary import CITIES, NETWORKS
 from pipeline.synthetic.world import emit
-from pipeline.synthetic.world.net import CITIES, NETWORKS, Place
+from pipeline.synthetic.world.net import Place
 from schemas.events import CanonicalEvent, EventKind, Outcome, Revocation, Subject
 from schemas.sources import FORMATS, AdapterContext, InvalidRecord, UnsupportedEventType
 from schemas.sources.entra import EntraFormat

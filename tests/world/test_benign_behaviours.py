@@ -21,8 +21,9 @@ import pytest
 from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.config import load_settings
 from pipeline.ingest.enrich import Enricher
+from pipeline.synthetic.vocabulary import CITIES, NETWORKS, VPN_EGRESS, Network
 from pipeline.synthetic.world import World, WorldSpec, emit, generate
-from pipeline.synthetic.world.net import CITIES, NETWORKS, VPN_EGRESS, Network, Place
+from pipeline.synthetic.world.net import Place
 from tests.detect_helpers import Detected, detect_lines
 
 DEFAULT_WORLD = WorldSpec(users=300, seed=7, hours=24)  # `tokenwatch demo` without options

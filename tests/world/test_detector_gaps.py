@@ -14,8 +14,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from pipeline.synthetic.vocabulary import CITIES, KEYCLOAK_ISSUER, NETWORKS
 from pipeline.synthetic.world import emit
-from pipeline.synthetic.world.net import CITIES, NETWORKS, Place, vpn_place
+from pipeline.synthetic.world.net import Place, vpn_place
 from tests.detect_helpers import detect_lines
 
 T0 = 1794214800.0  # 2026-11-09T09:00:00Z
@@ -36,7 +37,7 @@ def _login(client: str, place: Place, access: str = "at-1") -> list[dict[str, An
 
 def _use(n: int, t: float, place: Place, client: str, agent: str) -> dict[str, Any]:
     claims = {"jti": "at-1", "sub": USER, "client_id": client, "sid": SESSION, "scope": "openid orders:read",
-              "iss": emit.KEYCLOAK_ISSUER, "aud": "orders-api", "iat": int(T0), "exp": int(T0 + 300)}
+              "iss": KEYCLOAK_ISSUER, "aud": "orders-api", "iat": int(T0), "exp": int(T0 + 300)}
     return emit.gateway(f"gw-{n}", t, place, "GET", "/orders", 200, agent, claims, "orders:read")
 
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.synthetic.vocabulary import CITIES, KEYCLOAK_ISSUER, NETWORKS, OKTA_ISSUER
 from pipeline.synthetic.world import emit
-from pipeline.synthetic.world.net import CITIES, NETWORKS, Place
+from pipeline.synthetic.world.net import Place
 from tests.detect_helpers import Detected, detect_lines
 
 T0 = 1794214800.0  # 2026-11-09T09:00:00Z
@@ -86,7 +87,7 @@ def okta_clear(t: float, query: str = "oauthTokens=true") -> list[dict[str, Any]
 
 def okta_use(n: int, t: float, place: Place, token: str, issued: float) -> dict[str, Any]:
     claims = {"jti": token, "sub": OKTA_USER, "client_id": OKTA_CLIENT, "scope": "orders:read",
-              "iss": emit.OKTA_ISSUER, "aud": "api://orders", "iat": int(issued), "exp": int(issued + HOUR)}
+              "iss": OKTA_ISSUER, "aud": "api://orders", "iat": int(issued), "exp": int(issued + HOUR)}
     return emit.gateway(f"gw-o{n}", t, place, "GET", "/orders", 200, AGENT, claims, "orders:read")
 
 
@@ -171,7 +172,7 @@ def kc_refresh(t: float, scope: str, access: str) -> dict[str, Any]:
 
 def kc_use(n: int, t: float, token: str, issued: float, scope: str) -> dict[str, Any]:
     claims = {"jti": token, "sub": KC_USER, "client_id": KC_CLIENT, "sid": KC_SESSION, "scope": scope,
-              "iss": emit.KEYCLOAK_ISSUER, "aud": "orders-api", "iat": int(issued), "exp": int(issued + 300)}
+              "iss": KEYCLOAK_ISSUER, "aud": "orders-api", "iat": int(issued), "exp": int(issued + 300)}
     return emit.gateway(f"gw-k{n}", t, HOME, "GET", "/orders", 200, AGENT, claims, "orders:read")
 
 

@@ -18,9 +18,9 @@ from pipeline.cli.demo import DEMO_CONFIG, detect
 from pipeline.config import load_settings
 from pipeline.ingest.enrich import Enricher
 from pipeline.ingest.normalize import Normalizer
+from pipeline.synthetic.vocabulary import NETWORKS, VPN_EGRESS
 from pipeline.synthetic.world import World, WorldSpec, generate, parse_duration
 from pipeline.synthetic.world.attacks import EPISODES
-from pipeline.synthetic.world.net import NETWORKS, VPN_EGRESS
 from pipeline.synthetic.world.score import Score, score
 from schemas.redaction import make_token_hasher
 from tests.conftest import TEST_HASH_KEY

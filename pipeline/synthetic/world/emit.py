@@ -10,8 +10,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.synthetic.vocabulary import AWS_CLI_AGENT, COUNTRY_NAMES, KUBECTL_AGENT
-from pipeline.synthetic.vocabulary import KEYCLOAK_ISSUER as KEYCLOAK_ISSUER  # re-exported: tests build claims
-from pipeline.synthetic.vocabulary import OKTA_ISSUER as OKTA_ISSUER  # with emit's issuers
 from pipeline.synthetic.world.net import Place
 
 REALM = "8a1c0d4e-6a0b-4f7e-9c55-0b7f3d2a1e90"
