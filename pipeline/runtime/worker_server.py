@@ -10,6 +10,7 @@ runs before everything else.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 from multiprocessing.context import ForkServerContext, SpawnContext
@@ -30,14 +31,11 @@ def worker_context() -> ForkServerContext | SpawnContext:
     return multiprocessing.get_context("spawn")
 
 
-def start_early() -> bool:
-    """Start the fork server now, if this platform has one; the pool finds it running. True if
-    it started. A server that cannot start (say, a temporary directory whose path is too long
-    for its socket) is left to the pool, which tries again and says why in one line."""
+def start_early() -> None:
+    """Start the fork server now, if this platform has one; the pool finds it running. A server
+    that cannot start (say, a temporary directory whose path is too long for its socket) is left
+    to the pool, which tries again and says why in one line."""
     if not isinstance(worker_context(), ForkServerContext):
-        return False
-    try:
+        return
+    with contextlib.suppress(Exception):  # only a head start: the pool's own start reports the cause
         multiprocessing.forkserver.ensure_running()
-    except Exception:  # noqa: BLE001 -- only a head start: the pool's own start reports the cause
-        return False
-    return True
