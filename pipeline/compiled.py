@@ -45,6 +45,14 @@ MODULES: tuple[str, ...] = (
     "pipeline.runtime.alerting",
     "pipeline.runtime.engine",
     "pipeline.runtime.event_time",
+    "pipeline.ingest.normalize",
+    "pipeline.ingest.enrich",
+    "pipeline.runtime.lines",
+    "pipeline.runtime.line_tally",
+    "schemas.sources.common",
+    "schemas.fast.build",
+    "schemas.fast.times",
+    "schemas.fast.gateway",
 )
 
 EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]

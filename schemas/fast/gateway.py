@@ -1,30 +1,28 @@
-"""Fast path of the gateway layout (``schemas.sources.gateway``): the vendor record as a
-msgspec Struct, the canonical event built without validating it again.
+"""Fast path of the gateway layout (``schemas.sources.gateway``): the vendor record read
+into the msgspec Structs of ``schemas.fast.gateway_records``, the canonical event built
+without validating it again.
 
-The Structs declare the fields of ``gateway.GatewayRecord`` with the same caps and are
-at least as strict (no string-to-number or number-to-bool coercion), so a record they
-accept is one the pydantic model accepts with the same values; anything else (a refused
-or odd field, a time outside plain RFC 3339, an epoch out of range) returns None and the
-record goes the pydantic way, which writes the dead letter or the repair.
+A record the Structs accept is one the pydantic model accepts with the same values;
+anything else (a refused or odd field, a time outside plain RFC 3339, an epoch out of
+range) returns None and the record goes the pydantic way, which writes the dead letter or
+the repair.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
 from schemas.events import Binding, CanonicalEvent, EventKind, Network, Request, Subject, TokenRef, TokenType
 from schemas.fast.build import construct, utc
+from schemas.fast.gateway_records import GatewayRecord, JwtClaims, JwtConfirmation
 from schemas.fast.times import rfc3339
 from schemas.redaction import redact_text
 from schemas.sources.base import AdapterContext, InvalidRecord
 from schemas.sources.common import (
-    MAX_ID,
-    MAX_RESOURCE,
-    MAX_USER_AGENT,
     Memo,
     client_address,
     content_id,
@@ -35,45 +33,6 @@ from schemas.sources.common import (
 
 # One definition of each mapping rule: the pydantic adapter's own helpers.
 from schemas.sources.gateway import audience, bound_key, hashed_raw_token, proof, request_id, resource
-
-_Id = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
-_Scopes = Annotated[str, msgspec.Meta(max_length=16_384)] | Annotated[list[str], msgspec.Meta(max_length=512)]
-
-
-class JwtConfirmation(msgspec.Struct, frozen=True):
-    jkt: _Id | None = None
-    x5t_s256: _Id | None = msgspec.field(default=None, name="x5t#S256")
-
-
-class JwtClaims(msgspec.Struct, frozen=True):
-    jti: _Id | None = None
-    sub: _Id | None = None
-    client_id: _Id | None = None
-    azp: _Id | None = None
-    sid: _Id | None = None
-    scope: _Scopes | None = None
-    iss: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
-    aud: _Id | Annotated[list[_Id], msgspec.Meta(max_length=64)] | None = None
-    exp: float | None = None
-    iat: float | None = None
-    cnf: JwtConfirmation | None = None
-
-
-class GatewayRecord(msgspec.Struct, frozen=True):
-    timestamp: str | float  # a datetime in the pydantic model: read by ``rfc3339`` here
-    status: Annotated[int, msgspec.Meta(ge=100, le=599)]
-    request_id: _Id | None = None
-    client_ip: str | list[str] | None = None
-    method: Annotated[str, msgspec.Meta(max_length=16)] | None = None
-    path: Annotated[str, msgspec.Meta(max_length=MAX_RESOURCE)] | None = None
-    user_agent: Annotated[str, msgspec.Meta(max_length=MAX_USER_AGENT)] | None = None
-    jwt: JwtClaims | None = None
-    required_scope: _Scopes | None = None
-    dpop_jkt: _Id | None = None
-    client_cert_thumbprint: _Id | None = None
-    token: str | None = None
-    authorization: str | None = None
-
 
 _NO_CLAIMS = JwtClaims()
 _NO_CONFIRMATION = JwtConfirmation()

@@ -27,7 +27,7 @@ from schemas.events import (
     TokenType,
 )
 from schemas.fast import FAST_MAPPERS
-from schemas.fast import gateway as fast_gateway
+from schemas.fast import gateway_records as fast_gateway
 from schemas.fast.build import construct
 from schemas.fast.times import rfc3339
 from schemas.sources import FORMATS
