@@ -67,6 +67,7 @@ from typing import Any, Literal
 
 import orjson
 
+from pipeline.ingest.config import InputConfig
 from pipeline.ingest.normalize import HANDLE_FIELD, Normalizer, envelope_entries
 from schemas.events import CanonicalEvent, EventKind
 from schemas.redaction import TokenHasher
@@ -129,22 +130,28 @@ def content_key(data: bytes) -> bytes:
     return CONTENT_PREFIX + hashlib.sha256(data).hexdigest().encode("ascii")
 
 
-def partition_key(raw: Mapping[str, Any], format_name: str = "auto", *, hash_token: TokenHasher) -> bytes:
+def partition_key(raw: Mapping[str, Any], format_name: str = "auto", *, hash_token: TokenHasher,
+                  config: InputConfig | None = None) -> bytes:
     """The message key of one parsed record of ``format_name`` ("auto": detected).
 
     Pure: the same record gives the same key in every run (no ``hash()``). A record
     that maps to no event is keyed by the SHA-256 of its canonical JSON (sorted keys).
     """
-    return line_key(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS), hash_token, format_name).key
+    return line_key(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS), hash_token, format_name, config).key
 
 
-def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto") -> LineKey:
+def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto",
+             config: InputConfig | None = None) -> LineKey:
     """The key of one input line (without its newline); never raises.
 
     The line is mapped exactly as the service will map it (the normalizer's parsing,
     its repairs of attacker-written fields, a CloudTrail file record by record): a use
-    whose user agent is cut must still land on its token's partition."""
-    normalizer = _normalizer(hash_token, format_name or "auto")
+    whose user agent is cut must still land on its token's partition. ``config`` is the
+    deployment's ``[input]`` (default: the shipped one): its ``max_depth`` and
+    ``max_future_skew_s`` decide whether a line maps at all, so a producer keying with other
+    values than the service's would send a line the service accepts to another partition
+    than its token's."""
+    normalizer = _normalizer(hash_token, format_name or "auto", config or InputConfig())
     try:
         result = normalizer.normalize(line, "key")
     except Exception as exc:  # noqa: BLE001 -- a key must always be given; the service decides
@@ -229,7 +236,7 @@ def quick_key(raw: object, format_name: str = "auto") -> QuickKey | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _normalizer(hash_token: TokenHasher, format_name: str) -> Normalizer:
+def _normalizer(hash_token: TokenHasher, format_name: str, config: InputConfig) -> Normalizer:
     if format_name != "auto" and format_name not in FORMATS:
         raise ValueError(f"unknown format {format_name!r}")
-    return Normalizer(hash_token, forced_format=format_name)
+    return Normalizer(hash_token, config, forced_format=format_name)

@@ -22,6 +22,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline import exit_codes
+from pipeline.ingest.config import InputConfig
 from pipeline.ingest.reading import LongLine, read_lines
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, producer_kwargs
 from pipeline.kafka.merge import KeyedLine, input_files, keyed_lines, merge_by_time
@@ -103,14 +104,16 @@ def produce(
     origin: str = "input",
     producer: KafkaProducer | None = None,
     flush_timeout_s: float = 60.0,
+    input_config: InputConfig | None = None,
 ) -> ProduceSummary:
-    """Send every non-blank line of ``lines`` to ``topic`` keyed by ``line_key``; flush; count.
+    """Send every non-blank line of ``lines`` to ``topic`` keyed by ``line_key`` (with
+    ``input_config``, the service's ``[input]``); flush; count.
 
     ``producer`` lets a caller reuse one (it is flushed, not closed); otherwise
     one is built from ``config`` and closed at the end.
     """
     return produce_keyed(
-        keyed_lines(lines, origin, hash_token, format_name), topic, config,
+        keyed_lines(lines, origin, hash_token, format_name, input_config), topic, config,
         origin=origin, producer=producer, flush_timeout_s=flush_timeout_s,
     )
 
@@ -229,12 +232,13 @@ def run_produce(
             return exit_codes.NOT_FOUND
         if not files:
             lines = read_lines(sys.stdin.buffer, max_line_bytes)
-            summary = produce(lines, topic, config, hash_token=hasher, format_name=format_name, origin="stdin")
+            summary = produce(lines, topic, config, hash_token=hasher, format_name=format_name, origin="stdin",
+                              input_config=settings.input)
         else:
             with ExitStack() as stack:
                 streams = [
                     keyed_lines(read_lines(stack.enter_context(open(path, "rb", buffering=1 << 20)), max_line_bytes),
-                                str(path), hasher, format_name)
+                                str(path), hasher, format_name, settings.input)
                     for path in files
                 ]
                 merged = streams[0] if len(streams) == 1 else merge_by_time(streams)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.cli.main import main
@@ -160,6 +162,27 @@ def test_cli_produce_merges_a_directory_by_event_time(kafka_bootstrap: str, tmp_
     mapped = [normalizer.normalize(record.value, "t").events for record in records]
     times = [min(event.epoch for event in events) for events in mapped if events]  # skipped types ride along
     assert len(records) == total and len(times) > total // 2 and times == sorted(times)
+
+
+def test_cli_produce_keys_lines_with_the_configured_input_settings(kafka_bootstrap: str, tmp_path: Path, capsys) -> None:
+    """A deployment whose [input] accepts events two hours ahead: `produce --config` keys such a
+    line by its subject, where the service will map it, not by its content hash (the shipped
+    900 s of skew refuse it)."""
+    topic = _unique("cli-input-settings")
+    ahead = datetime.now(timezone.utc) + timedelta(hours=2)
+    line = orjson.dumps({"canonical_version": 1, "event_id": "e-ahead", "kind": "used", "time": ahead.isoformat(),
+                         "source": "idp", "subject": {"id": "alice"}, "token": {"id": "t-ahead"}})
+    (tmp_path / "in.jsonl").write_bytes(line + b"\n")
+    (tmp_path / "tokenwatch.toml").write_text("[input]\nmax_future_skew_s = 86400\n")
+
+    rc = main(["produce", "--input", str(tmp_path / "in.jsonl"), "--topic", topic, "--bootstrap", kafka_bootstrap,
+               "--create-topics", "3", "--config", str(tmp_path / "tokenwatch.toml")])
+
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "map to no event" not in err
+    [record] = _consume_all(_config(kafka_bootstrap, topic), topic, 1)
+    assert (record.key, record.value) == (b"alice", line)
 
 
 def test_cli_produce_to_a_missing_topic_fails_without_create_topics(kafka_bootstrap: str, tmp_path: Path, capsys) -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -24,6 +25,7 @@ from pipeline.kafka.config import (
     producer_kwargs,
 )
 from pipeline.kafka.keys import KEY_ORDER, line_key, partition_key
+from pipeline.kafka.merge import keyed_lines
 from tests.fuzzing import NOW
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,6 +150,23 @@ def test_lines_that_map_to_nothing_are_keyed_by_the_dead_letter_hash(line: bytes
     dead = Normalizer(hasher, clock=lambda: NOW).normalize(line, "t").dead_letter
     assert dead is not None
     assert found.key == b"sha256:" + dead["raw_sha256"].encode() == b"sha256:" + hashlib.sha256(line).hexdigest().encode()
+
+
+def test_a_line_is_keyed_with_the_deployments_input_settings(hasher) -> None:
+    """A deployment that accepts events further ahead (a source whose clock runs fast) must
+    have `produce` key them as its service maps them: by their token, on its partition. Keyed
+    with the shipped settings, the line was refused and went by its content hash instead."""
+    ahead = datetime.now(timezone.utc) + timedelta(hours=2)  # past the shipped 900 s of skew
+    line = _canonical(time=ahead.isoformat(), subject={"id": "alice"}, token={"id": "t1"})
+    lenient = InputConfig(max_future_skew_s=86_400)
+    service = Normalizer(hasher, lenient).normalize(line, "t").events  # what the service maps
+
+    assert service and line_key(line, hasher).basis == "content"  # the shipped settings refuse it
+    found = line_key(line, hasher, config=lenient)
+    assert (found.key, found.basis) == (b"alice", "subject")
+    assert partition_key(orjson.loads(line), hash_token=hasher, config=lenient) == b"alice"
+    [keyed] = keyed_lines([line], "in", hasher, config=lenient)
+    assert keyed.key == found
 
 
 def test_partition_key_of_an_unmappable_record_hashes_its_sorted_json(hasher) -> None:
