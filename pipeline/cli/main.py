@@ -181,7 +181,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         "TOKENWATCH_KAFKA__BOOTSTRAP_SERVERS, else 127.0.0.1:9092.",
         examples=["tokenwatch produce -i demo-output/events -t tokenwatch.events --bootstrap 127.0.0.1:9092 "
                   "--create-topics 3",
-                  "tokenwatch produce -i okta.jsonl -f okta -t tokenwatch.events --config tokenwatch.toml"],
+                  "tokenwatch produce -i okta.jsonl -t tokenwatch.events --config tokenwatch.toml"],
     )
     produce.add_argument(
         "--input", "-i", required=True, nargs="+", metavar="PATH",
@@ -189,10 +189,14 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         "history exported per source), or - for stdin",
     )
     produce.add_argument("--topic", "-t", required=True, help="topic to produce to")
-    produce.add_argument("--config", "-c", type=Path, help="TOML configuration file (its [kafka] table)")
+    produce.add_argument("--config", "-c", type=Path,
+                         help="TOML configuration file: the service's, whose [kafka], [input] and [trust] tables "
+                         "produce reads (lines are keyed as that service will map them)")
     produce.add_argument("--bootstrap", help="host:port[,host:port] overriding kafka.bootstrap_servers")
     produce.add_argument(
-        "--format", "-f", default="auto", choices=["auto", *sorted(FORMATS)], help="input format used for keys"
+        "--format", "-f", default="auto", choices=["auto", *sorted(FORMATS)],
+        help="input format used for keys (the service detects each line's format: leave it at auto unless "
+        "detection picks another format than the one the lines are)"
     )
     produce.add_argument("--create-topics", type=int, metavar="PARTITIONS", help="create missing topics first")
     produce.set_defaults(func=cmd_produce)

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -69,6 +70,7 @@ import orjson
 
 from pipeline.ingest.config import InputConfig
 from pipeline.ingest.normalize import HANDLE_FIELD, Normalizer, envelope_entries
+from pipeline.ingest.trust import TrustRules
 from schemas.events import CanonicalEvent, EventKind
 from schemas.redaction import TokenHasher
 from schemas.sources import FORMATS
@@ -140,30 +142,40 @@ def partition_key(raw: Mapping[str, Any], format_name: str = "auto", *, hash_tok
     return line_key(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS), hash_token, format_name, config).key
 
 
-def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto",
-             config: InputConfig | None = None) -> LineKey:
+SHIPPED_INPUT = InputConfig()
+
+
+def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto", config: InputConfig | None = None,
+             trust: TrustRules | None = None, topic: str | None = None) -> LineKey:
     """The key of one input line (without its newline); never raises.
 
     The line is mapped exactly as the service will map it (the normalizer's parsing,
     its repairs of attacker-written fields, a CloudTrail file record by record): a use
-    whose user agent is cut must still land on its token's partition. ``config`` is the
-    deployment's ``[input]`` (default: the shipped one): its ``max_depth`` and
-    ``max_future_skew_s`` decide whether a line maps at all, so a producer keying with other
-    values than the service's would send a line the service accepts to another partition
-    than its token's."""
-    normalizer = _normalizer(hash_token, format_name or "auto", config or InputConfig())
+    whose user agent is cut must still land on its token's partition. So the mapping takes
+    the deployment's ``[input]`` (``config``; default: the shipped one: its ``max_depth``
+    decides what of a deep record is kept) and keys from the events ``trust``, the
+    deployment's ``[trust]`` rules, let ``topic`` carry (a refused record of an envelope
+    must not take the key from the kept ones). The future-skew bound is not applied: the
+    service judges it when it reads the line, later than the producer sends it, and a line
+    it refuses reaches no engine, so a line dated ahead is keyed as if it were in time."""
+    normalizer = _normalizer(hash_token, format_name or "auto", config or SHIPPED_INPUT)
     try:
         result = normalizer.normalize(line, "key")
     except Exception as exc:  # noqa: BLE001 -- a key must always be given; the service decides
         return LineKey(content_key(line), "content", None, type(exc).__name__)
-    found = event_key(result.events)
+    events = result.events
+    if trust is not None and events and result.skipped_type is None:
+        events = trust.split(events, result.format or "unknown", topic, result.event_formats)[0]
+    found = event_key(events)
     if found is None:
         if result.dead_letter is not None:
             reason = str(result.dead_letter["reason"])
+        elif result.events:
+            reason = "every event refused by the trust rules"
         else:
             reason = f"skipped type {result.skipped_type}" if result.skipped_type else "no events"
         return LineKey(content_key(line), "content", result.format, reason[:200])
-    return LineKey(found[0], found[1], result.format, epoch=min(event.epoch for event in result.events))
+    return LineKey(found[0], found[1], result.format, epoch=min(event.epoch for event in events))
 
 
 # -- the key straight from a parsed record, for the formats most lines come in ---------------
@@ -239,4 +251,4 @@ def quick_key(raw: object, format_name: str = "auto") -> QuickKey | None:
 def _normalizer(hash_token: TokenHasher, format_name: str, config: InputConfig) -> Normalizer:
     if format_name != "auto" and format_name not in FORMATS:
         raise ValueError(f"unknown format {format_name!r}")
-    return Normalizer(hash_token, config, forced_format=format_name)
+    return Normalizer(hash_token, config.model_copy(update={"max_future_skew_s": math.inf}), forced_format=format_name)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.ingest.config import InputConfig
 from pipeline.ingest.reading import LongLine
+from pipeline.ingest.trust import TrustRules
 from pipeline.kafka.keys import LineKey, line_key
 from schemas.redaction import TokenHasher
 
@@ -56,16 +57,17 @@ def input_files(names: Iterable[str]) -> list[Path]:
 
 def keyed_lines(
     lines: Iterable[bytes | LongLine], origin: str, hash_token: TokenHasher, format_name: str = "auto",
-    config: InputConfig | None = None,
+    config: InputConfig | None = None, trust: TrustRules | None = None, topic: str | None = None,
 ) -> Iterator[KeyedLine]:
-    """Each line of one input, keyed as the service will map it (``config``: its ``[input]``)."""
+    """Each line of one input, keyed as the service will map it (``line_key``: its ``[input]``,
+    and its ``[trust]`` rules for ``topic``)."""
     for number, line in enumerate(lines, 1):
         where = f"{origin}:{number}"
         if isinstance(line, LongLine):
             yield KeyedLine(where, line, None)
             continue
         line = line.rstrip(b"\r\n")
-        yield KeyedLine(where, line, line_key(line, hash_token, format_name, config) if line.strip() else None)
+        yield KeyedLine(where, line, line_key(line, hash_token, format_name, config, trust, topic) if line.strip() else None)
 
 
 def merge_by_time(streams: list[Iterator[KeyedLine]]) -> Iterator[KeyedLine]:

@@ -24,6 +24,7 @@ from kafka.errors import KafkaError
 from pipeline import exit_codes
 from pipeline.ingest.config import InputConfig
 from pipeline.ingest.reading import LongLine, read_lines
+from pipeline.ingest.trust import TrustRules
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, producer_kwargs
 from pipeline.kafka.merge import KeyedLine, input_files, keyed_lines, merge_by_time
 from pipeline.terminal import printable
@@ -105,15 +106,16 @@ def produce(
     producer: KafkaProducer | None = None,
     flush_timeout_s: float = 60.0,
     input_config: InputConfig | None = None,
+    trust: TrustRules | None = None,
 ) -> ProduceSummary:
     """Send every non-blank line of ``lines`` to ``topic`` keyed by ``line_key`` (with
-    ``input_config``, the service's ``[input]``); flush; count.
+    ``input_config`` and ``trust``, the service's ``[input]`` and ``[trust]``); flush; count.
 
     ``producer`` lets a caller reuse one (it is flushed, not closed); otherwise
     one is built from ``config`` and closed at the end.
     """
     return produce_keyed(
-        keyed_lines(lines, origin, hash_token, format_name, input_config), topic, config,
+        keyed_lines(lines, origin, hash_token, format_name, input_config, trust, topic), topic, config,
         origin=origin, producer=producer, flush_timeout_s=flush_timeout_s,
     )
 
@@ -219,6 +221,7 @@ def run_produce(
         print("tokenwatch produce: --input - (stdin) cannot be combined with files", file=sys.stderr)
         return exit_codes.CONFIG
     hasher = make_token_hasher(token_hash_key())
+    trust = TrustRules(settings.trust)  # lines are keyed by the events the service keeps
     try:
         if create_partitions:
             topics = {"input": [topic], **config.topics.model_dump(exclude={"input"})}
@@ -233,12 +236,12 @@ def run_produce(
         if not files:
             lines = read_lines(sys.stdin.buffer, max_line_bytes)
             summary = produce(lines, topic, config, hash_token=hasher, format_name=format_name, origin="stdin",
-                              input_config=settings.input)
+                              input_config=settings.input, trust=trust)
         else:
             with ExitStack() as stack:
                 streams = [
                     keyed_lines(read_lines(stack.enter_context(open(path, "rb", buffering=1 << 20)), max_line_bytes),
-                                str(path), hasher, format_name, settings.input)
+                                str(path), hasher, format_name, settings.input, trust, topic)
                     for path in files
                 ]
                 merged = streams[0] if len(streams) == 1 else merge_by_time(streams)

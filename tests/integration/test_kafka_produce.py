@@ -6,18 +6,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.cli.main import main
+from pipeline.config import load_settings
 from pipeline.ingest.normalize import Normalizer
 from pipeline.kafka.config import KafkaConfig, KafkaTopics, consumer_kwargs
-from pipeline.kafka.keys import line_key
+from pipeline.kafka.keys import content_key, event_key, line_key
 from pipeline.kafka.produce import produce
 from pipeline.kafka.topics import ensure_topics, existing_topics
+from pipeline.runtime.build import build_reader
 
 SAMPLE = Path(__file__).resolve().parents[2] / "pipeline" / "data" / "sample.jsonl"
 FORMATS_DIR = Path(__file__).resolve().parents[1] / "data" / "formats"
@@ -164,25 +166,42 @@ def test_cli_produce_merges_a_directory_by_event_time(kafka_bootstrap: str, tmp_
     assert len(records) == total and len(times) > total // 2 and times == sorted(times)
 
 
-def test_cli_produce_keys_lines_with_the_configured_input_settings(kafka_bootstrap: str, tmp_path: Path, capsys) -> None:
-    """A deployment whose [input] accepts events two hours ahead: `produce --config` keys such a
-    line by its subject, where the service will map it, not by its content hash (the shipped
-    900 s of skew refuse it)."""
-    topic = _unique("cli-input-settings")
-    ahead = datetime.now(timezone.utc) + timedelta(hours=2)
-    line = orjson.dumps({"canonical_version": 1, "event_id": "e-ahead", "kind": "used", "time": ahead.isoformat(),
-                         "source": "idp", "subject": {"id": "alice"}, "token": {"id": "t-ahead"}})
+_USE = orjson.loads(FORMATS_DIR.joinpath("gateway.jsonl").read_bytes().splitlines()[0])
+_DECOY = {"canonical_version": 1, "event_id": "e-decoy", "kind": "used", "time": "2026-11-24T09:00:00Z",
+          "source": "idp", "subject": {"id": "decoy"}, "token": {"id": "t-decoy"}}
+
+
+@pytest.mark.parametrize(
+    ("config_text", "record"),
+    [
+        # [trust]: the canonical record the topic may not carry does not take the key from the use beside it
+        ("", {"records": [_DECOY, _USE]}),
+        # [input]: a low max_depth cuts what the envelope nests, and the use with it
+        ("[input]\nmax_depth = 3\n", {"records": [_USE]}),
+    ],
+    ids=["trust", "max_depth"],
+)
+def test_cli_produce_keys_a_line_as_the_configured_service_maps_it(
+    kafka_bootstrap: str, tmp_path: Path, capsys, hasher, config_text: str, record: dict[str, object],
+) -> None:
+    topic = _unique("cli-service-settings")
+    line = orjson.dumps(record)
+    config_path = tmp_path / "tokenwatch.toml"
+    config_path.write_text(config_text)
     (tmp_path / "in.jsonl").write_bytes(line + b"\n")
-    (tmp_path / "tokenwatch.toml").write_text("[input]\nmax_future_skew_s = 86400\n")
+    service = build_reader(load_settings(config_path), hasher)
+    judged = service.judge(service.normalize(line, "t"), "t", topic)
+    found = event_key(judged.events)
+    expected = found[0] if found is not None else content_key(line)
+    assert expected != line_key(line, hasher).key  # every record, the shipped [input]: another partition
 
     rc = main(["produce", "--input", str(tmp_path / "in.jsonl"), "--topic", topic, "--bootstrap", kafka_bootstrap,
-               "--create-topics", "3", "--config", str(tmp_path / "tokenwatch.toml")])
+               "--create-topics", "1", "--config", str(config_path)])
 
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "map to no event" not in err
-    [record] = _consume_all(_config(kafka_bootstrap, topic), topic, 1)
-    assert (record.key, record.value) == (b"alice", line)
+    [produced] = _consume_all(_config(kafka_bootstrap, topic), topic, 1)
+    assert (produced.key, produced.value) == (expected, line)
 
 
 def test_cli_produce_to_a_missing_topic_fails_without_create_topics(kafka_bootstrap: str, tmp_path: Path, capsys) -> None:

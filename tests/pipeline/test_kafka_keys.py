@@ -16,16 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import ConfigError, load_settings
-from pipeline.ingest.config import InputConfig
+from pipeline.ingest.config import InputConfig, TrustConfig
 from pipeline.ingest.normalize import Normalizer
+from pipeline.ingest.trust import TrustRules
 from pipeline.kafka.config import (
     KafkaConfig,
     client_kwargs,
     consumer_kwargs,
     producer_kwargs,
 )
-from pipeline.kafka.keys import KEY_ORDER, line_key, partition_key
+from pipeline.kafka.keys import KEY_ORDER, event_key, line_key, partition_key
 from pipeline.kafka.merge import keyed_lines
+from pipeline.runtime.lines import LineReader
 from tests.fuzzing import NOW
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,21 +154,57 @@ def test_lines_that_map_to_nothing_are_keyed_by_the_dead_letter_hash(line: bytes
     assert found.key == b"sha256:" + dead["raw_sha256"].encode() == b"sha256:" + hashlib.sha256(line).hexdigest().encode()
 
 
-def test_a_line_is_keyed_with_the_deployments_input_settings(hasher) -> None:
-    """A deployment that accepts events further ahead (a source whose clock runs fast) must
-    have `produce` key them as its service maps them: by their token, on its partition. Keyed
-    with the shipped settings, the line was refused and went by its content hash instead."""
+def test_a_line_dated_ahead_is_keyed_by_its_token_whatever_the_skew(hasher) -> None:
+    """The service judges the future-skew bound when it reads a line, later than `produce`
+    sends it (consumer lag, a replay), and perhaps with a raised bound (a source whose clock
+    runs fast). Keyed with the bound, a line the service accepts went by its content hash, to
+    another partition than its token's; a line the service refuses reaches no engine, so its
+    key changes nothing."""
     ahead = datetime.now(timezone.utc) + timedelta(hours=2)  # past the shipped 900 s of skew
     line = _canonical(time=ahead.isoformat(), subject={"id": "alice"}, token={"id": "t1"})
     lenient = InputConfig(max_future_skew_s=86_400)
-    service = Normalizer(hasher, lenient).normalize(line, "t").events  # what the service maps
+    assert Normalizer(hasher, lenient).normalize(line, "t").events  # what such a service maps
 
-    assert service and line_key(line, hasher).basis == "content"  # the shipped settings refuse it
-    found = line_key(line, hasher, config=lenient)
-    assert (found.key, found.basis) == (b"alice", "subject")
-    assert partition_key(orjson.loads(line), hash_token=hasher, config=lenient) == b"alice"
-    [keyed] = keyed_lines([line], "in", hasher, config=lenient)
+    for config in (None, lenient):
+        found = line_key(line, hasher, config=config)
+        assert (found.key, found.basis) == (b"alice", "subject")
+    assert partition_key(orjson.loads(line), hash_token=hasher) == b"alice"
+
+
+def test_a_line_is_keyed_with_the_deployments_max_depth(hasher) -> None:
+    """A service with a lower max_depth cuts what a deep envelope nests: the subject of its
+    record is gone and the line is the event's. `produce` with that [input] keys it so."""
+    record = orjson.loads(_canonical(subject={"id": "alice"}, token={"id": "t1"}))
+    line = orjson.dumps({"records": [record]})
+    shallow = InputConfig(max_depth=3)
+    expected = event_key(Normalizer(hasher, shallow).normalize(line, "t").events)
+
+    assert expected is not None and expected[0] != b"alice"  # the deployment's mapping differs
+    assert line_key(line, hasher).key == b"alice"  # (the shipped one keeps the subject)
+    found = line_key(line, hasher, config=shallow)
+    assert (found.key, found.basis) == expected
+    [keyed] = keyed_lines([line], "in", hasher, config=shallow)
     assert keyed.key == found
+
+
+def test_a_record_the_topic_may_not_carry_does_not_take_the_key(hasher) -> None:
+    """An envelope whose first record is a canonical event naming a decoy subject, on a topic
+    not trusted with canonical events: the service refuses that record and keeps the gateway
+    use of alice's token, so the line must go to alice's partition, not the decoy's."""
+    decoy = orjson.loads(_canonical(subject={"id": "decoy"}, token={"id": "t-decoy"}))
+    use = orjson.loads(_lines(FORMATS_DIR / "gateway.jsonl")[0])
+    line = orjson.dumps({"records": [decoy, use]})
+    trust = TrustRules(TrustConfig())
+    judged = LineReader(Normalizer(hasher), trust).judge(Normalizer(hasher).normalize(line, "t"), "t", "events")
+    assert [event.subject.id for event in judged.events if event.subject] == ["5b0e9a7c-3f21-4d8e-a1c2-77d9e4b1f0aa"]
+
+    assert line_key(line, hasher).key == b"decoy"  # every record counted
+    found = line_key(line, hasher, trust=trust, topic="events")
+    assert (found.key, found.basis) == (b"5b0e9a7c-3f21-4d8e-a1c2-77d9e4b1f0aa", "subject")
+    trusted = TrustRules(TrustConfig(trusted_topics=("events",)))
+    assert line_key(line, hasher, trust=trusted, topic="events").key == b"decoy"  # a trusted topic keeps both
+    only_decoy = orjson.dumps({"records": [decoy]})
+    assert line_key(only_decoy, hasher, trust=trust, topic="events").reason == "every event refused by the trust rules"
 
 
 def test_partition_key_of_an_unmappable_record_hashes_its_sorted_json(hasher) -> None:
