@@ -5,8 +5,8 @@ murmur2 partitioner over the key of ``pipeline.kafka.keys``), so `detect --worke
 `run` over such a topic compare the same events and split a principal alike. The parent
 must stay cheap, or it bounds the speed-up: a gateway or canonical line is keyed from its
 parsed record (``quick_key``: a JSON parse and a few lookups); any other line is mapped here
-once only to be keyed (``line_key``'s way, with this run's settings and clock), and mapped
-again by its worker.
+once only to be keyed (``line_key``'s way, with this run's settings, clock and trust rules),
+and mapped again by its worker.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import orjson
 
 from pipeline.ingest.normalize import Normalizer
+from pipeline.ingest.trust import TrustRules
 from pipeline.kafka.keys import content_key, event_key, is_global, quick_key
 from schemas.events import CanonicalEvent
 
@@ -51,9 +52,11 @@ class Router:
 class LineRouter:
     """A raw line's owner, and whether every worker must see it too (it may hold a revocation)."""
 
-    def __init__(self, workers: int, normalizer: Normalizer, forced_format: str | None = None) -> None:
+    def __init__(self, workers: int, normalizer: Normalizer, forced_format: str | None = None,
+                 trust: TrustRules | None = None) -> None:
         self.router = Router(workers)
         self.normalizer = normalizer  # keys lines no quick reader is sure of; its counts are discarded
+        self.trust = trust  # the run's [trust]: events a worker will refuse do not take the key
         self.format = forced_format or "auto"
         self.max_line_bytes = normalizer.config.max_line_bytes
         self.mapped_lines = 0  # lines keyed by mapping them here (the parent's slow path)
@@ -71,9 +74,12 @@ class LineRouter:
     def _mapped(self, line: bytes) -> tuple[int, bool]:
         self.mapped_lines += 1
         try:
-            events = self.normalizer.normalize(line, "route").events
+            result = self.normalizer.normalize(line, "route")
         except Exception:  # noqa: BLE001 -- a line is always routed; its worker writes why it failed
-            events = []
-        found = event_key(events)
+            return self.router.owner_of(content_key(line)), False
+        events = kept = result.events
+        if self.trust is not None and events and result.skipped_type is None:
+            kept = self.trust.split(events, result.format or "unknown", None, result.event_formats)[0]
+        found = event_key(kept)
         owner = self.router.owner_of(found[0] if found is not None else content_key(line))
         return owner, any(is_global(event) for event in events)

@@ -34,6 +34,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pipeline.config import Settings
+from pipeline.ingest.trust import TrustRules
 from pipeline.kafka.keys import is_global
 from pipeline.runtime.build import build_normalizer
 from pipeline.runtime.line_tally import Letter, Tally
@@ -110,7 +111,7 @@ class WorkerPool:
             raise ValueError("a worker pool has at least two workers")
         spec = WorkerSpec(portable(spec.settings), spec.hash_key, spec.forced_format, spec.clock)
         normalizer = build_normalizer(spec.settings, make_token_hasher(spec.hash_key), spec.forced_format, spec.clock)
-        self.router = LineRouter(workers, normalizer, spec.forced_format)
+        self.router = LineRouter(workers, normalizer, spec.forced_format, TrustRules(spec.settings.trust))
         self.workers = workers
         context = worker_context()
         self._answers = Answers(context, workers)

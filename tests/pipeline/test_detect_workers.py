@@ -22,11 +22,13 @@ from pipeline import DATA_DIR
 from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.cli.main import main
 from pipeline.config import Settings, load_settings
+from pipeline.ingest.config import TrustConfig
 from pipeline.ingest.reading import LongLine, read_lines
+from pipeline.ingest.trust import TrustRules
 from pipeline.runtime import workers
-from pipeline.runtime.build import build_enricher
+from pipeline.runtime.build import build_enricher, build_normalizer
 from pipeline.runtime.detect import DetectRun, Summary
-from pipeline.runtime.routing import Router
+from pipeline.runtime.routing import LineRouter, Router
 from pipeline.runtime.worker_judge import WorkerSpec
 from pipeline.synthetic.world import WorldSpec, generate
 from schemas.events import CanonicalEvent
@@ -235,6 +237,23 @@ def test_a_principal_the_key_rule_splits_loses_issue_to_use_checks_across_worker
     # keyed alike (the gateway's sub is the IdP's id), the same alert again
     joined = gateway("split-r2", 5, "00u3split", "tok-split", ip="73.1.2.3")
     assert by_id(detect([issued, joined], 2)) == by_id(detect([issued, joined], 1))
+
+
+def test_a_record_the_run_refuses_does_not_route_the_line_it_came_in() -> None:
+    """With canonical lines refused (`trust.detect_canonical = false`), an envelope whose first
+    record is a canonical event naming a decoy goes to the worker of the gateway use the worker
+    keeps, not to the decoy's, where that use would be judged apart from its token's others."""
+    use = orjson.loads((Path(__file__).resolve().parents[1] / "data" / "formats" / "gateway.jsonl")
+                       .read_bytes().splitlines()[0])
+    router = Router(2)
+    victim = router.owner_of(use["jwt"]["sub"].encode())
+    decoy = next(name for name in (f"decoy-{n}" for n in range(50)) if router.owner_of(name.encode()) != victim)
+    line = orjson.dumps({"records": [orjson.loads(idp("d1", "used", 0, decoy, "t-decoy")), use]})
+    settings = Settings().model_copy(update={"trust": TrustConfig(detect_canonical=False)})
+    normalizer = build_normalizer(settings, make_token_hasher(TEST_HASH_KEY))
+
+    assert LineRouter(2, normalizer, trust=TrustRules(settings.trust)).route(line) == (victim, False)
+    assert LineRouter(2, normalizer).route(line)[0] != victim  # every record counted: the decoy's worker
 
 
 def test_the_bundled_sample_differs_only_where_state_spans_subjects_or_a_worker_sees_less_time() -> None:
