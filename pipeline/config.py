@@ -37,7 +37,7 @@ from pipeline.es.config import ElasticsearchConfig
 from pipeline.ingest.config import InputConfig, TrustConfig
 from pipeline.ingest.enrich_config import EnrichConfig
 from pipeline.kafka.config import KafkaConfig
-from pipeline.keys_config import Place, place_of, unknown_env_sections, unknown_key_message
+from pipeline.keys_config import Place, place_of, single_underscore_settings, unknown_env_sections, unknown_key_message
 from pipeline.response.config import ResponseConfig
 from pipeline.runtime.config import AlertingConfig, EngineConfig
 from pipeline.service.config import ServiceConfig
@@ -154,6 +154,11 @@ def load_settings(path: Path | None = None) -> Settings:
     misspelt = unknown_env_sections(tuple(Settings.model_fields))  # the loader would ignore them
     if misspelt:
         raise ConfigError(unknown_key_message(misspelt[0], "section"))
+    unread = single_underscore_settings(Settings)  # the loader would ignore them too
+    if unread:
+        variable, meant = unread[0]
+        raise ConfigError(f"{variable} is not read: a setting's variable puts two underscores between "
+                          f"section and key; rename it {meant}")
     try:
         if path is None:
             settings = Settings()

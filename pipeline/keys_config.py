@@ -122,6 +122,33 @@ def unknown_env_sections(known: Sequence[str], environ: Mapping[str, str] | None
     return found
 
 
+def single_underscore_settings(model: type[BaseModel], environ: Mapping[str, str] | None = None,
+                               ) -> list[tuple[str, str]]:
+    """``TOKENWATCH_<SECTION>_<KEY>`` variables (one underscore where the loader reads two)
+    that name a key of a section of ``model``, each with the spelling the loader reads: the
+    loader takes them for other tools' settings and ignores them, so the key would silently
+    keep its default. A variable naming no section key (``TOKENWATCH_STATE_DIR``) is left
+    alone."""
+    environ = os.environ if environ is None else environ
+    found = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        rest = upper[len(ENV_PREFIX):]
+        if not upper.startswith(ENV_PREFIX) or ENV_NESTING in rest:
+            continue
+        for section, info in model.model_fields.items():
+            prefix = section.upper() + "_"
+            fields = _model_fields(_unwrapped(info.annotation))
+            if rest.startswith(prefix) and rest[len(prefix):].lower() in fields:
+                found.append((variable, f"{ENV_PREFIX}{section.upper()}{ENV_NESTING}{rest[len(prefix):]}"))
+    return found
+
+
+def _model_fields(annotation: Any) -> Mapping[str, Any]:
+    """The fields of a settings section's model; none for a free-form section."""
+    return annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else {}
+
+
 def _env_variable(keys: Sequence[str], environ: Mapping[str, str]) -> tuple[str, str] | None:
     """The variable that set ``keys`` (case-insensitive, as the settings loader reads it), with
     the part of its name below them (``__WINDOW_S`` when the unknown key is a section);

@@ -141,6 +141,31 @@ def test_an_unknown_key_from_the_environment_names_the_variable_to_set(
     assert str(refused.value) == message
 
 
+@pytest.mark.parametrize(("variable", "meant"), [
+    ("TOKENWATCH_KAFKA_BOOTSTRAP_SERVERS", "TOKENWATCH_KAFKA__BOOTSTRAP_SERVERS"),
+    ("tokenwatch_input_max_future_skew_s", "TOKENWATCH_INPUT__MAX_FUTURE_SKEW_S"),
+    ("TOKENWATCH_STORE_PATH", "TOKENWATCH_STORE__PATH"),
+])
+def test_a_setting_spelt_with_one_underscore_after_its_section_is_refused_with_the_right_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, meant: str,
+) -> None:
+    """The loader reads TOKENWATCH_<SECTION>__<KEY> and takes a variable with no double
+    underscore for another tool's (TOKENWATCH_ACTOR, TOKENWATCH_STATE_DIR): before, one underscore
+    too few left the key at its default without a word."""
+    monkeypatch.setenv(variable, "5")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value) == (f"{variable} is not read: a setting's variable puts two underscores between "
+                                  f"section and key; rename it {meant}")
+
+
+def test_the_tools_own_variables_are_not_taken_for_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("TOKENWATCH_STATE_DIR", "TOKENWATCH_ACTOR", "TOKENWATCH_TOKEN_HASH_KEY_FILE"):
+        monkeypatch.setenv(variable, "x")
+    monkeypatch.setenv("TOKENWATCH_KAFKA__BOOTSTRAP_SERVERS", "broker:9092")
+    assert load_settings().kafka.bootstrap_servers == ["broker:9092"]
+
+
 @pytest.mark.parametrize("argv", [
     ["detect", "--input", "-"], ["run"], ["alerts", "list"], ["actions", "list"], ["breaker", "status"],
     ["model", "train", "--input", "events.jsonl"],
