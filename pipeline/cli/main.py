@@ -195,8 +195,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     produce.add_argument("--bootstrap", help="host:port[,host:port] overriding kafka.bootstrap_servers")
     produce.add_argument(
         "--format", "-f", default="auto", choices=["auto", *sorted(FORMATS)],
-        help="input format used for keys (the service detects each line's format: leave it at auto unless "
-        "detection picks another format than the one the lines are)"
+        help="input format used for keys (the service detects each line's format: leave it at auto, or "
+        "lines may be keyed otherwise than the service maps them)"
     )
     produce.add_argument("--create-topics", type=int, metavar="PARTITIONS", help="create missing topics first")
     produce.set_defaults(func=cmd_produce)

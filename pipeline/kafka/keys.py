@@ -62,6 +62,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -155,10 +156,16 @@ def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto", co
     the deployment's ``[input]`` (``config``; default: the shipped one: its ``max_depth``
     decides what of a deep record is kept) and keys from the events ``trust``, the
     deployment's ``[trust]`` rules, let ``topic`` carry (a refused record of an envelope
-    must not take the key from the kept ones). The future-skew bound is not applied: the
-    service judges it when it reads the line, later than the producer sends it, and a line
-    it refuses reaches no engine, so a line dated ahead is keyed as if it were in time."""
-    normalizer = _normalizer(hash_token, format_name or "auto", config or SHIPPED_INPUT)
+    must not take the key from the kept ones).
+
+    Events dated past the future-skew bound are left out of the key as the service leaves
+    them out (a record dated 2099 first in an envelope must not take the line to its
+    subject's partition), except when every event of the line is: the service judges the
+    bound when it reads the line, later than the producer sends it (lag, a replay), so such a
+    line is keyed by its token (should the service refuse it, it reaches no engine and the key
+    changes nothing) and keeps its place in a backfill merge (no event time)."""
+    config = config or SHIPPED_INPUT
+    normalizer = _normalizer(hash_token, format_name or "auto", config)
     try:
         result = normalizer.normalize(line, "key")
     except Exception as exc:  # noqa: BLE001 -- a key must always be given; the service decides
@@ -166,7 +173,9 @@ def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto", co
     events = result.events
     if trust is not None and events and result.skipped_type is None:
         events = trust.split(events, result.format or "unknown", topic, result.event_formats)[0]
-    found = event_key(events)
+    horizon = time.time() + config.max_future_skew_s
+    in_time = [event for event in events if event.epoch <= horizon]
+    found = event_key(in_time or events)
     if found is None:
         if result.dead_letter is not None:
             reason = str(result.dead_letter["reason"])
@@ -175,7 +184,8 @@ def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto", co
         else:
             reason = f"skipped type {result.skipped_type}" if result.skipped_type else "no events"
         return LineKey(content_key(line), "content", result.format, reason[:200])
-    return LineKey(found[0], found[1], result.format, epoch=min(event.epoch for event in events))
+    epoch = min(event.epoch for event in in_time) if in_time else None
+    return LineKey(found[0], found[1], result.format, epoch=epoch)
 
 
 # -- the key straight from a parsed record, for the formats most lines come in ---------------

@@ -174,8 +174,9 @@ _DECOY = {"canonical_version": 1, "event_id": "e-decoy", "kind": "used", "time":
 @pytest.mark.parametrize(
     ("config_text", "record"),
     [
-        # [trust]: the canonical record the topic may not carry does not take the key from the use beside it
-        ("", {"records": [_DECOY, _USE]}),
+        # [trust]: a topic that may carry only canonical events keeps the decoy, not the gateway use before it
+        ('[trust]\ntrusted_topics = ["{topic}"]\ntopic_formats = {{ "{topic}" = ["canonical"] }}\n',
+         {"records": [_USE, _DECOY]}),
         # [input]: a low max_depth cuts what the envelope nests, and the use with it
         ("[input]\nmax_depth = 3\n", {"records": [_USE]}),
     ],
@@ -187,7 +188,7 @@ def test_cli_produce_keys_a_line_as_the_configured_service_maps_it(
     topic = _unique("cli-service-settings")
     line = orjson.dumps(record)
     config_path = tmp_path / "tokenwatch.toml"
-    config_path.write_text(config_text)
+    config_path.write_text(config_text.format(topic=topic))
     (tmp_path / "in.jsonl").write_bytes(line + b"\n")
     service = build_reader(load_settings(config_path), hasher)
     judged = service.judge(service.normalize(line, "t"), "t", topic)

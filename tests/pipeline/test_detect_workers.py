@@ -254,6 +254,11 @@ def test_a_record_the_run_refuses_does_not_route_the_line_it_came_in() -> None:
 
     assert LineRouter(2, normalizer, trust=TrustRules(settings.trust)).route(line) == (victim, False)
     assert LineRouter(2, normalizer).route(line)[0] != victim  # every record counted: the decoy's worker
+    pool = workers.WorkerPool(WorkerSpec(settings, TEST_HASH_KEY), 2)  # the router `detect --workers` uses
+    try:
+        assert pool.router.route(line) == (victim, False)
+    finally:
+        pool.close()
 
 
 def test_the_bundled_sample_differs_only_where_state_spans_subjects_or_a_worker_sees_less_time() -> None:

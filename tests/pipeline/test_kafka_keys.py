@@ -171,6 +171,24 @@ def test_a_line_dated_ahead_is_keyed_by_its_token_whatever_the_skew(hasher) -> N
     assert partition_key(orjson.loads(line), hash_token=hasher) == b"alice"
 
 
+def test_a_record_dated_past_the_skew_does_not_take_the_key_from_the_records_kept(hasher) -> None:
+    """The service drops an envelope's record dated past the bound and keeps the others: a
+    record dated 2099 naming a decoy, first in the envelope, must not send the real use
+    beside it to the decoy's partition. (A line all of whose events are ahead is keyed by its
+    token, above, and has no event time: it keeps its place in a backfill merge.)"""
+    use = orjson.loads(_lines(FORMATS_DIR / "gateway.jsonl")[0])
+    decoy = {**use, "timestamp": "2099-01-01T00:00:00Z", "jwt": {**use["jwt"], "sub": "decoy", "jti": "at-decoy"}}
+    line = orjson.dumps({"records": [decoy, use]})
+    kept = Normalizer(hasher).normalize(line, "t").events  # what the service keeps
+    assert [event.subject.id for event in kept if event.subject] == [use["jwt"]["sub"]]
+
+    found = line_key(line, hasher)
+    assert (found.key, found.basis) == (use["jwt"]["sub"].encode(), "subject")
+    assert found.epoch == kept[0].epoch
+    alone = line_key(orjson.dumps(decoy), hasher)
+    assert (alone.key, alone.epoch) == (b"decoy", None)
+
+
 def test_a_line_is_keyed_with_the_deployments_max_depth(hasher) -> None:
     """A service with a lower max_depth cuts what a deep envelope nests: the subject of its
     record is gone and the line is the event's. `produce` with that [input] keys it so."""
