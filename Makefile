@@ -47,4 +47,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .hypothesis .mypy_cache .ruff_cache build
-	rm -f tokenwatch__mypyc*.so detectors/*.so pipeline/runtime/*.so
+	rm -f tokenwatch__mypyc*.so detectors/*.so pipeline/runtime/*.so pipeline/ingest/*.so schemas/fast/*.so schemas/sources/*.so

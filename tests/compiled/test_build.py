@@ -77,3 +77,12 @@ def test_a_process_outside_the_tree_loads_the_build(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     if BUILD == "compiled":  # (a pure run switches only its own process to the sources)
         assert done.stdout.strip() == "True"
+
+
+def test_make_clean_removes_the_extension_of_every_compiled_module() -> None:
+    """`make clean` deletes the shared library: an extension it leaves beside its `.py` would be
+    imported first and fail without it (the ingest modules, compiled later, were left out)."""
+    clean = next(line for line in (ROOT / "Makefile").read_text().splitlines() if "tokenwatch__mypyc" in line)
+    removed = {word.removesuffix("/*.so") for word in clean.split() if word.endswith("/*.so")}
+    packages = {module.rsplit(".", 1)[0].replace(".", "/") for module in compiled.MODULES}
+    assert packages <= removed, sorted(packages - removed)
