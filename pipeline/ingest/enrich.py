@@ -19,6 +19,7 @@ event that gains nothing is returned as is, one that gains is a shallow copy. Th
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 from detectors.geo import UNLOCATED_ACCURACY_KM
@@ -45,6 +46,15 @@ __all__ = [
     "EnrichConfig", "Enricher", "provider_lines",
 ]
 
+
+
+@dataclass(frozen=True)
+class OrgFacts:
+    """What the organisation names of a network say by the configured words alone."""
+
+    hosting: bool  # a hosting word that no exclusion word cancels
+    provider: str | None  # the first provider whose words match an organisation not excluded
+    egress: int | None  # the first allowlist entry whose organisation words match
 
 
 class Enricher:
@@ -95,6 +105,10 @@ class Enricher:
                     self._provider_services.setdefault(key, name)
         self.egress_lists = egress_lists if egress_lists is not None else _load_egress_lists(config)
         self._resolve = functools.lru_cache(maxsize=config.cache_size)(self._compute)
+        # What the organisation names alone say, per names: thousands of addresses share an AS's
+        # name, and its dozen word patterns cost more than the address's own lookups (a new
+        # address from an address-rotating source costs each event a miss of ``_resolve``).
+        self._by_orgs: dict[tuple[str, ...], OrgFacts] = {}
         self._networks: dict[tuple[object, ...], Network] = {}
         self._networks_max = config.network_cache_size
         # id(network) -> (that network, enriched): the network is held, so its id is not reused.
@@ -247,10 +261,7 @@ class Enricher:
                 return False
         if asn is not None and asn in self._hosting_asns:
             return True
-        pattern, exclude = self._hosting_orgs, self._hosting_exclude
-        return pattern is not None and any(
-            pattern.search(o) and not (exclude is not None and exclude.search(o)) for o in orgs
-        )
+        return self._org_facts(orgs).hosting
 
     def _provider(self, info: IpInfo, asn: int | None, orgs: tuple[str, ...]) -> str | None:
         """By AS number first, then by the first organisation word that matches."""
@@ -260,14 +271,7 @@ class Enricher:
             provider = self._provider_asns.get(asn)
             if provider is not None:
                 return provider
-        exclude = self._hosting_exclude
-        for org in orgs:
-            if exclude is not None and exclude.search(org):
-                continue
-            for name, pattern in self._provider_orgs:
-                if pattern.search(org):
-                    return name
-        return None
+        return self._org_facts(orgs).provider
 
     def _egress(self, info: IpInfo, asn: int | None, orgs: tuple[str, ...]) -> str | None:
         """Name of the first allowlist entry (in configured order) that matches."""
@@ -280,13 +284,35 @@ class Enricher:
                 best = hit
         if asn is not None:
             best = min(best, self._egress_asns.get(asn, best))
-        if orgs:
-            for i in range(best):
-                pattern = self._egress_orgs[i]
-                if pattern is not None and any(pattern.search(o) for o in orgs):
-                    best = i
-                    break
+        by_org = self._org_facts(orgs).egress
+        if by_org is not None:
+            best = min(best, by_org)
         return self._egress_names[best] if best < len(self._egress_names) else None
+
+    def _org_facts(self, orgs: tuple[str, ...]) -> OrgFacts:
+        """What the configured organisation words say of ``orgs``, memoised per names."""
+        found = self._by_orgs.get(orgs)
+        if found is None:
+            if len(self._by_orgs) >= self.config.cache_size:
+                self._by_orgs.clear()
+            found = self._by_orgs[orgs] = self._read_orgs(orgs)
+        return found
+
+    def _read_orgs(self, orgs: tuple[str, ...]) -> OrgFacts:
+        hosting_words, exclude = self._hosting_orgs, self._hosting_exclude
+        hosting = hosting_words is not None and any(
+            hosting_words.search(o) and not (exclude is not None and exclude.search(o)) for o in orgs
+        )
+        provider: str | None = None
+        for org in orgs:
+            if exclude is not None and exclude.search(org):
+                continue
+            provider = next((name for name, pattern in self._provider_orgs if pattern.search(org)), None)
+            if provider is not None:
+                break
+        egress = next((i for i, pattern in enumerate(self._egress_orgs)
+                       if pattern is not None and any(pattern.search(o) for o in orgs)), None)
+        return OrgFacts(hosting, provider, egress)
 
 
 _set = object.__setattr__

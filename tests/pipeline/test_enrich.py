@@ -170,6 +170,26 @@ def test_hosting_by_as_org(enricher: Enricher, as_org: str, hosting: bool) -> No
     assert enricher(ev(ip="sts.amazonaws.com", as_org=as_org)).network.hosting is hosting
 
 
+def test_what_the_organisation_words_say_is_memoised_per_names_without_mixing_them_up() -> None:
+    """A network's organisation names are read against the word patterns once per names (an AS's
+    name is shared by thousands of addresses, and an address-rotating source makes each event a
+    new address): asked in any order, again and again, one enricher answers what a fresh one does."""
+    config = EnrichConfig(allowlist=[{"name": "corp", "as_orgs": ["Example Corp"]},
+                                     {"name": "vpn-vendor", "as_orgs": ["Mullvad"]}])
+    orgs = ["AMAZON-02", "Deutsche Telekom AG", "GOOGLE-FIBER", "Google LLC", "Mullvad VPN AB",
+            "Example Corp Networks", "digitalocean llc", "AMAZONIA TELECOMUNICACOES LTDA", "Microsoft Corporation"]
+
+    def facts(network: Network) -> tuple[object, ...]:
+        return network.hosting, network.provider, network.egress
+
+    fresh = {org: facts(Enricher(config)(ev(ip="sts.amazonaws.com", as_org=org)).network) for org in orgs}
+    assert fresh["Mullvad VPN AB"] == (True, None, "vpn-vendor") and fresh["Example Corp Networks"][2] == "corp"
+    assert fresh["Google LLC"][1] == "gcp" and fresh["GOOGLE-FIBER"][:2] == (False, None)
+    shared = Enricher(config)
+    for org in [*orgs, *reversed(orgs), *orgs]:
+        assert facts(shared(ev(ip="sts.amazonaws.com", as_org=org)).network) == fresh[org], org
+
+
 def test_hosting_by_configured_cidr_and_asn() -> None:
     enrich = Enricher(EnrichConfig(hosting_as_orgs=[], hosting_asns=[3320], hosting_cidrs=["79.200.0.0/16"]))
     assert enrich(ev(ip="79.200.1.10")).network.hosting is True
