@@ -285,7 +285,8 @@ class EnrichConfig(BaseModel):
         "ipAddress, k8s sourceIPs, a gateway's client_ip list) the caller is the rightmost address "
         "outside them; entries to its left are written by the client and never believed",
     )
-    cache_size: int = Field(default=65536, ge=1, description="Per-IP results kept (LRU, ~0.4 KB each)")
+    cache_size: int = Field(default=65536, ge=1, description="Per-IP results kept (LRU, ~0.4 KB each); also "
+                            "the most AS organisation names whose word matches are kept")
     network_cache_size: int = Field(
         default=16384, ge=0,
         description="Enriched networks kept per (ip, user agent, ...) (~1.2 KB each; cleared when full; 0: off)",

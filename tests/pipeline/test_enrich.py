@@ -188,6 +188,13 @@ def test_what_the_organisation_words_say_is_memoised_per_names_without_mixing_th
     shared = Enricher(config)
     for org in [*orgs, *reversed(orgs), *orgs]:
         assert facts(shared(ev(ip="sts.amazonaws.com", as_org=org)).network) == fresh[org], org
+    # An event's name and the address's own: the first name that says a provider wins, and every
+    # name counts for hosting, so the answers are kept per ordered names, not per first name or set.
+    pairs = [("Google LLC", "Microsoft Corporation"), ("Microsoft Corporation", "Google LLC"),
+             ("Deutsche Telekom AG", "digitalocean llc"), ("Deutsche Telekom AG", "GOOGLE-FIBER")]
+    answers = [shared._org_facts(names) for names in pairs]  # noqa: SLF001 -- two names reach it only with an address's own
+    assert [(a.provider, a.hosting) for a in answers] == [("gcp", True), ("azure", True), ("digitalocean", True), (None, False)]
+    assert answers == [Enricher(config)._org_facts(names) for names in pairs]  # noqa: SLF001 -- each fresh enricher's first answer
 
 
 def test_hosting_by_configured_cidr_and_asn() -> None:
