@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The compiled ingest modules' own tests, run again on the pure-Python sources (as the detectors').
+PURE_INGEST_TESTS := tests/schemas tests/pipeline/test_normalize.py tests/pipeline/test_enrich.py \
+	tests/pipeline/test_engine_cost.py tests/pipeline/test_reading.py tests/pipeline/test_envelopes.py \
+	tests/pipeline/test_mixed_stream.py
 
 .PHONY: install demo lint compile test regen bench clean
 
@@ -33,7 +37,7 @@ compile: install
 # on (tests/compiled/test_build.py checks it).
 test: lint compile
 	TOKENWATCH_BUILD=$$($(PY) -m pipeline.build_compiled --which) $(PY) -m pytest
-	TOKENWATCH_BUILD=pure $(PY) -m pytest tests/detectors tests/compiled
+	TOKENWATCH_BUILD=pure $(PY) -m pytest tests/detectors tests/compiled $(PURE_INGEST_TESTS)
 
 # Rewrite what is generated from the detectors' RuleMeta and Config and the settings models: the
 # README rule table, pipeline/data/tokenwatch.toml and the Kibana export (pipeline/data/kibana/, a saved search
