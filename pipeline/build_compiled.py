@@ -24,7 +24,17 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from pipeline.compiled import EXTENSION_SUFFIX, GROUP, MODULES, ROOT, built_paths, extension_path, source_path, stale
+from pipeline.compiled import (
+    EXTENSION_SUFFIX,
+    GROUP,
+    MODULES,
+    ROOT,
+    built_paths,
+    extension_path,
+    shared_library,
+    source_path,
+    stale,
+)
 
 BUILD_DIR = ROOT / "build" / "mypyc"
 LOG = BUILD_DIR / "compile.log"
@@ -71,7 +81,7 @@ def _shared_link() -> Path:
 
 
 def _link_shared() -> None:
-    link, shared = _shared_link(), ROOT / f"{GROUP}__mypyc{EXTENSION_SUFFIX}"
+    link, shared = _shared_link(), shared_library()
     if link == shared or not shared.exists():
         return
     if link.is_symlink() or link.exists():

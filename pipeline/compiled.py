@@ -70,15 +70,22 @@ def extension_path(module: str) -> Path:
     return source_path(module).with_suffix(EXTENSION_SUFFIX)
 
 
+def shared_library() -> Path:
+    return ROOT / f"{GROUP}__mypyc{EXTENSION_SUFFIX}"
+
+
 def built_paths() -> list[Path]:
     """Every file a build leaves in the tree: the modules' extensions and the shared library
     they load, so ``make clean`` and a failed build remove them all."""
-    shared = ROOT / f"{GROUP}__mypyc{EXTENSION_SUFFIX}"
-    return [p for p in [*map(extension_path, MODULES), shared] if p.exists()]
+    return [p for p in [*map(extension_path, MODULES), shared_library()] if p.exists()]
 
 
 def stale() -> list[str]:
-    """Modules whose extension is missing or older than its source: the build does not match."""
+    """Modules whose extension is missing or older than its source, or every module when the
+    shared library their extensions load is gone (they would fail to import): the build does
+    not match."""
+    if not shared_library().exists():
+        return list(MODULES)
     out = []
     for module in MODULES:
         ext = extension_path(module)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pipeline import compiled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,8 @@ BUILD = os.environ.get(compiled.BUILD_ENV)
 CHILD = """
 import json, sys
 from pathlib import Path
+import pytest
+
 from pipeline import compiled
 if sys.argv[1] == "pure":
     compiled.use_pure_python()
@@ -86,3 +90,19 @@ def test_make_clean_removes_the_extension_of_every_compiled_module() -> None:
     removed = {word.removesuffix("/*.so") for word in clean.split() if word.endswith("/*.so")}
     packages = {module.rsplit(".", 1)[0].replace(".", "/") for module in compiled.MODULES}
     assert packages <= removed, sorted(packages - removed)
+
+
+def test_extensions_without_their_shared_library_are_a_stale_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each extension loads the build's shared library: with it gone (deleted by hand, a partial
+    clean) the extensions fail to import, so the build must count as stale and be rebuilt, where
+    it used to be reported current because every extension was newer than its source."""
+    monkeypatch.setattr(compiled, "ROOT", tmp_path)
+    monkeypatch.setattr(compiled, "MODULES", ("pkg.mod",))
+    (tmp_path / "pkg").mkdir()
+    compiled.source_path("pkg.mod").write_text("x = 1\n")
+    compiled.extension_path("pkg.mod").write_bytes(b"")
+    assert compiled.stale() == ["pkg.mod"]  # no shared library
+    compiled.shared_library().write_bytes(b"")
+    assert compiled.stale() == []
