@@ -28,6 +28,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from pipeline.ingest.config import CANONICAL, TrustConfig, topic_matches
+from pipeline.ingest.normalize import Normalized
 from schemas.events import CanonicalEvent, EventKind
 from schemas.redaction import TokenHasher, redact_text
 from schemas.sources import FORMATS
@@ -123,6 +124,15 @@ class TrustRules:
             else:
                 refused.append((event, refusal))
         return kept, refused
+
+    def split_line(
+        self, line: Normalized, topic: str | None,
+    ) -> tuple[list[CanonicalEvent], list[tuple[CanonicalEvent, Refusal]]]:
+        """``split`` for what one line became: a line of no events (a skipped type) has nothing
+        to judge. The service, `detect`'s workers and the message keys all judge lines so."""
+        if not line.events:
+            return [], []
+        return self.split(line.events, line.format or "unknown", topic, line.event_formats)
 
 
 def _no_revocation(events: list[CanonicalEvent]) -> bool:

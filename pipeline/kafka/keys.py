@@ -170,9 +170,7 @@ def line_key(line: bytes, hash_token: TokenHasher, format_name: str = "auto", co
         result = normalizer.normalize(line, "key")
     except Exception as exc:  # noqa: BLE001 -- a key must always be given; the service decides
         return LineKey(content_key(line), "content", None, type(exc).__name__)
-    events = result.events
-    if trust is not None and events and result.skipped_type is None:
-        events = trust.split(events, result.format or "unknown", topic, result.event_formats)[0]
+    events = result.events if trust is None else trust.split_line(result, topic)[0]
     horizon = time.time() + config.max_future_skew_s
     in_time = [event for event in events if event.epoch <= horizon]
     found = event_key(in_time or events)

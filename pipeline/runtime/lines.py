@@ -74,11 +74,10 @@ class LineReader:
     def judge(self, result: Normalized, origin: str, topic: str | None = None) -> LineResult:
         """Split the line's events into those ``topic`` (None: the detect input) may carry and
         the refused ones. A skipped type is not judged: nothing of it goes on."""
-        if result.skipped_type is not None or not result.events:
-            return LineResult(origin, result)
-        fmt = result.format or "unknown"
-        kept, refused = self.trust.split(result.events, fmt, topic, result.event_formats)
-        letter = refused_letter(refused, fmt, origin, self.normalizer.hash_token) if refused else None
+        kept, refused = self.trust.split_line(result, topic)
+        if not refused:
+            return LineResult(origin, result, kept)
+        letter = refused_letter(refused, result.format or "unknown", origin, self.normalizer.hash_token)
         return LineResult(origin, result, kept, refused, letter)
 
     def results(self, lines: Iterable[bytes | LongLine], origin: str, topic: str | None = None) -> Iterator[LineResult]:

@@ -77,9 +77,7 @@ class LineRouter:
             result = self.normalizer.normalize(line, "route")
         except Exception:  # noqa: BLE001 -- a line is always routed; its worker writes why it failed
             return self.router.owner_of(content_key(line)), False
-        events = kept = result.events
-        if self.trust is not None and events and result.skipped_type is None:
-            kept = self.trust.split(events, result.format or "unknown", None, result.event_formats)[0]
+        kept = result.events if self.trust is None else self.trust.split_line(result, None)[0]
         found = event_key(kept)
         owner = self.router.owner_of(found[0] if found is not None else content_key(line))
-        return owner, any(is_global(event) for event in events)
+        return owner, any(is_global(event) for event in result.events)
