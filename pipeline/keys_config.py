@@ -138,15 +138,15 @@ def single_underscore_settings(model: type[BaseModel], environ: Mapping[str, str
             continue
         for section, info in model.model_fields.items():
             prefix = section.upper() + "_"
-            fields = _model_fields(_unwrapped(info.annotation))
-            if rest.startswith(prefix) and rest[len(prefix):].lower() in fields:
+            if rest.startswith(prefix) and rest[len(prefix):].lower() in _section_keys(info.annotation):
                 found.append((variable, f"{ENV_PREFIX}{section.upper()}{ENV_NESTING}{rest[len(prefix):]}"))
     return found
 
 
-def _model_fields(annotation: Any) -> Mapping[str, Any]:
-    """The fields of a settings section's model; none for a free-form section."""
-    return annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else {}
+def _section_keys(annotation: Any) -> tuple[str, ...]:
+    """The keys a settings section accepts (``known_names``); none for a free-form section."""
+    model = _single_model(_unwrapped(annotation))
+    return known_names(model) if isinstance(model, type) and issubclass(model, BaseModel) else ()
 
 
 def _env_variable(keys: Sequence[str], environ: Mapping[str, str]) -> tuple[str, str] | None:
