@@ -23,6 +23,13 @@ class ServiceConfig(BaseModel):
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Port of /metrics and /healthz (0: any)")
     checkpoint_interval_s: float = Field(default=5.0, gt=0, description="Checkpoint at least this often")
     checkpoint_records: int = Field(default=10_000, gt=0, description="Checkpoint after this many records")
+    checkpoint_idle_s: float = Field(
+        default=1.0, ge=0,
+        description="Once the input is caught up (a poll brought nothing and every owned partition is at its end), "
+        "checkpoint what was processed as soon as this long has passed since the last checkpoint, instead of "
+        "waiting for checkpoint_interval_s: a pause in the traffic leaves no offset uncommitted and every alert "
+        "in Elasticsearch within about a second (at least checkpoint_interval_s: only the periodic checkpoints)",
+    )
     poll_timeout_ms: int = Field(default=200, gt=0, description="Longest wait of one poll")
     backpressure_backoff_s: float = Field(default=1.0, gt=0, description="First retry delay of a failed flush")
     backpressure_backoff_max_s: float = Field(default=30.0, gt=0, description="Cap of that delay")

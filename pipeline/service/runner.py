@@ -152,6 +152,9 @@ class Service:
         self._events_in: Counter[str] = Counter()  # per format, since the last _count_events
         self._stop = threading.Event()
         self._since_checkpoint = 0
+        # A quiet partition's engine let held events in since the last checkpoint (``_release_idle``):
+        # offsets they held back can be committed now, though no record came.
+        self._released_since_checkpoint = False
         self._last_checkpoint = time.monotonic()
         self._pending: PendingCheckpoint | None = None  # a checkpoint whose changelog is being sent
         # Changelog records of a checkpoint whose flush or send failed: the next checkpoint sends them first.
@@ -227,7 +230,7 @@ class Service:
                 self._publish_changed()
                 if self._pending is not None:
                     self._advance_checkpoint()
-                elif self._checkpoint_due() and not self.rebalance.rejoining:
+                elif self._checkpoint_due(idle=not batches) and not self.rebalance.rejoining:
                     self.checkpoint(wait=False)
             if self.rebalance.rejoining:  # the group would refuse it; whoever owns them next replays
                 log.warning("stopping out of the group: no final checkpoint",
@@ -443,7 +446,10 @@ class Service:
         now = time.monotonic()
         for state in self.states.values():
             if state.last_event_wall and now - state.last_event_wall >= quiet_for:
+                pending = state.engine.pending_count()
                 alerts = self._engine_call(state, state.engine.release_idle)
+                if state.engine.pending_count() < pending:  # their offsets may be committed now
+                    self._released_since_checkpoint = True
                 if alerts:
                     self._emit(alerts)
 
@@ -527,11 +533,26 @@ class Service:
                 dead_letter_rejected(rejected, sink.name, self.sinks.without(sink))
 
     # -- checkpoints ----------------------------------------------------------
-    def _checkpoint_due(self) -> bool:
-        if time.monotonic() < self._checkpoint_retry_at:
+    def _checkpoint_due(self, idle: bool) -> bool:
+        """Every ``checkpoint_records`` records or ``checkpoint_interval_s``; and once the input is
+        caught up (``idle``: the last poll brought nothing), after ``checkpoint_idle_s``, when records
+        came or held events were let in since the last: so when the traffic pauses, what was
+        processed is committed (a restart replays nothing) and its alerts reach Elasticsearch,
+        which is flushed only at checkpoints. A record whose event the reorder buffer still holds
+        is committed by the idle checkpoint that follows its release (``_release_idle``)."""
+        now = time.monotonic()
+        if now < self._checkpoint_retry_at:
             return False  # the broker failed the last one: back off
-        return (self._since_checkpoint >= self.config.checkpoint_records
-                or time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s)
+        since = now - self._last_checkpoint
+        if self._since_checkpoint >= self.config.checkpoint_records or since >= self.config.checkpoint_interval_s:
+            return True
+        return (idle and (self._since_checkpoint > 0 or self._released_since_checkpoint)
+                and since >= self.config.checkpoint_idle_s
+                and self.paused_reason is None and self._caught_up())
+
+    def _caught_up(self) -> bool:
+        """Every owned partition's next offset is at its high watermark (as of the last fetch)."""
+        return consumer_lag(self.consumer, self.assigned, self.states, self.metrics) == 0
 
     def checkpoint(self, states: list[PartitionState] | None = None, retry: bool = True, wait: bool = True) -> bool:
         """Checkpoint ``states`` (default: all). While a sink is down: pause consumption, keep
@@ -569,6 +590,7 @@ class Service:
             if not self.rebalance.rejoining:  # else they stay paused: the group has probably moved them
                 self.consumer.resume(*[tp for tp in self.consumer.paused() if tp.partition in self.states])
         self._since_checkpoint = 0
+        self._released_since_checkpoint = False
         self._last_checkpoint = time.monotonic()
         if pending is not None:
             carried, self._carried = self._carried, deque()
