@@ -603,6 +603,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, with --workers (median)")
     parser.add_argument("--partitions", type=int, default=PARTITIONS, help="input partitions, with --workers")
     parser.add_argument("--no-latency", action="store_true", help="throughput only: skip the latency runs")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="throughput rounds (each on a fresh topic, run then detect): the median of their "
+                             "run/detect ratios, steadier on a shared machine than one pair")
     args = parser.parse_args()
     from osmem_server import OsmemServer
 
@@ -611,15 +614,26 @@ def main() -> None:
         if args.workers:
             compare_workers(bootstrap, osmem.url, args.events, args.workers, args.repeat, Path(tmp), args.partitions)
             return
-        kafka = kafka_config(bootstrap, f"thr-{uuid.uuid4().hex[:8]}")
         lines = list(generate(args.events))
-        ends = produce_backlog(kafka, args.events, lines)
-        raw = raw_consume(kafka, ends)
-        processed, committed = service_throughput(kafka, osmem.url, ends)
-        detected = detect_throughput(lines, Path(tmp))
-        print(f"ratio run/raw: {processed / raw:.2f} (records processed), {committed / raw:.2f} (offsets committed)")
-        print(f"ratio run/detect (target >= 0.8): {processed / detected:.2f} (records processed), "
-              f"{committed / detected:.2f} (offsets committed)")
+        ratios: list[tuple[float, float]] = []
+        for round_number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"-- round {round_number} of {args.rounds} (a fresh topic)")
+            kafka = kafka_config(bootstrap, f"thr-{uuid.uuid4().hex[:8]}")
+            ends = produce_backlog(kafka, args.events, lines)
+            raw = raw_consume(kafka, ends)
+            processed, committed = service_throughput(kafka, osmem.url, ends)
+            detected = detect_throughput(lines, Path(tmp))
+            print(f"ratio run/raw: {processed / raw:.2f} (records processed), {committed / raw:.2f} (offsets committed)")
+            print(f"ratio run/detect (target >= 0.8): {processed / detected:.2f} (records processed), "
+                  f"{committed / detected:.2f} (offsets committed)")
+            ratios.append((processed / detected, committed / detected))
+        if args.rounds > 1:
+            print(f"run/detect over {args.rounds} rounds, median of the rounds' ratios (each run beside its own "
+                  f"detect): {statistics.median(r[0] for r in ratios):.2f} records processed "
+                  f"({min(r[0] for r in ratios):.2f}-{max(r[0] for r in ratios):.2f}), "
+                  f"{statistics.median(r[1] for r in ratios):.2f} offsets committed "
+                  f"({min(r[1] for r in ratios):.2f}-{max(r[1] for r in ratios):.2f})")
         if args.no_latency:
             return
         rate = args.rate
