@@ -59,7 +59,17 @@ def consumer_lag(consumer: Any, assigned: Iterable[TopicPartition], states: Mapp
         high = consumer.highwater(tp)
         state = states.get(tp.partition)
         if high is not None and state is not None and tp in state.next_offsets:
-            lag = max(0, high - state.next_offsets[tp])
+            lag = max(0, high - read_up_to(consumer, tp, state.next_offsets[tp]))
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
             total += lag
     return total
+
+
+def read_up_to(consumer: Any, tp: TopicPartition, next_offset: int) -> int:
+    """Where the member stands on ``tp``: past the last record it processed (``next_offset``),
+    or further, where the consumer went past offsets it never hands over (a transactional
+    producer's commit and abort markers, aborted batches), which the high watermark counts:
+    without them a partition written in transactions never reads as caught up. Asked without
+    waiting (every position is known once the partition is fetched)."""
+    position = consumer.position(tp, timeout_ms=0)
+    return next_offset if position is None else max(next_offset, position)

@@ -24,7 +24,7 @@ class ServiceConfig(BaseModel):
     checkpoint_interval_s: float = Field(default=5.0, gt=0, description="Checkpoint at least this often")
     checkpoint_records: int = Field(default=10_000, gt=0, description="Checkpoint after this many records")
     checkpoint_idle_s: float = Field(
-        default=1.0, ge=0,
+        default=1.0, gt=0,
         description="Once the input is caught up (a poll brought nothing and every owned partition is at its end), "
         "checkpoint what was processed as soon as this long has passed since the last checkpoint, instead of "
         "waiting for checkpoint_interval_s: a pause in the traffic leaves no offset uncommitted and every alert "

@@ -448,10 +448,19 @@ class Service:
             if state.last_event_wall and now - state.last_event_wall >= quiet_for:
                 pending = state.engine.pending_count()
                 alerts = self._engine_call(state, state.engine.release_idle)
-                if state.engine.pending_count() < pending:  # their offsets may be committed now
-                    self._released_since_checkpoint = True
+                if state.engine.pending_count() < pending and self._holds_back(state):
+                    self._released_since_checkpoint = True  # their records' offsets may be committed now
                 if alerts:
                     self._emit(alerts)
+
+    @staticmethod
+    def _holds_back(state: PartitionState) -> bool:
+        """Some event of a record the last checkpoint could not commit is no longer held (a
+        revocation-feed event let in is not an input record's: it holds back no offset)."""
+        if not state.inflight:
+            return False
+        held = state.engine.pending_event_ids()
+        return any(event_id not in held for event_id in state.inflight)
 
     def _dead_letter(self, record: SourceRecord, doc: dict[str, Any], suffix: str = "") -> None:
         """Hand a dead letter of ``record`` to every sink, with the original bytes (minus the
@@ -546,12 +555,15 @@ class Service:
         since = now - self._last_checkpoint
         if self._since_checkpoint >= self.config.checkpoint_records or since >= self.config.checkpoint_interval_s:
             return True
-        return (idle and (self._since_checkpoint > 0 or self._released_since_checkpoint)
-                and since >= self.config.checkpoint_idle_s
+        # Records, events let in, or the carried records of a checkpoint that failed (after its back-off).
+        work = (self._since_checkpoint > 0 or self._released_since_checkpoint or bool(self._carried)
+                or self._checkpoint_failures > 0)
+        return (idle and work and since >= self.config.checkpoint_idle_s
                 and self.paused_reason is None and self._caught_up())
 
     def _caught_up(self) -> bool:
-        """Every owned partition's next offset is at its high watermark (as of the last fetch)."""
+        """Every owned partition is read up to its high watermark (as of the last fetch; markers
+        of transactions count as read: ``read_up_to``)."""
         return consumer_lag(self.consumer, self.assigned, self.states, self.metrics) == 0
 
     def checkpoint(self, states: list[PartitionState] | None = None, retry: bool = True, wait: bool = True) -> bool:
