@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.errors import IllegalStateError
 
 from pipeline.metrics import ServiceMetrics
 from pipeline.service.partitions import PartitionState
@@ -71,5 +72,8 @@ def read_up_to(consumer: Any, tp: TopicPartition, next_offset: int) -> int:
     producer's commit and abort markers, aborted batches), which the high watermark counts:
     without them a partition written in transactions never reads as caught up. Asked without
     waiting (every position is known once the partition is fetched)."""
-    position = consumer.position(tp, timeout_ms=0)
+    try:
+        position = consumer.position(tp, timeout_ms=0)
+    except IllegalStateError:  # no longer assigned (a rebalance under way): what it processed stands
+        return next_offset
     return next_offset if position is None else max(next_offset, position)

@@ -5,6 +5,7 @@ passes without handing them over (a transactional producer's commit markers) are
 from __future__ import annotations
 
 from kafka import TopicPartition
+from kafka.errors import IllegalStateError
 
 from pipeline.config import Settings
 from pipeline.metrics import ServiceMetrics
@@ -23,6 +24,8 @@ class _Consumer:
 
     def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
         assert timeout_ms == 0  # asked on the loop: never waits for the broker
+        if self._position == -1:
+            raise IllegalStateError("Partition is not assigned")
         return self._position
 
 
@@ -46,6 +49,10 @@ def test_records_not_yet_processed_are_lag() -> None:
 
 def test_an_unknown_position_falls_back_to_the_last_record_processed() -> None:
     assert _lag(highwater=12, position=None, next_offset=10) == (2, 2.0)
+
+
+def test_a_partition_the_consumer_no_longer_holds_counts_from_the_last_record_processed() -> None:
+    assert _lag(highwater=12, position=-1, next_offset=10) == (2, 2.0)  # mid-rebalance: not a crash
 
 
 def test_a_partition_not_fetched_yet_counts_nothing() -> None:
