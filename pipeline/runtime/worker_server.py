@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.forkserver
+import signal
+import threading
 from multiprocessing.context import ForkServerContext, SpawnContext
 
 PRELOAD = ("pipeline.runtime.workers", "pipeline.runtime.worker_preload")
@@ -38,4 +40,20 @@ def start_early() -> None:
     if not isinstance(worker_context(), ForkServerContext):
         return
     with contextlib.suppress(Exception):  # only a head start: the pool's own start reports the cause
+        ensure_server()
+
+
+def ensure_server() -> None:
+    """Start the fork server unless it runs, with Ctrl-C ignored: an interpreter started so keeps
+    ignoring it, so a Ctrl-C while the server starts or imports its preload (about a second) is
+    the parent's alone, as it is once the server is up (Python's server then ignores it, and so
+    do the workers it forks). The terminal sends Ctrl-C to the whole process group: the server
+    printed a traceback of its own beside the parent's one line."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
         multiprocessing.forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)

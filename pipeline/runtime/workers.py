@@ -26,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import heapq
 import os
+import signal
 import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
+from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -42,7 +44,7 @@ from pipeline.runtime.parent_watch import exit_with_parent
 from pipeline.runtime.routing import LineRouter
 from pipeline.runtime.worker_answers import Answer, Answers, WorkerFailed
 from pipeline.runtime.worker_judge import END, Item, Position, Raised, WorkerJudge, WorkerSpec
-from pipeline.runtime.worker_server import worker_context
+from pipeline.runtime.worker_server import ensure_server, worker_context
 from schemas.events import CanonicalEvent
 from schemas.redaction import make_token_hasher
 
@@ -79,7 +81,10 @@ def serve(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
     ``outbox``: the sending end of its own answer pipe.
 
     Top-level and fed picklable arguments only, so it runs under ``spawn`` too. It exits at once
-    when the parent is gone (``parent_watch``)."""
+    when the parent is gone (``parent_watch``), and leaves Ctrl-C to the parent, which stops every
+    worker: the terminal sends it to the whole process group, and each worker printed a traceback
+    (forked from the server, a worker ignores it already; spawned, it did not)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
     try:
         judge = WorkerJudge(index, spec)
@@ -114,6 +119,8 @@ class WorkerPool:
         self.router = LineRouter(workers, normalizer, spec.forced_format, TrustRules(spec.settings.trust))
         self.workers = workers
         context = worker_context()
+        if isinstance(context, ForkServerContext):
+            ensure_server()  # started here when not early: Ctrl-C stays the parent's (``ensure_server``)
         self._answers = Answers(context, workers)
         # A queue per worker, not a pipe: its put never blocks (a thread feeds the pipe), so a
         # worker still busy with its last batch never holds up the parent routing to the others.
