@@ -11,4 +11,4 @@ NOT_FOUND = 3  # what the command works on does not exist (store file, topic) an
 KAFKA_UNREACHABLE = 4  # no broker answered at kafka.bootstrap_servers
 PORT_IN_USE = 5  # service.metrics_port is taken (another instance on this host?)
 ELASTICSEARCH_REFUSED = 6  # the Elasticsearch-API server refuses the client for good (e.g. the wrong flavour)
-INTERRUPTED = 130  # Ctrl-C (SIGINT) ended the command: 128 + the signal's number, as a shell reports it
+INTERRUPTED = 130  # what a shell reports for a command Ctrl-C ended: it dies by SIGINT (pipeline.cli.interrupt)

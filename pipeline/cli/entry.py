@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pipeline import exit_codes  # constants only: nothing that delays the fork server
+from pipeline.cli.interrupt import reported  # standard library only: nothing that delays the fork server
 
 
 def main() -> int:
-    try:
+    with reported():  # Ctrl-C: one line, not a traceback (`run` stops gracefully on its own)
         if asks_for_workers(sys.argv[1:]):
             from pipeline.runtime.worker_server import start_early  # multiprocessing: only for this command
 
@@ -22,9 +22,6 @@ def main() -> int:
         from pipeline.cli.main import main as run_command  # after the server started: see the module note
 
         return run_command()
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (`run` stops gracefully on its own)
-        print("tokenwatch: interrupted", file=sys.stderr)
-        return exit_codes.INTERRUPTED
 
 
 def asks_for_workers(argv: Sequence[str]) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline import DATA_DIR, exit_codes
 from pipeline.cli.helptext import add_command, examples_text, usage_only, version
+from pipeline.cli.interrupt import reported
 from pipeline.config import (
     ConfigError,
     Settings,
@@ -64,7 +65,8 @@ identity-provider and resource-server logs, and helps triage and answer the aler
 Settings come from a TOML file (--config) and from TOKENWATCH_<SECTION>__<KEY>
 environment variables, which override it; `tokenwatch config defaults` lists every
 key. Exit codes: 0 done, 1 ran and something failed, 2 configuration or usage error,
-3 not found, 4 Kafka unreachable, 5 metrics port in use, 6 Elasticsearch refused."""
+3 not found, 4 Kafka unreachable, 5 metrics port in use, 6 Elasticsearch refused; Ctrl-C
+ends a command by SIGINT (130 in a shell)."""
 
 EXAMPLES = (
     "tokenwatch demo                                     # the whole flow on synthetic data, no servers",
@@ -434,5 +436,6 @@ def cmd_config_defaults(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `run --workers` starts its members so
+    with reported():
+        raise SystemExit(main())

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import signal
-import threading
 from multiprocessing.context import ForkServerContext, SpawnContext
 
 PRELOAD = ("pipeline.runtime.workers", "pipeline.runtime.worker_preload")
@@ -44,16 +44,17 @@ def start_early() -> None:
 
 
 def ensure_server() -> None:
-    """Start the fork server unless it runs, with Ctrl-C ignored: an interpreter started so keeps
-    ignoring it, so a Ctrl-C while the server starts or imports its preload (about a second) is
-    the parent's alone, as it is once the server is up (Python's server then ignores it, and so
-    do the workers it forks). The terminal sends Ctrl-C to the whole process group: the server
-    printed a traceback of its own beside the parent's one line."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
-        multiprocessing.forkserver.ensure_running()
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Start the fork server unless it runs, with Ctrl-C blocked meanwhile. The terminal sends
+    Ctrl-C to the whole process group: the server, still importing its preload (about a
+    second), printed a traceback of its own beside the parent's one line. Blocked, not ignored:
+    the server starts with it blocked (a signal mask survives exec) and never unblocks it, and
+    neither do the workers it forks, while a Ctrl-C to the parent meanwhile waits and is taken
+    once the server is started, instead of being lost."""
+    # The resource tracker first: starting it unblocks SIGINT (the signals it blocks for its own
+    # start), which inside the block below would let the server start with Ctrl-C live.
+    multiprocessing.resource_tracker.ensure_running()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

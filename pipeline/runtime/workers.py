@@ -83,7 +83,7 @@ def serve(index: int, spec: WorkerSpec, inbox: Any, outbox: Any) -> None:
     Top-level and fed picklable arguments only, so it runs under ``spawn`` too. It exits at once
     when the parent is gone (``parent_watch``), and leaves Ctrl-C to the parent, which stops every
     worker: the terminal sends it to the whole process group, and each worker printed a traceback
-    (forked from the server, a worker ignores it already; spawned, it did not)."""
+    (forked from a server ``ensure_server`` started, a worker has it blocked already)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
     try:
@@ -120,22 +120,28 @@ class WorkerPool:
         self.workers = workers
         context = worker_context()
         if isinstance(context, ForkServerContext):
-            ensure_server()  # started here when not early: Ctrl-C stays the parent's (``ensure_server``)
+            ensure_server()  # unless started early: Ctrl-C stays the parent's (``ensure_server``)
         self._answers = Answers(context, workers)
         # A queue per worker, not a pipe: its put never blocks (a thread feeds the pipe), so a
         # worker still busy with its last batch never holds up the parent routing to the others.
         self._inboxes: list[Any] = []
         self._processes: list[BaseProcess] = []
-        for index in range(workers):
-            inbox = context.Queue()
-            process = context.Process(
-                target=serve, args=(index, spec, inbox, self._answers.writers[index]),
-                name=f"tokenwatch-detect-{index}", daemon=True,
-            )
-            process.start()
-            self._answers.attach(index, process)
-            self._inboxes.append(inbox)
-            self._processes.append(process)
+        self._closed = False
+        self._finished = False
+        try:
+            for index in range(workers):
+                inbox = context.Queue()
+                self._inboxes.append(inbox)
+                process = context.Process(
+                    target=serve, args=(index, spec, inbox, self._answers.writers[index]),
+                    name=f"tokenwatch-detect-{index}", daemon=True,
+                )
+                process.start()
+                self._processes.append(process)
+                self._answers.attach(index, process)
+        except BaseException:  # Ctrl-C meanwhile: the workers started ignore it, and would wait for ever
+            self.close()
+            raise
         self._origin = ""
         self._batches: list[list[Item]] = [[] for _ in range(workers)]
         self._unanswered: list[deque[Position]] = [deque() for _ in range(workers)]  # first position of each
@@ -148,8 +154,6 @@ class WorkerPool:
         self.cpu_s: list[float] = []  # each worker's CPU seconds, start-up included
         self.idle_s: list[float] = []  # each worker's seconds waiting for lines
         self.merged_duplicates = 0
-        self._closed = False
-        self._finished = False
 
     def start_input(self, origin: str) -> None:
         """Lines that follow come from ``origin`` (their dead letters say ``origin:line``)."""
