@@ -41,8 +41,8 @@ def _group(pid: int) -> list[int]:
 
 def _interrupt(tmp_path: Path, argv: list[str], when: str) -> tuple[int, str]:
     """Start ``argv`` (`detect` reading stdin, kept open: it waits for more) and Ctrl-C its
-    process group ``when``: as soon as its fork server appears (still importing its preload),
-    or once it has read its first lines; its exit code and stderr, once the group is gone."""
+    process group ``when``: shortly after its fork server appears (importing its preload, which
+    takes a second or more), or once it has read its first lines; its exit code and stderr, once the group is gone."""
     env = {"PATH": "/usr/bin:/bin", "TOKENWATCH_TOKEN_HASH_KEY": TEST_HASH_KEY.decode()}
     proc = subprocess.Popen([*argv, "-o", str(tmp_path / "alerts.jsonl"), "--dead-letter", str(tmp_path / "dead.jsonl")],
                             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -53,6 +53,7 @@ def _interrupt(tmp_path: Path, argv: list[str], when: str) -> tuple[int, str]:
         if when == "server starting":
             while len(_group(proc.pid)) < 3 and time.monotonic() < deadline:  # with the resource tracker
                 time.sleep(0.005)
+            time.sleep(0.3)  # past the server's interpreter start (a signal then kills it silently), in its preload
         else:  # the sample's first lines read: the command is running
             sample = DATA_DIR.joinpath("sample.jsonl").read_bytes().splitlines(keepends=True)
             proc.stdin.write(b"".join(sample[:20]))
