@@ -48,3 +48,7 @@ def asks_for_workers(argv: Sequence[str]) -> bool:
         # refusing thousands of digits: argparse, run next, says what is wrong with either.
         return value is not None and value.isdecimal() and len(value) <= 6 and int(value) >= 2
     return False
+
+
+if __name__ == "__main__":  # `run --workers` starts its members so: Ctrl-C is reported before the heavy imports
+    sys.exit(main())

@@ -66,7 +66,7 @@ Settings come from a TOML file (--config) and from TOKENWATCH_<SECTION>__<KEY>
 environment variables, which override it; `tokenwatch config defaults` lists every
 key. Exit codes: 0 done, 1 ran and something failed, 2 configuration or usage error,
 3 not found, 4 Kafka unreachable, 5 metrics port in use, 6 Elasticsearch refused; Ctrl-C
-ends a command by SIGINT (130 in a shell)."""
+ends a command by SIGINT (130 in a shell), except `run`, which stops cleanly (0)."""
 
 EXAMPLES = (
     "tokenwatch demo                                     # the whole flow on synthetic data, no servers",
@@ -436,6 +436,6 @@ def cmd_config_defaults(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # `run --workers` starts its members so
+if __name__ == "__main__":  # `python -m pipeline.cli.entry` reports Ctrl-C from its start; this, once imported
     with reported():
         raise SystemExit(main())

@@ -53,8 +53,9 @@ def ensure_server() -> None:
     # The resource tracker first: starting it unblocks SIGINT (the signals it blocks for its own
     # start), which inside the block below would let the server start with Ctrl-C live.
     multiprocessing.resource_tracker.ensure_running()
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # read only: a Ctrl-C here leaves nothing blocked
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # may take a pending Ctrl-C: the finally unblocks
         multiprocessing.forkserver.ensure_running()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

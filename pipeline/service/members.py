@@ -150,7 +150,7 @@ def run_member(settings: Settings, index: int, workers: int) -> int:
 def member_command(config: Path, workers: int) -> Command:
     """The command line of member ``index``: this interpreter, this package, the same file."""
     def command(index: int) -> list[str]:
-        return [sys.executable, "-m", "pipeline.cli.main", "run", "--config", str(config),
+        return [sys.executable, "-m", "pipeline.cli.entry", "run", "--config", str(config),
                 "--workers", str(workers), "--member", str(index)]
     return command
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import DATA_DIR
+from pipeline import DATA_DIR, exit_codes
 from pipeline.cli.interrupt import MESSAGE
+from pipeline.service.members import member_command
 from tests.conftest import TEST_HASH_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,12 +91,31 @@ def test_ctrl_c_ends_detect_with_one_line_and_sigint(tmp_path: Path, workers: in
     assert stderr.strip().splitlines() == [MESSAGE]
 
 
-def test_a_member_started_as_a_module_reports_ctrl_c_the_same_way(tmp_path: Path) -> None:
-    """`run --workers` starts its members with ``python -m pipeline.cli.main``, not the entry;
-    the supervisor forwards SIGINT, and a member still starting has no handler of its own yet."""
-    code, stderr = _interrupt(tmp_path, [sys.executable, "-m", "pipeline.cli.main", "detect", "-i", "-"], "running")
+@pytest.mark.parametrize("module", ["pipeline.cli.entry", "pipeline.cli.main"])
+def test_the_modules_report_ctrl_c_the_same_way(tmp_path: Path, module: str) -> None:
+    """`run --workers` starts its members with ``python -m pipeline.cli.entry`` (the supervisor
+    forwards SIGINT, and a member still starting has no handler of its own yet); the command
+    line's own module reports it too."""
+    assert member_command(Path("x.toml"), 2)(0)[1:3] == ["-m", "pipeline.cli.entry"]
+    code, stderr = _interrupt(tmp_path, [sys.executable, "-m", module, "detect", "-i", "-"], "running")
     assert code == -signal.SIGINT, stderr
     assert stderr.strip().splitlines() == [MESSAGE]
+
+
+def test_a_ctrl_c_while_the_fork_server_starts_is_taken_once_it_has_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT is blocked, not ignored, while the server starts: a Ctrl-C meanwhile is delivered
+    after, and nothing stays blocked (ignored, it was lost and `detect` kept waiting for input)."""
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    from pipeline.runtime.worker_server import ensure_server
+
+    monkeypatch.setattr(multiprocessing.resource_tracker, "ensure_running", lambda: None)
+    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", lambda: signal.raise_signal(signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        ensure_server()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    assert 128 + signal.SIGINT == exit_codes.INTERRUPTED  # what a shell shows for it
 
 
 def test_a_ctrl_c_while_the_pool_starts_stops_the_workers_already_started(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,7 +81,7 @@ def test_members_past_the_partition_count_are_idle() -> None:
 
 def test_a_member_is_the_run_command_with_its_index() -> None:
     command = member_command(Path("/etc/tokenwatch.toml"), 3)
-    assert command(2) == [sys.executable, "-m", "pipeline.cli.main", "run", "--config", "/etc/tokenwatch.toml",
+    assert command(2) == [sys.executable, "-m", "pipeline.cli.entry", "run", "--config", "/etc/tokenwatch.toml",
                           "--workers", "3", "--member", "2"]
 
 
