@@ -247,10 +247,6 @@ class Engine:
         """Event time of each applied event a restart may deliver again, by its id's stable hash."""
         return self.state.table(ENGINE_NAMESPACE, "replayable", EPOCH_SECONDS)
 
-    def pending_count(self) -> int:
-        """How many events ``pending_event_ids`` holds, without building the set."""
-        return len(self._buffer) + len(self._hold.heap)
-
     def pending_event_ids(self) -> set[str]:
         """Events in the reorder buffer or held ahead: not in the state yet (a checkpoint
         must not commit past them)."""

@@ -152,9 +152,6 @@ class Service:
         self._events_in: Counter[str] = Counter()  # per format, since the last _count_events
         self._stop = threading.Event()
         self._since_checkpoint = 0
-        # A quiet partition's engine let held events in since the last checkpoint (``_release_idle``):
-        # offsets they held back can be committed now, though no record came.
-        self._released_since_checkpoint = False
         self._last_checkpoint = time.monotonic()
         self._pending: PendingCheckpoint | None = None  # a checkpoint whose changelog is being sent
         # Changelog records of a checkpoint whose flush or send failed: the next checkpoint sends them first.
@@ -446,21 +443,9 @@ class Service:
         now = time.monotonic()
         for state in self.states.values():
             if state.last_event_wall and now - state.last_event_wall >= quiet_for:
-                pending = state.engine.pending_count()
                 alerts = self._engine_call(state, state.engine.release_idle)
-                if state.engine.pending_count() < pending and self._holds_back(state):
-                    self._released_since_checkpoint = True  # their records' offsets may be committed now
                 if alerts:
                     self._emit(alerts)
-
-    @staticmethod
-    def _holds_back(state: PartitionState) -> bool:
-        """Some event of a record the last checkpoint could not commit is no longer held (a
-        revocation-feed event let in is not an input record's: it holds back no offset)."""
-        if not state.inflight:
-            return False
-        held = state.engine.pending_event_ids()
-        return any(event_id not in held for event_id in state.inflight)
 
     def _dead_letter(self, record: SourceRecord, doc: dict[str, Any], suffix: str = "") -> None:
         """Hand a dead letter of ``record`` to every sink, with the original bytes (minus the
@@ -548,7 +533,8 @@ class Service:
         came or held events were let in since the last: so when the traffic pauses, what was
         processed is committed (a restart replays nothing) and its alerts reach Elasticsearch,
         which is flushed only at checkpoints. A record whose event the reorder buffer still holds
-        is committed by the idle checkpoint that follows its release (``_release_idle``)."""
+        is committed by the idle checkpoint that follows its release (``_release_idle``,
+        ``_released``)."""
         now = time.monotonic()
         if now < self._checkpoint_retry_at:
             return False  # the broker failed the last one: back off
@@ -556,10 +542,11 @@ class Service:
         if self._since_checkpoint >= self.config.checkpoint_records or since >= self.config.checkpoint_interval_s:
             return True
         # Records, events let in, or the carried records of a checkpoint that failed (after its back-off).
-        work = (self._since_checkpoint > 0 or self._released_since_checkpoint or bool(self._carried)
-                or self._checkpoint_failures > 0)
-        return (idle and work and since >= self.config.checkpoint_idle_s
-                and self.paused_reason is None and self._caught_up())
+        if not idle or since < self.config.checkpoint_idle_s or self.paused_reason is not None:
+            return False
+        work = (self._since_checkpoint > 0 or bool(self._carried) or self._checkpoint_failures > 0
+                or any(map(_released, self.states.values())))
+        return work and self._caught_up()
 
     def _caught_up(self) -> bool:
         """Every owned partition is read up to its high watermark (as of the last fetch; markers
@@ -602,7 +589,6 @@ class Service:
             if not self.rebalance.rejoining:  # else they stay paused: the group has probably moved them
                 self.consumer.resume(*[tp for tp in self.consumer.paused() if tp.partition in self.states])
         self._since_checkpoint = 0
-        self._released_since_checkpoint = False
         self._last_checkpoint = time.monotonic()
         if pending is not None:
             carried, self._carried = self._carried, deque()
@@ -721,6 +707,16 @@ class Service:
                                               "tokens": len(state.store.tokens),
                                               "seconds": round(time.perf_counter() - started, 3)})
         return state
+
+
+def _released(state: PartitionState) -> bool:
+    """An event of a record the last checkpoint could not commit (``commit_offsets`` keeps
+    only the held ones in flight) has left the reorder buffer since: its offset may be
+    committed now, though no record came. A revocation-feed event let in is no record's."""
+    if not state.inflight:
+        return False
+    held = state.engine.pending_event_ids()
+    return any(event_id not in held for event_id in state.inflight)
 
 
 def _metrics_port_error(config: ServiceConfig, exc: OSError) -> StartupError:
